@@ -1,0 +1,39 @@
+# Build, set up, test and benchmark torch_wasm_backend. `make help` lists the targets.
+PYTHON ?= python3
+EMCC ?= emcc
+WASM := torch_wasm_backend/kernels.wasm
+KERNEL_SOURCES := $(wildcard kernels_cpp/*.cpp) $(wildcard kernels_cpp/*.h) kernels_cpp/kernel_abi.def
+# Stack of the main instance; worker instances get their own stacks from the host allocator.
+EMCC_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exceptions -fno-rtti \
+  -s STANDALONE_WASM=1 -s IMPORTED_MEMORY=1 -s INITIAL_MEMORY=16MB -s MAXIMUM_MEMORY=4GB \
+  -s ALLOW_MEMORY_GROWTH=1 -s TOTAL_STACK=1MB -s EXPORTED_FUNCTIONS=stackRestore,stackSave \
+  -Wl,--shared-memory --no-entry
+
+.PHONY: help kernels setup demo test bench clean
+
+help:
+	@echo "make setup   install system + Python dependencies, build the kernels, install the package"
+	@echo "make demo    setup, then run examples/demo.py"
+	@echo "make test    run the whole test suite"
+	@echo "make bench   run the benchmark suites"
+
+kernels: $(WASM)
+
+$(WASM): $(KERNEL_SOURCES)
+	@command -v $(EMCC) >/dev/null || { echo "error: emcc not found. Install Emscripten: 'apt-get update && apt-get install -y emscripten' (Debian), or activate an emsdk."; exit 1; }
+	$(EMCC) $(EMCC_FLAGS) $(filter %.cpp,$(KERNEL_SOURCES)) -o $@
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PYTHON) examples/demo.py
+
+test:
+	$(PYTHON) -m pytest -q tests
+
+bench:
+	$(PYTHON) -m pytest -q benchmarks --benchmark-only
+
+clean:
+	rm -f $(WASM)

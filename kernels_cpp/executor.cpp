@@ -1,0 +1,58 @@
+// The plan executor: one exported call runs a whole Plan (DESIGN.md decision 1), dispatching each
+// record to its kernel. Also exports the ABI version and the heap base the host allocates above.
+#include "abi.h"
+#include "threadpool.h"
+
+void set_pool_threads(int n);
+bool pool_aborted();
+
+// Error codes returned by run_plan (negative: see the host's runtime for messages).
+enum { kBadOpCode = -1, kBadArgCount = -2, kTruncated = -3, kWorkerAborted = -4 };
+
+extern "C" {
+extern unsigned char __heap_base;
+
+__attribute__((export_name("abi_version"))) int32_t abi_version() { return kAbiVersion; }
+
+__attribute__((export_name("heap_base"))) uint32_t heap_base() {
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(&__heap_base));
+}
+
+// Runs the plan at `plan` (n_words int32). Returns 0, or a negative error code; on a bad record the
+// word index of that record is stored at *error_at.
+__attribute__((export_name("run_plan")))
+int32_t run_plan(const int32_t* plan, int32_t n_words, int32_t n_threads, int32_t* error_at) {
+  set_pool_threads(n_threads);
+  int32_t pc = 0;
+  while (pc < n_words) {
+    if (pc + 2 > n_words) { *error_at = pc; return kTruncated; }
+    const int32_t code = plan[pc], n_args = plan[pc + 1];
+    if (pc + 2 + n_args > n_words) { *error_at = pc; return kTruncated; }
+    const int32_t* args = plan + pc + 2;
+    switch (code) {
+#define ABI_VERSION(v)
+#define MAX_DIMS(n)
+#define GEMM_NR(n)
+#define UNARY_OP(name, c)
+#define BINARY_OP(name, c)
+#define REDUCE_OP(name, c)
+#define POOL_MODE(name, c)
+#define OP(name, c, fields)                                                       \
+      case c:                                                                     \
+        if (n_args * 4 != (int32_t)sizeof(name##_args)) { *error_at = pc; return kBadArgCount; } \
+        k_##name(reinterpret_cast<const name##_args*>(args));                     \
+        break;
+#include "kernel_abi.def"
+      default:
+        *error_at = pc;
+        return kBadOpCode;
+    }
+    if (pool_aborted()) { *error_at = pc; return kWorkerAborted; }
+    pc += 2 + n_args;
+  }
+  return 0;
+}
+
+}  // extern "C"
+
+void k_DEBUG_TRAP(const DEBUG_TRAP_args*) { __builtin_trap(); }

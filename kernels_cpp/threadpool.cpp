@@ -1,0 +1,108 @@
+// The worker pool: shared state lives in linear memory (shared by every instance), so a task
+// published by the main instance is seen by the worker instances parked in worker_loop().
+#include "threadpool.h"
+#include <stdint.h>
+
+namespace {
+
+struct Pool {
+  volatile int32_t generation;  // bumped once per parallel_for; workers wait on it
+  volatile int32_t shutdown;
+  volatile int32_t abort;       // set by the host when a worker trapped; fails the running plan
+  volatile int32_t next_task;
+  volatile int32_t done_tasks;
+  volatile int32_t n_tasks;
+  volatile int32_t max_workers; // workers with id >= this sit the job out
+  volatile int32_t workers_parked;
+  task_fn fn;
+  void* ctx;
+};
+
+Pool g_pool;
+int g_threads = 1;     // for the plan being run (main instance only)
+bool g_in_parallel = false;
+
+inline int32_t load(volatile int32_t* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+inline void store(volatile int32_t* p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+inline int32_t fetch_add(volatile int32_t* p, int32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+
+void run_tasks() {
+  const int32_t n = load(&g_pool.n_tasks);
+  for (;;) {
+    int32_t t = fetch_add(&g_pool.next_task, 1);
+    if (t >= n) break;
+    g_pool.fn(g_pool.ctx, t);
+    if (fetch_add(&g_pool.done_tasks, 1) + 1 == n)
+      __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.done_tasks, 1);
+  }
+}
+
+}  // namespace
+
+int pool_threads() { return g_threads; }
+
+void set_pool_threads(int n) { g_threads = n < 1 ? 1 : n; }
+
+bool pool_aborted() { return load(&g_pool.abort) != 0; }
+
+void parallel_for_raw(int n_tasks, task_fn fn, void* ctx) {
+  if (n_tasks <= 0) return;
+  int workers = g_threads - 1;
+  if (workers > load(&g_pool.workers_parked)) workers = load(&g_pool.workers_parked);
+  if (n_tasks == 1 || workers <= 0 || g_in_parallel) {
+    for (int t = 0; t < n_tasks; ++t) fn(ctx, t);
+    return;
+  }
+  g_in_parallel = true;
+  g_pool.fn = fn;
+  g_pool.ctx = ctx;
+  store(&g_pool.n_tasks, n_tasks);
+  store(&g_pool.done_tasks, 0);
+  store(&g_pool.max_workers, workers);
+  store(&g_pool.next_task, 0);
+  fetch_add(&g_pool.generation, 1);
+  __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.generation, workers);
+  run_tasks();
+  // Join. Timed waits so that a worker that trapped (host sets `abort`) cannot hang us.
+  for (;;) {
+    int32_t done = load(&g_pool.done_tasks);
+    if (done >= n_tasks || load(&g_pool.abort)) break;
+    __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.done_tasks, done, 1000000 /* 1 ms */);
+  }
+  g_in_parallel = false;
+}
+
+extern "C" {
+
+// Parks the calling instance (one per host worker thread) until pool_shutdown().
+// worker_id counts from 1 (0 is the main thread). Returns 0 on a clean shutdown.
+__attribute__((export_name("worker_loop"))) int32_t worker_loop(int32_t worker_id) {
+  fetch_add(&g_pool.workers_parked, 1);
+  int32_t seen = load(&g_pool.generation);
+  for (;;) {
+    while (load(&g_pool.generation) == seen && !load(&g_pool.shutdown))
+      __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.generation, seen, -1);
+    if (load(&g_pool.shutdown)) break;
+    seen = load(&g_pool.generation);
+    if (worker_id <= load(&g_pool.max_workers)) run_tasks();
+  }
+  fetch_add(&g_pool.workers_parked, -1);
+  return 0;
+}
+
+__attribute__((export_name("pool_shutdown"))) void pool_shutdown() {
+  store(&g_pool.shutdown, 1);
+  __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.generation, 0x7fffffff);
+}
+
+// Host hook: a worker trapped; make the running parallel_for return.
+__attribute__((export_name("pool_abort"))) void pool_abort() {
+  store(&g_pool.abort, 1);
+  __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.done_tasks, 0x7fffffff);
+}
+
+__attribute__((export_name("pool_workers_parked"))) int32_t pool_workers_parked() {
+  return load(&g_pool.workers_parked);
+}
+
+}  // extern "C"

@@ -1,0 +1,83 @@
+"""Reads the kernel ABI from kernels_cpp/kernel_abi.def (the single declaration shared with the C++
+executor) and encodes plan records from keyword arguments."""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+ABI_FILE = Path(__file__).resolve().parent.parent / "kernels_cpp" / "kernel_abi.def"
+
+_FIELD = re.compile(r"(ARG|PTR|F32|ARR)\((\w+)(?:,\s*(\d+))?\)")
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: str  # ARG, PTR, F32 or ARR
+    name: str
+    length: int  # words
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    code: int
+    fields: tuple[Field, ...]
+
+    @property
+    def n_words(self) -> int:
+        return sum(f.length for f in self.fields)
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+
+
+class KernelAbi:
+    """Everything the .def declares: version, constants, sub-op enums and plan ops."""
+
+    def __init__(self, path: Path = ABI_FILE):
+        text = _strip_comments(path.read_text())
+        self.version = int(re.search(r"ABI_VERSION\((\d+)\)", text).group(1))
+        self.max_dims = int(re.search(r"MAX_DIMS\((\d+)\)", text).group(1))
+        self.gemm_nr = int(re.search(r"GEMM_NR\((\d+)\)", text).group(1))
+        self.unary = self._enum(text, "UNARY_OP")
+        self.binary = self._enum(text, "BINARY_OP")
+        self.reduce = self._enum(text, "REDUCE_OP")
+        self.pool = self._enum(text, "POOL_MODE")
+        self.ops: dict[str, OpSpec] = {}
+        for m in re.finditer(r"\bOP\((\w+),\s*(\d+),(.*)\)\s*$", text, re.MULTILINE):
+            fields = tuple(
+                Field(kind, name, int(n) if n else 1) for kind, name, n in _FIELD.findall(m.group(3))
+            )
+            self.ops[m.group(1)] = OpSpec(m.group(1), int(m.group(2)), fields)
+
+    @staticmethod
+    def _enum(text: str, macro: str) -> dict[str, int]:
+        return {n: int(c) for n, c in re.findall(rf"\b{macro}\((\w+),\s*(\d+)\)", text)}
+
+    def encode(self, op: str, /, **args) -> list[int]:
+        """One plan record [code, n_args, args...]; raises on a missing or unknown argument."""
+        spec = self.ops[op]
+        unknown = set(args) - {f.name for f in spec.fields}
+        if unknown:
+            raise TypeError(f"{op}: unknown kernel arguments {sorted(unknown)}")
+        words = [spec.code, spec.n_words]
+        for f in spec.fields:
+            if f.name not in args:
+                raise TypeError(f"{op}: missing kernel argument {f.name!r}")
+            value = args[f.name]
+            if f.kind == "ARR":
+                value = list(value)
+                if len(value) != f.length:
+                    raise ValueError(f"{op}.{f.name}: expected {f.length} values, got {len(value)}")
+                words.extend(int(v) for v in value)
+            elif f.kind == "F32":
+                words.append(struct.unpack("<i", struct.pack("<f", float(value)))[0])
+            else:
+                words.append(int(value))
+        return words
+
+
+ABI = KernelAbi()

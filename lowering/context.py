@@ -1,0 +1,167 @@
+"""LoweringContext: lowers the nodes of one partition lazily (a node is lowered when something
+needs its value), folds weight-only expressions into constants, and collects the Plan."""
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.fx import Node
+
+from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
+from .registry import REGISTRY, Unsupported, op_name
+
+ConstFn = Callable[[Sequence[torch.Tensor]], Any]
+
+
+class LoweringContext:
+    def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int]):
+        self.gm = gm
+        self.vals = vals
+        self.plan = Plan()
+        self.placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.constant_inputs = constant_inputs
+        self.plan.constant_inputs = sorted(constant_inputs)
+        self.plan.inputs = [None] * len(self.placeholders)
+        self._values: dict[Node, Any] = {}
+        self._const_fns: dict[Node, ConstFn | None] = {}
+
+    # ---- values ------------------------------------------------------------------------------
+    def val(self, arg):
+        """The concrete (fake) value of a node for this plan's input signature."""
+        return self.vals[arg] if isinstance(arg, Node) else arg
+
+    def value(self, arg):
+        """The lowered value of arg: a TensorRef (or tuple of them) for nodes, arg itself otherwise."""
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self.value(a) for a in arg)
+        if not isinstance(arg, Node):
+            return arg
+        if arg not in self._values:
+            self._values[arg] = self._lower(arg)
+        return self._values[arg]
+
+    def _lower(self, node: Node):
+        fold = self.const_fn(node)
+        if fold is not None and isinstance(self.vals[node], torch.Tensor):
+            v = self.vals[node]
+            return self.constant(lambda ins: fold(ins), tuple(v.shape), v.dtype, node.name)
+        if node.op == "placeholder":
+            idx = self.placeholders.index(node)
+            v = self.vals[node]
+            ref = self.new_buffer(tuple(v.shape), v.dtype, node.name)
+            self.plan.inputs[idx] = ref
+            return ref
+        if node.op == "call_function":
+            if node.target is operator.getitem:
+                parent = self.value(node.args[0])
+                item = parent[node.args[1]]
+                if item is None:
+                    raise Unsupported(f"output {node.args[1]} of {node.args[0].name} is not computed")
+                return item
+            entry = REGISTRY.get(node.target)
+            if entry is None or entry.lower is None:
+                raise Unsupported(f"no wasm lowering for {op_name(node.target)}")
+            result = entry.lower(self, node)
+            self.plan.aten_ops[op_name(node.target)] += 1
+            return result
+        raise Unsupported(f"cannot lower {node.op} node {node.name}")
+
+    def const_fn(self, arg) -> ConstFn | None:
+        """A function of the partition inputs that computes arg, if arg depends only on constant
+        inputs (parameters, buffers, graph constants); None otherwise. Used to fold weight
+        expressions (t(weight), batch-norm scale...) and to pre-pack weights at compile time."""
+        if not isinstance(arg, Node):
+            if isinstance(arg, (list, tuple)):
+                fns = [self.const_fn(a) for a in arg]
+                if any(f is None for f in fns):
+                    return None
+                return lambda ins: type(arg)(f(ins) for f in fns)
+            return lambda ins: arg
+        if arg in self._const_fns:
+            return self._const_fns[arg]
+        fn: ConstFn | None = None
+        if arg.op == "placeholder":
+            idx = self.placeholders.index(arg)
+            if idx in self.constant_inputs:
+                fn = lambda ins: ins[idx]
+        elif arg.op == "get_attr":
+            attr = getattr(self.gm, arg.target)
+            fn = lambda ins: attr
+        elif arg.op == "call_function" and (arg.target is operator.getitem or arg.target in REGISTRY):
+            arg_fns = [self.const_fn(a) for a in arg.args]
+            kw_fns = {k: self.const_fn(v) for k, v in arg.kwargs.items()}
+            if arg.all_input_nodes and all(f is not None for f in arg_fns) and all(
+                    f is not None for f in kw_fns.values()):
+                target = arg.target
+
+                def fn(ins, target=target, arg_fns=arg_fns, kw_fns=kw_fns):
+                    with torch.no_grad():
+                        return target(*[f(ins) for f in arg_fns], **{k: f(ins) for k, f in kw_fns.items()})
+        self._const_fns[arg] = fn
+        return fn
+
+    # ---- buffers -----------------------------------------------------------------------------
+    def new_buffer(self, shape, dtype=torch.float32, name="") -> TensorRef:
+        shape = tuple(int(s) for s in shape)
+        numel = 1
+        for s in shape:
+            numel *= s
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return TensorRef(Buffer(numel * itemsize, name=name), shape, contiguous_strides(shape), 0, dtype)
+
+    def out_for(self, node: Node) -> TensorRef:
+        v = self.vals[node]
+        return self.new_buffer(tuple(v.shape), v.dtype, node.name)
+
+    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="") -> TensorRef:
+        """A buffer uploaded once (and again when a parameter it derives from changes)."""
+        shape = tuple(int(s) for s in shape)
+
+        def make_contiguous(ins):
+            t = make(ins)
+            t = torch.as_tensor(t, dtype=dtype)
+            return t.detach().reshape(shape).contiguous()
+
+        numel = 1
+        for s in shape:
+            numel *= s
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        buf = Buffer(numel * itemsize, make=make_contiguous, name=name)
+        self.plan.constants.append(buf)
+        return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
+
+    def scalar(self, value: float) -> TensorRef:
+        return self.constant(lambda ins: torch.tensor(float(value)), (), torch.float32, f"scalar_{float(value)!r}")
+
+    def emit(self, kernel: str, /, flops: float = 0.0, **args) -> None:
+        """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""
+        self.plan.records.append((kernel, args))
+        self.plan.flops += flops
+
+    def contiguous(self, ref: TensorRef) -> TensorRef:
+        """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""
+        if ref.is_contiguous():
+            return ref
+        from .ops.elementwise import emit_unary
+        out = self.new_buffer(ref.shape, ref.dtype, ref.buffer.name + "_contig")
+        emit_unary(self, "IDENTITY", ref, out)
+        return out
+
+    # ---- finish ------------------------------------------------------------------------------
+    def set_outputs(self, output_node: Node) -> None:
+        result = output_node.args[0]
+        for arg in (result if isinstance(result, (list, tuple)) else [result]):
+            ref = self.value(arg)
+            if not isinstance(ref, TensorRef):
+                raise Unsupported(f"partition output {arg} is not a tensor")
+            v = self.vals[arg]
+            self.plan.outputs.append(OutputSpec(ref, tuple(v.shape), tuple(v.stride())))
+
+
+def addr(ref: TensorRef | None, extra_elements: int = 0):
+    """The kernel PTR for ref (0 = absent)."""
+    return 0 if ref is None else ref.addr(extra_elements)
+
+
+__all__ = ["LoweringContext", "addr", "Addr"]

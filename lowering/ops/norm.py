@@ -1,0 +1,121 @@
+"""Normalizations and softmax: inference batch norm (scale/shift folded at compile time into a
+CHANNEL_AFFINE), layer norm, (log_)softmax on any dim."""
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from ..abi import ABI
+from ..context import LoweringContext, addr
+from ..registry import Unsupported, register
+
+aten = torch.ops.aten
+
+
+def _prod(xs):
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def _used_outputs(node) -> set[int]:
+    return {u.args[1] for u in node.users if u.target is operator.getitem}
+
+
+def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, var, eps):
+    fns = [ctx.const_fn(a) if a is not None else (lambda ins: None) for a in (weight, bias, mean, var)]
+    if any(f is None for f in fns):
+        raise Unsupported("batch norm with non-constant statistics or affine parameters")
+    channels = ctx.val(x_arg).shape[1]
+
+    def scale_shift(ins):
+        w, b, m, v = (f(ins) for f in fns)
+        scale = torch.rsqrt(v.double() + eps)
+        if w is not None:
+            scale = scale * w.double()
+        shift = -m.double() * scale
+        if b is not None:
+            shift = shift + b.double()
+        return scale.float(), shift.float()
+
+    scale = ctx.constant(lambda ins: scale_shift(ins)[0], (channels,), name=node.name + "_scale")
+    shift = ctx.constant(lambda ins: scale_shift(ins)[1], (channels,), name=node.name + "_shift")
+    x = ctx.contiguous(ctx.value(x_arg))
+    out = ctx.new_buffer(x.shape, name=node.name)
+    if out.numel:
+        ctx.emit("CHANNEL_AFFINE", flops=2 * out.numel, outer=x.shape[0], channels=channels,
+                 inner=_prod(x.shape[2:]), **{"in": addr(x)}, out=addr(out), scale=addr(scale),
+                 shift=addr(shift), act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+    return out
+
+
+def _bn_check(node):
+    if _used_outputs(node) - {0}:
+        return "batch norm's saved mean/invstd outputs are used"
+    if node.args[0].meta["val"].dim() < 2:
+        return "batch norm input with < 2 dims"
+    return None
+
+
+@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE"], check=_bn_check)
+def _batch_norm(ctx, node):
+    x, w, b, mean, var, _momentum, eps = node.args
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+
+
+def _native_bn_check(node):
+    if node.args[5]:
+        return "batch norm in training mode"
+    return _bn_check(node)
+
+
+@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE"], check=_native_bn_check)
+def _native_batch_norm(ctx, node):
+    x, w, b, mean, var, _training, _momentum, eps = node.args
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+
+
+@register(aten.native_layer_norm.default, kernels=["LAYERNORM"])
+def _layer_norm(ctx, node):
+    x_arg, normalized_shape, w_arg, b_arg, eps = node.args
+    x = ctx.contiguous(ctx.value(x_arg))
+    cols = _prod(normalized_shape)
+    rows = x.numel // cols if cols else 0
+    used = _used_outputs(node)
+    out = ctx.new_buffer(x.shape, name=node.name)
+    stat_shape = tuple(ctx.vals[node][1].shape)
+    mean = ctx.new_buffer(stat_shape, name=node.name + "_mean") if 1 in used else None
+    rstd = ctx.new_buffer(stat_shape, name=node.name + "_rstd") if 2 in used else None
+    w = ctx.contiguous(ctx.value(w_arg)) if w_arg is not None else None
+    b = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+    if x.numel:
+        ctx.emit("LAYERNORM", flops=8 * x.numel, rows=rows, cols=cols, eps=float(eps), **{"in": addr(x)},
+                 weight=addr(w), bias=addr(b), out=addr(out), mean=addr(mean), rstd=addr(rstd))
+    return out, mean, rstd
+
+
+def _softmax_check(node):
+    if len(node.args) > 2 and node.args[2]:
+        return "softmax with half_to_float"
+    return None
+
+
+def _softmax(log: int):
+    def lower(ctx, node):
+        x = ctx.contiguous(ctx.value(node.args[0]))
+        out = ctx.new_buffer(x.shape, name=node.name)
+        if not x.shape:
+            shape, dim = (1,), 0
+        else:
+            shape, dim = x.shape, node.args[1] % len(x.shape)
+        if out.numel:
+            ctx.emit("SOFTMAX", flops=5 * out.numel, outer=_prod(shape[:dim]), dim=shape[dim],
+                     inner=_prod(shape[dim + 1:]), log=log, **{"in": addr(x)}, out=addr(out))
+        return out
+    return lower
+
+
+register(aten._softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(0))
+register(aten._log_softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(1))

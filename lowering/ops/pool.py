@@ -1,0 +1,76 @@
+"""2-D pooling: max (values only), average, adaptive average -> POOL2D over [planes, h, w]."""
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from ..abi import ABI
+from ..context import LoweringContext, addr
+from ..registry import register
+
+aten = torch.ops.aten
+
+
+def _pair(v, default=None):
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, int):
+        return v, v
+    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
+              dilation=(1, 1), count_include_pad=True, divisor=0):
+    x = ctx.contiguous(ctx.value(node.args[0]))
+    out = ctx.new_buffer(tuple(ctx.vals[node][0].shape if isinstance(ctx.vals[node], tuple)
+                               else ctx.vals[node].shape), name=node.name)
+    h, w = x.shape[-2:]
+    oh, ow = out.shape[-2:]
+    planes = 1
+    for s in x.shape[:-2]:
+        planes *= s
+    if out.numel:
+        ctx.emit("POOL2D", flops=out.numel * kernel[0] * kernel[1], mode=ABI.pool[mode], planes=planes,
+                 h=h, w=w, oh=oh, ow=ow, kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1],
+                 ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
+                 count_include_pad=int(bool(count_include_pad)), divisor=int(divisor or 0),
+                 **{"in": addr(x)}, out=addr(out))
+    return out
+
+
+def _indices_unused(node):
+    if any(u.target is operator.getitem and u.args[1] == 1 for u in node.users):
+        return "max_pool2d indices output is used (only values are computed)"
+    return None
+
+
+def _max_pool_args(node):
+    a = list(node.args) + [None] * (6 - len(node.args))
+    kernel = _pair(a[1])
+    return dict(kernel=kernel, stride=_pair(a[2], kernel), padding=_pair(a[3], 0), dilation=_pair(a[4], 1))
+
+
+@register(aten.max_pool2d_with_indices.default, kernels=["POOL2D"], check=_indices_unused)
+def _max_pool_with_indices(ctx, node):
+    return emit_pool(ctx, node, "MAX", **_max_pool_args(node)), None
+
+
+@register(aten.max_pool2d.default, kernels=["POOL2D"])
+def _max_pool(ctx, node):
+    return emit_pool(ctx, node, "MAX", **_max_pool_args(node))
+
+
+@register(aten.avg_pool2d.default, kernels=["POOL2D"])
+def _avg_pool(ctx, node):
+    a = list(node.args) + [None] * (7 - len(node.args))
+    kernel = _pair(a[1])
+    include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
+    divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
+    return emit_pool(ctx, node, "AVG", kernel=kernel, stride=_pair(a[2], kernel), padding=_pair(a[3], 0),
+                     count_include_pad=include, divisor=divisor or 0)
+
+
+@register(aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default, kernels=["POOL2D"])
+def _adaptive_avg_pool(ctx, node):
+    return emit_pool(ctx, node, "ADAPTIVE_AVG")

@@ -1,0 +1,75 @@
+"""View ops cost no copy: the output is a new TensorRef (shape, strides, offset) on the same buffer,
+computed by running the very same ATen op on a meta tensor laid out like ours. cat copies."""
+from __future__ import annotations
+
+import torch
+from torch.fx import Node
+
+from ..context import LoweringContext
+from ..plan import TensorRef
+from ..registry import Unsupported, register
+from .elementwise import emit_unary
+
+aten = torch.ops.aten
+
+VIEW_OPS = (
+    aten.view.default, aten._unsafe_view.default, aten.reshape.default, aten.permute.default,
+    aten.transpose.int, aten.t.default, aten.expand.default, aten.unsqueeze.default,
+    aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default, aten.slice.Tensor, aten.select.int,
+    aten.alias.default, aten.detach.default, aten.narrow.default, aten.split.Tensor,
+    aten.split_with_sizes.default, aten.unbind.int, aten.chunk.default, aten.flatten.using_ints,
+    aten.unflatten.int, aten.view_as.default if hasattr(aten, "view_as") else aten.alias.default,
+)
+
+
+def _meta_like(ref: TensorRef) -> torch.Tensor:
+    span = 1 + sum((s - 1) * st for s, st in zip(ref.shape, ref.strides) if s > 0)
+    base = torch.empty(ref.offset + max(span, 1), dtype=ref.dtype, device="meta")
+    return base.as_strided(ref.shape, ref.strides, ref.offset)
+
+
+def _apply(target, src: TensorRef, args, kwargs):
+    out = target(_meta_like(src), *args, **kwargs)
+    def wrap(t):
+        return TensorRef(src.buffer, tuple(t.shape), tuple(t.stride()), t.storage_offset(), src.dtype)
+    return tuple(wrap(t) for t in out) if isinstance(out, (list, tuple)) else wrap(out)
+
+
+def _static_args(node: Node):
+    if any(isinstance(a, Node) for a in node.args[1:]) or any(isinstance(v, Node) for v in node.kwargs.values()):
+        return "view with tensor-valued size arguments"
+    return None
+
+
+@register(*dict.fromkeys(VIEW_OPS), kernels=[], check=_static_args, notes="view: no copy")
+def lower_view(ctx: LoweringContext, node: Node):
+    src = ctx.value(node.args[0])
+    try:
+        return _apply(node.target, src, node.args[1:], node.kwargs)
+    except RuntimeError:
+        # Not expressible as a view of our layout (e.g. view() of a permuted tensor): copy first.
+        return _apply(node.target, ctx.contiguous(src), node.args[1:], node.kwargs)
+
+
+def is_view_op(target) -> bool:
+    return target in VIEW_OPS
+
+
+@register(aten.cat.default, kernels=["UNARY"])
+def _cat(ctx: LoweringContext, node: Node):
+    out = ctx.out_for(node)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    dim %= max(len(out.shape), 1)
+    start = 0
+    for arg in node.args[0]:
+        v = ctx.val(arg)
+        if v.dim() == 1 and v.shape[0] == 0 and len(out.shape) != 1:
+            continue  # torch.cat skips legacy empty 1-d tensors
+        size = v.shape[dim]
+        piece = TensorRef(out.buffer, tuple(v.shape), out.strides, start * out.strides[dim], out.dtype)
+        emit_unary(ctx, "IDENTITY", ctx.value(arg), piece)
+        start += size
+    return out
+
+
+__all__ = ["is_view_op", "Unsupported"]

@@ -1,0 +1,156 @@
+"""The Plan: what one partition runs in one call into wasm. Kernel records with symbolic pointers,
+the buffers they touch (arena intermediates, inputs, outputs, constants), and the memory plan
+(liveness -> arena offsets). Knows nothing about wasmtime: the runtime supplies base addresses."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .abi import ABI
+
+ALIGN = 64
+
+
+@dataclass(eq=False)
+class Buffer:
+    """A region of wasm memory: in the plan's arena, or a constant uploaded once."""
+    nbytes: int
+    make: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = None  # constants only
+    name: str = ""
+
+    @property
+    def is_constant(self) -> bool:
+        return self.make is not None
+
+
+@dataclass(frozen=True, eq=False)
+class TensorRef:
+    """A strided float32 (or other dtype) view into a Buffer; offset and strides in elements."""
+    buffer: Buffer
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int = 0
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def itemsize(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    def is_contiguous(self) -> bool:
+        return self.strides == contiguous_strides(self.shape) or self.numel <= 1 or _contiguous_ignoring_ones(self)
+
+    def addr(self, extra_elements: int = 0) -> "Addr":
+        return Addr(self.buffer, (self.offset + extra_elements) * self.itemsize)
+
+
+def _contiguous_ignoring_ones(ref: TensorRef) -> bool:
+    expected = 1
+    for size, stride in reversed(list(zip(ref.shape, ref.strides))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+@dataclass(frozen=True)
+class Addr:
+    """A symbolic pointer: byte_offset into buffer, resolved to an address at encode time."""
+    buffer: Buffer
+    byte_offset: int = 0
+
+
+@dataclass
+class OutputSpec:
+    ref: TensorRef
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]  # the strides eager would give; the runtime returns that layout
+
+
+@dataclass
+class Plan:
+    records: list[tuple[str, dict]] = field(default_factory=list)
+    inputs: list[TensorRef | None] = field(default_factory=list)  # None: constant or unused input
+    constant_inputs: list[int] = field(default_factory=list)       # guarded by identity + version
+    outputs: list[OutputSpec] = field(default_factory=list)
+    constants: list[Buffer] = field(default_factory=list)
+    arena_offsets: dict[int, int] = field(default_factory=dict)    # id(buffer) -> byte offset
+    arena_size: int = 0
+    aten_ops: Counter = field(default_factory=Counter)             # ATen op name -> nodes lowered
+    flops: float = 0.0
+
+    def encode(self, arena_base: int, constant_addrs: dict[int, int]) -> list[int]:
+        """The int32 words of the plan, with every Addr resolved to an absolute byte address."""
+        def resolve(value):
+            if isinstance(value, Addr):
+                b = value.buffer
+                base = constant_addrs[id(b)] if b.is_constant else arena_base + self.arena_offsets[id(b)]
+                return base + value.byte_offset
+            if isinstance(value, (list, tuple)):
+                return [resolve(v) for v in value]
+            return value
+
+        words: list[int] = []
+        for op, args in self.records:
+            words.extend(ABI.encode(op, **{k: resolve(v) for k, v in args.items()}))
+        return words
+
+
+def plan_memory(plan: Plan) -> None:
+    """Assigns arena offsets to non-constant buffers by liveness (first to last record that
+    touches them; inputs live from the start, outputs to the end): greedy by size, lowest offset
+    that does not overlap a buffer alive at the same time."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    buffers: dict[int, Buffer] = {}
+
+    def touch(buf: Buffer, t: int):
+        if buf.is_constant:
+            return
+        buffers[id(buf)] = buf
+        first[id(buf)] = min(first.get(id(buf), t), t)
+        last[id(buf)] = max(last.get(id(buf), t), t)
+
+    end = len(plan.records)
+    for ref in plan.inputs:
+        if ref is not None:
+            touch(ref.buffer, -1)
+    for t, (_, args) in enumerate(plan.records):
+        for v in args.values():
+            if isinstance(v, Addr):
+                touch(v.buffer, t)
+    for out in plan.outputs:
+        touch(out.ref.buffer, end)
+
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
+    order = sorted(buffers, key=lambda b: (-buffers[b].nbytes, first[b]))
+    size_total = 0
+    for b in order:
+        size = max(ALIGN, (buffers[b].nbytes + ALIGN - 1) // ALIGN * ALIGN)
+        clashes = sorted((o, s) for o, s, f, l in placed if not (l < first[b] or last[b] < f))
+        offset = 0
+        for o, s in clashes:
+            if offset + size <= o:
+                break
+            offset = max(offset, o + s)
+        placed.append((offset, size, first[b], last[b]))
+        plan.arena_offsets[b] = offset
+        size_total = max(size_total, offset + size)
+    plan.arena_size = size_total

@@ -1,0 +1,10 @@
+"""Public exceptions."""
+
+
+class WasmBackendError(RuntimeError):
+    """Raised when the wasm backend cannot do what was asked: an unsupported op in strict mode, a
+    bad option, a missing or incompatible kernel module, or a failure inside wasm in strict mode."""
+
+
+class WasmTrap(WasmBackendError):
+    """A trap (or runtime failure) inside the wasm kernels while running a plan."""

@@ -1,0 +1,239 @@
+"""CompiledPartition: runs one wasm partition. Guards each call's input signature, keeps a bounded
+LRU of Plans per signature, uploads weights once (again only if a parameter changed in place),
+copies inputs in and outputs out, runs the whole Plan in one wasm call, and recovers from traps."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from torch.fx import GraphModule
+
+from lowering.lower import lower_partition
+from lowering.plan import Plan
+from lowering.registry import Unsupported
+from lowering.abi import ABI
+from . import metrics as stats
+from .errors import WasmBackendError, WasmTrap
+from .options import Options
+from .runtime import Runtime, get_runtime, rebuild_runtime
+
+log = logging.getLogger("torch_wasm_backend")
+
+# Test hook (see torch_wasm_backend.testing): number of upcoming plan runs that start with a
+# DEBUG_TRAP record, so the trap really happens inside wasm.
+_inject_traps = 0
+
+
+def signature(args) -> tuple:
+    """What a Plan is specialised on: per tensor input its shape, strides, dtype and device."""
+    sig = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            sig.append((tuple(a.shape), a.stride(), a.dtype, a.device.type))
+        else:
+            sig.append((type(a).__name__, a))
+    return tuple(sig)
+
+
+def describe_inputs(args) -> str:
+    return ", ".join(f"{tuple(a.shape)}:{str(a.dtype).replace('torch.', '')}" if isinstance(a, torch.Tensor)
+                     else repr(a) for a in args)
+
+
+@dataclass
+class _Loaded:
+    """A Plan placed in one runtime's memory."""
+    runtime: Runtime
+    arena: int
+    plan_words: int
+    n_words: int
+    input_views: list
+    output_views: list
+    trap_words: int = 0
+
+
+@dataclass
+class _Entry:
+    plan: Plan | None                 # None: this signature runs in eager
+    reason: str = ""
+    loaded: _Loaded | None = None
+    constant_addrs: dict = field(default_factory=dict)
+
+
+class CompiledPartition(torch.nn.Module):
+    def __init__(self, gm: GraphModule, constant_inputs: set[int], options: Options, name: str):
+        super().__init__()
+        self.gm = gm
+        self.name = name
+        self.constant_inputs = constant_inputs
+        self.options = options
+        self.plans: OrderedDict[tuple, _Entry] = OrderedDict()
+        self.failures = 0
+        self.disabled_reason: str | None = None
+        # Constants shared by all plans of this partition: key -> (offset, Buffer)
+        self._constants: dict[tuple, tuple[int, object]] = {}
+        self._constant_versions: list | None = None
+        self._runtime_generation = -1
+        output = next(n for n in gm.graph.nodes if n.op == "output")
+        self._single_output = not isinstance(output.args[0], (list, tuple))
+
+    # ---- the call ------------------------------------------------------------------------------
+    def forward(self, *args):
+        start = time.perf_counter()
+        if self.disabled_reason:
+            stats.add(eager_partition_calls=1)
+            return self.gm(*args)
+        key = signature(args)
+        entry = self.plans.get(key)
+        if entry is None:
+            stats.add(plan_cache_misses=1)
+            entry = self._new_entry(args)
+            self.plans[key] = entry
+            while len(self.plans) > self.options.max_plans_per_partition:
+                _, old = self.plans.popitem(last=False)
+                self._unload(old)
+        else:
+            stats.add(plan_cache_hits=1)
+            self.plans.move_to_end(key)
+        if entry.plan is None:
+            stats.add(eager_partition_calls=1)
+            return self.gm(*args)
+        try:
+            outputs, wasm_seconds = self._run(entry, args)
+        except WasmTrap as e:
+            return self._recover(e, args)
+        stats.add(calls=1, seconds_in_wasm=wasm_seconds,
+                  seconds_host=time.perf_counter() - start - wasm_seconds)
+        return outputs[0] if self._single_output else tuple(outputs)
+
+    def _new_entry(self, args) -> _Entry:
+        try:
+            plan = lower_partition(self.gm, args, self.constant_inputs)
+        except Unsupported as e:
+            reason = f"inputs {describe_inputs(args)}: {e}"
+            if self.options.strict:
+                raise WasmBackendError(f"wasm partition {self.name} cannot run {reason}") from e
+            log.info("partition %s runs in eager for %s", self.name, reason)
+            stats.record_fallback(self.name, "*", "partition", reason)
+            return _Entry(None, reason)
+        return _Entry(plan)
+
+    def _run(self, entry: _Entry, args):
+        runtime, generation = get_runtime(self.options.threads)
+        with runtime.lock:
+            if generation != self._runtime_generation:
+                self._reset_for_runtime(generation)
+            if entry.loaded is None or entry.loaded.runtime is not runtime:
+                self._load(entry, runtime, args)
+            self._check_constants(runtime, entry, args)
+            loaded = entry.loaded
+            copied_in = 0
+            for view, arg in zip(loaded.input_views, args):
+                if view is not None:
+                    view.copy_(arg)
+                    copied_in += view.numel() * view.element_size()
+            global _inject_traps
+            plan_at, n_words = loaded.plan_words, loaded.n_words
+            if _inject_traps > 0:
+                _inject_traps -= 1
+                plan_at, n_words = loaded.trap_words, loaded.n_words + len(_TRAP_RECORD)
+            t0 = time.perf_counter()
+            runtime.run(plan_at, n_words, self.options.threads)
+            wasm_seconds = time.perf_counter() - t0
+            outputs = []
+            copied_out = 0
+            for spec, view in zip(entry.plan.outputs, loaded.output_views):
+                out = torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype)
+                out.copy_(view)
+                outputs.append(out)
+                copied_out += out.numel() * out.element_size()
+        stats.add(bytes_copied_in=copied_in, bytes_copied_out=copied_out)
+        return outputs, wasm_seconds
+
+    # ---- memory ---------------------------------------------------------------------------------
+    def _reset_for_runtime(self, generation: int) -> None:
+        """A new runtime (first call, or rebuilt after a trap): everything must be uploaded again."""
+        self._constants.clear()
+        self._constant_versions = None
+        for entry in self.plans.values():
+            entry.loaded = None
+            entry.constant_addrs = {}
+        self._runtime_generation = generation
+
+    def _load(self, entry: _Entry, runtime: Runtime, args) -> None:
+        plan = entry.plan
+        addrs = {}
+        for buf in plan.constants:
+            key = (buf.name, buf.nbytes)
+            if key not in self._constants:
+                offset = runtime.allocator.alloc(buf.nbytes)
+                runtime.write(offset, buf.make(args))
+                stats.add(constant_bytes_uploaded=buf.nbytes)
+                self._constants[key] = (offset, buf)
+            addrs[id(buf)] = self._constants[key][0]
+        arena = runtime.allocator.alloc(plan.arena_size)
+        words = plan.encode(arena, addrs)
+        plan_at = runtime.allocator.alloc(4 * (len(words) + len(_TRAP_RECORD)))
+        runtime.write_words(plan_at, _TRAP_RECORD + words)
+
+        def view(ref, strides=None):
+            base = addrs[id(ref.buffer)] if ref.buffer.is_constant else arena + plan.arena_offsets[id(ref.buffer)]
+            return runtime.tensor(base + ref.offset * ref.itemsize, ref.shape, ref.dtype,
+                                  strides=strides)
+
+        inputs = [view(ref) if ref is not None else None for ref in plan.inputs]
+        outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
+        entry.loaded = _Loaded(runtime, arena, plan_at + 4 * len(_TRAP_RECORD), len(words), inputs,
+                               outputs, trap_words=plan_at)
+        entry.constant_addrs = addrs
+
+    def _check_constants(self, runtime: Runtime, entry: _Entry, args) -> None:
+        """Parameters are uploaded once; re-upload if one was replaced or changed in place."""
+        versions = [(id(args[i]), _version(args[i])) for i in self.constant_inputs]
+        if self._constant_versions is None:
+            self._constant_versions = versions
+            return
+        if versions != self._constant_versions:
+            log.info("partition %s: a parameter changed since compile; re-uploading weights", self.name)
+            for offset, buf in self._constants.values():
+                runtime.write(offset, buf.make(args))
+                stats.add(constant_bytes_uploaded=buf.nbytes)
+            self._constant_versions = versions
+
+    def _unload(self, entry: _Entry) -> None:
+        if entry.loaded is not None:
+            runtime, _ = get_runtime(self.options.threads)
+            if entry.loaded.runtime is runtime:
+                with runtime.lock:
+                    runtime.allocator.free(entry.loaded.arena)
+                    runtime.allocator.free(entry.loaded.trap_words)
+            entry.loaded = None
+
+    # ---- recovery -------------------------------------------------------------------------------
+    def _recover(self, error: WasmTrap, args):
+        self.failures += 1
+        ops = ", ".join(f"{k}x{v}" for k, v in self.plans[signature(args)].plan.aten_ops.items())
+        message = f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; ops {ops})"
+        if self.options.strict:
+            raise WasmBackendError(message) from error
+        log.warning("%s; returning the eager result and rebuilding the wasm runtime", message)
+        stats.record_trap(message)
+        rebuild_runtime()
+        if self.failures >= self.options.max_failures:
+            self.disabled_reason = f"trapped {self.failures} times; kept on eager"
+            log.warning("partition %s %s", self.name, self.disabled_reason)
+            stats.record_fallback(self.name, "*", "partition", self.disabled_reason)
+        return self.gm(*args)
+
+
+_TRAP_RECORD = ABI.encode("DEBUG_TRAP", unused=0)
+
+
+def _version(t):
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter; identity is all we can check
+        return None

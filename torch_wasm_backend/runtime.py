@@ -1,0 +1,344 @@
+"""The wasmtime side: loads the kernel module once per process, owns the shared memory and its
+allocator, runs whole Plans through the raw (unchecked) call path, and parks worker threads inside
+wasm (DESIGN.md decisions 1-3)."""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._bindings import _wasmtime_func_call_unchecked as _call_unchecked
+
+from lowering.abi import ABI
+from .errors import WasmBackendError, WasmTrap
+
+log = logging.getLogger("torch_wasm_backend")
+
+WASM_PATH = Path(__file__).resolve().parent / "kernels.wasm"
+PAGE = 65536
+MAX_PAGES = 65536  # wasm32: 4 GiB
+WORKER_STACK = 256 * 1024
+_RUN_PLAN_ERRORS = {-1: "unknown op code", -2: "wrong argument count for op",
+                    -3: "truncated plan", -4: "a worker thread trapped"}
+
+_engine_lock = threading.Lock()
+_engine_and_module: tuple[wasmtime.Engine, wasmtime.Module] | None = None
+
+
+def _engine_module() -> tuple[wasmtime.Engine, wasmtime.Module]:
+    """The engine and compiled module, built once per process."""
+    global _engine_and_module
+    with _engine_lock:
+        if _engine_and_module is None:
+            if not WASM_PATH.exists():
+                raise WasmBackendError(
+                    f"kernel module {WASM_PATH} is missing. Build it with `make kernels` from the "
+                    "repository root (needs Emscripten: `apt-get update && apt-get install -y "
+                    "emscripten`), or run `make setup`.")
+            cfg = wasmtime.Config()
+            cfg.wasm_threads = True
+            cfg.shared_memory = True
+            cfg.wasm_simd = True
+            engine = wasmtime.Engine(cfg)
+            try:
+                module = wasmtime.Module(engine, WASM_PATH.read_bytes())
+            except wasmtime.WasmtimeError as e:
+                raise WasmBackendError(
+                    f"{WASM_PATH} is not a valid kernel module ({e}); rebuild it with `make kernels`."
+                ) from e
+            _engine_and_module = (engine, module)
+        return _engine_and_module
+
+
+def define_shared_memory(linker: wasmtime.Linker, store: wasmtime.Store, memory) -> None:
+    """Linker.define(store, "env", "memory", memory), working around wasmtime-py 50's
+    SharedMemory._as_extern, which wraps its pointer once too often (ctypes TypeError)."""
+    try:
+        linker.define(store, "env", "memory", memory)
+        return
+    except TypeError:
+        pass
+    union = ffi.wasmtime_extern_union(sharedmemory=memory.ptr())
+    extern = ffi.wasmtime_extern_t(ffi.WASMTIME_EXTERN_SHAREDMEMORY, union)
+    err = ffi.wasmtime_linker_define(linker.ptr(), store._context(), b"env", 3, b"memory", 6,
+                                     ctypes.byref(extern))
+    if err:
+        raise wasmtime.WasmtimeError._from_ptr(err)
+
+
+class RawFunc:
+    """Calls one exported function through wasmtime_func_call_unchecked with a pre-allocated value
+    array: ~2 us per call instead of Func.__call__'s tens of microseconds. Not thread-safe; each
+    thread uses its own Store and RawFuncs."""
+
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func):
+        ty = func.type(store)
+        self._n = max(len(ty.params), len(ty.results), 1)
+        self._vals = (ffi.wasmtime_val_raw_t * self._n)()
+        self._ctx = store._context()
+        self._func = func  # keeps the func struct alive for the byref below
+        self._fptr = ctypes.byref(func._func)
+        self._new_trap_slot()
+
+    def _new_trap_slot(self):
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
+
+    def __call__(self, *args: int):
+        vals = self._vals
+        for i, a in enumerate(args):
+            vals[i].i32 = a
+        err = _call_unchecked(self._ctx, self._fptr, vals, self._n, self._trap_ref)
+        if err:
+            raise WasmTrap(str(wasmtime.WasmtimeError._from_ptr(err)))
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._new_trap_slot()
+            raise WasmTrap(trap.message)
+        return vals
+
+
+class _Instance:
+    """One Store + Instance on the shared memory (one per thread)."""
+
+    def __init__(self, engine, module, memory):
+        self.store = wasmtime.Store(engine)
+        linker = wasmtime.Linker(engine)
+        define_shared_memory(linker, self.store, memory)
+        self.instance = linker.instantiate(self.store, module)
+        exports = self.instance.exports(self.store)
+        self.fn = {name: RawFunc(self.store, exports[name]) for name in
+                   ("_initialize", "abi_version", "heap_base", "run_plan", "worker_loop",
+                    "pool_shutdown", "pool_abort", "pool_workers_parked", "stackRestore",
+                    "peak_flops")}
+        self.fn["_initialize"]()
+
+
+class Allocator:
+    """First-fit allocator over [base, limit) of the shared memory; grows the memory on demand."""
+
+    ALIGN = 64
+
+    def __init__(self, base: int, grow):
+        self.base = (base + self.ALIGN - 1) // self.ALIGN * self.ALIGN
+        self._grow = grow  # grow(min_end_bytes) -> new limit
+        self._free: list[tuple[int, int]] = []  # (offset, size), sorted, coalesced
+        self._top = self.base
+        self._sizes: dict[int, int] = {}
+        self.in_use = 0
+
+    def alloc(self, nbytes: int) -> int:
+        size = max(self.ALIGN, (nbytes + self.ALIGN - 1) // self.ALIGN * self.ALIGN)
+        for i, (off, free) in enumerate(self._free):
+            if free >= size:
+                if free == size:
+                    del self._free[i]
+                else:
+                    self._free[i] = (off + size, free - size)
+                break
+        else:
+            off = self._top
+            self._grow(off + size)
+            self._top = off + size
+        self._sizes[off] = size
+        self.in_use += size
+        return off
+
+    def free(self, off: int) -> None:
+        size = self._sizes.pop(off)
+        self.in_use -= size
+        self._free.append((off, size))
+        self._free.sort()
+        merged: list[tuple[int, int]] = []
+        for o, s in self._free:
+            if merged and merged[-1][0] + merged[-1][1] == o:
+                merged[-1] = (merged[-1][0], merged[-1][1] + s)
+            else:
+                merged.append((o, s))
+        if merged and merged[-1][0] + merged[-1][1] == self._top:
+            self._top = merged.pop()[0]
+        self._free = merged
+
+
+class Runtime:
+    """Shared memory + main instance + parked workers. `run(plan)` is serialized by a lock."""
+
+    def __init__(self, threads: int):
+        engine, module = _engine_module()
+        self.memory = wasmtime.SharedMemory(
+            engine, wasmtime.MemoryType(wasmtime.Limits(256, MAX_PAGES), shared=True))
+        self.lock = threading.RLock()
+        self.broken: str | None = None
+        self.main = _Instance(engine, module, self.memory)
+        version = self.main.fn["abi_version"]()[0].i32
+        if version != ABI.version:
+            raise WasmBackendError(
+                f"kernel module ABI version {version} != {ABI.version} expected by this package; "
+                "rebuild the kernels with `make kernels`.")
+        self._base_addr = ctypes.cast(self.memory.data_ptr(), ctypes.c_void_p).value
+        self._bytes_view: torch.Tensor | None = None
+        self.allocator = Allocator(self.main.fn["heap_base"]()[0].i32, self._ensure_size)
+        self._error_at = self.allocator.alloc(64)
+        self.threads = max(1, int(threads))
+        self._workers: list[threading.Thread] = []
+        for worker_id in range(1, self.threads):
+            self._start_worker(engine, module, worker_id)
+        self._wait_for_workers()
+
+    # ---- memory ----------------------------------------------------------------------------
+    def _ensure_size(self, end: int) -> None:
+        have = self.memory.data_len()
+        if end <= have:
+            return
+        pages = (end - have + PAGE - 1) // PAGE
+        if have // PAGE + pages > MAX_PAGES:
+            raise MemoryError(f"wasm memory would exceed 4 GiB (asked for {end} bytes)")
+        self.memory.grow(pages)
+        self._bytes_view = None
+
+    def bytes(self) -> torch.Tensor:
+        """The whole memory as a uint8 tensor (no copy). Its address never moves (shared memory)."""
+        if self._bytes_view is None:
+            n = self.memory.data_len()
+            self._bytes_view = torch.frombuffer(
+                (ctypes.c_ubyte * n).from_address(self._base_addr), dtype=torch.uint8)
+        return self._bytes_view
+
+    def tensor(self, offset: int, shape, dtype=torch.float32, strides=None) -> torch.Tensor:
+        """A torch view of wasm memory at `offset` (contiguous unless `strides` is given)."""
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        flat = self.bytes().view(dtype) if dtype != torch.uint8 else self.bytes()
+        start = offset // itemsize
+        if strides is None:
+            n = int(np.prod(shape)) if len(shape) else 1
+            return flat[start:start + n].view(tuple(shape))
+        return flat.as_strided(tuple(shape), tuple(strides), start)
+
+    def write(self, offset: int, t: torch.Tensor) -> None:
+        self.tensor(offset, t.shape, t.dtype).copy_(t)
+
+    def write_words(self, offset: int, words) -> None:
+        arr = torch.as_tensor(np.asarray(words, dtype=np.int32))
+        self.tensor(offset, arr.shape, torch.int32).copy_(arr)
+
+    # ---- threads ---------------------------------------------------------------------------
+    def _start_worker(self, engine, module, worker_id: int) -> None:
+        inst = _Instance(engine, module, self.memory)
+        stack = self.allocator.alloc(WORKER_STACK)
+        inst.fn["stackRestore"](stack + WORKER_STACK)
+
+        def park():
+            try:
+                inst.fn["worker_loop"](worker_id)
+            except WasmTrap as e:
+                self.broken = f"worker {worker_id} trapped: {e}"
+                log.warning("wasm worker thread %d trapped: %s", worker_id, e)
+                try:
+                    inst.fn["pool_abort"]()
+                except WasmTrap:
+                    pass
+
+        t = threading.Thread(target=park, name=f"wasm-worker-{worker_id}", daemon=True)
+        t.start()
+        self._workers.append(t)
+
+    def _wait_for_workers(self) -> None:
+        import time
+        deadline = time.monotonic() + 10
+        while self.main.fn["pool_workers_parked"]()[0].i32 < len(self._workers):
+            if time.monotonic() > deadline:
+                raise WasmBackendError("wasm worker threads did not start within 10 s")
+            time.sleep(0.0005)
+
+    def close(self) -> None:
+        if self._workers:
+            with self.lock:
+                self.main.fn["pool_shutdown"]()
+            for t in self._workers:
+                t.join(timeout=5)
+            self._workers = []
+
+    # ---- running ---------------------------------------------------------------------------
+    def run(self, plan_offset: int, n_words: int, threads: int) -> None:
+        """Runs the encoded plan at plan_offset; raises WasmTrap on a trap or executor error."""
+        if self.broken:
+            raise WasmTrap(f"runtime is unusable: {self.broken}")
+        with self.lock:
+            try:
+                rc = self.main.fn["run_plan"](plan_offset, n_words, min(threads, self.threads),
+                                              self._error_at)[0].i32
+            except WasmTrap as e:
+                self.broken = str(e)
+                raise
+            if rc != 0:
+                at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
+                msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                if rc == -4:
+                    self.broken = msg
+                raise WasmTrap(msg)
+
+    def peak_flops(self, iters: int) -> float:
+        with self.lock:
+            return self.main.fn["peak_flops"](iters)[0].f64
+
+
+_runtime: Runtime | None = None
+_runtime_generation = 0
+_runtime_lock = threading.Lock()
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def get_runtime(min_threads: int = 1) -> tuple[Runtime, int]:
+    """The process-wide runtime (created on first use, re-created after rebuild_runtime()), and its
+    generation number: partitions re-upload their constants when the generation changes."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.threads < min_threads:
+            if _runtime is not None:
+                _rebuild_locked(min_threads)
+            else:
+                _runtime = Runtime(max(min_threads, 1))
+        return _runtime, _runtime_generation
+
+
+def _rebuild_locked(threads: int) -> None:
+    global _runtime, _runtime_generation
+    old = _runtime
+    _runtime = None
+    if old is not None:
+        try:
+            old.close()
+        except Exception as e:  # a broken runtime may fail to shut down; it is discarded anyway
+            log.debug("closing the old runtime failed: %s", e)
+    _runtime = Runtime(threads)
+    _runtime_generation += 1
+
+
+def rebuild_runtime() -> None:
+    """Throws away the runtime (memory, instances, workers) and starts a fresh one, e.g. after a
+    trap left the old one in an unknown state."""
+    with _runtime_lock:
+        threads = _runtime.threads if _runtime is not None else 1
+        _rebuild_locked(threads)
+
+
+@atexit.register
+def _shutdown() -> None:
+    if _runtime is not None:
+        try:
+            _runtime.close()
+        except Exception as e:
+            log.debug("runtime shutdown at exit failed: %s", e)
