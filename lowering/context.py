@@ -42,6 +42,9 @@ class LoweringContext:
         return self._values[arg]
 
     def _lower(self, node: Node):
+        concrete = self.vals[node]
+        if isinstance(concrete, (int, float, bool)):
+            return concrete  # a symbolic size, already evaluated for this signature
         fold = self.const_fn(node)
         if fold is not None and isinstance(self.vals[node], torch.Tensor):
             v = self.vals[node]

@@ -42,6 +42,15 @@ def is_compute(node: Node) -> bool:
     return node.op == "call_function" and node.target is not operator.getitem and not is_view_op(node.target)
 
 
+def is_tensor_op(node: Node) -> bool:
+    """An ATen node that produces tensors (not getitem, not arithmetic on symbolic sizes)."""
+    if node.op != "call_function" or node.target is operator.getitem:
+        return False
+    val = node.meta.get("val")
+    vals = val if isinstance(val, (list, tuple)) else [val]
+    return any(isinstance(v, torch.Tensor) for v in vals)
+
+
 def partition_graph(gm: GraphModule, min_partition_size: int = 1) -> PartitionResult:
     support = _RegistrySupport()
     partitioner = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True)
@@ -58,7 +67,7 @@ def partition_graph(gm: GraphModule, min_partition_size: int = 1) -> PartitionRe
                 small_reason[n] = f"partition of {n_compute} compute nodes < min_partition_size={min_partition_size}"
         else:
             kept.append(p)
-    compute_nodes = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is not operator.getitem]
+    compute_nodes = [n for n in gm.graph.nodes if is_tensor_op(n)]
     in_wasm = {n for p in kept for n in p.nodes}
     fallback = {}
     for n in compute_nodes:

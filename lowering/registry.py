@@ -76,7 +76,11 @@ def support_reason(node: Node) -> str | None:
     entry = REGISTRY.get(node.target)
     if entry is None or entry.lower is None:
         return f"no wasm lowering for {op_name(node.target)}"
-    values = list(_tensor_vals(node.meta.get("val")))
+    out = node.meta.get("val")
+    if isinstance(out, (list, tuple)):  # multi-output op: only the outputs someone uses matter
+        used = {u.args[1] for u in node.users if u.target is operator.getitem}
+        out = [v for i, v in enumerate(out) if i in used]
+    values = list(_tensor_vals(out))
     for arg in node.all_input_nodes:
         values.extend(_tensor_vals(arg.meta.get("val")))
     for v in values:

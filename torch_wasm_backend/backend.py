@@ -11,7 +11,7 @@ from torch._dynamo.backends.common import aot_autograd
 from torch.fx import GraphModule
 from functorch.compile import make_boxed_func
 
-from lowering.partition import partition_graph
+from lowering.partition import is_tensor_op, partition_graph
 from lowering.registry import decomposition_table, op_name
 from lowering import ops  # noqa: F401  (fills the registry)
 from . import metrics as stats
@@ -61,7 +61,7 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
                   if isinstance(a, torch.fx.Node) and a.op == "placeholder"
                   and top_inputs.index(a) in constant_inputs}
         for n in sub.graph.nodes:
-            if n.op == "call_function" and n.target is not __import__("operator").getitem:
+            if is_tensor_op(n):
                 lowered_ops[op_name(n.target)] += 1
         setattr(top, node.target, CompiledPartition(sub, consts, options, f"{label}/{node.target}"))
     stats.record_graph(label, result.total_nodes, lowered_ops, result.fallback, len(result.partitions))

@@ -217,11 +217,11 @@ class CompiledPartition(torch.nn.Module):
         self.failures += 1
         ops = ", ".join(f"{k}x{v}" for k, v in self.plans[signature(args)].plan.aten_ops.items())
         message = f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; ops {ops})"
+        rebuild_runtime()  # the old one's memory and workers are in an unknown state
         if self.options.strict:
             raise WasmBackendError(message) from error
-        log.warning("%s; returning the eager result and rebuilding the wasm runtime", message)
+        log.warning("%s; returning the eager result (the wasm runtime was rebuilt)", message)
         stats.record_trap(message)
-        rebuild_runtime()
         if self.failures >= self.options.max_failures:
             self.disabled_reason = f"trapped {self.failures} times; kept on eager"
             log.warning("partition %s %s", self.name, self.disabled_reason)

@@ -73,6 +73,14 @@ def define_shared_memory(linker: wasmtime.Linker, store: wasmtime.Store, memory)
         raise wasmtime.WasmtimeError._from_ptr(err)
 
 
+def _one_line(message: str) -> str:
+    """wasmtime's multi-line trap text -> 'wasm trap: <cause> (in <innermost frame>)'."""
+    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    cause = next((l for l in lines if l.startswith("wasm trap:")), lines[-1] if lines else message)
+    frame = next((l.split("- ", 1)[-1] for l in lines if l[:1].isdigit() and " - " in l), None)
+    return f"{cause} (in {frame})" if frame else cause
+
+
 class RawFunc:
     """Calls one exported function through wasmtime_func_call_unchecked with a pre-allocated value
     array: ~2 us per call instead of Func.__call__'s tens of microseconds. Not thread-safe; each
@@ -101,7 +109,7 @@ class RawFunc:
         if self._trap:
             trap = wasmtime.Trap._from_ptr(self._trap)
             self._new_trap_slot()
-            raise WasmTrap(trap.message)
+            raise WasmTrap(_one_line(trap.message))
         return vals
 
 
@@ -306,9 +314,9 @@ def get_runtime(min_threads: int = 1) -> tuple[Runtime, int]:
     generation number: partitions re-upload their constants when the generation changes."""
     global _runtime
     with _runtime_lock:
-        if _runtime is None or _runtime.threads < min_threads:
+        if _runtime is None or _runtime.threads < min_threads or _runtime.broken:
             if _runtime is not None:
-                _rebuild_locked(min_threads)
+                _rebuild_locked(max(min_threads, _runtime.threads))
             else:
                 _runtime = Runtime(max(min_threads, 1))
         return _runtime, _runtime_generation

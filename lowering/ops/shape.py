@@ -35,20 +35,16 @@ def _apply(target, src: TensorRef, args, kwargs):
     return tuple(wrap(t) for t in out) if isinstance(out, (list, tuple)) else wrap(out)
 
 
-def _static_args(node: Node):
-    if any(isinstance(a, Node) for a in node.args[1:]) or any(isinstance(v, Node) for v in node.kwargs.values()):
-        return "view with tensor-valued size arguments"
-    return None
-
-
-@register(*dict.fromkeys(VIEW_OPS), kernels=[], check=_static_args, notes="view: no copy")
+@register(*dict.fromkeys(VIEW_OPS), kernels=[], notes="view: no copy")
 def lower_view(ctx: LoweringContext, node: Node):
     src = ctx.value(node.args[0])
+    args = ctx.value(node.args[1:])  # symbolic sizes arrive as nodes; these are their values
+    kwargs = {k: ctx.value(v) for k, v in node.kwargs.items()}
     try:
-        return _apply(node.target, src, node.args[1:], node.kwargs)
+        return _apply(node.target, src, args, kwargs)
     except RuntimeError:
         # Not expressible as a view of our layout (e.g. view() of a permuted tensor): copy first.
-        return _apply(node.target, ctx.contiguous(src), node.args[1:], node.kwargs)
+        return _apply(node.target, ctx.contiguous(src), args, kwargs)
 
 
 def is_view_op(target) -> bool:

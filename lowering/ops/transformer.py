@@ -56,3 +56,15 @@ def transformer_encoder_layer(src, embed_dim, num_heads, qkv_weight, qkv_bias, p
         x = norm(x + attention(x), norm_weight_1, norm_bias_1)
         x = norm(x + feed_forward(x), norm_weight_2, norm_bias_2)
     return x.squeeze(0) if squeeze else x
+
+
+def _torch_decomposition(target):
+    from torch._decomp import get_decompositions
+    return get_decompositions([target])[target]
+
+
+# nn.MultiheadAttention outside the fused path (e.g. with grad enabled) calls SDPA, which on CPU
+# becomes this op; PyTorch's own decomposition expresses it in matmul/softmax/mul.
+register_decomposition(aten._scaled_dot_product_flash_attention_for_cpu.default,
+                       notes="PyTorch's decomposition (matmul, softmax)")(
+    _torch_decomposition(aten._scaled_dot_product_flash_attention_for_cpu.default))

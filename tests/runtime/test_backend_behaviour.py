@@ -1,0 +1,183 @@
+"""Backend behaviour around the kernels: registration, options, guards and the plan cache,
+parameters changed after compiling, fallback with reasons, strict mode, trap recovery."""
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import torch_wasm_backend as twb
+from torch_wasm_backend.testing import inject_traps
+from helpers import MATMUL, assert_ran_in_wasm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_backend_registered_without_import():
+    out = subprocess.run(
+        ["python", "-c", "import torch._dynamo as d; print('wasm' in d.list_backends())"],
+        capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_unknown_option_is_a_clear_error():
+    f = torch.compile(lambda x: x + 1, backend="wasm", options={"thread": 2})
+    with pytest.raises(Exception, match=r"unknown option\(s\) \['thread'\].*valid options"):
+        f(torch.ones(3))
+
+
+def test_bad_option_type():
+    f = torch.compile(lambda x: x + 1, backend="wasm", options={"threads": "two"})
+    with pytest.raises(Exception, match="'threads' must be an int"):
+        f(torch.ones(3))
+
+
+def test_new_shapes_get_new_plans_and_the_cache_is_bounded():
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU()).eval()
+    compiled = torch.compile(model, backend="wasm", options={"max_plans_per_partition": 2},
+                             dynamic=False)
+    with torch.no_grad():
+        for rows in (3, 4, 5, 3, 4, 5, 3):
+            x = torch.randn(rows, 6)
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    s = twb.stats()
+    assert s["calls"] == 7
+    assert s["eager_partition_calls"] == 0
+
+
+def test_signature_includes_strides():
+    f = torch.compile(lambda x: torch.relu(x) * 2, backend="wasm")
+    x = torch.randn(5, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(f(x), torch.relu(x) * 2)
+        xt = torch.randn(7, 5).t()  # same shape, other strides
+        torch.testing.assert_close(f(xt), torch.relu(xt) * 2)
+    assert twb.stats()["calls"] == 2
+
+
+def test_parameter_changed_in_place_is_not_stale():
+    model = nn.Linear(4, 3).eval()
+    compiled = torch.compile(model, backend="wasm")
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        compiled(x)
+        model.weight.mul_(2.0)
+        model.bias.add_(1.0)
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+
+
+def test_unsupported_op_falls_back_with_reason():
+    def f(x):
+        return torch.cumsum(torch.relu(x), 0) * 3
+    x = torch.randn(4, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(f, backend="wasm")(x), f(x))
+    s = twb.stats()
+    reasons = {r["op"]: r["reason"] for r in s["fallback_nodes"]}
+    assert "no wasm lowering for aten::cumsum" in reasons["aten::cumsum"]
+    assert s["lowered_by_op"].get("aten::relu") == 1
+
+
+def test_other_dtypes_fall_back_with_reason():
+    f = torch.compile(lambda x: (x * 2).relu(), backend="wasm")
+    x = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(f(x), (x * 2).relu())
+    assert any("dtype float64" in r["reason"] for r in twb.stats()["fallback_nodes"])
+
+
+def test_strict_mode_raises_naming_op_and_reason():
+    f = torch.compile(lambda x: torch.cumsum(x, 0), backend="wasm", options={"strict": True})
+    with pytest.raises(Exception, match=r"cumsum.*no wasm lowering for aten::cumsum"):
+        f(torch.randn(3))
+
+
+def test_trap_inside_wasm_recovers_with_eager_result(caplog):
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh()).eval()
+    compiled = torch.compile(model, backend="wasm", options={"max_failures": 2})
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        compiled(x)
+        with caplog.at_level(logging.WARNING, logger="torch_wasm_backend"), inject_traps(1):
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+        assert "trapped inside wasm" in caplog.text and "unreachable" in caplog.text
+        s = twb.stats()
+        assert s["recoveries"] == 1
+        # The runtime was rebuilt: the next call runs in wasm again, with right numbers.
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+        assert twb.stats()["calls"] == s["calls"] + 1
+        # A second failure reaches max_failures: the partition stays on eager, and says so.
+        with inject_traps(1):
+            compiled(x)
+        calls = twb.stats()["calls"]
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+        s = twb.stats()
+        assert s["calls"] == calls and s["eager_partition_calls"] >= 1
+        assert any("kept on eager" in r["reason"] for r in s["fallback_nodes"])
+
+
+def test_trap_in_strict_mode_raises_with_details():
+    model = nn.Linear(4, 4).eval()
+    compiled = torch.compile(model, backend="wasm", options={"strict": True})
+    with torch.no_grad():
+        compiled(torch.randn(2, 4))
+        with inject_traps(1), pytest.raises(twb.WasmBackendError, match=r"trapped inside wasm.*unreachable.*\(2, 4\)"):
+            compiled(torch.randn(2, 4))
+
+
+def test_wasmtime_shared_memory_define_bug_still_present():
+    """DESIGN.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
+    fails, upstream fixed it: delete the workaround in runtime.define_shared_memory."""
+    import wasmtime
+    cfg = wasmtime.Config()
+    cfg.wasm_threads = True
+    cfg.shared_memory = True
+    engine = wasmtime.Engine(cfg)
+    memory = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(1, 2), shared=True))
+    store = wasmtime.Store(engine)
+    with pytest.raises(TypeError):
+        wasmtime.Linker(engine).define(store, "env", "memory", memory)
+
+
+def test_missing_emcc_says_how_to_install():
+    out = subprocess.run(["make", "-B", "-s", "kernels", "EMCC=emcc-that-does-not-exist"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "apt-get install -y emscripten" in out.stdout + out.stderr
+
+
+def test_missing_or_corrupt_module_is_a_clear_error(tmp_path, monkeypatch):
+    from torch_wasm_backend import runtime
+    monkeypatch.setattr(runtime, "_engine_and_module", None)
+    monkeypatch.setattr(runtime, "WASM_PATH", tmp_path / "nope.wasm")
+    with pytest.raises(twb.WasmBackendError, match="make kernels"):
+        runtime._engine_module()
+    bad = tmp_path / "bad.wasm"
+    bad.write_bytes(b"\0asm\x01\0\0\0garbage")
+    monkeypatch.setattr(runtime, "WASM_PATH", bad)
+    with pytest.raises(twb.WasmBackendError, match="not a valid kernel module"):
+        runtime._engine_module()
+
+
+def test_abi_version_mismatch_is_detected(monkeypatch):
+    from torch_wasm_backend import runtime
+    monkeypatch.setattr(runtime.ABI, "version", runtime.ABI.version + 1)
+    with pytest.raises(twb.WasmBackendError, match="ABI version"):
+        runtime.Runtime(threads=1)
+
+
+def test_stats_keys_and_reset():
+    f = torch.compile(lambda x: x.sigmoid() + 1, backend="wasm")
+    with torch.no_grad():
+        f(torch.randn(10))
+    s = twb.stats()
+    for key in ("graphs_compiled", "partitions", "aten_nodes_lowered", "aten_nodes_total",
+                "lowered_by_op", "fallback_nodes", "calls", "seconds_in_wasm", "seconds_host",
+                "bytes_copied_in", "bytes_copied_out", "plan_cache_hits", "plan_cache_misses",
+                "recoveries"):
+        assert key in s
+    assert_ran_in_wasm(s)
+    assert s["bytes_copied_in"] == 40 and s["bytes_copied_out"] == 40
+    twb.reset_stats()
+    assert twb.stats()["calls"] == 0
