@@ -5,8 +5,13 @@
 
 namespace {
 
+// Publishing protocol: `generation` is odd while the main thread writes a job and even once the
+// job is ready. A worker counts itself in `active` before it looks at a job and re-checks the
+// generation after; the main thread makes the generation odd and waits for `active` to drain
+// before it rewrites the job, so no worker can mix fields (or task counters) of two jobs.
 struct Pool {
-  volatile int32_t generation;  // bumped once per parallel_for; workers wait on it
+  volatile int32_t generation;  // +2 per parallel_for; odd while a job is being published
+  volatile int32_t active;      // workers currently looking at (or running) a job
   volatile int32_t shutdown;
   volatile int32_t abort;       // set by the host when a worker trapped; fails the running plan
   volatile int32_t next_task;
@@ -54,13 +59,17 @@ void parallel_for_raw(int n_tasks, task_fn fn, void* ctx) {
     return;
   }
   g_in_parallel = true;
+  const int32_t gen = load(&g_pool.generation);  // even: no job is being published
+  store(&g_pool.generation, gen + 1);
+  for (int32_t a; (a = load(&g_pool.active)) != 0;)
+    __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.active, a, 100000 /* 0.1 ms */);
   g_pool.fn = fn;
   g_pool.ctx = ctx;
   store(&g_pool.n_tasks, n_tasks);
   store(&g_pool.done_tasks, 0);
   store(&g_pool.max_workers, workers);
   store(&g_pool.next_task, 0);
-  fetch_add(&g_pool.generation, 1);
+  store(&g_pool.generation, gen + 2);
   __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.generation, workers);
   run_tasks();
   // Join. Timed waits so that a worker that trapped (host sets `abort`) cannot hang us.
@@ -78,13 +87,17 @@ extern "C" {
 // worker_id counts from 1 (0 is the main thread). Returns 0 on a clean shutdown.
 __attribute__((export_name("worker_loop"))) int32_t worker_loop(int32_t worker_id) {
   fetch_add(&g_pool.workers_parked, 1);
-  int32_t seen = load(&g_pool.generation);
+  int32_t seen = load(&g_pool.generation) & ~1;
   for (;;) {
-    while (load(&g_pool.generation) == seen && !load(&g_pool.shutdown))
-      __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.generation, seen, -1);
+    int32_t gen;
+    while (((gen = load(&g_pool.generation)) == seen || (gen & 1)) && !load(&g_pool.shutdown))
+      __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.generation, gen, -1);
     if (load(&g_pool.shutdown)) break;
-    seen = load(&g_pool.generation);
-    if (worker_id <= load(&g_pool.max_workers)) run_tasks();
+    seen = gen;
+    fetch_add(&g_pool.active, 1);
+    if (load(&g_pool.generation) == gen && worker_id <= load(&g_pool.max_workers)) run_tasks();
+    if (fetch_add(&g_pool.active, -1) == 1)
+      __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.active, 1);
   }
   fetch_add(&g_pool.workers_parked, -1);
   return 0;

@@ -80,7 +80,7 @@ def _binary(op: str):
     def lower(ctx: LoweringContext, node):
         a = as_tensor_ref(ctx, ctx.value(node.args[0]))
         b = as_tensor_ref(ctx, ctx.value(node.args[1]))
-        alpha = node.kwargs.get("alpha", 1)
+        alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
         if alpha != 1:
             scaled = ctx.new_buffer(b.shape, name=node.name + "_alpha")
             b = emit_unary(ctx, "AFFINE", b, scaled, float(alpha), 0.0)
@@ -107,7 +107,7 @@ register(aten.minimum.default, kernels=["BINARY"])(_binary("MINIMUM"))
 def _rsub(ctx, node):
     a = as_tensor_ref(ctx, ctx.value(node.args[0]))
     b = as_tensor_ref(ctx, ctx.value(node.args[1]))
-    alpha = node.kwargs.get("alpha", 1)
+    alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
     if alpha != 1:
         a = emit_unary(ctx, "AFFINE", a, ctx.new_buffer(a.shape), float(alpha), 0.0)
     return emit_binary(ctx, "SUB", b, a, ctx.out_for(node))

@@ -102,7 +102,7 @@ def _softmax_check(node):
     return None
 
 
-def _softmax(log: int):
+def _softmax(mode: int):
     def lower(ctx, node):
         x = ctx.contiguous(ctx.value(node.args[0]))
         out = ctx.new_buffer(x.shape, name=node.name)
@@ -112,10 +112,16 @@ def _softmax(log: int):
             shape, dim = x.shape, node.args[1] % len(x.shape)
         if out.numel:
             ctx.emit("SOFTMAX", flops=5 * out.numel, outer=_prod(shape[:dim]), dim=shape[dim],
-                     inner=_prod(shape[dim + 1:]), log=log, **{"in": addr(x)}, out=addr(out))
+                     inner=_prod(shape[dim + 1:]), mode=mode, **{"in": addr(x)}, out=addr(out))
         return out
     return lower
 
 
 register(aten._softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(0))
 register(aten._log_softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(1))
+def _safe_softmax_check(node):
+    dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+    return None if dtype in (None, torch.float32) else f"_safe_softmax to dtype {dtype}"
+
+
+register(aten._safe_softmax.default, kernels=["SOFTMAX"], check=_safe_softmax_check)(_softmax(2))

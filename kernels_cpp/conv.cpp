@@ -1,0 +1,174 @@
+// k_CONV2D: NCHW 2-D convolution. Depthwise convolutions run a direct kernel (their GEMM would have
+// k = kh*kw, far too thin to pay for an im2col); everything else becomes, per (image, group), an
+// im2col written straight into GEMM panel layout followed by one packed GEMM whose epilogue adds
+// the per-output-channel bias and the fused activation.
+#include <string.h>
+#include "abi.h"
+#include "elementwise.h"
+#include "gemm.h"
+#include "threadpool.h"
+
+namespace {
+
+constexpr int NR = kGemmNR;
+
+// One output plane of a depthwise conv: out = act(bias + sum_{ky,kx} w[ky,kx] * in[iy, ix]).
+// The vector (interior, sw == 1) and scalar (border / strided) paths add the taps in the same order
+// and skip the same out-of-bounds taps, so results do not depend on which path an output took.
+void depthwise_plane(const CONV2D_args* a, const float* in, const float* w, float bias, float* out) {
+  const int H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
+  const int sh = a->sh, sw = a->sw, ph = a->ph, pw = a->pw, dh = a->dh, dw = a->dw;
+  // Output columns whose taps are all inside the row (only used when sw == 1).
+  int ox_lo = OW, ox_hi = OW;
+  if (sw == 1) {
+    ox_lo = pw;
+    ox_hi = W - (KW - 1) * dw + pw;  // exclusive
+    if (ox_lo > OW) ox_lo = OW;
+    if (ox_hi > OW) ox_hi = OW;
+    if (ox_hi < ox_lo) ox_hi = ox_lo;
+  }
+  const v128_t vbias = wasm_f32x4_splat(bias);
+  for (int oy = 0; oy < OH; ++oy) {
+    float* orow = out + (ptrdiff_t)oy * OW;
+    const int iy0 = oy * sh - ph;
+    auto scalar_at = [&](int ox) {
+      float acc = bias;
+      const int ix0 = ox * sw - pw;
+      for (int ky = 0; ky < KH; ++ky) {
+        const int iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= H) continue;
+        const float* irow = in + (ptrdiff_t)iy * W;
+        for (int kx = 0; kx < KW; ++kx) {
+          const int ix = ix0 + kx * dw;
+          if (ix < 0 || ix >= W) continue;
+          acc = acc + w[ky * KW + kx] * irow[ix];
+        }
+      }
+      return acc;
+    };
+    int ox = 0;
+    for (; ox < ox_lo; ++ox) orow[ox] = scalar_at(ox);
+    for (; ox + 4 <= ox_hi; ox += 4) {
+      v128_t acc = vbias;
+      const int ix0 = ox - pw;
+      for (int ky = 0; ky < KH; ++ky) {
+        const int iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= H) continue;
+        const float* irow = in + (ptrdiff_t)iy * W + ix0;
+        for (int kx = 0; kx < KW; ++kx)
+          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(w[ky * KW + kx]),
+                                                   wasm_v128_load(irow + kx * dw)));
+      }
+      wasm_v128_store(orow + ox, acc);
+    }
+    for (; ox < OW; ++ox) orow[ox] = scalar_at(ox);
+  }
+  activation_inplace(out, (long)OH * OW, a->act, a->p0, a->p1);
+}
+
+// im2col of rows [r_lo, r_hi) of K = c_in_g*kh*kw into panel layout: element (r, q) goes to
+// dst[(q / NR) * K * NR + r * NR + q % NR]; out-of-input taps and columns past N are zero.
+void im2col_rows(const CONV2D_args* a, const float* in, int K, int r_lo, int r_hi, float* dst) {
+  const int H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
+  const int sh = a->sh, sw = a->sw, ph = a->ph, pw = a->pw, dh = a->dh, dw = a->dw;
+  const int N = OH * OW;
+  const int Npad = (N + NR - 1) / NR * NR;
+  const ptrdiff_t pstride = (ptrdiff_t)K * NR;
+  for (int r = r_lo; r < r_hi; ++r) {
+    const int ci = r / (KH * KW), kyx = r % (KH * KW), ky = kyx / KW, kx = kyx % KW;
+    const float* plane = in + (ptrdiff_t)ci * H * W;
+    float* d = dst + (ptrdiff_t)r * NR;
+    // Valid output columns for this kx: 0 <= ox*sw - pw + kx*dw < W.
+    const int off = kx * dw - pw;
+    int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+    int hi = W - off <= 0 ? 0 : (W - off - 1) / sw + 1;  // exclusive
+    if (lo > OW) lo = OW;
+    if (hi > OW) hi = OW;
+    if (hi < lo) hi = lo;
+    int q = 0;
+    for (int oy = 0; oy < OH; ++oy) {
+      const int iy = oy * sh - ph + ky * dh;
+      if (iy < 0 || iy >= H) {
+        for (int ox = 0; ox < OW; ++ox, ++q) d[(q / NR) * pstride + (q % NR)] = 0.0f;
+        continue;
+      }
+      const float* irow = plane + (ptrdiff_t)iy * W + off;
+      int ox = 0;
+      for (; ox < lo; ++ox, ++q) d[(q / NR) * pstride + (q % NR)] = 0.0f;
+      if (sw == 1) {
+        for (; ox < hi; ++ox, ++q) d[(q / NR) * pstride + (q % NR)] = irow[ox];
+      } else {
+        for (; ox < hi; ++ox, ++q) d[(q / NR) * pstride + (q % NR)] = irow[ox * sw];
+      }
+      for (; ox < OW; ++ox, ++q) d[(q / NR) * pstride + (q % NR)] = 0.0f;
+    }
+    for (; q < Npad; ++q) d[(q / NR) * pstride + (q % NR)] = 0.0f;
+  }
+}
+
+}  // namespace
+
+void k_CONV2D(const CONV2D_args* a) {
+  const int N = a->n, C = a->c_in, G = a->groups > 0 ? a->groups : 1, CO = a->c_out;
+  const int OH = a->oh, OW = a->ow, H = a->h, W = a->w;
+  if (N <= 0 || CO <= 0 || OH <= 0 || OW <= 0) return;
+  const int cin_g = C / G, cout_g = CO / G;
+  const float* in = at<const float>(a->in);
+  const float* weight = at<const float>(a->weight);
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  float* out = at<float>(a->out);
+  const ptrdiff_t in_plane = (ptrdiff_t)H * W, out_plane = (ptrdiff_t)OH * OW;
+  const int KHW = a->kh * a->kw;
+
+  if (cin_g == 1 && cout_g == 1) {
+    const int planes = N * CO;
+    auto plane = [&](int t) {
+      const int c = t % CO;
+      depthwise_plane(a, in + (ptrdiff_t)t * in_plane, weight + (ptrdiff_t)c * KHW,
+                      bias ? bias[c] : 0.0f, out + (ptrdiff_t)t * out_plane);
+    };
+    if (pool_threads() > 1 && worth_threading(2.0 * planes * out_plane * KHW))
+      parallel_for(planes, plane);
+    else
+      for (int t = 0; t < planes; ++t) plane(t);
+    return;
+  }
+
+  const int K = cin_g * KHW;
+  const int NC = OH * OW;
+  float* scratch = at<float>(a->scratch);
+  const bool pointwise = a->kh == 1 && a->kw == 1 && a->sh == 1 && a->sw == 1 && a->ph == 0 &&
+                         a->pw == 0 && OH == H && OW == W;
+  for (int img = 0; img < N; ++img) {
+    for (int g = 0; g < G; ++g) {
+      const float* gin = in + ((ptrdiff_t)img * C + (ptrdiff_t)g * cin_g) * in_plane;
+      float* gout = out + ((ptrdiff_t)img * CO + (ptrdiff_t)g * cout_g) * out_plane;
+      const float* gw = weight + (ptrdiff_t)g * cout_g * K;
+      const float* gb = bias ? bias + g * cout_g : nullptr;
+      if (K == 0) {
+        gemm_packed(cout_g, NC, 0, gw, 1, scratch, gout, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
+        continue;
+      }
+      if (pointwise) {
+        // The input planes already are B[K = c_in_g, N = h*w]; only the panel pack remains.
+        const int panels = (NC + NR - 1) / NR;
+        auto pack = [&](int t) {
+          const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
+          if (p_lo < p_hi)
+            pack_b(K, (p_hi * NR < NC ? p_hi * NR : NC) - p_lo * NR, gin + p_lo * NR, (int)in_plane, 1,
+                   scratch + (ptrdiff_t)p_lo * K * NR);
+        };
+        if (pool_threads() > 1 && panels >= 16 && worth_threading((double)K * NC)) parallel_for(16, pack);
+        else pack_b(K, NC, gin, (int)in_plane, 1, scratch);
+      } else {
+        const int tasks = K < 16 ? K : 16;
+        auto cols = [&](int t) {
+          im2col_rows(a, gin, K, (int)((int64_t)K * t / tasks), (int)((int64_t)K * (t + 1) / tasks), scratch);
+        };
+        if (pool_threads() > 1 && worth_threading((double)K * NC)) parallel_for(tasks, cols);
+        else im2col_rows(a, gin, K, 0, K, scratch);
+      }
+      gemm_packed(cout_g, NC, K, gw, K, scratch, gout, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
+    }
+  }
+}

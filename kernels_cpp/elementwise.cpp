@@ -1,0 +1,298 @@
+// k_UNARY and k_BINARY: elementwise ops over a 6-d strided index space, plus the in-place
+// activation helper used by the fused epilogues.
+//
+// The index space is first collapsed here as well (dims of size 1 dropped, dims that are
+// contiguous for every operand merged), so a plan that arrives uncollapsed still gets one long
+// inner row. Work is then split into contiguous ranges of the row-major linear index, which serves
+// both shapes of work: many short rows, and one huge flat row (a contiguous tensor).
+#include <stdint.h>
+#include <stddef.h>
+#include "abi.h"
+#include "elementwise.h"
+#include "threadpool.h"
+
+namespace {
+
+// Collapsed view of up to three operands (out, a, b) over the same index space.
+struct Space {
+  int nd;
+  int32_t size[kMaxDims];
+  int32_t st[3][kMaxDims];
+  int64_t total;
+};
+
+Space collapse(const int32_t* size, const int32_t* const* strides, int n_ops) {
+  Space s;
+  s.nd = 0;
+  s.total = 1;
+  for (int d = 0; d < kMaxDims; ++d) s.total *= size[d];
+  for (int d = 0; d < kMaxDims; ++d) {
+    if (size[d] == 1) continue;
+    if (s.nd > 0) {
+      // Merge into the previous (outer) kept dim when row-major contiguous for every operand.
+      const int p = s.nd - 1;
+      bool merge = true;
+      for (int t = 0; t < n_ops; ++t)
+        if (s.st[t][p] != strides[t][d] * size[d]) merge = false;
+      if (merge) {
+        s.size[p] *= size[d];
+        for (int t = 0; t < n_ops; ++t) s.st[t][p] = strides[t][d];
+        continue;
+      }
+    }
+    s.size[s.nd] = size[d];
+    for (int t = 0; t < n_ops; ++t) s.st[t][s.nd] = strides[t][d];
+    ++s.nd;
+  }
+  if (s.nd == 0) {  // a single element
+    s.nd = 1;
+    s.size[0] = 1;
+    for (int t = 0; t < n_ops; ++t) s.st[t][0] = 0;
+  }
+  return s;
+}
+
+// Calls row(offsets[n_ops], len) for every piece of the inner dim inside linear range [lo, hi).
+template <class Row>
+void walk_range(const Space& s, int n_ops, int64_t lo, int64_t hi, Row&& row) {
+  const int inner = s.nd - 1;
+  const int64_t L = s.size[inner];
+  int64_t r = lo / L;
+  int32_t col = (int32_t)(lo - r * L);
+  int32_t idx[kMaxDims] = {0};
+  ptrdiff_t off[3] = {0, 0, 0};
+  for (int d = inner - 1; d >= 0; --d) {
+    idx[d] = (int32_t)(r % s.size[d]);
+    r /= s.size[d];
+    for (int t = 0; t < n_ops; ++t) off[t] += (ptrdiff_t)idx[d] * s.st[t][d];
+  }
+  int64_t pos = lo;
+  while (pos < hi) {
+    const int64_t len = (L - col < hi - pos) ? L - col : hi - pos;
+    ptrdiff_t o[3];
+    for (int t = 0; t < n_ops; ++t) o[t] = off[t] + (ptrdiff_t)col * s.st[t][inner];
+    row(o, (int32_t)len);
+    pos += len;
+    col = 0;
+    for (int d = inner - 1; d >= 0; --d) {  // odometer step over the outer dims
+      for (int t = 0; t < n_ops; ++t) off[t] += s.st[t][d];
+      if (++idx[d] < s.size[d]) break;
+      for (int t = 0; t < n_ops; ++t) off[t] -= (ptrdiff_t)s.st[t][d] * s.size[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+// Splits the linear range into tasks when the work is worth more threads.
+template <class Row>
+void run_space(const Space& s, int n_ops, double flops_per_elem, Row&& row) {
+  if (s.total <= 0) return;
+  int n_tasks = 1;
+  if (pool_threads() > 1 && worth_threading((double)s.total * flops_per_elem)) {
+    int64_t by_size = s.total / 4096;
+    n_tasks = pool_threads() * 4;
+    if (by_size < n_tasks) n_tasks = by_size < 1 ? 1 : (int)by_size;
+  }
+  if (n_tasks == 1) {
+    walk_range(s, n_ops, 0, s.total, row);
+    return;
+  }
+  const int64_t total = s.total;
+  parallel_for(n_tasks, [&](int t) {
+    // Chunk edges on multiples of 16 elements keep flat chunks' vector loops aligned with each other.
+    int64_t lo = (total * t / n_tasks) & ~(int64_t)15;
+    int64_t hi = t + 1 == n_tasks ? total : (total * (t + 1) / n_tasks) & ~(int64_t)15;
+    if (lo < hi) walk_range(s, n_ops, lo, hi, row);
+  });
+}
+
+inline v128_t gather4(const float* p, ptrdiff_t s) {
+  return wasm_f32x4_make(p[0], p[s], p[2 * s], p[3 * s]);
+}
+inline void scatter4(float* p, ptrdiff_t s, v128_t v) {
+  p[0] = wasm_f32x4_extract_lane(v, 0);
+  p[s] = wasm_f32x4_extract_lane(v, 1);
+  p[2 * s] = wasm_f32x4_extract_lane(v, 2);
+  p[3 * s] = wasm_f32x4_extract_lane(v, 3);
+}
+// Tails go through a zero-padded vector so they run the same code as the body.
+inline v128_t load_partial(const float* p, ptrdiff_t s, int n) {
+  float buf[4] = {0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) buf[i] = p[i * s];
+  return wasm_v128_load(buf);
+}
+inline void store_partial(float* p, ptrdiff_t s, int n, v128_t v) {
+  float buf[4];
+  wasm_v128_store(buf, v);
+  for (int i = 0; i < n; ++i) p[i * s] = buf[i];
+}
+
+template <int OP>
+void unary_row(float* o, ptrdiff_t os, const float* in, ptrdiff_t is, int32_t n, float p0, float p1) {
+  int32_t j = 0;
+  if (is == 0) {  // broadcast input: one value for the whole row
+    const v128_t v = unary_v<OP>(wasm_f32x4_splat(in[0]), p0, p1);
+    if (os == 1) {
+      for (; j + 4 <= n; j += 4) wasm_v128_store(o + j, v);
+    }
+    const float x = wasm_f32x4_extract_lane(v, 0);
+    for (; j < n; ++j) o[j * os] = x;
+    return;
+  }
+  if (os == 1 && is == 1) {
+    for (; j + 16 <= n; j += 16) {
+      const v128_t a0 = wasm_v128_load(in + j), a1 = wasm_v128_load(in + j + 4);
+      const v128_t a2 = wasm_v128_load(in + j + 8), a3 = wasm_v128_load(in + j + 12);
+      wasm_v128_store(o + j, unary_v<OP>(a0, p0, p1));
+      wasm_v128_store(o + j + 4, unary_v<OP>(a1, p0, p1));
+      wasm_v128_store(o + j + 8, unary_v<OP>(a2, p0, p1));
+      wasm_v128_store(o + j + 12, unary_v<OP>(a3, p0, p1));
+    }
+    for (; j + 4 <= n; j += 4) wasm_v128_store(o + j, unary_v<OP>(wasm_v128_load(in + j), p0, p1));
+  } else {
+    for (; j + 4 <= n; j += 4)
+      scatter4(o + j * os, os, unary_v<OP>(gather4(in + j * is, is), p0, p1));
+  }
+  if (j < n) store_partial(o + j * os, os, n - j, unary_v<OP>(load_partial(in + j * is, is, n - j), p0, p1));
+}
+
+template <int OP>
+inline v128_t binary_v(v128_t a, v128_t b) {
+  switch (OP) {
+    case BINARY_ADD: return wasm_f32x4_add(a, b);
+    case BINARY_SUB: return wasm_f32x4_sub(a, b);
+    case BINARY_MUL: return wasm_f32x4_mul(a, b);
+    case BINARY_DIV: return wasm_f32x4_div(a, b);
+    case BINARY_MAXIMUM: return wasm_f32x4_max(a, b);  // propagates NaN, like torch.maximum
+    case BINARY_MINIMUM: return wasm_f32x4_min(a, b);
+    default: return a;
+  }
+}
+
+inline v128_t load_any(const float* p, ptrdiff_t s) {
+  if (s == 1) return wasm_v128_load(p);
+  if (s == 0) return wasm_f32x4_splat(p[0]);
+  return gather4(p, s);
+}
+
+template <int OP>
+void binary_row(float* o, ptrdiff_t os, const float* a, ptrdiff_t as, const float* b, ptrdiff_t bs,
+                int32_t n) {
+  int32_t j = 0;
+  if (os == 1 && as == 1 && bs == 1) {
+    for (; j + 8 <= n; j += 8) {
+      wasm_v128_store(o + j, binary_v<OP>(wasm_v128_load(a + j), wasm_v128_load(b + j)));
+      wasm_v128_store(o + j + 4, binary_v<OP>(wasm_v128_load(a + j + 4), wasm_v128_load(b + j + 4)));
+    }
+    for (; j + 4 <= n; j += 4)
+      wasm_v128_store(o + j, binary_v<OP>(wasm_v128_load(a + j), wasm_v128_load(b + j)));
+  } else if (os == 1 && as == 1 && bs == 0) {
+    const v128_t vb = wasm_f32x4_splat(b[0]);
+    for (; j + 8 <= n; j += 8) {
+      wasm_v128_store(o + j, binary_v<OP>(wasm_v128_load(a + j), vb));
+      wasm_v128_store(o + j + 4, binary_v<OP>(wasm_v128_load(a + j + 4), vb));
+    }
+    for (; j + 4 <= n; j += 4) wasm_v128_store(o + j, binary_v<OP>(wasm_v128_load(a + j), vb));
+  } else if (os == 1 && as == 0 && bs == 1) {
+    const v128_t va = wasm_f32x4_splat(a[0]);
+    for (; j + 8 <= n; j += 8) {
+      wasm_v128_store(o + j, binary_v<OP>(va, wasm_v128_load(b + j)));
+      wasm_v128_store(o + j + 4, binary_v<OP>(va, wasm_v128_load(b + j + 4)));
+    }
+    for (; j + 4 <= n; j += 4) wasm_v128_store(o + j, binary_v<OP>(va, wasm_v128_load(b + j)));
+  } else if (as == 0 && bs == 0) {
+    const v128_t v = binary_v<OP>(wasm_f32x4_splat(a[0]), wasm_f32x4_splat(b[0]));
+    const float x = wasm_f32x4_extract_lane(v, 0);
+    for (; j < n; ++j) o[j * os] = x;
+    return;
+  } else {
+    for (; j + 4 <= n; j += 4) {
+      const v128_t v = binary_v<OP>(load_any(a + j * as, as), load_any(b + j * bs, bs));
+      if (os == 1) wasm_v128_store(o + j, v);
+      else scatter4(o + j * os, os, v);
+    }
+  }
+  if (j < n) {
+    const int r = n - j;
+    store_partial(o + j * os, os, r,
+                  binary_v<OP>(load_partial(a + j * as, as, r), load_partial(b + j * bs, bs, r)));
+  }
+}
+
+double unary_cost(int op) {
+  switch (op) {
+    case UNARY_GELU_ERF: case UNARY_GELU_TANH: case UNARY_SILU: case UNARY_SIGMOID:
+    case UNARY_TANH: case UNARY_EXP: return 30.0;
+    default: return 4.0;
+  }
+}
+
+template <int OP>
+void unary_space(const UNARY_args* a) {
+  const int32_t* strides[2] = {a->out_stride, a->in_stride};
+  const Space s = collapse(a->size, strides, 2);
+  float* out = at<float>(a->out);
+  const float* in = at<float>(a->in);
+  const float p0 = a->p0, p1 = a->p1;
+  const int inner = s.nd - 1;
+  const ptrdiff_t os = s.st[0][inner], is = s.st[1][inner];
+  run_space(s, 2, unary_cost(OP), [&](const ptrdiff_t* off, int32_t len) {
+    unary_row<OP>(out + off[0], os, in + off[1], is, len, p0, p1);
+  });
+}
+
+template <int OP>
+void binary_space(const BINARY_args* a) {
+  const int32_t* strides[3] = {a->out_stride, a->a_stride, a->b_stride};
+  const Space s = collapse(a->size, strides, 3);
+  float* out = at<float>(a->out);
+  const float* pa = at<float>(a->a);
+  const float* pb = at<float>(a->b);
+  const int inner = s.nd - 1;
+  const ptrdiff_t os = s.st[0][inner], as = s.st[1][inner], bs = s.st[2][inner];
+  run_space(s, 3, 4.0, [&](const ptrdiff_t* off, int32_t len) {
+    binary_row<OP>(out + off[0], os, pa + off[1], as, pb + off[2], bs, len);
+  });
+}
+
+}  // namespace
+
+void k_UNARY(const UNARY_args* a) {
+  switch (a->op) {
+#define X(op) case op: unary_space<op>(a); break;
+    FOR_EACH_UNARY(X)
+#undef X
+    default: break;
+  }
+}
+
+void k_BINARY(const BINARY_args* a) {
+  switch (a->op) {
+    case BINARY_ADD: binary_space<BINARY_ADD>(a); break;
+    case BINARY_SUB: binary_space<BINARY_SUB>(a); break;
+    case BINARY_MUL: binary_space<BINARY_MUL>(a); break;
+    case BINARY_DIV: binary_space<BINARY_DIV>(a); break;
+    case BINARY_MAXIMUM: binary_space<BINARY_MAXIMUM>(a); break;
+    case BINARY_MINIMUM: binary_space<BINARY_MINIMUM>(a); break;
+    default: break;
+  }
+}
+
+namespace {
+template <int OP>
+void activation_row(float* p, long n, float p0, float p1) {
+  long j = 0;
+  for (; j + 4 <= n; j += 4) wasm_v128_store(p + j, unary_v<OP>(wasm_v128_load(p + j), p0, p1));
+  if (j < n) store_partial(p + j, 1, (int)(n - j), unary_v<OP>(load_partial(p + j, 1, (int)(n - j)), p0, p1));
+}
+}  // namespace
+
+void activation_inplace(float* p, long n, int act, float p0, float p1) {
+  if (act == UNARY_IDENTITY) return;
+  switch (act) {
+#define X(op) case op: activation_row<op>(p, n, p0, p1); break;
+    FOR_EACH_UNARY(X)
+#undef X
+    default: break;
+  }
+}

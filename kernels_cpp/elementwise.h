@@ -1,0 +1,72 @@
+// The UNARY_OP functions as inline f32x4 code, shared by k_UNARY and by the fused activation
+// epilogues of GEMM / CONV2D / CHANNEL_AFFINE, so a fused activation gives exactly the same bits
+// as a separate UNARY op would.
+#pragma once
+#include <wasm_simd128.h>
+#include "abi.h"
+#include "simd_math.h"
+
+// Compile-time op so hot loops are specialised. NaN handling follows PyTorch: relu/clamp keep a NaN
+// input, done with pmin/pmax with x as the first operand (they return it when it is NaN).
+template <int OP>
+static inline v128_t unary_v(v128_t x, float p0, float p1) {
+  using namespace simd_math;
+  switch (OP) {
+    case UNARY_IDENTITY: return x;
+    case UNARY_RELU:
+      // pmax(x, 0) = x < 0 ? 0 : x keeps a NaN x (torch: relu(nan) = nan) in one x86 instruction.
+      return wasm_f32x4_pmax(x, wasm_f32x4_splat(0.0f));
+    case UNARY_GELU_ERF: {
+      const v128_t e = erf_v(wasm_f32x4_mul(x, splat(0.70710678118654752f)));
+      return wasm_f32x4_mul(wasm_f32x4_mul(x, splat(0.5f)), wasm_f32x4_add(splat(1.0f), e));
+    }
+    case UNARY_GELU_TANH: {
+      const v128_t x3 = wasm_f32x4_mul(wasm_f32x4_mul(x, x), x);
+      const v128_t inner = wasm_f32x4_mul(splat(0.79788456080286536f),
+                                          wasm_f32x4_add(x, wasm_f32x4_mul(splat(0.044715f), x3)));
+      return wasm_f32x4_mul(wasm_f32x4_mul(x, splat(0.5f)), wasm_f32x4_add(splat(1.0f), tanh_v(inner)));
+    }
+    case UNARY_SILU:
+      return wasm_f32x4_div(x, wasm_f32x4_add(splat(1.0f), exp_v(wasm_f32x4_neg(x))));
+    case UNARY_SIGMOID: return sigmoid_v(x);
+    case UNARY_TANH: return tanh_v(x);
+    case UNARY_EXP: return exp_v(x);
+    case UNARY_NEG: return wasm_f32x4_neg(x);
+    case UNARY_SQRT: return wasm_f32x4_sqrt(x);
+    case UNARY_RSQRT: return wasm_f32x4_div(splat(1.0f), wasm_f32x4_sqrt(x));
+    case UNARY_CLAMP:
+      return wasm_f32x4_pmin(wasm_f32x4_pmax(x, wasm_f32x4_splat(p0)), wasm_f32x4_splat(p1));
+    case UNARY_AFFINE:
+      return wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(p0)), wasm_f32x4_splat(p1));
+    default: return x;
+  }
+}
+
+template <int OP>
+static inline float unary_s(float x, float p0, float p1) {
+  return wasm_f32x4_extract_lane(unary_v<OP>(wasm_f32x4_splat(x), p0, p1), 0);
+}
+
+// X-macro over every UNARY op, for dispatching a runtime op to a template instantiation.
+#define FOR_EACH_UNARY(X) \
+  X(UNARY_IDENTITY) X(UNARY_RELU) X(UNARY_GELU_ERF) X(UNARY_GELU_TANH) X(UNARY_SILU) \
+  X(UNARY_SIGMOID) X(UNARY_TANH) X(UNARY_EXP) X(UNARY_NEG) X(UNARY_SQRT) X(UNARY_RSQRT) \
+  X(UNARY_CLAMP) X(UNARY_AFFINE)
+
+// Runtime-op activation for epilogues (O(outputs) work, so the switch per vector is cheap next to
+// the O(k) work that produced each output). Unknown ops act as IDENTITY.
+static inline v128_t apply_activation(v128_t v, int act, float p0, float p1) {
+  switch (act) {
+#define X(op) case op: return unary_v<op>(v, p0, p1);
+    FOR_EACH_UNARY(X)
+#undef X
+    default: return v;
+  }
+}
+
+static inline float apply_activation_s(float x, int act, float p0, float p1) {
+  return wasm_f32x4_extract_lane(apply_activation(wasm_f32x4_splat(x), act, p0, p1), 0);
+}
+
+// Applies `act` in place to n contiguous floats (tail through a padded vector so tails match).
+void activation_inplace(float* p, long n, int act, float p0, float p1);

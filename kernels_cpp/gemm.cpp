@@ -1,0 +1,313 @@
+// k_GEMM and k_PACK_B: register-blocked f32x4 matrix multiply over a pre-packed B.
+//
+// Micro-kernel: MR rows x NP panels (NP*8 columns) in 2*MR*NP f32x4 accumulators. Per k step it
+// loads one 8-float row from each B panel and broadcasts one A element per row; there is no FMA in
+// this target, so each update is a mul then an add. The broadcast is the overhead to minimise
+// (it competes with the arithmetic for the same ports), which is why two panels share each
+// broadcast. Shapes measured on wasmtime 50 / x86 (512^3, single thread, GFLOP/s, peak loop 36):
+// 4x8: 28-30, 6x8: 28-29, 5x8: 29-30, 3x16: 30-32, 2x16: 30-32; 2x16 was picked for its small
+// register footprint (8 accumulators; wasmtime's allocator spills readily past ~14 live vectors)
+// and because it leaves no row tail for even m.
+//
+// Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
+// sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
+// and the bias + activation epilogue runs on the last slice only. The GEMM_* macros exist so
+// other shapes can be benchmarked with -D flags; the defaults are the tuned ones.
+#include <string.h>
+#include "abi.h"
+#include "elementwise.h"
+#include "gemm.h"
+#include "threadpool.h"
+
+namespace {
+
+constexpr int NR = kGemmNR;
+#ifndef GEMM_MR
+#define GEMM_MR 2
+#endif
+#ifndef GEMM_NP
+#define GEMM_NP 2
+#endif
+constexpr int MR = GEMM_MR;
+#ifndef GEMM_KC
+#define GEMM_KC 256
+#endif
+constexpr int KC = GEMM_KC;  // k slice
+constexpr int NCB = 32;   // panels per L2 block (KC x 256 floats = 256 KiB)
+
+static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
+
+struct Epilogue {
+  const float* bias;  // already offset to this C block's row/col origin
+  int bias_mode;
+  int act;
+  float p0, p1;
+};
+
+// Adds C (unless first), then bias + activation (if last), and stores one 8-column row chunk of a
+// tile; chunks at the right edge (nc < 8) go through a buffer so nothing past column n is touched.
+inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, bool last,
+                        const Epilogue& e, int row, int col) {
+  if (nc >= NR) {
+    if (!first) {
+      v0 = wasm_f32x4_add(wasm_v128_load(cr), v0);
+      v1 = wasm_f32x4_add(wasm_v128_load(cr + 4), v1);
+    }
+    if (last) {
+      if (e.bias_mode == 1) {
+        v0 = wasm_f32x4_add(v0, wasm_v128_load(e.bias + col));
+        v1 = wasm_f32x4_add(v1, wasm_v128_load(e.bias + col + 4));
+      } else if (e.bias_mode == 2) {
+        const v128_t bv = wasm_v128_load32_splat(e.bias + row);
+        v0 = wasm_f32x4_add(v0, bv);
+        v1 = wasm_f32x4_add(v1, bv);
+      }
+      if (e.act != UNARY_IDENTITY) {
+        v0 = apply_activation(v0, e.act, e.p0, e.p1);
+        v1 = apply_activation(v1, e.act, e.p0, e.p1);
+      }
+    }
+    wasm_v128_store(cr, v0);
+    wasm_v128_store(cr + 4, v1);
+    return;
+  }
+  alignas(16) float buf[NR] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (!first) {
+    for (int j = 0; j < nc; ++j) buf[j] = cr[j];
+    v0 = wasm_f32x4_add(wasm_v128_load(buf), v0);
+    v1 = wasm_f32x4_add(wasm_v128_load(buf + 4), v1);
+  }
+  if (last) {
+    if (e.bias_mode == 1) {
+      alignas(16) float bb[NR] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int j = 0; j < nc; ++j) bb[j] = e.bias[col + j];
+      v0 = wasm_f32x4_add(v0, wasm_v128_load(bb));
+      v1 = wasm_f32x4_add(v1, wasm_v128_load(bb + 4));
+    } else if (e.bias_mode == 2) {
+      const v128_t bv = wasm_v128_load32_splat(e.bias + row);
+      v0 = wasm_f32x4_add(v0, bv);
+      v1 = wasm_f32x4_add(v1, bv);
+    }
+    if (e.act != UNARY_IDENTITY) {
+      v0 = apply_activation(v0, e.act, e.p0, e.p1);
+      v1 = apply_activation(v1, e.act, e.p0, e.p1);
+    }
+  }
+  wasm_v128_store(buf, v0);
+  wasm_v128_store(buf + 4, v1);
+  for (int j = 0; j < nc; ++j) cr[j] = buf[j];
+}
+
+// One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
+// bps = distance between panels in floats. The main loop reads 4 k values of each A row with one
+// v128 load and broadcasts lanes with i32x4.shuffle: wasmtime lowers load32_splat to a load plus a
+// shuffle, so this saves a load per broadcast (measured +35%).
+template <int MR_, int NP>
+inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
+                       int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
+                       const Epilogue& e, int row0, int col0) {
+  v128_t acc[MR_][2 * NP];
+  for (int i = 0; i < MR_; ++i)
+    for (int j = 0; j < 2 * NP; ++j) acc[i][j] = wasm_f32x4_splat(0.0f);
+  const float* ap[MR_];
+  for (int i = 0; i < MR_; ++i) ap[i] = a + i * lda;
+  int kk = 0;
+  for (; kk + 4 <= kc; kk += 4) {
+    v128_t av[MR_];
+    for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
+#define STEP(L)                                                                    \
+    {                                                                              \
+      v128_t s[MR_];                                                               \
+      for (int i = 0; i < MR_; ++i) s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L); \
+      for (int p = 0; p < NP; ++p) {                                               \
+        const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
+        const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
+        for (int i = 0; i < MR_; ++i) {                                            \
+          acc[i][2 * p] = wasm_f32x4_add(acc[i][2 * p], wasm_f32x4_mul(s[i], b0));  \
+          acc[i][2 * p + 1] = wasm_f32x4_add(acc[i][2 * p + 1], wasm_f32x4_mul(s[i], b1)); \
+        }                                                                          \
+      }                                                                            \
+    }
+    STEP(0) STEP(1) STEP(2) STEP(3)
+#undef STEP
+  }
+  for (; kk < kc; ++kk) {
+    v128_t s[MR_];
+    for (int i = 0; i < MR_; ++i) s[i] = wasm_v128_load32_splat(ap[i] + kk);
+    for (int p = 0; p < NP; ++p) {
+      const v128_t b0 = wasm_v128_load(b + p * bps + kk * NR);
+      const v128_t b1 = wasm_v128_load(b + p * bps + kk * NR + 4);
+      for (int i = 0; i < MR_; ++i) {
+        acc[i][2 * p] = wasm_f32x4_add(acc[i][2 * p], wasm_f32x4_mul(s[i], b0));
+        acc[i][2 * p + 1] = wasm_f32x4_add(acc[i][2 * p + 1], wasm_f32x4_mul(s[i], b1));
+      }
+    }
+  }
+  for (int i = 0; i < MR_; ++i)
+    for (int p = 0; p < NP; ++p) {
+      const int ncp = nc - p * NR;
+      if (ncp > 0)
+        finish_row8(c + i * ldc + p * NR, acc[i][2 * p], acc[i][2 * p + 1], ncp, first, last, e,
+                    row0 + i, col0 + p * NR);
+    }
+}
+
+template <int MR_>
+inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
+                     int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
+  if (two) micro_tile<MR_, GEMM_NP>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  else micro_tile<MR_, 1>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+}
+
+// Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
+void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+                const float* bp, float* c, int ldc, const Epilogue& e) {
+  const int bps = k * NR;
+  for (int pb = p_lo; pb < p_hi; pb += NCB) {
+    const int pe = pb + NCB < p_hi ? pb + NCB : p_hi;
+    int k0 = 0;
+    do {
+      const int kc = k - k0 < KC ? k - k0 : KC;
+      const bool first = k0 == 0, last = k0 + kc >= k;
+      for (int i0 = m_lo; i0 < m_hi; i0 += MR) {
+        const int mr = m_hi - i0 < MR ? m_hi - i0 : MR;
+        const float* ai = a + (ptrdiff_t)i0 * lda + k0;
+        float* ci = c + (ptrdiff_t)i0 * ldc;
+        for (int p = pb; p < pe;) {
+          const bool two = p + GEMM_NP <= pe;
+          const int step = two ? GEMM_NP : 1;
+          const int col0 = p * NR;
+          const int nc = n - col0;
+          const float* bpp = bp + (ptrdiff_t)p * bps + (ptrdiff_t)k0 * NR;
+          switch (mr) {
+#if GEMM_MR >= 6
+            case 6: tile_row<6>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 5
+            case 5: tile_row<5>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 4
+            case 4: tile_row<4>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 3
+            case 3: tile_row<3>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+            case 2: tile_row<2>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            default: tile_row<1>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+          }
+          p += step;
+        }
+      }
+      k0 += kc;
+    } while (k0 < k);
+  }
+}
+
+// Task grid for a GEMM: m cut into chunks of mc rows (multiple of MR), panels into chunks of pc.
+struct Grid {
+  int mc, pc, mt, pt;
+};
+
+Grid make_grid(int m, int panels, int threads, double flops) {
+  Grid g{m, panels, 1, 1};
+  if (threads <= 1 || !worth_threading(flops)) return g;
+  const int target = threads * 4;
+  int mblocks = (m + MR - 1) / MR;
+  // Prefer splitting m (B panels then stay shared in L2 between tasks), then n.
+  g.mt = mblocks < target ? mblocks : target;
+  if (g.mt < 1) g.mt = 1;
+  int mb_per = (mblocks + g.mt - 1) / g.mt;
+  g.mc = mb_per * MR;
+  g.mt = (m + g.mc - 1) / g.mc;
+  if (g.mt < target) {
+    int want = (target + g.mt - 1) / g.mt;
+    g.pt = panels < want ? panels : want;
+    if (g.pt < 1) g.pt = 1;
+    g.pc = (panels + g.pt - 1) / g.pt;
+    g.pc = (g.pc + GEMM_NP - 1) / GEMM_NP * GEMM_NP;  // keep panel pairs together
+    g.pt = (panels + g.pc - 1) / g.pc;
+  }
+  return g;
+}
+
+}  // namespace
+
+void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
+                 const float* bias, int bias_mode, int act, float p0, float p1) {
+  if (m <= 0 || n <= 0) return;
+  if (k < 0) k = 0;
+  const Epilogue e{bias, bias ? bias_mode : 0, act, p0, p1};
+  const int panels = (n + NR - 1) / NR;
+  const Grid g = make_grid(m, panels, pool_threads(), 2.0 * m * n * (double)k);
+  if (g.mt * g.pt == 1) {
+    gemm_block(0, m, 0, panels, n, k, a, lda, bp, c, ldc, e);
+    return;
+  }
+  parallel_for(g.mt * g.pt, [&](int t) {
+    const int mi = t / g.pt, pi = t % g.pt;
+    const int m_lo = mi * g.mc, m_hi = m_lo + g.mc < m ? m_lo + g.mc : m;
+    const int p_lo = pi * g.pc, p_hi = p_lo + g.pc < panels ? p_lo + g.pc : panels;
+    if (m_lo < m_hi && p_lo < p_hi) gemm_block(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
+  });
+}
+
+void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out) {
+  const int panels = (n + NR - 1) / NR;
+  for (int p = 0; p < panels; ++p) {
+    float* dst = out + (ptrdiff_t)p * k * NR;
+    const int col0 = p * NR;
+    const int nc = n - col0 < NR ? n - col0 : NR;
+    const float* src = b + (ptrdiff_t)col0 * stride_n;
+    if (nc == NR && stride_n == 1) {
+      for (int r = 0; r < k; ++r) {
+        const float* s = src + (ptrdiff_t)r * stride_k;
+        wasm_v128_store(dst + r * NR, wasm_v128_load(s));
+        wasm_v128_store(dst + r * NR + 4, wasm_v128_load(s + 4));
+      }
+    } else {
+      for (int r = 0; r < k; ++r) {
+        const float* s = src + (ptrdiff_t)r * stride_k;
+        float* d = dst + r * NR;
+        int j = 0;
+        for (; j < nc; ++j) d[j] = s[(ptrdiff_t)j * stride_n];
+        for (; j < NR; ++j) d[j] = 0.0f;
+      }
+    }
+  }
+}
+
+void k_GEMM(const GEMM_args* a) {
+  const int m = a->m, n = a->n, k = a->k;
+  if (a->batch <= 0 || m <= 0 || n <= 0) return;
+  const double flops = 2.0 * m * n * (double)(k > 0 ? k : 1) * a->batch;
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  // Batches with little work each: spread batches over threads and run each GEMM inline;
+  // otherwise let gemm_packed split inside each batch.
+  const bool by_batch = a->batch >= pool_threads() * 2 && pool_threads() > 1 && worth_threading(flops);
+  auto one = [&](int bi) {
+    gemm_packed(m, n, k, at<const float>(a->a) + (ptrdiff_t)bi * a->a_batch_stride, a->lda,
+                at<const float>(a->b_packed) + (ptrdiff_t)bi * a->b_batch_stride,
+                at<float>(a->c) + (ptrdiff_t)bi * a->c_batch_stride, a->ldc, bias, a->bias_mode,
+                a->act, a->p0, a->p1);
+  };
+  if (by_batch) {
+    parallel_for(a->batch, one);
+  } else {
+    for (int bi = 0; bi < a->batch; ++bi) one(bi);
+  }
+}
+
+void k_PACK_B(const PACK_B_args* a) {
+  if (a->batch <= 0 || a->n <= 0) return;
+  const ptrdiff_t packed = (ptrdiff_t)((a->n + NR - 1) / NR) * NR * (a->k > 0 ? a->k : 0);
+  const float* b = at<const float>(a->b);
+  float* out = at<float>(a->out);
+  if (a->k <= 0) return;
+  auto one = [&](int bi) {
+    pack_b(a->k, a->n, b + (ptrdiff_t)bi * a->b_batch_stride, a->stride_k, a->stride_n, out + bi * packed);
+  };
+  if (pool_threads() > 1 && a->batch > 1 && worth_threading((double)packed * a->batch))
+    parallel_for(a->batch, one);
+  else
+    for (int bi = 0; bi < a->batch; ++bi) one(bi);
+}

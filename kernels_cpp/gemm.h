@@ -1,0 +1,14 @@
+// GEMM against a pre-packed B (panel layout of PACK_B, NR = kGemmNR columns per panel), exposed to
+// the other kernels (CONV2D calls it after its im2col) as well as behind k_GEMM.
+#pragma once
+#include <stdint.h>
+
+// C[m, n] = act(A[m, k] @ B[k, n] + bias) for one batch. A row-major (row stride lda), bp in panel
+// layout (ceil(n/NR) panels of k x NR floats), C row stride ldc. bias_mode 0 none, 1 bias[n],
+// 2 bias[m]. Splits the work over the thread pool when it is worth it (nested calls run inline).
+void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
+                 const float* bias, int bias_mode, int act, float p0, float p1);
+
+// Packs B[k, n] (element strides stride_k, stride_n) into panel layout at out
+// (ceil(n/NR)*NR*k floats, zero padded past n).
+void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out);

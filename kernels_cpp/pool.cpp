@@ -1,0 +1,151 @@
+// k_POOL2D: max / average / adaptive-average pooling of contiguous [planes, h, w] planes.
+//
+// Max and average pooling run four output columns at once wherever all their taps lie inside the
+// input row (stride 1: plain loads; stride 2: two loads de-interleaved with a shuffle), and a
+// scalar loop at the borders. Both paths visit taps in the same order, so results do not depend on
+// the path. Semantics follow torch: padding never wins a max (an all-padding window gives -inf),
+// NaN wins a max; the average divisor counts cells inside the padded bounds (count_include_pad) or
+// inside the input, unless `divisor` overrides it.
+#include <math.h>
+#include <stdint.h>
+#include <wasm_simd128.h>
+#include "abi.h"
+#include "threadpool.h"
+
+namespace {
+
+struct P {
+  int H, W, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw;
+};
+
+// Tap counts of a window along one axis: inside [0, n) and inside the padded [-pad, n + pad).
+inline void axis_counts(int start, int k, int d, int n, int pad, int* valid, int* padded) {
+  int v = 0, p = 0;
+  for (int t = 0; t < k; ++t) {
+    const int i = start + t * d;
+    v += (i >= 0 && i < n);
+    p += (i >= -pad && i < n + pad);
+  }
+  *valid = v;
+  *padded = p;
+}
+
+inline v128_t load_strided4(const float* p, int sw) {
+  if (sw == 1) return wasm_v128_load(p);
+  return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);  // sw == 2
+}
+
+template <bool MAX>
+void pool_row(const P& q, const float* in, float* orow, int oy, bool include_pad, int divisor) {
+  const int iy0 = oy * q.sh - q.ph;
+  int vy, py;
+  axis_counts(iy0, q.KH, q.dh, q.H, q.ph, &vy, &py);
+  const bool vec_ok = q.sw == 1 || q.sw == 2;
+  // A vector chunk also reads one element past its last tap when sw == 2 (the odd lanes).
+  const int extra = q.sw == 2 ? 1 : 0;
+  int ox = 0;
+  while (ox < q.OW) {
+    const int ix0 = ox * q.sw - q.pw;
+    if (vec_ok && ox + 4 <= q.OW && ix0 >= 0 &&
+        (ox + 3) * q.sw - q.pw + (q.KW - 1) * q.dw + extra <= q.W - 1) {
+      v128_t acc = wasm_f32x4_splat(MAX ? -INFINITY : 0.0f);
+      for (int ky = 0; ky < q.KH; ++ky) {
+        const int iy = iy0 + ky * q.dh;
+        if (iy < 0 || iy >= q.H) continue;
+        const float* r = in + (ptrdiff_t)iy * q.W + ix0;
+        for (int kx = 0; kx < q.KW; ++kx) {
+          const v128_t v = load_strided4(r + kx * q.dw, q.sw);
+          acc = MAX ? wasm_f32x4_max(acc, v) : wasm_f32x4_add(acc, v);
+        }
+      }
+      if (!MAX) {
+        const int div = divisor != 0 ? divisor : (include_pad ? py : vy) * q.KW;
+        acc = wasm_f32x4_div(acc, wasm_f32x4_splat((float)div));
+      }
+      wasm_v128_store(orow + ox, acc);
+      ox += 4;
+      continue;
+    }
+    float acc = MAX ? -INFINITY : 0.0f;
+    for (int ky = 0; ky < q.KH; ++ky) {
+      const int iy = iy0 + ky * q.dh;
+      if (iy < 0 || iy >= q.H) continue;
+      const float* r = in + (ptrdiff_t)iy * q.W;
+      for (int kx = 0; kx < q.KW; ++kx) {
+        const int ix = ix0 + kx * q.dw;
+        if (ix < 0 || ix >= q.W) continue;
+        const float v = r[ix];
+        if (MAX) {
+          if (v > acc || v != v) acc = v;
+        } else {
+          acc = acc + v;
+        }
+      }
+    }
+    if (!MAX) {
+      int vx, px;
+      axis_counts(ix0, q.KW, q.dw, q.W, q.pw, &vx, &px);
+      const int div = divisor != 0 ? divisor : (include_pad ? py * px : vy * vx);
+      acc = acc / (float)div;
+    }
+    orow[ox] = acc;
+    ++ox;
+  }
+}
+
+void adaptive_row(const P& q, const float* in, float* orow, int oy) {
+  const int y0 = (int)((int64_t)oy * q.H / q.OH);
+  const int y1 = (int)(((int64_t)(oy + 1) * q.H + q.OH - 1) / q.OH);
+  for (int ox = 0; ox < q.OW; ++ox) {
+    const int x0 = (int)((int64_t)ox * q.W / q.OW);
+    const int x1 = (int)(((int64_t)(ox + 1) * q.W + q.OW - 1) / q.OW);
+    float acc = 0.0f;
+    for (int y = y0; y < y1; ++y) {
+      const float* r = in + (ptrdiff_t)y * q.W;
+      for (int x = x0; x < x1; ++x) acc = acc + r[x];
+    }
+    orow[ox] = acc / (float)((y1 - y0) * (x1 - x0));
+  }
+}
+
+}  // namespace
+
+void k_POOL2D(const POOL2D_args* a) {
+  const P q{a->h, a->w, a->oh, a->ow, a->kh, a->kw, a->sh, a->sw, a->ph, a->pw,
+            a->dh > 0 ? a->dh : 1, a->dw > 0 ? a->dw : 1};
+  const long planes = a->planes;
+  if (planes <= 0 || q.OH <= 0 || q.OW <= 0) return;
+  const float* in = at<const float>(a->in);
+  float* out = at<float>(a->out);
+  const int mode = a->mode;
+  const bool include_pad = a->count_include_pad != 0;
+  const int divisor = a->divisor;
+  const long rows = planes * q.OH;
+  auto body = [&](long lo, long hi) {
+    for (long r = lo; r < hi; ++r) {
+      const long p = r / q.OH;
+      const int oy = (int)(r % q.OH);
+      const float* pin = in + p * (ptrdiff_t)q.H * q.W;
+      float* orow = out + r * (ptrdiff_t)q.OW;
+      if (mode == POOL_MAX) pool_row<true>(q, pin, orow, oy, include_pad, divisor);
+      else if (mode == POOL_AVG) pool_row<false>(q, pin, orow, oy, include_pad, divisor);
+      else if (mode == POOL_ADAPTIVE_AVG) adaptive_row(q, pin, orow, oy);
+    }
+  };
+  double work = (double)rows * q.OW;
+  if (mode == POOL_ADAPTIVE_AVG) work *= (double)(q.H / q.OH + 1) * (q.W / q.OW + 1);
+  else work *= (double)q.KH * q.KW;
+  int tasks = 1;
+  if (pool_threads() > 1 && worth_threading(work)) {
+    tasks = pool_threads() * 4;
+    if (tasks > rows) tasks = (int)rows;
+  }
+  if (tasks == 1) {
+    body(0, rows);
+    return;
+  }
+  parallel_for(tasks, [&](int t) {
+    const long lo = (long)((int64_t)rows * t / tasks), hi = (long)((int64_t)rows * (t + 1) / tasks);
+    if (lo < hi) body(lo, hi);
+  });
+}
