@@ -33,7 +33,9 @@ test:
 	$(PYTHON) -m pytest -q tests
 
 bench:
-	$(PYTHON) -m pytest -q benchmarks --benchmark-only
+	mkdir -p .benchmarks
+	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=.benchmarks/core.json
+	$(PYTHON) benchmarks/report.py .benchmarks/core.json
 
 clean:
 	rm -f $(WASM)

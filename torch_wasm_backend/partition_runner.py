@@ -4,6 +4,7 @@ copies inputs in and outputs out, runs the whole Plan in one wasm call, and reco
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class CompiledPartition(torch.nn.Module):
         self.constant_inputs = constant_inputs
         self.options = options
         self.plans: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._plans_lock = threading.Lock()  # the cache is shared by all calling threads
         self.failures = 0
         self.disabled_reason: str | None = None
         # Constants shared by all plans of this partition: key -> (offset, Buffer)
@@ -87,17 +89,18 @@ class CompiledPartition(torch.nn.Module):
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
         key = signature(args)
-        entry = self.plans.get(key)
-        if entry is None:
-            stats.add(plan_cache_misses=1)
-            entry = self._new_entry(args)
-            self.plans[key] = entry
-            while len(self.plans) > self.options.max_plans_per_partition:
-                _, old = self.plans.popitem(last=False)
-                self._unload(old)
-        else:
-            stats.add(plan_cache_hits=1)
-            self.plans.move_to_end(key)
+        with self._plans_lock:
+            entry = self.plans.get(key)
+            if entry is None:
+                stats.add(plan_cache_misses=1)
+                entry = self._new_entry(args)
+                self.plans[key] = entry
+                while len(self.plans) > self.options.max_plans_per_partition:
+                    _, old = self.plans.popitem(last=False)
+                    self._unload(old)
+            else:
+                stats.add(plan_cache_hits=1)
+                self.plans.move_to_end(key)
         if entry.plan is None:
             stats.add(eager_partition_calls=1)
             return self.gm(*args)

@@ -181,3 +181,9 @@ def test_stats_keys_and_reset():
     assert s["bytes_copied_in"] == 40 and s["bytes_copied_out"] == 40
     twb.reset_stats()
     assert twb.stats()["calls"] == 0
+
+
+def test_docs_op_table_is_generated_from_the_registry():
+    from torch_wasm_backend.__main__ import ops_table
+    assert (REPO / "docs" / "ops.md").read_text() == ops_table(), \
+        "docs/ops.md is stale: run `python -m torch_wasm_backend ops > docs/ops.md`"
