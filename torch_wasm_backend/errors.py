@@ -8,3 +8,7 @@ class WasmBackendError(RuntimeError):
 
 class WasmTrap(WasmBackendError):
     """A trap (or runtime failure) inside the wasm kernels while running a plan."""
+
+
+class WasmOutOfMemory(WasmBackendError, MemoryError):
+    """A plan needs more wasm memory than the runtime may have (wasm32: 4 GiB at most)."""

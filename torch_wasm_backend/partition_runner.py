@@ -17,7 +17,7 @@ from lowering.plan import Plan
 from lowering.registry import Unsupported
 from lowering.abi import ABI
 from . import metrics as stats
-from .errors import WasmBackendError, WasmTrap
+from .errors import WasmBackendError, WasmOutOfMemory, WasmTrap
 from .options import Options
 from .runtime import Runtime, get_runtime, rebuild_runtime
 
@@ -108,6 +108,15 @@ class CompiledPartition(torch.nn.Module):
             outputs, wasm_seconds = self._run(entry, args)
         except WasmTrap as e:
             return self._recover(e, args)
+        except WasmOutOfMemory as e:
+            reason = f"inputs {describe_inputs(args)}: {e}"
+            if self.options.strict:
+                raise WasmOutOfMemory(f"wasm partition {self.name} cannot run {reason}") from e
+            log.warning("partition %s runs in eager: %s", self.name, reason)
+            stats.record_fallback(self.name, "*", "partition", reason)
+            entry.plan, entry.reason = None, reason
+            stats.add(eager_partition_calls=1)
+            return self.gm(*args)
         stats.add(calls=1, seconds_in_wasm=wasm_seconds,
                   seconds_host=time.perf_counter() - start - wasm_seconds)
         return outputs[0] if self._single_output else tuple(outputs)

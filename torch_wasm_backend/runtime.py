@@ -17,7 +17,7 @@ from wasmtime import _ffi as ffi
 from wasmtime._bindings import _wasmtime_func_call_unchecked as _call_unchecked
 
 from lowering.abi import ABI
-from .errors import WasmBackendError, WasmTrap
+from .errors import WasmBackendError, WasmOutOfMemory, WasmTrap
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -207,8 +207,13 @@ class Runtime:
             return
         pages = (end - have + PAGE - 1) // PAGE
         if have // PAGE + pages > MAX_PAGES:
-            raise MemoryError(f"wasm memory would exceed 4 GiB (asked for {end} bytes)")
-        self.memory.grow(pages)
+            raise WasmOutOfMemory(
+                f"needs {end / 2**20:.0f} MiB of wasm memory; the limit is {MAX_PAGES * PAGE / 2**20:.0f} MiB "
+                "(wasm32 addresses 4 GiB at most)")
+        try:
+            self.memory.grow(pages)
+        except wasmtime.WasmtimeError as e:
+            raise WasmOutOfMemory(f"growing wasm memory to {end / 2**20:.0f} MiB failed: {e}") from e
         self._bytes_view = None
 
     def bytes(self) -> torch.Tensor:

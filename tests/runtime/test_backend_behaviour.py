@@ -187,3 +187,21 @@ def test_docs_op_table_is_generated_from_the_registry():
     from torch_wasm_backend.__main__ import ops_table
     assert (REPO / "docs" / "ops.md").read_text() == ops_table(), \
         "docs/ops.md is stale: run `python -m torch_wasm_backend ops > docs/ops.md`"
+
+
+def test_out_of_wasm_memory_runs_in_eager_with_reason(monkeypatch):
+    from torch_wasm_backend import runtime
+    runtime.rebuild_runtime()
+    rt, _ = runtime.get_runtime(1)
+    # Cap the memory a little above what is in use: a 64 MiB intermediate no longer fits.
+    monkeypatch.setattr(runtime, "MAX_PAGES", rt.memory.data_len() // runtime.PAGE + 64)
+    f = torch.compile(lambda a, b: torch.relu(a @ b).sum(), backend="wasm")
+    a, b = torch.randn(4096, 1), torch.randn(1, 4096)
+    with torch.no_grad():
+        torch.testing.assert_close(f(a, b), torch.relu(a @ b).sum(), rtol=1e-4, atol=1e-2)
+    s = twb.stats()
+    assert s["eager_partition_calls"] == 1
+    assert any("MiB of wasm memory" in r["reason"] for r in s["fallback_nodes"])
+    strict = torch.compile(lambda a, b: torch.relu(a @ b).sum() + 1, backend="wasm", options={"strict": True})
+    with torch.no_grad(), pytest.raises(twb.WasmOutOfMemory, match="MiB of wasm memory"):
+        strict(a, b)
