@@ -43,14 +43,14 @@ class KernelSession:
     def get(self, offset: int, shape, dtype=torch.float32) -> torch.Tensor:
         return self.runtime.tensor(offset, tuple(shape), dtype).clone()
 
-    def prepare(self, op: str, **args) -> None:
+    def prepare(self, op: str, /, **args) -> None:
         """Encodes one record and keeps it, so run() can repeat it (benchmarks)."""
         words = ABI.encode(op, **args)
         offset = self.alloc(4 * len(words))
         self.runtime.write_words(offset, words)
         self._plan = (offset, len(words))
 
-    def run(self, op: str | None = None, **args) -> None:
+    def run(self, op: str | None = None, /, **args) -> None:
         if op is not None:
             self.prepare(op, **args)
         self.runtime.run(*self._plan, self.threads)

@@ -4,6 +4,7 @@ wasm (DESIGN.md decisions 1-3)."""
 from __future__ import annotations
 
 import atexit
+import bisect
 import ctypes
 import logging
 import os
@@ -162,17 +163,18 @@ class Allocator:
     def free(self, off: int) -> None:
         size = self._sizes.pop(off)
         self.in_use -= size
-        self._free.append((off, size))
-        self._free.sort()
-        merged: list[tuple[int, int]] = []
-        for o, s in self._free:
-            if merged and merged[-1][0] + merged[-1][1] == o:
-                merged[-1] = (merged[-1][0], merged[-1][1] + s)
-            else:
-                merged.append((o, s))
-        if merged and merged[-1][0] + merged[-1][1] == self._top:
-            self._top = merged.pop()[0]
-        self._free = merged
+        i = bisect.bisect(self._free, (off, size))
+        # Coalesce with the free neighbours, then give the tail back to the bump pointer.
+        if i < len(self._free) and off + size == self._free[i][0]:
+            size += self._free.pop(i)[1]
+        if i > 0 and self._free[i - 1][0] + self._free[i - 1][1] == off:
+            off, size = self._free[i - 1][0], self._free[i - 1][1] + size
+            i -= 1
+            self._free.pop(i)
+        if off + size == self._top:
+            self._top = off
+        else:
+            self._free.insert(i, (off, size))
 
 
 class Runtime:

@@ -16,11 +16,18 @@ NR = ABI.gemm_nr
 def _check(node):
     if node.args[6]:
         return "transposed convolution"
-    if len(node.args[3]) not in (1, 2):
-        return f"{len(node.args[3])}-d convolution (1-d and 2-d supported)"
-    if node.args[0].meta["val"].dim() not in (3, 4):
+    spatial = node.args[1].meta["val"].dim() - 2
+    if spatial not in (1, 2):
+        return f"{spatial}-d convolution (1-d and 2-d supported)"
+    if node.args[0].meta["val"].dim() != spatial + 2:
         return "unbatched convolution input"
     return None
+
+
+def _per_dim(values, nd: int) -> list[int]:
+    """ATen may give one value for all spatial dims (e.g. padding=[0] for padding='valid')."""
+    values = list(values)
+    return values * nd if len(values) == 1 else values
 
 
 def _as_4d(ref: TensorRef) -> TensorRef:
@@ -33,8 +40,9 @@ def _as_4d(ref: TensorRef) -> TensorRef:
 @register(aten.convolution.default, kernels=["CONV2D"], check=_check)
 def _convolution(ctx: LoweringContext, node):
     x_arg, w_arg, b_arg, stride, padding, dilation, _t, _op, groups = node.args
-    one_d = len(stride) == 1
-    if one_d:
+    nd = ctx.val(w_arg).dim() - 2
+    stride, padding, dilation = (_per_dim(v, nd) for v in (stride, padding, dilation))
+    if nd == 1:
         stride, padding, dilation = [1] + list(stride), [0] + list(padding), [1] + list(dilation)
     x = _as_4d(ctx.contiguous(ctx.value(x_arg)))
     w = _as_4d(ctx.contiguous(ctx.value(w_arg)))
