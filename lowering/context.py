@@ -9,6 +9,7 @@ import torch
 from torch.fx import Node
 
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
+from .shapes import TensorSpec
 from .registry import REGISTRY, Unsupported, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -24,7 +25,10 @@ class LoweringContext:
         self.plan.constant_inputs = sorted(constant_inputs)
         self.plan.inputs = [None] * len(self.placeholders)
         self._values: dict[Node, Any] = {}
-        self._const_fns: dict[Node, ConstFn | None] = {}
+        # Which nodes are constant does not depend on shapes: share the answers across the plans
+        # of this partition (one cache per set of constant inputs).
+        caches = gm.__dict__.setdefault("_twb_const_fns", {})
+        self._const_fns: dict[Node, ConstFn | None] = caches.setdefault(frozenset(constant_inputs), {})
 
     # ---- values ------------------------------------------------------------------------------
     def val(self, arg):
@@ -46,7 +50,7 @@ class LoweringContext:
         if isinstance(concrete, (int, float, bool)):
             return concrete  # a symbolic size, already evaluated for this signature
         fold = self.const_fn(node)
-        if fold is not None and isinstance(self.vals[node], torch.Tensor):
+        if fold is not None and isinstance(self.vals[node], TensorSpec):
             v = self.vals[node]
             return self.constant(lambda ins: fold(ins), tuple(v.shape), v.dtype, node.name)
         if node.op == "placeholder":
@@ -110,7 +114,7 @@ class LoweringContext:
         numel = 1
         for s in shape:
             numel *= s
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         return TensorRef(Buffer(numel * itemsize, name=name), shape, contiguous_strides(shape), 0, dtype)
 
     def out_for(self, node: Node) -> TensorRef:
@@ -129,7 +133,7 @@ class LoweringContext:
         numel = 1
         for s in shape:
             numel *= s
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         buf = Buffer(numel * itemsize, make=make_contiguous, name=name)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)

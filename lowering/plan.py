@@ -44,7 +44,7 @@ class TensorRef:
 
     @property
     def itemsize(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
+        return self.dtype.itemsize
 
     def is_contiguous(self) -> bool:
         return self.numel == 0 or _contiguous_ignoring_ones(self)

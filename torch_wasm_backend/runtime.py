@@ -228,7 +228,7 @@ class Runtime:
 
     def tensor(self, offset: int, shape, dtype=torch.float32, strides=None) -> torch.Tensor:
         """A torch view of wasm memory at `offset` (contiguous unless `strides` is given)."""
-        itemsize = torch.empty((), dtype=dtype).element_size()
+        itemsize = dtype.itemsize
         flat = self.bytes().view(dtype) if dtype != torch.uint8 else self.bytes()
         start = offset // itemsize
         if strides is None:

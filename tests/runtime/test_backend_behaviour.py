@@ -205,3 +205,23 @@ def test_out_of_wasm_memory_runs_in_eager_with_reason(monkeypatch):
     strict = torch.compile(lambda a, b: torch.relu(a @ b).sum() + 1, backend="wasm", options={"strict": True})
     with torch.no_grad(), pytest.raises(twb.WasmOutOfMemory, match="MiB of wasm memory"):
         strict(a, b)
+
+
+def test_dynamic_shapes_plan_from_symbolic_meta_without_retracing(monkeypatch):
+    """dynamic=True: one Dynamo graph; each new length gets a plan from the graph's symbolic meta
+    values (no re-tracing: the tracing fallback is made to fail here), with eager's numbers."""
+    import lowering.lower
+
+    def no_tracing(*_):
+        raise AssertionError("re-traced a graph whose symbolic shapes were known")
+
+    monkeypatch.setattr(lowering.lower, "concrete_values", no_tracing)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+    compiled = torch.compile(layer, backend="wasm", dynamic=True)
+    with torch.no_grad():
+        for length in (3, 9, 17, 4):
+            x = torch.randn(2, length, 16)
+            torch.testing.assert_close(compiled(x), layer(x), **MATMUL)
+    s = twb.stats()
+    assert s["graphs_compiled"] == 1
+    assert s["plan_cache_misses"] == 4 and s["calls"] == 4
