@@ -56,3 +56,25 @@ int32_t run_plan(const int32_t* plan, int32_t n_words, int32_t n_threads, int32_
 }  // extern "C"
 
 void k_DEBUG_TRAP(const DEBUG_TRAP_args*) { __builtin_trap(); }
+
+namespace {
+volatile int32_t g_stalled;
+
+// The main instance's stack sits below __heap_base; worker stacks are allocated above it.
+bool on_worker_thread() {
+  return reinterpret_cast<uintptr_t>(__builtin_frame_address(0)) > reinterpret_cast<uintptr_t>(&__heap_base);
+}
+}  // namespace
+
+void k_DEBUG_STALL(const DEBUG_STALL_args*) {
+  __atomic_store_n(&g_stalled, 0, __ATOMIC_SEQ_CST);
+  parallel_for(2, [](int) {
+    if (on_worker_thread() || pool_threads() == 1) {
+      __atomic_store_n(&g_stalled, 1, __ATOMIC_SEQ_CST);
+      while (__atomic_load_n(&g_stalled, __ATOMIC_SEQ_CST) != 2) {
+      }
+    }
+    while (__atomic_load_n(&g_stalled, __ATOMIC_SEQ_CST) == 0) {  // main: wait for a stuck worker
+    }
+  });
+}

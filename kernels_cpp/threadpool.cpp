@@ -18,7 +18,7 @@ struct Pool {
   volatile int32_t done_tasks;
   volatile int32_t n_tasks;
   volatile int32_t max_workers; // workers with id >= this sit the job out
-  volatile int32_t workers_parked;
+  volatile int32_t workers_registered;
   task_fn fn;
   void* ctx;
 };
@@ -53,7 +53,7 @@ bool pool_aborted() { return load(&g_pool.abort) != 0; }
 void parallel_for_raw(int n_tasks, task_fn fn, void* ctx) {
   if (n_tasks <= 0) return;
   int workers = g_threads - 1;
-  if (workers > load(&g_pool.workers_parked)) workers = load(&g_pool.workers_parked);
+  if (workers > load(&g_pool.workers_registered)) workers = load(&g_pool.workers_registered);
   if (n_tasks == 1 || workers <= 0 || g_in_parallel) {
     for (int t = 0; t < n_tasks; ++t) fn(ctx, t);
     return;
@@ -83,24 +83,36 @@ void parallel_for_raw(int n_tasks, task_fn fn, void* ctx) {
 
 extern "C" {
 
-// Parks the calling instance (one per host worker thread) until pool_shutdown().
-// worker_id counts from 1 (0 is the main thread). Returns 0 on a clean shutdown.
-__attribute__((export_name("worker_loop"))) int32_t worker_loop(int32_t worker_id) {
-  fetch_add(&g_pool.workers_parked, 1);
+// Parks the calling instance (one per host worker thread) inside wasm, running the tasks of
+// each published job. worker_id counts from 1 (0 is the main thread). Returns 0 after
+// pool_shutdown(), or 1 when no job came for idle_ms: the host then re-arms the instance's time
+// limit (epoch deadline) and calls again, so a worker stuck in a kernel is bounded too.
+__attribute__((export_name("worker_loop"))) int32_t worker_loop(int32_t worker_id, int32_t idle_ms) {
   int32_t seen = load(&g_pool.generation) & ~1;
+  int64_t waited_ns = 0;
+  const int64_t idle_ns = (int64_t)idle_ms * 1000000;
   for (;;) {
     int32_t gen;
-    while (((gen = load(&g_pool.generation)) == seen || (gen & 1)) && !load(&g_pool.shutdown))
-      __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.generation, gen, -1);
-    if (load(&g_pool.shutdown)) break;
+    while (((gen = load(&g_pool.generation)) == seen || (gen & 1)) && !load(&g_pool.shutdown)) {
+      if (waited_ns >= idle_ns) return 1;
+      const int64_t slice = 10000000;  // 10 ms
+      __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.generation, gen, slice);
+      waited_ns += slice;
+    }
+    if (load(&g_pool.shutdown)) return 0;
     seen = gen;
+    waited_ns = 0;
     fetch_add(&g_pool.active, 1);
     if (load(&g_pool.generation) == gen && worker_id <= load(&g_pool.max_workers)) run_tasks();
     if (fetch_add(&g_pool.active, -1) == 1)
       __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.active, 1);
   }
-  fetch_add(&g_pool.workers_parked, -1);
-  return 0;
+}
+
+// The host registers each worker thread once (and unregisters it when the thread ends), so
+// parallel_for knows how many helpers exist even while one is between two worker_loop calls.
+__attribute__((export_name("pool_register_worker"))) void pool_register_worker(int32_t delta) {
+  fetch_add(&g_pool.workers_registered, delta);
 }
 
 __attribute__((export_name("pool_shutdown"))) void pool_shutdown() {
@@ -114,8 +126,8 @@ __attribute__((export_name("pool_abort"))) void pool_abort() {
   __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.done_tasks, 0x7fffffff);
 }
 
-__attribute__((export_name("pool_workers_parked"))) int32_t pool_workers_parked() {
-  return load(&g_pool.workers_parked);
+__attribute__((export_name("pool_workers_registered"))) int32_t pool_workers_registered() {
+  return load(&g_pool.workers_registered);
 }
 
 }  // extern "C"

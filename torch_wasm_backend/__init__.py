@@ -3,8 +3,22 @@
     compiled = torch.compile(model, backend="wasm")   # registered via entry point
     torch_wasm_backend.stats()                        # what ran where, and how long
 """
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTrap
+import logging as _logging
+import os as _os
+
+from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .metrics import reset_stats, stats
 
+# TORCH_WASM_BACKEND_LOG=DEBUG|INFO|WARNING sets the level of the "torch_wasm_backend" logger (and
+# gives it a stderr handler if the application configured none).
+_level = _os.environ.get("TORCH_WASM_BACKEND_LOG")
+if _level:
+    _logger = _logging.getLogger("torch_wasm_backend")
+    _logger.setLevel(_level.upper())
+    if not _logger.handlers and not _logging.getLogger().handlers:
+        _handler = _logging.StreamHandler()
+        _handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        _logger.addHandler(_handler)
+
 __version__ = "0.1.0"
-__all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTrap", "stats", "reset_stats", "__version__"]
+__all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats", "__version__"]

@@ -12,3 +12,7 @@ class WasmTrap(WasmBackendError):
 
 class WasmOutOfMemory(WasmBackendError, MemoryError):
     """A plan needs more wasm memory than the runtime may have (wasm32: 4 GiB at most)."""
+
+
+class WasmTimeout(WasmBackendError):
+    """A call ran past its time limit (option timeout_ms); the runtime was rebuilt and is usable."""

@@ -27,6 +27,9 @@ def _fresh() -> dict:
         "plan_cache_hits": 0,
         "plan_cache_misses": 0,
         "recoveries": 0,
+        "timeouts": 0,
+        "verify_passes": 0,
+        "verify_mismatches": 0,
         "traps": [],                   # messages of traps caught
     }
 

@@ -14,6 +14,10 @@ class Options:
     min_partition_size: int = 1       # smaller wasm partitions (in compute nodes) stay in eager
     max_plans_per_partition: int = 8  # per-input-signature plan cache (LRU) of each partition
     max_failures: int = 3             # traps before a partition is kept on eager for good
+    timeout_ms: int = 0               # per-call time limit inside wasm (0 = none): WasmTimeout
+    max_memory_mb: int = 0            # wasm memory one plan may use (0 = wasm32's 4 GiB)
+    verify: int = 0                   # compare the first N calls of each partition with eager
+    profile_kernels: bool = False     # one torch.profiler span per kernel (one wasm call each)
 
     @classmethod
     def parse(cls, options: dict | None) -> "Options":
@@ -30,8 +34,11 @@ class Options:
             if want is bool and not isinstance(value, bool):
                 raise WasmBackendError(f"option {name!r} must be True or False, got {value!r}")
         opts = cls(**options)
-        if opts.threads < 0 or opts.min_partition_size < 1 or opts.max_plans_per_partition < 1 or opts.max_failures < 1:
-            raise WasmBackendError(f"invalid option values {options}: threads >= 0, other counts >= 1")
+        if (opts.threads < 0 or opts.min_partition_size < 1 or opts.max_plans_per_partition < 1
+                or opts.max_failures < 1 or opts.timeout_ms < 0 or opts.max_memory_mb < 0 or opts.verify < 0):
+            raise WasmBackendError(
+                f"invalid option values {options}: min_partition_size, max_plans_per_partition and "
+                "max_failures >= 1; threads, timeout_ms, max_memory_mb, verify >= 0")
         if opts.threads == 0:
             opts = cls(**{**options, "threads": default_threads()})
         return opts

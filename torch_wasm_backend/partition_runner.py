@@ -17,15 +17,19 @@ from lowering.plan import Plan
 from lowering.registry import Unsupported
 from lowering.abi import ABI
 from . import metrics as stats
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTrap
+from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .options import Options
 from .runtime import Runtime, get_runtime, rebuild_runtime
 
 log = logging.getLogger("torch_wasm_backend")
 
-# Test hook (see torch_wasm_backend.testing): number of upcoming plan runs that start with a
-# DEBUG_TRAP record, so the trap really happens inside wasm.
-_inject_traps = 0
+# verify=N compares against eager with a tolerance loose enough for reordered float32 sums in
+# deep nets, and tight enough that a wrong index or a dropped term (O(0.1) errors) is caught.
+VERIFY_RTOL, VERIFY_ATOL = 1e-3, 1e-4
+
+# Test hook (see torch_wasm_backend.testing): the upcoming plan runs start with this debug record
+# (DEBUG_TRAP or DEBUG_STALL), so the fault really happens inside wasm.
+_inject: dict = {"record": None, "count": 0}
 
 
 def signature(args) -> tuple:
@@ -53,7 +57,8 @@ class _Loaded:
     n_words: int
     input_views: list
     output_views: list
-    trap_words: int = 0
+    prefix_words: int = 0              # the debug-record slot just before the plan
+    records: list = field(default_factory=list)  # (kernel, word offset, words) per record
 
 
 @dataclass
@@ -75,6 +80,7 @@ class CompiledPartition(torch.nn.Module):
         self._plans_lock = threading.Lock()  # the cache is shared by all calling threads
         self.failures = 0
         self.disabled_reason: str | None = None
+        self._verify_left = options.verify
         # Constants shared by all plans of this partition: key -> (offset, Buffer)
         self._constants: dict[tuple, tuple[int, object]] = {}
         self._constant_versions: list | None = None
@@ -106,6 +112,12 @@ class CompiledPartition(torch.nn.Module):
             return self.gm(*args)
         try:
             outputs, wasm_seconds = self._run(entry, args)
+        except WasmTimeout as e:
+            rebuild_runtime()  # the timed-out runtime may still have a worker inside a kernel
+            stats.add(timeouts=1)
+            raise WasmTimeout(f"partition {self.name} {e} (option timeout_ms; inputs "
+                              f"{describe_inputs(args)}; ops {self._ops(args)}); the wasm runtime "
+                              "was rebuilt and is usable") from e
         except WasmTrap as e:
             return self._recover(e, args)
         except WasmOutOfMemory as e:
@@ -119,7 +131,36 @@ class CompiledPartition(torch.nn.Module):
             return self.gm(*args)
         stats.add(calls=1, seconds_in_wasm=wasm_seconds,
                   seconds_host=time.perf_counter() - start - wasm_seconds)
-        return outputs[0] if self._single_output else tuple(outputs)
+        result = outputs[0] if self._single_output else tuple(outputs)
+        if self._verify_left > 0:
+            self._verify_left -= 1
+            return self._verify(result, args)
+        return result
+
+    def _verify(self, result, args):
+        """Option verify=N: compare the first N calls with eager; on a mismatch warn, return the
+        eager result and keep this partition on eager."""
+        expected = self.gm(*args)
+        got = [result] if self._single_output else list(result)
+        want = [expected] if self._single_output else list(expected)
+        for i, (g, w) in enumerate(zip(got, want)):
+            if not torch.allclose(g, w, rtol=VERIFY_RTOL, atol=VERIFY_ATOL, equal_nan=True):
+                diff = (g - w).abs().nan_to_num(float("inf")).max().item()
+                self.disabled_reason = (f"verify: output {i} differs from eager by up to {diff:.3g} "
+                                        f"(rtol={VERIFY_RTOL}, atol={VERIFY_ATOL}); kept on eager")
+                log.warning("partition %s %s; inputs %s; ops %s", self.name, self.disabled_reason,
+                            describe_inputs(args), self._ops(args))
+                stats.record_fallback(self.name, "*", "partition", self.disabled_reason)
+                stats.add(verify_mismatches=1)
+                return expected
+        stats.add(verify_passes=1)
+        return result
+
+    def _ops(self, args) -> str:
+        entry = self.plans.get(signature(args))
+        if entry is None or entry.plan is None:
+            return "?"
+        return ", ".join(f"{k}x{v}" for k, v in entry.plan.aten_ops.items())
 
     def _new_entry(self, args) -> _Entry:
         try:
@@ -129,6 +170,16 @@ class CompiledPartition(torch.nn.Module):
             if self.options.strict:
                 raise WasmBackendError(f"wasm partition {self.name} cannot run {reason}") from e
             log.info("partition %s runs in eager for %s", self.name, reason)
+            stats.record_fallback(self.name, "*", "partition", reason)
+            return _Entry(None, reason)
+        footprint = plan.arena_size + sum(b.nbytes for b in plan.constants)
+        cap = self.options.max_memory_mb * 2**20 if self.options.max_memory_mb else None
+        if cap is not None and footprint > cap:
+            reason = (f"inputs {describe_inputs(args)}: needs {footprint / 2**20:.1f} MiB of wasm memory, "
+                      f"over max_memory_mb={self.options.max_memory_mb}")
+            if self.options.strict:
+                raise WasmOutOfMemory(f"wasm partition {self.name} cannot run {reason}")
+            log.warning("partition %s runs in eager: %s", self.name, reason)
             stats.record_fallback(self.name, "*", "partition", reason)
             return _Entry(None, reason)
         return _Entry(plan)
@@ -147,13 +198,8 @@ class CompiledPartition(torch.nn.Module):
                 if view is not None:
                     view.copy_(arg)
                     copied_in += view.numel() * view.element_size()
-            global _inject_traps
-            plan_at, n_words = loaded.plan_words, loaded.n_words
-            if _inject_traps > 0:
-                _inject_traps -= 1
-                plan_at, n_words = loaded.trap_words, loaded.n_words + len(_TRAP_RECORD)
             t0 = time.perf_counter()
-            runtime.run(plan_at, n_words, self.options.threads)
+            self._run_plan(runtime, loaded)
             wasm_seconds = time.perf_counter() - t0
             outputs = []
             copied_out = 0
@@ -164,6 +210,24 @@ class CompiledPartition(torch.nn.Module):
                 copied_out += out.numel() * out.element_size()
         stats.add(bytes_copied_in=copied_in, bytes_copied_out=copied_out)
         return outputs, wasm_seconds
+
+    def _run_plan(self, runtime: Runtime, loaded: "_Loaded") -> None:
+        limit = self.options.timeout_ms / 1e3 if self.options.timeout_ms else None
+        plan_at, n_words = loaded.plan_words, loaded.n_words
+        if _inject["count"] > 0:
+            _inject["count"] -= 1
+            runtime.write_words(loaded.prefix_words, _inject["record"])
+            plan_at, n_words = loaded.prefix_words, n_words + len(_inject["record"])
+        if self.options.profile_kernels:
+            # One wasm call per kernel, each in its own profiler span (opt-in: costs a call each).
+            for kernel, offset, length in loaded.records:
+                with torch.profiler.record_function(f"wasm::{kernel}"):
+                    runtime.run(loaded.plan_words + 4 * offset, length, self.options.threads, limit)
+        elif torch._C._autograd._profiler_enabled():
+            with torch.profiler.record_function(f"wasm::{self.name}"):
+                runtime.run(plan_at, n_words, self.options.threads, limit)
+        else:
+            runtime.run(plan_at, n_words, self.options.threads, limit)
 
     # ---- memory ---------------------------------------------------------------------------------
     def _reset_for_runtime(self, generation: int) -> None:
@@ -188,8 +252,14 @@ class CompiledPartition(torch.nn.Module):
             addrs[id(buf)] = self._constants[key][0]
         arena = runtime.allocator.alloc(plan.arena_size)
         words = plan.encode(arena, addrs)
-        plan_at = runtime.allocator.alloc(4 * (len(words) + len(_TRAP_RECORD)))
-        runtime.write_words(plan_at, _TRAP_RECORD + words)
+        # A slot before the plan where a test hook can put one debug record (see _inject).
+        plan_at = runtime.allocator.alloc(4 * (len(words) + _DEBUG_RECORD_WORDS))
+        runtime.write_words(plan_at + 4 * _DEBUG_RECORD_WORDS, words)
+        records, offset = [], 0
+        for kernel, _ in plan.records:
+            length = 2 + ABI.ops[kernel].n_words
+            records.append((kernel, offset, length))
+            offset += length
 
         def view(ref, strides=None):
             base = addrs[id(ref.buffer)] if ref.buffer.is_constant else arena + plan.arena_offsets[id(ref.buffer)]
@@ -198,8 +268,8 @@ class CompiledPartition(torch.nn.Module):
 
         inputs = [view(ref) if ref is not None else None for ref in plan.inputs]
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
-        entry.loaded = _Loaded(runtime, arena, plan_at + 4 * len(_TRAP_RECORD), len(words), inputs,
-                               outputs, trap_words=plan_at)
+        entry.loaded = _Loaded(runtime, arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
+                               outputs, prefix_words=plan_at, records=records)
         entry.constant_addrs = addrs
 
     def _check_constants(self, runtime: Runtime, entry: _Entry, args) -> None:
@@ -221,14 +291,14 @@ class CompiledPartition(torch.nn.Module):
             if entry.loaded.runtime is runtime:
                 with runtime.lock:
                     runtime.allocator.free(entry.loaded.arena)
-                    runtime.allocator.free(entry.loaded.trap_words)
+                    runtime.allocator.free(entry.loaded.prefix_words)
             entry.loaded = None
 
     # ---- recovery -------------------------------------------------------------------------------
     def _recover(self, error: WasmTrap, args):
         self.failures += 1
-        ops = ", ".join(f"{k}x{v}" for k, v in self.plans[signature(args)].plan.aten_ops.items())
-        message = f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; ops {ops})"
+        message = (f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; "
+                   f"ops {self._ops(args)})")
         rebuild_runtime()  # the old one's memory and workers are in an unknown state
         if self.options.strict:
             raise WasmBackendError(message) from error
@@ -241,7 +311,7 @@ class CompiledPartition(torch.nn.Module):
         return self.gm(*args)
 
 
-_TRAP_RECORD = ABI.encode("DEBUG_TRAP", unused=0)
+_DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))
 
 
 def _version(t):

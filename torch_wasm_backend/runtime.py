@@ -7,8 +7,10 @@ import atexit
 import bisect
 import ctypes
 import logging
+import math
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from wasmtime import _ffi as ffi
 from wasmtime._bindings import _wasmtime_func_call_unchecked as _call_unchecked
 
 from lowering.abi import ABI
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTrap
+from .compile_cache import load_module
+from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -26,6 +29,10 @@ WASM_PATH = Path(__file__).resolve().parent / "kernels.wasm"
 PAGE = 65536
 MAX_PAGES = 65536  # wasm32: 4 GiB
 WORKER_STACK = 256 * 1024
+ENGINE_SETTINGS = "threads,shared_memory,simd,epoch_interruption"
+TICK_SECONDS = 0.005
+NO_DEADLINE = 1 << 40        # ticks: ~170 years
+WORKER_IDLE_MS = 100         # a parked worker returns to the host this often to re-arm its deadline
 _RUN_PLAN_ERRORS = {-1: "unknown op code", -2: "wrong argument count for op",
                     -3: "truncated plan", -4: "a worker thread trapped"}
 
@@ -47,15 +54,39 @@ def _engine_module() -> tuple[wasmtime.Engine, wasmtime.Module]:
             cfg.wasm_threads = True
             cfg.shared_memory = True
             cfg.wasm_simd = True
+            cfg.epoch_interruption = True  # per-call time limits (options.timeout_ms)
             engine = wasmtime.Engine(cfg)
             try:
-                module = wasmtime.Module(engine, WASM_PATH.read_bytes())
+                module, origin = load_module(engine, WASM_PATH.read_bytes(), ENGINE_SETTINGS)
             except wasmtime.WasmtimeError as e:
                 raise WasmBackendError(
                     f"{WASM_PATH} is not a valid kernel module ({e}); rebuild it with `make kernels`."
                 ) from e
+            log.debug("kernel module: %s", origin)
+            _EpochTicker(engine).start()
             _engine_and_module = (engine, module)
         return _engine_and_module
+
+
+class _EpochTicker(threading.Thread):
+    """Advances the engine's epoch every TICK_SECONDS; a store whose deadline passes traps with
+    'interrupt'. One sleeping thread per process."""
+
+    def __init__(self, engine: wasmtime.Engine):
+        super().__init__(name="wasm-epoch-ticker", daemon=True)
+        self.engine = engine
+
+    def run(self):
+        while True:
+            time.sleep(TICK_SECONDS)
+            self.engine.increment_epoch()
+
+
+def deadline_ticks(seconds: float | None) -> int:
+    """Epoch ticks for a time limit (None: effectively never)."""
+    if seconds is None:
+        return NO_DEADLINE
+    return max(1, math.ceil(seconds / TICK_SECONDS)) + 1
 
 
 def define_shared_memory(linker: wasmtime.Linker, store: wasmtime.Store, memory) -> None:
@@ -119,14 +150,15 @@ class _Instance:
 
     def __init__(self, engine, module, memory):
         self.store = wasmtime.Store(engine)
+        self.store.set_epoch_deadline(NO_DEADLINE)  # the start function runs at instantiation
         linker = wasmtime.Linker(engine)
         define_shared_memory(linker, self.store, memory)
         self.instance = linker.instantiate(self.store, module)
         exports = self.instance.exports(self.store)
         self.fn = {name: RawFunc(self.store, exports[name]) for name in
                    ("_initialize", "abi_version", "heap_base", "run_plan", "worker_loop",
-                    "pool_shutdown", "pool_abort", "pool_workers_parked", "stackRestore",
-                    "peak_flops")}
+                    "pool_shutdown", "pool_abort", "pool_register_worker", "pool_workers_registered",
+                    "stackRestore", "peak_flops")}
         self.fn["_initialize"]()
 
 
@@ -197,6 +229,7 @@ class Runtime:
         self.allocator = Allocator(self.main.fn["heap_base"]()[0].i32, self._ensure_size)
         self._error_at = self.allocator.alloc(64)
         self.threads = max(1, int(threads))
+        self.job_time_limit: float | None = None  # seconds; the longest limit any call asked for
         self._workers: list[threading.Thread] = []
         for worker_id in range(1, self.threads):
             self._start_worker(engine, module, worker_id)
@@ -248,15 +281,29 @@ class Runtime:
         inst = _Instance(engine, module, self.memory)
         stack = self.allocator.alloc(WORKER_STACK)
         inst.fn["stackRestore"](stack + WORKER_STACK)
+        inst.fn["pool_register_worker"](1)
 
         def park():
+            # worker_loop returns every WORKER_IDLE_MS without a job; each entry re-arms the deadline,
+            # so a worker stuck in a kernel for longer than the time limit traps ("interrupt").
             try:
-                inst.fn["worker_loop"](worker_id)
+                while True:
+                    limit = self.job_time_limit
+                    inst.store.set_epoch_deadline(
+                        deadline_ticks(None if limit is None else limit + WORKER_IDLE_MS / 1000))
+                    if inst.fn["worker_loop"](worker_id, WORKER_IDLE_MS)[0].i32 == 0:
+                        break
             except WasmTrap as e:
-                self.broken = f"worker {worker_id} trapped: {e}"
-                log.warning("wasm worker thread %d trapped: %s", worker_id, e)
+                if not self.broken:
+                    self.broken = f"worker {worker_id} trapped: {e}"
+                log.warning("wasm worker thread %d stopped: %s", worker_id, e)
                 try:
                     inst.fn["pool_abort"]()
+                except WasmTrap:
+                    pass
+            finally:
+                try:
+                    inst.fn["pool_register_worker"](-1)
                 except WasmTrap:
                     pass
 
@@ -265,9 +312,8 @@ class Runtime:
         self._workers.append(t)
 
     def _wait_for_workers(self) -> None:
-        import time
         deadline = time.monotonic() + 10
-        while self.main.fn["pool_workers_parked"]()[0].i32 < len(self._workers):
+        while self.main.fn["pool_workers_registered"]()[0].i32 < len(self._workers):
             if time.monotonic() > deadline:
                 raise WasmBackendError("wasm worker threads did not start within 10 s")
             time.sleep(0.0005)
@@ -277,21 +323,29 @@ class Runtime:
             with self.lock:
                 self.main.fn["pool_shutdown"]()
             for t in self._workers:
-                t.join(timeout=5)
+                t.join(timeout=1)  # a stalled worker ends at its deadline; don't wait for it
             self._workers = []
 
     # ---- running ---------------------------------------------------------------------------
-    def run(self, plan_offset: int, n_words: int, threads: int) -> None:
-        """Runs the encoded plan at plan_offset; raises WasmTrap on a trap or executor error."""
+    def run(self, plan_offset: int, n_words: int, threads: int, time_limit: float | None = None) -> None:
+        """Runs the encoded plan at plan_offset; raises WasmTimeout past time_limit (seconds),
+        WasmTrap on a trap or executor error. Either leaves this runtime broken: rebuild it."""
         if self.broken:
             raise WasmTrap(f"runtime is unusable: {self.broken}")
         with self.lock:
+            if time_limit is not None and (self.job_time_limit is None or time_limit > self.job_time_limit):
+                self.job_time_limit = time_limit
+            self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
             try:
                 rc = self.main.fn["run_plan"](plan_offset, n_words, min(threads, self.threads),
                                               self._error_at)[0].i32
             except WasmTrap as e:
                 self.broken = str(e)
+                if "interrupt" in str(e) and time_limit is not None:
+                    raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
                 raise
+            finally:
+                self.main.store.set_epoch_deadline(NO_DEADLINE)
             if rc != 0:
                 at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
                 msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"

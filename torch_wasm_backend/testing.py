@@ -1,14 +1,26 @@
-"""Test-only hooks. `inject_traps(n)`: the next n wasm partition runs execute a plan that starts with
-a DEBUG_TRAP record, so the trap (wasm `unreachable`) really happens inside the kernel module."""
+"""Test-only hooks: the next n wasm partition runs execute a plan that starts with a debug record,
+so the fault really happens inside the kernel module. `inject_traps(n)`: wasm `unreachable`.
+`inject_stalls(n)`: a worker thread (or, single-threaded, the caller) spins forever; only a
+time limit (option timeout_ms) ends it."""
 from contextlib import contextmanager
+
+from lowering.abi import ABI
 
 from . import partition_runner
 
 
 @contextmanager
-def inject_traps(n: int = 1):
-    partition_runner._inject_traps = n
+def _inject(record, n):
+    partition_runner._inject.update(record=record, count=n)
     try:
         yield
     finally:
-        partition_runner._inject_traps = 0
+        partition_runner._inject.update(record=None, count=0)
+
+
+def inject_traps(n: int = 1):
+    return _inject(ABI.encode("DEBUG_TRAP", unused=0), n)
+
+
+def inject_stalls(n: int = 1):
+    return _inject(ABI.encode("DEBUG_STALL", unused=0), n)

@@ -69,3 +69,35 @@ def _cat(ctx: LoweringContext, node: Node):
 
 
 __all__ = ["is_view_op", "Unsupported"]
+
+
+def _is_dense(shape, strides) -> bool:
+    """True if (shape, strides) covers exactly numel elements: a permutation of a contiguous layout."""
+    expected = 1
+    for size, stride in sorted(((sz, st) for sz, st in zip(shape, strides) if sz != 1), key=lambda d: d[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_layout_as_eager(ctx: LoweringContext, node: Node, ref: TensorRef) -> bool:
+    eager = ctx.val(node.args[0])
+    return ref.offset == 0 and all(
+        size == 1 or ours == theirs for size, ours, theirs in zip(ref.shape, ref.strides, eager.stride()))
+
+
+@register(aten.as_strided.default, kernels=[], notes="view: no copy (when our layout is eager's)")
+def _as_strided(ctx: LoweringContext, node: Node):
+    """as_strided addresses the input's storage, so it is only a view here when our buffer holds
+    the input in eager's layout (true for the restrides aot_autograd inserts); else copy into
+    eager's layout first."""
+    src = ctx.value(node.args[0])
+    if not _same_layout_as_eager(ctx, node, src):
+        eager = ctx.val(node.args[0])
+        if not _is_dense(src.shape, eager.stride()):
+            raise Unsupported("as_strided on a tensor whose eager layout is not dense")
+        dense = ctx.new_buffer(src.shape, src.dtype, node.name + "_restride")
+        dense = TensorRef(dense.buffer, src.shape, tuple(eager.stride()), 0, src.dtype)
+        src = emit_unary(ctx, "IDENTITY", src, dense)
+    return _apply(node.target, src, ctx.value(node.args[1:]), {k: ctx.value(v) for k, v in node.kwargs.items()})

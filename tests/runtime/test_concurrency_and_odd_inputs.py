@@ -1,0 +1,128 @@
+"""One compiled model called from 8 Python threads; odd inputs (non-contiguous, channels-last,
+zero-size, NaN/Inf, other dtypes, requires_grad); a 10 000-call soak with resident memory."""
+import threading
+
+import pytest
+import torch
+import torch.nn as nn
+
+import torch_wasm_backend as twb
+from helpers import MATMUL, REDUCTION, assert_ran_in_wasm
+
+
+def small_cnn():
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eight_python_threads_share_one_compiled_model(threads):
+    model = small_cnn()
+    compiled = torch.compile(model, backend="wasm", options={"threads": threads})
+    inputs = [torch.randn(1 + i % 3, 3, 9, 9) for i in range(8)]  # several signatures at once
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+        compiled(inputs[0])
+    errors, results = [], {}
+
+    def caller(i):
+        try:
+            with torch.no_grad():
+                for _ in range(20):
+                    results[i] = compiled(inputs[i])
+                    torch.testing.assert_close(results[i], expected[i], **MATMUL)
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a caller hung"
+    assert not errors, errors[0]
+    s = twb.stats()
+    assert s["calls"] == 1 + 8 * 20 and s["eager_partition_calls"] == 0
+
+
+def _check(fn, *inputs, tol=MATMUL, in_wasm=True):
+    compiled = torch.compile(fn, backend="wasm")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), fn(*inputs), equal_nan=True, **tol)
+    s = twb.stats()
+    if in_wasm:
+        assert_ran_in_wasm(s)
+    return s
+
+
+def test_non_contiguous_and_channels_last_inputs():
+    model = small_cnn()
+    x = torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+    _check(model, x)
+    y = torch.randn(9, 7).t()[::2]  # transposed and strided
+    _check(lambda a: torch.softmax(a * 3, dim=-1), y, tol=REDUCTION)
+
+
+def test_output_keeps_eagers_memory_format():
+    conv = nn.Conv2d(3, 4, 1).eval()
+    x = torch.randn(1, 3, 5, 5).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got, want = torch.compile(lambda t: conv(t).relu(), backend="wasm")(x), conv(x).relu()
+    assert got.stride() == want.stride()
+
+
+def test_zero_size_inputs():
+    _check(lambda a, b: (a @ b).relu() + 1, torch.randn(0, 5), torch.randn(5, 3), in_wasm=False)
+    _check(lambda a: a.sum(dim=0) * 2, torch.randn(0, 4), in_wasm=False)
+    _check(lambda a: torch.tanh(a) + a, torch.randn(3, 0, 2), in_wasm=False)
+
+
+def test_nan_and_inf_propagate_like_eager():
+    x = torch.tensor([[1.0, float("nan"), -float("inf"), float("inf"), -2.0, 0.5, 3.0, -1.0, 2.0]])
+    _check(lambda a: torch.relu(a) * 2 + torch.sigmoid(a), x, tol=REDUCTION)
+    _check(lambda a: torch.amax(a, dim=-1) + a.sum(), x, tol=REDUCTION)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.bool, torch.float16])
+def test_other_dtypes_give_eager_answers_with_a_reason(dtype):
+    x = (torch.randn(4, 5) * 4).to(dtype)
+    s = _check(lambda a: (a * 2).to(torch.float32) + 1, x, in_wasm=False)
+    assert s["fallback_nodes"], "expected an explained fallback"
+    assert all(r["reason"] for r in s["fallback_nodes"])
+
+
+def test_requires_grad_inputs_under_grad_mode_give_eager_gradients():
+    model = small_cnn()
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    compiled = torch.compile(model, backend="wasm")
+    out = compiled(x)
+    out.sum().backward()
+    got = x.grad.clone()
+    x.grad = None
+    model(x).sum().backward()
+    torch.testing.assert_close(got, x.grad, **MATMUL)
+    assert twb.stats()["calls"] >= 1
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_soak_ten_thousand_calls_without_memory_growth():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    compiled = torch.compile(model, backend="wasm", options={"threads": 2})
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        expected = model(x)
+        for _ in range(500):  # warm up allocator pools
+            compiled(x)
+        before = _rss_bytes()
+        for i in range(10_000):
+            y = compiled(x)
+        after = _rss_bytes()
+    torch.testing.assert_close(y, expected, **MATMUL)
+    # Bound: 8 MiB. Each call allocates only its output tensors (64 B); a leak of even one small
+    # object per call would show as > 10 000 x ~1 KiB = 10 MiB.
+    assert after - before < 8 * 2**20, f"resident memory grew by {(after - before) / 2**20:.1f} MiB"
+    assert twb.stats()["calls"] == 10_500
