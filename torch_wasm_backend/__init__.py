@@ -2,11 +2,13 @@
 
     compiled = torch.compile(model, backend="wasm")   # registered via entry point
     torch_wasm_backend.stats()                        # what ran where, and how long
+    print(torch_wasm_backend.explain(model, *args))   # what will run in wasm, what in eager and why
 """
 import logging as _logging
 import os as _os
 
 from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
+from .explain_report import ExplainReport, explain
 from .metrics import reset_stats, stats
 
 # TORCH_WASM_BACKEND_LOG=DEBUG|INFO|WARNING sets the level of the "torch_wasm_backend" logger (and
@@ -21,4 +23,5 @@ if _level:
         _logger.addHandler(_handler)
 
 __version__ = "0.1.0"
-__all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats", "__version__"]
+__all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats",
+           "explain", "ExplainReport", "__version__"]

@@ -1,6 +1,9 @@
 """Command line: `python -m torch_wasm_backend ops` prints the table of ATen ops that run in wasm,
-generated from the op registry (docs/ops.md is this output)."""
+generated from the op registry (docs/ops.md is this output). `python -m torch_wasm_backend explain
+module:factory [--json]` prints explain() of the model that factory() builds."""
 import argparse
+import importlib
+import json
 import sys
 
 from lowering import ops  # noqa: F401  (fills the registry)
@@ -19,13 +22,39 @@ def ops_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def load_factory(spec: str):
+    """'package.module:factory' -> (model, example_args) from calling factory()."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"expected module:factory (e.g. mymodels:resnet), got {spec!r}")
+    factory = getattr(importlib.import_module(module_name), attr, None)
+    if factory is None:
+        raise SystemExit(f"module {module_name!r} has no attribute {attr!r}")
+    built = factory()
+    if not (isinstance(built, tuple) and len(built) == 2 and isinstance(built[1], (tuple, list))):
+        raise SystemExit(f"{spec}() must return (model, example_args) with example_args a tuple, "
+                         f"got {type(built).__name__}")
+    return built[0], tuple(built[1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch_wasm_backend")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ops", help="print the table of ATen ops that run in wasm (markdown)")
+    explain_cmd = sub.add_parser("explain", help="what of a model runs in wasm, what in eager and why")
+    explain_cmd.add_argument("factory", help="module:factory; factory() returns (model, example_args)")
+    explain_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    explain_cmd.add_argument("--options", type=json.loads, default=None, metavar="JSON",
+                             help='backend options, e.g. \'{"min_partition_size": 2}\'')
     args = parser.parse_args(argv)
     if args.command == "ops":
         sys.stdout.write(ops_table())
+    elif args.command == "explain":
+        from .explain_report import explain
+        sys.path.insert(0, "")   # the factory's module may live in the current directory
+        model, example_args = load_factory(args.factory)
+        report = explain(model, *example_args, options=args.options)
+        sys.stdout.write((report.to_json() if args.json else str(report)) + "\n")
     return 0
 
 

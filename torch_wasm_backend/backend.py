@@ -42,9 +42,13 @@ def _constant_input_indices(gm: GraphModule, example_inputs) -> set[int]:
     return found
 
 
-def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Options, label: str):
-    """Partitions an ATen graph and swaps every wasm partition for a CompiledPartition."""
+def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Options, label: str,
+                       on_partition=None):
+    """Partitions an ATen graph and swaps every wasm partition for a CompiledPartition.
+    on_partition(label, result), if given, sees the PartitionResult first (explain() uses it)."""
     result = partition_graph(gm, options.min_partition_size)
+    if on_partition is not None:
+        on_partition(label, result)
     if options.strict and result.fallback:
         lines = [f"  {node}: {op}: {reason}" for node, (op, reason) in result.fallback.items()]
         raise WasmBackendError(
@@ -73,8 +77,10 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
 _graph_counter = 0
 
 
-def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, **kwargs):
-    """The `wasm` backend for torch.compile. Options: see torch_wasm_backend.options.Options."""
+def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, on_partition=None,
+                 **kwargs):
+    """The `wasm` backend for torch.compile. Options: see torch_wasm_backend.options.Options.
+    on_partition: see compile_aten_graph (a Python hook for explain(), not a compile option)."""
     if kwargs:
         raise WasmBackendError(
             f"unexpected arguments {sorted(kwargs)}; pass options as torch.compile(..., options={{...}})")
@@ -90,7 +96,8 @@ def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, *
             idx = getattr(node.meta.get("desc"), "idx", None)
             if idx in dynamo_constants:
                 constants.add(j)
-        return make_boxed_func(compile_aten_graph(fw_gm, constants, opts, f"graph{graph_id}"))
+        return make_boxed_func(compile_aten_graph(fw_gm, constants, opts, f"graph{graph_id}",
+                                                  on_partition))
 
     def backward_compiler(bw_gm: GraphModule, bw_inputs):
         if opts.strict:
