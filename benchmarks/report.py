@@ -13,6 +13,7 @@ def main(path: str) -> None:
     rows = {}
     peak = None
     gemm = []
+    dynamic = None
     for b in data["benchmarks"]:
         info, median = b["extra_info"], b["stats"]["median"]
         if info.get("kind") == "model":
@@ -21,6 +22,9 @@ def main(path: str) -> None:
             peak = info["flops"] / median / 1e9
         elif info.get("kind") == "gemm":
             gemm.append((info["threads"], info["flops"] / median / 1e9))
+        elif info.get("kind") == "dynamic":
+            # first call at a new length (plan + run + steady run) minus two steady runs
+            dynamic = (median - 2 * info["steady_median"], info["lengths"])
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", platform.processor())
     print(f"machine: {cpu}; date: {data.get('datetime', '?')}")
     print("| model | threads | eager ms | wasm ms | wasm / eager |")
@@ -33,6 +37,11 @@ def main(path: str) -> None:
         for threads, gflops in sorted(gemm):
             print(f"GEMM 512x512x512, {threads} thread(s): {gflops:.1f} GFLOP/s = "
                   f"{100 * gflops / (peak * threads):.0f}% of {threads} x peak")
+
+
+    if dynamic:
+        print(f"\nBERT-style encoder (256 x 4 layers), dynamic=True, lengths {dynamic[1]}: "
+              f"{dynamic[0] * 1e3:.1f} ms to prepare each new length (median)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import torch
 from torch.fx import Node
 
 from ..context import LoweringContext
-from ..plan import TensorRef
+from ..plan import TensorRef, contiguous_strides
 from ..registry import Unsupported, register
 from .elementwise import emit_unary
 
@@ -28,7 +28,68 @@ def _meta_like(ref: TensorRef) -> torch.Tensor:
     return base.as_strided(ref.shape, ref.strides, ref.offset)
 
 
+def _view_shape(shape, numel):
+    shape = list(shape)
+    if -1 in shape:
+        known = 1
+        for d in shape:
+            if d != -1:
+                known *= d
+        shape[shape.index(-1)] = numel // known if known else 0
+    return tuple(shape)
+
+
+def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
+    """The common view ops in plain Python (a meta-tensor call costs ~20 us; a plan for a new shape
+    has hundreds of views). None: not handled here, use the meta path."""
+    if kwargs:
+        return None
+    shape, strides, offset = list(src.shape), list(src.strides), src.offset
+    rank = len(shape)
+    if target in (aten.view.default, aten._unsafe_view.default, aten.reshape.default):
+        if not src.is_contiguous():
+            return None
+        new = _view_shape(args[0], src.numel)
+        return TensorRef(src.buffer, new, contiguous_strides(new), offset, src.dtype)
+    if target in (aten.alias.default, aten.detach.default):
+        return src
+    if target is aten.permute.default:
+        dims = [d % rank for d in args[0]]
+        return TensorRef(src.buffer, tuple(shape[d] for d in dims), tuple(strides[d] for d in dims), offset, src.dtype)
+    if target in (aten.transpose.int, aten.t.default):
+        d0, d1 = (args[0] % rank, args[1] % rank) if target is aten.transpose.int else (0, rank - 1)
+        shape[d0], shape[d1] = shape[d1], shape[d0]
+        strides[d0], strides[d1] = strides[d1], strides[d0]
+        return TensorRef(src.buffer, tuple(shape), tuple(strides), offset, src.dtype)
+    if target is aten.unsqueeze.default:
+        d = args[0] % (rank + 1)
+        stride = shape[d] * strides[d] if d < rank else 1
+        return TensorRef(src.buffer, tuple(shape[:d] + [1] + shape[d:]), tuple(strides[:d] + [stride] + strides[d:]),
+                         offset, src.dtype)
+    if target is aten.select.int:
+        d = args[0] % rank
+        index = args[1] + shape[d] if args[1] < 0 else args[1]
+        return TensorRef(src.buffer, tuple(shape[:d] + shape[d + 1:]), tuple(strides[:d] + strides[d + 1:]),
+                         offset + index * strides[d], src.dtype)
+    if target is aten.slice.Tensor:
+        dim, start, end, step = (list(args) + [0, None, None, 1][len(args):])[:4]
+        d = dim % rank
+        size = shape[d]
+        start = 0 if start is None else (start + size if start < 0 else start)
+        end = size if end is None else (end + size if end < 0 else end)
+        start, end = min(max(start, 0), size), min(max(end, 0), size)
+        length = max(0, (end - start + step - 1) // step)
+        shape[d] = length
+        offset += start * strides[d]
+        strides[d] *= step
+        return TensorRef(src.buffer, tuple(shape), tuple(strides), offset, src.dtype)
+    return None
+
+
 def _apply(target, src: TensorRef, args, kwargs):
+    fast = _fast_view(target, src, args, kwargs)
+    if fast is not None:
+        return fast
     out = target(_meta_like(src), *args, **kwargs)
     def wrap(t):
         return TensorRef(src.buffer, tuple(t.shape), tuple(t.stride()), t.storage_offset(), src.dtype)

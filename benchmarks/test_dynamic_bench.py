@@ -1,0 +1,41 @@
+"""Dynamic shapes: a BERT-style encoder (hidden 256, 4 layers) compiled once with dynamic=True and
+fed new sequence lengths. Each round's first call at a new length = planning + one run; the report
+subtracts the median steady-state run at that length to get the preparation cost per new length.
+(Dynamo specializes sizes 0 and 1, so lengths start at 2.)"""
+import itertools
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+
+import torch_wasm_backend as twb
+
+LENGTHS = list(range(2, 257, 9))
+
+
+def test_new_sequence_length(benchmark):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, batch_first=True, activation="gelu")
+    model = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False).eval()
+    compiled = torch.compile(model, backend="wasm", options={"threads": 1}, dynamic=True)
+    lengths = iter(LENGTHS)
+    steady = []
+    with torch.no_grad():
+        compiled(torch.randn(1, 300, 256))  # compile (not measured)
+        graphs = twb.stats()["graphs_compiled"]
+
+        def new_length():
+            return (torch.randn(1, next(lengths), 256),), {}
+
+        def first_call(x):
+            compiled(x)
+            t0 = time.perf_counter()
+            compiled(x)
+            steady.append(time.perf_counter() - t0)
+
+        benchmark.group = "dynamic shapes"
+        benchmark.pedantic(first_call, setup=new_length, rounds=len(LENGTHS), iterations=1)
+    assert twb.stats()["graphs_compiled"] == graphs, "Dynamo recompiled for a new length"
+    benchmark.extra_info.update(kind="dynamic", steady_median=statistics.median(steady),
+                                lengths=f"{LENGTHS[0]}..{LENGTHS[-1]} step 9")
