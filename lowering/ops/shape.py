@@ -42,10 +42,10 @@ def _view_shape(shape, numel):
 def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
     """The common view ops in plain Python (a meta-tensor call costs ~20 us; a plan for a new shape
     has hundreds of views). None: not handled here, use the meta path."""
-    if kwargs:
-        return None
     shape, strides, offset = list(src.shape), list(src.strides), src.offset
     rank = len(shape)
+    if kwargs or rank == 0:  # 0-d tensors wrap dims as if 1-d: leave them to ATen
+        return None
     if target in (aten.view.default, aten._unsafe_view.default, aten.reshape.default):
         if not src.is_contiguous():
             return None
@@ -56,6 +56,8 @@ def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
     if target is aten.permute.default:
         dims = [d % rank for d in args[0]]
         return TensorRef(src.buffer, tuple(shape[d] for d in dims), tuple(strides[d] for d in dims), offset, src.dtype)
+    if target is aten.t.default and rank < 2:
+        return src
     if target in (aten.transpose.int, aten.t.default):
         d0, d1 = (args[0] % rank, args[1] % rank) if target is aten.transpose.int else (0, rank - 1)
         shape[d0], shape[d1] = shape[d1], shape[d0]

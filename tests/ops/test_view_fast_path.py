@@ -11,17 +11,22 @@ aten = torch.ops.aten
 
 
 def _ref(rng):
-    rank = rng.randint(1, 4)
+    rank = rng.randint(0, 4)
     base = torch.empty([rng.randint(1, 5) for _ in range(rank)], device="meta")
-    t = base.permute(*rng.sample(range(rank), rank))
-    d = rng.randrange(rank)
-    if t.shape[d] > 1:
+    t = base.permute(rng.sample(range(rank), rank))
+    d = rng.randrange(max(rank, 1))
+    if rank and t.shape[d] > 1:
         t = t.narrow(d, 1, t.shape[d] - 1)
     return TensorRef(Buffer(4 * base.numel()), tuple(t.shape), tuple(t.stride()), t.storage_offset())
 
 
 def _cases(rng, ref):
     rank = len(ref.shape)
+    if rank < 2:
+        yield aten.t.default, ()
+    if rank == 0:
+        yield aten.transpose.int, (0, 0)
+        return
     yield aten.permute.default, (rng.sample(range(rank), rank),)
     yield aten.transpose.int, (rng.randrange(-rank, rank), rng.randrange(-rank, rank))
     yield aten.unsqueeze.default, (rng.randrange(-rank - 1, rank + 1),)
