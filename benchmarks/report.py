@@ -14,6 +14,7 @@ def main(path: str) -> None:
     peak = None
     gemm = []
     dynamic = None
+    startup = {}
     for b in data["benchmarks"]:
         info, median = b["extra_info"], b["stats"]["median"]
         if info.get("kind") == "model":
@@ -22,6 +23,8 @@ def main(path: str) -> None:
             peak = info["flops"] / median / 1e9
         elif info.get("kind") == "gemm":
             gemm.append((info["threads"], info["flops"] / median / 1e9))
+        elif info.get("kind") == "startup":
+            startup[info["cache"]] = median
         elif info.get("kind") == "dynamic":
             # first call at a new length (plan + run + steady run) minus two steady runs
             dynamic = (median - 2 * info["steady_median"], info["lengths"])
@@ -39,6 +42,9 @@ def main(path: str) -> None:
                   f"{100 * gflops / (peak * threads):.0f}% of {threads} x peak")
 
 
+    if len(startup) == 2:
+        print(f"\nnew process to a ready runtime (incl. Python imports): cold {startup['cold']:.2f} s, "
+              f"warm compile cache {startup['warm']:.2f} s")
     if dynamic:
         print(f"\nBERT-style encoder (256 x 4 layers), dynamic=True, lengths {dynamic[1]}: "
               f"{dynamic[0] * 1e3:.1f} ms to prepare each new length (median)")
