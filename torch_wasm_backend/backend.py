@@ -67,6 +67,7 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
         for n in sub.graph.nodes:
             if is_tensor_op(n):
                 lowered_ops[op_name(n.target)] += 1
+        delattr(top, node.target)  # the fused submodule; a plain callable takes its name
         setattr(top, node.target, CompiledPartition(sub, consts, options, f"{label}/{node.target}"))
     stats.record_graph(label, result.total_nodes, lowered_ops, result.fallback, len(result.partitions))
     for node, (op, reason) in result.fallback.items():

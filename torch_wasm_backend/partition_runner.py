@@ -13,7 +13,7 @@ import torch
 from torch.fx import GraphModule
 
 from lowering.lower import lower_partition
-from lowering.plan import Plan
+from lowering.plan import Plan, contiguous_strides
 from lowering.registry import Unsupported
 from lowering.abi import ABI
 from . import metrics as stats
@@ -32,15 +32,11 @@ VERIFY_RTOL, VERIFY_ATOL = 1e-3, 1e-4
 _inject: dict = {"record": None, "count": 0}
 
 
-def signature(args) -> tuple:
-    """What a Plan is specialised on: per tensor input its shape, strides, dtype and device."""
-    sig = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            sig.append((tuple(a.shape), a.stride(), a.dtype, a.device.type))
-        else:
-            sig.append((type(a).__name__, a))
-    return tuple(sig)
+def signature(args, indices) -> tuple:
+    """What a Plan is specialised on: per (non-constant) tensor input its shape, strides, dtype and
+    device; other inputs (symbolic sizes) by value."""
+    return tuple((a.shape, a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else (type(a), a)
+                 for a in map(args.__getitem__, indices))
 
 
 def describe_inputs(args) -> str:
@@ -55,10 +51,13 @@ class _Loaded:
     arena: int
     plan_words: int
     n_words: int
-    input_views: list
+    input_views: list                  # (input index, view in wasm memory)
     output_views: list
     prefix_words: int = 0              # the debug-record slot just before the plan
     records: list = field(default_factory=list)  # (kernel, word offset, words) per record
+    clone_outputs: list = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 @dataclass
@@ -69,9 +68,11 @@ class _Entry:
     constant_addrs: dict = field(default_factory=dict)
 
 
-class CompiledPartition(torch.nn.Module):
+class CompiledPartition:
+    """Callable that replaces one fused partition submodule (a plain object, not an nn.Module: the
+    module call machinery would add microseconds to every call)."""
+
     def __init__(self, gm: GraphModule, constant_inputs: set[int], options: Options, name: str):
-        super().__init__()
         self.gm = gm
         self.name = name
         self.constant_inputs = constant_inputs
@@ -81,6 +82,10 @@ class CompiledPartition(torch.nn.Module):
         self.failures = 0
         self.disabled_reason: str | None = None
         self._verify_left = options.verify
+        n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
+        self._varying = [i for i in range(n_inputs) if i not in constant_inputs]
+        self._constant_list = sorted(constant_inputs)
+        self._constant_ids: list | None = None  # identity of the parameters the plans were made for
         # Constants shared by all plans of this partition: key -> (offset, Buffer)
         self._constants: dict[tuple, tuple[int, object]] = {}
         self._constant_versions: list | None = None
@@ -89,26 +94,37 @@ class CompiledPartition(torch.nn.Module):
         self._single_output = not isinstance(output.args[0], (list, tuple))
 
     # ---- the call ------------------------------------------------------------------------------
-    def forward(self, *args):
+    def __call__(self, *args):
         start = time.perf_counter()
         if self.disabled_reason:
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
-        key = signature(args)
+        key = signature(args, self._varying)
         with self._plans_lock:
+            ids = [id(args[i]) for i in self._constant_list]
+            if ids != self._constant_ids:
+                # A parameter was replaced (maybe with another shape): plans and constants made for
+                # the old ones are void. (In-place changes are handled by _check_constants.)
+                if self._constant_ids is not None:
+                    log.info("partition %s: a parameter was replaced; re-planning", self.name)
+                    for old in self.plans.values():
+                        self._unload(old)
+                    self.plans.clear()
+                    self._constants.clear()
+                    self._constant_versions = None
+                self._constant_ids = ids
             entry = self.plans.get(key)
+            hit = entry is not None
             if entry is None:
-                stats.add(plan_cache_misses=1)
                 entry = self._new_entry(args)
                 self.plans[key] = entry
                 while len(self.plans) > self.options.max_plans_per_partition:
                     _, old = self.plans.popitem(last=False)
                     self._unload(old)
             else:
-                stats.add(plan_cache_hits=1)
                 self.plans.move_to_end(key)
         if entry.plan is None:
-            stats.add(eager_partition_calls=1)
+            stats.add(plan_cache_hits=int(hit), plan_cache_misses=int(not hit), eager_partition_calls=1)
             return self.gm(*args)
         try:
             outputs, wasm_seconds = self._run(entry, args)
@@ -129,8 +145,9 @@ class CompiledPartition(torch.nn.Module):
             entry.plan, entry.reason = None, reason
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
-        stats.add(calls=1, seconds_in_wasm=wasm_seconds,
-                  seconds_host=time.perf_counter() - start - wasm_seconds)
+        stats.add(calls=1, plan_cache_hits=int(hit), plan_cache_misses=int(not hit),
+                  seconds_in_wasm=wasm_seconds, seconds_host=time.perf_counter() - start - wasm_seconds,
+                  bytes_copied_in=entry.loaded.bytes_in, bytes_copied_out=entry.loaded.bytes_out)
         result = outputs[0] if self._single_output else tuple(outputs)
         if self._verify_left > 0:
             self._verify_left -= 1
@@ -157,7 +174,7 @@ class CompiledPartition(torch.nn.Module):
         return result
 
     def _ops(self, args) -> str:
-        entry = self.plans.get(signature(args))
+        entry = self.plans.get(signature(args, self._varying))
         if entry is None or entry.plan is None:
             return "?"
         return ", ".join(f"{k}x{v}" for k, v in entry.plan.aten_ops.items())
@@ -185,7 +202,7 @@ class CompiledPartition(torch.nn.Module):
         return _Entry(plan)
 
     def _run(self, entry: _Entry, args):
-        runtime, generation = get_runtime(self.options.threads)
+        runtime, generation = get_runtime(self.options.threads)  # lock-free when nothing changed
         with runtime.lock:
             if generation != self._runtime_generation:
                 self._reset_for_runtime(generation)
@@ -193,22 +210,19 @@ class CompiledPartition(torch.nn.Module):
                 self._load(entry, runtime, args)
             self._check_constants(runtime, entry, args)
             loaded = entry.loaded
-            copied_in = 0
-            for view, arg in zip(loaded.input_views, args):
-                if view is not None:
-                    view.copy_(arg)
-                    copied_in += view.numel() * view.element_size()
+            for i, view in loaded.input_views:
+                view.copy_(args[i])
             t0 = time.perf_counter()
             self._run_plan(runtime, loaded)
             wasm_seconds = time.perf_counter() - t0
             outputs = []
-            copied_out = 0
-            for spec, view in zip(entry.plan.outputs, loaded.output_views):
-                out = torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype)
-                out.copy_(view)
+            for spec, view, same_layout in zip(entry.plan.outputs, loaded.output_views, loaded.clone_outputs):
+                if same_layout:
+                    out = view.clone()
+                else:
+                    out = torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype)
+                    out.copy_(view)
                 outputs.append(out)
-                copied_out += out.numel() * out.element_size()
-        stats.add(bytes_copied_in=copied_in, bytes_copied_out=copied_out)
         return outputs, wasm_seconds
 
     def _run_plan(self, runtime: Runtime, loaded: "_Loaded") -> None:
@@ -266,10 +280,15 @@ class CompiledPartition(torch.nn.Module):
             return runtime.tensor(base + ref.offset * ref.itemsize, ref.shape, ref.dtype,
                                   strides=strides)
 
-        inputs = [view(ref) if ref is not None else None for ref in plan.inputs]
+        inputs = [(i, view(ref)) for i, ref in enumerate(plan.inputs) if ref is not None]
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
+        # clone() keeps the view's layout: use it when that is already eager's (the usual case).
+        clone_outputs = [view.is_contiguous() and spec.strides == contiguous_strides(spec.shape)
+                         for spec, view in zip(plan.outputs, outputs)]
         entry.loaded = _Loaded(runtime, arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
-                               outputs, prefix_words=plan_at, records=records)
+                               outputs, prefix_words=plan_at, records=records, clone_outputs=clone_outputs,
+                               bytes_in=sum(v.numel() * v.element_size() for _, v in inputs),
+                               bytes_out=sum(v.numel() * v.element_size() for v in outputs))
         entry.constant_addrs = addrs
 
     def _check_constants(self, runtime: Runtime, entry: _Entry, args) -> None:

@@ -335,7 +335,8 @@ class Runtime:
         with self.lock:
             if time_limit is not None and (self.job_time_limit is None or time_limit > self.job_time_limit):
                 self.job_time_limit = time_limit
-            self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
+            if time_limit is not None:
+                self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
             try:
                 rc = self.main.fn["run_plan"](plan_offset, n_words, min(threads, self.threads),
                                               self._error_at)[0].i32
@@ -345,7 +346,8 @@ class Runtime:
                     raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
                 raise
             finally:
-                self.main.store.set_epoch_deadline(NO_DEADLINE)
+                if time_limit is not None:
+                    self.main.store.set_epoch_deadline(NO_DEADLINE)
             if rc != 0:
                 at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
                 msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
@@ -374,6 +376,9 @@ def get_runtime(min_threads: int = 1) -> tuple[Runtime, int]:
     """The process-wide runtime (created on first use, re-created after rebuild_runtime()), and its
     generation number: partitions re-upload their constants when the generation changes."""
     global _runtime
+    runtime, generation = _runtime, _runtime_generation
+    if runtime is not None and runtime.threads >= min_threads and not runtime.broken:
+        return runtime, generation  # the common case, without the lock
     with _runtime_lock:
         if _runtime is None or _runtime.threads < min_threads or _runtime.broken:
             if _runtime is not None:
