@@ -225,3 +225,16 @@ def test_dynamic_shapes_plan_from_symbolic_meta_without_retracing(monkeypatch):
     s = twb.stats()
     assert s["graphs_compiled"] == 1
     assert s["plan_cache_misses"] == 4 and s["calls"] == 4
+
+
+def test_parameter_replaced_is_not_stale():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU()).eval()
+    compiled = torch.compile(model, backend="wasm")
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        compiled(x)
+        model[0].weight = nn.Parameter(torch.randn(3, 4))
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+        model.load_state_dict({k: v * 3 for k, v in model.state_dict().items()})
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    assert twb.stats()["eager_partition_calls"] == 0
