@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.fx import Node
 
+from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec
 from .registry import REGISTRY, Unsupported, op_name
@@ -145,6 +146,43 @@ class LoweringContext:
         """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""
         self.plan.records.append((kernel, args))
         self.plan.flops += flops
+
+    # Kernels with an activation epilogue, and the arg that holds their output.
+    _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CHANNEL_AFFINE": "out"}
+
+    def producing_record(self, arg) -> tuple[str, dict] | None:
+        """The last emitted record if it alone produced arg's whole value and nothing else reads
+        that value (arg has this one user): a later op may then rewrite the record in place."""
+        if not isinstance(arg, Node) or len(arg.users) != 1 or not self.plan.records:
+            return None
+        ref = self._values.get(arg)
+        kernel, args = self.plan.records[-1]
+        field = self._EPILOGUE_OUTPUT.get(kernel)
+        if field is None or not isinstance(ref, TensorRef) or ref.buffer.is_constant:
+            return None
+        out = args[field]
+        if out.buffer is not ref.buffer or out.byte_offset != 0 or ref.offset != 0 \
+                or not ref.is_contiguous() or ref.numel * ref.itemsize != ref.buffer.nbytes:
+            return None
+        return kernel, args
+
+    def fuse_activation(self, arg, act: str, p0: float = 0.0, p1: float = 0.0) -> TensorRef | None:
+        """Folds act into the epilogue of the record that produced arg (see producing_record);
+        returns arg's value, now activated, or None if it cannot."""
+        found = self.producing_record(arg)
+        if found is None or found[1]["act"] != ABI.unary["IDENTITY"]:
+            return None
+        found[1].update(act=ABI.unary[act], p0=p0, p1=p1)
+        return self._values[arg]
+
+    def drop_constant(self, arg) -> None:
+        """Forgets the constant holding arg's value after a fold replaced its only use (so it is
+        not uploaded). Kept if arg has other users, which may still need it."""
+        ref = self._values.get(arg) if isinstance(arg, Node) else None
+        if ref is None or len(arg.users) != 1 or not ref.buffer.is_constant:
+            return
+        del self._values[arg]
+        self.plan.constants = [b for b in self.plan.constants if b is not ref.buffer]
 
     def contiguous(self, ref: TensorRef) -> TensorRef:
         """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""

@@ -15,6 +15,7 @@ def _fresh() -> dict:
         "aten_nodes_total": 0,
         "aten_nodes_lowered": 0,
         "lowered_by_op": Counter(),
+        "plan_kernels": Counter(),     # kernel records in the plans built (after fusion/folding)
         "fallback_nodes": [],          # {"graph", "node", "op", "reason"}
         "fallback_by_op": Counter(),
         "calls": 0,                    # partition calls that ran in wasm
@@ -43,6 +44,7 @@ def stats() -> dict:
         snap = copy.deepcopy(_stats)
     snap["lowered_by_op"] = dict(snap["lowered_by_op"])
     snap["fallback_by_op"] = dict(snap["fallback_by_op"])
+    snap["plan_kernels"] = dict(snap["plan_kernels"])
     total = snap["aten_nodes_total"]
     snap["lowered_fraction"] = snap["aten_nodes_lowered"] / total if total else 0.0
     return snap
@@ -75,6 +77,11 @@ def record_graph(graph: str, total: int, lowered_ops: Counter, fallback: dict, p
 def record_fallback(graph: str, node: str, op: str, reason: str) -> None:
     with _lock:
         _stats["fallback_nodes"].append({"graph": graph, "node": node, "op": op, "reason": reason})
+
+
+def record_plan(kernels) -> None:
+    with _lock:
+        _stats["plan_kernels"].update(kernels)
 
 
 def record_trap(message: str) -> None:

@@ -189,6 +189,7 @@ class CompiledPartition:
             log.info("partition %s runs in eager for %s", self.name, reason)
             stats.record_fallback(self.name, "*", "partition", reason)
             return _Entry(None, reason)
+        stats.record_plan(kernel for kernel, _ in plan.records)
         footprint = plan.arena_size + sum(b.nbytes for b in plan.constants)
         cap = self.options.max_memory_mb * 2**20 if self.options.max_memory_mb else None
         if cap is not None and footprint > cap:

@@ -113,9 +113,25 @@ def _rsub(ctx, node):
     return emit_binary(ctx, "SUB", b, a, ctx.out_for(node))
 
 
+# Activations the GEMM / CONV2D / CHANNEL_AFFINE epilogues apply (kernels_cpp/elementwise.h
+# FOR_EACH_UNARY); an op outside this list is never fused.
+EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLAMP"}
+
+
+def emit_activation(ctx: LoweringContext, node, op: str, p0=0.0, p1=0.0) -> TensorRef:
+    """act(x): fused into the epilogue of the kernel that produced x when possible (conv+relu,
+    linear+gelu...: one pass over memory less), else a UNARY kernel."""
+    src = ctx.value(node.args[0])
+    if op in EPILOGUE_OPS:
+        fused = ctx.fuse_activation(node.args[0], op, p0, p1)
+        if fused is not None:
+            return fused
+    return emit_unary(ctx, op, src, ctx.out_for(node), p0, p1)
+
+
 def _unary(op: str, p0=0.0, p1=0.0):
     def lower(ctx: LoweringContext, node):
-        return emit_unary(ctx, op, ctx.value(node.args[0]), ctx.out_for(node), p0, p1)
+        return emit_activation(ctx, node, op, p0, p1)
     return lower
 
 
@@ -132,8 +148,7 @@ register(aten.rsqrt.default, kernels=["UNARY"])(_unary("RSQRT"))
 @register(aten.gelu.default, kernels=["UNARY"])
 def _gelu(ctx, node):
     approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
-    op = "GELU_TANH" if approximate == "tanh" else "GELU_ERF"
-    return emit_unary(ctx, op, ctx.value(node.args[0]), ctx.out_for(node))
+    return emit_activation(ctx, node, "GELU_TANH" if approximate == "tanh" else "GELU_ERF")
 
 
 def _clamp_bounds(lo, hi):
@@ -150,13 +165,13 @@ def _clamp_check(node):
 def _clamp(ctx, node):
     args = list(node.args) + [None] * (3 - len(node.args))
     lo, hi = _clamp_bounds(node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2]))
-    return emit_unary(ctx, "CLAMP", ctx.value(node.args[0]), ctx.out_for(node), lo, hi)
+    return emit_activation(ctx, node, "CLAMP", lo, hi)
 
 
 @register(aten.hardtanh.default, kernels=["UNARY"])
 def _hardtanh(ctx, node):
     args = list(node.args) + [-1.0, 1.0][len(node.args) - 1:]
-    return emit_unary(ctx, "CLAMP", ctx.value(node.args[0]), ctx.out_for(node), float(args[1]), float(args[2]))
+    return emit_activation(ctx, node, "CLAMP", float(args[1]), float(args[2]))
 
 
 def _same_dtype_copy(node):

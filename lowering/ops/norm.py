@@ -40,6 +40,9 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
             shift = shift + b.double()
         return scale.float(), shift.float()
 
+    folded = _fold_into_conv(ctx, node, x_arg, scale_shift)
+    if folded is not None:
+        return folded
     scale = ctx.constant(lambda ins: scale_shift(ins)[0], (channels,), name=node.name + "_scale")
     shift = ctx.constant(lambda ins: scale_shift(ins)[1], (channels,), name=node.name + "_shift")
     x = ctx.contiguous(ctx.value(x_arg))
@@ -51,6 +54,38 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
     return out
 
 
+def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
+    """conv -> batch norm with constant weights: rewrite the conv record to use weight * scale and
+    bias * scale + shift (folded at compile time), so the batch norm costs nothing at run time."""
+    if not (isinstance(x_arg, torch.fx.Node) and x_arg.target is aten.convolution.default):
+        return None
+    ctx.value(x_arg)  # lower the conv first: it must be the record just emitted
+    found = ctx.producing_record(x_arg)
+    if found is None or found[0] != "CONV2D":
+        return None
+    w_fn, b_fn = ctx.const_fn(x_arg.args[1]), ctx.const_fn(x_arg.args[2])
+    if w_fn is None or b_fn is None:
+        return None
+    record = found[1]
+    weight_shape = tuple(ctx.val(x_arg.args[1]).shape)
+    c_out = weight_shape[0]
+
+    def weight(ins):
+        scale = scale_shift(ins)[0]
+        return w_fn(ins).float() * scale.reshape(-1, *([1] * (len(weight_shape) - 1)))
+
+    def bias(ins):
+        scale, shift = scale_shift(ins)
+        b = b_fn(ins)
+        return shift if b is None else b.float() * scale + shift
+
+    record["weight"] = ctx.constant(weight, weight_shape, name=node.name + "_folded_weight").addr()
+    record["bias"] = ctx.constant(bias, (c_out,), name=node.name + "_folded_bias").addr()
+    ctx.drop_constant(x_arg.args[1])
+    ctx.drop_constant(x_arg.args[2])
+    return ctx.value(x_arg)
+
+
 def _bn_check(node):
     if _used_outputs(node) - {0}:
         return "batch norm's saved mean/invstd outputs are used"
@@ -59,7 +94,8 @@ def _bn_check(node):
     return None
 
 
-@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE"], check=_bn_check)
+@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE", "CONV2D"],
+          check=_bn_check, notes="folded into a preceding conv, else a per-channel scale+shift")
 def _batch_norm(ctx, node):
     x, w, b, mean, var, _momentum, eps = node.args
     return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
@@ -71,7 +107,8 @@ def _native_bn_check(node):
     return _bn_check(node)
 
 
-@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE"], check=_native_bn_check)
+@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE", "CONV2D"], check=_native_bn_check,
+          notes="folded into a preceding conv, else a per-channel scale+shift")
 def _native_batch_norm(ctx, node):
     x, w, b, mean, var, _training, _momentum, eps = node.args
     return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
