@@ -238,3 +238,15 @@ def test_parameter_replaced_is_not_stale():
         model.load_state_dict({k: v * 3 for k, v in model.state_dict().items()})
         torch.testing.assert_close(compiled(x), model(x), **MATMUL)
     assert twb.stats()["eager_partition_calls"] == 0
+
+
+def test_mark_dynamic_batch_size():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 2)).eval()
+    compiled = torch.compile(model, backend="wasm")
+    with torch.no_grad():
+        for batch in (2, 5, 3):
+            x = torch.randn(batch, 3, 6, 6)
+            torch._dynamo.mark_dynamic(x, 0)
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    s = twb.stats()
+    assert s["graphs_compiled"] == 1 and s["calls"] == 3 and s["eager_partition_calls"] == 0
