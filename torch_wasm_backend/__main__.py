@@ -1,5 +1,9 @@
-"""Command line: `python -m torch_wasm_backend ops` prints the table of ATen ops that run in wasm,
-generated from the op registry (docs/ops.md is this output)."""
+"""Command line.
+
+    python -m torch_wasm_backend ops                      # table of ATen ops that run in wasm (docs/ops.md)
+    python -m torch_wasm_backend info model.wasm          # an exported model: inputs, outputs, sizes, ops
+    python -m torch_wasm_backend run model.wasm --input x.npy --output y.npy
+"""
 import argparse
 import sys
 
@@ -23,9 +27,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m torch_wasm_backend")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ops", help="print the table of ATen ops that run in wasm (markdown)")
+    info = sub.add_parser("info", help="describe an exported .wasm (read without running it)")
+    info.add_argument("model")
+    run = sub.add_parser("run", help="run an exported .wasm on .npy inputs (wasmtime)")
+    run.add_argument("model")
+    run.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
+                     help="one per model input, in order or as name=file.npy")
+    run.add_argument("--output", action="append", default=[], metavar="[NAME=]FILE.npy",
+                     help="where to save outputs (in order or name=file.npy); default: print a summary")
+    run.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.command == "ops":
         sys.stdout.write(ops_table())
+        return 0
+    from .cli_export import info_text, run_model
+    from .errors import WasmBackendError
+    try:
+        if args.command == "info":
+            sys.stdout.write(info_text(args.model))
+        else:
+            sys.stdout.write(run_model(args.model, args.input, args.output, args.threads))
+    except (WasmBackendError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

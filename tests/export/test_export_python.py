@@ -1,0 +1,103 @@
+"""export() -> one valid .wasm; load() runs it in wasmtime and matches eager (MLP, CNN, encoder) with
+1 and 2 threads; metadata is readable without running; the CLI's info and run commands."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import torch_wasm_backend as twb
+from torch_wasm_backend import wasm_file
+from torch_wasm_backend.__main__ import main
+from helpers import MATMUL
+from conftest import wasm_tools_validate
+
+MODELS = ["mlp", "cnn", "encoder"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_file_is_valid_wasm_with_metadata(exported, name):
+    e = exported[name]
+    wasm_tools_validate(e.path)
+    meta = wasm_file.read_metadata(e.path)
+    assert meta["producer"]["name"] == "torch_wasm_backend"
+    assert meta["producer"]["version"] == twb.__version__
+    assert meta["content_hash"].startswith("sha256:")
+    assert [i["shape"] for i in meta["inputs"]] == [list(e.x.shape)]
+    assert [o["shape"] for o in meta["outputs"]] == [list(e.expected.shape)]
+    assert meta["inputs"][0]["dtype"] == meta["outputs"][0]["dtype"] == "float32"
+    assert meta["memory"]["initial_pages"] * 65536 >= meta["memory"]["static_bytes"]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", MODELS)
+def test_load_matches_eager(exported, name, threads):
+    e = exported[name]
+    model = twb.load(e.path, threads=threads)
+    try:
+        got = model(e.x)
+        again = model(e.x.numpy())  # numpy in, second run on the same memory
+        by_name = model.run({model.input_names[0]: e.x})["output"]
+    finally:
+        model.close()
+    for y in (got, again, by_name):
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32
+        torch.testing.assert_close(y, e.expected, **MATMUL)
+
+
+def test_expected_ops_were_lowered(exported):
+    ops = {n: wasm_file.read_metadata(exported[n].path)["ops"] for n in MODELS}
+    assert ops["mlp"]["aten::addmm"] == 3
+    assert ops["cnn"]["aten::convolution"] == 3
+    assert ops["encoder"]["aten::bmm"] > 0 and ops["encoder"]["aten::native_layer_norm"] == 4
+
+
+def test_multiple_inputs_and_outputs_by_name(tmp_path):
+    class TwoInTwoOut(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 4)
+
+        def forward(self, a, b):
+            h = self.lin(a) * b
+            return h.relu(), h.t()  # a transposed output: returned in eager's shape, contiguous
+
+    m = TwoInTwoOut().eval()
+    a, b = torch.randn(5, 8), torch.randn(5, 4)
+    path = tmp_path / "two.wasm"
+    meta = twb.export(m, (a, b), path)
+    assert [i["name"] for i in meta["inputs"]] == ["a", "b"]
+    assert [o["name"] for o in meta["outputs"]] == ["output_0", "output_1"]
+    loaded = twb.load(path)
+    r0, r1 = loaded(b=b, a=a)
+    e0, e1 = m(a, b)
+    torch.testing.assert_close(r0, e0, **MATMUL)
+    torch.testing.assert_close(r1, e1.detach(), **MATMUL)
+
+
+def test_cli_info_and_run(exported, tmp_path, capsys):
+    e = exported["cnn"]
+    assert main(["info", str(e.path)]) == 0
+    text = capsys.readouterr().out
+    assert "input: float32[2, 3, 19, 21]" in text and "output: float32[2, 5]" in text
+    assert "aten::convolution x3" in text and "weights:" in text
+    np.save(tmp_path / "x.npy", e.x.numpy())
+    assert main(["run", str(e.path), "--input", str(tmp_path / "x.npy"), "--output",
+                 f"output={tmp_path / 'y.npy'}", "--threads", "2"]) == 0
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "y.npy")), e.expected, **MATMUL)
+
+
+def test_cli_as_a_process(exported, tmp_path):
+    """The real command line, once (a new interpreter: ~3 s)."""
+    e = exported["mlp"]
+    np.save(tmp_path / "x.npy", e.x.numpy())
+    run = subprocess.run([sys.executable, "-m", "torch_wasm_backend", "run", str(e.path), "--input",
+                          str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "y.npy")), e.expected, **MATMUL)
+    bad = subprocess.run([sys.executable, "-m", "torch_wasm_backend", "info", str(tmp_path / "x.npy")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a WebAssembly module" in bad.stderr

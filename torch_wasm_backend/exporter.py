@@ -1,0 +1,226 @@
+"""AOT export: model -> torch.export -> the registry's decompositions -> the same lowering and Plan
+as torch.compile -> one standalone .wasm (kernel module + plan + weights + metadata, see wasm_file).
+
+All addresses are fixed at export time: above the kernel module's heap base come an error word, the
+weights, the arena (inputs, intermediates and outputs live in it, placed by the Plan's liveness
+plan) and the plan words. A loader only copies weights and plan words to their offsets, writes
+inputs, calls run_plan and reads outputs; worker stacks go above `memory.static_bytes`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import operator
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind
+
+from lowering import ops  # noqa: F401  (fills the registry)
+from lowering.abi import ABI
+from lowering.lower import lower_partition
+from lowering.registry import Unsupported, decomposition_table, op_name, support_reason
+from . import wasm_file
+from .errors import WasmBackendError
+from .runtime import PAGE, WASM_PATH, WORKER_STACK, get_runtime
+
+log = logging.getLogger("torch_wasm_backend")
+
+ALIGN = 64
+# The kernel module declares 256 initial pages (Makefile INITIAL_MEMORY=16MB); an imported memory
+# may not be smaller than that.
+MIN_PAGES = 256
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _shapes(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{list(value.shape)}:{_dtype_name(value.dtype)}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_shapes(v) for v in value) + ")"
+    return repr(value)
+
+
+def _source_line(node) -> str:
+    """The innermost user frame of the node's stack trace ('File "m.py", line 12, in forward: ...')."""
+    trace = (node.meta.get("stack_trace") or "").strip().splitlines()
+    for i in range(len(trace) - 1, -1, -1):
+        line = trace[i].strip()
+        if line.startswith("File "):
+            code = trace[i + 1].strip() if i + 1 < len(trace) else ""
+            return f"{line}: {code}" if code else line
+    return "source line unknown"
+
+
+def _describe(node) -> str:
+    ins = ", ".join(_shapes(a.meta.get("val")) for a in node.all_input_nodes)
+    return f"{node.name} = {op_name(node.target)}({ins}) -> {_shapes(node.meta.get('val'))}  [{_source_line(node)}]"
+
+
+def unsupported_nodes(gm: torch.fx.GraphModule) -> list[str]:
+    """One line per node the registry cannot lower (op, shapes, reason, source line)."""
+    lines = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        reason = support_reason(node)
+        if reason is not None:
+            lines.append(f"{_describe(node)}: {reason}")
+    return lines
+
+
+def _capture(model, args, kwargs) -> ExportedProgram:
+    try:
+        ep = torch.export.export(model, args, kwargs=kwargs)
+    except Exception as e:  # torch.export's own errors are many types; keep the cause attached
+        raise WasmBackendError(
+            f"torch.export could not capture the model ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            "export needs a graph without data-dependent Python control flow; see the cause above.") from e
+    return ep.run_decompositions(_export_decompositions())
+
+
+def _export_decompositions() -> dict:
+    """The ATen that aot_autograd gives the torch.compile path: every CompositeImplicitAutograd op
+    (conv2d, linear, ...) decomposed, then the registry's own decompositions on top. A plain dict
+    would keep the CIA ops that torch.export preserves by default, which the registry lowers only in
+    their decomposed form. (torch.export.decomp_utils helpers: private, stable in torch 2.13-2.14.)"""
+    from torch.export.decomp_utils import _collect_all_valid_cia_ops, _get_decomp_for_cia
+    table = {op: _get_decomp_for_cia(op) for op in _collect_all_valid_cia_ops()}
+    table.update(decomposition_table())
+    return table
+
+
+def _graph_inputs(ep: ExportedProgram, args, kwargs):
+    """Values of the graph placeholders in order, the constant indices, and the user input names."""
+    user_values = iter(torch.utils._pytree.tree_leaves((args, kwargs or {})))
+    values, constants, names = [], set(), []
+    for i, spec in enumerate(ep.graph_signature.input_specs):
+        if spec.kind == InputKind.USER_INPUT:
+            value = next(user_values)
+            if not isinstance(value, torch.Tensor):
+                continue  # torch.export specialised it into the graph
+            values.append(value)
+            names.append(spec.arg.name)
+            continue
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            tensor = ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target]
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            tensor = ep.constants[spec.target]
+        else:
+            raise WasmBackendError(f"graph input {spec.arg.name} of kind {spec.kind.name} cannot be exported "
+                                   "to wasm (only tensors, parameters and buffers)")
+        values.append(tensor.detach())
+        constants.add(i)
+    return values, constants, names
+
+
+def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
+           output_names: list[str] | None = None) -> dict:
+    """Exports `model` called on `args` to one standalone .wasm at `path`; returns its metadata.
+
+    Shapes are fixed to those of `args` (float32 tensors). Raises WasmBackendError, writing nothing,
+    if any node cannot run on the wasm kernels (each is listed with op, shapes and source line)."""
+    if not isinstance(args, tuple):
+        args = (args,)
+    ep = _capture(model, args, kwargs)
+    mutated = [s.target for s in ep.graph_signature.output_specs
+               if s.kind in (OutputKind.BUFFER_MUTATION, OutputKind.USER_INPUT_MUTATION)]
+    if mutated:
+        raise WasmBackendError(
+            f"the model writes to {mutated} while running (e.g. BatchNorm in training mode updates its "
+            "running stats); an exported model must be a pure function: call model.eval() before export")
+    gm = ep.graph_module
+    missing = unsupported_nodes(gm)
+    if missing:
+        raise WasmBackendError(
+            f"cannot export: {len(missing)} node(s) have no wasm kernel:\n  " + "\n  ".join(missing)
+            + "\nReplace these ops in the model (or add them to lowering/ops), then export again. "
+            "No file was written.")
+    values, constants, input_names = _graph_inputs(ep, args, kwargs)
+    try:
+        plan = lower_partition(gm, values, constants)
+    except Unsupported as e:
+        raise WasmBackendError(f"cannot export: lowering failed for the example shapes "
+                               f"({_shapes(list(args))}): {e}. No file was written.") from e
+
+    runtime, _ = get_runtime(1)
+    heap_base = runtime.main.fn["heap_base"]()[0].i32
+    kernel_bytes = WASM_PATH.read_bytes()
+
+    # ---- fixed memory layout ------------------------------------------------------------------
+    error_at = _align(heap_base)
+    weights_at = error_at + ALIGN
+    blob = bytearray()
+    constant_addrs: dict[int, int] = {}
+    by_content: dict[bytes, int] = {}  # identical constants (e.g. the same scalar) stored once
+    for buf in plan.constants:
+        data = buf.make(values).numpy().tobytes()
+        key = hashlib.sha256(data).digest() + len(data).to_bytes(8, "little")
+        if key not in by_content:
+            by_content[key] = weights_at + len(blob)
+            blob += data + b"\0" * (_align(len(data)) - len(data))
+        constant_addrs[id(buf)] = by_content[key]
+    arena_at = _align(weights_at + len(blob))
+    words = plan.encode(arena_at, constant_addrs)
+    plan_at = _align(arena_at + plan.arena_size)
+    static_bytes = _align(plan_at + 4 * len(words))
+
+    def view(ref, strides):
+        base = constant_addrs[id(ref.buffer)] if ref.buffer.is_constant \
+            else arena_at + plan.arena_offsets[id(ref.buffer)]
+        return {"offset": base + ref.offset * ref.itemsize, "strides": list(strides)}
+
+    inputs = []
+    user_positions = [i for i in range(len(values)) if i not in constants]
+    for name, i in zip(input_names, user_positions):
+        v, ref = values[i], plan.inputs[i]
+        entry = {"name": name, "shape": list(v.shape), "dtype": _dtype_name(v.dtype)}
+        entry.update(view(ref, ref.strides) if ref is not None else {"offset": None, "strides": None})
+        inputs.append(entry)
+    if output_names is None:
+        output_names = ["output"] if len(plan.outputs) == 1 else [f"output_{k}" for k in range(len(plan.outputs))]
+    if len(output_names) != len(plan.outputs):
+        raise WasmBackendError(f"output_names has {len(output_names)} names; the model returns "
+                               f"{len(plan.outputs)} tensors")
+    outputs = [{"name": n, "shape": list(spec.shape), "dtype": _dtype_name(spec.ref.dtype),
+                **view(spec.ref, spec.ref.strides)} for n, spec in zip(output_names, plan.outputs)]
+    for entry in inputs + outputs:
+        if entry["dtype"] != "float32":
+            raise WasmBackendError(f"{entry['name']} is {entry['dtype']}; exported models take and "
+                                   "return float32 tensors only (convert with .float() before export)")
+
+    from . import __version__
+    metadata = {
+        "producer": {"name": "torch_wasm_backend", "version": __version__, "torch": torch.__version__},
+        "abi_version": ABI.version,
+        "model": type(model).__name__,
+        "inputs": inputs,
+        "outputs": outputs,
+        "memory": {"heap_base": heap_base, "static_bytes": static_bytes,
+                   "initial_pages": max(MIN_PAGES, -(-static_bytes // PAGE)),
+                   "worker_stack_bytes": WORKER_STACK},
+        "layout": {"error_at": error_at, "weights_at": weights_at, "weights_bytes": len(blob),
+                   "arena_at": arena_at, "arena_bytes": plan.arena_size, "plan_at": plan_at,
+                   "plan_words": len(words)},
+        "ops": dict(sorted(Counter(plan.aten_ops).items())),
+        "kernel_calls": dict(sorted(Counter(op for op, _ in plan.records).items())),
+        "flops": plan.flops,
+    }
+    data = wasm_file.build(kernel_bytes, metadata, np.asarray(words, dtype="<i4").tobytes(), bytes(blob))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # never leave a half-written model under the real name
+    log.info("exported %s: %d bytes (%d of weights, %d kernel calls)", path, len(data), len(blob), len(plan.records))
+    return wasm_file.parse(data, str(path)).metadata
