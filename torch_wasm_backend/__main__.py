@@ -3,6 +3,7 @@
     python -m torch_wasm_backend ops                      # table of ATen ops that run in wasm (docs/ops.md)
     python -m torch_wasm_backend info model.wasm          # an exported model: inputs, outputs, sizes, ops
     python -m torch_wasm_backend run model.wasm --input x.npy --output y.npy
+    python -m torch_wasm_backend serve examples/browser  # localhost server with COOP/COEP + the JS loader
 """
 import argparse
 import sys
@@ -36,9 +37,18 @@ def main(argv=None) -> int:
     run.add_argument("--output", action="append", default=[], metavar="[NAME=]FILE.npy",
                      help="where to save outputs (in order or name=file.npy); default: print a summary")
     run.add_argument("--threads", type=int, default=1)
+    serve = sub.add_parser("serve", help="serve a folder on localhost with COOP/COEP headers and the JS "
+                                         "loader at /torch_wasm_backend/js/ (for trying models in a browser)")
+    serve.add_argument("directory", nargs="?", default=".")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-isolation", action="store_true", help="omit COOP/COEP (the loader then runs 1 thread)")
     args = parser.parse_args(argv)
     if args.command == "ops":
         sys.stdout.write(ops_table())
+        return 0
+    if args.command == "serve":
+        from .dev_server import serve as serve_directory
+        serve_directory(args.directory, args.port, not args.no_isolation)
         return 0
     from .cli_export import info_text, run_model
     from .errors import WasmBackendError

@@ -91,7 +91,8 @@ export function checkCompatible(meta, source = "model") {
 
 /** Re-hashes kernels + plan + weights and compares with the metadata (detects damaged files). */
 export async function verifyHash(file, source = "model") {
-  const subtle = globalThis.crypto && globalThis.crypto.subtle;
+  let subtle = globalThis.crypto && globalThis.crypto.subtle;
+  if (!subtle && isNode) subtle = (await import("node:crypto")).webcrypto.subtle;  // Node < 19
   if (!subtle) { console.warn(`${source}: crypto.subtle is unavailable (not a secure context); the content hash is not checked`); return; }
   const digest = new Uint8Array(await subtle.digest("SHA-256", file.bytes.subarray(0, file.metadataStart)));
   const hex = "sha256:" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
