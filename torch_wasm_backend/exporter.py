@@ -102,16 +102,16 @@ def _export_decompositions() -> dict:
 
 
 def _graph_inputs(ep: ExportedProgram, args, kwargs):
-    """Values of the graph placeholders in order, the constant indices, and the user input names."""
+    """Values of the graph placeholders in order, the constant indices, and the user input names
+    (tensors only: a Python number torch.export kept as a placeholder is baked in as it was)."""
     user_values = iter(torch.utils._pytree.tree_leaves((args, kwargs or {})))
     values, constants, names = [], set(), []
-    for i, spec in enumerate(ep.graph_signature.input_specs):
+    for spec in ep.graph_signature.input_specs:
         if spec.kind == InputKind.USER_INPUT:
             value = next(user_values)
-            if not isinstance(value, torch.Tensor):
-                continue  # torch.export specialised it into the graph
+            if isinstance(value, torch.Tensor):
+                names.append((spec.arg.name, len(values)))
             values.append(value)
-            names.append(spec.arg.name)
             continue
         if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
             tensor = ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target]
@@ -120,8 +120,8 @@ def _graph_inputs(ep: ExportedProgram, args, kwargs):
         else:
             raise WasmBackendError(f"graph input {spec.arg.name} of kind {spec.kind.name} cannot be exported "
                                    "to wasm (only tensors, parameters and buffers)")
+        constants.add(len(values))
         values.append(tensor.detach())
-        constants.add(i)
     return values, constants, names
 
 
@@ -182,8 +182,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
         return {"offset": base + ref.offset * ref.itemsize, "strides": list(strides)}
 
     inputs = []
-    user_positions = [i for i in range(len(values)) if i not in constants]
-    for name, i in zip(input_names, user_positions):
+    for name, i in input_names:
         v, ref = values[i], plan.inputs[i]
         entry = {"name": name, "shape": list(v.shape), "dtype": _dtype_name(v.dtype)}
         entry.update(view(ref, ref.strides) if ref is not None else {"offset": None, "strides": None})

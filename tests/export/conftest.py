@@ -21,6 +21,18 @@ def _models():
     }
 
 
+class TwoInTwoOut(torch.nn.Module):
+    """Two named inputs, two outputs, one of them a transposed (strided) view inside wasm."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 4)
+
+    def forward(self, a, b):
+        h = self.lin(a) * b
+        return h.relu(), h.t()
+
+
 class Exported:
     def __init__(self, name, model, x, path):
         self.name, self.model, self.x, self.path = name, model, x, path

@@ -5,8 +5,12 @@ With COOP/COEP headers the loader uses 2 threads on shared memory; without them 
 import json
 import os
 import queue
+import re
 import shutil
 import subprocess
+import sys
+import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -43,7 +47,6 @@ def run_page(site: Path, query: dict, isolated: bool, tmp_path) -> dict:
     reports = queue.Queue()
     handler = type("H", (_ReportHandler,), {"reports": reports})
     server = make_server(site, 0, isolated, handler)
-    import threading
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/run.html?{urllib.parse.urlencode(query)}"
     browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
@@ -117,21 +120,16 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "browser"
 def test_example_page(tmp_path):
     """examples/browser as the README runs it: export_model.py, then index.html from the dev server;
     the page logs its difference to eager on the console (read from chromium's log)."""
-    import re
-    import subprocess as sp
-    import sys
-    import time
     site = tmp_path / "site"
     site.mkdir()
-    sp.run([sys.executable, str(EXAMPLE / "export_model.py"), str(site)], check=True, capture_output=True)
+    subprocess.run([sys.executable, str(EXAMPLE / "export_model.py"), str(site)], check=True, capture_output=True)
     shutil.copy(EXAMPLE / "index.html", site / "index.html")
     server = make_server(site, 0, True)
-    import threading
     threading.Thread(target=server.serve_forever, daemon=True).start()
     log_file = tmp_path / "chromium.log"
     with open(log_file, "wb") as log:
-        browser = sp.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
-                            "--v=0", f"http://127.0.0.1:{server.server_address[1]}/"], stdout=sp.DEVNULL, stderr=log)
+        browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+                            "--v=0", f"http://127.0.0.1:{server.server_address[1]}/"], stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120  # a bound on a hang, not a speed check
         while time.monotonic() < deadline and "max difference to PyTorch eager" not in log_file.read_text(errors="replace"):

@@ -13,6 +13,7 @@ import torch
 import torch_wasm_backend
 from torch_wasm_backend import wasm_file
 from helpers import MATMUL
+from conftest import TwoInTwoOut
 
 LOADER = Path(torch_wasm_backend.__file__).parent / "js" / "loader.mjs"
 DRIVERS = Path(__file__).parent / "js"
@@ -37,6 +38,24 @@ def test_node_matches_eager(exported, tmp_path, name, threads):
     assert result["info"]["threads"] == threads
     got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(e.expected.shape))
     torch.testing.assert_close(got, e.expected, **MATMUL)
+
+
+def test_node_two_inputs_two_outputs(tmp_path):
+    """Inputs by name, several outputs, one read back through its strides (a transposed view)."""
+    m = TwoInTwoOut().eval()
+    a, b = torch.randn(5, 8), torch.randn(5, 4)
+    path = tmp_path / "two.wasm"
+    torch_wasm_backend.export(m, (a, b), path)
+    args = []
+    for name, t in (("b", b), ("a", a)):
+        (tmp_path / f"{name}.f32").write_bytes(t.numpy().astype("<f4").tobytes())
+        args.append(f"{name}={tmp_path / f'{name}.f32'}")
+    result = node("run_model.mjs", path, 2, tmp_path, *args)
+    with torch.no_grad():
+        expected = m(a, b)
+    for k, e in enumerate(expected):
+        got = np.fromfile(result["outputs"][f"output_{k}"], dtype="<f4").reshape(e.shape)
+        torch.testing.assert_close(torch.from_numpy(got), e, **MATMUL)
 
 
 def input_name(e):

@@ -12,7 +12,7 @@ import torch_wasm_backend as twb
 from torch_wasm_backend import wasm_file
 from torch_wasm_backend.__main__ import main
 from helpers import MATMUL
-from conftest import wasm_tools_validate
+from conftest import TwoInTwoOut, wasm_tools_validate
 
 MODELS = ["mlp", "cnn", "encoder"]
 
@@ -55,15 +55,6 @@ def test_expected_ops_were_lowered(exported):
 
 
 def test_multiple_inputs_and_outputs_by_name(tmp_path):
-    class TwoInTwoOut(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(8, 4)
-
-        def forward(self, a, b):
-            h = self.lin(a) * b
-            return h.relu(), h.t()  # a transposed output: returned in eager's shape, contiguous
-
     m = TwoInTwoOut().eval()
     a, b = torch.randn(5, 8), torch.randn(5, 4)
     path = tmp_path / "two.wasm"
@@ -75,6 +66,24 @@ def test_multiple_inputs_and_outputs_by_name(tmp_path):
     e0, e1 = m(a, b)
     torch.testing.assert_close(r0, e0, **MATMUL)
     torch.testing.assert_close(r1, e1.detach(), **MATMUL)
+
+
+def test_python_number_argument_is_baked_in(tmp_path):
+    """torch.export specialises a Python int argument: the file takes only the tensors."""
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x, k: int, y):
+            return self.lin(x) * k + y
+
+    m = Scaled().eval()
+    x, y = torch.randn(2, 4), torch.randn(2, 3)
+    meta = twb.export(m, (x, 3, y), tmp_path / "k.wasm")
+    assert [i["name"] for i in meta["inputs"]] == ["x", "y"]
+    with torch.no_grad():
+        torch.testing.assert_close(twb.load(tmp_path / "k.wasm")(x, y), m(x, 3, y), **MATMUL)
 
 
 def test_cli_info_and_run(exported, tmp_path, capsys):
