@@ -26,7 +26,7 @@ from lowering.lower import lower_partition
 from lowering.registry import Unsupported, decomposition_table, op_name, support_reason
 from . import wasm_file
 from .errors import WasmBackendError
-from .runtime import PAGE, WASM_PATH, WORKER_STACK, get_runtime
+from .runtime import MAX_PAGES, PAGE, WASM_PATH, WORKER_STACK, get_runtime
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -125,6 +125,24 @@ def _graph_inputs(ep: ExportedProgram, args, kwargs):
     return values, constants, names
 
 
+def _output_names(ep: ExportedProgram, n: int) -> list[str]:
+    """'output' for one tensor; the keys for a dict (nested: 'a.b'); else output_0, output_1, ..."""
+    if n == 1:
+        return ["output"]
+    names = [f"output_{k}" for k in range(n)]
+    try:
+        tree = torch.utils._pytree.tree_unflatten(list(range(n)), ep.call_spec.out_spec)
+        paths, _ = torch.utils._pytree.tree_flatten_with_path(tree)
+    except Exception:  # an output structure pytree cannot rebuild: positional names are fine
+        return names
+    keyed = [".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+             for path, _ in paths]
+    if all(any(hasattr(k, "key") or hasattr(k, "name") for k in path) for path, _ in paths) \
+            and len(set(keyed)) == n:
+        return keyed
+    return names
+
+
 def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
            output_names: list[str] | None = None) -> dict:
     """Exports `model` called on `args` to one standalone .wasm at `path`; returns its metadata.
@@ -175,6 +193,11 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
     words = plan.encode(arena_at, constant_addrs)
     plan_at = _align(arena_at + plan.arena_size)
     static_bytes = _align(plan_at + 4 * len(words))
+    if static_bytes + WORKER_STACK > MAX_PAGES * PAGE:
+        raise WasmBackendError(
+            f"the model needs {static_bytes / 2**30:.2f} GiB of wasm memory (weights {len(blob) / 2**30:.2f} GiB, "
+            f"activations {plan.arena_size / 2**30:.2f} GiB); wasm32 addresses 4 GiB at most. Export a smaller "
+            "model or smaller example inputs (batch size, sequence length).")
 
     def view(ref, strides):
         base = constant_addrs[id(ref.buffer)] if ref.buffer.is_constant \
@@ -188,7 +211,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
         entry.update(view(ref, ref.strides) if ref is not None else {"offset": None, "strides": None})
         inputs.append(entry)
     if output_names is None:
-        output_names = ["output"] if len(plan.outputs) == 1 else [f"output_{k}" for k in range(len(plan.outputs))]
+        output_names = _output_names(ep, len(plan.outputs))
     if len(output_names) != len(plan.outputs):
         raise WasmBackendError(f"output_names has {len(output_names)} names; the model returns "
                                f"{len(plan.outputs)} tensors")

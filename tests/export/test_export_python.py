@@ -68,6 +68,26 @@ def test_multiple_inputs_and_outputs_by_name(tmp_path):
     torch.testing.assert_close(r1, e1.detach(), **MATMUL)
 
 
+def test_dict_outputs_are_named_by_key(tmp_path):
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(6, 6)
+
+        def forward(self, x):
+            h = self.body(x).relu()
+            return {"logits": h * 2.0, "features": h}
+
+    m = Heads().eval()
+    x = torch.randn(3, 6)
+    meta = twb.export(m, (x,), tmp_path / "heads.wasm")
+    assert [o["name"] for o in meta["outputs"]] == ["logits", "features"]
+    got = twb.load(tmp_path / "heads.wasm").run({"x": x})
+    with torch.no_grad():
+        for k, v in m(x).items():
+            torch.testing.assert_close(got[k], v, **MATMUL)
+
+
 def test_python_number_argument_is_baked_in(tmp_path):
     """torch.export specialises a Python int argument: the file takes only the tensors."""
     class Scaled(torch.nn.Module):
