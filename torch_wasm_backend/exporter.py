@@ -52,15 +52,31 @@ def _shapes(value) -> str:
     return repr(value)
 
 
+_TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+
+
 def _source_line(node) -> str:
-    """The innermost user frame of the node's stack trace ('File "m.py", line 12, in forward: ...')."""
+    """Where the node comes from: the innermost frame of the user's code in its stack trace
+    ('File "m.py", line 12, in forward: <code>'; torch's own frames only if there is no other),
+    and the submodule that ran it (e.g. "module 'encoder.layers.0.dropout' (Dropout)")."""
     trace = (node.meta.get("stack_trace") or "").strip().splitlines()
-    for i in range(len(trace) - 1, -1, -1):
-        line = trace[i].strip()
+    frames = []
+    for i, line in enumerate(trace):
+        line = line.strip()
         if line.startswith("File "):
-            code = trace[i + 1].strip() if i + 1 < len(trace) else ""
-            return f"{line}: {code}" if code else line
-    return "source line unknown"
+            code = trace[i + 1].strip() if i + 1 < len(trace) and not trace[i + 1].strip().startswith("File ") else ""
+            frames.append((line, code))
+    user = [f for f in frames if _TORCH_DIR not in f[0]]
+    where = "source line unknown"
+    if user or frames:
+        line, code = (user or frames)[-1]
+        where = f"{line}: {code}" if code else line
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path, cls = list(stack.values())[-1]
+        name = getattr(cls, "__name__", None) or str(cls).rsplit(".", 1)[-1]
+        where += f"; module '{path}' ({name})"
+    return where
 
 
 def _describe(node) -> str:
@@ -161,10 +177,12 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
     gm = ep.graph_module
     missing = unsupported_nodes(gm)
     if missing:
+        hint = (" The model is in training mode (dropout and friends stay in the graph): call "
+                "model.eval() first." if getattr(model, "training", False) else "")
         raise WasmBackendError(
             f"cannot export: {len(missing)} node(s) have no wasm kernel:\n  " + "\n  ".join(missing)
-            + "\nReplace these ops in the model (or add them to lowering/ops), then export again. "
-            "No file was written.")
+            + "\nReplace these ops in the model (or add them to lowering/ops), then export again."
+            + hint + " No file was written.")
     values, constants, input_names = _graph_inputs(ep, args, kwargs)
     try:
         plan = lower_partition(gm, values, constants)

@@ -30,6 +30,12 @@ def test_unsupported_ops_are_listed_and_no_file_is_written(tmp_path):
     assert not path.exists() and not list(tmp_path.iterdir())
 
 
+def test_training_mode_dropout_suggests_eval(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5))  # .train() by default
+    with pytest.raises(WasmBackendError, match=r"(?s)aten::native_dropout.*module '1' \(Dropout\).*training mode.*model.eval\(\)"):
+        twb.export(model, (torch.randn(2, 4),), tmp_path / "d.wasm")
+
+
 def test_training_mode_batchnorm_is_refused(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # .train() by default
     with pytest.raises(WasmBackendError, match=r"model.eval\(\)"):
