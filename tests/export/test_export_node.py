@@ -2,6 +2,7 @@
 exported files give eager's numbers with 1 and 2 threads (worker_threads + shared memory), and bad
 inputs or files get clear errors."""
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,8 @@ from conftest import TwoInTwoOut
 LOADER = Path(torch_wasm_backend.__file__).parent / "js" / "loader.mjs"
 DRIVERS = Path(__file__).parent / "js"
 NODE = shutil.which("node")
+if NODE is None and os.environ.get("CI"):
+    raise RuntimeError("node is missing on CI: scripts/setup.sh installs the Debian package 'nodejs'")
 pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed (scripts/setup.sh installs it)")
 
 
