@@ -9,13 +9,14 @@ EMCC_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exceptions -
   -s ALLOW_MEMORY_GROWTH=1 -s TOTAL_STACK=1MB -s EXPORTED_FUNCTIONS=stackRestore,stackSave \
   -Wl,--shared-memory --no-entry
 
-.PHONY: help kernels setup demo test bench clean
+.PHONY: help kernels setup demo test bench bench-ort clean
 
 help:
 	@echo "make setup   install system + Python dependencies, build the kernels, install the package"
 	@echo "make demo    setup, then run examples/demo.py"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmark suites"
+	@echo "make bench-ort  exported .wasm vs ONNX Runtime Web in Node.js (npm + pip installs first)"
 
 kernels: $(WASM)
 
@@ -36,6 +37,11 @@ bench:
 	mkdir -p .benchmarks
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=.benchmarks/core.json
 	$(PYTHON) benchmarks/report.py .benchmarks/core.json
+
+bench-ort:
+	$(PYTHON) -m pip install -q -e ".[bench]"
+	cd benchmarks/ort_web && npm ci --no-audit --no-fund
+	$(PYTHON) benchmarks/ort_web/compare.py
 
 clean:
 	rm -f $(WASM)

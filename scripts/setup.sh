@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Sets up everything from nothing on a Debian machine with Python 3.11: Emscripten (to build the
-# kernels), torch 2.13.0 CPU (installed first, so no CUDA build is pulled), this package (editable)
-# with its test dependencies, and the kernel module.
+# kernels), Node.js and Chromium (the export tests run exported models in both: Debian packages,
+# nothing downloads a browser), torch 2.13.0 CPU (installed first, so no CUDA build is pulled),
+# this package (editable) with its test dependencies (wasm-tools among them), and the kernel module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-if ! command -v emcc >/dev/null 2>&1; then
-  echo "== installing Emscripten (Debian package 'emscripten')"
+MISSING=""
+command -v emcc >/dev/null 2>&1 || MISSING="$MISSING emscripten"
+command -v node >/dev/null 2>&1 || MISSING="$MISSING nodejs"
+command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+if [ -n "$MISSING" ]; then
+  echo "== installing Debian packages:$MISSING"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq emscripten >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 
 echo "== installing torch 2.13.0 (CPU) and the package"

@@ -3,6 +3,8 @@
     compiled = torch.compile(model, backend="wasm")   # registered via entry point
     torch_wasm_backend.stats()                        # what ran where, and how long
     print(torch_wasm_backend.explain(model, *args))   # what will run in wasm, what in eager and why
+    torch_wasm_backend.export(model, (x,), "model.wasm")   # one standalone .wasm
+    m = torch_wasm_backend.load("model.wasm"); y = m(x)    # run it from Python
 """
 import logging as _logging
 import os as _os
@@ -24,4 +26,16 @@ if _level:
 
 __version__ = "0.1.0"
 __all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats",
-           "explain", "ExplainReport", "__version__"]
+           "explain", "ExplainReport", "export", "load", "__version__"]
+
+
+def export(model, args, path, **kwargs):
+    """See torch_wasm_backend.exporter.export (imported lazily: torch.export is slow to import)."""
+    from .exporter import export as _export
+    return _export(model, args, path, **kwargs)
+
+
+def load(path, threads: int = 1):
+    """See torch_wasm_backend.exported_model.load."""
+    from .exported_model import load as _load
+    return _load(path, threads)

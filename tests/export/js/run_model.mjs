@@ -1,0 +1,24 @@
+// Test driver: node run_model.mjs <loader.mjs> <model.wasm> <threads> <name=in.f32>... -> writes
+// <out_dir>/<output name>.f32 for each output; prints {"info": {...}, "outputs": {name: path}}.
+import { readFileSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+
+const [loaderPath, modelPath, threads, outDir, ...inputArgs] = process.argv.slice(2);
+const { loadModel } = await import(pathToFileURL(loaderPath).href);
+const model = await loadModel(readFileSync(modelPath), { threads: Number(threads), source: modelPath });
+const inputs = {};
+for (const arg of inputArgs) {
+  const [name, file] = arg.split("=");
+  const b = readFileSync(file);
+  inputs[name] = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+}
+const outputs = await model.run(inputs);
+const again = await model.run(inputs);  // a second run on the same memory gives the same numbers
+const written = {};
+for (const [name, arr] of Object.entries(outputs)) {
+  if (again[name].some((v, i) => !Object.is(v, arr[i]))) throw new Error(`second run differs for ${name}`);
+  written[name] = `${outDir}/${name}.f32`;
+  writeFileSync(written[name], Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength));
+}
+model.close();
+console.log(JSON.stringify({ info: { threads: model.info.threads, inputs: model.info.inputs.map((i) => i.name) }, outputs: written }));

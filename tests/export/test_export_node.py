@@ -1,0 +1,89 @@
+"""The shipped JS loader (torch_wasm_backend/js/loader.mjs) in Node.js 20, driven from pytest: the same
+exported files give eager's numbers with 1 and 2 threads (worker_threads + shared memory), and bad
+inputs or files get clear errors."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import torch_wasm_backend
+from torch_wasm_backend import wasm_file
+from helpers import MATMUL
+from conftest import TwoInTwoOut
+
+LOADER = Path(torch_wasm_backend.__file__).parent / "js" / "loader.mjs"
+DRIVERS = Path(__file__).parent / "js"
+NODE = shutil.which("node")
+if NODE is None and os.environ.get("CI"):
+    raise RuntimeError("node is missing on CI: scripts/setup.sh installs the Debian package 'nodejs'")
+pytestmark = pytest.mark.skipif(NODE is None, reason="Node.js is not installed (scripts/setup.sh installs it)")
+
+
+def node(script, *args) -> dict:
+    run = subprocess.run([NODE, str(DRIVERS / script), str(LOADER), *map(str, args)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "encoder"])
+def test_node_matches_eager(exported, tmp_path, name, threads):
+    e = exported[name]
+    x_file = tmp_path / "x.f32"
+    x_file.write_bytes(e.x.numpy().astype("<f4").tobytes())
+    result = node("run_model.mjs", e.path, threads, tmp_path, f"{input_name(e)}={x_file}")
+    assert result["info"]["threads"] == threads
+    got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(e.expected.shape))
+    torch.testing.assert_close(got, e.expected, **MATMUL)
+
+
+def test_node_two_inputs_two_outputs(tmp_path):
+    """Inputs by name, several outputs, one read back through its strides (a transposed view)."""
+    m = TwoInTwoOut().eval()
+    a, b = torch.randn(5, 8), torch.randn(5, 4)
+    path = tmp_path / "two.wasm"
+    torch_wasm_backend.export(m, (a, b), path)
+    args = []
+    for name, t in (("b", b), ("a", a)):
+        (tmp_path / f"{name}.f32").write_bytes(t.numpy().astype("<f4").tobytes())
+        args.append(f"{name}={tmp_path / f'{name}.f32'}")
+    result = node("run_model.mjs", path, 2, tmp_path, *args)
+    with torch.no_grad():
+        expected = m(a, b)
+    for k, e in enumerate(expected):
+        got = np.fromfile(result["outputs"][f"output_{k}"], dtype="<f4").reshape(e.shape)
+        torch.testing.assert_close(torch.from_numpy(got), e, **MATMUL)
+
+
+def input_name(e):
+    return wasm_file.read_metadata(e.path)["inputs"][0]["name"]
+
+
+def test_node_errors(exported, tmp_path):
+    good = exported["mlp"].path
+    truncated = tmp_path / "truncated.wasm"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    damaged = tmp_path / "damaged.wasm"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the kernel code: the content hash must catch it
+    damaged.write_bytes(bytes(data))
+    future = tmp_path / "future.wasm"
+    future.write_bytes(good.read_bytes().replace(b'"format_version": 1', b'"format_version": 7'))
+    foreign = Path(torch_wasm_backend.__file__).parent / "kernels.wasm"
+    r = node("bad_inputs.mjs", good, truncated, damaged, future, foreign)
+    assert "ModelInputError: unknown input name 'nope'" in r["wrong_name"] and '["input"]' in r["wrong_name"]
+    assert "missing input 'input'" in r["missing"]
+    assert "334 values, the model takes shape [9,37] = 333 values" in r["wrong_length"]
+    assert "shape [333], the model was exported for [9,37]" in r["wrong_shape"]
+    assert "got Float64Array, the model takes float32" in r["wrong_dtype"]
+    assert "got Array" in r["plain_array"]
+    assert "ModelFileError" in r[str(truncated)] and "truncated" in r[str(truncated)]
+    assert "damaged" in r[str(damaged)]
+    assert "export format version 7" in r[str(future)] and "torch_wasm_backend 0.1.0" in r[str(future)]
+    assert "not a torch_wasm_backend export" in r[str(foreign)]

@@ -1,0 +1,66 @@
+"""The `info` and `run` commands for exported .wasm files (see __main__)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import wasm_file
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def info_text(path) -> str:
+    meta = wasm_file.read_metadata(path)
+    lay, mem, prod = meta["layout"], meta["memory"], meta["producer"]
+    lines = [f"{path}: {_mib(os.path.getsize(path))}, exported from {meta.get('model', '?')} by "
+             f"{prod['name']} {prod['version']} (torch {prod.get('torch', '?')}), format "
+             f"{meta['format_version']}, kernel ABI {meta['abi_version']}",
+             f"content hash: {meta['content_hash']}", "inputs:"]
+    lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["inputs"]]
+    lines.append("outputs:")
+    lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["outputs"]]
+    lines.append(f"weights: {_mib(lay['weights_bytes'])}; activations arena: {_mib(lay['arena_bytes'])}; "
+                 f"plan: {lay['plan_words']} words; memory: {mem['initial_pages']} pages "
+                 f"({_mib(mem['initial_pages'] * 65536)}) + {_mib(mem['worker_stack_bytes'])} per extra thread")
+    lines.append(f"work: {meta['flops'] / 1e6:.2f} MFLOP per run")
+    lines.append("ATen ops: " + ", ".join(f"{k} x{v}" for k, v in meta["ops"].items()))
+    lines.append("kernel calls: " + ", ".join(f"{k} x{v}" for k, v in meta["kernel_calls"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def _pairs(items: list[str], names: list[str], what: str) -> dict[str, str]:
+    """['a.npy', 'y=b.npy'] -> {name: file}: positional entries fill the names in order."""
+    out, positional = {}, iter(names)
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not file:
+            name, file = next(positional, None), item
+            if name is None:
+                raise ValueError(f"more --{what} files than the model has {what}s ({names})")
+        elif name not in names:
+            raise ValueError(f"unknown {what} name {name!r}; the model's {what}s are {names}")
+        out[name] = file
+    return out
+
+
+def run_model(path, inputs: list[str], outputs: list[str], threads: int) -> str:
+    from .exported_model import load
+    model = load(path, threads=threads)
+    try:
+        arrays = {name: np.load(file) for name, file in _pairs(inputs, model.input_names, "input").items()}
+        results = model.run(arrays)
+    finally:
+        model.close()
+    targets = _pairs(outputs, model.output_names, "output")
+    lines = []
+    for name, tensor in results.items():
+        if name in targets:
+            np.save(targets[name], tensor.numpy())
+            lines.append(f"{name}: {list(tensor.shape)} -> {targets[name]}")
+        else:
+            a = tensor.numpy()
+            lines.append(f"{name}: {list(a.shape)} min {a.min():.6g} max {a.max():.6g} mean {a.mean():.6g}")
+    return "\n".join(lines) + "\n"
