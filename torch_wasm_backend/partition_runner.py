@@ -82,6 +82,7 @@ class CompiledPartition:
         self.failures = 0
         self.disabled_reason: str | None = None
         self._verify_left = options.verify
+        self._timed = bool(options.timeout_ms)  # runs on the runtime with epoch interruption
         n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
         self._varying = [i for i in range(n_inputs) if i not in constant_inputs]
         self._constant_list = sorted(constant_inputs)
@@ -129,7 +130,7 @@ class CompiledPartition:
         try:
             outputs, wasm_seconds = self._run(entry, args)
         except WasmTimeout as e:
-            rebuild_runtime()  # the timed-out runtime may still have a worker inside a kernel
+            rebuild_runtime(self._timed)  # the timed-out runtime may still have a worker in a kernel
             stats.add(timeouts=1)
             raise WasmTimeout(f"partition {self.name} {e} (option timeout_ms; inputs "
                               f"{describe_inputs(args)}; ops {self._ops(args)}); the wasm runtime "
@@ -203,7 +204,7 @@ class CompiledPartition:
         return _Entry(plan)
 
     def _run(self, entry: _Entry, args):
-        runtime, generation = get_runtime(self.options.threads)  # lock-free when nothing changed
+        runtime, generation = get_runtime(self.options.threads, self._timed)  # lock-free when nothing changed
         with runtime.lock:
             if generation != self._runtime_generation:
                 self._reset_for_runtime(generation)
@@ -307,7 +308,7 @@ class CompiledPartition:
 
     def _unload(self, entry: _Entry) -> None:
         if entry.loaded is not None:
-            runtime, _ = get_runtime(self.options.threads)
+            runtime, _ = get_runtime(self.options.threads, self._timed)
             if entry.loaded.runtime is runtime:
                 with runtime.lock:
                     runtime.allocator.free(entry.loaded.arena)
@@ -319,7 +320,7 @@ class CompiledPartition:
         self.failures += 1
         message = (f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; "
                    f"ops {self._ops(args)})")
-        rebuild_runtime()  # the old one's memory and workers are in an unknown state
+        rebuild_runtime(self._timed)  # the old one's memory and workers are in an unknown state
         if self.options.strict:
             raise WasmBackendError(message) from error
         log.warning("%s; returning the eager result (the wasm runtime was rebuilt)", message)

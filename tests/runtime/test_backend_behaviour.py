@@ -149,7 +149,7 @@ def test_missing_emcc_says_how_to_install():
 
 def test_missing_or_corrupt_module_is_a_clear_error(tmp_path, monkeypatch):
     from torch_wasm_backend import runtime
-    monkeypatch.setattr(runtime, "_engine_and_module", None)
+    monkeypatch.setattr(runtime, "_engines", {})
     monkeypatch.setattr(runtime, "WASM_PATH", tmp_path / "nope.wasm")
     with pytest.raises(twb.WasmBackendError, match="make kernels"):
         runtime._engine_module()
