@@ -34,9 +34,10 @@ test:
 	$(PYTHON) -m pytest -q tests
 
 bench:
+	$(PYTHON) -m pip install -q -e ".[bench]"
 	mkdir -p .benchmarks
-	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=.benchmarks/core.json
-	$(PYTHON) benchmarks/report.py .benchmarks/core.json
+	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=.benchmarks/all.json
+	$(PYTHON) benchmarks/report.py .benchmarks/all.json --write
 
 bench-ort:
 	$(PYTHON) -m pip install -q -e ".[bench]"
