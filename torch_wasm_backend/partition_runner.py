@@ -138,12 +138,7 @@ class CompiledPartition:
         except WasmTrap as e:
             return self._recover(e, args)
         except WasmOutOfMemory as e:
-            reason = f"inputs {describe_inputs(args)}: {e}"
-            if self.options.strict:
-                raise WasmOutOfMemory(f"wasm partition {self.name} cannot run {reason}") from e
-            log.warning("partition %s runs in eager: %s", self.name, reason)
-            stats.record_fallback(self.name, "*", "partition", reason)
-            entry.plan, entry.reason = None, reason
+            entry.plan, entry.reason = None, self._eager_reason(args, e, WasmOutOfMemory)
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
         stats.add(calls=1, plan_cache_hits=int(hit), plan_cache_misses=int(not hit),
@@ -184,24 +179,25 @@ class CompiledPartition:
         try:
             plan = lower_partition(self.gm, args, self.constant_inputs)
         except Unsupported as e:
-            reason = f"inputs {describe_inputs(args)}: {e}"
-            if self.options.strict:
-                raise WasmBackendError(f"wasm partition {self.name} cannot run {reason}") from e
-            log.info("partition %s runs in eager for %s", self.name, reason)
-            stats.record_fallback(self.name, "*", "partition", reason)
-            return _Entry(None, reason)
+            return _Entry(None, self._eager_reason(args, e, WasmBackendError))
         stats.record_plan(kernel for kernel, _ in plan.records)
         footprint = plan.arena_size + sum(b.nbytes for b in plan.constants)
         cap = self.options.max_memory_mb * 2**20 if self.options.max_memory_mb else None
         if cap is not None and footprint > cap:
-            reason = (f"inputs {describe_inputs(args)}: needs {footprint / 2**20:.1f} MiB of wasm memory, "
-                      f"over max_memory_mb={self.options.max_memory_mb}")
-            if self.options.strict:
-                raise WasmOutOfMemory(f"wasm partition {self.name} cannot run {reason}")
-            log.warning("partition %s runs in eager: %s", self.name, reason)
-            stats.record_fallback(self.name, "*", "partition", reason)
-            return _Entry(None, reason)
+            problem = (f"needs {footprint / 2**20:.1f} MiB of wasm memory, over "
+                       f"max_memory_mb={self.options.max_memory_mb}")
+            return _Entry(None, self._eager_reason(args, problem, WasmOutOfMemory))
         return _Entry(plan)
+
+    def _eager_reason(self, args, problem, strict_error) -> str:
+        """This input signature runs in eager: record why (strict mode raises strict_error)."""
+        reason = f"inputs {describe_inputs(args)}: {problem}"
+        if self.options.strict:
+            error = strict_error(f"wasm partition {self.name} cannot run {reason}")
+            raise error from (problem if isinstance(problem, Exception) else None)
+        log.warning("partition %s runs in eager for %s", self.name, reason)
+        stats.record_fallback(self.name, "*", "partition", reason)
+        return reason
 
     def _run(self, entry: _Entry, args):
         runtime, generation = get_runtime(self.options.threads, self._timed)  # lock-free when nothing changed

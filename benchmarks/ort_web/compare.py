@@ -21,38 +21,13 @@ import torch.nn as nn
 
 import torch_wasm_backend as twb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model_zoo import resnet18  # noqa: E402  (the benchmarks' shared model definitions)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 LOADER = Path(twb.__file__).resolve().parent / "js" / "loader.mjs"
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
-
-
-def resnet18(classes=1000):
-    """torchvision's ResNet-18 layout (BasicBlock x [2, 2, 2, 2]), without the torchvision import."""
-    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
-    cin = 64
-    for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
-        cin = cout
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes)]
-    return nn.Sequential(*layers)
 
 
 def models(quick: bool):

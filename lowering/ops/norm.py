@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import operator
 
+from math import prod
+
 import torch
 
 from ..abi import ABI
@@ -11,13 +13,6 @@ from ..context import LoweringContext, addr
 from ..registry import Unsupported, register
 
 aten = torch.ops.aten
-
-
-def _prod(xs):
-    n = 1
-    for x in xs:
-        n *= x
-    return n
 
 
 def _used_outputs(node) -> set[int]:
@@ -49,7 +44,7 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
     out = ctx.new_buffer(x.shape, name=node.name)
     if out.numel:
         ctx.emit("CHANNEL_AFFINE", flops=2 * out.numel, outer=x.shape[0], channels=channels,
-                 inner=_prod(x.shape[2:]), **{"in": addr(x)}, out=addr(out), scale=addr(scale),
+                 inner=prod(x.shape[2:]), **{"in": addr(x)}, out=addr(out), scale=addr(scale),
                  shift=addr(shift), act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
     return out
 
@@ -118,7 +113,7 @@ def _native_batch_norm(ctx, node):
 def _layer_norm(ctx, node):
     x_arg, normalized_shape, w_arg, b_arg, eps = node.args
     x = ctx.contiguous(ctx.value(x_arg))
-    cols = _prod(normalized_shape)
+    cols = prod(normalized_shape)
     rows = x.numel // cols if cols else 0
     used = _used_outputs(node)
     out = ctx.new_buffer(x.shape, name=node.name)
@@ -148,8 +143,8 @@ def _softmax(mode: int):
         else:
             shape, dim = x.shape, node.args[1] % len(x.shape)
         if out.numel:
-            ctx.emit("SOFTMAX", flops=5 * out.numel, outer=_prod(shape[:dim]), dim=shape[dim],
-                     inner=_prod(shape[dim + 1:]), mode=mode, **{"in": addr(x)}, out=addr(out))
+            ctx.emit("SOFTMAX", flops=5 * out.numel, outer=prod(shape[:dim]), dim=shape[dim],
+                     inner=prod(shape[dim + 1:]), mode=mode, **{"in": addr(x)}, out=addr(out))
         return out
     return lower
 

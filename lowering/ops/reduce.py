@@ -2,6 +2,8 @@
 permuting copy first when the reduced dims are not adjacent)."""
 from __future__ import annotations
 
+from math import prod
+
 import torch
 
 from ..abi import ABI
@@ -11,13 +13,6 @@ from ..registry import register
 from .elementwise import emit_unary
 
 aten = torch.ops.aten
-
-
-def _prod(xs):
-    n = 1
-    for x in xs:
-        n *= x
-    return n
 
 
 def _dims(node, rank):
@@ -56,9 +51,9 @@ def _reduce(op: str):
             permuted = TensorRef(x.buffer, tuple(x.shape[d] for d in order),
                                  tuple(x.strides[d] for d in order), x.offset, x.dtype)
             x = emit_unary(ctx, "IDENTITY", permuted, ctx.new_buffer(permuted.shape, name=node.name + "_perm"))
-            outer, red, inner = _prod(x.shape[:len(kept)]), _prod(x.shape[len(kept):]), 1
+            outer, red, inner = prod(x.shape[:len(kept)]), prod(x.shape[len(kept):]), 1
         else:
-            outer, red, inner = _prod(x.shape[:dims[0]]), _prod(x.shape[dims[0]:dims[-1] + 1]), _prod(x.shape[dims[-1] + 1:])
+            outer, red, inner = prod(x.shape[:dims[0]]), prod(x.shape[dims[0]:dims[-1] + 1]), prod(x.shape[dims[-1] + 1:])
         if out.numel:
             ctx.emit("REDUCE", flops=x.numel, op=ABI.reduce[op], outer=outer, red=red, inner=inner,
                      **{"in": addr(x)}, out=addr(out))
