@@ -7,7 +7,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
-from ..registry import register
+from ..registry import register, register_decomposition
 from .elementwise import emit_unary
 
 aten = torch.ops.aten
@@ -72,3 +72,38 @@ register(aten.amax.default, kernels=["REDUCE"], check=_empty_max_check)(_reduce(
 register(aten.amin.default, kernels=["REDUCE"], check=_empty_max_check)(_reduce("AMIN"))
 
 __all__ = ["contiguous_strides"]
+
+
+def _var_parts(x, dim, correction, keepdim):
+    dims = list(range(x.dim())) if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0) else dim
+    correction = 1 if correction is None else correction
+    n = 1
+    for d in ([dims] if isinstance(dims, int) else dims):
+        n *= x.shape[d]
+    mean = torch.mean(x, dims, keepdim=True)
+    diff = x - mean
+    var = torch.sum(diff * diff, dims, keepdim=keepdim) / max(n - correction, 0)
+    return var, (mean if keepdim else mean.squeeze(dims) if x.dim() else mean)
+
+
+# Variance / standard deviation as two passes (mean, then the sum of squared deviations), the way
+# eager computes them, on the kernels above. (PyTorch's own decomposition ends in prims.var.)
+@register_decomposition(aten.var.correction, notes="mean, sub, mul, sum, div")
+def _var(x, dim=None, *, correction=None, keepdim=False):
+    return _var_parts(x, dim, correction, keepdim)[0]
+
+
+@register_decomposition(aten.var_mean.correction, notes="mean, sub, mul, sum, div")
+def _var_mean(x, dim=None, *, correction=None, keepdim=False):
+    return _var_parts(x, dim, correction, keepdim)
+
+
+@register_decomposition(aten.std.correction, notes="var, then sqrt")
+def _std(x, dim=None, *, correction=None, keepdim=False):
+    return torch.sqrt(_var_parts(x, dim, correction, keepdim)[0])
+
+
+@register_decomposition(aten.std_mean.correction, notes="var, then sqrt")
+def _std_mean(x, dim=None, *, correction=None, keepdim=False):
+    var, mean = _var_parts(x, dim, correction, keepdim)
+    return torch.sqrt(var), mean
