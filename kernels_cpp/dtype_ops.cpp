@@ -227,6 +227,36 @@ void k_INDEX_SELECT(const INDEX_SELECT_args* a) {
   parallel_for(n_tasks, [&](int t) { copy_rows(rows * t / n_tasks, rows * (t + 1) / n_tasks); });
 }
 
+void k_INDEX_ND(const INDEX_ND_args* a) {
+  const int nd = a->n_dims;
+  if (nd < 1 || nd > 4) __builtin_trap();
+  const int64_t n_idx = a->n_idx;
+  if (n_idx == 0 || a->outer == 0) return;
+  const int64_t* idx[4] = {at<int64_t>(a->idx0), at<int64_t>(a->idx1), at<int64_t>(a->idx2), at<int64_t>(a->idx3)};
+  int64_t stride[4], span = 1;
+  for (int k = nd - 1; k >= 0; --k) {
+    stride[k] = span;
+    span *= a->src_size[k];
+  }
+  for (int k = 0; k < nd; ++k)  // validate first, on the calling thread (see INDEX_SELECT)
+    for (int64_t j = 0; j < n_idx; ++j)
+      if (idx[k][j] < -a->src_size[k] || idx[k][j] >= a->src_size[k]) __builtin_trap();
+  const size_t row = (size_t)a->inner * a->elem_size;
+  const uint8_t* in = at<uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  for (int64_t o = 0; o < a->outer; ++o) {
+    for (int64_t j = 0; j < n_idx; ++j) {
+      int64_t flat = 0;
+      for (int k = 0; k < nd; ++k) {
+        int64_t v = idx[k][j];
+        if (v < 0) v += a->src_size[k];
+        flat += v * stride[k];
+      }
+      memcpy(out + (size_t)(o * n_idx + j) * row, in + (size_t)(o * span + flat) * row, row);
+    }
+  }
+}
+
 void k_CUMSUM(const CUMSUM_args* a) {
   const int64_t outer = a->outer, dim = a->dim, inner = a->inner;
   const float* in = at<float>(a->in);

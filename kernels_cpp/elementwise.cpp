@@ -83,6 +83,7 @@ inline v128_t binary_v(v128_t a, v128_t b) {
     case BINARY_DIV: return wasm_f32x4_div(a, b);
     case BINARY_MAXIMUM: return wasm_f32x4_max(a, b);  // propagates NaN, like torch.maximum
     case BINARY_MINIMUM: return wasm_f32x4_min(a, b);
+    case BINARY_POW: return simd_math::pow_vv(a, b);
     case BINARY_FLOOR_DIVIDE: {
       float x[4], y[4];
       wasm_v128_store(x, a);
@@ -201,6 +202,7 @@ void k_BINARY(const BINARY_args* a) {
     case BINARY_MAXIMUM: binary_space<BINARY_MAXIMUM>(a); break;
     case BINARY_MINIMUM: binary_space<BINARY_MINIMUM>(a); break;
     case BINARY_FLOOR_DIVIDE: binary_space<BINARY_FLOOR_DIVIDE>(a); break;
+    case BINARY_POW: binary_space<BINARY_POW>(a); break;
     default: break;
   }
 }

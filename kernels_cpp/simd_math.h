@@ -157,6 +157,25 @@ static inline v128_t pow_v(v128_t x, float p) {
   return r;
 }
 
+// x ** y lane by lane (tensor exponents), following C's pow on the special cases: y == 0 or x == 1
+// give 1 (even for NaN), (-1) ** +-inf = 1, negative finite x with non-integer y is NaN, odd
+// integer y keeps the sign of x. Same accuracy as pow_v.
+static inline v128_t pow_vv(v128_t x, v128_t y) {
+  const v128_t ax = wasm_f32x4_abs(x);
+  v128_t r = exp_v(wasm_f32x4_mul(y, log_v(ax)));
+  const v128_t y_int = wasm_f32x4_eq(wasm_f32x4_trunc(y), y);
+  const v128_t small = wasm_f32x4_lt(wasm_f32x4_abs(y), splat(16777216.0f));
+  const v128_t odd_bit = wasm_v128_and(wasm_i32x4_trunc_sat_f32x4(y), wasm_i32x4_splat(1));
+  const v128_t y_odd = wasm_v128_and(wasm_v128_and(y_int, small), wasm_i32x4_eq(odd_bit, wasm_i32x4_splat(1)));
+  r = wasm_v128_bitselect(wasm_v128_or(r, wasm_v128_and(x, wasm_i32x4_splat(INT32_MIN))), r, y_odd);
+  const v128_t neg_finite = wasm_v128_and(wasm_f32x4_lt(x, splat(0.0f)), wasm_f32x4_ne(x, splat(-__builtin_inff())));
+  r = wasm_v128_bitselect(splat(__builtin_nanf("")), r, wasm_v128_andnot(neg_finite, y_int));
+  const v128_t one = wasm_v128_or(wasm_v128_or(wasm_f32x4_eq(y, splat(0.0f)), wasm_f32x4_eq(x, splat(1.0f))),
+                                  wasm_v128_and(wasm_f32x4_eq(ax, splat(1.0f)),
+                                                wasm_f32x4_eq(wasm_f32x4_abs(y), splat(__builtin_inff()))));
+  return wasm_v128_bitselect(splat(1.0f), r, one);
+}
+
 // Scalar twins: same code path, lane 0.
 static inline float exp_s(float x) { return wasm_f32x4_extract_lane(exp_v(splat(x)), 0); }
 static inline float sigmoid_s(float x) { return wasm_f32x4_extract_lane(sigmoid_v(splat(x)), 0); }

@@ -7,15 +7,14 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
-from ..registry import Unsupported, register
+from ..registry import register
+from .elementwise import emit_copy
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
 
 
 def _check(node):
-    if node.args[6] and not isinstance(node.args[1], torch.fx.Node):
-        return "transposed convolution without a weight tensor"
     spatial = node.args[1].meta["val"].dim() - 2
     if spatial not in (1, 2):
         return f"{spatial}-d convolution (1-d and 2-d supported)"
@@ -43,22 +42,33 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
     `stride` (zeros between pixels) and padded by d*(k-1)-p on each side (+ output_padding on the
     right; negative amounts crop), with the weight flipped spatially and its in/out channels
     swapped per group. The spread input is built by a fill + one strided copy; the weight
-    transform is folded at compile time. Returns (spread input, direct weight)."""
+    transform is folded at compile time (or is one strided copy for a runtime weight). The direct
+    conv does stride^2 times the useful multiply-adds (zeros): correct first, a dedicated
+    col2im kernel would be the faster path. Returns (spread input, direct weight)."""
     fold = ctx.const_fn(w_arg)
-    if fold is None:
-        raise Unsupported("transposed convolution with a runtime weight (its transform is folded at compile time)")
     wv = ctx.val(w_arg)
     if wv.dim() == 3:  # 1-d: [c_in, c_out/g, k] -> height 1
         c_in, c_out_g, kh, kw = wv.shape[0], wv.shape[1], 1, wv.shape[2]
     else:
         c_in, c_out_g, kh, kw = wv.shape
+    c_in_g = c_in // groups
+    direct_shape = (groups * c_out_g, c_in_g, kh, kw)
+    if fold is not None:
+        def direct_weight(ins):
+            w = fold(ins).reshape(c_in, c_out_g, kh, kw)
+            w = w.reshape(groups, c_in_g, c_out_g, kh, kw).transpose(1, 2)
+            return w.reshape(direct_shape).flip(2, 3)
 
-    def direct_weight(ins):
-        w = fold(ins).reshape(c_in, c_out_g, kh, kw)
-        w = w.reshape(groups, c_in // groups, c_out_g, kh, kw).transpose(1, 2)
-        return w.reshape(groups * c_out_g, c_in // groups, kh, kw).flip(2, 3)
-
-    weight = ctx.constant(direct_weight, (groups * c_out_g, c_in // groups, kh, kw), name=node.name + "_wt")
+        weight = ctx.constant(direct_weight, direct_shape, name=node.name + "_wt")
+    else:
+        # A runtime weight: the same transform as one strided copy, through a 5-d view
+        # [groups, c_out/g, c_in/g, kh, kw] with negative strides on the flipped kernel dims.
+        w = ctx.contiguous(ctx.value(w_arg))
+        st = (c_in_g * c_out_g * kh * kw, kh * kw, c_out_g * kh * kw, -kw, -1)
+        view = TensorRef(w.buffer, (groups, c_out_g, c_in_g, kh, kw), st,
+                         w.offset + (kh - 1) * kw + (kw - 1), w.dtype)
+        weight = ctx.new_buffer(direct_shape, name=node.name + "_wt")
+        emit_copy(ctx, view, TensorRef(weight.buffer, view.shape, contiguous_strides(view.shape), 0, weight.dtype))
     n, _, h, wd = x.shape
     spread = []
     for size, k, s, p, d, op in zip((h, wd), (kh, kw), stride, padding, dilation, output_padding):
@@ -67,7 +77,6 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
         spread.append((size, s, left, right, (size - 1) * s + 1 + left + right))
     (h_, sh, lh, rh, H), (w_, sw, lw, rw, W) = spread
     buf = ctx.new_buffer((n, c_in, max(H, 0), max(W, 0)), name=node.name + "_spread")
-    from .elementwise import emit_copy
     if buf.numel:
         emit_copy(ctx, ctx.scalar(0.0), buf)
         # input pixel (i, j) lands at (lh + i*sh, lw + j*sw); keep those inside the buffer

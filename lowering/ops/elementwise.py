@@ -135,6 +135,9 @@ register(aten.mul.Tensor, aten.mul.Scalar, kernels=["BINARY"], promotes=True)(_b
 register(aten.div.Tensor, aten.div.Scalar, kernels=["BINARY"], promotes=True)(_binary("DIV"))
 register(aten.div.Tensor_mode, aten.div.Scalar_mode, kernels=["BINARY", "UNARY"], check=_rounding_mode,
          promotes=True)(_div_mode)
+# Tensor exponents: exp(b log|a|) lane by lane (C pow's special cases exact); eager's std::pow is
+# correctly rounded, ours within ~2 ulp per unit of |b log a| (the kernel tests state the bound).
+register(aten.pow.Tensor_Tensor, aten.pow.Scalar, kernels=["BINARY"], promotes=True)(_binary("POW"))
 register(aten.floor_divide.default, aten.floor_divide.Scalar, kernels=["BINARY"], promotes=True)(_binary("FLOOR_DIVIDE"))
 register(aten.maximum.default, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
 register(aten.minimum.default, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
@@ -174,6 +177,20 @@ register(aten.floor.default, kernels=["UNARY"], promotes=True)(_unary("FLOOR"))
 register(aten.ceil.default, kernels=["UNARY"], promotes=True)(_unary("CEIL"))
 register(aten.trunc.default, kernels=["UNARY"], promotes=True)(_unary("TRUNC"))
 register(aten.round.default, kernels=["UNARY"], promotes=True)(_unary("ROUND"))
+
+
+@register(aten.round.decimals, kernels=["UNARY", "BINARY"], promotes=True)
+def _round_decimals(ctx, node):
+    """Eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0, in float32."""
+    decimals = int(node.kwargs.get("decimals", node.args[1] if len(node.args) > 1 else 0))
+    x = as_tensor_ref(ctx, ctx.value(node.args[0]))
+    out = ctx.out_for(node)
+    if decimals == 0:
+        return emit_unary(ctx, "ROUND", x, out)
+    scale = ctx.scalar(float(torch.tensor(10.0 ** abs(decimals), dtype=torch.float32)))
+    emit_binary(ctx, "MUL" if decimals > 0 else "DIV", x, scale, out)
+    emit_unary(ctx, "ROUND", out, out)
+    return emit_binary(ctx, "DIV" if decimals > 0 else "MUL", out, scale, out)
 
 
 @register(aten.leaky_relu.default, kernels=["UNARY"])

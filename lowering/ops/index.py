@@ -83,13 +83,13 @@ def _index_check(node):
     return None
 
 
-@register(aten.index.Tensor, aten._unsafe_index.Tensor, kernels=["INDEX_SELECT"], dtypes=ALL_DTYPES,
+@register(aten.index.Tensor, aten._unsafe_index.Tensor, kernels=["INDEX_SELECT", "INDEX_ND"], dtypes=ALL_DTYPES,
           check=_index_check)
 def _index(ctx, node):
     """x[..., i0, i1, ..., :] with adjacent index tensors at dims d..d+k-1. One index tensor: an
     index_select with its flattened values. Several: their combined flat index into the merged
     dims d..d+k-1, computed at compile time when the index tensors are static (upsampling, masks);
-    several runtime index tensors are rejected."""
+    several runtime ones go to INDEX_ND."""
     x = ctx.contiguous(ctx.value(node.args[0]))
     indices = node.args[1]
     present = [i for i, t in enumerate(indices) if t is not None]
@@ -100,10 +100,10 @@ def _index(ctx, node):
     if k == 1:
         return emit_index_select(ctx, xm, d, ctx.value(indices[d]), out)
     fns = [ctx.const_fn(indices[i]) for i in present]
-    if any(f is None for f in fns):
-        raise Unsupported("indexing with several runtime index tensors")
     sizes = x.shape[d:d + k]
     bshape = torch.broadcast_shapes(*[tuple(ctx.val(indices[i]).shape) for i in present])
+    if any(f is None for f in fns):
+        return _emit_index_nd(ctx, node, x, d, [ctx.value(indices[i]) for i in present], bshape, out)
 
     def flat_index(ins):
         flat = torch.zeros(bshape, dtype=torch.int64)
@@ -117,6 +117,28 @@ def _index(ctx, node):
 
     idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index")
     return emit_index_select(ctx, xm, d, idx, out)
+
+
+def _emit_index_nd(ctx: LoweringContext, node, x: TensorRef, d: int, idx: list, bshape, out: TensorRef):
+    """Runtime index tensors: each broadcast (and converted) into a contiguous int64 array, then
+    INDEX_ND combines them per output position."""
+    k = len(idx)
+    if k > 4:
+        raise Unsupported(f"indexing with {k} runtime index tensors (at most 4)")
+    if out.numel == 0:
+        return out
+    if any(s == 0 for s in x.shape[d:d + k]):
+        raise Unsupported("index into an empty dimension (eager raises)")
+    flat = []
+    for j, ref in enumerate(idx):
+        buf = ctx.new_buffer(tuple(bshape), torch.int64, f"{node.name}_idx{j}")
+        flat.append(emit_copy(ctx, ref, buf))
+    ptrs = [addr(f) for f in flat] + [0] * (4 - k)
+    ctx.emit("INDEX_ND", flops=out.numel, outer=_prod(x.shape[:d]), inner=_prod(x.shape[d + k:]),
+             n_idx=_prod(bshape), n_dims=k, src_size=list(x.shape[d:d + k]) + [1] * (4 - k),
+             elem_size=x.itemsize, **{"in": addr(x)}, idx0=ptrs[0], idx1=ptrs[1], idx2=ptrs[2],
+             idx3=ptrs[3], out=addr(out))
+    return out
 
 
 def _like_factory(ctx: LoweringContext, node):
@@ -146,8 +168,8 @@ def _constant_pad(ctx, node):
     """Fill with the value, then copy the (possibly cropped: negative padding) input into the
     interior view."""
     x = ctx.value(node.args[0])
-    pad = list(node.args[1])
-    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    pad = [int(p) for p in ctx.value(list(node.args[1]))]  # sizes may be symbolic (nodes)
+    value = ctx.value(node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0))
     out = ctx.out_for(node)
     nd = len(x.shape)
     in_offset, in_shape = x.offset, list(x.shape)

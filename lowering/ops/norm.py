@@ -26,9 +26,10 @@ def _used_outputs(node) -> set[int]:
 
 def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, var, eps):
     fns = [ctx.const_fn(a) if a is not None else (lambda ins: None) for a in (weight, bias, mean, var)]
-    if any(f is None for f in fns):
-        raise Unsupported("batch norm with non-constant statistics or affine parameters")
     channels = ctx.val(x_arg).shape[1]
+    if any(f is None for f in fns):
+        scale, shift = _runtime_scale_shift(ctx, node, weight, bias, mean, var, eps, channels)
+        return _emit_affine(ctx, node, x_arg, scale, shift, channels)
 
     def scale_shift(ins):
         w, b, m, v = (f(ins) for f in fns)
@@ -42,6 +43,30 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
 
     scale = ctx.constant(lambda ins: scale_shift(ins)[0], (channels,), name=node.name + "_scale")
     shift = ctx.constant(lambda ins: scale_shift(ins)[1], (channels,), name=node.name + "_shift")
+    return _emit_affine(ctx, node, x_arg, scale, shift, channels)
+
+
+def _runtime_scale_shift(ctx: LoweringContext, node, weight, bias, mean, var, eps, channels):
+    """Statistics or affine parameters computed at run time (not constants): scale = w / sqrt(var +
+    eps), shift = b - mean * scale, as [channels] vectors by BINARY/UNARY kernels (eager's order)."""
+    from .elementwise import as_tensor_ref, emit_binary, emit_unary
+    if mean is None or var is None:
+        raise Unsupported("batch norm without running statistics")
+    vec = lambda tag: ctx.new_buffer((channels,), name=f"{node.name}_{tag}")
+    scale = emit_binary(ctx, "ADD", as_tensor_ref(ctx, ctx.value(var)), ctx.scalar(float(eps)), vec("scale"))
+    emit_unary(ctx, "SQRT", scale, scale)
+    emit_unary(ctx, "RECIPROCAL", scale, scale)
+    if weight is not None:
+        emit_binary(ctx, "MUL", scale, as_tensor_ref(ctx, ctx.value(weight)), scale)
+    shift = emit_binary(ctx, "MUL", as_tensor_ref(ctx, ctx.value(mean)), scale, vec("shift"))
+    if bias is not None:
+        emit_binary(ctx, "SUB", as_tensor_ref(ctx, ctx.value(bias)), shift, shift)
+    else:
+        emit_unary(ctx, "NEG", shift, shift)
+    return scale, shift
+
+
+def _emit_affine(ctx: LoweringContext, node, x_arg, scale, shift, channels):
     x = ctx.contiguous(ctx.value(x_arg))
     out = ctx.new_buffer(x.shape, name=node.name)
     if out.numel:
@@ -52,7 +77,8 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
 
 
 def _bn_check(node):
-    if _used_outputs(node) - {0}:
+    vals = node.meta.get("val")
+    if any(vals[i].numel() for i in _used_outputs(node) - {0}):
         return "batch norm's saved mean/invstd outputs are used"
     if node.args[0].meta["val"].dim() < 2:
         return "batch norm input with < 2 dims"
@@ -62,7 +88,7 @@ def _bn_check(node):
 @register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE"], check=_bn_check)
 def _batch_norm(ctx, node):
     x, w, b, mean, var, _momentum, eps = node.args
-    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), *_empty_stats(ctx, node)
 
 
 def _native_bn_check(node):
@@ -74,7 +100,13 @@ def _native_bn_check(node):
 @register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE"], check=_native_bn_check)
 def _native_batch_norm(ctx, node):
     x, w, b, mean, var, _training, _momentum, eps = node.args
-    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), *_empty_stats(ctx, node)
+
+
+def _empty_stats(ctx, node):
+    """In inference the saved mean/invstd outputs are empty tensors (the check rejects others)."""
+    return tuple(ctx.new_buffer(tuple(ctx.vals[node][i].shape), name=f"{node.name}_stat{i}")
+                 if i in _used_outputs(node) else None for i in (1, 2))
 
 
 @register(aten.native_layer_norm.default, kernels=["LAYERNORM"])

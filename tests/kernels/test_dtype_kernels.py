@@ -192,3 +192,26 @@ def test_cumsum(s1, shape, dim):
     pout, _ = out_buffer(s1, shape, torch.float32)
     s1.record("CUMSUM", outer=outer, dim=x.shape[dim], inner=inner, **{"in": s1.put(x)}, out=pout)
     assert same(s1.get(pout, shape), torch.cumsum(x, dim))
+
+
+@pytest.mark.parametrize("n_dims", [2, 3, 4])
+def test_index_nd(s1, n_dims):
+    sizes = [3, 5, 2, 4][:n_dims]
+    for dtype in (torch.float32, torch.int64):
+        for outer, inner, n in [(1, 1, 1), (2, 3, 13), (3, 8, 0), (1, 17, 6)]:
+            x = values(dtype, outer * torch.Size(sizes).numel() * inner).reshape(outer, *sizes, inner)
+            idx = [torch.randint(-s, s, (n,)) for s in sizes]
+            pout, _ = out_buffer(s1, (outer, n, inner), dtype)
+            ptrs = [s1.put(i) for i in idx] + [0] * (4 - n_dims)
+            s1.record("INDEX_ND", outer=outer, inner=inner, n_idx=n, n_dims=n_dims, src_size=sizes + [1] * (4 - n_dims),
+                      elem_size=x.element_size(), **{"in": s1.put(x)}, idx0=ptrs[0], idx1=ptrs[1], idx2=ptrs[2],
+                      idx3=ptrs[3], out=pout)
+            ref = x[(slice(None), *idx)]
+            assert same(s1.get(pout, (outer, n, inner), dtype), ref), (dtype, outer, inner, n)
+
+
+def test_index_nd_out_of_range_traps(s1):
+    with pytest.raises(WasmTrap):
+        s1.record("INDEX_ND", outer=1, inner=1, n_idx=1, n_dims=2, src_size=[2, 2, 1, 1], elem_size=4,
+                  **{"in": s1.put(torch.zeros(4))}, idx0=s1.put(torch.tensor([0])), idx1=s1.put(torch.tensor([2])),
+                  idx2=0, idx3=0, out=s1.put(torch.zeros(1)))

@@ -80,8 +80,9 @@ assert set(TORCH_UNARY) == set(ABI.unary), "a UNARY op was added to the ABI with
 
 TORCH_BINARY = {"ADD": torch.add, "SUB": torch.sub, "MUL": torch.mul, "DIV": torch.div,
                 "MAXIMUM": torch.maximum, "MINIMUM": torch.minimum,
-                "FLOOR_DIVIDE": lambda a, b: torch.div(a, b, rounding_mode="floor")}
+                "FLOOR_DIVIDE": lambda a, b: torch.div(a, b, rounding_mode="floor"), "POW": torch.pow}
 assert set(TORCH_BINARY) == set(ABI.binary), "a BINARY op was added to the ABI without a test"
+EXACT_BINARY = [op for op in ABI.binary if op != "POW"]  # POW: test_binary_pow_accuracy
 
 SPECIALS = [NAN, INF, -INF, 0.0, -0.0, 1e-30, -1e-30, 100.0, -100.0, 88.0, -88.0, 1e30, -1e30,
             3e38, -3e38, 1e-45, -1e-45, FLT_MIN, -1.0]
@@ -264,7 +265,7 @@ def binary_inputs(sa, sb):
 
 
 @pytest.mark.parametrize("shapes", BINARY_SHAPES, ids=lambda s: f"{list(s[0])}x{list(s[1])}")
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_broadcast(s1, op, shapes):
     a, b = binary_inputs(*shapes)
     ref = TORCH_BINARY[op](a, b)
@@ -274,7 +275,7 @@ def test_binary_broadcast(s1, op, shapes):
         assert_exact(run_binary(s1, op, a, b, out_transposed=True), ref)
 
 
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_strided_views(s1, op):
     a = view_with_nan_holes(torch.randn(7, 13, 9), lambda t: t.permute(2, 0, 1))   # [9, 7, 13]
     b = view_with_nan_holes(torch.randn(18, 7, 27), lambda t: t[::2, :, ::2])       # [9, 7, 14]
@@ -284,7 +285,20 @@ def test_binary_strided_views(s1, op):
     assert_exact(run_binary(s1, op, a, c, out_transposed=True), TORCH_BINARY[op](a, c))
 
 
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_large_threads(s12, op):
     a, b = binary_inputs((64, 1, 3001), (1, 7, 3001))
     assert_exact(run_binary(s12, op, a, b), TORCH_BINARY[op](a, b))
+
+
+def test_binary_pow_accuracy(s12):
+    """Tensor ** tensor: special cases exact (C pow's), else the scalar-exponent POW bound."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.cat([torch.randn(20000, generator=g) * 8, torch.tensor([0.0, -0.0, 1.0, -1.0, INF, -INF, NAN, 2.0, -2.0, -8.0, 0.5, -1.0, 1.0])])
+    b = torch.cat([torch.randn(20000, generator=g) * 4, torch.tensor([-1.0, 3.0, NAN, INF, 0.5, 3.0, 0.0, -INF, 3.0, 1 / 3, INF, -INF, NAN])])
+    b[:5000] = b[:5000].round()  # integer exponents: negative bases keep or drop their sign
+    got = run_binary(s12, "POW", a, b)
+    ref = torch.pow(a.double(), b.double())
+    ref = torch.where(torch.isinf(ref.float()), ref.float().double(), ref)
+    ulps = 2.0 + POW_ULPS_PER_LOG * (b.double() * a.double().abs().log()).abs().nan_to_num(0.0, 0.0, 0.0)
+    assert_within(got, ref, ulps * ulp32(ref) + FLT_MIN, a)

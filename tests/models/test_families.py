@@ -402,3 +402,31 @@ def test_rnn_classifier(kind, bidirectional):
     with torch._dynamo.config.patch(allow_rnn=True):
         s, _ = run_family(RNNClassifier(kind, bidirectional=bidirectional), torch.randint(0, 40, (3, 7)))
     assert s["lowered_by_op"].get("aten::tanh", 0) >= 7 * 2  # 7 steps x 2 layers, unrolled
+
+
+# ---- New input sizes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "unet"])
+def test_families_at_new_sizes(family):
+    """A second size makes Dynamo recompile with symbolic sizes: the causal mask, positions and
+    upsampling index tables then depend on them and are rebuilt per plan, still in wasm."""
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    if family == "gpt2":
+        model, make = GPT2ish(), lambda t: (torch.randint(0, 64, (2, t)),)
+    elif family == "bert":
+        model, make = BertEncoder(), lambda t: (torch.randint(0, 50, (2, t)), (torch.rand(2, t) > 0.3).long())
+    else:
+        model, make = _randomize_bn(UNetSmall()), lambda t: (torch.randn(1, 3, t + 8, t + 5),)
+    model.eval()
+    twb.reset_stats()
+    compiled = torch.compile(model, backend="wasm")
+    with torch.no_grad():
+        for t in (11, 7, 9):
+            inputs = make(t)
+            expected, got = model(*inputs), compiled(*inputs)
+            for g, e in zip(*(([a] if isinstance(a, torch.Tensor) else a) for a in (got, expected))):
+                torch.testing.assert_close(g, e, **FAMILY_TOL)
+    s = twb.stats()
+    assert s["eager_partition_calls"] == 0, s["fallback_nodes"]
+    assert s["lowered_fraction"] >= MIN_LOWERED, s["fallback_nodes"]

@@ -501,6 +501,9 @@ case("index-select-int-data", lambda x, i: x.index_select(0, i), lambda: (ints(6
 case("index-tensor-2d", lambda x, i: x[i], lambda: (r(9, 4), torch.randint(0, 9, (2, 3))))
 case("index-tensor-dim1-negative", lambda x, i: x[:, i], lambda: (r(3, 9, 2), torch.tensor([-1, 0, -9, 4])))
 case("index-static-pairs", lambda x: x[torch.arange(3), torch.arange(3).flip(0) - 1], lambda: (r(3, 4, 5),))
+case("index-runtime-pairs", lambda x, i, j: x[i, j], lambda: (r(4, 5, 3), torch.tensor([0, 3, -1]), torch.tensor([[4], [-5]])))
+case("index-runtime-arange-lengths", lambda x, n: x[torch.arange(x.shape[0]), n], lambda: (r(3, 7, 4), torch.tensor([6, 0, 2])))
+case("index-runtime-3-int32", lambda x, i: x[:, i, i, i], lambda: (ints(2, 3, 3, 3, 2), torch.tensor([2, -1, 0], dtype=torch.int32)))
 case("index-static-bcast", lambda x: x[:, torch.arange(4)[:, None], torch.arange(3) * 2], lambda: (r(2, 4, 6),))
 case("arange-add", lambda x: x + torch.arange(x.shape[-1]), lambda: (r(4, 7),))
 case("arange-float-step", lambda x: x * torch.arange(0.5, 4.0, 0.5), lambda: (r(2, 7),))
@@ -548,6 +551,25 @@ case("sdpa-causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_c
      lambda: (r(1, 4, 9, 16), r(1, 4, 9, 16), r(1, 4, 9, 16)), GEMM)
 
 
+case("pow-tensor-tensor", torch.pow, lambda: (specials(5, 7), torch.randn(5, 7).round()), TRANSCENDENTAL)
+case("pow-tensor-tensor-bcast", torch.pow, lambda: (pos(4, 1, 3) * 3, r(5, 1)), TRANSCENDENTAL)
+case("pow-scalar-base", lambda x: 2.0 ** x, lambda: (r(17),), TRANSCENDENTAL)
+case("round-decimals", lambda x: torch.stack([x.round(decimals=2), x.round(decimals=-1), x.round(decimals=0)]),
+     lambda: (r(5, 7) * 100,))
+case("addmm-alpha-beta", lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=-2.0), lambda: (r(5), r(3, 4), r(4, 5)), GEMM)
+case("addmm-beta0-ignores-nan", lambda b, x, y: torch.addmm(b, x, y, beta=0.0), lambda: (torch.full((3, 5), float("nan")), r(3, 4), r(4, 5)), GEMM)
+case("batch-norm-runtime-stats", lambda x, m, v, w, b: F.batch_norm(x, m, v, w, b, eps=1e-3),
+     lambda: (r(2, 3, 4, 5), r(3), pos(3), r(3), r(3)), TRANSCENDENTAL)
+case("batch-norm-runtime-no-affine", lambda x, m, v: F.batch_norm(x, m, v), lambda: (r(4, 3, 7), r(3), pos(3)), TRANSCENDENTAL)
+case("conv-transpose2d-runtime-weight", lambda x, w: F.conv_transpose2d(x, w, stride=2, padding=1, groups=2),
+     lambda: (r(2, 4, 5, 3), r(4, 3, 3, 2)), GEMM)
+
+
+case("max-pool2d-indices", lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True), lambda: (specials(2, 3, 9, 8).round(),))
+case("max-pool2d-indices-dilated-ceil", lambda x: F.max_pool2d(x, 2, 2, 1, dilation=2, ceil_mode=True, return_indices=True),
+     lambda: (r(1, 2, 7, 9),))
+
+
 def test_index_out_of_range_raises_instead_of_reading_garbage():
     """An out-of-range index traps inside wasm; the call is recovered in eager, which raises."""
     f = compile_wasm(lambda w, i: F.embedding(i, w) * 2)
@@ -577,10 +599,9 @@ def test_op_matches_eager(fn, make_inputs, tol):
 # ---------------------------------------------------------------------------------------------
 REJECTED = [
     pytest.param(lambda x, y: torch.fmod(x, y), "no wasm lowering for aten::fmod", id="fmod"),
-    pytest.param(lambda x: x.pow(x), "no wasm lowering for aten::pow.Tensor_Tensor", id="pow-tensor-exponent"),
+    pytest.param(lambda x: torch.softmax(x, -1, dtype=torch.float64), "float64", id="softmax-to-float64"),
     pytest.param(lambda x: (x.long() + 1).float(), "dtype int64", id="int64-arithmetic"),
-    pytest.param(lambda x: x[(x > 0).long(), (x < 0).long()], "several runtime index tensors", id="runtime-multi-index"),
-    pytest.param(lambda x: torch.addmm(x, x, x, beta=2.0), "alpha/beta", id="addmm-beta"),
+    pytest.param(lambda x: F.dropout(x, 0.5, training=True), "dropout", id="dropout-training"),
     pytest.param(lambda x: x.to(torch.float64) * 2, "float64", id="to-float64"),
     pytest.param(lambda x: x.view(-1), "only views", id="views-only"),
 ]
