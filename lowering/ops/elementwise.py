@@ -140,6 +140,9 @@ register(aten.div.Tensor_mode, aten.div.Scalar_mode, kernels=["BINARY", "UNARY"]
 register(aten.pow.Tensor_Tensor, aten.pow.Scalar, kernels=["BINARY"], promotes=True)(_binary("POW"))
 register(aten.floor_divide.default, aten.floor_divide.Scalar, kernels=["BINARY"], promotes=True)(_binary("FLOOR_DIVIDE"))
 register(aten.maximum.default, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
+# tensor bounds: NaN-propagating maximum / minimum, as eager's vectorized clamp_min / clamp_max
+register(aten.clamp_min.Tensor, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
+register(aten.clamp_max.Tensor, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
 register(aten.minimum.default, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
 
 

@@ -157,3 +157,77 @@ def _safe_softmax_check(node):
 
 
 register(aten._safe_softmax.default, kernels=["SOFTMAX"], check=_safe_softmax_check)(_softmax(2))
+
+
+def _affine_params(ctx: LoweringContext, node, w_arg, b_arg, channels):
+    """weight/bias as contiguous [channels] refs (ones/zeros constants where absent)."""
+    def vec(arg, fill, tag):
+        if arg is not None:
+            return ctx.contiguous(ctx.value(arg))
+        return ctx.constant(lambda ins: torch.full((channels,), fill), (channels,), name=f"{node.name}_{tag}")
+    return vec(w_arg, 1.0, "ones"), vec(b_arg, 0.0, "zeros")
+
+
+def _normalize_rows(ctx: LoweringContext, node, x, rows: int, cols: int, eps: float, stats_shape):
+    """LAYERNORM without affine over [rows, cols]: normalized buffer, mean and rstd ([rows])."""
+    out = ctx.new_buffer(x.shape, name=node.name + "_norm")
+    mean = ctx.new_buffer(stats_shape, name=node.name + "_mean")
+    rstd = ctx.new_buffer(stats_shape, name=node.name + "_rstd")
+    if x.numel:
+        ctx.emit("LAYERNORM", flops=8 * x.numel, rows=rows, cols=cols, eps=float(eps), **{"in": addr(x)},
+                 weight=0, bias=0, out=addr(out), mean=addr(mean), rstd=addr(rstd))
+    return out, mean, rstd
+
+
+def _channel_affine(ctx: LoweringContext, x, out, outer, channels, inner, scale, shift):
+    if out.numel:
+        ctx.emit("CHANNEL_AFFINE", flops=2 * out.numel, outer=outer, channels=channels, inner=inner,
+                 **{"in": addr(x)}, out=addr(out), scale=addr(scale), shift=addr(shift),
+                 act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+    return out
+
+
+@register(aten.native_group_norm.default, kernels=["LAYERNORM", "CHANNEL_AFFINE"])
+def _group_norm(ctx, node):
+    """Each (sample, group) is one LAYERNORM row of (C/G) * HxW values (biased variance, as eager),
+    then the per-channel weight and bias as a CHANNEL_AFFINE."""
+    x_arg, w_arg, b_arg, n, c, hw, groups, eps = node.args
+    n, c, hw, groups = (int(ctx.value(v)) for v in (n, c, hw, groups))
+    x = ctx.contiguous(ctx.value(x_arg))
+    normed, mean, rstd = _normalize_rows(ctx, node, x, n * groups, (c // groups) * hw, eps, (n, groups))
+    scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)
+    out = _channel_affine(ctx, normed, ctx.new_buffer(x.shape, name=node.name), n, c, hw, scale, shift)
+    return out, mean, rstd
+
+
+@register(aten._native_batch_norm_legit.no_stats, kernels=["LAYERNORM", "CHANNEL_AFFINE", "UNARY"])
+def _batch_norm_batch_stats(ctx, node):
+    """Batch norm with the batch's own statistics (InstanceNorm, or BatchNorm without running stats):
+    per channel over (N, spatial). N = 1 (InstanceNorm's [1, N*C, ...] view) is one LAYERNORM row
+    per channel; a larger batch is first permuted to [C, N, spatial] (and back)."""
+    x_arg, w_arg, b_arg = node.args[:3]
+    eps = node.args[5] if len(node.args) > 5 else node.kwargs.get("eps", 1e-5)
+    x = ctx.value(x_arg)
+    n, c = x.shape[0], x.shape[1]
+    inner = _prod(x.shape[2:])
+    if n == 1:
+        src = ctx.contiguous(x)
+    else:
+        from ..plan import TensorRef
+        from .elementwise import emit_copy
+        x = ctx.contiguous(x)
+        view = TensorRef(x.buffer, (c, n, inner), (inner, c * inner, 1), x.offset, x.dtype)
+        src = emit_copy(ctx, view, ctx.new_buffer((c, n, inner), name=node.name + "_cfirst"))
+    normed, mean, rstd = _normalize_rows(ctx, node, src, c, n * inner, eps, (c,))
+    scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)
+    out = ctx.new_buffer(x.shape, name=node.name)
+    if n == 1:
+        _channel_affine(ctx, normed, out, 1, c, inner, scale, shift)
+    else:
+        from ..plan import TensorRef
+        from .elementwise import emit_copy
+        affine = _channel_affine(ctx, normed, ctx.new_buffer((c, n, inner), name=node.name + "_aff"), 1, c,
+                                 n * inner, scale, shift)
+        dst = TensorRef(out.buffer, (c, n, inner), (inner, c * inner, 1), 0, out.dtype)
+        emit_copy(ctx, affine, dst)
+    return out, mean, rstd

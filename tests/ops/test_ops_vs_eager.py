@@ -570,6 +570,30 @@ case("max-pool2d-indices-dilated-ceil", lambda x: F.max_pool2d(x, 2, 2, 1, dilat
      lambda: (r(1, 2, 7, 9),))
 
 
+# ---------------------------------------------------------------------------------------------
+# Norms with computed statistics, and ops adopted from PyTorch's decompositions
+# ---------------------------------------------------------------------------------------------
+case("group-norm", Mod(lambda: nn.GroupNorm(3, 6)), lambda: (r(2, 6, 5, 3),), REDUCTION)
+case("group-norm-no-affine-1-group", lambda x: F.group_norm(x, 1), lambda: (r(3, 4, 7),), REDUCTION)
+case("group-norm-per-channel", Mod(lambda: nn.GroupNorm(5, 5)), lambda: (r(1, 5, 9, 9),), REDUCTION)
+case("instance-norm", Mod(lambda: nn.InstanceNorm2d(3)), lambda: (r(2, 3, 5, 4),), REDUCTION)
+case("instance-norm-affine", Mod(lambda: nn.InstanceNorm1d(4, affine=True)), lambda: (r(3, 4, 9),), REDUCTION)
+case("batch-norm-batch-stats", Mod(lambda: nn.BatchNorm2d(3, track_running_stats=False)), lambda: (r(4, 3, 5, 2),), REDUCTION)
+case("repeat", lambda x: x.repeat(2, 1, 3), lambda: (r(3, 4),))
+case("roll", lambda x: torch.roll(x, (1, -2), (1, 2)), lambda: (r(2, 5, 6),))
+case("roll-flat", lambda x: torch.roll(x, 3), lambda: (r(4, 5),))
+case("pixel-shuffle", Mod(lambda: nn.PixelShuffle(2)), lambda: (r(2, 8, 3, 5),))
+case("pixel-unshuffle", Mod(lambda: nn.PixelUnshuffle(3)), lambda: (r(1, 2, 6, 9),))
+case("prelu", Mod(lambda: nn.PReLU(3, init=0.1)), lambda: (specials(2, 3, 4),))
+case("baddbmm", lambda b, x, y: torch.baddbmm(b, x, y, beta=0.5, alpha=2.0), lambda: (r(2, 3, 5), r(2, 3, 4), r(2, 4, 5)), GEMM)
+case("logsumexp", lambda x: torch.logsumexp(x, -1), lambda: (r(3, 17) * 10,), REDUCTION)
+case("glu", lambda x: F.glu(x, 1), lambda: (r(3, 8, 2),), TRANSCENDENTAL)
+case("vector-norms", lambda x: torch.stack([torch.linalg.vector_norm(x, 2, -1), torch.linalg.vector_norm(x, 1, -1),
+                                            torch.linalg.vector_norm(x, float("inf"), -1)]), lambda: (r(4, 9),), REDUCTION)
+case("normalize", lambda x: F.normalize(x, dim=-1), lambda: (r(3, 5),), REDUCTION)
+case("clamp-min-max-ops", lambda x: x.clamp_min(0.1) + x.clamp_max(-0.2), lambda: (specials(3, 5),))
+
+
 def test_index_out_of_range_raises_instead_of_reading_garbage():
     """An out-of-range index traps inside wasm; the call is recovered in eager, which raises."""
     f = compile_wasm(lambda w, i: F.embedding(i, w) * 2)
