@@ -6,6 +6,7 @@
 // WHERE on float32 rows, the one on the attention path, gets a SIMD body.
 #include <stdint.h>
 #include <string.h>
+#include <type_traits>
 #include <wasm_simd128.h>
 #include "abi.h"
 #include "strided.h"
@@ -272,4 +273,123 @@ void k_CUMSUM(const CUMSUM_args* a) {
       }
     }
   }
+}
+
+namespace {
+
+template <int OP, class T>
+inline T int_op(T x, T y) {
+  typedef typename std::make_unsigned<T>::type U;
+  switch (OP) {
+    case BINARY_ADD: return (T)((U)x + (U)y);
+    case BINARY_SUB: return (T)((U)x - (U)y);
+    case BINARY_MUL: return (T)((U)x * (U)y);
+    case BINARY_MAXIMUM: return x > y ? x : y;
+    case BINARY_MINIMUM: return x < y ? x : y;
+    default: return 0;
+  }
+}
+
+template <int OP, int DT>
+void int_binary_space(const INT_BINARY_args* a) {
+  typedef typename Elem<DT>::T T;
+  const int32_t* strides[3] = {a->out_stride, a->a_stride, a->b_stride};
+  const Space s = collapse(a->size, strides, 3);
+  T* out = at<T>(a->out);
+  const T* pa = at<T>(a->a);
+  const T* pb = at<T>(a->b);
+  const int inner = s.nd - 1;
+  const ptrdiff_t os = s.st[0][inner], as = s.st[1][inner], bs = s.st[2][inner];
+  run_space(s, 3, 2.0, [&](const ptrdiff_t* off, int32_t len) {
+    T* o = out + off[0];
+    const T* x = pa + off[1];
+    const T* y = pb + off[2];
+    for (int32_t j = 0; j < len; ++j) o[j * os] = int_op<OP, T>(x[j * as], y[j * bs]);
+  });
+}
+
+template <int OP>
+void int_binary_dtype(const INT_BINARY_args* a) {
+  switch (a->dtype) {
+    case DT_I64: int_binary_space<OP, DT_I64>(a); break;
+    case DT_I32: int_binary_space<OP, DT_I32>(a); break;
+    case DT_I16: int_binary_space<OP, DT_I16>(a); break;
+    case DT_I8: int_binary_space<OP, DT_I8>(a); break;
+    case DT_U8: int_binary_space<OP, DT_U8>(a); break;
+    default: __builtin_trap();
+  }
+}
+
+template <class T>
+inline bool arg_better(int op, T v, T best) {
+  if (op == REDUCE_AMAX) return v > best;
+  return v < best;
+}
+template <>
+inline bool arg_better<float>(int op, float v, float best) {
+  if (best != best) return false;  // a NaN already won
+  if (v != v) return true;
+  return op == REDUCE_AMAX ? v > best : v < best;
+}
+
+template <class T>
+void arg_reduce(const ARG_REDUCE_args* a) {
+  const T* in = at<T>(a->in);
+  int64_t* out = at<int64_t>(a->out);
+  const int64_t red = a->red, inner = a->inner;
+  for (int64_t o = 0; o < a->outer; ++o) {
+    for (int64_t i = 0; i < inner; ++i) {
+      const T* x = in + o * red * inner + i;
+      T best = x[0];
+      int64_t best_j = 0;
+      for (int64_t j = 1; j < red; ++j) {
+        if (arg_better<T>(a->op, x[j * inner], best)) {
+          best = x[j * inner];
+          best_j = j;
+        }
+      }
+      out[o * inner + i] = best_j;
+    }
+  }
+}
+
+}  // namespace
+
+void k_INT_BINARY(const INT_BINARY_args* a) {
+  switch (a->op) {
+    case BINARY_ADD: int_binary_dtype<BINARY_ADD>(a); break;
+    case BINARY_SUB: int_binary_dtype<BINARY_SUB>(a); break;
+    case BINARY_MUL: int_binary_dtype<BINARY_MUL>(a); break;
+    case BINARY_MAXIMUM: int_binary_dtype<BINARY_MAXIMUM>(a); break;
+    case BINARY_MINIMUM: int_binary_dtype<BINARY_MINIMUM>(a); break;
+    default: __builtin_trap();
+  }
+}
+
+void k_INT_REDUCE(const INT_REDUCE_args* a) {
+  const int64_t* in = at<int64_t>(a->in);
+  int64_t* out = at<int64_t>(a->out);
+  const int64_t red = a->red, inner = a->inner;
+  if (a->op != REDUCE_SUM && a->op != REDUCE_AMAX && a->op != REDUCE_AMIN) __builtin_trap();
+  for (int64_t o = 0; o < a->outer; ++o) {
+    for (int64_t i = 0; i < inner; ++i) {
+      const int64_t* x = in + o * red * inner + i;
+      int64_t acc = a->op == REDUCE_SUM ? 0 : (red ? x[0] : 0);
+      for (int64_t j = 0; j < red; ++j) {
+        const int64_t v = x[j * inner];
+        if (a->op == REDUCE_SUM) acc = (int64_t)((uint64_t)acc + (uint64_t)v);
+        else if (a->op == REDUCE_AMAX) acc = v > acc ? v : acc;
+        else acc = v < acc ? v : acc;
+        if (a->cumulative) out[(o * red + j) * inner + i] = acc;
+      }
+      if (!a->cumulative) out[o * inner + i] = acc;
+    }
+  }
+}
+
+void k_ARG_REDUCE(const ARG_REDUCE_args* a) {
+  if (a->red <= 0) __builtin_trap();  // eager raises on an empty reduction
+  if (a->dtype == DT_F32) arg_reduce<float>(a);
+  else if (a->dtype == DT_I64) arg_reduce<int64_t>(a);
+  else __builtin_trap();
 }

@@ -92,21 +92,45 @@ def as_tensor_ref(ctx: LoweringContext, value, dtype: torch.dtype = torch.float3
         if value.dtype != dtype:
             return emit_copy(ctx, value, ctx.new_buffer(value.shape, dtype, value.buffer.name + "_cast"))
         return value
+    if isinstance(value, (int, float, bool)) and dtype != torch.float32:
+        return ctx.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}_{dtype}")
     if isinstance(value, (int, float, bool)):
         return ctx.scalar(value)
     raise Unsupported(f"unsupported operand {value!r}")
 
 
+INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def emit_int_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: TensorRef) -> TensorRef:
+    if out.numel == 0:
+        return out
+    sizes, (so, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(a, out.shape),
+                                   broadcast_strides(b, out.shape))
+    ctx.emit("INT_BINARY", flops=out.numel, op=ABI.binary[op], dtype=DTYPE_CODE[out.dtype], size=sizes,
+             out_stride=so, a_stride=sa, b_stride=sb, out=addr(out), a=addr(a), b=addr(b))
+    return out
+
+
 def _binary(op: str):
     def lower(ctx: LoweringContext, node):
-        a = as_tensor_ref(ctx, ctx.value(node.args[0]))
-        b = as_tensor_ref(ctx, ctx.value(node.args[1]))
+        out = ctx.out_for(node)
+        a = as_tensor_ref(ctx, ctx.value(node.args[0]), out.dtype)
+        b = as_tensor_ref(ctx, ctx.value(node.args[1]), out.dtype)
         alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+        if out.dtype in INT_DTYPES:  # integer results: wrap-around integer kernels
+            if alpha != 1:
+                b = emit_int_binary(ctx, "MUL", b, as_tensor_ref(ctx, int(alpha), out.dtype),
+                                    ctx.new_buffer(b.shape, out.dtype, node.name + "_alpha"))
+            return emit_int_binary(ctx, op, a, b, out)
         if alpha != 1:
             scaled = ctx.new_buffer(b.shape, name=node.name + "_alpha")
             b = emit_unary(ctx, "AFFINE", b, scaled, float(alpha), 0.0)
-        return emit_binary(ctx, op, a, b, ctx.out_for(node))
+        return emit_binary(ctx, op, a, b, out)
     return lower
+
+
+_ARITH_DTYPES = (torch.float32,) + INT_DTYPES
 
 
 def _rounding_mode(node):
@@ -129,9 +153,12 @@ def _div_mode(ctx: LoweringContext, node):
     return emit_unary(ctx, "TRUNC", out, out) if mode == "trunc" else out
 
 
-register(aten.add.Tensor, aten.add.Scalar, kernels=["BINARY"], promotes=True)(_binary("ADD"))
-register(aten.sub.Tensor, aten.sub.Scalar, kernels=["BINARY"], promotes=True)(_binary("SUB"))
-register(aten.mul.Tensor, aten.mul.Scalar, kernels=["BINARY"], promotes=True)(_binary("MUL"))
+register(aten.add.Tensor, aten.add.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("ADD"))
+register(aten.sub.Tensor, aten.sub.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("SUB"))
+register(aten.mul.Tensor, aten.mul.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("MUL"))
 register(aten.div.Tensor, aten.div.Scalar, kernels=["BINARY"], promotes=True)(_binary("DIV"))
 register(aten.div.Tensor_mode, aten.div.Scalar_mode, kernels=["BINARY", "UNARY"], check=_rounding_mode,
          promotes=True)(_div_mode)
@@ -139,11 +166,11 @@ register(aten.div.Tensor_mode, aten.div.Scalar_mode, kernels=["BINARY", "UNARY"]
 # correctly rounded, ours within ~2 ulp per unit of |b log a| (the kernel tests state the bound).
 register(aten.pow.Tensor_Tensor, aten.pow.Scalar, kernels=["BINARY"], promotes=True)(_binary("POW"))
 register(aten.floor_divide.default, aten.floor_divide.Scalar, kernels=["BINARY"], promotes=True)(_binary("FLOOR_DIVIDE"))
-register(aten.maximum.default, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
+register(aten.maximum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES, promotes=True)(_binary("MAXIMUM"))
 # tensor bounds: NaN-propagating maximum / minimum, as eager's vectorized clamp_min / clamp_max
 register(aten.clamp_min.Tensor, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
 register(aten.clamp_max.Tensor, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
-register(aten.minimum.default, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
+register(aten.minimum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES, promotes=True)(_binary("MINIMUM"))
 
 
 @register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"], promotes=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch.fx import Node
 
+from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
@@ -195,21 +196,32 @@ def _constant_pad(ctx, node):
 
 
 def _cumsum_check(node):
-    if node.kwargs.get("dtype") not in (None, torch.float32):
-        return f"cumsum to dtype {node.kwargs['dtype']}"
+    src, out = node.args[0].meta["val"].dtype, node.meta["val"].dtype
+    if out == torch.float32 and src != torch.float32:
+        return f"float cumsum of a {src} tensor"
+    if src not in (torch.float32, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool):
+        return f"cumsum of a {src} tensor"
     return None
 
 
-@register(aten.cumsum.default, kernels=["CUMSUM"], check=_cumsum_check)
+@register(aten.cumsum.default, kernels=["CUMSUM", "INT_REDUCE"], dtypes=(torch.float32, torch.int64), promotes=True,
+          check=_cumsum_check)
 def _cumsum(ctx, node):
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    """float32: CUMSUM (double accumulator, as eager); integers and bools: int64 running sums."""
     out = ctx.out_for(node)
+    x = ctx.value(node.args[0])
+    if x.dtype != out.dtype:
+        x = emit_copy(ctx, x, ctx.new_buffer(x.shape, out.dtype, node.name + "_cast"))
+    x = ctx.contiguous(x)
     if not x.shape:
         return emit_copy(ctx, x, out)
     dim = node.args[1] % len(x.shape)
-    if out.numel:
-        ctx.emit("CUMSUM", flops=out.numel, outer=_prod(x.shape[:dim]), dim=x.shape[dim],
-                 inner=_prod(x.shape[dim + 1:]), **{"in": addr(x)}, out=addr(out))
+    outer, red, inner = _prod(x.shape[:dim]), x.shape[dim], _prod(x.shape[dim + 1:])
+    if out.numel and out.dtype == torch.int64:
+        ctx.emit("INT_REDUCE", flops=out.numel, op=ABI.reduce["SUM"], cumulative=1, outer=outer, red=red,
+                 inner=inner, **{"in": addr(x)}, out=addr(out))
+    elif out.numel:
+        ctx.emit("CUMSUM", flops=out.numel, outer=outer, dim=red, inner=inner, **{"in": addr(x)}, out=addr(out))
     return out
 
 

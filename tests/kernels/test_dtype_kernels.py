@@ -215,3 +215,62 @@ def test_index_nd_out_of_range_traps(s1):
         s1.record("INDEX_ND", outer=1, inner=1, n_idx=1, n_dims=2, src_size=[2, 2, 1, 1], elem_size=4,
                   **{"in": s1.put(torch.zeros(4))}, idx0=s1.put(torch.tensor([0])), idx1=s1.put(torch.tensor([2])),
                   idx2=0, idx3=0, out=s1.put(torch.zeros(1)))
+
+
+INT_OPS = {"ADD": torch.add, "SUB": torch.sub, "MUL": torch.mul, "MAXIMUM": torch.maximum, "MINIMUM": torch.minimum}
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8], ids=lambda d: DT[d])
+@pytest.mark.parametrize("op", list(INT_OPS))
+def test_int_binary(s1, op, dtype):
+    """Exact, with two's complement wrap-around (values near the type's limits)."""
+    info = torch.iinfo(dtype)
+    for sa, sb in [((n,), (n,)) for n in SIZES] + [((5, 33), (33,)), ((4, 1, 7), (1, 3, 1)), ((), ())]:
+        a = torch.randint(info.min, info.max, sa, dtype=dtype)
+        b = torch.randint(info.min, info.max, sb, dtype=dtype)
+        shape = tuple(torch.broadcast_shapes(a.shape, b.shape))
+        ae, be = a.expand(shape), b.expand(shape)
+        pa, sta = put_view(s1, ae)
+        pb, stb = put_view(s1, be)
+        pout, sout = out_buffer(s1, shape, dtype)
+        s1.record("INT_BINARY", op=ABI.binary[op], dtype=ABI.dtype[DT[dtype]], size=pad6(shape, 1),
+                  out_stride=pad6(sout, 0), a_stride=pad6(sta, 0), b_stride=pad6(stb, 0), out=pout, a=pa, b=pb)
+        assert same(s1.get(pout, shape, dtype), INT_OPS[op](a, b)), (op, sa, sb)
+
+
+@pytest.mark.parametrize("op", ["SUM", "AMAX", "AMIN"])
+@pytest.mark.parametrize("cumulative", [0, 1])
+def test_int_reduce(s1, op, cumulative):
+    ref_fn = {"SUM": (torch.sum, torch.cumsum), "AMAX": (torch.amax, torch.cummax), "AMIN": (torch.amin, torch.cummin)}[op]
+    for shape, dim in [((1,), 0), ((17,), 0), ((3, 33), 1), ((3, 33), 0), ((2, 5, 7), 1), ((2, 0, 3), 1)]:
+        if op != "SUM" and shape[dim] == 0:
+            continue
+        x = torch.randint(-2**62, 2**62, shape)
+        outer, red, inner = x.shape[:dim].numel(), x.shape[dim], x.shape[dim + 1:].numel()
+        out_shape = shape if cumulative else shape[:dim] + shape[dim + 1:]
+        pout, _ = out_buffer(s1, out_shape, torch.int64)
+        s1.record("INT_REDUCE", op=ABI.reduce[op], cumulative=cumulative, outer=outer, red=red, inner=inner,
+                  **{"in": s1.put(x)}, out=pout)
+        if cumulative:
+            ref = ref_fn[1](x, dim)
+            ref = ref if op == "SUM" else ref.values
+        else:
+            ref = ref_fn[0](x, dim)
+        assert same(s1.get(pout, out_shape, torch.int64), ref), (op, shape, dim)
+
+
+@pytest.mark.parametrize("op", ["AMAX", "AMIN"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64], ids=["F32", "I64"])
+def test_arg_reduce(s1, op, dtype):
+    """The first extreme wins ties; a NaN counts as the extreme (its first occurrence)."""
+    fn = torch.argmax if op == "AMAX" else torch.argmin
+    for shape, dim in [((1,), 0), ((17,), 0), ((3, 33), 1), ((3, 33), 0), ((2, 5, 7), 1)]:
+        x = torch.randint(-3, 3, shape).to(dtype)  # many ties
+        if dtype == torch.float32 and x.numel() > 20:
+            x.view(-1)[[5, 9, 40]] = float("nan")
+        outer, red, inner = x.shape[:dim].numel(), x.shape[dim], x.shape[dim + 1:].numel()
+        out_shape = shape[:dim] + shape[dim + 1:]
+        pout, _ = out_buffer(s1, out_shape, torch.int64)
+        s1.record("ARG_REDUCE", op=ABI.reduce[op], dtype=ABI.dtype[DT[dtype]], outer=outer, red=red, inner=inner,
+                  **{"in": s1.put(x)}, out=pout)
+        assert same(s1.get(pout, out_shape, torch.int64), fn(x, dim)), (shape, dim)

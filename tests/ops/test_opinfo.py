@@ -152,6 +152,10 @@ OPINFO_FOR = {
     "linalg_vector_norm": (["linalg.vector_norm"], REDUCTION),
     "clamp_min": (["clamp_min"], EXACT),
     "clamp_max": (["clamp_max"], EXACT),
+    "argmax": (["argmax"], EXACT),
+    "argmin": (["argmin"], EXACT),
+    "max": (["max.reduction_with_dim"], EXACT),
+    "min": (["min.reduction_with_dim"], EXACT),
     # views (outputs fed to clone(), see the module docstring)
     "view": (["view"], EXACT),
     "view_as": (["view_as"], EXACT),

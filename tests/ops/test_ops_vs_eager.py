@@ -594,6 +594,23 @@ case("normalize", lambda x: F.normalize(x, dim=-1), lambda: (r(3, 5),), REDUCTIO
 case("clamp-min-max-ops", lambda x: x.clamp_min(0.1) + x.clamp_max(-0.2), lambda: (specials(3, 5),))
 
 
+# ---------------------------------------------------------------------------------------------
+# Integer arithmetic and reductions (position ids, lengths), argmax / max.dim
+# ---------------------------------------------------------------------------------------------
+case("int-arith", lambda a, b: (a * 3 - b + 7) * a + torch.maximum(a, b) - torch.minimum(a, b[:1]), lambda: (ints(4, 5), ints(5)))
+case("int32-wrap", lambda a, b: a * b + a, lambda: (torch.full((7,), 2**30, dtype=torch.int32), torch.full((7,), 5, dtype=torch.int32)))
+case("roberta-position-ids", lambda ids: (torch.cumsum(ids.ne(1).int(), dim=1).type_as(ids.ne(1).int()) * ids.ne(1).int()).long() + 1,
+     lambda: (torch.randint(0, 5, (2, 9)),))
+case("int-sum-bool-sum", lambda m: torch.stack([m.sum(-1), (m > 0).sum(-1), m.sum(0)[:2]]), lambda: (ints(2, 7),))
+case("int-amax", lambda m: m.amax(-1) - m.amin(0)[:2], lambda: (ints(2, 7),))
+case("float-sum-to-int64", lambda x: x.sum(-1, dtype=torch.int64), lambda: (r(3, 5) * 10,))
+case("argmax-argmin", lambda x: torch.stack([x.argmax(-1), x.argmin(0)[:3], x.argmax(-1, keepdim=True)[:, 0]]),
+     lambda: (specials(3, 9).round(),))
+case("argmax-flat-int", lambda m: m.argmax() + m.eq(0).int().argmax(-1), lambda: (ints(3, 4),))
+case("max-min-dim", lambda x: [x.max(-1), x.min(1, keepdim=True).indices], lambda: (specials(2, 6, 5).round(),))
+case("max-dim-values-only", lambda x: x.max(0).values * 2, lambda: (r(4, 7),))
+
+
 def test_index_out_of_range_raises_instead_of_reading_garbage():
     """An out-of-range index traps inside wasm; the call is recovered in eager, which raises."""
     f = compile_wasm(lambda w, i: F.embedding(i, w) * 2)
@@ -624,7 +641,7 @@ def test_op_matches_eager(fn, make_inputs, tol):
 REJECTED = [
     pytest.param(lambda x, y: torch.fmod(x, y), "no wasm lowering for aten::fmod", id="fmod"),
     pytest.param(lambda x: torch.softmax(x, -1, dtype=torch.float64), "float64", id="softmax-to-float64"),
-    pytest.param(lambda x: (x.long() + 1).float(), "dtype int64", id="int64-arithmetic"),
+    pytest.param(lambda x: (x.long() // 2).float(), "dtype int64", id="int64-floor-divide"),
     pytest.param(lambda x: F.dropout(x, 0.5, training=True), "dropout", id="dropout-training"),
     pytest.param(lambda x: x.to(torch.float64) * 2, "float64", id="to-float64"),
     pytest.param(lambda x: x.view(-1), "only views", id="views-only"),
