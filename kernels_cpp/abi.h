@@ -10,6 +10,8 @@
 #define BINARY_OP(name, code)
 #define REDUCE_OP(name, code)
 #define POOL_MODE(name, code)
+#define COMPARE_OP(name, code)
+#define DTYPE(name, code)
 #define ARG(x) int32_t x;
 #define PTR(x) uint32_t x;
 #define F32(x) float x;
@@ -23,6 +25,8 @@
 #undef BINARY_OP
 #undef REDUCE_OP
 #undef POOL_MODE
+#undef COMPARE_OP
+#undef DTYPE
 #undef OP
 #undef ARG
 #undef PTR
@@ -35,6 +39,8 @@
 #define OP(name, code, fields)
 #define REDUCE_OP(name, code)
 #define POOL_MODE(name, code)
+#define COMPARE_OP(name, code)
+#define DTYPE(name, code)
 #define BINARY_OP(name, code)
 #define UNARY_OP(name, code) UNARY_##name = code,
 enum UnaryOp {
@@ -63,6 +69,20 @@ enum PoolMode {
 };
 #undef POOL_MODE
 #define POOL_MODE(name, code)
+#undef COMPARE_OP
+#define COMPARE_OP(name, code) CMP_##name = code,
+enum CompareOp {
+#include "kernel_abi.def"
+};
+#undef COMPARE_OP
+#define COMPARE_OP(name, code)
+#undef DTYPE
+#define DTYPE(name, code) DT_##name = code,
+enum DType {
+#include "kernel_abi.def"
+};
+#undef DTYPE
+#define DTYPE(name, code)
 #undef OP
 #define OP(name, code, fields) OP_##name = code,
 enum OpCode {
@@ -80,6 +100,8 @@ enum OpCode {
 #undef BINARY_OP
 #undef REDUCE_OP
 #undef POOL_MODE
+#undef COMPARE_OP
+#undef DTYPE
 
 // A PTR field is a byte offset into the (shared) linear memory.
 template <class T>

@@ -1,110 +1,13 @@
-// k_UNARY and k_BINARY: elementwise ops over a 6-d strided index space, plus the in-place
-// activation helper used by the fused epilogues.
-//
-// The index space is first collapsed here as well (dims of size 1 dropped, dims that are
-// contiguous for every operand merged), so a plan that arrives uncollapsed still gets one long
-// inner row. Work is then split into contiguous ranges of the row-major linear index, which serves
-// both shapes of work: many short rows, and one huge flat row (a contiguous tensor).
+// k_UNARY and k_BINARY: elementwise ops over a 6-d strided index space (strided.h), plus the
+// in-place activation helper used by the fused epilogues.
 #include <stdint.h>
 #include <stddef.h>
 #include "abi.h"
 #include "elementwise.h"
 #include "threadpool.h"
+#include "strided.h"
 
 namespace {
-
-// Collapsed view of up to three operands (out, a, b) over the same index space.
-struct Space {
-  int nd;
-  int32_t size[kMaxDims];
-  int32_t st[3][kMaxDims];
-  int64_t total;
-};
-
-Space collapse(const int32_t* size, const int32_t* const* strides, int n_ops) {
-  Space s;
-  s.nd = 0;
-  s.total = 1;
-  for (int d = 0; d < kMaxDims; ++d) s.total *= size[d];
-  for (int d = 0; d < kMaxDims; ++d) {
-    if (size[d] == 1) continue;
-    if (s.nd > 0) {
-      // Merge into the previous (outer) kept dim when row-major contiguous for every operand.
-      const int p = s.nd - 1;
-      bool merge = true;
-      for (int t = 0; t < n_ops; ++t)
-        if (s.st[t][p] != strides[t][d] * size[d]) merge = false;
-      if (merge) {
-        s.size[p] *= size[d];
-        for (int t = 0; t < n_ops; ++t) s.st[t][p] = strides[t][d];
-        continue;
-      }
-    }
-    s.size[s.nd] = size[d];
-    for (int t = 0; t < n_ops; ++t) s.st[t][s.nd] = strides[t][d];
-    ++s.nd;
-  }
-  if (s.nd == 0) {  // a single element
-    s.nd = 1;
-    s.size[0] = 1;
-    for (int t = 0; t < n_ops; ++t) s.st[t][0] = 0;
-  }
-  return s;
-}
-
-// Calls row(offsets[n_ops], len) for every piece of the inner dim inside linear range [lo, hi).
-template <class Row>
-void walk_range(const Space& s, int n_ops, int64_t lo, int64_t hi, Row&& row) {
-  const int inner = s.nd - 1;
-  const int64_t L = s.size[inner];
-  int64_t r = lo / L;
-  int32_t col = (int32_t)(lo - r * L);
-  int32_t idx[kMaxDims] = {0};
-  ptrdiff_t off[3] = {0, 0, 0};
-  for (int d = inner - 1; d >= 0; --d) {
-    idx[d] = (int32_t)(r % s.size[d]);
-    r /= s.size[d];
-    for (int t = 0; t < n_ops; ++t) off[t] += (ptrdiff_t)idx[d] * s.st[t][d];
-  }
-  int64_t pos = lo;
-  while (pos < hi) {
-    const int64_t len = (L - col < hi - pos) ? L - col : hi - pos;
-    ptrdiff_t o[3];
-    for (int t = 0; t < n_ops; ++t) o[t] = off[t] + (ptrdiff_t)col * s.st[t][inner];
-    row(o, (int32_t)len);
-    pos += len;
-    col = 0;
-    for (int d = inner - 1; d >= 0; --d) {  // odometer step over the outer dims
-      for (int t = 0; t < n_ops; ++t) off[t] += s.st[t][d];
-      if (++idx[d] < s.size[d]) break;
-      for (int t = 0; t < n_ops; ++t) off[t] -= (ptrdiff_t)s.st[t][d] * s.size[d];
-      idx[d] = 0;
-    }
-  }
-}
-
-// Splits the linear range into tasks when the work is worth more threads.
-template <class Row>
-void run_space(const Space& s, int n_ops, double flops_per_elem, Row&& row) {
-  if (s.total <= 0) return;
-  int n_tasks = 1;
-  if (pool_threads() > 1 && worth_threading((double)s.total * flops_per_elem)) {
-    int64_t by_size = s.total / 4096;
-    n_tasks = pool_threads() * 4;
-    if (by_size < n_tasks) n_tasks = by_size < 1 ? 1 : (int)by_size;
-  }
-  if (n_tasks == 1) {
-    walk_range(s, n_ops, 0, s.total, row);
-    return;
-  }
-  const int64_t total = s.total;
-  parallel_for(n_tasks, [&](int t) {
-    // Chunk edges on multiples of 16 elements keep flat chunks' vector loops aligned with each other.
-    int64_t lo = (total * t / n_tasks) & ~(int64_t)15;
-    int64_t hi = t + 1 == n_tasks ? total : (total * (t + 1) / n_tasks) & ~(int64_t)15;
-    if (lo < hi) walk_range(s, n_ops, lo, hi, row);
-  });
-}
 
 inline v128_t gather4(const float* p, ptrdiff_t s) {
   return wasm_f32x4_make(p[0], p[s], p[2 * s], p[3 * s]);
@@ -156,6 +59,21 @@ void unary_row(float* o, ptrdiff_t os, const float* in, ptrdiff_t is, int32_t n,
   if (j < n) store_partial(o + j * os, os, n - j, unary_v<OP>(load_partial(in + j * is, is, n - j), p0, p1));
 }
 
+// PyTorch's div_floor_floating (c10/util/generic_math.h), step for step, so results match eager
+// bit for bit (floor(a / b) differs from it when a / b rounds up to an integer).
+inline float div_floor(float a, float b) {
+  if (b == 0) return a / b;
+  const float mod = __builtin_fmodf(a, b);
+  float div = (a - mod) / b;
+  if (mod != 0 && (b < 0) != (mod < 0)) div -= 1.0f;
+  if (div != 0) {
+    float fl = __builtin_floorf(div);
+    if (div - fl > 0.5f) fl += 1.0f;
+    return fl;
+  }
+  return __builtin_copysignf(0.0f, a / b);
+}
+
 template <int OP>
 inline v128_t binary_v(v128_t a, v128_t b) {
   switch (OP) {
@@ -165,6 +83,14 @@ inline v128_t binary_v(v128_t a, v128_t b) {
     case BINARY_DIV: return wasm_f32x4_div(a, b);
     case BINARY_MAXIMUM: return wasm_f32x4_max(a, b);  // propagates NaN, like torch.maximum
     case BINARY_MINIMUM: return wasm_f32x4_min(a, b);
+    case BINARY_POW: return simd_math::pow_vv(a, b);
+    case BINARY_FLOOR_DIVIDE: {
+      float x[4], y[4];
+      wasm_v128_store(x, a);
+      wasm_v128_store(y, b);
+      return wasm_f32x4_make(div_floor(x[0], y[0]), div_floor(x[1], y[1]), div_floor(x[2], y[2]),
+                             div_floor(x[3], y[3]));
+    }
     default: return a;
   }
 }
@@ -222,7 +148,8 @@ void binary_row(float* o, ptrdiff_t os, const float* a, ptrdiff_t as, const floa
 double unary_cost(int op) {
   switch (op) {
     case UNARY_GELU_ERF: case UNARY_GELU_TANH: case UNARY_SILU: case UNARY_SIGMOID:
-    case UNARY_TANH: case UNARY_EXP: return 30.0;
+    case UNARY_TANH: case UNARY_EXP: case UNARY_LOG: case UNARY_ERF: return 30.0;
+    case UNARY_POW: return 60.0;
     default: return 4.0;
   }
 }
@@ -274,6 +201,8 @@ void k_BINARY(const BINARY_args* a) {
     case BINARY_DIV: binary_space<BINARY_DIV>(a); break;
     case BINARY_MAXIMUM: binary_space<BINARY_MAXIMUM>(a); break;
     case BINARY_MINIMUM: binary_space<BINARY_MINIMUM>(a); break;
+    case BINARY_FLOOR_DIVIDE: binary_space<BINARY_FLOOR_DIVIDE>(a); break;
+    case BINARY_POW: binary_space<BINARY_POW>(a); break;
     default: break;
   }
 }

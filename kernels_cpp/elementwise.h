@@ -38,6 +38,22 @@ static inline v128_t unary_v(v128_t x, float p0, float p1) {
       return wasm_f32x4_pmin(wasm_f32x4_pmax(x, wasm_f32x4_splat(p0)), wasm_f32x4_splat(p1));
     case UNARY_AFFINE:
       return wasm_f32x4_add(wasm_f32x4_mul(x, wasm_f32x4_splat(p0)), wasm_f32x4_splat(p1));
+    case UNARY_HARDSWISH:  // eager: x * min(max(x + 3, 0), 6) / 6, in this order
+      return wasm_f32x4_div(wasm_f32x4_mul(x, clamp_keep_nan(wasm_f32x4_add(x, splat(3.0f)), 0.0f, 6.0f)),
+                            splat(6.0f));
+    case UNARY_HARDSIGMOID:
+      return wasm_f32x4_div(clamp_keep_nan(wasm_f32x4_add(x, splat(3.0f)), 0.0f, 6.0f), splat(6.0f));
+    case UNARY_ABS: return wasm_f32x4_abs(x);
+    case UNARY_LOG: return log_v(x);
+    case UNARY_RECIPROCAL: return wasm_f32x4_div(splat(1.0f), x);
+    case UNARY_ERF: return erf_v(x);
+    case UNARY_POW: return pow_v(x, p0);
+    case UNARY_FLOOR: return wasm_f32x4_floor(x);
+    case UNARY_CEIL: return wasm_f32x4_ceil(x);
+    case UNARY_TRUNC: return wasm_f32x4_trunc(x);
+    case UNARY_ROUND: return wasm_f32x4_nearest(x);
+    case UNARY_LEAKY_RELU:  // NaN > 0 is false: NaN * slope stays NaN
+      return wasm_v128_bitselect(x, wasm_f32x4_mul(x, splat(p0)), wasm_f32x4_gt(x, splat(0.0f)));
     default: return x;
   }
 }
@@ -51,7 +67,9 @@ static inline float unary_s(float x, float p0, float p1) {
 #define FOR_EACH_UNARY(X) \
   X(UNARY_IDENTITY) X(UNARY_RELU) X(UNARY_GELU_ERF) X(UNARY_GELU_TANH) X(UNARY_SILU) \
   X(UNARY_SIGMOID) X(UNARY_TANH) X(UNARY_EXP) X(UNARY_NEG) X(UNARY_SQRT) X(UNARY_RSQRT) \
-  X(UNARY_CLAMP) X(UNARY_AFFINE)
+  X(UNARY_CLAMP) X(UNARY_AFFINE) X(UNARY_HARDSWISH) X(UNARY_HARDSIGMOID) X(UNARY_ABS) X(UNARY_LOG) \
+  X(UNARY_RECIPROCAL) X(UNARY_ERF) X(UNARY_POW) X(UNARY_FLOOR) X(UNARY_CEIL) X(UNARY_TRUNC) \
+  X(UNARY_ROUND) X(UNARY_LEAKY_RELU)
 
 // Runtime-op activation for epilogues (O(outputs) work, so the switch per vector is cheap next to
 // the O(k) work that produced each output). Unknown ops act as IDENTITY.

@@ -37,6 +37,8 @@ int32_t run_plan(const int32_t* plan, int32_t n_words, int32_t n_threads, int32_
 #define BINARY_OP(name, c)
 #define REDUCE_OP(name, c)
 #define POOL_MODE(name, c)
+#define COMPARE_OP(name, c)
+#define DTYPE(name, c)
 #define OP(name, c, fields)                                                       \
       case c:                                                                     \
         if (n_args * 4 != (int32_t)sizeof(name##_args)) { *error_at = pc; return kBadArgCount; } \

@@ -93,6 +93,31 @@ void pool_row(const P& q, const float* in, float* orow, int oy, bool include_pad
   }
 }
 
+// Max with the winner's index: torch's cpu_max_pool loop, tap for tap.
+void max_index_row(const P& q, const float* in, float* orow, int64_t* irow, int oy) {
+  for (int ox = 0; ox < q.OW; ++ox) {
+    int ih0 = oy * q.sh - q.ph, iw0 = ox * q.sw - q.pw;
+    const int ih1 = ih0 + (q.KH - 1) * q.dh + 1 < q.H ? ih0 + (q.KH - 1) * q.dh + 1 : q.H;
+    const int iw1 = iw0 + (q.KW - 1) * q.dw + 1 < q.W ? iw0 + (q.KW - 1) * q.dw + 1 : q.W;
+    while (ih0 < 0) ih0 += q.dh;
+    while (iw0 < 0) iw0 += q.dw;
+    int64_t best_i = (int64_t)ih0 * q.W + iw0;
+    float best = -INFINITY;
+    for (int ih = ih0; ih < ih1; ih += q.dh) {
+      for (int iw = iw0; iw < iw1; iw += q.dw) {
+        const int64_t i = (int64_t)ih * q.W + iw;
+        const float v = in[i];
+        if (v > best || v != v) {
+          best = v;
+          best_i = i;
+        }
+      }
+    }
+    orow[ox] = best;
+    irow[ox] = best_i;
+  }
+}
+
 void adaptive_row(const P& q, const float* in, float* orow, int oy) {
   const int y0 = (int)((int64_t)oy * q.H / q.OH);
   const int y1 = (int)(((int64_t)(oy + 1) * q.H + q.OH - 1) / q.OH);
@@ -117,6 +142,7 @@ void k_POOL2D(const POOL2D_args* a) {
   if (planes <= 0 || q.OH <= 0 || q.OW <= 0) return;
   const float* in = at<const float>(a->in);
   float* out = at<float>(a->out);
+  int64_t* indices = a->indices ? at<int64_t>(a->indices) : nullptr;
   const int mode = a->mode;
   const bool include_pad = a->count_include_pad != 0;
   const int divisor = a->divisor;
@@ -127,7 +153,8 @@ void k_POOL2D(const POOL2D_args* a) {
       const int oy = (int)(r % q.OH);
       const float* pin = in + p * (ptrdiff_t)q.H * q.W;
       float* orow = out + r * (ptrdiff_t)q.OW;
-      if (mode == POOL_MAX) pool_row<true>(q, pin, orow, oy, include_pad, divisor);
+      if (mode == POOL_MAX && indices) max_index_row(q, pin, orow, indices + r * (ptrdiff_t)q.OW, oy);
+      else if (mode == POOL_MAX) pool_row<true>(q, pin, orow, oy, include_pad, divisor);
       else if (mode == POOL_AVG) pool_row<false>(q, pin, orow, oy, include_pad, divisor);
       else if (mode == POOL_ADAPTIVE_AVG) adaptive_row(q, pin, orow, oy);
     }

@@ -104,6 +104,78 @@ static inline v128_t erf_v(v128_t x) {
   return wasm_f32x4_div(p, q);
 }
 
+// Natural log (Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)), degree-8 polynomial in m-1,
+// ln2 split in two so e*ln2 adds exactly). Denormals are scaled by 2^23 first. log(0) = -inf,
+// log(x < 0) = NaN, log(inf) = inf, NaN -> NaN. About 1 ulp on normal inputs.
+static inline v128_t log_v(v128_t x) {
+  const v128_t tiny = wasm_f32x4_lt(x, splat(1.17549435e-38f));  // denormal, zero or negative
+  const v128_t xs = wasm_v128_bitselect(wasm_f32x4_mul(x, splat(8388608.0f)), x, tiny);
+  v128_t e = wasm_i32x4_sub(wasm_u32x4_shr(xs, 23), wasm_i32x4_splat(126));
+  e = wasm_i32x4_sub(e, wasm_v128_and(tiny, wasm_i32x4_splat(23)));
+  // m in [0.5, 1)
+  v128_t m = wasm_v128_or(wasm_v128_and(xs, wasm_i32x4_splat(0x007fffff)), wasm_i32x4_splat(0x3f000000));
+  const v128_t small = wasm_f32x4_lt(m, splat(0.707106781186547524f));
+  // m < sqrt(1/2): f = 2m - 1 and e -= 1; else f = m - 1.
+  const v128_t f = wasm_f32x4_sub(wasm_f32x4_add(m, wasm_v128_and(small, m)), splat(1.0f));
+  e = wasm_i32x4_add(e, small);  // small lanes are all-ones = -1
+  const v128_t ef = wasm_f32x4_convert_i32x4(e);
+  const v128_t z = wasm_f32x4_mul(f, f);
+  v128_t p = splat(7.0376836292E-2f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(-1.1514610310E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(1.1676998740E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(-1.2420140846E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(1.4249322787E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(-1.6668057665E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(2.0000714765E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(-2.4999993993E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), splat(3.3333331174E-1f));
+  v128_t y = wasm_f32x4_mul(wasm_f32x4_mul(p, f), z);
+  y = wasm_f32x4_add(y, wasm_f32x4_mul(ef, splat(-2.12194440e-4f)));
+  y = wasm_f32x4_sub(y, wasm_f32x4_mul(z, splat(0.5f)));
+  v128_t r = wasm_f32x4_add(wasm_f32x4_add(f, y), wasm_f32x4_mul(ef, splat(0.693359375f)));
+  // Special values: x == 0 -> -inf, x < 0 or NaN -> NaN, x == inf -> inf.
+  r = wasm_v128_bitselect(splat(-__builtin_inff()), r, wasm_f32x4_eq(x, splat(0.0f)));
+  r = wasm_v128_bitselect(splat(__builtin_inff()), r, wasm_f32x4_eq(x, splat(__builtin_inff())));
+  const v128_t bad = wasm_v128_or(wasm_f32x4_lt(x, splat(0.0f)), wasm_f32x4_ne(x, x));
+  return wasm_v128_bitselect(splat(__builtin_nanf("")), r, bad);
+}
+
+// x ** p for a scalar exponent p not handled exactly by the caller (0, 1, 2, 3, 0.5, -0.5, -1, -2
+// are special-cased in lowering like eager does): exp(p log|x|), negated for negative x and odd
+// integer p; NaN for negative x and non-integer p.
+static inline v128_t pow_v(v128_t x, float p) {
+  const v128_t ax = wasm_f32x4_abs(x);
+  v128_t r = exp_v(wasm_f32x4_mul(splat(p), log_v(ax)));
+  const float pi = __builtin_truncf(p);
+  const bool p_int = pi == p;
+  const bool p_odd = p_int && __builtin_fabsf(p) < 16777216.0f && ((long long)pi & 1);
+  // negative finite x: NaN (pow(-inf, p) = pow(inf, p), as C's pow)
+  const v128_t neg = wasm_v128_and(wasm_f32x4_lt(x, splat(0.0f)), wasm_f32x4_ne(x, splat(-__builtin_inff())));
+  if (!p_int) return wasm_v128_bitselect(splat(__builtin_nanf("")), r, neg);
+  // odd power: the sign of x (r >= 0 here, so OR-ing the sign bit in negates it; -0 ** 3 = -0)
+  if (p_odd) r = wasm_v128_or(r, wasm_v128_and(x, wasm_i32x4_splat(INT32_MIN)));
+  return r;
+}
+
+// x ** y lane by lane (tensor exponents), following C's pow on the special cases: y == 0 or x == 1
+// give 1 (even for NaN), (-1) ** +-inf = 1, negative finite x with non-integer y is NaN, odd
+// integer y keeps the sign of x. Same accuracy as pow_v.
+static inline v128_t pow_vv(v128_t x, v128_t y) {
+  const v128_t ax = wasm_f32x4_abs(x);
+  v128_t r = exp_v(wasm_f32x4_mul(y, log_v(ax)));
+  const v128_t y_int = wasm_f32x4_eq(wasm_f32x4_trunc(y), y);
+  const v128_t small = wasm_f32x4_lt(wasm_f32x4_abs(y), splat(16777216.0f));
+  const v128_t odd_bit = wasm_v128_and(wasm_i32x4_trunc_sat_f32x4(y), wasm_i32x4_splat(1));
+  const v128_t y_odd = wasm_v128_and(wasm_v128_and(y_int, small), wasm_i32x4_eq(odd_bit, wasm_i32x4_splat(1)));
+  r = wasm_v128_bitselect(wasm_v128_or(r, wasm_v128_and(x, wasm_i32x4_splat(INT32_MIN))), r, y_odd);
+  const v128_t neg_finite = wasm_v128_and(wasm_f32x4_lt(x, splat(0.0f)), wasm_f32x4_ne(x, splat(-__builtin_inff())));
+  r = wasm_v128_bitselect(splat(__builtin_nanf("")), r, wasm_v128_andnot(neg_finite, y_int));
+  const v128_t one = wasm_v128_or(wasm_v128_or(wasm_f32x4_eq(y, splat(0.0f)), wasm_f32x4_eq(x, splat(1.0f))),
+                                  wasm_v128_and(wasm_f32x4_eq(ax, splat(1.0f)),
+                                                wasm_f32x4_eq(wasm_f32x4_abs(y), splat(__builtin_inff()))));
+  return wasm_v128_bitselect(splat(1.0f), r, one);
+}
+
 // Scalar twins: same code path, lane 0.
 static inline float exp_s(float x) { return wasm_f32x4_extract_lane(exp_v(splat(x)), 0); }
 static inline float sigmoid_s(float x) { return wasm_f32x4_extract_lane(sigmoid_v(splat(x)), 0); }

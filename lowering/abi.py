@@ -46,6 +46,8 @@ class KernelAbi:
         self.binary = self._enum(text, "BINARY_OP")
         self.reduce = self._enum(text, "REDUCE_OP")
         self.pool = self._enum(text, "POOL_MODE")
+        self.compare = self._enum(text, "COMPARE_OP")
+        self.dtype = self._enum(text, "DTYPE")
         self.ops: dict[str, OpSpec] = {}
         for m in re.finditer(r"\bOP\((\w+),\s*(\d+),(.*)\)\s*$", text, re.MULTILINE):
             fields = tuple(

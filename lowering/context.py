@@ -11,7 +11,7 @@ from torch.fx import Node
 from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec
-from .registry import REGISTRY, Unsupported, op_name
+from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
 
@@ -30,6 +30,7 @@ class LoweringContext:
         # of this partition (one cache per set of constant inputs).
         caches = gm.__dict__.setdefault("_twb_const_fns", {})
         self._const_fns: dict[Node, ConstFn | None] = caches.setdefault(frozenset(constant_inputs), {})
+        self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
 
     # ---- values ------------------------------------------------------------------------------
     def val(self, arg):
@@ -77,8 +78,9 @@ class LoweringContext:
 
     def const_fn(self, arg) -> ConstFn | None:
         """A function of the partition inputs that computes arg, if arg depends only on constant
-        inputs (parameters, buffers, graph constants); None otherwise. Used to fold weight
-        expressions (t(weight), batch-norm scale...) and to pre-pack weights at compile time."""
+        inputs (parameters, buffers, graph constants) and on sizes; None otherwise. Used to fold
+        weight expressions (t(weight), batch-norm scale...), static values (arange, masks built
+        from ones/tril) and to pre-pack weights at compile time."""
         if not isinstance(arg, Node):
             if isinstance(arg, (list, tuple)):
                 fns = [self.const_fn(a) for a in arg]
@@ -86,28 +88,40 @@ class LoweringContext:
                     return None
                 return lambda ins: type(arg)(f(ins) for f in fns)
             return lambda ins: arg
+        if arg in self._plan_const_fns:
+            return self._plan_const_fns[arg]
         if arg in self._const_fns:
             return self._const_fns[arg]
         fn: ConstFn | None = None
-        if arg.op == "placeholder":
+        per_plan = False  # the value depends on this plan's sizes: not shared across plans
+        concrete = self.vals.get(arg)
+        if isinstance(concrete, (int, float, bool)) and not isinstance(arg.meta.get("val"), torch.Tensor):
+            fn, per_plan = (lambda ins, v=concrete: v), True
+        elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
                 fn = lambda ins: ins[idx]
         elif arg.op == "get_attr":
             attr = getattr(self.gm, arg.target)
             fn = lambda ins: attr
-        elif arg.op == "call_function" and (arg.target is operator.getitem or arg.target in REGISTRY):
+        elif arg.op == "call_function" and (arg.target is operator.getitem or _foldable(arg.target)):
+            inputs = list(arg.args) + list(arg.kwargs.values())
             arg_fns = [self.const_fn(a) for a in arg.args]
             kw_fns = {k: self.const_fn(v) for k, v in arg.kwargs.items()}
-            if arg.all_input_nodes and all(f is not None for f in arg_fns) and all(
-                    f is not None for f in kw_fns.values()):
+            if all(f is not None for f in arg_fns) and all(f is not None for f in kw_fns.values()):
+                per_plan = any(self._depends_on_plan(a) for a in inputs)
                 target = arg.target
 
                 def fn(ins, target=target, arg_fns=arg_fns, kw_fns=kw_fns):
                     with torch.no_grad():
                         return target(*[f(ins) for f in arg_fns], **{k: f(ins) for k, f in kw_fns.items()})
-        self._const_fns[arg] = fn
+        (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
         return fn
+
+    def _depends_on_plan(self, a) -> bool:
+        if isinstance(a, (list, tuple)):
+            return any(self._depends_on_plan(x) for x in a)
+        return isinstance(a, Node) and a in self._plan_const_fns
 
     # ---- buffers -----------------------------------------------------------------------------
     def new_buffer(self, shape, dtype=torch.float32, name="") -> TensorRef:
@@ -188,9 +202,9 @@ class LoweringContext:
         """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""
         if ref.is_contiguous():
             return ref
-        from .ops.elementwise import emit_unary
+        from .ops.elementwise import emit_copy
         out = self.new_buffer(ref.shape, ref.dtype, ref.buffer.name + "_contig")
-        emit_unary(self, "IDENTITY", ref, out)
+        emit_copy(self, ref, out)
         return out
 
     # ---- finish ------------------------------------------------------------------------------

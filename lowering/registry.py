@@ -11,6 +11,10 @@ import torch
 from torch.fx import Node
 
 SUPPORTED_DTYPES = (torch.float32,)
+# Every dtype a wasm buffer can hold (bool as one byte, like torch). Views, copies, casts, masks and
+# index ops take these; arithmetic kernels stay float32.
+ALL_DTYPES = (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8,
+              torch.uint8, torch.bool)
 
 
 class Unsupported(Exception):
@@ -26,6 +30,7 @@ class OpEntry:
     kernels: tuple[str, ...] = ()
     dtypes: tuple[torch.dtype, ...] = SUPPORTED_DTYPES
     notes: str = ""
+    promotes: bool = False  # inputs of any dtype: the lowering converts them to the output's dtype
 
     @property
     def name(self) -> str:
@@ -41,13 +46,14 @@ def op_name(target) -> str:
     return str(getattr(target, "name", lambda: target)()) if hasattr(target, "name") else str(target)
 
 
-def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes=""):
-    """Decorator: registers `lower` for every target overload."""
+def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False):
+    """Decorator: registers `lower` for every target overload. promotes: tensor inputs may have any
+    of ALL_DTYPES (type promotion: the lowering casts them); `dtypes` then constrains the output."""
     def wrap(lower):
         for t in targets:
             if t in REGISTRY:
                 raise ValueError(f"{op_name(t)} registered twice")
-            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes)
+            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes, promotes)
         return lower
     return wrap
 
@@ -68,10 +74,47 @@ def _tensor_vals(value):
             yield from _tensor_vals(v)
 
 
+def _foldable_target(target) -> bool:
+    """An ATen op that gives the same result for the same inputs (safe to run at compile time)."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return target is operator.getitem
+    return torch.Tag.nondeterministic_seeded not in target.tags and not target._schema.is_mutable
+
+
+def is_static(node: Node) -> bool:
+    """Whether node's value depends on no tensor input of the graph: factories (arange, ones, full,
+    ...) and deterministic ops over them, with sizes that may come from the input signature. The
+    lowering computes such nodes at compile time (per plan) into constants, whatever op or dtype
+    they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t)))."""
+    cached = node.meta.get("_twb_static")
+    if cached is not None:
+        return cached
+    result = node.op == "get_attr"  # a tensor constant of the graph
+    if node.op == "call_function" and _foldable_target(node.target):
+        result = True
+        for arg in node.all_input_nodes:
+            if isinstance(arg.meta.get("val"), torch.Tensor) or isinstance(arg.meta.get("val"), (list, tuple)):
+                if not is_static(arg):
+                    result = False
+                    break
+            elif arg.op == "call_function" and not _is_symbolic_size(arg):
+                result = False
+                break
+    node.meta["_twb_static"] = result
+    return result
+
+
+def _is_symbolic_size(node: Node) -> bool:
+    """A node computing a Python number from sizes (sym_size, arithmetic on them)."""
+    return isinstance(node.meta.get("val"), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
+
+
 def support_reason(node: Node) -> str | None:
     """Why this node cannot run in wasm, or None if it can (as far as dtypes and the op's own check
     can tell before concrete shapes are known)."""
     if node.op != "call_function":
+        return None
+    if is_static(node):
         return None
     entry = REGISTRY.get(node.target)
     if entry is None or entry.lower is None:
@@ -80,11 +123,11 @@ def support_reason(node: Node) -> str | None:
     if isinstance(out, (list, tuple)):  # multi-output op: only the outputs someone uses matter
         used = {u.args[1] for u in node.users if u.target is operator.getitem}
         out = [v for i, v in enumerate(out) if i in used]
-    values = list(_tensor_vals(out))
+    values = [(v, entry.dtypes) for v in _tensor_vals(out)]
     for arg in node.all_input_nodes:
-        values.extend(_tensor_vals(arg.meta.get("val")))
-    for v in values:
-        if v.dtype not in entry.dtypes:
+        values.extend((v, ALL_DTYPES if entry.promotes else entry.dtypes) for v in _tensor_vals(arg.meta.get("val")))
+    for v, allowed in values:
+        if v.dtype not in allowed:
             names = "/".join(str(d).replace("torch.", "") for d in entry.dtypes)
             return f"dtype {str(v.dtype).replace('torch.', '')} (wasm kernels take {names})"
         if v.device.type != "cpu":

@@ -60,7 +60,7 @@ def _compile(expr) -> Callable[[dict], int]:
         base, exp = args[0], int(expr.exp)
         return lambda b: base(b) ** exp
     name = type(expr).__name__
-    if name in ("FloorDiv", "CleanDiv", "IntTrueDiv") and len(args) == 2:
+    if name in ("FloorDiv", "CleanDiv") and len(args) == 2:  # (IntTrueDiv is a float: slow path)
         return lambda b: args[0](b) // args[1](b)
     if name in ("Mod", "PythonMod") and len(args) == 2:
         return lambda b: args[0](b) % args[1](b)
@@ -119,6 +119,16 @@ class _SpecPlan:
             return lambda b: tuple(f(b) for f in items)
         if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
             return _evaluator(val)
+        if isinstance(val, torch.SymFloat):  # e.g. an upsample scale: exact, evaluated by sympy
+            expr = val.node.expr
+            symbols = sorted(expr.free_symbols, key=str)
+
+            def evaluate(b, expr=expr, symbols=symbols):
+                try:
+                    return float(expr.xreplace({s: b[s] for s in symbols}))
+                except KeyError as e:
+                    raise Unbound(str(e)) from None
+            return evaluate
         return lambda b, v=val: v
 
 

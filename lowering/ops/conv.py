@@ -8,14 +8,13 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import register
+from .elementwise import emit_copy
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
 
 
 def _check(node):
-    if node.args[6]:
-        return "transposed convolution"
     spatial = node.args[1].meta["val"].dim() - 2
     if spatial not in (1, 2):
         return f"{spatial}-d convolution (1-d and 2-d supported)"
@@ -37,15 +36,83 @@ def _as_4d(ref: TensorRef) -> TensorRef:
     return TensorRef(ref.buffer, shape, contiguous_strides(shape), ref.offset, ref.dtype)
 
 
+def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, stride, padding, dilation,
+                          output_padding, groups):
+    """A transposed convolution is the direct convolution, stride 1, of the input spread out by
+    `stride` (zeros between pixels) and padded by d*(k-1)-p on each side (+ output_padding on the
+    right; negative amounts crop), with the weight flipped spatially and its in/out channels
+    swapped per group. The spread input is built by a fill + one strided copy; the weight
+    transform is folded at compile time (or is one strided copy for a runtime weight). The direct
+    conv does stride^2 times the useful multiply-adds (zeros): correct first, a dedicated
+    col2im kernel would be the faster path. Returns (spread input, direct weight)."""
+    fold = ctx.const_fn(w_arg)
+    wv = ctx.val(w_arg)
+    if wv.dim() == 3:  # 1-d: [c_in, c_out/g, k] -> height 1
+        c_in, c_out_g, kh, kw = wv.shape[0], wv.shape[1], 1, wv.shape[2]
+    else:
+        c_in, c_out_g, kh, kw = wv.shape
+    c_in_g = c_in // groups
+    direct_shape = (groups * c_out_g, c_in_g, kh, kw)
+    if fold is not None:
+        def direct_weight(ins):
+            w = fold(ins).reshape(c_in, c_out_g, kh, kw)
+            w = w.reshape(groups, c_in_g, c_out_g, kh, kw).transpose(1, 2)
+            return w.reshape(direct_shape).flip(2, 3)
+
+        weight = ctx.constant(direct_weight, direct_shape, name=node.name + "_wt")
+    else:
+        # A runtime weight: the same transform as one strided copy, through a 5-d view
+        # [groups, c_out/g, c_in/g, kh, kw] with negative strides on the flipped kernel dims.
+        w = ctx.contiguous(ctx.value(w_arg))
+        st = (c_in_g * c_out_g * kh * kw, kh * kw, c_out_g * kh * kw, -kw, -1)
+        view = TensorRef(w.buffer, (groups, c_out_g, c_in_g, kh, kw), st,
+                         w.offset + (kh - 1) * kw + (kw - 1), w.dtype)
+        weight = ctx.new_buffer(direct_shape, name=node.name + "_wt")
+        emit_copy(ctx, view, TensorRef(weight.buffer, view.shape, contiguous_strides(view.shape), 0, weight.dtype))
+    n, _, h, wd = x.shape
+    spread = []
+    for size, k, s, p, d, op in zip((h, wd), (kh, kw), stride, padding, dilation, output_padding):
+        left = d * (k - 1) - p
+        right = left + op
+        spread.append((size, s, left, right, (size - 1) * s + 1 + left + right))
+    (h_, sh, lh, rh, H), (w_, sw, lw, rw, W) = spread
+    buf = ctx.new_buffer((n, c_in, max(H, 0), max(W, 0)), name=node.name + "_spread")
+    if buf.numel:
+        emit_copy(ctx, ctx.scalar(0.0), buf)
+        # input pixel (i, j) lands at (lh + i*sh, lw + j*sw); keep those inside the buffer
+        def kept(size, s, left, total):
+            first = 0 if left >= 0 else (-left + s - 1) // s
+            last = size - 1
+            while last >= first and left + last * s >= total:
+                last -= 1
+            return first, max(last - first + 1, 0)
+        fi, ni = kept(h_, sh, lh, H)
+        fj, nj = kept(w_, sw, lw, W)
+        if ni and nj:
+            bs = buf.strides
+            dst = TensorRef(buf.buffer, (n, c_in, ni, nj), (bs[0], bs[1], bs[2] * sh, bs[3] * sw),
+                            (lh + fi * sh) * bs[2] + (lw + fj * sw) * bs[3], buf.dtype)
+            xs = x.strides
+            src = TensorRef(x.buffer, (n, c_in, ni, nj), xs, x.offset + fi * xs[2] + fj * xs[3], x.dtype)
+            emit_copy(ctx, src, dst)
+    return buf, weight
+
+
 @register(aten.convolution.default, kernels=["CONV2D"], check=_check)
 def _convolution(ctx: LoweringContext, node):
-    x_arg, w_arg, b_arg, stride, padding, dilation, _t, _op, groups = node.args
+    x_arg, w_arg, b_arg, stride, padding, dilation, transposed, output_padding, groups = node.args
     nd = ctx.val(w_arg).dim() - 2
     stride, padding, dilation = (_per_dim(v, nd) for v in (stride, padding, dilation))
+    output_padding = _per_dim(output_padding, nd)
     if nd == 1:
         stride, padding, dilation = [1] + list(stride), [0] + list(padding), [1] + list(dilation)
+        output_padding = [0] + list(output_padding)
     x = _as_4d(ctx.contiguous(ctx.value(x_arg)))
-    w = _as_4d(ctx.contiguous(ctx.value(w_arg)))
+    if transposed:
+        x, w = _transposed_as_direct(ctx, node, x, w_arg, stride, padding, dilation, output_padding, groups)
+        stride, padding = [1, 1], [0, 0]
+    else:
+        w = _as_4d(ctx.contiguous(ctx.value(w_arg)))
     bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
     out = ctx.out_for(node)
     out4 = _as_4d(out)

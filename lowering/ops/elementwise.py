@@ -8,9 +8,14 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
-from ..registry import Unsupported, register
+from ..registry import ALL_DTYPES, Unsupported, register
 
 aten = torch.ops.aten
+
+# torch dtype -> the ABI's DTYPE code (the dtype-generic kernels: CAST, COMPARE, INDEX_SELECT)
+DTYPE_CODE = {torch.float32: ABI.dtype["F32"], torch.float64: ABI.dtype["F64"], torch.int64: ABI.dtype["I64"],
+              torch.int32: ABI.dtype["I32"], torch.int16: ABI.dtype["I16"], torch.int8: ABI.dtype["I8"],
+              torch.uint8: ABI.dtype["U8"], torch.bool: ABI.dtype["BOOL"]}
 
 
 def broadcast_strides(ref: TensorRef, shape: tuple[int, ...]) -> list[int]:
@@ -68,42 +73,107 @@ def emit_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: 
     return out
 
 
-def as_tensor_ref(ctx: LoweringContext, value) -> TensorRef:
+def emit_copy(ctx: LoweringContext, src: TensorRef, out: TensorRef) -> TensorRef:
+    """out = src (any strides, broadcasting src), converting the element type if they differ."""
+    if src.dtype == out.dtype == torch.float32:
+        return emit_unary(ctx, "IDENTITY", src, out)
+    if out.numel == 0:
+        return out
+    sizes, (so, si) = collapse(out.shape, list(out.strides), broadcast_strides(src, out.shape))
+    ctx.emit("CAST", flops=out.numel, out_dtype=DTYPE_CODE[out.dtype], in_dtype=DTYPE_CODE[src.dtype],
+             size=sizes, out_stride=so, in_stride=si, out=addr(out), **{"in": addr(src)})
+    return out
+
+
+def as_tensor_ref(ctx: LoweringContext, value, dtype: torch.dtype = torch.float32) -> TensorRef:
+    """value as a float32 (or `dtype`) operand: tensors of another dtype are converted (type
+    promotion: eager converts them the same way before computing), scalars become constants."""
     if isinstance(value, TensorRef):
+        if value.dtype != dtype:
+            return emit_copy(ctx, value, ctx.new_buffer(value.shape, dtype, value.buffer.name + "_cast"))
         return value
+    if isinstance(value, (int, float, bool)) and dtype != torch.float32:
+        return ctx.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}_{dtype}")
     if isinstance(value, (int, float, bool)):
         return ctx.scalar(value)
     raise Unsupported(f"unsupported operand {value!r}")
 
 
+INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def emit_int_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: TensorRef) -> TensorRef:
+    if out.numel == 0:
+        return out
+    sizes, (so, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(a, out.shape),
+                                   broadcast_strides(b, out.shape))
+    ctx.emit("INT_BINARY", flops=out.numel, op=ABI.binary[op], dtype=DTYPE_CODE[out.dtype], size=sizes,
+             out_stride=so, a_stride=sa, b_stride=sb, out=addr(out), a=addr(a), b=addr(b))
+    return out
+
+
 def _binary(op: str):
     def lower(ctx: LoweringContext, node):
-        a = as_tensor_ref(ctx, ctx.value(node.args[0]))
-        b = as_tensor_ref(ctx, ctx.value(node.args[1]))
+        out = ctx.out_for(node)
+        a = as_tensor_ref(ctx, ctx.value(node.args[0]), out.dtype)
+        b = as_tensor_ref(ctx, ctx.value(node.args[1]), out.dtype)
         alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+        if out.dtype in INT_DTYPES:  # integer results: wrap-around integer kernels
+            if alpha != 1:
+                b = emit_int_binary(ctx, "MUL", b, as_tensor_ref(ctx, int(alpha), out.dtype),
+                                    ctx.new_buffer(b.shape, out.dtype, node.name + "_alpha"))
+            return emit_int_binary(ctx, op, a, b, out)
         if alpha != 1:
             scaled = ctx.new_buffer(b.shape, name=node.name + "_alpha")
             b = emit_unary(ctx, "AFFINE", b, scaled, float(alpha), 0.0)
-        return emit_binary(ctx, op, a, b, ctx.out_for(node))
+        return emit_binary(ctx, op, a, b, out)
     return lower
 
 
-def _no_rounding_mode(node):
-    if node.kwargs.get("rounding_mode") is not None:
-        return f"div with rounding_mode={node.kwargs['rounding_mode']!r}"
+_ARITH_DTYPES = (torch.float32,) + INT_DTYPES
+
+
+def _rounding_mode(node):
+    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    if mode not in (None, "trunc", "floor"):
+        return f"div with rounding_mode={mode!r}"
     return None
 
 
-register(aten.add.Tensor, aten.add.Scalar, kernels=["BINARY"])(_binary("ADD"))
-register(aten.sub.Tensor, aten.sub.Scalar, kernels=["BINARY"])(_binary("SUB"))
-register(aten.mul.Tensor, aten.mul.Scalar, kernels=["BINARY"])(_binary("MUL"))
-register(aten.div.Tensor, aten.div.Scalar, kernels=["BINARY"])(_binary("DIV"))
-register(aten.div.Tensor_mode, kernels=["BINARY"], check=_no_rounding_mode)(_binary("DIV"))
-register(aten.maximum.default, kernels=["BINARY"])(_binary("MAXIMUM"))
-register(aten.minimum.default, kernels=["BINARY"])(_binary("MINIMUM"))
+def _div_mode(ctx: LoweringContext, node):
+    """trunc: eager computes trunc(a / b), so DIV then TRUNC is bit-equal; floor: eager's fmod-based
+    div_floor_floating, which the FLOOR_DIVIDE kernel reproduces step for step."""
+    a = as_tensor_ref(ctx, ctx.value(node.args[0]))
+    b = as_tensor_ref(ctx, ctx.value(node.args[1]))
+    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    out = ctx.out_for(node)
+    if mode == "floor":
+        return emit_binary(ctx, "FLOOR_DIVIDE", a, b, out)
+    emit_binary(ctx, "DIV", a, b, out)
+    return emit_unary(ctx, "TRUNC", out, out) if mode == "trunc" else out
 
 
-@register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"])
+register(aten.add.Tensor, aten.add.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("ADD"))
+register(aten.sub.Tensor, aten.sub.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("SUB"))
+register(aten.mul.Tensor, aten.mul.Scalar, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES,
+         promotes=True)(_binary("MUL"))
+register(aten.div.Tensor, aten.div.Scalar, kernels=["BINARY"], promotes=True)(_binary("DIV"))
+register(aten.div.Tensor_mode, aten.div.Scalar_mode, kernels=["BINARY", "UNARY"], check=_rounding_mode,
+         promotes=True)(_div_mode)
+# Tensor exponents: exp(b log|a|) lane by lane (C pow's special cases exact); eager's std::pow is
+# correctly rounded, ours within ~2 ulp per unit of |b log a| (the kernel tests state the bound).
+register(aten.pow.Tensor_Tensor, aten.pow.Scalar, kernels=["BINARY"], promotes=True)(_binary("POW"))
+register(aten.floor_divide.default, aten.floor_divide.Scalar, kernels=["BINARY"], promotes=True)(_binary("FLOOR_DIVIDE"))
+register(aten.maximum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES, promotes=True)(_binary("MAXIMUM"))
+# tensor bounds: NaN-propagating maximum / minimum, as eager's vectorized clamp_min / clamp_max
+register(aten.clamp_min.Tensor, kernels=["BINARY"], promotes=True)(_binary("MAXIMUM"))
+register(aten.clamp_max.Tensor, kernels=["BINARY"], promotes=True)(_binary("MINIMUM"))
+register(aten.minimum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_DTYPES, promotes=True)(_binary("MINIMUM"))
+
+
+@register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"], promotes=True)
 def _rsub(ctx, node):
     a = as_tensor_ref(ctx, ctx.value(node.args[0]))
     b = as_tensor_ref(ctx, ctx.value(node.args[1]))
@@ -121,7 +191,7 @@ EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLA
 def emit_activation(ctx: LoweringContext, node, op: str, p0=0.0, p1=0.0) -> TensorRef:
     """act(x): fused into the epilogue of the kernel that produced x when possible (conv+relu,
     linear+gelu...: one pass over memory less), else a UNARY kernel."""
-    src = ctx.value(node.args[0])
+    src = as_tensor_ref(ctx, ctx.value(node.args[0]))
     if op in EPILOGUE_OPS:
         fused = ctx.fuse_activation(node.args[0], op, p0, p1)
         if fused is not None:
@@ -135,14 +205,78 @@ def _unary(op: str, p0=0.0, p1=0.0):
     return lower
 
 
-register(aten.relu.default, kernels=["UNARY"])(_unary("RELU"))
-register(aten.silu.default, kernels=["UNARY"])(_unary("SILU"))
-register(aten.sigmoid.default, kernels=["UNARY"])(_unary("SIGMOID"))
-register(aten.tanh.default, kernels=["UNARY"])(_unary("TANH"))
-register(aten.exp.default, kernels=["UNARY"])(_unary("EXP"))
-register(aten.neg.default, kernels=["UNARY"])(_unary("NEG"))
-register(aten.sqrt.default, kernels=["UNARY"])(_unary("SQRT"))
-register(aten.rsqrt.default, kernels=["UNARY"])(_unary("RSQRT"))
+register(aten.relu.default, kernels=["UNARY"], promotes=True)(_unary("RELU"))
+register(aten.silu.default, kernels=["UNARY"], promotes=True)(_unary("SILU"))
+register(aten.sigmoid.default, kernels=["UNARY"], promotes=True)(_unary("SIGMOID"))
+register(aten.tanh.default, kernels=["UNARY"], promotes=True)(_unary("TANH"))
+register(aten.exp.default, kernels=["UNARY"], promotes=True)(_unary("EXP"))
+register(aten.neg.default, kernels=["UNARY"], promotes=True)(_unary("NEG"))
+register(aten.sqrt.default, kernels=["UNARY"], promotes=True)(_unary("SQRT"))
+register(aten.rsqrt.default, kernels=["UNARY"], promotes=True)(_unary("RSQRT"))
+register(aten.hardswish.default, kernels=["UNARY"], promotes=True)(_unary("HARDSWISH"))
+register(aten.hardsigmoid.default, kernels=["UNARY"], promotes=True)(_unary("HARDSIGMOID"))
+register(aten.abs.default, kernels=["UNARY"], promotes=True)(_unary("ABS"))
+register(aten.log.default, kernels=["UNARY"], promotes=True)(_unary("LOG"))
+register(aten.reciprocal.default, kernels=["UNARY"], promotes=True)(_unary("RECIPROCAL"))
+register(aten.erf.default, kernels=["UNARY"], promotes=True)(_unary("ERF"))
+register(aten.floor.default, kernels=["UNARY"], promotes=True)(_unary("FLOOR"))
+register(aten.ceil.default, kernels=["UNARY"], promotes=True)(_unary("CEIL"))
+register(aten.trunc.default, kernels=["UNARY"], promotes=True)(_unary("TRUNC"))
+register(aten.round.default, kernels=["UNARY"], promotes=True)(_unary("ROUND"))
+
+
+@register(aten.round.decimals, kernels=["UNARY", "BINARY"], promotes=True)
+def _round_decimals(ctx, node):
+    """Eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0, in float32."""
+    decimals = int(node.kwargs.get("decimals", node.args[1] if len(node.args) > 1 else 0))
+    x = as_tensor_ref(ctx, ctx.value(node.args[0]))
+    out = ctx.out_for(node)
+    if decimals == 0:
+        return emit_unary(ctx, "ROUND", x, out)
+    scale = ctx.scalar(float(torch.tensor(10.0 ** abs(decimals), dtype=torch.float32)))
+    emit_binary(ctx, "MUL" if decimals > 0 else "DIV", x, scale, out)
+    emit_unary(ctx, "ROUND", out, out)
+    return emit_binary(ctx, "DIV" if decimals > 0 else "MUL", out, scale, out)
+
+
+@register(aten.leaky_relu.default, kernels=["UNARY"])
+def _leaky_relu(ctx, node):
+    slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+    return emit_unary(ctx, "LEAKY_RELU", ctx.value(node.args[0]), ctx.out_for(node), float(slope))
+
+
+def _pow_check(node):
+    if isinstance(node.args[1], torch.fx.Node):
+        return "pow with a tensor exponent"
+    if not math.isfinite(float(node.args[1])) or isinstance(node.args[1], complex):
+        return "pow with a non-finite exponent"
+    return None
+
+
+@register(aten.pow.Tensor_Scalar, kernels=["UNARY", "BINARY"], check=_pow_check)
+def _pow(ctx, node):
+    """Eager's CPU pow special-cases these exponents with exact arithmetic; so do we (bit-equal),
+    and every other exponent goes to the POW kernel (exp(p log|x|), a few ulp)."""
+    x, p = ctx.value(node.args[0]), float(node.args[1])
+    out = ctx.out_for(node)
+    if p == 0.0:
+        return emit_copy(ctx, ctx.scalar(1.0), out)  # eager: 1 for every x, NaN included
+    if p == 1.0:
+        return emit_unary(ctx, "IDENTITY", x, out)
+    if p == 0.5:
+        return emit_unary(ctx, "SQRT", x, out)
+    if p == -0.5:
+        return emit_unary(ctx, "RSQRT", x, out)
+    if p == -1.0:
+        return emit_unary(ctx, "RECIPROCAL", x, out)
+    if p in (2.0, -2.0, 3.0):
+        sq = emit_binary(ctx, "MUL", x, x, ctx.new_buffer(out.shape, name=node.name + "_sq") if p != 2.0 else out)
+        if p == 2.0:
+            return out
+        if p == 3.0:
+            return emit_binary(ctx, "MUL", sq, x, out)
+        return emit_unary(ctx, "RECIPROCAL", sq, out)
+    return emit_unary(ctx, "POW", x, out, p)
 
 
 @register(aten.gelu.default, kernels=["UNARY"])
@@ -155,13 +289,24 @@ def _clamp_bounds(lo, hi):
     return (-math.inf if lo is None else float(lo)), (math.inf if hi is None else float(hi))
 
 
-def _clamp_check(node):
-    if any(isinstance(a, torch.fx.Node) for a in node.args[1:]):
-        return "clamp with tensor bounds"
-    return None
+@register(aten.clamp.Tensor, kernels=["BINARY"], promotes=True)
+def _clamp_tensor(ctx, node):
+    """clamp(x, lo, hi) with tensor bounds = minimum(maximum(x, lo), hi), NaN-propagating like
+    eager's vectorized clamp."""
+    args = list(node.args) + [None] * (3 - len(node.args))
+    lo, hi = node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2])
+    out = ctx.out_for(node)
+    x = as_tensor_ref(ctx, ctx.value(node.args[0]))
+    if lo is None and hi is None:
+        raise Unsupported("clamp without bounds")
+    if lo is not None:
+        x = emit_binary(ctx, "MAXIMUM", x, as_tensor_ref(ctx, ctx.value(lo)), out)
+    if hi is not None:
+        x = emit_binary(ctx, "MINIMUM", x, as_tensor_ref(ctx, ctx.value(hi)), out)
+    return out
 
 
-@register(aten.clamp.default, kernels=["UNARY"], check=_clamp_check)
+@register(aten.clamp.default, kernels=["UNARY"])
 def _clamp(ctx, node):
     args = list(node.args) + [None] * (3 - len(node.args))
     lo, hi = _clamp_bounds(node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2]))
@@ -174,16 +319,14 @@ def _hardtanh(ctx, node):
     return emit_activation(ctx, node, "CLAMP", float(args[1]), float(args[2]))
 
 
-def _same_dtype_copy(node):
-    dtype = node.kwargs.get("dtype")
-    if dtype is not None and dtype != torch.float32:
-        return f"_to_copy to {dtype}"
+def _copy_check(node):
     layout = node.kwargs.get("layout")
     if layout not in (None, torch.strided):
         return f"_to_copy to layout {layout}"
     return None
 
 
-@register(aten.clone.default, aten._to_copy.default, kernels=["UNARY"], check=_same_dtype_copy)
+@register(aten.clone.default, aten._to_copy.default, aten.lift_fresh_copy.default, kernels=["UNARY", "CAST"],
+          check=_copy_check, dtypes=ALL_DTYPES)
 def _copy(ctx, node):
-    return emit_unary(ctx, "IDENTITY", ctx.value(node.args[0]), ctx.out_for(node))
+    return emit_copy(ctx, ctx.value(node.args[0]), ctx.out_for(node))

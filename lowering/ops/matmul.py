@@ -112,8 +112,9 @@ def _matmul_2d(ctx, node, a_arg, b_arg, bias_arg=None, b_transposed=False):
 
 
 def _alpha_beta_check(node):
-    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
-        return "addmm with alpha/beta != 1"
+    for name in ("alpha", "beta"):
+        if isinstance(node.kwargs.get(name, 1), (complex, torch.fx.Node)):
+            return f"addmm with a {type(node.kwargs[name]).__name__} {name}"
     return None
 
 
@@ -122,9 +123,21 @@ def _mm(ctx, node):
     return _matmul_2d(ctx, node, node.args[0], node.args[1])
 
 
-@register(aten.addmm.default, kernels=["GEMM", "PACK_B"], check=_alpha_beta_check)
+@register(aten.addmm.default, kernels=["GEMM", "PACK_B", "BINARY"], check=_alpha_beta_check)
 def _addmm(ctx, node):
-    return _matmul_2d(ctx, node, node.args[1], node.args[2], bias_arg=node.args[0])
+    """beta * bias + alpha * (a @ b); beta = 0 ignores bias entirely (NaN included), as eager."""
+    alpha, beta = node.kwargs.get("alpha", 1), node.kwargs.get("beta", 1)
+    if alpha == 1 and beta == 1:
+        return _matmul_2d(ctx, node, node.args[1], node.args[2], bias_arg=node.args[0])
+    out = _matmul_2d(ctx, node, node.args[1], node.args[2])
+    if alpha != 1:
+        emit_binary(ctx, "MUL", out, ctx.scalar(float(alpha)), out)
+    if beta != 0:
+        bias = ctx.value(node.args[0])
+        if beta != 1:
+            bias = emit_binary(ctx, "MUL", bias, ctx.scalar(float(beta)), ctx.new_buffer(bias.shape, name=node.name + "_beta"))
+        emit_binary(ctx, "ADD", out, bias, out)
+    return out
 
 
 @register(aten.linear.default, kernels=["GEMM", "PACK_B"])

@@ -21,9 +21,10 @@ def _used_outputs(node) -> set[int]:
 
 def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, var, eps):
     fns = [ctx.const_fn(a) if a is not None else (lambda ins: None) for a in (weight, bias, mean, var)]
-    if any(f is None for f in fns):
-        raise Unsupported("batch norm with non-constant statistics or affine parameters")
     channels = ctx.val(x_arg).shape[1]
+    if any(f is None for f in fns):
+        scale, shift = _runtime_scale_shift(ctx, node, weight, bias, mean, var, eps, channels)
+        return _emit_affine(ctx, node, x_arg, scale, shift, channels)
 
     def scale_shift(ins):
         w, b, m, v = (f(ins) for f in fns)
@@ -40,6 +41,30 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
         return folded
     scale = ctx.constant(lambda ins: scale_shift(ins)[0], (channels,), name=node.name + "_scale")
     shift = ctx.constant(lambda ins: scale_shift(ins)[1], (channels,), name=node.name + "_shift")
+    return _emit_affine(ctx, node, x_arg, scale, shift, channels)
+
+
+def _runtime_scale_shift(ctx: LoweringContext, node, weight, bias, mean, var, eps, channels):
+    """Statistics or affine parameters computed at run time (not constants): scale = w / sqrt(var +
+    eps), shift = b - mean * scale, as [channels] vectors by BINARY/UNARY kernels (eager's order)."""
+    from .elementwise import as_tensor_ref, emit_binary, emit_unary
+    if mean is None or var is None:
+        raise Unsupported("batch norm without running statistics")
+    vec = lambda tag: ctx.new_buffer((channels,), name=f"{node.name}_{tag}")
+    scale = emit_binary(ctx, "ADD", as_tensor_ref(ctx, ctx.value(var)), ctx.scalar(float(eps)), vec("scale"))
+    emit_unary(ctx, "SQRT", scale, scale)
+    emit_unary(ctx, "RECIPROCAL", scale, scale)
+    if weight is not None:
+        emit_binary(ctx, "MUL", scale, as_tensor_ref(ctx, ctx.value(weight)), scale)
+    shift = emit_binary(ctx, "MUL", as_tensor_ref(ctx, ctx.value(mean)), scale, vec("shift"))
+    if bias is not None:
+        emit_binary(ctx, "SUB", as_tensor_ref(ctx, ctx.value(bias)), shift, shift)
+    else:
+        emit_unary(ctx, "NEG", shift, shift)
+    return scale, shift
+
+
+def _emit_affine(ctx: LoweringContext, node, x_arg, scale, shift, channels):
     x = ctx.contiguous(ctx.value(x_arg))
     out = ctx.new_buffer(x.shape, name=node.name)
     if out.numel:
@@ -82,7 +107,8 @@ def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
 
 
 def _bn_check(node):
-    if _used_outputs(node) - {0}:
+    vals = node.meta.get("val")
+    if any(vals[i].numel() for i in _used_outputs(node) - {0}):
         return "batch norm's saved mean/invstd outputs are used"
     if node.args[0].meta["val"].dim() < 2:
         return "batch norm input with < 2 dims"
@@ -93,7 +119,7 @@ def _bn_check(node):
           check=_bn_check, notes="folded into a preceding conv, else a per-channel scale+shift")
 def _batch_norm(ctx, node):
     x, w, b, mean, var, _momentum, eps = node.args
-    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), *_empty_stats(ctx, node)
 
 
 def _native_bn_check(node):
@@ -106,7 +132,13 @@ def _native_bn_check(node):
           notes="folded into a preceding conv, else a per-channel scale+shift")
 def _native_batch_norm(ctx, node):
     x, w, b, mean, var, _training, _momentum, eps = node.args
-    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), None, None
+    return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), *_empty_stats(ctx, node)
+
+
+def _empty_stats(ctx, node):
+    """In inference the saved mean/invstd outputs are empty tensors (the check rejects others)."""
+    return tuple(ctx.new_buffer(tuple(ctx.vals[node][i].shape), name=f"{node.name}_stat{i}")
+                 if i in _used_outputs(node) else None for i in (1, 2))
 
 
 @register(aten.native_layer_norm.default, kernels=["LAYERNORM"])
@@ -157,3 +189,77 @@ def _safe_softmax_check(node):
 
 
 register(aten._safe_softmax.default, kernels=["SOFTMAX"], check=_safe_softmax_check)(_softmax(2))
+
+
+def _affine_params(ctx: LoweringContext, node, w_arg, b_arg, channels):
+    """weight/bias as contiguous [channels] refs (ones/zeros constants where absent)."""
+    def vec(arg, fill, tag):
+        if arg is not None:
+            return ctx.contiguous(ctx.value(arg))
+        return ctx.constant(lambda ins: torch.full((channels,), fill), (channels,), name=f"{node.name}_{tag}")
+    return vec(w_arg, 1.0, "ones"), vec(b_arg, 0.0, "zeros")
+
+
+def _normalize_rows(ctx: LoweringContext, node, x, rows: int, cols: int, eps: float, stats_shape):
+    """LAYERNORM without affine over [rows, cols]: normalized buffer, mean and rstd ([rows])."""
+    out = ctx.new_buffer(x.shape, name=node.name + "_norm")
+    mean = ctx.new_buffer(stats_shape, name=node.name + "_mean")
+    rstd = ctx.new_buffer(stats_shape, name=node.name + "_rstd")
+    if x.numel:
+        ctx.emit("LAYERNORM", flops=8 * x.numel, rows=rows, cols=cols, eps=float(eps), **{"in": addr(x)},
+                 weight=0, bias=0, out=addr(out), mean=addr(mean), rstd=addr(rstd))
+    return out, mean, rstd
+
+
+def _channel_affine(ctx: LoweringContext, x, out, outer, channels, inner, scale, shift):
+    if out.numel:
+        ctx.emit("CHANNEL_AFFINE", flops=2 * out.numel, outer=outer, channels=channels, inner=inner,
+                 **{"in": addr(x)}, out=addr(out), scale=addr(scale), shift=addr(shift),
+                 act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+    return out
+
+
+@register(aten.native_group_norm.default, kernels=["LAYERNORM", "CHANNEL_AFFINE"])
+def _group_norm(ctx, node):
+    """Each (sample, group) is one LAYERNORM row of (C/G) * HxW values (biased variance, as eager),
+    then the per-channel weight and bias as a CHANNEL_AFFINE."""
+    x_arg, w_arg, b_arg, n, c, hw, groups, eps = node.args
+    n, c, hw, groups = (int(ctx.value(v)) for v in (n, c, hw, groups))
+    x = ctx.contiguous(ctx.value(x_arg))
+    normed, mean, rstd = _normalize_rows(ctx, node, x, n * groups, (c // groups) * hw, eps, (n, groups))
+    scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)
+    out = _channel_affine(ctx, normed, ctx.new_buffer(x.shape, name=node.name), n, c, hw, scale, shift)
+    return out, mean, rstd
+
+
+@register(aten._native_batch_norm_legit.no_stats, kernels=["LAYERNORM", "CHANNEL_AFFINE", "UNARY"])
+def _batch_norm_batch_stats(ctx, node):
+    """Batch norm with the batch's own statistics (InstanceNorm, or BatchNorm without running stats):
+    per channel over (N, spatial). N = 1 (InstanceNorm's [1, N*C, ...] view) is one LAYERNORM row
+    per channel; a larger batch is first permuted to [C, N, spatial] (and back)."""
+    x_arg, w_arg, b_arg = node.args[:3]
+    eps = node.args[5] if len(node.args) > 5 else node.kwargs.get("eps", 1e-5)
+    x = ctx.value(x_arg)
+    n, c = x.shape[0], x.shape[1]
+    inner = prod(x.shape[2:])
+    if n == 1:
+        src = ctx.contiguous(x)
+    else:
+        from ..plan import TensorRef
+        from .elementwise import emit_copy
+        x = ctx.contiguous(x)
+        view = TensorRef(x.buffer, (c, n, inner), (inner, c * inner, 1), x.offset, x.dtype)
+        src = emit_copy(ctx, view, ctx.new_buffer((c, n, inner), name=node.name + "_cfirst"))
+    normed, mean, rstd = _normalize_rows(ctx, node, src, c, n * inner, eps, (c,))
+    scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)
+    out = ctx.new_buffer(x.shape, name=node.name)
+    if n == 1:
+        _channel_affine(ctx, normed, out, 1, c, inner, scale, shift)
+    else:
+        from ..plan import TensorRef
+        from .elementwise import emit_copy
+        affine = _channel_affine(ctx, normed, ctx.new_buffer((c, n, inner), name=node.name + "_aff"), 1, c,
+                                 n * inner, scale, shift)
+        dst = TensorRef(out.buffer, (c, n, inner), (inner, c * inner, 1), 0, out.dtype)
+        emit_copy(ctx, affine, dst)
+    return out, mean, rstd

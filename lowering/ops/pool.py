@@ -21,7 +21,7 @@ def _pair(v, default=None):
 
 
 def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
-              dilation=(1, 1), count_include_pad=True, divisor=0):
+              dilation=(1, 1), count_include_pad=True, divisor=0, indices=None):
     x = ctx.contiguous(ctx.value(node.args[0]))
     out = ctx.new_buffer(tuple(ctx.vals[node][0].shape if isinstance(ctx.vals[node], tuple)
                                else ctx.vals[node].shape), name=node.name)
@@ -35,14 +35,8 @@ def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1
                  h=h, w=w, oh=oh, ow=ow, kh=kernel[0], kw=kernel[1], sh=stride[0], sw=stride[1],
                  ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1],
                  count_include_pad=int(bool(count_include_pad)), divisor=int(divisor or 0),
-                 **{"in": addr(x)}, out=addr(out))
+                 **{"in": addr(x)}, out=addr(out), indices=addr(indices))
     return out
-
-
-def _indices_unused(node):
-    if any(u.target is operator.getitem and u.args[1] == 1 for u in node.users):
-        return "max_pool2d indices output is used (only values are computed)"
-    return None
 
 
 def _max_pool_args(node):
@@ -51,9 +45,23 @@ def _max_pool_args(node):
     return dict(kernel=kernel, stride=_pair(a[2], kernel), padding=_pair(a[3], 0), dilation=_pair(a[4], 1))
 
 
-@register(aten.max_pool2d_with_indices.default, kernels=["POOL2D"], check=_indices_unused)
+def _indices_used(node) -> bool:
+    return any(u.target is operator.getitem and u.args[1] == 1 for u in node.users)
+
+
+# Values in float32, indices in int64 (only computed when used).
+def _float_input(node):
+    dtype = node.args[0].meta["val"].dtype
+    return None if dtype == torch.float32 else f"dtype {dtype} input (wasm kernels take float32)"
+
+
+@register(aten.max_pool2d_with_indices.default, kernels=["POOL2D"], dtypes=(torch.float32, torch.int64),
+          check=_float_input)
 def _max_pool_with_indices(ctx, node):
-    return emit_pool(ctx, node, "MAX", **_max_pool_args(node)), None
+    indices = None
+    if _indices_used(node):
+        indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
+    return emit_pool(ctx, node, "MAX", indices=indices, **_max_pool_args(node)), indices
 
 
 @register(aten.max_pool2d.default, kernels=["POOL2D"])

@@ -7,8 +7,8 @@ from torch.fx import Node
 
 from ..context import LoweringContext
 from ..plan import TensorRef, contiguous_strides
-from ..registry import Unsupported, register
-from .elementwise import emit_unary
+from ..registry import ALL_DTYPES, Unsupported, register
+from .elementwise import emit_copy
 
 aten = torch.ops.aten
 
@@ -98,7 +98,7 @@ def _apply(target, src: TensorRef, args, kwargs):
     return tuple(wrap(t) for t in out) if isinstance(out, (list, tuple)) else wrap(out)
 
 
-@register(*dict.fromkeys(VIEW_OPS), kernels=[], notes="view: no copy")
+@register(*dict.fromkeys(VIEW_OPS), kernels=[], dtypes=ALL_DTYPES, notes="view: no copy")
 def lower_view(ctx: LoweringContext, node: Node):
     src = ctx.value(node.args[0])
     args = ctx.value(node.args[1:])  # symbolic sizes arrive as nodes; these are their values
@@ -114,7 +114,7 @@ def is_view_op(target) -> bool:
     return target in VIEW_OPS
 
 
-@register(aten.cat.default, kernels=["UNARY"])
+@register(aten.cat.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
 def _cat(ctx: LoweringContext, node: Node):
     out = ctx.out_for(node)
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -126,9 +126,36 @@ def _cat(ctx: LoweringContext, node: Node):
             continue  # torch.cat skips legacy empty 1-d tensors
         size = v.shape[dim]
         piece = TensorRef(out.buffer, tuple(v.shape), out.strides, start * out.strides[dim], out.dtype)
-        emit_unary(ctx, "IDENTITY", ctx.value(arg), piece)
+        emit_copy(ctx, ctx.value(arg), piece)  # converts too: cat promotes mixed dtypes
         start += size
     return out
+
+
+@register(aten.stack.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
+def _stack(ctx: LoweringContext, node: Node):
+    out = ctx.out_for(node)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    dim %= max(len(out.shape), 1)
+    for i, arg in enumerate(node.args[0]):
+        # out.select(dim, i): the slot of input i
+        piece = TensorRef(out.buffer, out.shape[:dim] + out.shape[dim + 1:],
+                          out.strides[:dim] + out.strides[dim + 1:], i * out.strides[dim], out.dtype)
+        emit_copy(ctx, ctx.value(arg), piece)
+    return out
+
+
+@register(aten.flip.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
+def _flip(ctx: LoweringContext, node: Node):
+    """A copy through a view with negative strides (the kernels take signed strides)."""
+    x = ctx.value(node.args[0])
+    dims = {d % max(len(x.shape), 1) for d in node.args[1]}
+    offset, strides = x.offset, list(x.strides)
+    for d in dims:
+        if x.shape[d] > 1:
+            offset += (x.shape[d] - 1) * x.strides[d]
+            strides[d] = -x.strides[d]
+    view = TensorRef(x.buffer, x.shape, tuple(strides), offset, x.dtype)
+    return emit_copy(ctx, view, ctx.out_for(node))
 
 
 __all__ = ["is_view_op", "Unsupported"]
@@ -150,7 +177,8 @@ def _same_layout_as_eager(ctx: LoweringContext, node: Node, ref: TensorRef) -> b
         size == 1 or ours == theirs for size, ours, theirs in zip(ref.shape, ref.strides, eager.stride()))
 
 
-@register(aten.as_strided.default, kernels=[], notes="view: no copy (when our layout is eager's)")
+@register(aten.as_strided.default, kernels=[], dtypes=ALL_DTYPES,
+          notes="view: no copy (when our layout is eager's)")
 def _as_strided(ctx: LoweringContext, node: Node):
     """as_strided addresses the input's storage, so it is only a view here when our buffer holds
     the input in eager's layout (true for the restrides aot_autograd inserts); else copy into
@@ -162,5 +190,5 @@ def _as_strided(ctx: LoweringContext, node: Node):
             raise Unsupported("as_strided on a tensor whose eager layout is not dense")
         dense = ctx.new_buffer(src.shape, src.dtype, node.name + "_restride")
         dense = TensorRef(dense.buffer, src.shape, tuple(eager.stride()), 0, src.dtype)
-        src = emit_unary(ctx, "IDENTITY", src, dense)
+        src = emit_copy(ctx, src, dense)
     return _apply(node.target, src, ctx.value(node.args[1:]), {k: ctx.value(v) for k, v in node.kwargs.items()})

@@ -128,7 +128,7 @@ def run_pool(s: Session, mode, x, oh, ow, k, st, p, d=(1, 1), cip=0, divisor=0):
     out = s.out(planes * oh * ow)
     s.record("POOL2D", mode=ABI.pool[mode], planes=planes, h=h, w=w, oh=oh, ow=ow, kh=k[0], kw=k[1],
              sh=st[0], sw=st[1], ph=p[0], pw=p[1], dh=d[0], dw=d[1], count_include_pad=cip,
-             divisor=divisor, out=out.ptr, **{"in": s.put_guarded(x)})
+             divisor=divisor, out=out.ptr, indices=0, **{"in": s.put_guarded(x)})
     return out.read((planes, oh, ow))
 
 
@@ -155,6 +155,25 @@ def test_max_pool2d(s1, case):
         x.view(-1)[13] = NAN
     ref = F.max_pool2d(x, k, st, p, d, ceil_mode=ceil)
     assert_exact(run_pool(s1, "MAX", x, ref.shape[1], ref.shape[2], k, st, p, d), ref)
+
+
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_max_pool2d_with_indices(s1, case):
+    """Values and int64 indices equal torch's, NaN and ties included (first maximum wins)."""
+    planes, h, w, k, st, p, d, ceil = POOL_CASES[case]
+    x = (torch.randn(planes, h, w) * 2).round() - 3.0  # many ties
+    if x.numel() > 20:
+        x.view(-1)[13] = NAN
+        x.view(-1)[14] = NAN
+    ref, ref_idx = F.max_pool2d(x, k, st, p, d, ceil_mode=ceil, return_indices=True)
+    oh, ow = ref.shape[1:]
+    out = s1.out(planes * oh * ow)
+    idx = s1.put(torch.full((planes, oh, ow), -5, dtype=torch.int64))
+    s1.record("POOL2D", mode=ABI.pool["MAX"], planes=planes, h=h, w=w, oh=oh, ow=ow, kh=k[0], kw=k[1],
+              sh=st[0], sw=st[1], ph=p[0], pw=p[1], dh=d[0], dw=d[1], count_include_pad=0, divisor=0,
+              out=out.ptr, indices=idx, **{"in": s1.put_guarded(x)})
+    assert_exact(out.read((planes, oh, ow)), ref)
+    assert torch.equal(s1.get(idx, (planes, oh, ow), torch.int64), ref_idx)
 
 
 def avg_bound(x, k, st, p, ceil, cip, div):

@@ -19,8 +19,9 @@ from kernel_testing import (FLT_MIN, INF, NAN, Session, assert_exact, assert_wit
 from lowering.abi import ABI
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 17, 33, 1000]
-EXACT_UNARY = ["IDENTITY", "RELU", "NEG", "SQRT", "RSQRT", "CLAMP", "AFFINE"]
-PARAMS = {"CLAMP": (-0.5, 0.75), "AFFINE": (1.5, -2.0)}
+EXACT_UNARY = ["IDENTITY", "RELU", "NEG", "SQRT", "RSQRT", "CLAMP", "AFFINE", "HARDSWISH", "HARDSIGMOID",
+               "ABS", "RECIPROCAL", "FLOOR", "CEIL", "TRUNC", "ROUND", "LEAKY_RELU"]
+PARAMS = {"CLAMP": (-0.5, 0.75), "AFFINE": (1.5, -2.0), "LEAKY_RELU": (0.1, 0.0), "POW": (2.7, 0.0)}
 
 # op -> (ulps, abs_x: extra error per unit |x|, floor: absolute error allowed everywhere).
 # Measured maxima (dense sweeps over [-110, 90], [-20, 20], [-1e-3, 1e-3]) in the comments.
@@ -37,7 +38,13 @@ TRANSCENDENTAL_BOUNDS = {
     "GELU_ERF": (2.0, 2.5e-7, 0.0),
     # Same shape with tanh's absolute error near -1 (~5e-8): measured 2.7e-8 |x| beyond 2 ulp.
     "GELU_TANH": (2.0, 5e-8, 0.0),
+    "LOG": (2.0, 0.0, 0.0),          # Cephes logf
+    "ERF": (8.0, 0.0, 4.5e-7),       # the erf_v rational approximation (7 ulp, abs 4.2e-7)
+    # exp(p log|x|): the rounding of p log|x| (up to ~4.5 here at p = 2.7) is amplified by exp,
+    # so the error grows with |log x|; bound: 2 ulp + 2 ulp per unit of |p log x| (POW_ULPS_PER_LOG).
+    "POW": (2.0, 0.0, 0.0),
 }
+POW_ULPS_PER_LOG = 2.0
 
 TORCH_UNARY = {
     "IDENTITY": lambda t, p0, p1: t.clone(),
@@ -56,12 +63,26 @@ TORCH_UNARY = {
     "RSQRT": lambda t, p0, p1: 1.0 / t.double().sqrt().to(t.dtype),
     "CLAMP": lambda t, p0, p1: torch.clamp(t, p0, p1),
     "AFFINE": lambda t, p0, p1: t * p0 + p1,
+    "HARDSWISH": lambda t, p0, p1: F.hardswish(t),
+    "HARDSIGMOID": lambda t, p0, p1: F.hardsigmoid(t),
+    "ABS": lambda t, p0, p1: t.abs(),
+    "LOG": lambda t, p0, p1: t.log(),
+    "RECIPROCAL": lambda t, p0, p1: t.reciprocal(),
+    "ERF": lambda t, p0, p1: torch.erf(t),
+    "POW": lambda t, p0, p1: t.pow(p0),
+    "FLOOR": lambda t, p0, p1: t.floor(),
+    "CEIL": lambda t, p0, p1: t.ceil(),
+    "TRUNC": lambda t, p0, p1: t.trunc(),
+    "ROUND": lambda t, p0, p1: t.round(),
+    "LEAKY_RELU": lambda t, p0, p1: F.leaky_relu(t, p0),
 }
 assert set(TORCH_UNARY) == set(ABI.unary), "a UNARY op was added to the ABI without a test"
 
 TORCH_BINARY = {"ADD": torch.add, "SUB": torch.sub, "MUL": torch.mul, "DIV": torch.div,
-                "MAXIMUM": torch.maximum, "MINIMUM": torch.minimum}
+                "MAXIMUM": torch.maximum, "MINIMUM": torch.minimum,
+                "FLOOR_DIVIDE": lambda a, b: torch.div(a, b, rounding_mode="floor"), "POW": torch.pow}
 assert set(TORCH_BINARY) == set(ABI.binary), "a BINARY op was added to the ABI without a test"
+EXACT_BINARY = [op for op in ABI.binary if op != "POW"]  # POW: test_binary_pow_accuracy
 
 SPECIALS = [NAN, INF, -INF, 0.0, -0.0, 1e-30, -1e-30, 100.0, -100.0, 88.0, -88.0, 1e30, -1e30,
             3e38, -3e38, 1e-45, -1e-45, FLT_MIN, -1.0]
@@ -117,14 +138,16 @@ def unary_input(op: str, shape, scale=3.0, specials=True) -> torch.Tensor:
 def check_unary(op, got, x, p0=0.0, p1=0.0):
     x = x.contiguous()
     if op in TRANSCENDENTAL_BOUNDS:
-        check_transcendental(op, got, x)
+        check_transcendental(op, got, x, p0)
     else:
         assert_exact(got, TORCH_UNARY[op](x, p0, p1), x)
 
 
-def check_transcendental(op, got, x):
+def check_transcendental(op, got, x, p0=0.0):
     ulps, abs_x, floor = TRANSCENDENTAL_BOUNDS[op]
-    ref = TORCH_UNARY[op](x.double(), 0.0, 0.0)
+    ref = TORCH_UNARY[op](x.double(), p0, 0.0)
+    if op == "POW":
+        ulps = ulps + POW_ULPS_PER_LOG * (p0 * x.double().abs().log()).abs().nan_to_num(0.0, 0.0, 0.0)
     # Where the true value overflows float32, the float32 result must be the rounded one (+-inf).
     ref = torch.where(torch.isinf(ref.float()), ref.float().double(), ref)
     bound = ulps * ulp32(ref) + abs_x * x.double().abs().nan_to_num(posinf=0.0, neginf=0.0) + floor
@@ -192,7 +215,24 @@ def _sweep():
 @pytest.mark.parametrize("op", list(TRANSCENDENTAL_BOUNDS))
 def test_transcendental_accuracy(s1, op):
     x = _sweep()
-    check_transcendental(op, run_unary(s1, op, x), x)
+    p0 = PARAMS.get(op, (0.0, 0.0))[0]
+    check_transcendental(op, run_unary(s1, op, x, p0), x, p0)
+
+
+@pytest.mark.parametrize("p", [-3.0, -1.5, 0.25, 1.5, 3.0, 4.0, 7.0, 0.3333])
+def test_pow_exponents(s1, p):
+    """Odd and even integer powers keep / drop the sign of negative x; non-integer ones give NaN."""
+    x = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([0.0, -0.0, INF, -INF, NAN, 1.0, -1.0])])
+    check_transcendental("POW", run_unary(s1, "POW", x, p), x, p)
+
+
+def test_log_special_values(s1):
+    x = torch.tensor([0.0, -0.0, -1.0, INF, -INF, NAN, 1.0, FLT_MIN, 1e-45, 2.0 ** -130])
+    got = run_unary(s1, "LOG", x)
+    assert got[:7].tolist()[:2] == [-INF, -INF] and got[3].item() == INF and got[6].item() == 0.0
+    assert torch.isnan(got[[2, 4, 5]]).all()
+    ref = x[7:].double().log()
+    assert ((got[7:].double() - ref).abs() <= 2 * ulp32(ref)).all(), (got[7:], ref)
 
 
 def test_transcendental_exact_limits(s1):
@@ -225,7 +265,7 @@ def binary_inputs(sa, sb):
 
 
 @pytest.mark.parametrize("shapes", BINARY_SHAPES, ids=lambda s: f"{list(s[0])}x{list(s[1])}")
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_broadcast(s1, op, shapes):
     a, b = binary_inputs(*shapes)
     ref = TORCH_BINARY[op](a, b)
@@ -235,7 +275,7 @@ def test_binary_broadcast(s1, op, shapes):
         assert_exact(run_binary(s1, op, a, b, out_transposed=True), ref)
 
 
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_strided_views(s1, op):
     a = view_with_nan_holes(torch.randn(7, 13, 9), lambda t: t.permute(2, 0, 1))   # [9, 7, 13]
     b = view_with_nan_holes(torch.randn(18, 7, 27), lambda t: t[::2, :, ::2])       # [9, 7, 14]
@@ -245,7 +285,20 @@ def test_binary_strided_views(s1, op):
     assert_exact(run_binary(s1, op, a, c, out_transposed=True), TORCH_BINARY[op](a, c))
 
 
-@pytest.mark.parametrize("op", list(ABI.binary))
+@pytest.mark.parametrize("op", EXACT_BINARY)
 def test_binary_large_threads(s12, op):
     a, b = binary_inputs((64, 1, 3001), (1, 7, 3001))
     assert_exact(run_binary(s12, op, a, b), TORCH_BINARY[op](a, b))
+
+
+def test_binary_pow_accuracy(s12):
+    """Tensor ** tensor: special cases exact (C pow's), else the scalar-exponent POW bound."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.cat([torch.randn(20000, generator=g) * 8, torch.tensor([0.0, -0.0, 1.0, -1.0, INF, -INF, NAN, 2.0, -2.0, -8.0, 0.5, -1.0, 1.0])])
+    b = torch.cat([torch.randn(20000, generator=g) * 4, torch.tensor([-1.0, 3.0, NAN, INF, 0.5, 3.0, 0.0, -INF, 3.0, 1 / 3, INF, -INF, NAN])])
+    b[:5000] = b[:5000].round()  # integer exponents: negative bases keep or drop their sign
+    got = run_binary(s12, "POW", a, b)
+    ref = torch.pow(a.double(), b.double())
+    ref = torch.where(torch.isinf(ref.float()), ref.float().double(), ref)
+    ulps = 2.0 + POW_ULPS_PER_LOG * (b.double() * a.double().abs().log()).abs().nan_to_num(0.0, 0.0, 0.0)
+    assert_within(got, ref, ulps * ulp32(ref) + FLT_MIN, a)
