@@ -2,6 +2,7 @@
 needs its value), folds weight-only expressions into constants, and collects the Plan."""
 from __future__ import annotations
 
+import hashlib
 import operator
 from typing import Any, Callable, Sequence
 
@@ -54,7 +55,8 @@ class LoweringContext:
         fold = self.const_fn(node)
         if fold is not None and isinstance(self.vals[node], TensorSpec):
             v = self.vals[node]
-            return self.constant(lambda ins: fold(ins), tuple(v.shape), v.dtype, node.name)
+            return self.constant(lambda ins: fold(ins), tuple(v.shape), v.dtype, node.name,
+                                 per_plan=node in self._plan_const_fns)
         if node.op == "placeholder":
             idx = self.placeholders.index(node)
             v = self.vals[node]
@@ -118,6 +120,25 @@ class LoweringContext:
         (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
         return fn
 
+    def structural_key(self, arg):
+        """A hashable description of how a constant-foldable value is computed (op, arguments,
+        recursively, down to input indices): equal keys give equal values. Unrolled RNNs compute
+        the same weight transpose once per time step; this lets them share one packed copy."""
+        if isinstance(arg, (list, tuple)):
+            return tuple(self.structural_key(a) for a in arg)
+        if not isinstance(arg, Node):
+            return ("lit", repr(arg))
+        if arg.op == "placeholder":
+            return ("in", self.placeholders.index(arg))
+        if arg.op == "get_attr":
+            return ("attr", arg.target)
+        return (str(arg.target), self.structural_key(tuple(arg.args)),
+                tuple(sorted((k, self.structural_key(v)) for k, v in arg.kwargs.items())))
+
+    def plan_dependent(self, arg) -> bool:
+        """Whether a folded value uses this plan's sizes (call after const_fn(arg))."""
+        return isinstance(arg, Node) and arg in self._plan_const_fns
+
     def _depends_on_plan(self, a) -> bool:
         if isinstance(a, (list, tuple)):
             return any(self._depends_on_plan(x) for x in a)
@@ -136,9 +157,25 @@ class LoweringContext:
         v = self.vals[node]
         return self.new_buffer(tuple(v.shape), v.dtype, node.name)
 
-    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="") -> TensorRef:
-        """A buffer uploaded once (and again when a parameter it derives from changes)."""
+    @property
+    def plan_tag(self) -> str:
+        """Identifies this plan's input signature (shapes, strides, dtypes, size values)."""
+        if not hasattr(self, "_plan_tag"):
+            sig = []
+            for p in self.placeholders:
+                v = self.vals[p]
+                sig.append((tuple(v.shape), tuple(v.strides), str(v.dtype)) if isinstance(v, TensorSpec) else v)
+            self._plan_tag = hashlib.sha1(repr(sig).encode()).hexdigest()[:12]
+        return self._plan_tag
+
+    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_plan=False) -> TensorRef:
+        """A buffer uploaded once (and again when a parameter it derives from changes).
+
+        The runtime shares constants between the plans of a partition by name and size, so the
+        name must determine the content: it carries dtype and shape, and, for values computed from
+        this plan's sizes (per_plan: arange(t), index tables...), the plan's signature."""
         shape = tuple(int(s) for s in shape)
+        name = f"{name}:{str(dtype).replace('torch.', '')}{list(shape)}" + (f"@{self.plan_tag}" if per_plan else "")
 
         def make_contiguous(ins):
             t = make(ins)

@@ -90,7 +90,9 @@ def is_static(node: Node) -> bool:
     if cached is not None:
         return cached
     result = node.op == "get_attr"  # a tensor constant of the graph
-    if node.op == "call_function" and _foldable_target(node.target):
+    val = node.meta.get("val")
+    on_cpu = all(v.device.type == "cpu" for v in _tensor_vals(val))
+    if node.op == "call_function" and _foldable_target(node.target) and on_cpu:
         result = True
         for arg in node.all_input_nodes:
             if isinstance(arg.meta.get("val"), torch.Tensor) or isinstance(arg.meta.get("val"), (list, tuple)):

@@ -116,7 +116,7 @@ def _index(ctx, node):
         # an out-of-range component makes the flat index out of range, so the kernel traps
         return torch.where(bad, torch.full_like(flat, _prod(sizes)), flat)
 
-    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index")
+    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True)
     return emit_index_select(ctx, xm, d, idx, out)
 
 
@@ -156,7 +156,7 @@ def _like_factory(ctx: LoweringContext, node):
         result = target(torch.zeros(shape, dtype=dtype), *args, **kwargs)
         return result.zero_() if "empty" in target.name() else result  # empty: any value is right
 
-    return ctx.constant(make, tuple(out.shape), out.dtype, node.name)
+    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_plan=True)
 
 
 register(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,

@@ -31,11 +31,19 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
     """B as packed panels: folded from constants when possible, else packed at run time."""
     fold = ctx.const_fn(b_arg)
     if fold is not None:
+        cache = ctx.__dict__.setdefault("_packed_cache", {})
+        key = (ctx.structural_key(b_arg), transpose, batch, k, n)
+        if key in cache:
+            return cache[key]
+
         def make(ins):
             b = fold(ins).float()
             return pack_b(b.transpose(-1, -2) if transpose else b)
         shape = (batch, packed_numel(k, n)) if batch > 1 else (packed_numel(k, n),)
-        return ctx.constant(make, shape, name=f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}")
+        per_plan = ctx.plan_dependent(b_arg)
+        cache[key] = ctx.constant(make, shape, name=f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}",
+                                  per_plan=per_plan)
+        return cache[key]
     b = ctx.value(b_arg)
     if transpose:
         b = TensorRef(b.buffer, b.shape[:-2] + (b.shape[-1], b.shape[-2]),

@@ -655,3 +655,20 @@ def test_strict_rejects_with_reason(fn, reason):
         compile_wasm(fn)(*([x, x] if fn.__code__.co_argcount == 2 else [x]))
     assert reason in str(info.value)
     assert isinstance(info.value, (twb.WasmBackendError, torch._dynamo.exc.BackendCompilerFailed))
+
+
+def test_shape_dependent_constants_are_not_shared_between_signatures():
+    """Index tables, masks and folded arange values depend on the plan's sizes; plans of one
+    partition for different shapes with equal element counts must each get their own."""
+    def up(x):
+        return F.interpolate(x, scale_factor=2, mode="nearest") * 1
+
+    def masked(x):
+        keep = torch.ones(x.shape[-2], x.shape[-1], dtype=torch.bool).triu()
+        return torch.tril(x) + torch.where(keep, 0, 1) + torch.arange(x.shape[-1])
+
+    f, g = compile_wasm(up), compile_wasm(masked)
+    for shape in [(1, 2, 4, 6), (1, 2, 6, 4), (1, 2, 3, 8), (1, 2, 8, 3)]:
+        x = r(*shape)
+        torch.testing.assert_close(f(x), up(x), rtol=0, atol=0)
+        torch.testing.assert_close(g(x), masked(x), rtol=0, atol=0)
