@@ -21,6 +21,11 @@ from .partition_runner import CompiledPartition
 
 log = logging.getLogger("torch_wasm_backend")
 
+# Without this Dynamo graph-breaks around nn.LSTM / nn.GRU and runs them in eager outside any graph
+# (no fallback would even be reported); with it they are traced and unrolled into ops we lower.
+# Process-wide: it applies to other torch.compile backends too (they handle traced RNNs as well).
+torch._dynamo.config.allow_rnn = True
+
 _CONSTANT_SOURCES = ("_parameters[", "_buffers[")
 
 

@@ -3,6 +3,7 @@ LRU of Plans per signature, uploads weights once (again only if a parameter chan
 copies inputs in and outputs out, runs the whole Plan in one wasm call, and recovers from traps."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -255,10 +256,13 @@ class CompiledPartition:
         plan = entry.plan
         addrs = {}
         for buf in plan.constants:
-            key = (buf.name, buf.nbytes)
+            # Plans of one partition share a constant only when its bytes are the same (weights):
+            # a name can mean different values for different shapes (masks, index tables).
+            value = buf.make(args)
+            key = (buf.name, value.dtype, tuple(value.shape), _digest(value))
             if key not in self._constants:
                 offset = runtime.allocator.alloc(buf.nbytes)
-                runtime.write(offset, buf.make(args))
+                runtime.write(offset, value)
                 stats.add(constant_bytes_uploaded=buf.nbytes)
                 self._constants[key] = (offset, buf)
             addrs[id(buf)] = self._constants[key][0]
@@ -329,6 +333,10 @@ class CompiledPartition:
 
 
 _DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))
+
+
+def _digest(t: torch.Tensor) -> bytes:
+    return hashlib.blake2b(t.detach().reshape(-1).contiguous().view(torch.uint8).numpy(), digest_size=16).digest()
 
 
 def _version(t):

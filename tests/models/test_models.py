@@ -104,3 +104,19 @@ def test_training_graph_gives_eager_gradients():
     s = twb.stats()
     assert s["calls"] >= 1
     assert any(f["reason"] == "backward graphs run in eager" for f in s["fallback_nodes"])
+
+
+def test_lstm_runs_in_wasm_without_dynamo_config_changes():
+    """nn.LSTM reaches the backend (the backend turns on Dynamo's allow_rnn) and runs in wasm."""
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(6, 10, batch_first=True)
+            self.head = nn.Linear(10, 3)
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[:, -1])
+
+    s = run_both(Classifier(), torch.randn(2, 5, 6))
+    assert_ran_in_wasm(s, min_fraction=0.98)
