@@ -91,12 +91,21 @@ void im2col_block(const CONV2D_args* a, const float* in, int K, int r_lo, int r_
         const float* irow = plane + (ptrdiff_t)iy * W;
         for (int i = 0; i < run;) {
           const int ix = (ox + i) * sw + off;
-          if (sw == 1 && (q & 3) == 0 && i + 4 <= run && ix >= 0 && ix + 4 <= W) {
-            // 4 consecutive interior taps land in one half of a panel row: one vector copy.
-            wasm_v128_store(d + (q / NR) * pstride + (q % NR), wasm_v128_load(irow + ix));
-            i += 4;
-            q += 4;
-            continue;
+          if ((q & 3) == 0 && i + 4 <= run && ix >= 0) {
+            // 4 consecutive interior taps land in one half of a panel row: one vector store.
+            if (sw == 1 && ix + 4 <= W) {
+              wasm_v128_store(d + (q / NR) * pstride + (q % NR), wasm_v128_load(irow + ix));
+              i += 4;
+              q += 4;
+              continue;
+            }
+            if (sw == 2 && ix + 8 <= W) {  // even lanes of 8 consecutive inputs (stem, downsampling)
+              const v128_t lo = wasm_v128_load(irow + ix), hi = wasm_v128_load(irow + ix + 4);
+              wasm_v128_store(d + (q / NR) * pstride + (q % NR), wasm_i32x4_shuffle(lo, hi, 0, 2, 4, 6));
+              i += 4;
+              q += 4;
+              continue;
+            }
           }
           d[(q / NR) * pstride + (q % NR)] = (unsigned)ix < (unsigned)W ? irow[ix] : 0.0f;
           ++i;
