@@ -54,22 +54,30 @@ def collapse(shape, *stride_lists) -> tuple[list[int], list[list[int]]]:
     return sizes, out_strides
 
 
+def strided_args(out: TensorRef, **inputs: TensorRef) -> dict:
+    """The kernel args shared by every elementwise kernel (UNARY, BINARY, CAST, COMPARE, WHERE...):
+    the collapsed index space `size`, `out_stride`/`out`, and `<name>_stride`/`<name>` per input,
+    each input broadcast to out's shape."""
+    sizes, strides = collapse(out.shape, list(out.strides),
+                              *(broadcast_strides(ref, out.shape) for ref in inputs.values()))
+    args = {"size": sizes, "out_stride": strides[0], "out": addr(out)}
+    for (name, ref), stride in zip(inputs.items(), strides[1:]):
+        args[f"{name}_stride"] = stride
+        args[name] = addr(ref)
+    return args
+
+
 def emit_unary(ctx: LoweringContext, op: str, src: TensorRef, out: TensorRef, p0=0.0, p1=0.0) -> TensorRef:
     if out.numel == 0:
         return out
-    sizes, (so, si) = collapse(out.shape, list(out.strides), broadcast_strides(src, out.shape))
-    ctx.emit("UNARY", flops=out.numel, op=ABI.unary[op], size=sizes, out_stride=so, in_stride=si,
-             out=addr(out), **{"in": addr(src)}, p0=p0, p1=p1)
+    ctx.emit("UNARY", flops=out.numel, op=ABI.unary[op], p0=p0, p1=p1, **strided_args(out, **{"in": src}))
     return out
 
 
 def emit_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: TensorRef) -> TensorRef:
     if out.numel == 0:
         return out
-    sizes, (so, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(a, out.shape),
-                                   broadcast_strides(b, out.shape))
-    ctx.emit("BINARY", flops=out.numel, op=ABI.binary[op], size=sizes, out_stride=so, a_stride=sa,
-             b_stride=sb, out=addr(out), a=addr(a), b=addr(b))
+    ctx.emit("BINARY", flops=out.numel, op=ABI.binary[op], **strided_args(out, a=a, b=b))
     return out
 
 
@@ -79,9 +87,8 @@ def emit_copy(ctx: LoweringContext, src: TensorRef, out: TensorRef) -> TensorRef
         return emit_unary(ctx, "IDENTITY", src, out)
     if out.numel == 0:
         return out
-    sizes, (so, si) = collapse(out.shape, list(out.strides), broadcast_strides(src, out.shape))
     ctx.emit("CAST", flops=out.numel, out_dtype=DTYPE_CODE[out.dtype], in_dtype=DTYPE_CODE[src.dtype],
-             size=sizes, out_stride=so, in_stride=si, out=addr(out), **{"in": addr(src)})
+             **strided_args(out, **{"in": src}))
     return out
 
 
@@ -105,10 +112,8 @@ INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 def emit_int_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: TensorRef) -> TensorRef:
     if out.numel == 0:
         return out
-    sizes, (so, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(a, out.shape),
-                                   broadcast_strides(b, out.shape))
-    ctx.emit("INT_BINARY", flops=out.numel, op=ABI.binary[op], dtype=DTYPE_CODE[out.dtype], size=sizes,
-             out_stride=so, a_stride=sa, b_stride=sb, out=addr(out), a=addr(a), b=addr(b))
+    ctx.emit("INT_BINARY", flops=out.numel, op=ABI.binary[op], dtype=DTYPE_CODE[out.dtype],
+             **strided_args(out, a=a, b=b))
     return out
 
 

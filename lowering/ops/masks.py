@@ -7,10 +7,10 @@ import torch
 from torch.fx import Node
 
 from ..abi import ABI
-from ..context import LoweringContext, addr
+from ..context import LoweringContext
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, broadcast_strides, collapse, emit_copy
+from .elementwise import DTYPE_CODE, emit_copy, strided_args
 
 aten = torch.ops.aten
 
@@ -47,10 +47,8 @@ def operand(ctx: LoweringContext, arg, dtype: torch.dtype, name: str) -> TensorR
 def emit_compare(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: TensorRef) -> TensorRef:
     if out.numel == 0:
         return out
-    sizes, (so, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(a, out.shape),
-                                   broadcast_strides(b, out.shape))
-    ctx.emit("COMPARE", flops=out.numel, op=ABI.compare[op], dtype=DTYPE_CODE[a.dtype], size=sizes,
-             out_stride=so, a_stride=sa, b_stride=sb, out=addr(out), a=addr(a), b=addr(b))
+    ctx.emit("COMPARE", flops=out.numel, op=ABI.compare[op], dtype=DTYPE_CODE[a.dtype],
+             **strided_args(out, a=a, b=b))
     return out
 
 
@@ -59,10 +57,7 @@ def emit_where(ctx: LoweringContext, cond: TensorRef, a: TensorRef, b: TensorRef
         return out
     if cond.dtype != torch.bool:
         cond = emit_copy(ctx, cond, ctx.new_buffer(cond.shape, torch.bool, "cond"))
-    sizes, (so, sc, sa, sb) = collapse(out.shape, list(out.strides), broadcast_strides(cond, out.shape),
-                                       broadcast_strides(a, out.shape), broadcast_strides(b, out.shape))
-    ctx.emit("WHERE", flops=out.numel, elem_size=out.itemsize, size=sizes, out_stride=so, cond_stride=sc,
-             a_stride=sa, b_stride=sb, out=addr(out), cond=addr(cond), a=addr(a), b=addr(b))
+    ctx.emit("WHERE", flops=out.numel, elem_size=out.itemsize, **strided_args(out, cond=cond, a=a, b=b))
     return out
 
 
