@@ -44,6 +44,22 @@ struct Epilogue {
   float p0, p1;
 };
 
+// Bias (col_bias: this chunk's 8 column biases, for bias_mode 1) and activation, on the last k slice.
+inline void bias_and_activation(v128_t& v0, v128_t& v1, const float* col_bias, const Epilogue& e, int row) {
+  if (e.bias_mode == 1) {
+    v0 = wasm_f32x4_add(v0, wasm_v128_load(col_bias));
+    v1 = wasm_f32x4_add(v1, wasm_v128_load(col_bias + 4));
+  } else if (e.bias_mode == 2) {
+    const v128_t bv = wasm_v128_load32_splat(e.bias + row);
+    v0 = wasm_f32x4_add(v0, bv);
+    v1 = wasm_f32x4_add(v1, bv);
+  }
+  if (e.act != UNARY_IDENTITY) {
+    v0 = apply_activation(v0, e.act, e.p0, e.p1);
+    v1 = apply_activation(v1, e.act, e.p0, e.p1);
+  }
+}
+
 // Adds C (unless first), then bias + activation (if last), and stores one 8-column row chunk of a
 // tile; chunks at the right edge (nc < 8) go through a buffer so nothing past column n is touched.
 inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, bool last,
@@ -53,20 +69,7 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
       v0 = wasm_f32x4_add(wasm_v128_load(cr), v0);
       v1 = wasm_f32x4_add(wasm_v128_load(cr + 4), v1);
     }
-    if (last) {
-      if (e.bias_mode == 1) {
-        v0 = wasm_f32x4_add(v0, wasm_v128_load(e.bias + col));
-        v1 = wasm_f32x4_add(v1, wasm_v128_load(e.bias + col + 4));
-      } else if (e.bias_mode == 2) {
-        const v128_t bv = wasm_v128_load32_splat(e.bias + row);
-        v0 = wasm_f32x4_add(v0, bv);
-        v1 = wasm_f32x4_add(v1, bv);
-      }
-      if (e.act != UNARY_IDENTITY) {
-        v0 = apply_activation(v0, e.act, e.p0, e.p1);
-        v1 = apply_activation(v1, e.act, e.p0, e.p1);
-      }
-    }
+    if (last) bias_and_activation(v0, v1, e.bias_mode == 1 ? e.bias + col : nullptr, e, row);
     wasm_v128_store(cr, v0);
     wasm_v128_store(cr + 4, v1);
     return;
@@ -78,20 +81,10 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
     v1 = wasm_f32x4_add(wasm_v128_load(buf + 4), v1);
   }
   if (last) {
-    if (e.bias_mode == 1) {
-      alignas(16) float bb[NR] = {0, 0, 0, 0, 0, 0, 0, 0};
+    alignas(16) float bb[NR] = {0, 0, 0, 0, 0, 0, 0, 0};  // bias columns past n stay 0
+    if (e.bias_mode == 1)
       for (int j = 0; j < nc; ++j) bb[j] = e.bias[col + j];
-      v0 = wasm_f32x4_add(v0, wasm_v128_load(bb));
-      v1 = wasm_f32x4_add(v1, wasm_v128_load(bb + 4));
-    } else if (e.bias_mode == 2) {
-      const v128_t bv = wasm_v128_load32_splat(e.bias + row);
-      v0 = wasm_f32x4_add(v0, bv);
-      v1 = wasm_f32x4_add(v1, bv);
-    }
-    if (e.act != UNARY_IDENTITY) {
-      v0 = apply_activation(v0, e.act, e.p0, e.p1);
-      v1 = apply_activation(v1, e.act, e.p0, e.p1);
-    }
+    bias_and_activation(v0, v1, bb, e, row);
   }
   wasm_v128_store(buf, v0);
   wasm_v128_store(buf + 4, v1);
