@@ -126,8 +126,5 @@ __attribute__((export_name("pool_abort"))) void pool_abort() {
   __builtin_wasm_memory_atomic_notify((int32_t*)&g_pool.done_tasks, 0x7fffffff);
 }
 
-__attribute__((export_name("pool_workers_registered"))) int32_t pool_workers_registered() {
-  return load(&g_pool.workers_registered);
-}
 
 }  // extern "C"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import time
 from pathlib import Path
 
 import numpy as np

@@ -161,7 +161,7 @@ class _Instance:
         exports = self.instance.exports(self.store)
         self.fn = {name: RawFunc(self.store, exports[name]) for name in
                    ("_initialize", "abi_version", "heap_base", "run_plan", "worker_loop",
-                    "pool_shutdown", "pool_abort", "pool_register_worker", "pool_workers_registered",
+                    "pool_shutdown", "pool_abort", "pool_register_worker",
                     "stackRestore", "peak_flops")}
         self.fn["_initialize"]()
 
@@ -265,7 +265,6 @@ class Runtime:
         self._workers: list[threading.Thread] = []
         for worker_id in range(1, self.threads):
             self._start_worker(engine, module, worker_id)
-        self._wait_for_workers()
 
     # ---- memory ----------------------------------------------------------------------------
     def _ensure_size(self, end: int) -> None:
@@ -326,13 +325,6 @@ class Runtime:
         t = threading.Thread(target=park, name=f"wasm-worker-{worker_id}", daemon=True)
         t.start()
         self._workers.append(t)
-
-    def _wait_for_workers(self) -> None:
-        deadline = time.monotonic() + 10
-        while self.main.fn["pool_workers_registered"]()[0].i32 < len(self._workers):
-            if time.monotonic() > deadline:
-                raise WasmBackendError("wasm worker threads did not start within 10 s")
-            time.sleep(0.0005)
 
     def close(self) -> None:
         if self._workers:
