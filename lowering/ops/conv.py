@@ -1,4 +1,5 @@
-"""aten.convolution (1-D and 2-D, not transposed) -> CONV2D on NCHW. 1-D convs run as 2-D with
+"""aten.convolution (1-D and 2-D; transposed as a direct conv) -> CONV2D on NCHW, or CONV2D_WINOGRAD
+for 3x3 stride-1 convs with a constant weight and enough channels. 1-D convs run as 2-D with
 height 1. Weights must be constants or are used as given."""
 from __future__ import annotations
 
@@ -12,6 +13,69 @@ from .elementwise import emit_copy
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
+
+
+# Winograd F(2x2, 3x3) filter transform (kernels_cpp/conv_winograd.cpp applies B^T and A^T).
+WINOGRAD_G = torch.tensor([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=torch.float64)
+
+
+def winograd_weight(w: torch.Tensor) -> torch.Tensor:
+    """The CONV2D_WINOGRAD weight of a [c_out, c_in, 3, 3] filter: U = G w G^T per channel pair,
+    in float64 then rounded once, laid out [16, c_out, c_in] (component 4 * row + col)."""
+    u = WINOGRAD_G @ w.double() @ WINOGRAD_G.T
+    return u.permute(2, 3, 0, 1).reshape(16, w.shape[0], w.shape[1]).float()
+
+
+# When a conv runs as CONV2D_WINOGRAD: 3x3, stride 1, dilation 1, groups 1, a constant weight and
+# at least this many input and output channels (below that the transforms' cost outweighs the
+# 2.25x fewer multiply-adds). Tile blocks: one block's transformed input, 16 * c_in * tile_block
+# floats, is kept near WINOGRAD_BLOCK_FLOATS so it stays in cache between the kernel's phases.
+WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_BLOCK_FLOATS = 64 * 1024
+WINOGRAD_MIN_BLOCK = 16
+
+
+def conv_weight(ctx: LoweringContext, kind: str, make, weight_shape, name: str) -> TensorRef:
+    """The constant weight operand of a `kind` conv record, from make(ins) -> the [c_out, c_in/g,
+    kh, kw] filter: as is for CONV2D, transformed (winograd_weight) for CONV2D_WINOGRAD."""
+    if kind == "CONV2D_WINOGRAD":
+        return ctx.constant(lambda ins: winograd_weight(make(ins)), (16, *weight_shape[:2]), name=name + "_wino")
+    return ctx.constant(make, weight_shape, name=name)
+
+
+def refold_weight(ctx: LoweringContext, kind: str, record: dict, make, weight_shape, name: str) -> None:
+    """Points a conv record at a new constant filter (make(ins), e.g. with a batch norm folded in),
+    dropping the record's own transformed weight (a raw weight is the caller's to drop: it may
+    have other users)."""
+    old = record["weight"].buffer
+    record["weight"] = conv_weight(ctx, kind, make, weight_shape, name).addr()
+    if kind == "CONV2D_WINOGRAD":
+        ctx.plan.constants = [b for b in ctx.plan.constants if b is not old]
+
+
+def _winograd_tile_block(tiles: int, c_in: int) -> int:
+    block = max(WINOGRAD_MIN_BLOCK, WINOGRAD_BLOCK_FLOATS // (16 * c_in) // NR * NR)
+    return min(block, (tiles + NR - 1) // NR * NR)
+
+
+def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: TensorRef, padding) -> None:
+    n, c_in, h, wd = x.shape
+    c_out = out.shape[1]
+    oh, ow = out.shape[2:]
+    block = _winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
+    weight = conv_weight(ctx, "CONV2D_WINOGRAD", w_fn, (c_out, c_in, 3, 3), node.name + "_weight")
+    scratch = ctx.new_buffer((16 * (c_in + c_out) * block,), name=node.name + "_winograd")
+    ctx.emit("CONV2D_WINOGRAD", flops=2.0 * n * c_out * oh * ow * c_in * 9, n=n, c_in=c_in, h=h, w=wd,
+             c_out=c_out, ph=padding[0], pw=padding[1], oh=oh, ow=ow, tile_block=block, **{"in": addr(x)},
+             weight=addr(weight), bias=addr(bias), out=addr(out), scratch=addr(scratch),
+             act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+
+
+def _use_winograd(ctx: LoweringContext, w_arg, stride, dilation, groups, transposed) -> bool:
+    wv = ctx.val(w_arg)
+    return (not transposed and groups == 1 and wv.dim() == 4 and tuple(wv.shape[2:]) == (3, 3)
+            and list(stride) == [1, 1] and list(dilation) == [1, 1]
+            and min(wv.shape[0], wv.shape[1]) >= WINOGRAD_MIN_CHANNELS and ctx.const_fn(w_arg) is not None)
 
 
 def _check(node):
@@ -98,7 +162,7 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
     return buf, weight
 
 
-@register(aten.convolution.default, kernels=["CONV2D"], check=_check)
+@register(aten.convolution.default, kernels=["CONV2D", "CONV2D_WINOGRAD"], check=_check)
 def _convolution(ctx: LoweringContext, node):
     x_arg, w_arg, b_arg, stride, padding, dilation, transposed, output_padding, groups = node.args
     nd = ctx.val(w_arg).dim() - 2
@@ -108,6 +172,12 @@ def _convolution(ctx: LoweringContext, node):
         stride, padding, dilation = [1] + list(stride), [0] + list(padding), [1] + list(dilation)
         output_padding = [0] + list(output_padding)
     x = _as_4d(ctx.contiguous(ctx.value(x_arg)))
+    if _use_winograd(ctx, w_arg, stride, dilation, groups, transposed):
+        bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+        out = ctx.out_for(node)
+        if out.numel:
+            _emit_winograd(ctx, node, x, ctx.const_fn(w_arg), bias, out, padding)
+        return out
     if transposed:
         x, w = _transposed_as_direct(ctx, node, x, w_arg, stride, padding, dilation, output_padding, groups)
         stride, padding = [1, 1], [0, 0]

@@ -11,6 +11,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import Unsupported, register
+from .conv import refold_weight
 
 aten = torch.ops.aten
 
@@ -81,7 +82,7 @@ def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
         return None
     ctx.value(x_arg)  # lower the conv first: it must be the record just emitted
     found = ctx.producing_record(x_arg)
-    if found is None or found[0] != "CONV2D":
+    if found is None or found[0] not in ("CONV2D", "CONV2D_WINOGRAD"):
         return None
     w_fn, b_fn = ctx.const_fn(x_arg.args[1]), ctx.const_fn(x_arg.args[2])
     if w_fn is None or b_fn is None:
@@ -99,7 +100,7 @@ def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
         b = b_fn(ins)
         return shift if b is None else b.float() * scale + shift
 
-    record["weight"] = ctx.constant(weight, weight_shape, name=node.name + "_folded_weight").addr()
+    refold_weight(ctx, found[0], record, weight, weight_shape, node.name + "_folded_weight")
     record["bias"] = ctx.constant(bias, (c_out,), name=node.name + "_folded_bias").addr()
     ctx.drop_constant(x_arg.args[1])
     ctx.drop_constant(x_arg.args[2])
@@ -115,7 +116,7 @@ def _bn_check(node):
     return None
 
 
-@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE", "CONV2D"],
+@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD"],
           check=_bn_check, notes="folded into a preceding conv, else a per-channel scale+shift")
 def _batch_norm(ctx, node):
     x, w, b, mean, var, _momentum, eps = node.args
@@ -128,7 +129,7 @@ def _native_bn_check(node):
     return _bn_check(node)
 
 
-@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE", "CONV2D"], check=_native_bn_check,
+@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD"], check=_native_bn_check,
           notes="folded into a preceding conv, else a per-channel scale+shift")
 def _native_batch_norm(ctx, node):
     x, w, b, mean, var, _training, _momentum, eps = node.args

@@ -1,0 +1,64 @@
+"""Which convs the lowering runs as CONV2D_WINOGRAD (3x3, stride 1, dilation 1, groups 1, constant
+weight, >= 16 channels in and out), and that they equal eager with a folded batch norm, a fused
+activation, odd sizes and batches. Tolerance MATMUL (helpers.py): the kernel tests
+(tests/kernels/test_conv_winograd_kernels.py) bound the error at these sizes far below it."""
+import pytest
+import torch
+import torch.nn as nn
+
+import torch_wasm_backend as twb
+from helpers import MATMUL, check_against_eager
+
+
+def _bn(channels):
+    bn = nn.BatchNorm2d(channels)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    return bn
+
+
+@pytest.mark.parametrize("n,c_in,c_out,h,w,padding,bias", [
+    (1, 16, 16, 1, 1, 1, True), (1, 17, 33, 2, 3, 1, False), (3, 33, 17, 5, 7, 1, True),
+    (1, 16, 24, 13, 13, 0, True), (2, 20, 16, 7, 5, (0, 1), False)])
+def test_conv_runs_as_winograd(n, c_in, c_out, h, w, padding, bias):
+    model = nn.Conv2d(c_in, c_out, 3, padding=padding, bias=bias).eval()
+    s = check_against_eager(model, torch.randn(n, c_in, h, w), tol=MATMUL)
+    assert s["plan_kernels"] == {"CONV2D_WINOGRAD": 1}, s["plan_kernels"]
+
+
+def test_conv_bn_relu_is_one_winograd_kernel_with_one_weight():
+    """The batch norm folds into the transformed weight; neither the raw weight nor the unfolded
+    transformed one is uploaded (constants: 16 * c_out * c_in weight floats + c_out bias floats)."""
+    model = nn.Sequential(nn.Conv2d(24, 32, 3, padding=1), _bn(32), nn.ReLU()).eval()
+    s = check_against_eager(model, torch.randn(3, 24, 11, 9), tol=MATMUL)
+    assert s["plan_kernels"] == {"CONV2D_WINOGRAD": 1}, s["plan_kernels"]
+    assert s["constant_bytes_uploaded"] == 4 * (16 * 32 * 24 + 32), s["constant_bytes_uploaded"]
+
+
+@pytest.mark.parametrize("kwargs,c_in", [(dict(stride=2), 16), (dict(dilation=2), 16), (dict(groups=2), 16),
+                                         ({}, 8), (dict(kernel_size=(3, 1)), 16)])
+def test_other_convs_stay_direct(kwargs, c_in):
+    kwargs = {"kernel_size": 3, **kwargs}
+    model = nn.Conv2d(c_in, 16, padding=1, **kwargs).eval()
+    s = check_against_eager(model, torch.randn(1, c_in, 9, 9), tol=MATMUL)
+    assert s["plan_kernels"] == {"CONV2D": 1}, s["plan_kernels"]
+
+
+def test_runtime_weight_stays_direct():
+    f = lambda x, w: torch.nn.functional.conv2d(x, w, padding=1)
+    s = check_against_eager(f, torch.randn(1, 16, 6, 6), torch.randn(16, 16, 3, 3), tol=MATMUL)
+    assert s["plan_kernels"] == {"CONV2D": 1}, s["plan_kernels"]
+
+
+def test_transformed_weights_follow_parameter_updates():
+    model = nn.Sequential(nn.Conv2d(16, 16, 3), _bn(16), nn.ReLU()).eval()
+    compiled = torch.compile(model, backend="wasm")
+    x = torch.randn(1, 16, 6, 6)
+    with torch.no_grad():
+        compiled(x)
+        model[1].running_var.mul_(3.0)
+        model[0].weight.add_(0.5)
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    assert twb.stats()["eager_partition_calls"] == 0
