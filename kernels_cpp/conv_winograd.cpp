@@ -7,8 +7,10 @@
 // fewer). Tiles are numbered across the whole batch (img, tile row, tile column) and processed in
 // blocks of `tile_block` so one block's V (and M) stays in cache between the three phases:
 //   1. input transform of the block, written straight into GEMM panel layout (NR columns per panel);
-//   2. 16 gemm_packed calls (no epilogue) into M[16][c_out][tile_block];
-//   3. output transform + bias + activation into the NCHW output, clipped at the right/bottom edge.
+//   2. 16 gemm_packed calls (no epilogue) into M[16][c_out][tile_block], by chunks of output
+//      channels, each chunk followed by
+//   3. its output transform + bias + activation into the NCHW output, clipped at the right/bottom
+//      edge.
 // The transforms handle 4 consecutive tiles per f32x4 (one lane per tile).
 #include "abi.h"
 #include "elementwise.h"
@@ -205,20 +207,19 @@ void k_CONV2D_WINOGRAD(const CONV2D_WINOGRAD_args* a) {
     };
     if (threaded && in_tasks > 1 && worth_threading(32.0 * g.C * nt)) parallel_for(in_tasks, in_task);
     else transform_input_block(g, in, t0, nt, nt_pad, 0, g.C, V);
-    // Phase 2: the 16 GEMMs, one task each (gemm_packed runs inline inside a task); ldm = nt_pad.
-    auto gemm = [&](int xi) {
-      gemm_packed(g.CO, nt, g.C, U + (ptrdiff_t)xi * g.CO * g.C, g.C, V + (ptrdiff_t)xi * nt_pad * g.C,
-                  M + (ptrdiff_t)xi * g.CO * nt_pad, nt_pad, nullptr, 0, UNARY_IDENTITY, 0.0f, 0.0f);
+    // Phases 2 + 3 by chunks of output channels: a chunk's 16 GEMMs produce exactly the M rows its
+    // output transform needs, while they are still in cache; with threads the chunks are the tasks
+    // (gemm_packed runs inline inside a task), so both phases share one fork/join.
+    const int chunks = g.CO / 8 < 1 ? 1 : (g.CO / 8 > 16 ? 16 : g.CO / 8);
+    auto rows = [&](int t) {
+      const int co_lo = (int)((int64_t)g.CO * t / chunks), co_hi = (int)((int64_t)g.CO * (t + 1) / chunks);
+      for (int xi = 0; xi < 16; ++xi)
+        gemm_packed(co_hi - co_lo, nt, g.C, U + ((ptrdiff_t)xi * g.CO + co_lo) * g.C, g.C,
+                    V + (ptrdiff_t)xi * nt_pad * g.C, M + ((ptrdiff_t)xi * g.CO + co_lo) * nt_pad, nt_pad,
+                    nullptr, 0, UNARY_IDENTITY, 0.0f, 0.0f);
+      transform_output_block(g, M, nt_pad, bias, a->act, a->p0, a->p1, t0, nt, co_lo, co_hi, out);
     };
-    if (threaded && worth_threading(32.0 * g.CO * g.C * nt)) parallel_for(16, gemm);
-    else for (int xi = 0; xi < 16; ++xi) gemm(xi);
-    // Phase 3: output transform, split over output channels.
-    const int out_tasks = g.CO < 16 ? g.CO : 16;
-    auto out_task = [&](int t) {
-      transform_output_block(g, M, nt_pad, bias, a->act, a->p0, a->p1, t0, nt,
-                             (int)((int64_t)g.CO * t / out_tasks), (int)((int64_t)g.CO * (t + 1) / out_tasks), out);
-    };
-    if (threaded && out_tasks > 1 && worth_threading(32.0 * g.CO * nt)) parallel_for(out_tasks, out_task);
-    else transform_output_block(g, M, nt_pad, bias, a->act, a->p0, a->p1, t0, nt, 0, g.CO, out);
+    if (threaded && chunks > 1 && worth_threading(32.0 * g.CO * g.C * nt)) parallel_for(chunks, rows);
+    else for (int t = 0; t < chunks; ++t) rows(t);
   }
 }

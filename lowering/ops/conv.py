@@ -59,8 +59,11 @@ def refold_weight(ctx: LoweringContext, kind: str, record: dict, make, weight_sh
 
 
 def _winograd_tile_block(tiles: int, c_in: int) -> int:
-    block = max(WINOGRAD_MIN_BLOCK, WINOGRAD_BLOCK_FLOATS // (16 * c_in) // NR * NR)
-    return min(block, (tiles + NR - 1) // NR * NR)
+    """Tiles per block: at most ~WINOGRAD_BLOCK_FLOATS of transformed input, whole panels, and the
+    tiles spread evenly over the blocks (no thin last block: its GEMMs would run at low efficiency)."""
+    most = max(WINOGRAD_MIN_BLOCK, WINOGRAD_BLOCK_FLOATS // (16 * c_in) // NR * NR)
+    per_block = -(-tiles // -(-tiles // most))  # ceil(tiles / number of blocks)
+    return (per_block + NR - 1) // NR * NR
 
 
 def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: TensorRef, padding) -> None:
