@@ -191,7 +191,8 @@ void k_CONV2D_WINOGRAD(const CONV2D_WINOGRAD_args* a) {
   const float* U = at<const float>(a->weight);
   const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
   float* out = at<float>(a->out);
-  const int block = a->tile_block;  // a multiple of NR
+  const int block = a->tile_block;
+  if (block <= 0 || block % NR != 0) __builtin_trap();  // the ABI's contract; 0 would never advance
   float* V = at<float>(a->scratch);
   float* M = V + (ptrdiff_t)16 * g.C * block;
   const ptrdiff_t tiles = (ptrdiff_t)a->n * g.tiles_per_image();

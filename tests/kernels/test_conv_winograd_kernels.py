@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from kernel_testing import Session, assert_bits_equal, assert_within, dot_rel
 from lowering.abi import ABI
 from lowering.ops.conv import WINOGRAD_G, winograd_weight
+from torch_wasm_backend.errors import WasmTrap
 
 U = ABI.unary
 B_T = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
@@ -112,3 +113,10 @@ def test_conv2d_winograd_fused_activation_matches_unary(s1, act):
               out=out.ptr, p0=p0, p1=p1, **{"in": s1.put_guarded(plain)})
     assert_bits_equal(fused, out.read(plain.shape))
 
+
+
+@pytest.mark.parametrize("tile_block", [0, 12])
+def test_conv2d_winograd_bad_tile_block_traps(s1, tile_block):
+    """tile_block must be a positive multiple of NR (0 would loop forever)."""
+    with pytest.raises(WasmTrap):
+        run_winograd(s1, torch.randn(1, 8, 6, 6), torch.randn(8, 8, 3, 3), None, 1, 1, tile_block)
