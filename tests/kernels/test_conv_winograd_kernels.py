@@ -80,6 +80,7 @@ WINO_CASES = {
     "pad2_wide_rows": (1, 5, 30, 37, 7, 2, 2, 24),
     "resnet_64ch_28x28": (1, 64, 28, 28, 64, 1, 1, 64),
     "one_block_7x7_512": (1, 40, 7, 7, 24, 1, 1, 16),
+    "groups_cross_rows_and_images": (3, 12, 9, 9, 10, 1, 1, 16),  # 5x5 tiles per image
 }
 ACTS = [("IDENTITY", 0.0, 0.0), ("RELU", 0.0, 0.0), ("CLAMP", -0.3, 0.9)]
 
