@@ -188,7 +188,7 @@ def _rsub(ctx, node):
     return emit_binary(ctx, "SUB", b, a, ctx.out_for(node))
 
 
-# Activations the GEMM / CONV2D / CHANNEL_AFFINE epilogues apply (kernels_cpp/elementwise.h
+# Activations the GEMM / CONV2D / CONV2D_WINOGRAD / CHANNEL_AFFINE epilogues apply (elementwise.h
 # FOR_EACH_UNARY); an op outside this list is never fused.
 EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLAMP"}
 
