@@ -1,6 +1,6 @@
 """aten.convolution (1-D and 2-D; transposed as a direct conv) -> CONV2D on NCHW, or CONV2D_WINOGRAD
-for 3x3 stride-1 convs with a constant weight and enough channels and output tiles. 1-D convs run as 2-D with
-height 1. Weights must be constants or are used as given."""
+for 3x3 stride-1 convs with a constant weight and enough channels and output tiles. 1-D convs run
+as 2-D with height 1. Weights must be constants or are used as given."""
 from __future__ import annotations
 
 import torch

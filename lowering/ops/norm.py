@@ -116,8 +116,11 @@ def _bn_check(node):
     return None
 
 
-@register(aten._native_batch_norm_legit_no_training.default, kernels=["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD"],
-          check=_bn_check, notes="folded into a preceding conv, else a per-channel scale+shift")
+_BN_KERNELS = ["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD"]
+
+
+@register(aten._native_batch_norm_legit_no_training.default, kernels=_BN_KERNELS, check=_bn_check,
+          notes="folded into a preceding conv, else a per-channel scale+shift")
 def _batch_norm(ctx, node):
     x, w, b, mean, var, _momentum, eps = node.args
     return emit_channel_affine(ctx, node, x, w, b, mean, var, eps), *_empty_stats(ctx, node)
@@ -129,7 +132,7 @@ def _native_bn_check(node):
     return _bn_check(node)
 
 
-@register(aten.native_batch_norm.default, kernels=["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD"], check=_native_bn_check,
+@register(aten.native_batch_norm.default, kernels=_BN_KERNELS, check=_native_bn_check,
           notes="folded into a preceding conv, else a per-channel scale+shift")
 def _native_batch_norm(ctx, node):
     x, w, b, mean, var, _training, _momentum, eps = node.args

@@ -1,7 +1,8 @@
 """Which convs the lowering runs as CONV2D_WINOGRAD (3x3, stride 1, dilation 1, groups 1, constant
-weight, >= 8 channels in and out, >= 8 2x2 output tiles in the batch), and that they equal eager with a folded batch norm, a fused
-activation, odd sizes and batches. Tolerance MATMUL (helpers.py): the kernel tests
-(tests/kernels/test_conv_winograd_kernels.py) bound the error at these sizes far below it."""
+weight, >= 8 channels in and out, >= 8 2x2 output tiles in the batch), and that they equal eager
+with a folded batch norm, a fused activation, odd sizes and batches. Tolerance MATMUL (helpers.py):
+the kernel tests (tests/kernels/test_conv_winograd_kernels.py) bound the error at these sizes far
+below it."""
 import pytest
 import torch
 import torch.nn as nn
