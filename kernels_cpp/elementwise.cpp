@@ -1,5 +1,5 @@
-// k_UNARY and k_BINARY: elementwise ops over a 6-d strided index space (strided.h), plus the
-// in-place activation helper used by the fused epilogues.
+// k_UNARY and k_BINARY: elementwise ops over a 6-d strided index space (strided.h); k_MAP: a chain
+// of them fused into one pass; plus the in-place activation helper used by the fused epilogues.
 #include <stdint.h>
 #include <stddef.h>
 #include "abi.h"
@@ -193,18 +193,105 @@ void k_UNARY(const UNARY_args* a) {
   }
 }
 
+// X-macro over every BINARY op, for dispatching a runtime op to a template instantiation.
+#define FOR_EACH_BINARY(X) \
+  X(BINARY_ADD) X(BINARY_SUB) X(BINARY_MUL) X(BINARY_DIV) X(BINARY_MAXIMUM) X(BINARY_MINIMUM) \
+  X(BINARY_FLOOR_DIVIDE) X(BINARY_POW)
+
 void k_BINARY(const BINARY_args* a) {
   switch (a->op) {
-    case BINARY_ADD: binary_space<BINARY_ADD>(a); break;
-    case BINARY_SUB: binary_space<BINARY_SUB>(a); break;
-    case BINARY_MUL: binary_space<BINARY_MUL>(a); break;
-    case BINARY_DIV: binary_space<BINARY_DIV>(a); break;
-    case BINARY_MAXIMUM: binary_space<BINARY_MAXIMUM>(a); break;
-    case BINARY_MINIMUM: binary_space<BINARY_MINIMUM>(a); break;
-    case BINARY_FLOOR_DIVIDE: binary_space<BINARY_FLOOR_DIVIDE>(a); break;
-    case BINARY_POW: binary_space<BINARY_POW>(a); break;
+#define X(op) case op: binary_space<op>(a); break;
+    FOR_EACH_BINARY(X)
+#undef X
     default: break;
   }
+}
+
+namespace {
+
+constexpr int kMapChunk = 256;  // elements per instruction step: 8 results x 1 KiB stay in L1
+constexpr int kMapMaxInstr = 8;
+constexpr int kMapInputs = 3;
+constexpr int kMapImmediate = 255;  // operand register meaning "the instruction's p0, broadcast"
+
+struct MapInstr {
+  int32_t kind, op, a, b;
+  float p0, p1;
+};
+
+// One MAP row: the chain runs chunk by chunk, each instruction over the whole chunk with the same
+// row functions UNARY / BINARY use, so a fused chain gives the bits the separate kernels give.
+void map_row(const MapInstr* prog, int n, const float* const* in, const ptrdiff_t* is, float* out,
+             ptrdiff_t os, int32_t len) {
+  alignas(16) float tmp[kMapMaxInstr - 1][kMapChunk];
+  for (int32_t j0 = 0; j0 < len; j0 += kMapChunk) {
+    const int32_t m = len - j0 < kMapChunk ? len - j0 : kMapChunk;
+    auto reg = [&](int r, const MapInstr& ins, ptrdiff_t* stride) -> const float* {
+      if (r == kMapImmediate) {
+        *stride = 0;
+        return &ins.p0;
+      }
+      if (r < kMapInputs) {
+        *stride = is[r];
+        return in[r] + (ptrdiff_t)j0 * is[r];
+      }
+      *stride = 1;
+      return tmp[r - kMapInputs];
+    };
+    for (int i = 0; i < n; ++i) {
+      const MapInstr& ins = prog[i];
+      const bool last = i == n - 1;
+      float* dst = last ? out + (ptrdiff_t)j0 * os : tmp[i];
+      const ptrdiff_t ds = last ? os : 1;
+      ptrdiff_t as, bs = 0;
+      const float* pa = reg(ins.a, ins, &as);
+      if (ins.kind == 0) {
+        switch (ins.op) {
+#define X(op) case op: unary_row<op>(dst, ds, pa, as, m, ins.p0, ins.p1); break;
+          FOR_EACH_UNARY(X)
+#undef X
+          default: break;
+        }
+      } else {
+        const float* pb = reg(ins.b, ins, &bs);
+        switch (ins.op) {
+#define X(op) case op: binary_row<op>(dst, ds, pa, as, pb, bs, m); break;
+          FOR_EACH_BINARY(X)
+#undef X
+          default: break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void k_MAP(const MAP_args* a) {
+  const int n = a->n_instr;
+  if (n < 1 || n > kMapMaxInstr) __builtin_trap();
+  MapInstr prog[kMapMaxInstr];
+  double cost = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const int32_t* w = a->prog + 6 * i;
+    prog[i] = MapInstr{w[0], w[1], w[2], w[3], __builtin_bit_cast(float, w[4]), __builtin_bit_cast(float, w[5])};
+    // An operand must be an input or an earlier result: anything else would read stale stack.
+    const int limit = kMapInputs + i;
+    auto bad = [&](int r) { return r != kMapImmediate && (r < 0 || r >= limit); };
+    if (bad(prog[i].a) || (prog[i].kind == 1 && bad(prog[i].b))) __builtin_trap();
+    cost += prog[i].kind == 0 ? unary_cost(prog[i].op) : 4.0;
+  }
+  const int32_t* strides[1 + kMapInputs] = {a->out_stride, a->in0_stride, a->in1_stride, a->in2_stride};
+  const Space s = collapse(a->size, strides, 1 + kMapInputs);
+  float* out = at<float>(a->out);
+  const float* base[kMapInputs] = {at<float>(a->in0), at<float>(a->in1), at<float>(a->in2)};
+  const int inner = s.nd - 1;
+  ptrdiff_t is[kMapInputs];
+  for (int k = 0; k < kMapInputs; ++k) is[k] = s.st[1 + k][inner];
+  run_space(s, 1 + kMapInputs, cost, [&](const ptrdiff_t* off, int32_t len) {
+    const float* in[kMapInputs] = {base[0] + off[1], base[1] + off[2], base[2] + off[3]};
+    map_row(prog, n, in, is, out + off[0], s.st[0][inner], len);
+  });
 }
 
 namespace {

@@ -32,6 +32,9 @@ class LoweringContext:
         caches = gm.__dict__.setdefault("_twb_const_fns", {})
         self._const_fns: dict[Node, ConstFn | None] = caches.setdefault(frozenset(constant_inputs), {})
         self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
+        # The last float32 UNARY / BINARY / MAP record, in the form ops/elementwise.py needs to
+        # merge the next elementwise op into it (see ops/elementwise.py fuse_into_chain).
+        self.elementwise_chain = None
 
     # ---- values ------------------------------------------------------------------------------
     def val(self, arg):
@@ -201,14 +204,16 @@ class LoweringContext:
     # Kernels with an activation epilogue, and the arg that holds their output.
     _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CHANNEL_AFFINE": "out"}
 
-    def producing_record(self, arg) -> tuple[str, dict] | None:
+    def producing_record(self, arg, outputs: dict[str, str] | None = None) -> tuple[str, dict] | None:
         """The last emitted record if it alone produced arg's whole value and nothing else reads
-        that value (arg has this one user): a later op may then rewrite the record in place."""
+        that value (arg has this one user): a later op may then rewrite the record in place.
+        `outputs` maps the kernels considered to the arg holding their output (default: the
+        kernels with an activation epilogue)."""
         if not isinstance(arg, Node) or len(arg.users) != 1 or not self.plan.records:
             return None
         ref = self._values.get(arg)
         kernel, args = self.plan.records[-1]
-        field = self._EPILOGUE_OUTPUT.get(kernel)
+        field = (self._EPILOGUE_OUTPUT if outputs is None else outputs).get(kernel)
         if field is None or not isinstance(ref, TensorRef) or ref.buffer.is_constant:
             return None
         out = args[field]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import struct
+from dataclasses import dataclass
 
 import torch
 
@@ -71,6 +73,7 @@ def emit_unary(ctx: LoweringContext, op: str, src: TensorRef, out: TensorRef, p0
     if out.numel == 0:
         return out
     ctx.emit("UNARY", flops=out.numel, op=ABI.unary[op], p0=p0, p1=p1, **strided_args(out, **{"in": src}))
+    ctx.elementwise_chain = _Chain(ctx.plan.records[-1][1], out, [src], [(_UNARY, ABI.unary[op], 0, 0, p0, p1)])
     return out
 
 
@@ -78,7 +81,89 @@ def emit_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: 
     if out.numel == 0:
         return out
     ctx.emit("BINARY", flops=out.numel, op=ABI.binary[op], **strided_args(out, a=a, b=b))
+    inputs = [a] if b is a else [a, b]
+    ctx.elementwise_chain = _Chain(ctx.plan.records[-1][1], out, inputs, [(_BINARY, ABI.binary[op], 0, len(inputs) - 1, 0.0, 0.0)])
     return out
+
+
+# ---- elementwise chains fused into one MAP record ------------------------------------------------
+_UNARY, _BINARY = 0, 1
+MAP_INPUTS = 3  # registers 0..2; instruction i's result is register MAP_INPUTS + i
+MAP_MAX_INSTR = 8
+MAP_IMMEDIATE = 255  # operand register: the instruction's p0 as a broadcast scalar
+_CHAIN_OUTPUTS = {"UNARY": "out", "BINARY": "out", "MAP": "out"}
+
+
+@dataclass
+class _Chain:
+    """The last float32 UNARY / BINARY / MAP record with what is needed to append one more op:
+    its ABI args (the record's own dict, rewritten in place), its output, its inputs as they were
+    before collapsing (a new input changes which dims can merge) and its program."""
+    args: dict
+    out: TensorRef
+    inputs: list[TensorRef]
+    prog: list[tuple]  # (kind, sub-op, register a, register b, p0, p1)
+
+
+def fuse_into_chain(ctx: LoweringContext, node, arg, op: str, other=None, arg_first: bool = True,
+                    p0: float = 0.0, p1: float = 0.0) -> TensorRef | None:
+    """Appends node = op(arg) (unary; or op(arg, other) / op(other, arg) when arg_first is False;
+    `other` a TensorRef or a Python number, which becomes an immediate) to the record that produced arg, when that record is the last elementwise one, arg has no
+    other user and node's result has arg's shape: the chain then runs as one MAP pass and arg's
+    intermediate never goes to memory. Returns node's value (arg's buffer, now holding the
+    result) or None when it cannot fuse. The results are bit-equal to separate kernels."""
+    chain = ctx.elementwise_chain
+    found = ctx.producing_record(arg, _CHAIN_OUTPUTS)
+    if chain is None or found is None or found[1] is not chain.args or len(chain.prog) >= MAP_MAX_INSTR:
+        return None
+    out = chain.out
+    v = ctx.val(node)
+    if (tuple(v.shape) != out.shape or v.dtype != torch.float32 or out.dtype != torch.float32
+            or not out.is_contiguous() or out.offset or out.numel * out.itemsize != out.buffer.nbytes):
+        return None
+    result_reg = MAP_INPUTS + len(chain.prog) - 1
+    inputs = list(chain.inputs)
+    if other is None:
+        instr = (_UNARY, ABI.unary[op], result_reg, 0, p0, p1)
+    else:
+        imm = 0.0
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            # rounded to float32 as ctx.scalar rounds it: the same operand the BINARY kernel reads
+            other_reg, imm = MAP_IMMEDIATE, float(torch.tensor(float(other), dtype=torch.float32))
+        elif not isinstance(other, TensorRef):
+            return None
+        elif other is out:
+            other_reg = result_reg
+        elif other.buffer is out.buffer or other.dtype != torch.float32:
+            return None  # another view of the intermediate: it is never written to memory
+        else:
+            if other not in inputs:
+                if len(inputs) == MAP_INPUTS:
+                    return None
+                inputs.append(other)
+            other_reg = inputs.index(other)
+        a, b = (result_reg, other_reg) if arg_first else (other_reg, result_reg)
+        instr = (_BINARY, ABI.binary[op], a, b, imm, 0.0)
+    prog = chain.prog + [instr]
+    padded = inputs + [None] * (MAP_INPUTS - len(inputs))
+    strided = strided_args(out, **{f"in{k}": ref for k, ref in enumerate(inputs)})
+    words = []
+    for kind, sub_op, ra, rb, q0, q1 in prog:
+        words += [kind, sub_op, ra, rb, _f32_bits(q0), _f32_bits(q1)]
+    words += [0] * (6 * MAP_MAX_INSTR - len(words))
+    chain.args.clear()
+    chain.args.update(strided, n_instr=len(prog), prog=words)
+    for k, ref in enumerate(padded):
+        if ref is None:
+            chain.args.update({f"in{k}_stride": [0] * ABI.max_dims, f"in{k}": addr(None)})
+    ctx.plan.records[-1] = ("MAP", chain.args)
+    ctx.plan.flops += out.numel
+    chain.inputs, chain.prog = inputs, prog
+    return out
+
+
+def _f32_bits(x: float) -> int:
+    return struct.unpack("<i", struct.pack("<f", float(x)))[0]
 
 
 def emit_copy(ctx: LoweringContext, src: TensorRef, out: TensorRef) -> TensorRef:
@@ -120,9 +205,16 @@ def emit_int_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, o
 def _binary(op: str):
     def lower(ctx: LoweringContext, node):
         out = ctx.out_for(node)
-        a = as_tensor_ref(ctx, ctx.value(node.args[0]), out.dtype)
-        b = as_tensor_ref(ctx, ctx.value(node.args[1]), out.dtype)
+        x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
         alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+        if out.dtype == torch.float32 and alpha == 1:
+            # Join the chain that produced one operand (a Python number other operand becomes an
+            # immediate; a tensor of another dtype would need a cast first, so no fusion).
+            fused = (fuse_into_chain(ctx, node, node.args[0], op, y)
+                     or fuse_into_chain(ctx, node, node.args[1], op, x, arg_first=False))
+            if fused is not None:
+                return fused
+        a, b = as_tensor_ref(ctx, x, out.dtype), as_tensor_ref(ctx, y, out.dtype)
         if out.dtype in INT_DTYPES:  # integer results: wrap-around integer kernels
             if alpha != 1:
                 b = emit_int_binary(ctx, "MUL", b, as_tensor_ref(ctx, int(alpha), out.dtype),
@@ -180,9 +272,13 @@ register(aten.minimum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_D
 
 @register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"], promotes=True)
 def _rsub(ctx, node):
-    a = as_tensor_ref(ctx, ctx.value(node.args[0]))
-    b = as_tensor_ref(ctx, ctx.value(node.args[1]))
+    x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
     alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+    if alpha == 1:  # y - x, joining the chain that produced x
+        fused = fuse_into_chain(ctx, node, node.args[0], "SUB", y, arg_first=False)
+        if fused is not None:
+            return fused
+    a, b = as_tensor_ref(ctx, x), as_tensor_ref(ctx, y)
     if alpha != 1:
         a = emit_unary(ctx, "AFFINE", a, ctx.new_buffer(a.shape), float(alpha), 0.0)
     return emit_binary(ctx, "SUB", b, a, ctx.out_for(node))
@@ -197,10 +293,11 @@ def emit_activation(ctx: LoweringContext, node, op: str, p0=0.0, p1=0.0) -> Tens
     """act(x): fused into the epilogue of the kernel that produced x when possible (conv+relu,
     linear+gelu...: one pass over memory less), else a UNARY kernel."""
     src = as_tensor_ref(ctx, ctx.value(node.args[0]))
-    if op in EPILOGUE_OPS:
-        fused = ctx.fuse_activation(node.args[0], op, p0, p1)
-        if fused is not None:
-            return fused
+    fused = ctx.fuse_activation(node.args[0], op, p0, p1) if op in EPILOGUE_OPS else None
+    if fused is None:
+        fused = fuse_into_chain(ctx, node, node.args[0], op, p0=p0, p1=p1)
+    if fused is not None:
+        return fused
     return emit_unary(ctx, op, src, ctx.out_for(node), p0, p1)
 
 

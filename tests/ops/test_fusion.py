@@ -1,11 +1,11 @@
 """Compile-time rewrites: batch norm folded into the preceding conv's weights, activations fused
-into the GEMM / conv / channel-affine epilogue. Checked on the kernels the plans contain and on
-the numbers."""
+into the GEMM / conv / channel-affine epilogue, chains of elementwise ops fused into one MAP pass.
+Checked on the kernels the plans contain and on the numbers."""
 import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from helpers import MATMUL, check_against_eager
+from helpers import EXACT, MATMUL, TRANSCENDENTAL, check_against_eager
 
 
 def _bn(channels):
@@ -68,3 +68,48 @@ def test_folded_weights_follow_parameter_updates():
         model[0].weight.add_(0.5)
         torch.testing.assert_close(compiled(x), model(x), **MATMUL)
     assert twb.stats()["eager_partition_calls"] == 0
+
+
+# ---- elementwise chains -> one MAP record --------------------------------------------------------
+def test_elementwise_chain_is_one_pass_and_exact():
+    # IEEE ops only, so the fused chain must give eager's bits; y broadcasts, scalars are immediates
+    fn = lambda x, y: torch.relu(1.5 - (x * 2.0 + y)) * x / 3.0
+    s = check_against_eager(fn, torch.randn(3, 5, 257), torch.randn(5, 1), tol=EXACT)
+    assert s["plan_kernels"] == {"MAP": 1}, s["plan_kernels"]
+
+
+def test_chain_with_transcendentals_and_three_inputs():
+    fn = lambda x, y, z: torch.sigmoid(torch.tanh(x * y) + z).sqrt() - x
+    s = check_against_eager(fn, torch.randn(7, 33), torch.randn(33), torch.randn(7, 1), tol=TRANSCENDENTAL)
+    assert s["plan_kernels"] == {"MAP": 1}, s["plan_kernels"]
+
+
+def test_fourth_input_or_ninth_op_starts_a_new_record():
+    four = lambda a, b, c, d: ((a + b) * c) - d
+    s = check_against_eager(four, *[torch.randn(4, 9) for _ in range(4)], tol=EXACT)
+    assert s["plan_kernels"] == {"MAP": 1, "BINARY": 1}, s["plan_kernels"]
+
+    def long_chain(x):
+        for i in range(10):
+            x = x * 1.25 + float(i)
+        return x
+    s = check_against_eager(long_chain, torch.randn(5, 6), tol=EXACT)
+    assert s["plan_kernels"] == {"MAP": 3}, s["plan_kernels"]  # 20 ops: 8 + 8 + 4
+
+
+def test_no_chain_fusion_when_the_intermediate_is_needed():
+    # t is read twice (by u and by the output), and t's transposed view cannot come from registers
+    two_users = lambda x: (lambda t: (t.relu(), t))(x * 2.0)
+    s = check_against_eager(two_users, torch.randn(6, 6), tol=EXACT)
+    assert s["plan_kernels"] == {"BINARY": 1, "UNARY": 1}, s["plan_kernels"]
+    s = check_against_eager(lambda x: (lambda t: t + t.t())(x * 2.0), torch.randn(6, 6), tol=EXACT)
+    assert s["plan_kernels"] == {"BINARY": 2}, s["plan_kernels"]
+
+
+def test_no_chain_fusion_across_a_broadcast_or_a_dtype_change():
+    # the intermediate (x + 1) is broadcast to a bigger result: different index spaces
+    s = check_against_eager(lambda x, y: (x + 1.0) * y, torch.randn(1, 7), torch.randn(3, 7), tol=EXACT)
+    assert s["plan_kernels"] == {"BINARY": 2}, s["plan_kernels"]
+    # an int64 operand needs a cast before it can join float math
+    s = check_against_eager(lambda x, i: (x * 2.0) + i, torch.randn(4, 5), torch.arange(5), tol=EXACT)
+    assert "MAP" not in s["plan_kernels"], s["plan_kernels"]
