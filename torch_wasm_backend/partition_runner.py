@@ -1,6 +1,8 @@
 """CompiledPartition: runs one wasm partition. Guards each call's input signature, keeps a bounded
 LRU of Plans per signature, uploads weights once (again only if a parameter changed in place),
-copies inputs in and outputs out, runs the whole Plan in one wasm call, and recovers from traps."""
+copies inputs in and outputs out, runs the whole Plan in one wasm call, and recovers from traps.
+A call like the previous one (same input kinds, same untouched parameters) takes a short path:
+one C++ tensor check instead of the signature lookup (_Replay)."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import torch
 from torch.fx import GraphModule
@@ -68,6 +71,41 @@ class _Entry:
     constant_addrs: dict = field(default_factory=dict)
 
 
+_get_version = attrgetter("_version")
+
+
+class _Replay:
+    """The previous call of a partition, if it ran in wasm, as a cheap test for "this call needs
+    the same plan and no weight upload": Dynamo's C++ TensorGuards checks the varying tensor
+    inputs (dtype, device, sizes, strides, requires_grad, dispatch keys: stricter than the
+    signature, so a mismatch only means the full path), then the parameters' identities and
+    version counters are compared. ~1 us instead of ~5 us for a one-input MLP (measured)."""
+
+    def __init__(self, entry: _Entry, args, varying: list[int], constants: list[int]):
+        self.entry = entry
+        self._varying = varying
+        self._guard = torch._C._dynamo.guards.TensorGuards(
+            *[args[i] for i in varying],
+            dynamic_dims_sizes=[list(args[i].shape) for i in varying],
+            dynamic_dims_strides=[list(args[i].stride()) for i in varying])
+        self._constants = constants
+        self._ids = tuple(id(args[i]) for i in constants)
+        # Inference tensors have no version counter (and cannot change outside inference mode).
+        self._versioned = [i for i in constants if not args[i].is_inference()]
+        self._versions = tuple(args[i]._version for i in self._versioned)
+
+    @staticmethod
+    def possible(args, varying: list[int]) -> bool:
+        """Only all-tensor varying inputs (no symbolic sizes passed by value) are replayed."""
+        return all(isinstance(args[i], torch.Tensor) for i in varying)
+
+    def matches(self, args) -> bool:
+        get = args.__getitem__
+        return (self._guard.check(*map(get, self._varying))
+                and tuple(map(id, map(get, self._constants))) == self._ids
+                and tuple(map(_get_version, map(get, self._versioned))) == self._versions)
+
+
 class CompiledPartition:
     """Callable that replaces one fused partition submodule (a plain object, not an nn.Module: the
     module call machinery would add microseconds to every call)."""
@@ -93,13 +131,59 @@ class CompiledPartition:
         self._runtime_generation = -1
         output = next(n for n in gm.graph.nodes if n.op == "output")
         self._single_output = not isinstance(output.args[0], (list, tuple))
+        self._replay: _Replay | None = None  # set after a wasm call that left nothing to check
+        # Plans run with one plain wasm call (no time limit, no per-kernel profiler spans).
+        self._plain_run = not options.timeout_ms and not options.profile_kernels
 
     # ---- the call ------------------------------------------------------------------------------
     def __call__(self, *args):
         start = time.perf_counter()
-        if self.disabled_reason:
+        replay = self._replay
+        replayed = replay is not None and replay.matches(args)
+        if replayed:
+            entry, hit = replay.entry, True
+        else:
+            self._replay = None
+            entry, hit = self._lookup(args)
+            if entry is None:
+                stats.add(eager_partition_calls=1)
+                return self.gm(*args)
+            if entry.plan is None:
+                stats.add(plan_cache_hits=int(hit), plan_cache_misses=int(not hit), eager_partition_calls=1)
+                return self.gm(*args)
+        try:
+            outputs, wasm_seconds = self._run(entry, args, constants_checked=replayed)
+        except WasmTimeout as e:
+            self._replay = None
+            rebuild_runtime(self._timed)  # the timed-out runtime may still have a worker in a kernel
+            stats.add(timeouts=1)
+            raise WasmTimeout(f"partition {self.name} {e} (option timeout_ms; inputs "
+                              f"{describe_inputs(args)}; ops {self._ops(args)}); the wasm runtime "
+                              "was rebuilt and is usable") from e
+        except WasmTrap as e:
+            self._replay = None
+            return self._recover(e, args)
+        except WasmOutOfMemory as e:
+            self._replay = None
+            entry.plan, entry.reason = None, self._eager_reason(args, e, WasmOutOfMemory)
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
+        loaded = entry.loaded
+        stats.record_call(wasm_seconds, time.perf_counter() - start - wasm_seconds, loaded.bytes_in,
+                          loaded.bytes_out, hit)
+        result = outputs[0] if self._single_output else tuple(outputs)
+        if self._verify_left > 0:
+            self._verify_left -= 1
+            return self._verify(result, args)
+        if self._replay is None and not self.disabled_reason and _Replay.possible(args, self._varying):
+            self._replay = _Replay(entry, args, self._varying, self._constant_list)
+        return result
+
+    def _lookup(self, args) -> tuple[_Entry | None, bool]:
+        """The plan cache entry for this call's signature (made on a miss) and whether it was a
+        hit; (None, False) when the partition is kept on eager."""
+        if self.disabled_reason:
+            return None, False
         key = signature(args, self._varying)
         with self._plans_lock:
             ids = [id(args[i]) for i in self._constant_list]
@@ -124,31 +208,7 @@ class CompiledPartition:
                     self._unload(old)
             else:
                 self.plans.move_to_end(key)
-        if entry.plan is None:
-            stats.add(plan_cache_hits=int(hit), plan_cache_misses=int(not hit), eager_partition_calls=1)
-            return self.gm(*args)
-        try:
-            outputs, wasm_seconds = self._run(entry, args)
-        except WasmTimeout as e:
-            rebuild_runtime(self._timed)  # the timed-out runtime may still have a worker in a kernel
-            stats.add(timeouts=1)
-            raise WasmTimeout(f"partition {self.name} {e} (option timeout_ms; inputs "
-                              f"{describe_inputs(args)}; ops {self._ops(args)}); the wasm runtime "
-                              "was rebuilt and is usable") from e
-        except WasmTrap as e:
-            return self._recover(e, args)
-        except WasmOutOfMemory as e:
-            entry.plan, entry.reason = None, self._eager_reason(args, e, WasmOutOfMemory)
-            stats.add(eager_partition_calls=1)
-            return self.gm(*args)
-        stats.add(calls=1, plan_cache_hits=int(hit), plan_cache_misses=int(not hit),
-                  seconds_in_wasm=wasm_seconds, seconds_host=time.perf_counter() - start - wasm_seconds,
-                  bytes_copied_in=entry.loaded.bytes_in, bytes_copied_out=entry.loaded.bytes_out)
-        result = outputs[0] if self._single_output else tuple(outputs)
-        if self._verify_left > 0:
-            self._verify_left -= 1
-            return self._verify(result, args)
-        return result
+        return entry, hit
 
     def _verify(self, result, args):
         """Option verify=N: compare the first N calls with eager; on a mismatch warn, return the
@@ -199,14 +259,18 @@ class CompiledPartition:
         stats.record_fallback(self.name, "*", "partition", reason)
         return reason
 
-    def _run(self, entry: _Entry, args):
+    def _run(self, entry: _Entry, args, constants_checked: bool = False):
+        """constants_checked: the parameters are the ones this runtime's copies were last checked
+        against, unchanged since (a _Replay match)."""
         runtime, generation = get_runtime(self.options.threads, self._timed)  # lock-free when nothing changed
         with runtime.lock:
             if generation != self._runtime_generation:
                 self._reset_for_runtime(generation)
+                constants_checked = False
             if entry.loaded is None or entry.loaded.runtime is not runtime:
                 self._load(entry, runtime, args)
-            self._check_constants(runtime, entry, args)
+            if not constants_checked:
+                self._check_constants(runtime, entry, args)
             loaded = entry.loaded
             for i, view in loaded.input_views:
                 view.copy_(args[i])
@@ -224,6 +288,9 @@ class CompiledPartition:
         return outputs, wasm_seconds
 
     def _run_plan(self, runtime: Runtime, loaded: "_Loaded") -> None:
+        if self._plain_run and not _inject["count"] and not torch._C._autograd._profiler_enabled():
+            runtime.run(loaded.plan_words, loaded.n_words, self.options.threads)
+            return
         limit = self.options.timeout_ms / 1e3 if self.options.timeout_ms else None
         plan_at, n_words = loaded.plan_words, loaded.n_words
         if _inject["count"] > 0:
