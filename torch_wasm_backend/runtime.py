@@ -263,6 +263,7 @@ class Runtime:
         self.lock = threading.RLock()
         self.broken: str | None = None
         self.main = _Instance(engine, module, self.memory)
+        self._run_plan = self.main.fn["run_plan"]
         version = self.main.fn["abi_version"]()[0].i32
         if version != ABI.version:
             raise WasmBackendError(
@@ -353,13 +354,12 @@ class Runtime:
         if self.broken:
             raise WasmTrap(f"runtime is unusable: {self.broken}")
         with self.lock:
-            if time_limit is not None and (self.job_time_limit is None or time_limit > self.job_time_limit):
-                self.job_time_limit = time_limit
             if time_limit is not None:
+                if self.job_time_limit is None or time_limit > self.job_time_limit:
+                    self.job_time_limit = time_limit
                 self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
             try:
-                rc = self.main.fn["run_plan"](plan_offset, n_words, min(threads, self.threads),
-                                              self._error_at)[0].i32
+                rc = self._run_plan(plan_offset, n_words, min(threads, self.threads), self._error_at)[0].i32
             except WasmTrap as e:
                 self.broken = str(e)
                 if "interrupt" in str(e) and time_limit is not None:
