@@ -88,7 +88,8 @@ class _Replay:
     the same plan and no weight upload": Dynamo's C++ TensorGuards checks the varying tensor
     inputs (dtype, device, sizes, strides, requires_grad, dispatch keys: stricter than the
     signature, so a mismatch only means the full path), then the parameters' identities and
-    version counters are compared. ~1.5 us instead of ~5 us for a one-input MLP (measured)."""
+    version counters are compared: ~2 us instead of ~4.5 us for the batch-1 MLP's partition (one
+    input, six parameters; measured)."""
 
     def __init__(self, entry: _Entry, args, varying: list[int], constants: list[int]):
         self.entry = entry
