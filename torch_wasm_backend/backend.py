@@ -111,12 +111,15 @@ def _wrappers_are_identity(gm: GraphModule, example_inputs, fw_gm: GraphModule) 
     if any(type(a) not in (torch.Tensor, torch.nn.Parameter) for a in example_inputs
            if isinstance(a, torch.Tensor)):
         return False  # tensor subclasses are unwrapped and rewrapped by the wrappers
-    return (all(i.mutation_type == MutationType.NOT_MUTATED for i in meta.input_info)
-            and all(o.output_type == OutputType.non_alias for o in meta.output_info)
-            and meta.num_intermediate_bases == 0 and not meta.tokens
-            and meta.grad_enabled_mutation is None and meta.num_graphsafe_rng_states == 0
-            and all(isinstance(m, (int, PlainTensorMeta))
-                    for m in (*meta.subclass_inp_meta, *meta.subclass_fw_graph_out_meta)))
+    try:
+        return (all(i.mutation_type == MutationType.NOT_MUTATED for i in meta.input_info)
+                and all(o.output_type == OutputType.non_alias for o in meta.output_info)
+                and meta.num_intermediate_bases == 0 and not meta.tokens
+                and meta.grad_enabled_mutation is None and meta.num_graphsafe_rng_states == 0
+                and all(isinstance(m, (int, PlainTensorMeta))
+                        for m in (*meta.subclass_inp_meta, *meta.subclass_fw_graph_out_meta)))
+    except AttributeError:  # a torch whose metadata changed shape: keep the wrappers
+        return False
 
 
 _graph_counter = 0
