@@ -288,7 +288,7 @@ class CompiledPartition:
                 view.copy_(args[i])
             t0 = time.perf_counter()
             if self._plain_run and not _inject["count"] and not _profiler_enabled():
-                runtime.run(loaded.plan_words, loaded.n_words, self._threads)
+                runtime.run_locked(loaded.plan_words, loaded.n_words, self._threads)
             else:
                 self._run_plan_specially(runtime, loaded)
             wasm_seconds = time.perf_counter() - t0

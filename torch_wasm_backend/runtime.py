@@ -136,8 +136,9 @@ class RawFunc:
         self._n_arg = ctypes.c_size_t(self._n)
         self._vals = (ffi.wasmtime_val_raw_t * self._n)()
         # The same memory as 32-bit words: value k's i32 is word 4k (a wasmtime_val_raw_t is a
-        # 16-byte little-endian union), so all i32 arguments are stored by one slice assignment.
-        self._words = (ctypes.c_int32 * (4 * self._n)).from_buffer(self._vals)
+        # 16-byte little-endian union), so all i32 arguments are stored by one slice assignment
+        # and an i32 result is words[0] after the call.
+        self.words = (ctypes.c_int32 * (4 * self._n)).from_buffer(self._vals)
         self._ctx = store._context()
         self._func = func  # keeps the func struct alive for the byref below
         self._fptr = ctypes.byref(func._func)
@@ -149,7 +150,7 @@ class RawFunc:
 
     def __call__(self, *args: int):
         vals = self._vals
-        self._words[0:4 * len(args):4] = args
+        self.words[0:4 * len(args):4] = args
         err = _call_unchecked(self._ctx, self._fptr, vals, self._n_arg, self._trap_ref)
         if err:
             error = ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t))
@@ -351,29 +352,34 @@ class Runtime:
     def run(self, plan_offset: int, n_words: int, threads: int, time_limit: float | None = None) -> None:
         """Runs the encoded plan at plan_offset; raises WasmTimeout past time_limit (seconds),
         WasmTrap on a trap or executor error. Either leaves this runtime broken: rebuild it."""
+        with self.lock:
+            self.run_locked(plan_offset, n_words, threads, time_limit)
+
+    def run_locked(self, plan_offset: int, n_words: int, threads: int, time_limit: float | None = None) -> None:
+        """run() for a caller that already holds self.lock (saves re-entering it on every call)."""
         if self.broken:
             raise WasmTrap(f"runtime is unusable: {self.broken}")
-        with self.lock:
+        if time_limit is not None:
+            if self.job_time_limit is None or time_limit > self.job_time_limit:
+                self.job_time_limit = time_limit
+            self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
+        try:
+            self._run_plan(plan_offset, n_words, min(threads, self.threads), self._error_at)
+        except WasmTrap as e:
+            self.broken = str(e)
+            if "interrupt" in str(e) and time_limit is not None:
+                raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
+            raise
+        finally:
             if time_limit is not None:
-                if self.job_time_limit is None or time_limit > self.job_time_limit:
-                    self.job_time_limit = time_limit
-                self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
-            try:
-                rc = self._run_plan(plan_offset, n_words, min(threads, self.threads), self._error_at)[0].i32
-            except WasmTrap as e:
-                self.broken = str(e)
-                if "interrupt" in str(e) and time_limit is not None:
-                    raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
-                raise
-            finally:
-                if time_limit is not None:
-                    self.main.store.set_epoch_deadline(NO_DEADLINE)
-            if rc != 0:
-                at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
-                msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
-                if rc == -4:
-                    self.broken = msg
-                raise WasmTrap(msg)
+                self.main.store.set_epoch_deadline(NO_DEADLINE)
+        rc = self._run_plan.words[0]
+        if rc != 0:
+            at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
+            msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+            if rc == -4:
+                self.broken = msg
+            raise WasmTrap(msg)
 
     def peak_flops(self, iters: int) -> float:
         with self.lock:
