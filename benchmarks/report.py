@@ -49,6 +49,7 @@ def main(path: str, write: bool = False) -> None:
     gemm = []
     dynamic = None
     startup = {}
+    overhead = {}
     for b in data["benchmarks"]:
         info, median = b["extra_info"], b["stats"]["median"]
         if info.get("kind") == "model":
@@ -57,6 +58,8 @@ def main(path: str, write: bool = False) -> None:
             peak = info["flops"] / median / 1e9
         elif info.get("kind") == "gemm":
             gemm.append((info["threads"], info["flops"] / median / 1e9))
+        elif info.get("kind") == "overhead":
+            overhead.setdefault(info["graph"], {})[info["engine"]] = (median, info)
         elif info.get("kind") == "startup":
             startup[info["cache"]] = median
         elif info.get("kind") == "dynamic":
@@ -76,6 +79,16 @@ def main(path: str, write: bool = False) -> None:
             print(f"GEMM 512x512x512, {threads} thread(s): {gflops:.1f} GFLOP/s = "
                   f"{100 * gflops / (peak * threads):.0f}% of {threads} x peak")
 
+
+    if overhead:
+        print("\n| call overhead (1 thread, no_grad) | eager us | Dynamo + eager backend us | wasm us "
+              "| wasm / eager | of which in wasm us | partition host code us |")
+        print("|---|---|---|---|---|---|---|")
+        for graph, r in sorted(overhead.items()):
+            if len(r) == 3:
+                (eager, _), (dynamo, _), (wasm, info) = r["eager"], r["dynamo_eager"], r["wasm"]
+                print(f"| {graph} | {eager * 1e6:.1f} | {dynamo * 1e6:.1f} | {wasm * 1e6:.1f} | {wasm / eager:.2f} "
+                      f"| {info['wasm_seconds_per_call'] * 1e6:.1f} | {info['host_seconds_per_call'] * 1e6:.1f} |")
 
     if len(startup) == 2:
         print(f"\nnew process to a ready runtime (incl. Python imports): cold {startup['cold']:.2f} s, "

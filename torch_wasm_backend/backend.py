@@ -1,6 +1,8 @@
 """The Dynamo backend `wasm`: Dynamo FX graph -> aot_autograd (with the registry's decompositions)
 -> ATen graph -> wasm partitions (CompiledPartition) + eager remainder. Registered through the
-`torch_dynamo_backends` entry point, so `torch.compile(model, backend="wasm")` needs no import."""
+`torch_dynamo_backends` entry point, so `torch.compile(model, backend="wasm")` needs no import.
+Inference graphs whose aot_autograd runtime wrappers would have nothing to do (see
+_wrappers_are_identity) are handed to Dynamo without them."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +10,9 @@ from collections import Counter
 
 import torch
 from torch._dynamo.backends.common import aot_autograd
+from torch._functorch._aot_autograd.schemas import MutationType, OutputType, PlainTensorMeta
 from torch.fx import GraphModule
+from torch.fx._lazy_graph_module import _LazyGraphModule
 from functorch.compile import make_boxed_func
 
 from lowering.partition import is_tensor_op, partition_graph
@@ -25,6 +29,12 @@ log = logging.getLogger("torch_wasm_backend")
 # (no fallback would even be reported); with it they are traced and unrolled into ops we lower.
 # Process-wide: it applies to other torch.compile backends too (they handle traced RNNs as well).
 torch._dynamo.config.allow_rnn = True
+# With this on (the default), every call of a compiled frame makes two Dynamo-disabled helper calls
+# around its argument-gathering bytecode, to open a profiler span when a profiler runs (~3 us per
+# call, measured on a batch-1 MLP whose whole eager forward takes ~27 us). Process-wide like
+# allow_rnn: under a profiler, every backend's traces lose the "Pregraph bytecode" and aot_autograd
+# "Runtime Wrapper Prologue" spans.
+torch._dynamo.config.record_runtime_overhead = False
 
 _CONSTANT_SOURCES = ("_parameters[", "_buffers[")
 
@@ -77,7 +87,39 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
     stats.record_graph(label, result.total_nodes, lowered_ops, result.fallback, len(result.partitions))
     for node, (op, reason) in result.fallback.items():
         log.info("%s: %s (%s) runs in eager: %s", label, node, op, reason)
+    # Generate the code now: a lazy GraphModule's forward is a stub that checks for pending
+    # recompilation and re-enters nn.Module.__call__ on every call.
+    _LazyGraphModule.force_recompile(top)
     return top
+
+
+def _wrappers_are_identity(gm: GraphModule, example_inputs, fw_gm: GraphModule) -> bool:
+    """True when aot_autograd's runtime wrappers around this (inference) forward graph would only
+    pass the arguments through and return the outputs unchanged: no input mutation to copy back,
+    no output aliasing an input or an intermediate to regenerate, no duplicated or lifted inputs,
+    no effect tokens, tensor subclasses, RNG state or grad-mode change. Reads the metadata that
+    aot_autograd itself computed for its wrappers (TracingContext.fw_metadata, set just before it
+    calls the forward compiler); anything unexpected answers False, keeping the wrappers."""
+    context = torch._guards.TracingContext.try_get()
+    meta = getattr(context, "fw_metadata", None)
+    if meta is None or len(_placeholders(fw_gm)) != len(example_inputs):
+        return False  # inputs were deduplicated, or parameters/tokens/RNG state prepended
+    if any(True for _ in gm.parameters()) or any(True for _ in gm.buffers()):
+        return False  # aot_autograd passes these as extra leading inputs
+    if any(isinstance(a, (list, tuple, dict)) for a in example_inputs):
+        return False  # aot_autograd flattened these inputs; the wrapper unflattens each call
+    if any(type(a) not in (torch.Tensor, torch.nn.Parameter) for a in example_inputs
+           if isinstance(a, torch.Tensor)):
+        return False  # tensor subclasses are unwrapped and rewrapped by the wrappers
+    try:
+        return (all(i.mutation_type == MutationType.NOT_MUTATED for i in meta.input_info)
+                and all(o.output_type == OutputType.non_alias for o in meta.output_info)
+                and meta.num_intermediate_bases == 0 and not meta.tokens
+                and meta.grad_enabled_mutation is None and meta.num_graphsafe_rng_states == 0
+                and all(isinstance(m, (int, PlainTensorMeta))
+                        for m in (*meta.subclass_inp_meta, *meta.subclass_fw_graph_out_meta)))
+    except AttributeError:  # a torch whose metadata changed shape: keep the wrappers
+        return False
 
 
 _graph_counter = 0
@@ -95,6 +137,11 @@ def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, o
     _graph_counter += 1
     graph_id = _graph_counter
     dynamo_constants = _constant_input_indices(gm, example_inputs)
+    # Dynamo guards on grad mode and autocast state, so every call of what this returns runs in
+    # the mode seen here: without grad, aot_autograd traces an inference graph and its runtime
+    # wrapper only switches grad off (already off) and, under autocast, autocast off.
+    inference = not torch.is_grad_enabled() and not torch._C._is_any_autocast_enabled()
+    unwrapped = []  # the forward to return directly, when its wrappers would do nothing
 
     def forward_compiler(fw_gm: GraphModule, fw_inputs):
         constants = set()
@@ -102,8 +149,11 @@ def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, o
             idx = getattr(node.meta.get("desc"), "idx", None)
             if idx in dynamo_constants:
                 constants.add(j)
-        return make_boxed_func(compile_aten_graph(fw_gm, constants, opts, f"graph{graph_id}",
-                                                  on_partition))
+        top = compile_aten_graph(fw_gm, constants, opts, f"graph{graph_id}", on_partition)
+        # top.forward, not top: nn.Module.__call__ would add ~2 us per call for hooks nobody set.
+        if inference and _wrappers_are_identity(gm, example_inputs, fw_gm):
+            unwrapped.append(top.forward)
+        return make_boxed_func(top.forward)
 
     def backward_compiler(bw_gm: GraphModule, bw_inputs):
         if opts.strict:
@@ -115,5 +165,8 @@ def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, o
                                       "backward graphs run in eager")
         return make_boxed_func(bw_gm)
 
-    return aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler,
-                        decompositions=decomposition_table())(gm, example_inputs)
+    compiled = aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler,
+                            decompositions=decomposition_table())(gm, example_inputs)
+    # Dynamo calls this with the graph's inputs unpacked and reads the outputs by index: the same
+    # convention as the forward of the ATen graph (a tuple of outputs).
+    return unwrapped[0] if len(unwrapped) == 1 else compiled

@@ -62,6 +62,19 @@ def add(**deltas) -> None:
             _stats[k] += v
 
 
+def record_call(seconds_in_wasm: float, seconds_host: float, bytes_in: int, bytes_out: int,
+                plan_cache_hit: bool) -> None:
+    """One partition call that ran in wasm (called on every call: positional, no keyword dict)."""
+    with _lock:
+        s = _stats
+        s["calls"] += 1
+        s["plan_cache_hits" if plan_cache_hit else "plan_cache_misses"] += 1
+        s["seconds_in_wasm"] += seconds_in_wasm
+        s["seconds_host"] += seconds_host
+        s["bytes_copied_in"] += bytes_in
+        s["bytes_copied_out"] += bytes_out
+
+
 def record_graph(graph: str, total: int, lowered_ops: Counter, fallback: dict, partitions: int) -> None:
     with _lock:
         _stats["graphs_compiled"] += 1
