@@ -10,7 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_, itemgetter
 
 import torch
 from torch.fx import GraphModule
@@ -99,7 +99,9 @@ class _Replay:
             dynamic_dims_strides=[list(t.stride()) for t in tensors])
         self._varying = _getter(varying)
         self._constants = _getter(constants)
-        self._ids = tuple(map(id, self._constants(args)))  # ids, not the tensors: no reference kept
+        # The tensors themselves, not their ids: a replaced parameter, once freed, may leave its id
+        # to a new tensor (same version 0), and an id check would then reuse stale weights.
+        self._params = self._constants(args)
         # Inference tensors have no version counter (and cannot change outside inference mode).
         versioned = [i for i in constants if not args[i].is_inference()]
         self._versioned = _getter(versioned)
@@ -112,7 +114,7 @@ class _Replay:
 
     def matches(self, args) -> bool:
         return (self._guard.check(*self._varying(args))
-                and tuple(map(id, self._constants(args))) == self._ids
+                and all(map(is_, self._constants(args), self._params))
                 and tuple(map(_get_version, self._versioned(args))) == self._versions)
 
 
@@ -134,7 +136,7 @@ class CompiledPartition:
         n_inputs = sum(1 for n in gm.graph.nodes if n.op == "placeholder")
         self._varying = [i for i in range(n_inputs) if i not in constant_inputs]
         self._constant_list = sorted(constant_inputs)
-        self._constant_ids: list | None = None  # identity of the parameters the plans were made for
+        self._constant_params: list | None = None  # the parameters the plans were made for (held)
         # Constants shared by all plans of this partition: key -> (offset, Buffer)
         self._constants: dict[tuple, tuple[int, object]] = {}
         self._constant_versions: list | None = None
@@ -197,18 +199,18 @@ class CompiledPartition:
             return None, False
         key = signature(args, self._varying)
         with self._plans_lock:
-            ids = [id(args[i]) for i in self._constant_list]
-            if ids != self._constant_ids:
+            params = [args[i] for i in self._constant_list]  # identity, not id(): see _Replay
+            if self._constant_params is None or not all(map(is_, params, self._constant_params)):
                 # A parameter was replaced (maybe with another shape): plans and constants made for
                 # the old ones are void. (In-place changes are handled by _check_constants.)
-                if self._constant_ids is not None:
+                if self._constant_params is not None:
                     log.info("partition %s: a parameter was replaced; re-planning", self.name)
                     for old in self.plans.values():
                         self._unload(old)
                     self.plans.clear()
                     self._constants.clear()
                     self._constant_versions = None
-                self._constant_ids = ids
+                self._constant_params = params
             entry = self.plans.get(key)
             hit = entry is not None
             if entry is None:
@@ -375,11 +377,11 @@ class CompiledPartition:
 
     def _check_constants(self, runtime: Runtime, entry: _Entry, args) -> None:
         """Parameters are uploaded once; re-upload if one was replaced or changed in place."""
-        versions = [(id(args[i]), _version(args[i])) for i in self.constant_inputs]
+        versions = [(args[i], _version(args[i])) for i in self.constant_inputs]
         if self._constant_versions is None:
             self._constant_versions = versions
             return
-        if versions != self._constant_versions:
+        if any(a is not b or va != vb for (a, va), (b, vb) in zip(versions, self._constant_versions)):
             log.info("partition %s: a parameter changed since compile; re-uploading weights", self.name)
             for offset, buf in self._constants.values():
                 runtime.write(offset, buf.make(args))
