@@ -15,6 +15,7 @@ from .shapes import TensorSpec
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
+_UNSET = object()
 
 
 class LoweringContext:
@@ -44,13 +45,14 @@ class LoweringContext:
 
     def value(self, arg):
         """The lowered value of arg: a TensorRef (or tuple of them) for nodes, arg itself otherwise."""
+        if isinstance(arg, Node):
+            value = self._values.get(arg, _UNSET)
+            if value is _UNSET:
+                value = self._values[arg] = self._lower(arg)
+            return value
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.value(a) for a in arg)
-        if not isinstance(arg, Node):
-            return arg
-        if arg not in self._values:
-            self._values[arg] = self._lower(arg)
-        return self._values[arg]
+        return arg
 
     def _lower(self, node: Node):
         concrete = self.vals[node]
