@@ -170,17 +170,28 @@ class _SpecPlan:
             results.append(gen.value(node.meta["val"]))
         self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
         self.evaluate = gen.function(results)
+        # Where each plain symbol is read from the inputs: (input index, "size"/"stride"/None, dim,
+        # symbol); None: the input is the SymInt itself.
+        self.binders: list[tuple[int, str | None, int, Any]] = []
+        for i, node in enumerate(self.placeholders):
+            meta = node.meta["val"]
+            if isinstance(meta, torch.SymInt) and meta.node.expr.is_Symbol:
+                self.binders.append((i, None, 0, meta.node.expr))
+            elif isinstance(meta, torch.Tensor):
+                for kind, sizes in (("size", meta.shape), ("stride", meta.stride())):
+                    self.binders.extend((i, kind, d, v.node.expr) for d, v in enumerate(sizes)
+                                        if isinstance(v, torch.SymInt) and v.node.expr.is_Symbol)
 
-
-def _bind(meta, actual, bindings: dict) -> None:
-    """Binds the plain symbols of a meta value (tensor sizes/strides or a SymInt) to actual values."""
-    if isinstance(meta, torch.SymInt):
-        expr = meta.node.expr
-        if expr.is_Symbol:
-            bindings[expr] = int(actual)
-    elif isinstance(meta, torch.Tensor) and isinstance(actual, torch.Tensor):
-        for m, a in zip(list(meta.shape) + list(meta.stride()), list(actual.shape) + list(actual.stride())):
-            _bind(m, a, bindings)
+    def bind(self, inputs: Sequence[Any]) -> dict:
+        """The symbols' values for these inputs."""
+        bindings = {}
+        for i, kind, d, symbol in self.binders:
+            actual = inputs[i]
+            if kind is None:
+                bindings[symbol] = int(actual)
+            elif isinstance(actual, torch.Tensor):
+                bindings[symbol] = actual.shape[d] if kind == "size" else actual.stride(d)
+        return bindings
 
 
 def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
@@ -189,10 +200,7 @@ def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
     plan = gm.__dict__.get("_twb_spec_plan")
     if plan is None:
         plan = gm.__dict__["_twb_spec_plan"] = _SpecPlan(gm)
-    bindings: dict = {}
-    for node, actual in zip(plan.placeholders, inputs):
-        _bind(node.meta["val"], actual, bindings)
-    values = dict(zip(plan.nodes, plan.evaluate(bindings)))
+    values = dict(zip(plan.nodes, plan.evaluate(plan.bind(inputs))))
     for node, actual in zip(plan.placeholders, inputs):  # the binding must reproduce the inputs
         spec = values[node]
         if isinstance(actual, torch.Tensor) and (spec.shape != tuple(actual.shape) or spec.dtype != actual.dtype):
