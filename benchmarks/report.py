@@ -63,8 +63,10 @@ def main(path: str, write: bool = False) -> None:
         elif info.get("kind") == "startup":
             startup[info["cache"]] = median
         elif info.get("kind") == "dynamic":
-            # first call at a new length (plan + run + steady run) minus two steady runs
-            dynamic = (median - 2 * info["steady_median"], info["lengths"])
+            # per length: first call (plan + run) minus the steady run after it; the median of
+            # those (older runs: median round minus two median steady runs, a noisier estimate)
+            prep = info.get("prep_median", median - 2 * info["steady_median"])
+            dynamic = (prep, info["lengths"])
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", platform.processor())
     print(f"machine: {cpu}, {data.get('machine_info', {}).get('cpu', {}).get('count', '?')} cores; "
           f"date: {data.get('datetime', '?')}; command: `{COMMAND}` (medians)\n")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Callable
 
 ABI_FILE = Path(__file__).resolve().parent.parent / "kernels_cpp" / "kernel_abi.def"
 
@@ -25,7 +27,7 @@ class OpSpec:
     code: int
     fields: tuple[Field, ...]
 
-    @property
+    @cached_property
     def n_words(self) -> int:
         return sum(f.length for f in self.fields)
 
@@ -61,25 +63,35 @@ class KernelAbi:
 
     def encode(self, op: str, /, **args) -> list[int]:
         """One plan record [code, n_args, args...]; raises on a missing or unknown argument."""
+        words: list[int] = []
+        self.encode_into(words, op, args)
+        return words
+
+    def encode_into(self, words: list[int], op: str, args: dict,
+                    resolve: Callable[[Any], Any] = lambda v: v) -> None:
+        """Appends op's record to words; resolve(value) turns each non-int argument (a symbolic
+        pointer, say) into an int first. (A plan encodes hundreds of records per new input
+        signature: this is the hot path.)"""
         spec = self.ops[op]
-        unknown = set(args) - {f.name for f in spec.fields}
-        if unknown:
-            raise TypeError(f"{op}: unknown kernel arguments {sorted(unknown)}")
-        words = [spec.code, spec.n_words]
+        if len(args) != len(spec.fields) or not all(f.name in args for f in spec.fields):
+            unknown = set(args) - {f.name for f in spec.fields}
+            if unknown:
+                raise TypeError(f"{op}: unknown kernel arguments {sorted(unknown)}")
+            missing = next(f.name for f in spec.fields if f.name not in args)
+            raise TypeError(f"{op}: missing kernel argument {missing!r}")
+        words += (spec.code, spec.n_words)
         for f in spec.fields:
-            if f.name not in args:
-                raise TypeError(f"{op}: missing kernel argument {f.name!r}")
             value = args[f.name]
             if f.kind == "ARR":
                 value = list(value)
                 if len(value) != f.length:
                     raise ValueError(f"{op}.{f.name}: expected {f.length} values, got {len(value)}")
-                words.extend(int(v) for v in value)
+                words.extend(v if type(v) is int else int(resolve(v)) for v in value)
             elif f.kind == "F32":
-                words.append(struct.unpack("<i", struct.pack("<f", float(value)))[0])
+                words.append(_F32_BITS.unpack(_F32.pack(float(value)))[0])
             else:
-                words.append(int(value))
-        return words
+                words.append(value if type(value) is int else int(resolve(value)))
 
 
+_F32, _F32_BITS = struct.Struct("<f"), struct.Struct("<i")
 ABI = KernelAbi()

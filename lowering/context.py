@@ -15,6 +15,7 @@ from .shapes import TensorSpec
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
+_UNSET = object()
 
 
 class LoweringContext:
@@ -29,12 +30,16 @@ class LoweringContext:
         self._values: dict[Node, Any] = {}
         # Which nodes are constant does not depend on shapes: share the answers across the plans
         # of this partition (one cache per set of constant inputs).
-        caches = gm.__dict__.setdefault("_twb_const_fns", {})
-        self._const_fns: dict[Node, ConstFn | None] = caches.setdefault(frozenset(constant_inputs), {})
+        caches = gm.__dict__.setdefault("_twb_const_fns", {}).setdefault(frozenset(constant_inputs), {})
+        self._const_fns: dict[Node, ConstFn | None] = caches.setdefault("fns", {})
         self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
         # The last float32 UNARY / BINARY / MAP record, in the form ops/elementwise.py needs to
         # merge the next elementwise op into it (see ops/elementwise.py fuse_into_chain).
         self.elementwise_chain = None
+        # Constants that do not depend on sizes (weights, folds and packings of them), made once
+        # and shared by the plans (see shared_constant), and the structural keys of nodes.
+        self._shared_constants: dict[Any, TensorRef] = caches.setdefault("constants", {})
+        self._structural_keys: dict[Node, Any] = caches.setdefault("structural_keys", {})
 
     # ---- values ------------------------------------------------------------------------------
     def val(self, arg):
@@ -43,23 +48,26 @@ class LoweringContext:
 
     def value(self, arg):
         """The lowered value of arg: a TensorRef (or tuple of them) for nodes, arg itself otherwise."""
+        if isinstance(arg, Node):
+            value = self._values.get(arg, _UNSET)
+            if value is _UNSET:
+                value = self._values[arg] = self._lower(arg)
+            return value
         if isinstance(arg, (list, tuple)):
             return type(arg)(self.value(a) for a in arg)
-        if not isinstance(arg, Node):
-            return arg
-        if arg not in self._values:
-            self._values[arg] = self._lower(arg)
-        return self._values[arg]
+        return arg
 
     def _lower(self, node: Node):
         concrete = self.vals[node]
         if isinstance(concrete, (int, float, bool)):
             return concrete  # a symbolic size, already evaluated for this signature
         fold = self.const_fn(node)
-        if fold is not None and isinstance(self.vals[node], TensorSpec):
-            v = self.vals[node]
-            return self.constant(lambda ins: fold(ins), tuple(v.shape), v.dtype, node.name,
-                                 per_plan=node in self._plan_const_fns)
+        if fold is not None and isinstance(concrete, TensorSpec):
+            shape, dtype = concrete.shape, concrete.dtype
+            if node in self._plan_const_fns:
+                return self.constant(fold, shape, dtype, node.name, per_plan=True)
+            return self.shared_constant((node, shape, dtype),
+                                        lambda: self.constant(fold, shape, dtype, node.name))
         if node.op == "placeholder":
             idx = self.placeholders.index(node)
             v = self.vals[node]
@@ -131,12 +139,17 @@ class LoweringContext:
             return tuple(self.structural_key(a) for a in arg)
         if not isinstance(arg, Node):
             return ("lit", repr(arg))
-        if arg.op == "placeholder":
-            return ("in", self.placeholders.index(arg))
-        if arg.op == "get_attr":
-            return ("attr", arg.target)
-        return (str(arg.target), self.structural_key(tuple(arg.args)),
-                tuple(sorted((k, self.structural_key(v)) for k, v in arg.kwargs.items())))
+        key = self._structural_keys.get(arg)
+        if key is None:
+            if arg.op == "placeholder":
+                key = ("in", self.placeholders.index(arg))
+            elif arg.op == "get_attr":
+                key = ("attr", arg.target)
+            else:
+                key = (str(arg.target), self.structural_key(tuple(arg.args)),
+                       tuple(sorted((k, self.structural_key(v)) for k, v in arg.kwargs.items())))
+            self._structural_keys[arg] = key
+        return key
 
     def plan_dependent(self, arg) -> bool:
         """Whether a folded value uses this plan's sizes (call after const_fn(arg))."""
@@ -192,6 +205,18 @@ class LoweringContext:
         buf = Buffer(numel * itemsize, make=make_contiguous, name=name)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
+
+    def shared_constant(self, key, create: Callable[[], TensorRef]) -> TensorRef:
+        """The constant create() makes (with self.constant), for a value that does not depend on
+        this plan's sizes: made by the first plan that needs it and reused by the partition's later
+        plans (key: what determines the value, shape and dtype included), so a new input signature
+        does not rebuild the weights' constants. Call once per key and plan."""
+        ref = self._shared_constants.get(key)
+        if ref is None:
+            ref = self._shared_constants[key] = create()
+        else:
+            self.plan.constants.append(ref.buffer)
+        return ref
 
     def scalar(self, value: float) -> TensorRef:
         return self.constant(lambda ins: torch.tensor(float(value)), (), torch.float32, f"scalar_{float(value)!r}")

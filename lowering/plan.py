@@ -98,18 +98,18 @@ class Plan:
 
     def encode(self, arena_base: int, constant_addrs: dict[int, int]) -> list[int]:
         """The int32 words of the plan, with every Addr resolved to an absolute byte address."""
+        offsets = self.arena_offsets
+
         def resolve(value):
             if isinstance(value, Addr):
                 b = value.buffer
-                base = constant_addrs[id(b)] if b.is_constant else arena_base + self.arena_offsets[id(b)]
+                base = constant_addrs[id(b)] if b.is_constant else arena_base + offsets[id(b)]
                 return base + value.byte_offset
-            if isinstance(value, (list, tuple)):
-                return [resolve(v) for v in value]
             return value
 
         words: list[int] = []
         for op, args in self.records:
-            words.extend(ABI.encode(op, **{k: resolve(v) for k, v in args.items()}))
+            ABI.encode_into(words, op, args, resolve)
         return words
 
 
@@ -117,40 +117,36 @@ def plan_memory(plan: Plan) -> None:
     """Assigns arena offsets to non-constant buffers by liveness (first to last record that
     touches them; inputs live from the start, outputs to the end): greedy by size, lowest offset
     that does not overlap a buffer alive at the same time."""
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    buffers: dict[int, Buffer] = {}
+    spans: dict[int, list] = {}  # id(buffer) -> [first, last, buffer]; records come in time order
 
     def touch(buf: Buffer, t: int):
-        if buf.is_constant:
-            return
-        buffers[id(buf)] = buf
-        first[id(buf)] = min(first.get(id(buf), t), t)
-        last[id(buf)] = max(last.get(id(buf), t), t)
+        span = spans.get(id(buf))
+        if span is None:
+            spans[id(buf)] = [t, t, buf]
+        else:
+            span[1] = t
 
-    end = len(plan.records)
     for ref in plan.inputs:
-        if ref is not None:
+        if ref is not None and not ref.buffer.is_constant:
             touch(ref.buffer, -1)
     for t, (_, args) in enumerate(plan.records):
         for v in args.values():
-            if isinstance(v, Addr):
+            if v.__class__ is Addr and v.buffer.make is None:  # (not is_constant: hot loop)
                 touch(v.buffer, t)
     for out in plan.outputs:
-        touch(out.ref.buffer, end)
-
+        if not out.ref.buffer.is_constant:
+            touch(out.ref.buffer, len(plan.records))
     placed: list[tuple[int, int, int, int]] = []  # (offset, size, first, last)
-    order = sorted(buffers, key=lambda b: (-buffers[b].nbytes, first[b]))
     size_total = 0
-    for b in order:
-        size = max(ALIGN, (buffers[b].nbytes + ALIGN - 1) // ALIGN * ALIGN)
-        clashes = sorted((o, s) for o, s, f, l in placed if not (l < first[b] or last[b] < f))
+    for b, (start, end, buf) in sorted(spans.items(), key=lambda item: (-item[1][2].nbytes, item[1][0])):
+        size = max(ALIGN, (buf.nbytes + ALIGN - 1) // ALIGN * ALIGN)
+        clashes = sorted([(o, s) for o, s, f, l in placed if f <= end and start <= l])
         offset = 0
         for o, s in clashes:
             if offset + size <= o:
                 break
             offset = max(offset, o + s)
-        placed.append((offset, size, first[b], last[b]))
+        placed.append((offset, size, start, end))
         plan.arena_offsets[b] = offset
         size_total = max(size_total, offset + size)
     plan.arena_size = size_total

@@ -41,9 +41,17 @@ REGISTRY: dict[object, OpEntry] = {}
 
 
 def op_name(target) -> str:
-    if target is operator.getitem:
-        return "getitem"
-    return str(getattr(target, "name", lambda: target)()) if hasattr(target, "name") else str(target)
+    name = _op_names.get(target)
+    if name is None:  # (cached: lowering counts every node it lowers by op name)
+        if target is operator.getitem:
+            name = "getitem"
+        else:
+            name = str(getattr(target, "name", lambda: target)()) if hasattr(target, "name") else str(target)
+        _op_names[target] = name
+    return name
+
+
+_op_names: dict = {}
 
 
 def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False):

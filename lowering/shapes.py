@@ -40,96 +40,158 @@ class Unbound(Exception):
     """A meta value uses a symbol the inputs do not determine (fall back to tracing)."""
 
 
-def _compile(expr) -> Callable[[dict], int]:
-    if isinstance(expr, int) or expr.is_Integer:
-        value = int(expr)
-        return lambda b: value
-    if expr.is_Symbol:
-        def lookup(b, s=expr):
-            try:
-                return b[s]
-            except KeyError:
-                raise Unbound(str(s)) from None
-        return lookup
-    args = [_compile(a) for a in expr.args]
-    if isinstance(expr, sympy.Add):
-        return lambda b: sum(f(b) for f in args)
-    if isinstance(expr, sympy.Mul):
-        return lambda b: reduce(operator.mul, (f(b) for f in args), 1)
-    if isinstance(expr, sympy.Pow) and expr.exp.is_Integer and int(expr.exp) >= 0:
-        base, exp = args[0], int(expr.exp)
-        return lambda b: base(b) ** exp
-    name = type(expr).__name__
-    if name in ("FloorDiv", "CleanDiv") and len(args) == 2:  # (IntTrueDiv is a float: slow path)
-        return lambda b: args[0](b) // args[1](b)
-    if name in ("Mod", "PythonMod") and len(args) == 2:
-        return lambda b: args[0](b) % args[1](b)
-    if isinstance(expr, sympy.Max):
-        return lambda b: max(f(b) for f in args)
-    if isinstance(expr, sympy.Min):
-        return lambda b: min(f(b) for f in args)
-    symbols = sorted(expr.free_symbols, key=str)
-    return lambda b: int(expr.xreplace({s: b[s] for s in symbols}))  # rare: slow but exact
+class _Codegen:
+    """Writes one Python function that evaluates every node's meta value from the symbol bindings:
+    each distinct size expression becomes one local variable (computed once per call), each
+    distinct TensorSpec one constructor call. A new sequence length then costs one call instead of
+    a closure per size (or a FakeTensor pass per node)."""
 
+    def __init__(self):
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {"TensorSpec": TensorSpec}
+        self.symbols: dict[Any, str] = {}   # sympy symbol -> local variable (bound from b)
+        self.exprs: dict[Any, str] = {}     # sympy expression -> local variable (or literal)
+        self.specs: dict[tuple, str] = {}   # (size, stride sources, dtype, device) -> local variable
 
-_compiled: dict[Any, Callable[[dict], int]] = {}
+    def _name(self, prefix: str, value: Any) -> str:
+        """A global of the generated function holding value."""
+        name = f"{prefix}{len(self.env)}"
+        self.env[name] = value
+        return name
 
+    def size(self, value) -> str:
+        """Source for a size (int or SymInt), as a local variable or an int literal."""
+        if isinstance(value, int):
+            return repr(int(value))
+        return self._expr(value.node.expr, whole=True)
 
-def _evaluator(value) -> Callable[[dict], int]:
-    if isinstance(value, int):
-        return lambda b, v=value: v
-    expr = value.node.expr
-    fn = _compiled.get(expr)
-    if fn is None:
-        fn = _compiled[expr] = _compile(expr)
-    return fn
+    def _expr(self, expr, whole: bool = False) -> str:
+        if expr in self.exprs:
+            return self.exprs[expr]
+        try:
+            source = self._source(expr)
+        except _NoSource:  # rare (a rational or an unknown function): exact, through sympy
+            if not whole:  # a part (say 1/2 in s0/2) is not an int: evaluate the whole size
+                raise
+            symbols = sorted(expr.free_symbols, key=str)
+            for s in symbols:
+                self._symbol(s)
+            fn = self._name("F", lambda b, expr=expr, symbols=symbols:
+                            int(expr.xreplace({s: b[s] for s in symbols})))
+            source = f"{fn}(b)"
+        if not source.isidentifier() and not source.isdigit():
+            var = f"e{len(self.exprs)}"
+            self.lines.append(f"{var} = {source}")
+            source = var
+        self.exprs[expr] = source
+        return source
 
+    def _symbol(self, symbol) -> str:
+        if symbol not in self.symbols:
+            self.symbols[symbol] = f"v{len(self.symbols)}"
+        return self.symbols[symbol]
 
-def _bind(meta, actual, bindings: dict) -> None:
-    """Binds the plain symbols of a meta value (tensor sizes/strides or a SymInt) to actual values."""
-    if isinstance(meta, torch.SymInt):
-        expr = meta.node.expr
+    def _source(self, expr) -> str:
+        if expr.is_Integer:
+            return str(int(expr)) if expr >= 0 else f"({int(expr)})"
         if expr.is_Symbol:
-            bindings[expr] = int(actual)
-    elif isinstance(meta, torch.Tensor) and isinstance(actual, torch.Tensor):
-        for m, a in zip(list(meta.shape) + list(meta.stride()), list(actual.shape) + list(actual.stride())):
-            _bind(m, a, bindings)
+            return self._symbol(expr)
+        if expr.is_Number:
+            raise _NoSource
+        args = [self._expr(a) for a in expr.args]
+        name = type(expr).__name__
+        if isinstance(expr, sympy.Add):
+            return " + ".join(args)
+        if isinstance(expr, sympy.Mul):
+            return " * ".join(args)
+        if isinstance(expr, sympy.Pow) and expr.exp.is_Integer and int(expr.exp) >= 0:
+            return f"{args[0]} ** {int(expr.exp)}"
+        if name in ("FloorDiv", "CleanDiv") and len(args) == 2:  # (IntTrueDiv is a float)
+            return f"{args[0]} // {args[1]}"
+        if name in ("Mod", "PythonMod") and len(args) == 2:
+            return f"{args[0]} % {args[1]}"
+        if isinstance(expr, (sympy.Max, sympy.Min)):
+            return f"{'max' if isinstance(expr, sympy.Max) else 'min'}({', '.join(args)})"
+        raise _NoSource
+
+    def value(self, val) -> str:
+        """Source for a node's meta value."""
+        if isinstance(val, torch.Tensor):
+            key = (tuple(self.size(s) for s in val.shape), tuple(self.size(s) for s in val.stride()),
+                   val.dtype, val.device)
+            if key not in self.specs:
+                shape, strides = (f"({', '.join(k)}{',' if len(k) == 1 else ''})" for k in key[:2])
+                var = f"t{len(self.specs)}"
+                self.lines.append(f"{var} = TensorSpec({shape}, {strides}, {self._name('D', val.dtype)}, "
+                                  f"{self._name('P', val.device)})")
+                self.specs[key] = var
+            return self.specs[key]
+        if isinstance(val, (list, tuple)):
+            return f"({''.join(self.value(v) + ', ' for v in val)})"
+        if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
+            return self.size(val)
+        if isinstance(val, torch.SymFloat):  # e.g. an upsample scale: exact, evaluated by sympy
+            expr = val.node.expr
+            symbols = sorted(expr.free_symbols, key=str)
+            for s in symbols:
+                self._symbol(s)
+            fn = self._name("F", lambda b: float(expr.xreplace({s: b[s] for s in symbols})))
+            return f"{fn}(b)"
+        return self._name("K", val)
+
+    def function(self, results: list[str]) -> Callable[[dict], list]:
+        binds = [f"{var} = b[{self._name('S', symbol)}]" for symbol, var in self.symbols.items()]
+        body = ["try:", *(f"    {line}" for line in binds or ["pass"]),
+                "except KeyError as e:", "    raise Unbound(str(e.args[0])) from None",
+                *self.lines, f"return [{', '.join(results)}]"]
+        source = "def evaluate(b):\n" + "".join(f"    {line}\n" for line in body)
+        env = dict(self.env, Unbound=Unbound)
+        exec(compile(source, "<twb spec plan>", "exec"), env)
+        return env["evaluate"]
+
+
+class _NoSource(Exception):
+    """An expression the code generator does not write as Python (evaluated through sympy)."""
 
 
 class _SpecPlan:
-    """Per graph: for each node, closures that evaluate its meta value for given bindings."""
+    """Per graph: the nodes and one generated function evaluating their meta values."""
 
     def __init__(self, gm: GraphModule):
-        self.nodes: list[tuple[Node, Any]] = []
+        self.nodes: list[Node] = []
+        gen = _Codegen()
+        results = []
         for node in gm.graph.nodes:
             if node.op == "output":
                 continue
             if "val" not in node.meta:
                 raise Unbound(f"{node.name} has no meta value")
-            self.nodes.append((node, self._compile_value(node.meta["val"])))
+            self.nodes.append(node)
+            results.append(gen.value(node.meta["val"]))
+        self.placeholders = [n for n in self.nodes if n.op == "placeholder"]
+        self.evaluate = gen.function(results)
+        # Where each plain symbol is read from the inputs: (input index, "size"/"stride"/None, dim,
+        # symbol); None: the input is the SymInt itself.
+        self.binders: list[tuple[int, str | None, int, Any]] = []
+        for i, node in enumerate(self.placeholders):
+            meta = node.meta["val"]
+            if isinstance(meta, torch.SymInt) and meta.node.expr.is_Symbol:
+                self.binders.append((i, None, 0, meta.node.expr))
+            elif isinstance(meta, torch.Tensor):
+                for kind, sizes in (("size", meta.shape), ("stride", meta.stride())):
+                    self.binders.extend((i, kind, d, v.node.expr) for d, v in enumerate(sizes)
+                                        if isinstance(v, torch.SymInt) and v.node.expr.is_Symbol)
 
-    def _compile_value(self, val):
-        if isinstance(val, torch.Tensor):
-            sizes = [_evaluator(s) for s in val.shape]
-            strides = [_evaluator(s) for s in val.stride()]
-            dtype, device = val.dtype, val.device
-            return lambda b: TensorSpec(tuple(f(b) for f in sizes), tuple(f(b) for f in strides), dtype, device)
-        if isinstance(val, (list, tuple)):
-            items = [self._compile_value(v) for v in val]
-            return lambda b: tuple(f(b) for f in items)
-        if isinstance(val, (torch.SymInt, int)) and not isinstance(val, bool):
-            return _evaluator(val)
-        if isinstance(val, torch.SymFloat):  # e.g. an upsample scale: exact, evaluated by sympy
-            expr = val.node.expr
-            symbols = sorted(expr.free_symbols, key=str)
-
-            def evaluate(b, expr=expr, symbols=symbols):
-                try:
-                    return float(expr.xreplace({s: b[s] for s in symbols}))
-                except KeyError as e:
-                    raise Unbound(str(e)) from None
-            return evaluate
-        return lambda b, v=val: v
+    def bind(self, inputs: Sequence[Any]) -> dict:
+        """The symbols' values for these inputs."""
+        bindings = {}
+        for i, kind, d, symbol in self.binders:
+            actual = inputs[i]
+            if kind is None:
+                bindings[symbol] = int(actual)
+            elif isinstance(actual, torch.Tensor):
+                bindings[symbol] = actual.shape[d] if kind == "size" else actual.stride(d)
+        return bindings
 
 
 def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
@@ -138,12 +200,8 @@ def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
     plan = gm.__dict__.get("_twb_spec_plan")
     if plan is None:
         plan = gm.__dict__["_twb_spec_plan"] = _SpecPlan(gm)
-    bindings: dict = {}
-    placeholders = [n for n, _ in plan.nodes if n.op == "placeholder"]
-    for node, actual in zip(placeholders, inputs):
-        _bind(node.meta["val"], actual, bindings)
-    values = {node: fn(bindings) for node, fn in plan.nodes}
-    for node, actual in zip(placeholders, inputs):  # the binding must reproduce the inputs
+    values = dict(zip(plan.nodes, plan.evaluate(plan.bind(inputs))))
+    for node, actual in zip(plan.placeholders, inputs):  # the binding must reproduce the inputs
         spec = values[node]
         if isinstance(actual, torch.Tensor) and (spec.shape != tuple(actual.shape) or spec.dtype != actual.dtype):
             raise Unbound(f"input {node.name}: meta {spec.shape} vs actual {tuple(actual.shape)}")

@@ -41,8 +41,11 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
             return pack_b(b.transpose(-1, -2) if transpose else b)
         shape = (batch, packed_numel(k, n)) if batch > 1 else (packed_numel(k, n),)
         per_plan = ctx.plan_dependent(b_arg)
-        cache[key] = ctx.constant(make, shape, name=f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}",
-                                  per_plan=per_plan)
+        name = f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}"
+        if per_plan:
+            cache[key] = ctx.constant(make, shape, name=name, per_plan=True)
+        else:
+            cache[key] = ctx.shared_constant(("packed",) + key, lambda: ctx.constant(make, shape, name=name))
         return cache[key]
     b = ctx.value(b_arg)
     if transpose:

@@ -47,10 +47,25 @@ def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
     if kwargs or rank == 0:  # 0-d tensors wrap dims as if 1-d: leave them to ATen
         return None
     if target in (aten.view.default, aten._unsafe_view.default, aten.reshape.default):
-        if not src.is_contiguous():
-            return None
         new = _view_shape(args[0], src.numel)
-        return TensorRef(src.buffer, new, contiguous_strides(new), offset, src.dtype)
+        if src.is_contiguous():
+            return TensorRef(src.buffer, new, contiguous_strides(new), offset, src.dtype)
+        new_strides = _view_strides(shape, strides, new)
+        return None if new_strides is None else TensorRef(src.buffer, new, new_strides, offset, src.dtype)
+    if target is aten.expand.default:
+        return _expand(src, args[0])
+    if target in (aten.split.Tensor, aten.split_with_sizes.default):
+        d = (args[1] if len(args) > 1 else 0) % rank
+        lengths = _split_lengths(args[0], shape[d]) if target is aten.split.Tensor else list(args[0])
+        if lengths is None or sum(lengths) != shape[d] or min(lengths, default=0) < 0:
+            return None  # an invalid split: let ATen raise its error
+        pieces, start = [], 0
+        for length in lengths:
+            piece_shape = shape[:d] + [length] + shape[d + 1:]
+            pieces.append(TensorRef(src.buffer, tuple(piece_shape), tuple(strides), offset + start * strides[d],
+                                    src.dtype))
+            start += length
+        return tuple(pieces)
     if target in (aten.alias.default, aten.detach.default):
         return src
     if target is aten.permute.default:
@@ -86,6 +101,59 @@ def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
         strides[d] *= step
         return TensorRef(src.buffer, tuple(shape), tuple(strides), offset, src.dtype)
     return None
+
+
+def _view_strides(shape, strides, new_shape) -> tuple[int, ...] | None:
+    """The strides view(new_shape) gives a non-contiguous tensor, or None where view() would fail
+    (ATen's computeStride: each run of dims that are contiguous with each other may be re-split)."""
+    if not shape or 0 in shape:
+        return None  # 0-d and empty tensors: ATen's special cases, on the meta path
+    new_strides = [0] * len(new_shape)
+    view_d = len(new_shape) - 1
+    chunk_base_stride, tensor_numel, view_numel = strides[-1], 1, 1
+    for tensor_d in range(len(shape) - 1, -1, -1):
+        tensor_numel *= shape[tensor_d]
+        if tensor_d == 0 or (shape[tensor_d - 1] != 1 and strides[tensor_d - 1] != tensor_numel * chunk_base_stride):
+            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new_strides[view_d] = view_numel * chunk_base_stride
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if tensor_d > 0:
+                chunk_base_stride, tensor_numel, view_numel = strides[tensor_d - 1], 1, 1
+    return tuple(new_strides) if view_d == -1 else None
+
+
+def _expand(src: TensorRef, sizes) -> TensorRef | None:
+    """expand(sizes) as ATen's inferExpandGeometry: broadcast dims get stride 0."""
+    rank, ndim = len(src.shape), len(sizes)
+    if ndim < rank:
+        return None
+    shape, strides = [0] * ndim, [0] * ndim
+    for i in range(ndim - 1, -1, -1):
+        d = i - (ndim - rank)
+        size = src.shape[d] if d >= 0 else 1
+        stride = src.strides[d] if d >= 0 else shape[i + 1] * strides[i + 1]  # (d >= 0 for i = ndim - 1)
+        target = sizes[i]
+        if target == -1:
+            if d < 0:
+                return None
+            target = size
+        if size != target:
+            if size != 1:
+                return None
+            size, stride = target, 0
+        shape[i], strides[i] = size, stride
+    return TensorRef(src.buffer, tuple(shape), tuple(strides), src.offset, src.dtype)
+
+
+def _split_lengths(split_size: int, size: int) -> list[int] | None:
+    """The piece lengths of split(split_size) along a dim of this size (ATen: at least one piece)."""
+    if split_size <= 0:
+        return [0] if split_size == 0 and size == 0 else None
+    pieces = max((size + split_size - 1) // split_size, 1)
+    return [min(split_size, size - i * split_size) for i in range(pieces)]
 
 
 def _apply(target, src: TensorRef, args, kwargs):
