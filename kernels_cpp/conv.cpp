@@ -178,10 +178,13 @@ void k_CONV2D(const CONV2D_args* a) {
       } else {
         // Column blocks small enough (kBlockFloats) that the im2col panels of a block are still in
         // cache while the GEMM reads them; im2col of the whole output first made the GEMM stream B
-        // from memory (the conv ran ~30% below the GEMM alone on ResNet layers).
+        // from memory (the conv ran ~30% below the GEMM alone on ResNet layers). At least 8 panels
+        // though (for K = 4608, 1.2 MB): 1-panel blocks left the GEMM only 1 x 8 column tiles,
+        // whose 4 accumulators wait on the add latency (ResNet-18 7x7x512: 20.5 -> 22.5 GFLOP/s).
         const int panels = (NC + NR - 1) / NR;
         int block = kBlockFloats / (K * NR);
-        block = block < 1 ? 1 : (block > panels ? panels : block);
+        block = block < 8 ? 8 : block;
+        block = block > panels ? panels : block;
         const int threads = pool_threads();
         if (threads > 1 && panels >= 4 * threads && worth_threading(2.0 * cout_g * NC * K)) {
           // Wide outputs: threads take whole column blocks (im2col + GEMM each, into their own part
