@@ -37,6 +37,8 @@ CASES = {
     "pack_b_transposed": lambda s: run_pack_b(s, _x("pb", (3, 500, 300), 8).transpose(1, 2))[0],
     "conv3x3": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cw", (48, 32, 3, 3), 10),
                                   _x("cb", (48,), 11), (1, 1), (1, 1), (1, 1), 1, "RELU"),
+    "conv3x3_7_panels": lambda s: run_conv(s, _x("cx7", (1, 128, 7, 7), 24), _x("cw7", (64, 128, 3, 3), 25),
+                                           _x("cb7", (64,), 26), (1, 1), (1, 1), (1, 1), 1, "RELU"),
     "conv1x1": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cw1", (48, 32, 1, 1), 12),
                                   _x("cb", (48,), 11), (1, 1), (0, 0), (1, 1), 1),
     "conv_depthwise": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cwd", (32, 1, 3, 3), 13),
