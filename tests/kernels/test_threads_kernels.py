@@ -33,6 +33,8 @@ CASES = {
     "gemm": lambda s: run_gemm(s, _x("ga", (2, 130, 300), 1), _x("gb", (2, 300, 257), 2),
                                _x("gbias", (257,), 3), 1, "RELU", ldc_pad=3),
     "gemm_m3_long_k": lambda s: run_gemm(s, _x("ga3", (1, 3, 700), 4), _x("gb3", (1, 700, 1000), 5)),
+    "gemm_m8_wide": lambda s: run_gemm(s, _x("ga9", (1, 8, 77), 27), _x("gb9", (1, 77, 1001), 28),
+                                       _x("gbias9", (1001,), 29), 1, "CLAMP"),
     "gemm_batched": lambda s: run_gemm(s, _x("ga8", (16, 9, 40), 6), _x("gb8", (16, 40, 33), 7)),
     "pack_b_transposed": lambda s: run_pack_b(s, _x("pb", (3, 500, 300), 8).transpose(1, 2))[0],
     "conv3x3": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cw", (48, 32, 3, 3), 10),
