@@ -66,7 +66,7 @@ def kernel_tables(kernels, peak: float) -> None:
     bandwidth = {key: {t: info["bytes"] / median / 1e9 for t, (info, median) in runs.items()}
                  for key, runs in by.get("stream", {}).items()}
     if bandwidth:
-        print("\nread bandwidth (REDUCE SUM over a buffer), GB/s: " + "; ".join(
+        print("\nread bandwidth (read_bandwidth loop over a buffer of that size), GB/s: " + "; ".join(
             f"{'512 MiB' if key == 'dram' else f'{4 * key[0] * key[1] / 2**20:g} MiB'}: "
             + ", ".join(f"{bw:.1f} ({t} thr)" for t, bw in sorted(runs.items()))
             for key, runs in sorted(bandwidth.items(), key=lambda kv: str(kv[0]))))

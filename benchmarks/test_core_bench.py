@@ -18,7 +18,7 @@ from torch_wasm_backend.kernel_call import KernelSession
 
 THREADS = [1, 2]
 PEAK_ITERS = 200_000
-SQUARE = [256, 512, 1024]
+SQUARE = [64, 256, 512, 1024]  # 64^3 = 5e5 flops: just above the threading threshold (2e5)
 LINEAR_M = [1, 8, 64]
 LINEAR_KN = [(256, 1024), (1024, 1024), (1024, 4096), (4096, 4096)]
 DRAM_FLOATS = 128 * 1024 * 1024  # 512 MiB, twice the L3 this machine reports
