@@ -31,11 +31,13 @@ inline int32_t load(volatile int32_t* p) { return __atomic_load_n(p, __ATOMIC_SE
 inline void store(volatile int32_t* p, int32_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
 inline int32_t fetch_add(volatile int32_t* p, int32_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 
-// Before a thread sleeps in memory.atomic.wait it polls for this many rounds (~50-100 us here): a
-// futex wake costs tens of microseconds on this VM, paid twice per parallel_for (the worker's wake
-// at publish, the main thread's at join) when both sides sleep. Spinning covers the gaps between
-// back-to-back jobs (a conv's column blocks, consecutive GEMMs of a plan) and the tail of a join.
-constexpr int kSpinRounds = 1 << 15;
+// Before a thread sleeps in memory.atomic.wait it polls for kSpinRounds rounds (~50 us here: a
+// worker's CPU time per isolated 2-thread call grows 20 -> 65 us going from 2^15 to 2^18 rounds).
+// A futex wake costs tens of microseconds on this VM, paid twice per parallel_for (the worker's
+// wake at publish, the main thread's at join) when both sides sleep; spinning covers the gaps
+// between back-to-back jobs (consecutive kernels of a plan) and the tail of a join. 2^15 rounds
+// (~5 us) caught too few: 2-thread 128^3 GEMM 1.26-1.34x with 2^15, 1.66-1.72x with 2^18.
+constexpr int kSpinRounds = 1 << 18;
 
 // Polls until *p != v (true) or the spin budget is spent (false).
 inline bool spin_while_equal(volatile int32_t* p, int32_t v) {
