@@ -42,6 +42,66 @@ def chart(rows, gemm, peak, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+KERNEL_KINDS = ("gemm", "linear", "stream", "conv")
+
+
+def kernel_tables(kernels, peak: float) -> None:
+    """GEMM / linear / conv speed as % of threads x peak and their 2-thread speedups; the small-M
+    linear shapes also against their roofline min(peak, bandwidth x flops per byte), with the
+    bandwidth measured streaming a buffer of the weight's size at the same thread count."""
+    by = {}
+    for info, median in kernels:
+        key = {"gemm": lambda i: (i["m"], i["n"], i["k"]), "linear": lambda i: (i["m"], i["k"], i["n"]),
+               "stream": lambda i: "dram" if i.get("dram") else (i["k"], i["n"]),
+               "conv": lambda i: i["name"]}[info["kind"]](info)
+        by.setdefault(info["kind"], {}).setdefault(key, {})[info["threads"]] = (info, median)
+
+    def speedup(runs):
+        return f"{runs[1][1] / runs[2][1]:.2f}x" if 1 in runs and 2 in runs else "-"
+
+    def pct(info, median, threads):
+        gflops = info["flops"] / median / 1e9
+        return gflops, 100 * gflops / (peak * threads)
+
+    bandwidth = {key: {t: info["bytes"] / median / 1e9 for t, (info, median) in runs.items()}
+                 for key, runs in by.get("stream", {}).items()}
+    if bandwidth:
+        print("\nread bandwidth (read_bandwidth loop over a buffer of that size), GB/s: " + "; ".join(
+            f"{'512 MiB' if key == 'dram' else f'{4 * key[0] * key[1] / 2**20:g} MiB'}: "
+            + ", ".join(f"{bw:.1f} ({t} thr)" for t, bw in sorted(runs.items()))
+            for key, runs in sorted(bandwidth.items(), key=lambda kv: str(kv[0]))))
+    if "gemm" in by:
+        print("\n| GEMM m x n x k | threads | GFLOP/s | % of threads x peak | 2-thread speedup |")
+        print("|---|---|---|---|---|")
+        for key, runs in sorted(by["gemm"].items()):
+            for t, (info, median) in sorted(runs.items()):
+                g, p = pct(info, median, t)
+                print(f"| {'x'.join(map(str, key))} | {t} | {g:.1f} | {p:.0f}% | {speedup(runs) if t == 2 else ''} |")
+    if "linear" in by:
+        print("\n| linear m, k -> n (packed weight, bias) | threads | GFLOP/s | % of threads x peak | "
+              "roofline GFLOP/s | % of roofline | 2-thread speedup |")
+        print("|---|---|---|---|---|---|---|")
+        for (m, k, n), runs in sorted(by["linear"].items()):
+            for t, (info, median) in sorted(runs.items()):
+                g, p = pct(info, median, t)
+                bw = bandwidth.get((k, n), {}).get(t)
+                roof, roof_pct = "-", "-"
+                if bw:
+                    intensity = 2.0 * m * k * n / (4.0 * (k * n + m * k + m * n))  # flops per byte moved
+                    r = min(peak * t, bw * intensity)
+                    roof, roof_pct = f"{r:.1f}", f"{100 * g / r:.0f}%"
+                print(f"| {m}, {k} -> {n} | {t} | {g:.1f} | {p:.0f}% | {roof} | {roof_pct} | "
+                      f"{speedup(runs) if t == 2 else ''} |")
+    if "conv" in by:
+        print("\n| ResNet-18 conv (batch 1, bias + ReLU) | threads | ms | GFLOP/s | % of threads x peak | "
+              "2-thread speedup |")
+        print("|---|---|---|---|---|---|")
+        for name, runs in by["conv"].items():
+            for t, (info, median) in sorted(runs.items()):
+                g, p = pct(info, median, t)
+                print(f"| {name} | {t} | {median * 1e3:.2f} | {g:.1f} | {p:.0f}% | {speedup(runs) if t == 2 else ''} |")
+
+
 def main(path: str, write: bool = False) -> None:
     data = json.load(open(path))
     rows = {}
@@ -50,13 +110,16 @@ def main(path: str, write: bool = False) -> None:
     dynamic = None
     startup = {}
     overhead = {}
+    kernels = []
     for b in data["benchmarks"]:
         info, median = b["extra_info"], b["stats"]["median"]
         if info.get("kind") == "model":
             rows.setdefault((info["model"], info["threads"]), {})[info["engine"]] = median
         elif info.get("kind") == "peak":
             peak = info["flops"] / median / 1e9
-        elif info.get("kind") == "gemm":
+        if info.get("kind") in KERNEL_KINDS:
+            kernels.append((info, median))
+        if info.get("kind") == "gemm" and info.get("m", 512) == 512:
             gemm.append((info["threads"], info["flops"] / median / 1e9))
         elif info.get("kind") == "overhead":
             overhead.setdefault(info["graph"], {})[info["engine"]] = (median, info)
@@ -77,11 +140,7 @@ def main(path: str, write: bool = False) -> None:
             print(f"| {model} | {threads} | {r['eager'] * 1e3:.3f} | {r['wasm'] * 1e3:.3f} | {r['wasm'] / r['eager']:.2f} |")
     if peak:
         print(f"\nSIMD128 peak loop (1 thread): {peak:.1f} GFLOP/s")
-        for threads, gflops in sorted(gemm):
-            print(f"GEMM 512x512x512, {threads} thread(s): {gflops:.1f} GFLOP/s = "
-                  f"{100 * gflops / (peak * threads):.0f}% of {threads} x peak")
-
-
+        kernel_tables(kernels, peak)
     if overhead:
         print("\n| call overhead (1 thread, no_grad) | eager us | Dynamo + eager backend us | wasm us "
               "| wasm / eager | of which in wasm us | partition host code us |")
@@ -98,8 +157,6 @@ def main(path: str, write: bool = False) -> None:
     if dynamic:
         print(f"\nBERT-style encoder (256 x 4 layers), dynamic=True, lengths {dynamic[1]}: "
               f"{dynamic[0] * 1e3:.1f} ms to prepare each new length (median)")
-
-
     if write:
         chart(rows, gemm, peak, ROOT / "benchmarks" / "chart.png")
 

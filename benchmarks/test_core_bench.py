@@ -1,19 +1,31 @@
-"""Kernels: a 512x512x512 GEMM next to the module's SIMD128 peak loop, so GEMM speed is a fraction
-of the peak measured in the same run.
+"""Kernels against the machine, measured in one run: the module's SIMD128 peak loop; GEMM on square
+shapes and on linear-layer shapes (M = 1, 8, 64 rows against a pre-packed weight, with a bias), as a
+fraction of that peak; the memory bandwidth wasm reaches streaming a buffer of each weight's size
+(the roofline of the memory-bound small-M shapes); ResNet-18's conv layers. Each at 1 and 2 threads,
+so the 2-thread speedups come from the same run.
 
-    make bench      # writes .benchmarks/core.json and prints benchmarks/report.py's table
+    make bench      # writes .benchmarks/all.json and BENCHMARKS.md via benchmarks/report.py
 """
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from lowering.ops.matmul import pack_b
 from lowering.abi import ABI
+from lowering.ops.matmul import pack_b
 from torch_wasm_backend.kernel_call import KernelSession
 
 THREADS = [1, 2]
-
-
 PEAK_ITERS = 200_000
+SQUARE = [64, 256, 512, 1024]  # 64^3 = 5e5 flops: just above the threading threshold (2e5)
+LINEAR_M = [1, 8, 64]
+LINEAR_KN = [(256, 1024), (1024, 1024), (1024, 4096), (4096, 4096)]
+DRAM_FLOATS = 128 * 1024 * 1024  # 512 MiB, twice the L3 this machine reports
+# ResNet-18 (batch 1) convs: (name, c_in, hw, c_out, kernel, stride, padding).
+CONVS = [("3x3 56x56x64", 64, 56, 64, 3, 1, 1), ("3x3 28x28x128", 128, 28, 128, 3, 1, 1),
+         ("3x3 14x14x256", 256, 14, 256, 3, 1, 1), ("3x3 7x7x512", 512, 7, 512, 3, 1, 1),
+         ("1x1/2 28x28x128->256", 128, 28, 256, 1, 2, 0)]
 
 
 def test_peak_simd128(benchmark):
@@ -25,17 +37,81 @@ def test_peak_simd128(benchmark):
         assert flops > 0
 
 
-@pytest.mark.parametrize("threads", THREADS)
-def test_gemm_512(benchmark, threads):
-    m = n = k = 512
+def _bench_gemm(benchmark, threads, m, n, k, bias_mode, group, **info):
     a, b = torch.randn(m, k), torch.randn(k, n)
+    bias = torch.randn(n)
+    repeat = max(1, int(2e7 / (2.0 * m * n * k)))  # >= ~1 ms per run: the ~3 us call is noise
     with KernelSession(threads=threads) as ks:
-        pa, pb, pc = ks.put(a), ks.put(pack_b(b)), ks.empty((m, n))
-        ks.prepare("GEMM", batch=1, m=m, n=n, k=k, a=pa, lda=k, a_batch_stride=0, b_packed=pb,
-                   b_batch_stride=0, c=pc, ldc=n, c_batch_stride=0, bias=0, bias_mode=0,
-                   act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+        pa, pb, pc, pbias = ks.put(a), ks.put(pack_b(b)), ks.empty((m, n)), ks.put(bias)
+        ks.prepare("GEMM", repeat=repeat, batch=1, m=m, n=n, k=k, a=pa, lda=k, a_batch_stride=0, b_packed=pb,
+                   b_batch_stride=0, c=pc, ldc=n, c_batch_stride=0, bias=pbias if bias_mode else 0,
+                   bias_mode=bias_mode, act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
         ks.run()
-        torch.testing.assert_close(ks.get(pc, (m, n)), a @ b, rtol=1e-4, atol=1e-3)
-        benchmark.group = "gemm vs peak"
-        benchmark.extra_info.update(kind="gemm", flops=2.0 * m * n * k, threads=threads)
+        want = a.double() @ b.double() + (bias.double() if bias_mode else 0)
+        torch.testing.assert_close(ks.get(pc, (m, n)).double(), want, rtol=1e-4, atol=1e-3 * math.sqrt(k / 512))
+        benchmark.group = group
+        benchmark.extra_info.update(flops=2.0 * m * n * k * repeat, threads=threads, m=m, n=n, k=k, **info)
+        benchmark(ks.run)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("size", SQUARE)
+def test_gemm_square(benchmark, size, threads):
+    _bench_gemm(benchmark, threads, size, size, size, 0, "gemm vs peak", kind="gemm")
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("kn", LINEAR_KN, ids=lambda kn: f"k{kn[0]}n{kn[1]}")
+@pytest.mark.parametrize("m", LINEAR_M)
+def test_gemm_linear(benchmark, m, kn, threads):
+    """x[m, k] @ W[k, n] + bias, W packed once (a linear layer's weight)."""
+    k, n = kn
+    _bench_gemm(benchmark, threads, m, n, k, 1, "linear vs peak / roofline", kind="linear")
+
+
+def _bench_stream(benchmark, threads, floats, **info):
+    """Bytes per second reading a buffer of `floats` floats (the module's read_bandwidth loop, split
+    over the threads), re-read as the GEMV benchmark re-reads its weight: the bandwidth a kernel
+    streaming an operand of that size can get."""
+    passes = max(1, 2**22 // floats)  # >= 16 MiB per run
+    with KernelSession(threads=threads) as ks:
+        buf = ks.alloc(4 * floats)
+        ks.runtime.tensor(buf, (floats,)).fill_(1.0)  # touch every page before timing
+        nbytes = ks.runtime.read_bandwidth(buf, 4 * floats, passes, threads)
+        assert nbytes == 4.0 * floats * passes
+        benchmark.group = "memory bandwidth"
+        benchmark.extra_info.update(kind="stream", bytes=nbytes, threads=threads, **info)
+        benchmark(ks.runtime.read_bandwidth, buf, 4 * floats, passes, threads)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("kn", LINEAR_KN, ids=lambda kn: f"k{kn[0]}n{kn[1]}")
+def test_stream_weight(benchmark, kn, threads):
+    _bench_stream(benchmark, threads, kn[0] * kn[1], k=kn[0], n=kn[1])
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_stream_dram(benchmark, threads):
+    _bench_stream(benchmark, threads, DRAM_FLOATS, dram=True)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("conv", CONVS, ids=lambda c: c[0].replace(" ", "_"))
+def test_conv_resnet18(benchmark, conv, threads):
+    """One conv layer (batch 1, bias + ReLU fused, as after BN folding) as its CONV2D record."""
+    name, c_in, hw, c_out, ks_, stride, pad = conv
+    x, w, bias = torch.randn(1, c_in, hw, hw), torch.randn(c_out, c_in, ks_, ks_) * 0.05, torch.randn(c_out)
+    oh = (hw + 2 * pad - ks_) // stride + 1
+    with KernelSession(threads=threads) as ks:
+        out = ks.empty((1, c_out, oh, oh))
+        scratch = ks.empty((math.ceil(oh * oh / ABI.gemm_nr) * ABI.gemm_nr * c_in * ks_ * ks_,))
+        ks.prepare("CONV2D", n=1, c_in=c_in, h=hw, w=hw, c_out=c_out, groups=1, kh=ks_, kw=ks_, sh=stride,
+                   sw=stride, ph=pad, pw=pad, dh=1, dw=1, oh=oh, ow=oh, weight=ks.put(w), bias=ks.put(bias),
+                   out=out, scratch=scratch, act=ABI.unary["RELU"], p0=0.0, p1=0.0, **{"in": ks.put(x)})
+        ks.run()
+        want = F.relu(F.conv2d(x.double(), w.double(), bias.double(), stride, pad))
+        torch.testing.assert_close(ks.get(out, (1, c_out, oh, oh)).double(), want, rtol=1e-4, atol=1e-3)
+        benchmark.group = "conv (ResNet-18 layers)"
+        benchmark.extra_info.update(kind="conv", name=name, threads=threads,
+                                    flops=2.0 * c_out * oh * oh * c_in * ks_ * ks_)
         benchmark(ks.run)

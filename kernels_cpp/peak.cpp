@@ -12,6 +12,9 @@
 // sum goes to a volatile global so the loop is not dead.
 #include <stdint.h>
 #include <wasm_simd128.h>
+#include "threadpool.h"
+
+void set_pool_threads(int n);
 
 namespace {
 alignas(16) float g_b[16 * 8];
@@ -42,4 +45,42 @@ extern "C" __attribute__((export_name("peak_flops"))) double peak_flops(int32_t 
                                   wasm_f32x4_add(wasm_f32x4_add(c20, c21), wasm_f32x4_add(c30, c31)));
   g_checksum = wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 3);
   return (double)iters * 8 * 4 * 2;
+}
+
+// read_bandwidth: the other yardstick, for kernels that stream an operand from memory (a GEMV reads
+// each weight once per call). Reads nbytes at ptr `passes` times, split in contiguous chunks over
+// `threads` threads of the pool (each re-reads its own chunk, as a kernel whose operand stays in its
+// core's cache would), and returns the bytes read; the host times the call. The loads feed 8 i32x4
+// add chains (1-cycle latency, unlike a float add), so the loop is bound by the loads and the
+// caches/memory behind them, not by arithmetic. nbytes must be a multiple of 128.
+extern "C" __attribute__((export_name("read_bandwidth"))) double read_bandwidth(const v128_t* p, int32_t nbytes,
+                                                                               int32_t passes, int32_t threads) {
+  const int32_t blocks = nbytes / 128;  // 8 vectors each
+  const int prev = pool_threads();
+  set_pool_threads(threads);
+  const int tasks = threads < 1 ? 1 : threads > 16 ? 16 : threads;
+  v128_t partial[16];
+  parallel_for(tasks, [&](int t) {
+    const int32_t lo = (int32_t)((int64_t)blocks * t / tasks), hi = (int32_t)((int64_t)blocks * (t + 1) / tasks);
+    v128_t r0 = wasm_i32x4_splat(0), r1 = r0, r2 = r0, r3 = r0, r4 = r0, r5 = r0, r6 = r0, r7 = r0;
+    for (int32_t pass = 0; pass < passes; ++pass) {
+      for (const v128_t* q = p + (ptrdiff_t)lo * 8; q < p + (ptrdiff_t)hi * 8; q += 8) {
+        r0 = wasm_i32x4_add(r0, q[0]);
+        r1 = wasm_i32x4_add(r1, q[1]);
+        r2 = wasm_i32x4_add(r2, q[2]);
+        r3 = wasm_i32x4_add(r3, q[3]);
+        r4 = wasm_i32x4_add(r4, q[4]);
+        r5 = wasm_i32x4_add(r5, q[5]);
+        r6 = wasm_i32x4_add(r6, q[6]);
+        r7 = wasm_i32x4_add(r7, q[7]);
+      }
+    }
+    partial[t & 15] = wasm_i32x4_add(wasm_i32x4_add(wasm_i32x4_add(r0, r1), wasm_i32x4_add(r2, r3)),
+                                     wasm_i32x4_add(wasm_i32x4_add(r4, r5), wasm_i32x4_add(r6, r7)));
+  });
+  set_pool_threads(prev);
+  v128_t all = wasm_i32x4_splat(0);
+  for (int t = 0; t < tasks && t < 16; ++t) all = wasm_i32x4_add(all, partial[t]);
+  g_checksum = (float)wasm_i32x4_extract_lane(all, 0);
+  return (double)blocks * 128 * passes;
 }

@@ -43,9 +43,10 @@ class KernelSession:
     def get(self, offset: int, shape, dtype=torch.float32) -> torch.Tensor:
         return self.runtime.tensor(offset, tuple(shape), dtype).clone()
 
-    def prepare(self, op: str, /, **args) -> None:
-        """Encodes one record and keeps it, so run() can repeat it (benchmarks)."""
-        words = ABI.encode(op, **args)
+    def prepare(self, op: str, /, repeat: int = 1, **args) -> None:
+        """Encodes one record (`repeat` copies of it in one plan, so a benchmark of a short kernel
+        is not dominated by the call into wasm) and keeps it, so run() can repeat it."""
+        words = list(ABI.encode(op, **args)) * repeat
         offset = self.alloc(4 * len(words))
         self.runtime.write_words(offset, words)
         self._plan = (offset, len(words))

@@ -175,7 +175,7 @@ class _Instance:
         self.fn = {name: RawFunc(self.store, exports[name]) for name in
                    ("_initialize", "abi_version", "heap_base", "run_plan", "worker_loop",
                     "pool_shutdown", "pool_abort", "pool_register_worker",
-                    "stackRestore", "peak_flops")}
+                    "stackRestore", "peak_flops", "read_bandwidth")}
         self.fn["_initialize"]()
 
 
@@ -384,6 +384,12 @@ class Runtime:
     def peak_flops(self, iters: int) -> float:
         with self.lock:
             return self.main.fn["peak_flops"](iters)[0].f64
+
+    def read_bandwidth(self, offset: int, nbytes: int, passes: int, threads: int) -> float:
+        """Reads nbytes (a multiple of 128) at offset `passes` times on `threads` threads; returns
+        the bytes read (the host times the call: the bandwidth yardstick of the kernel benchmarks)."""
+        with self.lock:
+            return self.main.fn["read_bandwidth"](offset, nbytes, passes, min(threads, self.threads))[0].f64
 
 
 _runtimes: dict[bool, Runtime] = {}   # timed (epoch interruption) or not -> the runtime

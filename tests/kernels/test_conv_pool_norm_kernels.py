@@ -99,6 +99,32 @@ def test_conv2d(s1, case):
     check_conv(run_conv(s1, x, wt, bias, st, p, d, g, act, p0, p1), x, wt, bias, st, p, d, g, act, p0, p1)
 
 
+# Shapes around the im2col column blocking and its threading (kernels_cpp/conv.cpp): on 2 threads a
+# conv with >= 8 output panels (of NR = 8 columns) runs whole column blocks per task, fewer panels
+# split the GEMM rows; blocks hold >= 8 panels, shrunk to ~4 per thread when threaded. All are
+# above the threading threshold (2e5 flops), so s12's 2-thread runs take the threaded paths.
+CONV_BLOCK_CASES = {
+    # name: (n, c_in, h, w, c_out, (kh, kw), stride, padding)
+    "7_panels_row_split": (1, 40, 7, 7, 19, (3, 3), (1, 1), (1, 1)),       # NC 49, K 360
+    "8_panels_exactly": (1, 24, 8, 8, 9, (3, 3), (1, 1), (1, 1)),          # NC 64
+    "8_panels_ragged": (1, 24, 3, 19, 13, (3, 3), (1, 1), (1, 1)),         # NC 57: last panel 1 column
+    "many_blocks_ragged": (2, 7, 30, 31, 13, (3, 3), (1, 1), (1, 1)),      # NC 930, 2 images
+    "long_k_strided": (1, 64, 17, 15, 33, (3, 3), (2, 2), (1, 1)),        # K 576 (3 k slices), NC 72
+    "1x1_strided_wide": (1, 130, 28, 28, 17, (1, 1), (2, 2), (0, 0)),      # K 130, NC 196
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_BLOCK_CASES))
+def test_conv2d_column_blocks(s12, case):
+    n, ci, h, w, co, k, st, p = CONV_BLOCK_CASES[case]
+    i = list(CONV_BLOCK_CASES).index(case)
+    x, wt = torch.randn(n, ci, h, w), torch.randn(co, ci, *k)
+    bias = torch.randn(co) if i % 2 == 0 else None
+    act, p0, p1 = CONV_ACTS[i % 3]
+    check_conv(run_conv(s12, x, wt, bias, st, p, (1, 1), 1, act, p0, p1), x, wt, bias, st, p, (1, 1), 1,
+               act, p0, p1)
+
+
 def test_conv2d_depthwise_without_scratch(s1):
     """The ABI allows scratch = 0 where the kernel does not need it (depthwise)."""
     x, wt, bias = torch.randn(2, 5, 11, 13), torch.randn(5, 1, 3, 3), torch.randn(5)

@@ -131,9 +131,11 @@ def test_gemm_epilogues(s1, act, bias_mode):
 
 
 @pytest.mark.parametrize("m,n,k", [(37, 300, 700), (130, 45, 513), (5, 1000, 257), (64, 264, 256),
-                                   (2, 7, 1025)])
+                                   (2, 7, 1025), (1, 1000, 300), (8, 520, 64), (14, 2001, 33),
+                                   (16, 2001, 33), (1, 9, 20000)])
 def test_gemm_large(s12, m, n, k):
-    """Several k slices (KC = 256) and L2 blocks of panels (n > 256), with 1 and 2 threads."""
+    """Several k slices (KC = 256) and L2 blocks of panels (n > 256), with 1 and 2 threads; on 2
+    threads m < 16 (fewer row pairs than the 8 tasks wanted) splits n only, m >= 16 splits rows."""
     a, b, bias = torch.randn(1, m, k), torch.randn(1, k, n), torch.randn(n)
     got = run_gemm(s12, a, b, bias, 1, "RELU", ldc_pad=1)
     check_gemm(got, a, b, bias, 1, "RELU")
