@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from lowering.abi import ABI
+from lowering.ops.conv import winograd_tile_block, winograd_weight
 from lowering.ops.matmul import pack_b
 from torch_wasm_backend.kernel_call import KernelSession
 
@@ -97,21 +98,32 @@ def test_stream_dram(benchmark, threads):
 
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c[0].replace(" ", "_"))
-def test_conv_resnet18(benchmark, conv, threads):
-    """One conv layer (batch 1, bias + ReLU fused, as after BN folding) as its CONV2D record."""
+@pytest.mark.parametrize("kernel", ["CONV2D", "CONV2D_WINOGRAD"])
+def test_conv_resnet18(benchmark, kernel, conv, threads):
+    """One conv layer (batch 1, bias + ReLU fused, as after BN folding) as its CONV2D record (im2col +
+    GEMM) and, for the 3x3 stride-1 layers, as the CONV2D_WINOGRAD record models use for them."""
     name, c_in, hw, c_out, ks_, stride, pad = conv
+    if kernel == "CONV2D_WINOGRAD" and (ks_, stride) != (3, 1):
+        pytest.skip("Winograd runs 3x3 stride-1 convs only")
     x, w, bias = torch.randn(1, c_in, hw, hw), torch.randn(c_out, c_in, ks_, ks_) * 0.05, torch.randn(c_out)
     oh = (hw + 2 * pad - ks_) // stride + 1
     with KernelSession(threads=threads) as ks:
         out = ks.empty((1, c_out, oh, oh))
-        scratch = ks.empty((math.ceil(oh * oh / ABI.gemm_nr) * ABI.gemm_nr * c_in * ks_ * ks_,))
-        ks.prepare("CONV2D", n=1, c_in=c_in, h=hw, w=hw, c_out=c_out, groups=1, kh=ks_, kw=ks_, sh=stride,
-                   sw=stride, ph=pad, pw=pad, dh=1, dw=1, oh=oh, ow=oh, weight=ks.put(w), bias=ks.put(bias),
-                   out=out, scratch=scratch, act=ABI.unary["RELU"], p0=0.0, p1=0.0, **{"in": ks.put(x)})
+        common = dict(n=1, c_in=c_in, h=hw, w=hw, c_out=c_out, ph=pad, pw=pad, oh=oh, ow=oh, bias=ks.put(bias),
+                      out=out, act=ABI.unary["RELU"], p0=0.0, p1=0.0, **{"in": ks.put(x)})
+        if kernel == "CONV2D":
+            scratch = ks.empty((math.ceil(oh * oh / ABI.gemm_nr) * ABI.gemm_nr * c_in * ks_ * ks_,))
+            ks.prepare("CONV2D", groups=1, kh=ks_, kw=ks_, sh=stride, sw=stride, dh=1, dw=1, weight=ks.put(w),
+                       scratch=scratch, **common)
+        else:
+            block = winograd_tile_block(((oh + 1) // 2) ** 2, c_in)
+            ks.prepare("CONV2D_WINOGRAD", tile_block=block, weight=ks.put(winograd_weight(w)),
+                       scratch=ks.empty((16 * (c_in + c_out) * block,)), **common)
         ks.run()
         want = F.relu(F.conv2d(x.double(), w.double(), bias.double(), stride, pad))
         torch.testing.assert_close(ks.get(out, (1, c_out, oh, oh)).double(), want, rtol=1e-4, atol=1e-3)
         benchmark.group = "conv (ResNet-18 layers)"
-        benchmark.extra_info.update(kind="conv", name=name, threads=threads,
+        label = name + (" winograd" if kernel == "CONV2D_WINOGRAD" else "")
+        benchmark.extra_info.update(kind="conv", name=label, threads=threads,
                                     flops=2.0 * c_out * oh * oh * c_in * ks_ * ks_)
         benchmark(ks.run)

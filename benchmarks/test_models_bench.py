@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import torch_wasm_backend as twb
 from model_zoo import MODELS, randomize_batch_norm
 
 ROUNDS = {"resnet18_224": 5, "mobilenet_v2_224": 5, "bert_256x4_seq128": 10}
@@ -27,5 +28,8 @@ def test_model(benchmark, engine, name, threads):
                 benchmark.pedantic(fn, args=(x,), rounds=ROUNDS[name], iterations=1, warmup_rounds=1)
             else:
                 benchmark(fn, x)
+        if engine == "wasm":  # the timed calls really ran in wasm (not a silent eager fallback)
+            s = twb.stats()
+            assert s["calls"] > 0 and s["eager_partition_calls"] == 0 and s["lowered_fraction"] == 1.0, s
     finally:
         torch.set_num_threads(old)

@@ -58,7 +58,7 @@ def refold_weight(ctx: LoweringContext, kind: str, record: dict, make, weight_sh
         ctx.plan.constants = [b for b in ctx.plan.constants if b is not old]
 
 
-def _winograd_tile_block(tiles: int, c_in: int) -> int:
+def winograd_tile_block(tiles: int, c_in: int) -> int:
     """Tiles per block: at most ~WINOGRAD_BLOCK_FLOATS of transformed input, whole panels, and the
     tiles spread evenly over the blocks (no thin last block: its GEMMs would run at low efficiency)."""
     most = max(WINOGRAD_MIN_BLOCK, WINOGRAD_BLOCK_FLOATS // (16 * c_in) // NR * NR)
@@ -70,7 +70,7 @@ def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: Te
     n, c_in, h, wd = x.shape
     c_out = out.shape[1]
     oh, ow = out.shape[2:]
-    block = _winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
+    block = winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
     weight = conv_weight(ctx, "CONV2D_WINOGRAD", w_fn, (c_out, c_in, 3, 3), node.name + "_weight")
     scratch = ctx.new_buffer((16 * (c_in + c_out) * block,), name=node.name + "_winograd")
     ctx.emit("CONV2D_WINOGRAD", flops=2.0 * n * c_out * oh * ow * c_in * 9, n=n, c_in=c_in, h=h, w=wd,
