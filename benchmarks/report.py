@@ -113,12 +113,15 @@ def main(path: str, write: bool = False) -> None:
     startup = {}
     overhead = {}
     kernels = []
+    eager_gemm = {}
     for b in data["benchmarks"]:
         info, median = b["extra_info"], b["stats"]["median"]
         if info.get("kind") == "model":
             rows.setdefault((info["model"], info["threads"]), {})[info["engine"]] = median
         elif info.get("kind") == "peak":
             peak = info["flops"] / median / 1e9
+        elif info.get("kind") == "eager_gemm":
+            eager_gemm[info["threads"]] = info["flops"] / median / 1e9
         if info.get("kind") in KERNEL_KINDS:
             kernels.append((info, median))
         if info.get("kind") == "gemm" and info.get("m", 512) == 512:
@@ -142,6 +145,10 @@ def main(path: str, write: bool = False) -> None:
             print(f"| {model} | {threads} | {r['eager'] * 1e3:.3f} | {r['wasm'] * 1e3:.3f} | {r['wasm'] / r['eager']:.2f} |")
     if peak:
         print(f"\nSIMD128 peak loop (1 thread): {peak:.1f} GFLOP/s")
+        if 1 in eager_gemm:
+            print(f"\nnative eager torch.mm 512^3 (1 thread): {eager_gemm[1]:.1f} GFLOP/s = "
+                  f"{eager_gemm[1] / peak:.1f}x the wasm SIMD128 peak: the floor of wasm/eager for a "
+                  "GEMM-bound model on this CPU")
         kernel_tables(kernels, peak)
     if overhead:
         print("\n| call overhead (1 thread, no_grad) | eager us | Dynamo + eager backend us | wasm us "

@@ -62,6 +62,21 @@ def test_gemm_square(benchmark, size, threads):
 
 
 @pytest.mark.parametrize("threads", THREADS)
+def test_eager_gemm_512(benchmark, threads):
+    """Native eager torch.mm at 512^3 next to the wasm peak: the ceiling of wasm/eager on GEMM-bound
+    models is (eager GEMM rate) / (wasm peak), whatever the kernels do."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        benchmark.group = "gemm vs peak"
+        benchmark.extra_info.update(kind="eager_gemm", flops=2.0 * 512 ** 3, threads=threads)
+        benchmark(torch.mm, a, b)
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("kn", LINEAR_KN, ids=lambda kn: f"k{kn[0]}n{kn[1]}")
 @pytest.mark.parametrize("m", LINEAR_M)
 def test_gemm_linear(benchmark, m, kn, threads):
