@@ -19,7 +19,9 @@ _UNSET = object()
 
 
 class LoweringContext:
-    def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int]):
+    def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int],
+                 winograd: bool = True):
+        self.winograd = winograd  # may 3x3 convs run by Winograd (faster, weights 16/9 larger)
         self.gm = gm
         self.vals = vals
         self.plan = Plan()

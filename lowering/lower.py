@@ -64,9 +64,11 @@ def _to_spec(v):
     return v
 
 
-def lower_partition(gm: GraphModule, inputs: Sequence[Any], constant_inputs: set[int]) -> Plan:
-    """Raises registry.Unsupported (with the reason) if some node cannot run for these shapes."""
-    ctx = LoweringContext(gm, node_values(gm, inputs), constant_inputs)
+def lower_partition(gm: GraphModule, inputs: Sequence[Any], constant_inputs: set[int],
+                    winograd: bool = True) -> Plan:
+    """Raises registry.Unsupported (with the reason) if some node cannot run for these shapes.
+    winograd=False keeps every conv on im2col + GEMM (smaller exported weights)."""
+    ctx = LoweringContext(gm, node_values(gm, inputs), constant_inputs, winograd)
     output = next(n for n in gm.graph.nodes if n.op == "output")
     ctx.set_outputs(output)
     plan_memory(ctx.plan)

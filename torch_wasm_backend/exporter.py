@@ -160,8 +160,11 @@ def _output_names(ep: ExportedProgram, n: int) -> list[str]:
 
 
 def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
-           output_names: list[str] | None = None) -> dict:
+           output_names: list[str] | None = None, winograd: bool = True) -> dict:
     """Exports `model` called on `args` to one standalone .wasm at `path`; returns its metadata.
+
+    winograd=False runs 3x3 convs by im2col + GEMM instead of Winograd: about 2x slower on those
+    layers, but the file stores their raw weights (Winograd's transformed ones are 16/9 larger).
 
     Shapes are fixed to those of `args` (float32 tensors). Raises WasmBackendError, writing nothing,
     if any node cannot run on the wasm kernels (each is listed with op, shapes and source line)."""
@@ -185,7 +188,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
             + hint + " No file was written.")
     values, constants, input_names = _graph_inputs(ep, args, kwargs)
     try:
-        plan = lower_partition(gm, values, constants)
+        plan = lower_partition(gm, values, constants, winograd=winograd)
     except Unsupported as e:
         raise WasmBackendError(f"cannot export: lowering failed for the example shapes "
                                f"({_shapes(list(args))}): {e}. No file was written.") from e

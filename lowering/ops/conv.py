@@ -81,7 +81,7 @@ def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: Te
 
 def _use_winograd(ctx: LoweringContext, node, w_arg, stride, dilation, groups, transposed) -> bool:
     wv, ov = ctx.val(w_arg), ctx.val(node)
-    if transposed or groups != 1 or wv.dim() != 4 or tuple(wv.shape[2:]) != (3, 3):
+    if not ctx.winograd or transposed or groups != 1 or wv.dim() != 4 or tuple(wv.shape[2:]) != (3, 3):
         return False
     tiles = ov.shape[0] * ((ov.shape[2] + 1) // 2) * ((ov.shape[3] + 1) // 2)
     return (list(stride) == [1, 1] and list(dilation) == [1, 1] and tiles >= WINOGRAD_MIN_TILES

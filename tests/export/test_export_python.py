@@ -130,3 +130,26 @@ def test_cli_as_a_process(exported, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "torch_wasm_backend", "info", str(tmp_path / "x.npy")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "not a WebAssembly module" in bad.stderr
+
+
+def test_winograd_off_stores_raw_weights_and_matches_eager(tmp_path):
+    # 3x3 stride-1 convs with >= 8 channels run by Winograd (weights stored transformed, 16/9 the
+    # size); winograd=False keeps them on im2col + GEMM with the raw weights.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(32, 32, 3, padding=1)).eval()
+    x = torch.randn(1, 16, 12, 12)
+    metas = {}
+    for winograd in (True, False):
+        path = tmp_path / f"w{winograd}.wasm"
+        metas[winograd] = twb.export(model, (x,), path, winograd=winograd)
+        loaded = twb.load(path)
+        try:
+            torch.testing.assert_close(loaded(x), model(x), **MATMUL)
+        finally:
+            loaded.close()
+    assert metas[True]["kernel_calls"] == {"CONV2D_WINOGRAD": 2}, metas[True]["kernel_calls"]
+    assert metas[False]["kernel_calls"] == {"CONV2D": 2}, metas[False]["kernel_calls"]
+    raw = sum(p.numel() * 4 for p in model.parameters())
+    assert metas[False]["layout"]["weights_bytes"] < metas[True]["layout"]["weights_bytes"]
+    assert metas[False]["layout"]["weights_bytes"] <= raw + 4096
