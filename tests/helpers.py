@@ -15,6 +15,17 @@ REDUCTION = dict(rtol=1e-5, atol=1e-5)
 MATMUL = dict(rtol=1e-4, atol=1e-4)
 
 
+def randomized_bn(channels: int) -> torch.nn.BatchNorm2d:
+    """An eval-ready BatchNorm2d whose statistics and affine parameters are not the identity, so a
+    fold into the preceding conv changes the weights."""
+    bn = torch.nn.BatchNorm2d(channels)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    return bn
+
+
 def compile_wasm(fn, **options):
     return torch.compile(fn, backend="wasm", options={"strict": True, **options})
 

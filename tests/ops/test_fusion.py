@@ -1,30 +1,22 @@
 """Compile-time rewrites: batch norm folded into the preceding conv's weights, activations fused
 into the GEMM / conv / channel-affine epilogue, chains of elementwise ops fused into one MAP pass.
 Checked on the kernels the plans contain and on the numbers."""
+import pytest
 import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from helpers import EXACT, MATMUL, TRANSCENDENTAL, check_against_eager
-
-
-def _bn(channels):
-    bn = nn.BatchNorm2d(channels)
-    bn.running_mean.uniform_(-1, 1)
-    bn.running_var.uniform_(0.5, 2)
-    bn.weight.data.uniform_(0.5, 1.5)
-    bn.bias.data.uniform_(-0.5, 0.5)
-    return bn
+from helpers import EXACT, MATMUL, TRANSCENDENTAL, check_against_eager, randomized_bn
 
 
 def test_conv_bn_relu_is_one_conv_kernel():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), _bn(8), nn.ReLU()).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), randomized_bn(8), nn.ReLU()).eval()
     s = check_against_eager(model, torch.randn(2, 3, 9, 9), tol=MATMUL)
     assert s["plan_kernels"] == {"CONV2D": 1}, s["plan_kernels"]
 
 
 def test_conv_without_bias_bn_relu6():
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False), _bn(4), nn.ReLU6()).eval()
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4, bias=False), randomized_bn(4), nn.ReLU6()).eval()
     s = check_against_eager(model, torch.randn(1, 4, 7, 7), tol=MATMUL)
     assert s["plan_kernels"] == {"CONV2D": 1}, s["plan_kernels"]
 
@@ -40,7 +32,7 @@ class TwoUsers(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.conv, self.bn = nn.Conv2d(3, 3, 1), _bn(3)
+        self.conv, self.bn = nn.Conv2d(3, 3, 1), randomized_bn(3)
 
     def forward(self, x):
         y = self.conv(x)
@@ -53,17 +45,21 @@ def test_no_fusion_when_the_intermediate_has_other_users():
 
 
 def test_bn_relu_without_conv_fuses_into_channel_affine():
-    model = nn.Sequential(_bn(5), nn.ReLU()).eval()
+    model = nn.Sequential(randomized_bn(5), nn.ReLU()).eval()
     s = check_against_eager(model, torch.randn(2, 5, 4, 4), tol=MATMUL)
     assert s["plan_kernels"] == {"CHANNEL_AFFINE": 1}, s["plan_kernels"]
 
 
-def test_folded_weights_follow_parameter_updates():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), _bn(4), nn.ReLU()).eval()
+@pytest.mark.parametrize("channels,kernel", [(4, "CONV2D"), (16, "CONV2D_WINOGRAD")])
+def test_folded_weights_follow_parameter_updates(channels, kernel):
+    # the Winograd conv's weight is the folded weight transformed: both must follow the update
+    # (8x8 input -> 3x3 = 9 output tiles, above the Winograd minimum of 8)
+    model = nn.Sequential(nn.Conv2d(channels, channels, 3), randomized_bn(channels), nn.ReLU()).eval()
     compiled = torch.compile(model, backend="wasm")
-    x = torch.randn(1, 3, 6, 6)
+    x = torch.randn(1, channels, 8, 8)
     with torch.no_grad():
         compiled(x)
+        assert twb.stats()["plan_kernels"] == {kernel: 1}, twb.stats()["plan_kernels"]
         model[1].running_var.mul_(3.0)
         model[0].weight.add_(0.5)
         torch.testing.assert_close(compiled(x), model(x), **MATMUL)
