@@ -12,6 +12,7 @@ from torch.fx import Node
 from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec
+from .tracked import pin
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -164,7 +165,7 @@ class LoweringContext:
 
     # ---- buffers -----------------------------------------------------------------------------
     def new_buffer(self, shape, dtype=torch.float32, name="") -> TensorRef:
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(s if isinstance(s, int) else int(s) for s in shape)  # (keeps tracked sizes)
         numel = 1
         for s in shape:
             numel *= s
@@ -179,6 +180,7 @@ class LoweringContext:
     def plan_tag(self) -> str:
         """Identifies this plan's input signature (shapes, strides, dtypes, size values)."""
         if not hasattr(self, "_plan_tag"):
+            pin("a constant computed from the sizes (arange, a mask, an index table)")
             sig = []
             for p in self.placeholders:
                 v = self.vals[p]
@@ -223,7 +225,7 @@ class LoweringContext:
     def scalar(self, value: float) -> TensorRef:
         return self.constant(lambda ins: torch.tensor(float(value)), (), torch.float32, f"scalar_{float(value)!r}")
 
-    def emit(self, kernel: str, /, flops: float = 0.0, **args) -> None:
+    def emit(self, kernel: str, /, flops: int = 0, **args) -> None:
         """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""
         self.plan.records.append((kernel, args))
         self.plan.flops += flops

@@ -11,6 +11,7 @@ from . import ops  # noqa: F401  (fills the registry)
 from .context import LoweringContext
 from .plan import Plan, plan_memory
 from .shapes import TensorSpec, Unbound, concrete_specs
+from .template import plan_from_template
 
 
 def concrete_values(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
@@ -67,9 +68,19 @@ def _to_spec(v):
 def lower_partition(gm: GraphModule, inputs: Sequence[Any], constant_inputs: set[int],
                     winograd: bool = True) -> Plan:
     """Raises registry.Unsupported (with the reason) if some node cannot run for these shapes.
-    winograd=False keeps every conv on im2col + GEMM (smaller exported weights)."""
-    ctx = LoweringContext(gm, node_values(gm, inputs), constant_inputs, winograd)
-    output = next(n for n in gm.graph.nodes if n.op == "output")
-    ctx.set_outputs(output)
-    plan_memory(ctx.plan)
-    return ctx.plan
+    winograd=False keeps every conv on im2col + GEMM (smaller exported weights). A graph with
+    symbolic sizes is lowered once per template (lowering/template.py); a new shape that fits a
+    template is only instantiated and memory-planned."""
+    def lower(vals: dict[Node, Any]) -> Plan:
+        ctx = LoweringContext(gm, vals, constant_inputs, winograd)
+        ctx.set_outputs(next(n for n in gm.graph.nodes if n.op == "output"))
+        return ctx.plan
+
+    try:
+        plan = plan_from_template(gm, inputs, (frozenset(constant_inputs), winograd), lower)
+    except Unbound:
+        plan = None
+    if plan is None:
+        plan = lower(node_values(gm, inputs))
+        plan_memory(plan)
+    return plan

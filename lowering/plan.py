@@ -94,7 +94,7 @@ class Plan:
     arena_offsets: dict[int, int] = field(default_factory=dict)    # id(buffer) -> byte offset
     arena_size: int = 0
     aten_ops: Counter = field(default_factory=Counter)             # ATen op name -> nodes lowered
-    flops: float = 0.0
+    flops: int = 0
 
     def encode(self, arena_base: int, constant_addrs: dict[int, int]) -> list[int]:
         """The int32 words of the plan, with every Addr resolved to an absolute byte address."""

@@ -182,6 +182,37 @@ class _SpecPlan:
                     self.binders.extend((i, kind, d, v.node.expr) for d, v in enumerate(sizes)
                                         if isinstance(v, torch.SymInt) and v.node.expr.is_Symbol)
 
+        # The symbols, in the order of a template's arguments (lowering/template.py).
+        self.symbols = list(dict.fromkeys(symbol for *_, symbol in self.binders))
+
+    def symbol_values(self, inputs: Sequence[Any]) -> tuple[int, ...]:
+        """The symbols' values for these inputs, in self.symbols' order."""
+        bindings = self.bind(inputs)
+        try:
+            return tuple(bindings[s] for s in self.symbols)
+        except KeyError as e:
+            raise Unbound(f"no input determines {e.args[0]}") from None
+
+    def values_for_symbols(self, values: Sequence[int]) -> dict[Node, Any]:
+        """Every node's value with the symbols set to values (which may be tracked ints)."""
+        return dict(zip(self.nodes, self.evaluate(dict(zip(self.symbols, values)))))
+
+    def values(self, inputs: Sequence[Any]) -> dict[Node, Any]:
+        """Every node's value (TensorSpec, tuple of them, or a number) for these inputs."""
+        values = dict(zip(self.nodes, self.evaluate(self.bind(inputs))))
+        self._check(values, inputs)
+        return values
+
+    def check_inputs(self, inputs: Sequence[Any]) -> None:
+        """Raises Unbound unless the symbols bound from inputs reproduce the inputs' shapes."""
+        self._check(dict(zip(self.nodes, self.evaluate(self.bind(inputs)))), inputs)
+
+    def _check(self, values: dict, inputs: Sequence[Any]) -> None:
+        for node, actual in zip(self.placeholders, inputs):  # the binding must reproduce the inputs
+            spec = values[node]
+            if isinstance(actual, torch.Tensor) and (spec.shape != tuple(actual.shape) or spec.dtype != actual.dtype):
+                raise Unbound(f"input {node.name}: meta {spec.shape} vs actual {tuple(actual.shape)}")
+
     def bind(self, inputs: Sequence[Any]) -> dict:
         """The symbols' values for these inputs."""
         bindings = {}
@@ -194,15 +225,23 @@ class _SpecPlan:
         return bindings
 
 
+def spec_plan(gm: GraphModule) -> _SpecPlan | None:
+    """The graph's spec plan (made once per graph), or None if its meta values cannot be evaluated
+    from the inputs alone."""
+    plan = gm.__dict__.get("_twb_spec_plan")
+    if plan is None:
+        try:
+            plan = _SpecPlan(gm)
+        except Unbound:
+            plan = False
+        gm.__dict__["_twb_spec_plan"] = plan
+    return plan or None
+
+
 def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
     """Every node's value (TensorSpec, tuple of them, or a number) for these inputs. Raises Unbound
     when the graph's meta values cannot be evaluated from the inputs alone."""
-    plan = gm.__dict__.get("_twb_spec_plan")
+    plan = spec_plan(gm)
     if plan is None:
-        plan = gm.__dict__["_twb_spec_plan"] = _SpecPlan(gm)
-    values = dict(zip(plan.nodes, plan.evaluate(plan.bind(inputs))))
-    for node, actual in zip(plan.placeholders, inputs):  # the binding must reproduce the inputs
-        spec = values[node]
-        if isinstance(actual, torch.Tensor) and (spec.shape != tuple(actual.shape) or spec.dtype != actual.dtype):
-            raise Unbound(f"input {node.name}: meta {spec.shape} vs actual {tuple(actual.shape)}")
-    return values
+        raise Unbound("the graph's meta values do not determine its sizes")
+    return plan.values(inputs)

@@ -73,7 +73,7 @@ def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: Te
     block = winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
     weight = conv_weight(ctx, "CONV2D_WINOGRAD", w_fn, (c_out, c_in, 3, 3), node.name + "_weight")
     scratch = ctx.new_buffer((16 * (c_in + c_out) * block,), name=node.name + "_winograd")
-    ctx.emit("CONV2D_WINOGRAD", flops=2.0 * n * c_out * oh * ow * c_in * 9, n=n, c_in=c_in, h=h, w=wd,
+    ctx.emit("CONV2D_WINOGRAD", flops=2 * n * c_out * oh * ow * c_in * 9, n=n, c_in=c_in, h=h, w=wd,
              c_out=c_out, ph=padding[0], pw=padding[1], oh=oh, ow=ow, tile_block=block, **{"in": addr(x)},
              weight=addr(weight), bias=addr(bias), out=addr(out), scratch=addr(scratch),
              act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
@@ -204,7 +204,7 @@ def _convolution(ctx: LoweringContext, node):
     if not depthwise:
         scratch = ctx.new_buffer(((oh * ow + NR - 1) // NR * NR * c_in_g * kh * kw,), name=node.name + "_im2col")
     if out.numel:
-        ctx.emit("CONV2D", flops=2.0 * n * c_out * oh * ow * c_in_g * kh * kw, n=n, c_in=c_in, h=h, w=wd,
+        ctx.emit("CONV2D", flops=2 * n * c_out * oh * ow * c_in_g * kh * kw, n=n, c_in=c_in, h=h, w=wd,
                  c_out=c_out, groups=groups, kh=kh, kw=kw, sh=stride[0], sw=stride[1], ph=padding[0],
                  pw=padding[1], dh=dilation[0], dw=dilation[1], oh=oh, ow=ow, **{"in": addr(x)},
                  weight=addr(w), bias=addr(bias), out=addr(out), scratch=addr(scratch),

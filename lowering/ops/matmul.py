@@ -83,7 +83,7 @@ def emit_gemm(ctx: LoweringContext, a: TensorRef, b_packed: TensorRef, out: Tens
     if m == 0 or n == 0 or batch == 0:
         return out
     lda = row_stride(a, k)
-    ctx.emit("GEMM", flops=2.0 * batch * m * n * k, batch=batch, m=m, n=n, k=k, a=addr(a), lda=lda,
+    ctx.emit("GEMM", flops=2 * batch * m * n * k, batch=batch, m=m, n=n, k=k, a=addr(a), lda=lda,
              a_batch_stride=a_batch_stride, b_packed=addr(b_packed),
              b_batch_stride=packed_numel(k, n) if batch > 1 else 0, c=addr(out), ldc=n,
              c_batch_stride=m * n, bias=addr(bias), bias_mode=bias_mode, act=ABI.unary[act], p0=p0, p1=p1)

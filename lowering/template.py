@@ -1,0 +1,245 @@
+"""Plan templates for dynamic shapes: a partition whose graph has symbolic sizes is lowered once,
+with its sizes tracked (lowering/tracked.py); the result becomes two generated Python functions:
+one checks the guards the lowering recorded (which kernel, which fast path, which broadcast), one
+rebuilds the plan's records, buffers, inputs and outputs from the symbols' values. A new input
+shape then costs a guard check, one call of the builder and memory planning - not a lowering.
+
+Safety: a size used in a way that cannot be replayed (a per-shape constant, a conversion to a
+plain number) pins the template; a pinned partition keeps lowering each shape. A template's first
+reuse is checked against a full lowering at that shape (verify_against); a difference disables
+templates for the partition, again falling back to lowering each shape."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.fx import GraphModule
+
+from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, plan_memory
+from .shapes import spec_plan
+from .tracked import Recorder, TrackedFloat, TrackedInt, is_tracked
+
+log = logging.getLogger("torch_wasm_backend")
+
+MAX_TEMPLATES = 4  # per partition: sizes that cross a guard (a fast path's threshold) get another
+
+
+class TemplateError(Exception):
+    """The tracked plan cannot be turned into a template (the message says why)."""
+
+
+class PlanTemplate:
+    """One tracked lowering, compiled: check(*symbols) -> bool, instantiate(symbols) -> Plan."""
+
+    def __init__(self, plan: Plan, n_symbols: int, guards: dict[str, bool]):
+        self.verified = False
+        self._constant_inputs = list(plan.constant_inputs)
+        self._constants = list(plan.constants)
+        self._aten_ops = Counter(plan.aten_ops)
+        params = ", ".join(f"a{i}" for i in range(n_symbols))
+        terms = [src if want else f"not {src}" for src, want in guards.items()] or ["True"]
+        check_source = f"def check({params}):\n    return " + " and ".join(terms) + "\n"
+        gen = _BuilderSource()
+        records = "[" + ", ".join(f"({kernel!r}, {gen.value(args)})" for kernel, args in plan.records) + "]"
+        inputs = gen.value(plan.inputs)
+        outputs = "[" + ", ".join(f"OutputSpec({gen.value(o.ref)}, {gen.value(o.shape)}, "
+                                  f"{gen.value(o.strides)})" for o in plan.outputs) + "]"
+        flops = gen.value(plan.flops)
+        body = "".join(f"    {line}\n" for line in gen.lines)
+        build_source = (f"def build({params}):\n{body}"
+                        f"    return {records}, {inputs}, {outputs}, {flops}\n")
+        env: dict[str, Any] = dict(gen.env, math=math, Addr=Addr, Buffer=Buffer, TensorRef=TensorRef,
+                                   OutputSpec=OutputSpec)
+        try:
+            exec(compile(check_source, "<twb plan guards>", "exec"), env)
+            exec(compile(build_source, "<twb plan builder>", "exec"), env)
+        except (SyntaxError, RecursionError, MemoryError) as e:  # an expression nested too deep
+            raise TemplateError(f"generated code does not compile: {e}") from None
+        self.check: Callable[..., bool] = env["check"]
+        self.guard_sources = check_source
+        self._build = env["build"]
+        self.n_guards = len(guards)
+
+    def instantiate(self, symbols: Sequence[int]) -> Plan:
+        records, inputs, outputs, flops = self._build(*symbols)
+        plan = Plan(records=records, inputs=inputs, constant_inputs=list(self._constant_inputs),
+                    outputs=outputs, constants=list(self._constants), aten_ops=Counter(self._aten_ops),
+                    flops=flops)
+        plan_memory(plan)
+        return plan
+
+
+class _BuilderSource:
+    """Writes Python source that rebuilds a tracked plan's values: each distinct size expression
+    and each arena buffer becomes one local variable; constants and dtypes are globals."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {}
+        self._exprs: dict[str, str] = {}
+        self._buffers: dict[int, str] = {}
+        self._globals: dict[int, str] = {}
+
+    def _global(self, obj) -> str:
+        name = self._globals.get(id(obj))
+        if name is None:
+            name = self._globals[id(obj)] = f"G{len(self._globals)}"
+            self.env[name] = obj
+        return name
+
+    def value(self, v) -> str:
+        if is_tracked(v):
+            name = self._exprs.get(v.expr)
+            if name is None:
+                name = self._exprs[v.expr] = f"e{len(self._exprs)}"
+                self.lines.append(f"{name} = {v.expr}")
+            return name
+        cls = v.__class__
+        if cls is int or cls is bool or v is None:
+            return int.__repr__(v) if cls is int else repr(v)
+        if cls is float:
+            return float.__repr__(v) if math.isfinite(v) else self._global(v)
+        if cls is Addr:
+            return f"Addr({self._buffer(v.buffer)}, {self.value(v.byte_offset)})"
+        if cls is TensorRef:
+            return (f"TensorRef({self._buffer(v.buffer)}, {self.value(v.shape)}, {self.value(v.strides)}, "
+                    f"{self.value(v.offset)}, {self._global(v.dtype)})")
+        if cls is list:
+            return "[" + ", ".join(map(self.value, v)) + "]"
+        if cls is tuple:
+            return "(" + "".join(self.value(x) + ", " for x in v) + ")"
+        if cls is dict:
+            return "{" + ", ".join(f"{k!r}: {self.value(x)}" for k, x in v.items()) + "}"
+        if cls is Buffer:
+            return self._buffer(v)
+        if cls is str or isinstance(v, torch.dtype):
+            return self._global(v)
+        raise TemplateError(f"a plan holds a {cls.__name__} ({v!r:.60}), which the template cannot rebuild")
+
+    def _buffer(self, buf: Buffer) -> str:
+        if buf.is_constant:  # shared constants: the same objects in every plan (uploaded once)
+            return self._global(buf)
+        name = self._buffers.get(id(buf))
+        if name is None:
+            nbytes = self.value(buf.nbytes)
+            name = self._buffers[id(buf)] = f"b{len(self._buffers)}"
+            self.lines.append(f"{name} = Buffer({nbytes}, None, {buf.name!r})")
+        return name
+
+
+class _PartitionTemplates:
+    """The templates of one partition (per set of constant inputs and conv choice)."""
+
+    def __init__(self):
+        self.templates: list[PlanTemplate] = []
+        self.disabled: str | None = None  # why this partition lowers every shape
+
+
+def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs: Callable[[dict], Plan],
+                       ) -> Plan | None:
+    """A plan for these inputs from the partition's templates (making one if none applies), or
+    None when the graph has no symbolic sizes or its templates are disabled: the caller then
+    lowers. lower_specs(node specs) lowers the partition for the given node values."""
+    specs = spec_plan(gm)
+    if specs is None or not specs.symbols:
+        return None
+    state = gm.__dict__.setdefault("_twb_templates", {}).setdefault(key, _PartitionTemplates())
+    if state.disabled:
+        return None
+    values = specs.symbol_values(inputs)
+    for template in state.templates:
+        if template.check(*values):
+            plan = template.instantiate(values)
+            if not template.verified:
+                difference = _difference(plan, lower_specs(specs.values(inputs)))
+                if difference:
+                    _disable(state, gm, f"its template differs from a full lowering: {difference}")
+                    return None
+                template.verified = True
+            return plan
+    if len(state.templates) >= MAX_TEMPLATES:
+        return None  # sizes cross more thresholds than we keep templates for: lower this one
+    tracked = [TrackedInt(v, f"a{i}") for i, v in enumerate(values)]
+    specs.check_inputs(inputs)
+    with Recorder() as recorder:
+        tracked_plan = lower_specs(specs.values_for_symbols(tracked))
+    if recorder.pins:
+        _disable(state, gm, f"its lowering used a size as a plain number ({recorder.pins[0]})")
+    try:
+        template = PlanTemplate(tracked_plan, len(values), recorder.guards)
+    except TemplateError as e:
+        _disable(state, gm, str(e))
+        return None
+    if not state.disabled:
+        state.templates.insert(0, template)
+        log.debug("partition %s: plan template %d made (%d guards)", gm.__class__.__name__,
+                  len(state.templates), template.n_guards)
+    return template.instantiate(values)
+
+
+def _disable(state: _PartitionTemplates, gm: GraphModule, reason: str) -> None:
+    state.disabled = reason
+    state.templates.clear()
+    log.info("dynamic shapes: this partition lowers each new shape, because %s", reason)
+
+
+def template_status(gm: GraphModule) -> list[str]:
+    """For tests and diagnostics: per template set, 'disabled: <why>' or '<n> templates'."""
+    out = []
+    for state in gm.__dict__.get("_twb_templates", {}).values():
+        out.append(f"disabled: {state.disabled}" if state.disabled else
+                   f"{len(state.templates)} templates, {sum(t.verified for t in state.templates)} verified")
+    return out
+
+
+def _difference(a: Plan, b: Plan) -> str | None:
+    """Where two plans for the same shape differ (None if they are the same program)."""
+    ca, cb = _canonical(a), _canonical(b)
+    for part in ("records", "inputs", "outputs", "constants", "buffers"):
+        xa, xb = ca[part], cb[part]
+        if len(xa) != len(xb):
+            return f"{part}: {len(xa)} vs {len(xb)}"
+        for i, (x, y) in enumerate(zip(xa, xb)):
+            if x != y:
+                return f"{part}[{i}]: {x} vs {y}"
+    if not _same_number(a.flops, b.flops):
+        return f"flops {a.flops} vs {b.flops}"
+    return None
+
+
+def _canonical(plan: Plan) -> dict:
+    buffers: dict[int, int] = {}
+    sizes: list[int] = []
+
+    def canon(v):
+        if isinstance(v, Buffer):
+            if v.is_constant:
+                return ("const", v.name, v.nbytes)
+            if id(v) not in buffers:
+                buffers[id(v)] = len(buffers)
+                sizes.append(v.nbytes)
+            return ("buf", buffers[id(v)])
+        if isinstance(v, Addr):
+            return (canon(v.buffer), v.byte_offset)
+        if isinstance(v, TensorRef):
+            return (canon(v.buffer), tuple(v.shape), tuple(v.strides), v.offset, v.dtype)
+        if isinstance(v, (list, tuple)):
+            return tuple(canon(x) for x in v)
+        if isinstance(v, float) and math.isnan(v):
+            return "nan"
+        return v
+
+    records = [(k, tuple((name, canon(x)) for name, x in args.items())) for k, args in plan.records]
+    return {"records": records, "inputs": [canon(r) for r in plan.inputs],
+            "outputs": [(canon(o.ref), tuple(o.shape), tuple(o.strides)) for o in plan.outputs],
+            "constants": [canon(c) for c in plan.constants], "buffers": sizes}
+
+
+def _same_number(x, y) -> bool:
+    return x == y or (x != x and y != y)
+
+
+__all__ = ["PlanTemplate", "plan_from_template", "template_status", "TrackedFloat"]

@@ -1,0 +1,200 @@
+"""Tracked sizes: ints and floats that remember how they were computed from a graph's symbolic
+sizes, so that one lowering of a dynamic-shape partition can be replayed at other sizes
+(lowering/template.py).
+
+A TrackedInt behaves exactly like its concrete value (lowering code needs no changes) and carries
+`expr`, Python source for the same value in terms of the symbol variables a0, a1, ... Arithmetic
+returns tracked values with the combined source. A comparison or truth test returns the concrete
+answer and records it as a guard ("this lowering assumed a0 * 64 >= 8"); a conversion to a plain
+number or to text (int(), float(), repr, format) records a pin: the lowering used that exact
+value, so its template is only valid where the expression keeps it. Guards and pins are recorded
+only while a Recorder is active (the lowering of a template, in this thread)."""
+from __future__ import annotations
+
+import math
+import operator
+import threading
+
+_active = threading.local()
+
+
+class Recorder:
+    """Collects the guards (expression source -> the boolean it must evaluate to) and pins of
+    one tracked lowering. Use as a context manager around the lowering."""
+
+    def __init__(self):
+        self.guards: dict[str, bool] = {}
+        self.pins: list[str] = []  # why the template is only valid at these exact sizes
+
+    def __enter__(self):
+        self._outer = getattr(_active, "recorder", None)
+        _active.recorder = self
+        return self
+
+    def __exit__(self, *exc):
+        _active.recorder = self._outer
+
+
+def _recorder() -> Recorder | None:
+    return getattr(_active, "recorder", None)
+
+
+def pin(reason: str) -> None:
+    """The lowering in progress used a size in a way that cannot be replayed (a per-shape constant,
+    say): its template must not serve other sizes."""
+    recorder = _recorder()
+    if recorder is not None:
+        recorder.pins.append(reason)
+
+
+def _source(x) -> str:
+    return x.expr if isinstance(x, (TrackedInt, TrackedFloat)) else repr(x)
+
+
+def _wrap(value, expr: str):
+    if value.__class__ is int:
+        return TrackedInt(value, expr)
+    if value.__class__ is float:
+        return TrackedFloat(value, expr)
+    return value
+
+
+def _plain(x):
+    return x.value if isinstance(x, (TrackedInt, TrackedFloat)) else x
+
+
+def _arith(symbol: str, fn):
+    def forward(self, other):
+        if not isinstance(other, (int, float)) or other.__class__ is bool:
+            return NotImplemented
+        return _wrap(fn(self.value, _plain(other)), f"({self.expr} {symbol} {_source(other)})")
+
+    def reflected(self, other):
+        if not isinstance(other, (int, float)) or other.__class__ is bool:
+            return NotImplemented
+        return _wrap(fn(_plain(other), self.value), f"({_source(other)} {symbol} {self.expr})")
+    return forward, reflected
+
+
+def _compare(symbol: str, fn):
+    def method(self, other):
+        if not isinstance(other, (int, float)):
+            return NotImplemented
+        result = fn(self.value, _plain(other))
+        recorder = _recorder()
+        if recorder is not None:
+            recorder.guards[f"({self.expr} {symbol} {_source(other)})"] = result
+        return result
+    return method
+
+
+def _pinning(kind: str, convert):
+    def method(self, *args):
+        pin(f"{kind} of the size {self.expr} = {self.value!r}")
+        return convert(self.value, *args)
+    return method
+
+
+class _TrackedMixin:
+    __slots__ = ()
+
+    __add__, __radd__ = _arith("+", operator.add)
+    __sub__, __rsub__ = _arith("-", operator.sub)
+    __mul__, __rmul__ = _arith("*", operator.mul)
+    __truediv__, __rtruediv__ = _arith("/", operator.truediv)
+    __floordiv__, __rfloordiv__ = _arith("//", operator.floordiv)
+    __mod__, __rmod__ = _arith("%", operator.mod)
+    __pow__, __rpow__ = _arith("**", operator.pow)
+    __lt__ = _compare("<", operator.lt)
+    __le__ = _compare("<=", operator.le)
+    __gt__ = _compare(">", operator.gt)
+    __ge__ = _compare(">=", operator.ge)
+    __eq__ = _compare("==", operator.eq)
+    __ne__ = _compare("!=", operator.ne)
+
+    def __neg__(self):
+        return _wrap(-self.value, f"(-{self.expr})")
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _wrap(abs(self.value), f"abs({self.expr})")
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __bool__(self):
+        result = bool(self.value)
+        recorder = _recorder()
+        if recorder is not None:
+            recorder.guards[f"({self.expr} != 0)"] = result
+        return result
+
+    def __reduce__(self):  # pickles (and deep-copies) as the plain number
+        return (type(self.value), (self.value,))
+
+    __int__ = _pinning("int()", int)
+    __float__ = _pinning("float()", float)
+    __index__ = _pinning("use as an index", operator.index)
+    __repr__ = _pinning("text", repr)
+    __str__ = _pinning("text", str)
+    __format__ = _pinning("text", format)
+    def __round__(self, ndigits=None):
+        if ndigits is not None:
+            return _wrap(round(self.value, ndigits), f"round({self.expr}, {ndigits!r})")
+        return _wrap(round(self.value), f"round({self.expr})")
+
+    def __trunc__(self):
+        return _wrap(math.trunc(self.value), f"math.trunc({self.expr})")
+
+    def __floor__(self):
+        return _wrap(math.floor(self.value), f"math.floor({self.expr})")
+
+    def __ceil__(self):
+        return _wrap(math.ceil(self.value), f"math.ceil({self.expr})")
+
+    def __divmod__(self, other):
+        return self // other, self % other
+
+    def __rdivmod__(self, other):
+        return other // self, other % self
+
+
+class TrackedInt(_TrackedMixin, int):
+    """An int with the source of how it was computed from the symbols (see the module docstring)."""
+
+    def __new__(cls, value: int, expr: str):
+        self = int.__new__(cls, value)
+        self.value = value
+        self.expr = expr
+        return self
+
+    # Integer-only operators: tracked too, so bit tricks on sizes stay replayable.
+    __and__, __rand__ = _arith("&", operator.and_)
+    __or__, __ror__ = _arith("|", operator.or_)
+    __xor__, __rxor__ = _arith("^", operator.xor)
+    __lshift__, __rlshift__ = _arith("<<", operator.lshift)
+    __rshift__, __rrshift__ = _arith(">>", operator.rshift)
+
+    def __invert__(self):
+        return _wrap(~self.value, f"(~{self.expr})")
+
+
+class TrackedFloat(_TrackedMixin, float):
+    """A float computed from tracked sizes (a 1 / n scale, a flop count)."""
+
+    def __new__(cls, value: float, expr: str):
+        self = float.__new__(cls, value)
+        self.value = value
+        self.expr = expr
+        return self
+
+
+def is_tracked(x) -> bool:
+    return isinstance(x, (TrackedInt, TrackedFloat))
+
+
+def plain(x):
+    """x's concrete value (x itself if it is not tracked), without recording a pin."""
+    return _plain(x)
