@@ -2,7 +2,6 @@
 needs its value), folds weight-only expressions into constants, and collects the Plan."""
 from __future__ import annotations
 
-import hashlib
 import operator
 from typing import Any, Callable, Sequence
 
@@ -11,8 +10,8 @@ from torch.fx import Node
 
 from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
-from .shapes import TensorSpec
-from .tracked import pin
+from .shapes import TensorSpec, spec_plan
+from .tracked import is_tracked, pin
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -68,7 +67,7 @@ class LoweringContext:
         if fold is not None and isinstance(concrete, TensorSpec):
             shape, dtype = concrete.shape, concrete.dtype
             if node in self._plan_const_fns:
-                return self.constant(fold, shape, dtype, node.name, per_plan=True)
+                return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
             return self.shared_constant((node, shape, dtype),
                                         lambda: self.constant(fold, shape, dtype, node.name))
         if node.op == "placeholder":
@@ -112,7 +111,12 @@ class LoweringContext:
         per_plan = False  # the value depends on this plan's sizes: not shared across plans
         concrete = self.vals.get(arg)
         if isinstance(concrete, (int, float, bool)) and not isinstance(arg.meta.get("val"), torch.Tensor):
-            fn, per_plan = (lambda ins, v=concrete: v), True
+            if is_tracked(concrete):  # a size: evaluated from the call's inputs, so a template's
+                gm = self.gm          # constants (arange(t)...) follow the sizes it is used at
+                fn = lambda ins, node=arg: spec_plan(gm).values(ins)[node]
+            else:
+                fn = lambda ins, v=concrete: v
+            per_plan = True
         elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
@@ -176,37 +180,31 @@ class LoweringContext:
         v = self.vals[node]
         return self.new_buffer(tuple(v.shape), v.dtype, node.name)
 
-    @property
-    def plan_tag(self) -> str:
-        """Identifies this plan's input signature (shapes, strides, dtypes, size values)."""
-        if not hasattr(self, "_plan_tag"):
-            pin("a constant computed from the sizes (arange, a mask, an index table)")
-            sig = []
-            for p in self.placeholders:
-                v = self.vals[p]
-                sig.append((tuple(v.shape), tuple(v.strides), str(v.dtype)) if isinstance(v, TensorSpec) else v)
-            self._plan_tag = hashlib.sha1(repr(sig).encode()).hexdigest()[:12]
-        return self._plan_tag
-
-    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_plan=False) -> TensorRef:
+    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_plan=False,
+                 replayable=False) -> TensorRef:
         """A buffer uploaded once (and again when a parameter it derives from changes).
 
-        The runtime shares constants between the plans of a partition by name and size, so the
-        name must determine the content: it carries dtype and shape, and, for values computed from
-        this plan's sizes (per_plan: arange(t), index tables...), the plan's signature."""
-        shape = tuple(int(s) for s in shape)
-        name = f"{name}:{str(dtype).replace('torch.', '')}{list(shape)}" + (f"@{self.plan_tag}" if per_plan else "")
+        Constants that do not depend on sizes are shared by the partition's plans, by name: the
+        name carries dtype and shape, so equal names mean equal values. per_plan: the value
+        depends on this plan's sizes (arange(t), an index table); the runtime keeps it with the
+        plan. replayable: make computes it from the call's inputs alone (sizes included), so a
+        plan template (lowering/template.py) may reuse it at other sizes; any other per-plan
+        constant pins the template to this plan's sizes."""
+        shape = tuple(s if isinstance(s, int) else int(s) for s in shape)  # (keeps tracked sizes)
+        dtype_name = str(dtype).replace("torch.", "")
+        if per_plan and not replayable:
+            pin(f"constant {name}, computed in Python from this plan's sizes")
+        name = f"{name}:{dtype_name}" + ("" if per_plan else f"{list(shape)}")
 
         def make_contiguous(ins):
-            t = make(ins)
-            t = torch.as_tensor(t, dtype=dtype)
-            return t.detach().reshape(shape).contiguous()
+            t = torch.as_tensor(make(ins), dtype=dtype).detach()
+            # (A replayable value already has its node's shape, at whatever size it is made for.)
+            return (t if replayable else t.reshape(shape)).contiguous()
 
         numel = 1
         for s in shape:
             numel *= s
-        itemsize = dtype.itemsize
-        buf = Buffer(numel * itemsize, make=make_contiguous, name=name)
+        buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_plan)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
 

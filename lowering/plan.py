@@ -20,6 +20,7 @@ class Buffer:
     nbytes: int
     make: Callable[[Sequence[torch.Tensor]], torch.Tensor] | None = None  # constants only
     name: str = ""
+    per_shape: bool = False  # a constant made from this plan's sizes: owned by the plan, not shared
 
     @property
     def is_constant(self) -> bool:
@@ -95,6 +96,7 @@ class Plan:
     arena_size: int = 0
     aten_ops: Counter = field(default_factory=Counter)             # ATen op name -> nodes lowered
     flops: int = 0
+    from_template: bool = False  # built from a plan template (lowering/template.py), not lowered
 
     def encode(self, arena_base: int, constant_addrs: dict[int, int]) -> list[int]:
         """The int32 words of the plan, with every Addr resolved to an absolute byte address."""

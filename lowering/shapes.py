@@ -110,8 +110,8 @@ class _Codegen:
             return f"{args[0]} // {args[1]}"
         if name in ("Mod", "PythonMod") and len(args) == 2:
             return f"{args[0]} % {args[1]}"
-        if isinstance(expr, (sympy.Max, sympy.Min)):
-            return f"{'max' if isinstance(expr, sympy.Max) else 'min'}({', '.join(args)})"
+        if isinstance(expr, (sympy.Max, sympy.Min)) or name in ("Max", "Min"):  # (torch has its own)
+            return f"{name.lower()}({', '.join(args)})"
         raise _NoSource
 
     def value(self, val) -> str:

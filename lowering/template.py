@@ -37,7 +37,6 @@ class PlanTemplate:
     def __init__(self, plan: Plan, n_symbols: int, guards: dict[str, bool]):
         self.verified = False
         self._constant_inputs = list(plan.constant_inputs)
-        self._constants = list(plan.constants)
         self._aten_ops = Counter(plan.aten_ops)
         params = ", ".join(f"a{i}" for i in range(n_symbols))
         terms = [src if want else f"not {src}" for src, want in guards.items()] or ["True"]
@@ -48,9 +47,10 @@ class PlanTemplate:
         outputs = "[" + ", ".join(f"OutputSpec({gen.value(o.ref)}, {gen.value(o.shape)}, "
                                   f"{gen.value(o.strides)})" for o in plan.outputs) + "]"
         flops = gen.value(plan.flops)
+        constants = gen.value(plan.constants)
         body = "".join(f"    {line}\n" for line in gen.lines)
         build_source = (f"def build({params}):\n{body}"
-                        f"    return {records}, {inputs}, {outputs}, {flops}\n")
+                        f"    return {records}, {inputs}, {outputs}, {constants}, {flops}\n")
         env: dict[str, Any] = dict(gen.env, math=math, Addr=Addr, Buffer=Buffer, TensorRef=TensorRef,
                                    OutputSpec=OutputSpec)
         try:
@@ -64,10 +64,10 @@ class PlanTemplate:
         self.n_guards = len(guards)
 
     def instantiate(self, symbols: Sequence[int]) -> Plan:
-        records, inputs, outputs, flops = self._build(*symbols)
+        records, inputs, outputs, constants, flops = self._build(*symbols)
         plan = Plan(records=records, inputs=inputs, constant_inputs=list(self._constant_inputs),
-                    outputs=outputs, constants=list(self._constants), aten_ops=Counter(self._aten_ops),
-                    flops=flops)
+                    outputs=outputs, constants=constants, aten_ops=Counter(self._aten_ops), flops=flops,
+                    from_template=True)
         plan_memory(plan)
         return plan
 
@@ -120,13 +120,14 @@ class _BuilderSource:
         raise TemplateError(f"a plan holds a {cls.__name__} ({v!r:.60}), which the template cannot rebuild")
 
     def _buffer(self, buf: Buffer) -> str:
-        if buf.is_constant:  # shared constants: the same objects in every plan (uploaded once)
+        if buf.is_constant and not buf.per_shape:  # shared: the same objects in every plan
             return self._global(buf)
         name = self._buffers.get(id(buf))
-        if name is None:
+        if name is None:  # arena buffers and per-shape constants: new ones, sized for the shape
             nbytes = self.value(buf.nbytes)
+            make = self._global(buf.make) if buf.is_constant else "None"
             name = self._buffers[id(buf)] = f"b{len(self._buffers)}"
-            self.lines.append(f"{name} = Buffer({nbytes}, None, {buf.name!r})")
+            self.lines.append(f"{name} = Buffer({nbytes}, {make}, {buf.name!r}, {buf.per_shape})")
         return name
 
 
@@ -151,7 +152,11 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
         return None
     values = specs.symbol_values(inputs)
     for template in state.templates:
-        if template.check(*values):
+        try:
+            applies = template.check(*values)
+        except ArithmeticError:  # a guard divides by a size that is 0 here: not this template
+            applies = False
+        if applies:
             plan = template.instantiate(values)
             if not template.verified:
                 difference = _difference(plan, lower_specs(specs.values(inputs)))
@@ -167,7 +172,7 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
     with Recorder() as recorder:
         tracked_plan = lower_specs(specs.values_for_symbols(tracked))
     if recorder.pins:
-        _disable(state, gm, f"its lowering used a size as a plain number ({recorder.pins[0]})")
+        _disable(state, gm, f"its lowering cannot be replayed at other sizes ({recorder.pins[0]})")
     try:
         template = PlanTemplate(tracked_plan, len(values), recorder.guards)
     except TemplateError as e:
@@ -217,7 +222,7 @@ def _canonical(plan: Plan) -> dict:
     def canon(v):
         if isinstance(v, Buffer):
             if v.is_constant:
-                return ("const", v.name, v.nbytes)
+                return ("const", v.name, v.nbytes, v.per_shape)
             if id(v) not in buffers:
                 buffers[id(v)] = len(buffers)
                 sizes.append(v.nbytes)

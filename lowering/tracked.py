@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import operator
+import os
+import sys
 import threading
 
 _active = threading.local()
@@ -90,7 +92,10 @@ def _compare(symbol: str, fn):
 
 def _pinning(kind: str, convert):
     def method(self, *args):
-        pin(f"{kind} of the size {self.expr} = {self.value!r}")
+        if _recorder() is not None:
+            caller = sys._getframe(1)  # where the lowering converted the size, for the log
+            pin(f"{kind} of the size {self.expr} = {self.value!r} at "
+                f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}")
         return convert(self.value, *args)
     return method
 

@@ -27,6 +27,8 @@ def _fresh() -> dict:
         "constant_bytes_uploaded": 0,
         "plan_cache_hits": 0,
         "plan_cache_misses": 0,
+        "plans_lowered": 0,            # plans made by lowering the partition's graph
+        "plans_from_template": 0,      # plans of a dynamic-shape graph rebuilt from its template
         "recoveries": 0,
         "timeouts": 0,
         "verify_passes": 0,

@@ -69,6 +69,7 @@ class _Entry:
     reason: str = ""
     loaded: _Loaded | None = None
     constant_addrs: dict = field(default_factory=dict)
+    owned: list = field(default_factory=list)  # (offset, Buffer): this plan's per-shape constants
 
 
 _get_version = attrgetter("_version")
@@ -254,6 +255,7 @@ class CompiledPartition:
         except Unsupported as e:
             return _Entry(None, self._eager_reason(args, e, WasmBackendError))
         stats.record_plan(kernel for kernel, _ in plan.records)
+        stats.add(plans_from_template=int(plan.from_template), plans_lowered=int(not plan.from_template))
         footprint = plan.arena_size + sum(b.nbytes for b in plan.constants)
         cap = self.options.max_memory_mb * 2**20 if self.options.max_memory_mb else None
         if cap is not None and footprint > cap:
@@ -330,21 +332,26 @@ class CompiledPartition:
         for entry in self.plans.values():
             entry.loaded = None
             entry.constant_addrs = {}
+            entry.owned = []
         self._runtime_generation = generation
 
     def _load(self, entry: _Entry, runtime: Runtime, args) -> None:
         plan = entry.plan
         addrs = {}
         for buf in plan.constants:
-            # Plans of one partition share constants by name: LoweringContext.constant names every
-            # constant by node, dtype and shape, plus the input signature for values computed from
-            # sizes (masks, index tables), so equal names mean equal values. (Hashing the values
-            # instead cost a BERT-style encoder ~20 ms per new sequence length.)
+            if buf.per_shape:  # made from this plan's sizes (masks, index tables): freed with it
+                offset = runtime.allocator.alloc(buf.nbytes)
+                _upload(runtime, offset, buf, args)
+                entry.owned.append((offset, buf))
+                addrs[id(buf)] = offset
+                continue
+            # Plans of one partition share the other constants by name: LoweringContext.constant
+            # names them by node, dtype and shape, so equal names mean equal values. (Hashing the
+            # values instead cost a BERT-style encoder ~20 ms per new sequence length.)
             key = (buf.name, buf.nbytes)
             if key not in self._constants:
                 offset = runtime.allocator.alloc(buf.nbytes)
-                runtime.write(offset, buf.make(args))
-                stats.add(constant_bytes_uploaded=buf.nbytes)
+                _upload(runtime, offset, buf, args)
                 self._constants[key] = (offset, buf)
             addrs[id(buf)] = self._constants[key][0]
         arena = runtime.allocator.alloc(plan.arena_size)
@@ -384,8 +391,11 @@ class CompiledPartition:
         if any(a is not b or va != vb for (a, va), (b, vb) in zip(versions, self._constant_versions)):
             log.info("partition %s: a parameter changed since compile; re-uploading weights", self.name)
             for offset, buf in self._constants.values():
-                runtime.write(offset, buf.make(args))
-                stats.add(constant_bytes_uploaded=buf.nbytes)
+                _upload(runtime, offset, buf, args)
+            for other in self.plans.values():  # per-shape constants may be made from weights too
+                if other.loaded is not None and other.loaded.runtime is runtime:
+                    for offset, buf in other.owned:
+                        _upload(runtime, offset, buf, args)
             self._constant_versions = versions
 
     def _unload(self, entry: _Entry) -> None:
@@ -395,7 +405,10 @@ class CompiledPartition:
                 with runtime.lock:
                     runtime.allocator.free(entry.loaded.arena)
                     runtime.allocator.free(entry.loaded.prefix_words)
+                    for offset, _ in entry.owned:
+                        runtime.allocator.free(offset)
             entry.loaded = None
+            entry.owned = []
 
     # ---- recovery -------------------------------------------------------------------------------
     def _recover(self, error: WasmTrap, args):
@@ -415,6 +428,17 @@ class CompiledPartition:
 
 
 _DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))
+
+
+def _upload(runtime: Runtime, offset: int, buf, args) -> None:
+    """Writes constant buf, made for this call's inputs, at offset (allocated for buf.nbytes)."""
+    value = buf.make(args)
+    if value.numel() * value.element_size() != buf.nbytes:  # never write past the allocation
+        raise WasmBackendError(f"internal error: constant {buf.name} came out as {tuple(value.shape)} "
+                               f"{value.dtype}, not the {buf.nbytes} bytes its plan reserved (a lowering bug: "
+                               "please report it with this message)")
+    runtime.write(offset, value)
+    stats.add(constant_bytes_uploaded=buf.nbytes)
 
 
 def _version(t):

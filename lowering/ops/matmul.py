@@ -43,7 +43,7 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
         per_plan = ctx.plan_dependent(b_arg)
         name = f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}"
         if per_plan:
-            cache[key] = ctx.constant(make, shape, name=name, per_plan=True)
+            cache[key] = ctx.constant(make, shape, name=name, per_plan=True, replayable=True)
         else:
             cache[key] = ctx.shared_constant(("packed",) + key, lambda: ctx.constant(make, shape, name=name))
         return cache[key]

@@ -92,16 +92,19 @@ def test_size_expressions_with_division_and_slicing(no_retracing):
 
 def test_generated_evaluator_matches_sympy():
     """_Codegen against sympy itself, on the expression kinds Dynamo produces (and a rational one,
-    which must be evaluated whole, not term by term)."""
+    which must be evaluated whole, not term by term). Each must become Python source, except the
+    rational one: a sympy fallback would pin plan templates (lowering/template.py)."""
     import sympy
-    from torch.utils._sympy.functions import FloorDiv, Mod
+    from torch.utils._sympy.functions import FloorDiv, Max, Mod
     from lowering.shapes import Unbound, _Codegen
 
     s0, s1 = sympy.symbols("s0 s1", integer=True, positive=True)
     exprs = [s0 * s1 + 3, FloorDiv(s0 + 1, 2), Mod(s0 * 7, 5), sympy.Max(s0 - 2, 1), s0**2 - s1,
-             sympy.Min(s1, 4) * 64, (s0 * s1) / 2 + s0 / 2, sympy.Integer(-3) * s0 + 100]
+             sympy.Min(s1, 4) * 64, (s0 * s1) / 2 + s0 / 2, sympy.Integer(-3) * s0 + 100,
+             16 * Max(1, FloorDiv(s0, 2)) * Max(1, FloorDiv(s1, 2))]  # (torch's Max: pooled sizes)
     gen = _Codegen()
     evaluate = gen.function([gen._expr(e, whole=True) for e in exprs])
+    assert sum(k.startswith("F") for k in gen.env) == 1  # the rational one alone
     for a, b in [(2, 3), (5, 8), (7, 1), (10, 10)]:
         got = evaluate({s0: a, s1: b})
         want = [int(e.subs({s0: a, s1: b})) for e in exprs]

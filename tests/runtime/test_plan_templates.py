@@ -1,0 +1,195 @@
+"""Plan templates (lowering/template.py, lowering/tracked.py): a dynamic-shape partition is lowered
+once, and new shapes are rebuilt from the template without lowering. Checked: answers equal eager
+at every shape; no lowering after the template's verification; guards that pick another kernel make
+a second template; per-shape constants (arange, masks) follow the sizes and are freed with their
+plan; and the safety nets: a size that leaks out of tracking is caught by the verification, a size
+used as a plain number pins the partition to lowering each shape."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import lowering.context
+import lowering.ops.elementwise
+import torch_wasm_backend as twb
+import torch_wasm_backend.partition_runner as partition_runner
+from helpers import MATMUL
+from lowering.template import template_status
+from lowering.tracked import Recorder, TrackedFloat, TrackedInt
+
+
+@pytest.fixture
+def partitions(monkeypatch):
+    """The CompiledPartitions created during the test."""
+    made = []
+    init = partition_runner.CompiledPartition.__init__
+
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+    monkeypatch.setattr(partition_runner.CompiledPartition, "__init__", record)
+    return made
+
+
+@pytest.fixture
+def lowerings(monkeypatch):
+    """Counts LoweringContexts made (one per lowering of a partition, tracked or not)."""
+    count = [0]
+    init = lowering.context.LoweringContext.__init__
+
+    def counted(self, *args, **kwargs):
+        count[0] += 1
+        init(self, *args, **kwargs)
+    monkeypatch.setattr(lowering.context.LoweringContext, "__init__", counted)
+    return count
+
+
+def _status(partitions):
+    return [s for p in partitions for s in template_status(p.gm)]
+
+
+def _encoder():
+    layer = nn.TransformerEncoderLayer(32, 4, 48, dropout=0.0, batch_first=True, activation="gelu")
+    return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+
+def test_new_lengths_are_built_from_the_template_without_lowering(partitions, lowerings):
+    model = _encoder()
+    compiled = torch.compile(model, backend="wasm", dynamic=True)
+    lengths = [5, 17, 3, 64, 9, 31, 2, 100]
+    with torch.no_grad():
+        for i, length in enumerate(lengths):
+            x = torch.randn(2, length, 32)
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+            if i == 1:  # the template (length 5) and its verification at length 17
+                lowered = lowerings[0]
+    assert lowerings[0] == lowered == 2
+    s = twb.stats()
+    assert s["plans_from_template"] == len(lengths) and s["plans_lowered"] == 0
+    assert s["eager_partition_calls"] == 0 and s["graphs_compiled"] == 1
+    assert _status(partitions) == ["1 templates, 1 verified"]
+
+
+class _CausalAttention(nn.Module):
+    """Position embeddings from arange(L) and a tril(ones(L, L)) mask: constants of each length."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = nn.Linear(16, 48)
+        self.position = nn.Embedding(128, 16)
+
+    def forward(self, x):
+        length = x.shape[1]
+        x = x + self.position(torch.arange(length))
+        q, k, v = self.qkv(x).chunk(3, -1)
+        mask = torch.ones(length, length, dtype=torch.bool).tril()
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(16)
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
+def test_per_length_constants_follow_the_length_and_are_freed_with_their_plan(partitions):
+    model = _CausalAttention().eval()
+    compiled = torch.compile(model, backend="wasm", options={"max_plans_per_partition": 2}, dynamic=True)
+    with torch.no_grad():
+        x = torch.randn(1, 6, 16)
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+        runtime, _ = partition_runner.get_runtime(1, False)
+        in_use = {}
+        for step, length in enumerate([9, 30, 4, 77, 12, 50, 7, 90, 11, 64, 9, 30]):
+            x = torch.randn(1, length, 16)
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+            in_use[step] = runtime.allocator.in_use
+    assert _status(partitions) == ["1 templates, 1 verified"]
+    assert twb.stats()["plans_lowered"] == 0
+    # The LRU keeps two plans, each with its own mask and position table: after steps 1 and 11 it
+    # holds the same two lengths, so the same bytes, unless evicted plans left constants behind.
+    assert in_use[11] == in_use[1], in_use
+
+
+class _ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv2(F.relu(self.conv(x)))).mean((2, 3))
+
+
+def test_sizes_that_cross_a_kernel_threshold_get_their_own_template(partitions):
+    """Winograd needs >= 8 output tiles: 4x4 images (4 tiles) run im2col + GEMM, larger ones
+    Winograd. The guard recorded by the first lowering sends the other sizes to a second template."""
+    model = _ConvNet().eval()
+    compiled = torch.compile(model, backend="wasm", dynamic=True)
+    with torch.no_grad():
+        for size in [4, 20, 3, 33, 6, 12]:
+            x = torch.randn(1, 3, size, size)
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    kernels = twb.stats()["plan_kernels"]
+    assert kernels.get("CONV2D_WINOGRAD") and kernels.get("CONV2D")
+    assert _status(partitions) == ["2 templates, 2 verified"]
+
+
+def test_a_size_that_escapes_tracking_is_caught_by_the_verification(partitions, monkeypatch):
+    """A lowering bug that bakes a size into a record (here: elementwise sizes copied through
+    operator.index, which returns a plain int without telling anyone) must not give wrong answers
+    at other lengths: the template's first reuse differs from a full lowering and is dropped."""
+    strided_args = lowering.ops.elementwise.strided_args
+
+    def leaky(out, **inputs):
+        args = strided_args(out, **inputs)
+        args["size"] = [int.__index__(s) for s in args["size"]]
+        return args
+    monkeypatch.setattr(lowering.ops.elementwise, "strided_args", leaky)
+    compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
+    for length in [3, 5, 9, 17]:
+        x = torch.randn(length, 4)
+        torch.testing.assert_close(compiled(x), torch.relu(x) * 3, rtol=0, atol=0)
+    [status] = _status(partitions)
+    assert status.startswith("disabled: its template differs from a full lowering: records[0]")
+    assert twb.stats()["plans_lowered"] >= 2
+
+
+def test_a_size_used_as_a_plain_number_pins_the_partition_to_lowering(partitions, caplog):
+    """zeros_like(x) makes a constant in Python from x's shape: not replayable, so this partition
+    lowers each shape (and says why in the log)."""
+    def f(x):
+        return (x * 2 + torch.zeros_like(x)).relu()
+    compiled = torch.compile(f, backend="wasm", dynamic=True)
+    with caplog.at_level("INFO", logger="torch_wasm_backend"):
+        for rows in [3, 5, 9]:
+            x = torch.randn(rows, 4)
+            torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
+    [status] = _status(partitions)
+    assert "constant zeros_like" in status and status.startswith("disabled")
+    assert "lowers each new shape" in caplog.text
+    assert twb.stats()["plans_lowered"] == 2 and twb.stats()["plans_from_template"] == 1
+
+
+def test_tracked_ints_record_how_they_were_computed():
+    a, b = TrackedInt(12, "a0"), TrackedInt(5, "a1")
+    with Recorder() as recorder:
+        size = max(2 * a + b % 3, 8) // 4
+        assert size == 6 and size.__class__ is TrackedInt
+        assert eval(size.expr, {"a0": 30, "a1": 7}) == max(2 * 30 + 7 % 3, 8) // 4
+        assert (0 + a).expr == "(0 + a0)"                      # a plain int on the left is tracked
+        assert isinstance(a / 8, TrackedFloat) and math.ceil(a / 8) == 2
+        assert eval(math.ceil(a / 8).expr, {"a0": 17, "math": math}) == 3
+        q, r = divmod(a, 5)
+        assert (q.expr, r.expr) == ("(a0 // 5)", "(a0 % 5)")
+        assert not recorder.pins
+        int(a)
+        f"{b}"
+    assert "(((2 * a0) + (a1 % 3)) < 8)" in recorder.guards
+    assert recorder.guards["(((2 * a0) + (a1 % 3)) < 8)"] is False
+    assert [p.split(" at ")[0] for p in recorder.pins] == ["int() of the size a0 = 12", "text of the size a1 = 5"]
+
+
+def test_tracked_ints_outside_a_recording_are_plain_numbers():
+    a = TrackedInt(3, "a0")
+    assert a == 3 and hash(a) == hash(3) and int(a) == 3 and f"{a}" == "3" and [0, 1, 2, 3][a] == 3
+    import copy
+    import pickle
+    assert pickle.loads(pickle.dumps(a)).__class__ is int and copy.deepcopy(a).__class__ is int
