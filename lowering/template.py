@@ -4,10 +4,12 @@ one checks the guards the lowering recorded (which kernel, which fast path, whic
 rebuilds the plan's records, buffers, inputs and outputs from the symbols' values. A new input
 shape then costs a guard check, one call of the builder and memory planning - not a lowering.
 
-Safety: a size used in a way that cannot be replayed (a per-shape constant, a conversion to a
-plain number) pins the template; a pinned partition keeps lowering each shape. A template's first
-reuse is checked against a full lowering at that shape (verify_against); a difference disables
-templates for the partition, again falling back to lowering each shape."""
+Safety: a size used in a way that cannot be replayed (a constant computed in Python from sizes, a
+conversion to a plain number) pins the template: that partition goes back to lowering each shape.
+A size can also leave the tracking silently (C code reading an int subclass as a plain int), so a
+template's first reuse is compared with a full lowering at that shape; a difference, too, sends
+the partition back to lowering each shape. Either way the answers stay right; only planning is
+slower, and the log (INFO) says why."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +22,7 @@ from torch.fx import GraphModule
 
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, plan_memory
 from .shapes import spec_plan
-from .tracked import Recorder, TrackedFloat, TrackedInt, is_tracked
+from .tracked import Recorder, TrackedInt, is_tracked
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -59,7 +61,6 @@ class PlanTemplate:
         except (SyntaxError, RecursionError, MemoryError) as e:  # an expression nested too deep
             raise TemplateError(f"generated code does not compile: {e}") from None
         self.check: Callable[..., bool] = env["check"]
-        self.guard_sources = check_source
         self._build = env["build"]
         self.n_guards = len(guards)
 
@@ -180,7 +181,7 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
         return None
     if not state.disabled:
         state.templates.insert(0, template)
-        log.debug("partition %s: plan template %d made (%d guards)", gm.__class__.__name__,
+        log.debug("dynamic shapes: plan template %d of a partition made, %d guards",
                   len(state.templates), template.n_guards)
     return template.instantiate(values)
 
@@ -247,4 +248,4 @@ def _same_number(x, y) -> bool:
     return x == y or (x != x and y != y)
 
 
-__all__ = ["PlanTemplate", "plan_from_template", "template_status", "TrackedFloat"]
+__all__ = ["PlanTemplate", "plan_from_template", "template_status"]
