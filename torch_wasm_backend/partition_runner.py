@@ -70,6 +70,7 @@ class _Entry:
     loaded: _Loaded | None = None
     constant_addrs: dict = field(default_factory=dict)
     owned: list = field(default_factory=list)  # (offset, Buffer): this plan's per-shape constants
+    evicted: bool = False             # dropped from the cache (a call holding it frees it after)
 
 
 _get_version = attrgetter("_version")
@@ -153,7 +154,7 @@ class CompiledPartition:
     def __call__(self, *args):
         start = time.perf_counter()
         replay = self._replay
-        replayed = replay is not None and replay.matches(args)
+        replayed = replay is not None and not replay.entry.evicted and replay.matches(args)
         if replayed:
             entry, hit = replay.entry, True
         else:
@@ -166,7 +167,7 @@ class CompiledPartition:
                 stats.add(plan_cache_hits=int(hit), plan_cache_misses=int(not hit), eager_partition_calls=1)
                 return self.gm(*args)
         try:
-            outputs, wasm_seconds = self._run(entry, args, replayed)
+            outputs, wasm_seconds, loaded = self._run(entry, args, replayed)
         except WasmTimeout as e:
             self._replay = None
             rebuild_runtime(self._timed)  # the timed-out runtime may still have a worker in a kernel
@@ -182,7 +183,6 @@ class CompiledPartition:
             entry.plan, entry.reason = None, self._eager_reason(args, e, WasmOutOfMemory)
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
-        loaded = entry.loaded
         stats.record_call(wasm_seconds, time.perf_counter() - start - wasm_seconds, loaded.bytes_in,
                           loaded.bytes_out, hit)
         result = outputs[0] if self._single_output else tuple(outputs)
@@ -207,6 +207,7 @@ class CompiledPartition:
                 if self._constant_params is not None:
                     log.info("partition %s: a parameter was replaced; re-planning", self.name)
                     for old in self.plans.values():
+                        old.evicted = True
                         self._unload(old)
                     self.plans.clear()
                     self._constants.clear()
@@ -219,6 +220,7 @@ class CompiledPartition:
                 self.plans[key] = entry
                 while len(self.plans) > self.options.max_plans_per_partition:
                     _, old = self.plans.popitem(last=False)
+                    old.evicted = True
                     self._unload(old)
             else:
                 self.plans.move_to_end(key)
@@ -303,7 +305,9 @@ class CompiledPartition:
                 outputs = [view.clone() if same_layout else
                            torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype).copy_(view)
                            for spec, view, same_layout in loaded.outputs]
-        return outputs, wasm_seconds
+            if entry.evicted:  # another thread evicted this plan during the call: its memory is ours to free
+                self._unload(entry)
+        return outputs, wasm_seconds, loaded
 
     def _run_plan_specially(self, runtime: Runtime, loaded: "_Loaded") -> None:
         """Runs the plan with a time limit, an injected debug record or profiler spans."""
@@ -399,14 +403,18 @@ class CompiledPartition:
             self._constant_versions = versions
 
     def _unload(self, entry: _Entry) -> None:
-        if entry.loaded is not None:
-            runtime, _ = get_runtime(self.options.threads, self._timed)
-            if entry.loaded.runtime is runtime:
-                with runtime.lock:
-                    runtime.allocator.free(entry.loaded.arena)
-                    runtime.allocator.free(entry.loaded.prefix_words)
-                    for offset, _ in entry.owned:
-                        runtime.allocator.free(offset)
+        """Frees the entry's memory in the current runtime (under its lock: a call running the
+        entry, or another thread unloading it, may hold it; memory of an older runtime is gone)."""
+        if entry.loaded is None:
+            return
+        runtime, _ = get_runtime(self.options.threads, self._timed)
+        with runtime.lock:
+            loaded = entry.loaded
+            if loaded is not None and loaded.runtime is runtime:
+                runtime.allocator.free(loaded.arena)
+                runtime.allocator.free(loaded.prefix_words)
+                for offset, _ in entry.owned:
+                    runtime.allocator.free(offset)
             entry.loaded = None
             entry.owned = []
 

@@ -45,6 +45,43 @@ def test_eight_python_threads_share_one_compiled_model(threads):
     assert s["calls"] == 1 + 8 * 20 and s["eager_partition_calls"] == 0
 
 
+def test_threads_evicting_each_others_plans_leave_no_memory_behind():
+    """8 threads, 8 lengths, room for one plan (dynamic=True: all from one template): plans are
+    evicted while other threads run them. Every answer is right, and once the dust settles the
+    runtime holds the same bytes as after a single call (an evicted plan's arena is freed by the
+    call that still held it)."""
+    from torch_wasm_backend.runtime import get_runtime
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
+    compiled = torch.compile(model, backend="wasm", options={"max_plans_per_partition": 1}, dynamic=True)
+    inputs = [torch.randn(2, 3 + 5 * i, 16) for i in range(8)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+        compiled(inputs[0])
+    runtime, _ = get_runtime(1, False)
+    baseline = runtime.allocator.in_use
+    errors = []
+
+    def caller(i):
+        try:
+            with torch.no_grad():
+                for _ in range(30):
+                    torch.testing.assert_close(compiled(inputs[i]), expected[i], **MATMUL)
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a caller hung"
+    assert not errors, errors[0]
+    with torch.no_grad():
+        compiled(inputs[0])
+    assert runtime.allocator.in_use == baseline
+    assert twb.stats()["eager_partition_calls"] == 0
+
+
 def _check(fn, *inputs, tol=MATMUL, in_wasm=True):
     compiled = torch.compile(fn, backend="wasm")
     with torch.no_grad():
