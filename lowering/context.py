@@ -11,7 +11,7 @@ from torch.fx import Node
 from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec, spec_plan
-from .tracked import is_tracked, pin
+from .tracked import holds_tracked, pin, replay
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -111,12 +111,7 @@ class LoweringContext:
         per_plan = False  # the value depends on this plan's sizes: not shared across plans
         concrete = self.vals.get(arg)
         if isinstance(concrete, (int, float, bool)) and not isinstance(arg.meta.get("val"), torch.Tensor):
-            if is_tracked(concrete):  # a size: evaluated from the call's inputs, so a template's
-                gm = self.gm          # constants (arange(t)...) follow the sizes it is used at
-                fn = lambda ins, node=arg: spec_plan(gm).values(ins)[node]
-            else:
-                fn = lambda ins, v=concrete: v
-            per_plan = True
+            fn, per_plan = self.at_call_sizes(concrete), True
         elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
@@ -137,6 +132,16 @@ class LoweringContext:
                         return target(*[f(ins) for f in arg_fns], **{k: f(ins) for k, f in kw_fns.items()})
         (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
         return fn
+
+    def at_call_sizes(self, value) -> ConstFn:
+        """A function of a call's inputs giving value at that call's sizes: value itself, unless it
+        holds tracked sizes (a plan template's lowering), which are then re-evaluated from the
+        inputs. Constants made from sizes (arange(t), zeros_like(x)) use it in their make
+        functions, so a template can replay them at other sizes."""
+        if not holds_tracked(value):
+            return lambda ins: value
+        at_symbols, specs = replay(value), spec_plan(self.gm)
+        return lambda ins: at_symbols(specs.symbol_values(ins))
 
     def structural_key(self, arg):
         """A hashable description of how a constant-foldable value is computed (op, arguments,

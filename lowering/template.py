@@ -108,11 +108,11 @@ class _BuilderSource:
         if cls is TensorRef:
             return (f"TensorRef({self._buffer(v.buffer)}, {self.value(v.shape)}, {self.value(v.strides)}, "
                     f"{self.value(v.offset)}, {self._global(v.dtype)})")
-        if cls is list:
+        if isinstance(v, list):
             return "[" + ", ".join(map(self.value, v)) + "]"
-        if cls is tuple:
+        if isinstance(v, tuple):
             return "(" + "".join(self.value(x) + ", " for x in v) + ")"
-        if cls is dict:
+        if isinstance(v, dict):
             return "{" + ", ".join(f"{k!r}: {self.value(x)}" for k, x in v.items()) + "}"
         if cls is Buffer:
             return self._buffer(v)
@@ -160,7 +160,7 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
         if applies:
             plan = template.instantiate(values)
             if not template.verified:
-                difference = _difference(plan, lower_specs(specs.values(inputs)))
+                difference = _difference(plan, lower_specs(specs.values(inputs)), inputs)
                 if difference:
                     _disable(state, gm, f"its template differs from a full lowering: {difference}")
                     return None
@@ -201,8 +201,9 @@ def template_status(gm: GraphModule) -> list[str]:
     return out
 
 
-def _difference(a: Plan, b: Plan) -> str | None:
-    """Where two plans for the same shape differ (None if they are the same program)."""
+def _difference(a: Plan, b: Plan, inputs: Sequence[Any]) -> str | None:
+    """Where two plans for these inputs differ (None if they are the same program with the same
+    per-shape constants)."""
     ca, cb = _canonical(a), _canonical(b)
     for part in ("records", "inputs", "outputs", "constants", "buffers"):
         xa, xb = ca[part], cb[part]
@@ -213,6 +214,11 @@ def _difference(a: Plan, b: Plan) -> str | None:
                 return f"{part}[{i}]: {x} vs {y}"
     if not _same_number(a.flops, b.flops):
         return f"flops {a.flops} vs {b.flops}"
+    for x, y in zip(a.constants, b.constants):
+        if x.per_shape:  # (made by the template's make functions, at these inputs' sizes)
+            made_x, made_y = x.make(inputs), y.make(inputs)
+            if not _same_tensor(made_x, made_y):
+                return f"constant {x.name} at these sizes"
     return None
 
 
@@ -242,6 +248,13 @@ def _canonical(plan: Plan) -> dict:
     return {"records": records, "inputs": [canon(r) for r in plan.inputs],
             "outputs": [(canon(o.ref), tuple(o.shape), tuple(o.strides)) for o in plan.outputs],
             "constants": [canon(c) for c in plan.constants], "buffers": sizes}
+
+
+def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return False
+    return torch.equal(x, y) or (x.is_floating_point()
+                                 and torch.allclose(x, y, rtol=0.0, atol=0.0, equal_nan=True))
 
 
 def _same_number(x, y) -> bool:

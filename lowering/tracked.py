@@ -196,8 +196,38 @@ class TrackedFloat(_TrackedMixin, float):
         return self
 
 
+def replay(value):
+    """A function of the symbols' values (a0, a1, ...) that recomputes value: tracked numbers by
+    their formula, lists, tuples and dicts element by element, anything else as it is."""
+    env: dict = {"math": math}
+
+    def source(v) -> str:
+        if isinstance(v, (TrackedInt, TrackedFloat)):
+            return v.expr
+        if isinstance(v, (list, tuple)):  # (fx's immutable_list included: rebuilt as a list)
+            inner = "".join(source(x) + ", " for x in v)
+            return f"[{inner}]" if isinstance(v, list) else f"({inner})"
+        if isinstance(v, dict):
+            return "{" + "".join(f"{k!r}: {source(x)}, " for k, x in v.items()) + "}"
+        name = f"K{len(env)}"
+        env[name] = v
+        return name
+
+    code = compile(source(value), "<twb size replay>", "eval")
+    return lambda symbols: eval(code, env, {f"a{i}": v for i, v in enumerate(symbols)})
+
+
 def is_tracked(x) -> bool:
     return isinstance(x, (TrackedInt, TrackedFloat))
+
+
+def holds_tracked(value) -> bool:
+    """Whether value is, or (in lists, tuples, dict values) contains, a tracked number."""
+    if isinstance(value, (list, tuple)):
+        return any(map(holds_tracked, value))
+    if isinstance(value, dict):
+        return any(map(holds_tracked, value.values()))
+    return is_tracked(value)
 
 
 def plain(x):

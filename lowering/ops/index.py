@@ -144,19 +144,20 @@ def _emit_index_nd(ctx: LoweringContext, node, x: TensorRef, d: int, idx: list, 
 
 def _like_factory(ctx: LoweringContext, node):
     """zeros_like(x), new_ones(x, size)...: only x's shape and dtype matter, which the plan fixes,
-    so the value is a constant of this plan."""
+    so the value is a constant of this plan (made at the call's sizes: see at_call_sizes)."""
     v = ctx.val(node.args[0])
-    shape, dtype = tuple(v.shape), v.dtype
-    args = ctx.value(tuple(node.args[1:]))
-    kwargs = {k: ctx.value(a) for k, a in node.kwargs.items()}
+    dtype = v.dtype
+    shape = ctx.at_call_sizes(tuple(v.shape))
+    args = ctx.at_call_sizes(ctx.value(tuple(node.args[1:])))
+    kwargs = ctx.at_call_sizes({k: ctx.value(a) for k, a in node.kwargs.items()})
     out = ctx.vals[node]
     target = node.target
 
     def make(ins):
-        result = target(torch.zeros(shape, dtype=dtype), *args, **kwargs)
+        result = target(torch.zeros(shape(ins), dtype=dtype), *args(ins), **kwargs(ins))
         return result.zero_() if "empty" in target.name() else result  # empty: any value is right
 
-    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_plan=True)
+    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_plan=True, replayable=True)
 
 
 register(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,

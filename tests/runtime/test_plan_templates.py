@@ -3,7 +3,7 @@ once, and new shapes are rebuilt from the template without lowering. Checked: an
 at every shape; no lowering after the template's verification; guards that pick another kernel make
 a second template; per-shape constants (arange, masks) follow the sizes and are freed with their
 plan; and the safety nets: a size that leaks out of tracking is caught by the verification, a size
-used as a plain number pins the partition to lowering each shape."""
+used in Python in a way that cannot be replayed pins the partition to lowering each shape."""
 import math
 
 import pytest
@@ -152,18 +152,46 @@ def test_a_size_that_escapes_tracking_is_caught_by_the_verification(partitions, 
     assert twb.stats()["plans_lowered"] >= 2
 
 
-def test_a_size_used_as_a_plain_number_pins_the_partition_to_lowering(partitions, caplog):
-    """zeros_like(x) makes a constant in Python from x's shape: not replayable, so this partition
-    lowers each shape (and says why in the log)."""
+def test_a_constant_that_does_not_follow_the_sizes_is_caught_by_the_verification(partitions, monkeypatch):
+    """The same safety net for per-shape constants: if zeros_like's constant kept the first
+    shape's sizes, the template's first reuse would make a wrong-sized constant; the verification
+    makes both and compares them, and the partition goes back to lowering each shape."""
+    monkeypatch.setattr(lowering.context.LoweringContext, "at_call_sizes", lambda self, value: lambda ins: value)
+
     def f(x):
         return (x * 2 + torch.zeros_like(x)).relu()
     compiled = torch.compile(f, backend="wasm", dynamic=True)
+    for rows in [3, 5, 9]:
+        x = torch.randn(rows, 4)
+        torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
+    [status] = _status(partitions)
+    assert status == "disabled: its template differs from a full lowering: constant zeros_like:float32 at these sizes"
+
+
+def test_constants_made_from_sizes_follow_the_sizes(partitions):
+    """zeros_like(x) / new_ones(x, (n, 2)) make a constant from sizes: replayed at each shape."""
+    def f(x):
+        return (x * 2 + torch.zeros_like(x)).relu() + x.new_ones((x.shape[0], 1)) * 3
+    compiled = torch.compile(f, backend="wasm", dynamic=True)
+    for rows in [3, 5, 9, 17]:
+        x = torch.randn(rows, 4)
+        torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
+    assert _status(partitions) == ["1 templates, 1 verified"]
+    assert twb.stats()["plans_lowered"] == 0
+
+
+def test_a_size_used_in_python_pins_the_partition_to_lowering(partitions, caplog):
+    """Nearest upsampling with two index tensors: the flat index table is computed in Python from
+    the plan's sizes, not replayable, so this partition lowers each shape (and says why)."""
+    def f(x):
+        return F.interpolate(x * 2, scale_factor=2, mode="nearest").relu()
+    compiled = torch.compile(f, backend="wasm", dynamic=True)
     with caplog.at_level("INFO", logger="torch_wasm_backend"):
-        for rows in [3, 5, 9]:
-            x = torch.randn(rows, 4)
+        for size in [3, 5, 9]:
+            x = torch.randn(1, 2, size, size)
             torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
     [status] = _status(partitions)
-    assert "constant zeros_like" in status and status.startswith("disabled")
+    assert status.startswith("disabled: its lowering cannot be replayed") and "flat_index" in status
     assert "lowers each new shape" in caplog.text
     assert twb.stats()["plans_lowered"] == 2 and twb.stats()["plans_from_template"] == 1
 
