@@ -8,7 +8,12 @@ returns tracked values with the combined source. A comparison or truth test retu
 answer and records it as a guard ("this lowering assumed a0 * 64 >= 8"); a conversion to a plain
 number or to text (int(), float(), repr, format) records a pin: the lowering used that exact
 value, so its template is only valid where the expression keeps it. Guards and pins are recorded
-only while a Recorder is active (the lowering of a template, in this thread)."""
+only while a Recorder is active (the lowering of a template, in this thread).
+
+What escapes tracking silently: a float or bool on the LEFT of an operator (`2.0 * n` runs
+float.__mul__, which returns a plain float), and C code that reads the int itself (operator.index,
+range(), torch and numpy calls). Lowering code keeps sizes on the int side (flop counts are ints),
+and template.py compares each template's first reuse with a full lowering to catch the rest."""
 from __future__ import annotations
 
 import math
@@ -67,12 +72,12 @@ def _plain(x):
 
 def _arith(symbol: str, fn):
     def forward(self, other):
-        if not isinstance(other, (int, float)) or other.__class__ is bool:
+        if not isinstance(other, (int, float)):  # (bools included: they are ints)
             return NotImplemented
         return _wrap(fn(self.value, _plain(other)), f"({self.expr} {symbol} {_source(other)})")
 
     def reflected(self, other):
-        if not isinstance(other, (int, float)) or other.__class__ is bool:
+        if not isinstance(other, (int, float)):
             return NotImplemented
         return _wrap(fn(_plain(other), self.value), f"({_source(other)} {symbol} {self.expr})")
     return forward, reflected
