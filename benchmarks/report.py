@@ -134,7 +134,8 @@ def main(path: str, write: bool = False) -> None:
             # per length: first call (plan + run) minus the steady run after it; the median of
             # those (older runs: median round minus two median steady runs, a noisier estimate)
             prep = info.get("prep_median", median - 2 * info["steady_median"])
-            dynamic = (prep, info["lengths"], info.get("prep_first"))
+            dynamic = (prep, info["lengths"], info.get("prep_first"), info.get("planning_median"),
+                       info.get("planning_max"), info.get("length_one"))
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", platform.processor())
     print(f"machine: {cpu}, {data.get('machine_info', {}).get('cpu', {}).get('count', '?')} cores; "
           f"date: {data.get('datetime', '?')}; command: `{COMMAND}` (medians)\n")
@@ -164,11 +165,16 @@ def main(path: str, write: bool = False) -> None:
         print(f"\nnew process to a ready runtime (incl. Python imports): cold {startup['cold']:.2f} s, "
               f"warm compile cache {startup['warm']:.2f} s")
     if dynamic:
-        print(f"\nBERT-style encoder (256 x 4 layers), dynamic=True, lengths {dynamic[1]}: "
-              f"{dynamic[0] * 1e3:.1f} ms to prepare each new length (median), each from the plan "
-              "template, no lowering"
-              + (f"; the first one, which also checks the template against a full lowering: "
-                 f"{dynamic[2] * 1e3:.1f} ms" if dynamic[2] is not None else ""))
+        prep, lengths, first, planning, planning_max, length_one = dynamic
+        print(f"\nBERT-style encoder (256 x 4 layers), dynamic=True, lengths {lengths}, each from the plan "
+              "template (no lowering, no Dynamo recompile): "
+              + (f"making and loading the plan {planning * 1e3:.2f} ms per new length (median), "
+                 f"{planning_max * 1e3:.2f} ms at most; " if planning is not None else "")
+              + f"first call minus steady call {prep * 1e3:.1f} ms (median)"
+              + (f"; the first length, which also checks the template against a full lowering: "
+                 f"{first * 1e3:.1f} ms" if first is not None else "")
+              + (f"; length 1, which Dynamo specializes (one recompile): {length_one * 1e3:.0f} ms"
+                 if length_one is not None else ""))
     if write:
         chart(rows, gemm, peak, ROOT / "benchmarks" / "chart.png")
 

@@ -21,7 +21,8 @@ def _fresh() -> dict:
         "calls": 0,                    # partition calls that ran in wasm
         "eager_partition_calls": 0,    # partition calls that ran in eager (signature or failures)
         "seconds_in_wasm": 0.0,
-        "seconds_host": 0.0,           # guards, plan lookup, copies in and out
+        "seconds_host": 0.0,           # guards, plan lookup (planning on a miss), copies in and out
+        "seconds_planning": 0.0,       # making plans for new input signatures and loading them
         "bytes_copied_in": 0,
         "bytes_copied_out": 0,
         "constant_bytes_uploaded": 0,

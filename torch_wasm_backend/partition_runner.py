@@ -252,10 +252,13 @@ class CompiledPartition:
         return ", ".join(f"{k}x{v}" for k, v in entry.plan.aten_ops.items())
 
     def _new_entry(self, args) -> _Entry:
+        start = time.perf_counter()
         try:
             plan = lower_partition(self.gm, args, self.constant_inputs)
         except Unsupported as e:
             return _Entry(None, self._eager_reason(args, e, WasmBackendError))
+        finally:
+            stats.add(seconds_planning=time.perf_counter() - start)
         stats.record_plan(kernel for kernel, _ in plan.records)
         stats.add(plans_from_template=int(plan.from_template), plans_lowered=int(not plan.from_template))
         footprint = plan.arena_size + sum(b.nbytes for b in plan.constants)
@@ -340,6 +343,13 @@ class CompiledPartition:
         self._runtime_generation = generation
 
     def _load(self, entry: _Entry, runtime: Runtime, args) -> None:
+        start = time.perf_counter()
+        self._place(entry, runtime, args)
+        stats.add(seconds_planning=time.perf_counter() - start)
+
+    def _place(self, entry: _Entry, runtime: Runtime, args) -> None:
+        """Uploads the entry's constants, encodes its records for this runtime and makes the
+        input and output views."""
         plan = entry.plan
         addrs = {}
         for buf in plan.constants:
