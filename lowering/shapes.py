@@ -198,20 +198,14 @@ class _SpecPlan:
         return dict(zip(self.nodes, self.evaluate(dict(zip(self.symbols, values)))))
 
     def values(self, inputs: Sequence[Any]) -> dict[Node, Any]:
-        """Every node's value (TensorSpec, tuple of them, or a number) for these inputs."""
+        """Every node's value (TensorSpec, tuple of them, or a number) for these inputs. Raises
+        Unbound unless the symbols bound from the inputs reproduce the inputs' shapes."""
         values = dict(zip(self.nodes, self.evaluate(self.bind(inputs))))
-        self._check(values, inputs)
-        return values
-
-    def check_inputs(self, inputs: Sequence[Any]) -> None:
-        """Raises Unbound unless the symbols bound from inputs reproduce the inputs' shapes."""
-        self._check(dict(zip(self.nodes, self.evaluate(self.bind(inputs)))), inputs)
-
-    def _check(self, values: dict, inputs: Sequence[Any]) -> None:
-        for node, actual in zip(self.placeholders, inputs):  # the binding must reproduce the inputs
+        for node, actual in zip(self.placeholders, inputs):
             spec = values[node]
             if isinstance(actual, torch.Tensor) and (spec.shape != tuple(actual.shape) or spec.dtype != actual.dtype):
                 raise Unbound(f"input {node.name}: meta {spec.shape} vs actual {tuple(actual.shape)}")
+        return values
 
     def bind(self, inputs: Sequence[Any]) -> dict:
         """The symbols' values for these inputs."""

@@ -169,7 +169,7 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
     if len(state.templates) >= MAX_TEMPLATES:
         return None  # sizes cross more thresholds than we keep templates for: lower this one
     tracked = [TrackedInt(v, f"a{i}") for i, v in enumerate(values)]
-    specs.check_inputs(inputs)
+    specs.values(inputs)  # (raises Unbound if the symbols do not reproduce the inputs)
     with Recorder() as recorder:
         tracked_plan = lower_specs(specs.values_for_symbols(tracked))
     if recorder.pins:

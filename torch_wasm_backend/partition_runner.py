@@ -289,8 +289,10 @@ class CompiledPartition:
                 constants_checked = False
             loaded = entry.loaded
             if loaded is None or loaded.runtime is not runtime:
+                load_start = time.perf_counter()
                 self._load(entry, runtime, args)
                 loaded = entry.loaded
+                stats.add(seconds_planning=time.perf_counter() - load_start)
             if not constants_checked:
                 self._check_constants(runtime, entry, args)
             for i, view in loaded.input_views:
@@ -343,11 +345,6 @@ class CompiledPartition:
         self._runtime_generation = generation
 
     def _load(self, entry: _Entry, runtime: Runtime, args) -> None:
-        start = time.perf_counter()
-        self._place(entry, runtime, args)
-        stats.add(seconds_planning=time.perf_counter() - start)
-
-    def _place(self, entry: _Entry, runtime: Runtime, args) -> None:
         """Uploads the entry's constants, encodes its records for this runtime and makes the
         input and output views."""
         plan = entry.plan
@@ -406,10 +403,11 @@ class CompiledPartition:
             log.info("partition %s: a parameter changed since compile; re-uploading weights", self.name)
             for offset, buf in self._constants.values():
                 _upload(runtime, offset, buf, args)
-            for other in self.plans.values():  # per-shape constants may be made from weights too
-                if other.loaded is not None and other.loaded.runtime is runtime:
-                    for offset, buf in other.owned:
-                        _upload(runtime, offset, buf, args)
+            for offset, buf in entry.owned:  # per-shape constants may be made from weights too
+                _upload(runtime, offset, buf, args)
+            for other in list(self.plans.values()):  # other shapes' ones: remade when next called
+                if other is not entry and other.owned:
+                    self._unload(other)
             self._constant_versions = versions
 
     def _unload(self, entry: _Entry) -> None:

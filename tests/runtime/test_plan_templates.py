@@ -108,6 +108,21 @@ def test_per_length_constants_follow_the_length_and_are_freed_with_their_plan(pa
     assert in_use[11] == in_use[1], in_use
 
 
+def test_per_length_constants_made_from_weights_follow_weight_updates():
+    """The position table (embedding rows 0..L-1) is made from a weight for each length. After an
+    in-place update every length, loaded or not, must see the new weights."""
+    model = _CausalAttention().eval()
+    compiled = torch.compile(model, backend="wasm", dynamic=True)
+    xs = {length: torch.randn(1, length, 16) for length in (9, 30, 12)}
+    with torch.no_grad():
+        for x in xs.values():
+            compiled(x)
+        model.position.weight.mul_(-2.0)
+        model.qkv.bias.add_(0.5)
+        for length in (9, 30, 12, 9):
+            torch.testing.assert_close(compiled(xs[length]), model(xs[length]), **MATMUL)
+
+
 class _ConvNet(nn.Module):
     def __init__(self):
         super().__init__()
