@@ -199,6 +199,8 @@ class LoweringContext:
         dtype_name = str(dtype).replace("torch.", "")
         if per_plan and not replayable:
             pin(f"constant {name}, computed in Python from this plan's sizes")
+        elif not per_plan and holds_tracked(shape):
+            pin(f"constant {name}, shared by the plans but shaped by this plan's sizes")
         name = f"{name}:{dtype_name}" + ("" if per_plan else f"{list(shape)}")
 
         def make_contiguous(ins):
@@ -225,8 +227,15 @@ class LoweringContext:
             self.plan.constants.append(ref.buffer)
         return ref
 
-    def scalar(self, value: float) -> TensorRef:
-        return self.constant(lambda ins: torch.tensor(float(value)), (), torch.float32, f"scalar_{float(value)!r}")
+    def scalar(self, value, dtype: torch.dtype = torch.float32) -> TensorRef:
+        """A 0-d constant holding value (float32 unless dtype says otherwise)."""
+        if holds_tracked(value):  # a size used as a number (x * x.shape[0]): made at each call's sizes
+            at_call_sizes = self.at_call_sizes(value)
+            return self.constant(lambda ins: torch.tensor(at_call_sizes(ins), dtype=dtype), (), dtype,
+                                 "scalar_from_sizes", per_plan=True, replayable=True)
+        if dtype == torch.float32:
+            value = float(value)
+        return self.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}")
 
     def emit(self, kernel: str, /, flops: int = 0, **args) -> None:
         """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""

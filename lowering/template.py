@@ -215,21 +215,23 @@ def _difference(a: Plan, b: Plan, inputs: Sequence[Any]) -> str | None:
     if not _same_number(a.flops, b.flops):
         return f"flops {a.flops} vs {b.flops}"
     for x, y in zip(a.constants, b.constants):
-        if x.per_shape:  # (made by the template's make functions, at these inputs' sizes)
-            made_x, made_y = x.make(inputs), y.make(inputs)
-            if not _same_tensor(made_x, made_y):
-                return f"constant {x.name} at these sizes"
+        # Equal names of shared constants mean equal values; constants made from sizes (per-shape
+        # ones, or a size-valued scalar that the plain lowering saw as a number) are compared made.
+        if x.per_shape or y.per_shape or x.name != y.name:
+            if not _same_tensor(x.make(inputs), y.make(inputs)):
+                return f"constant {x.name} vs {y.name} at these sizes"
     return None
 
 
 def _canonical(plan: Plan) -> dict:
     buffers: dict[int, int] = {}
     sizes: list[int] = []
+    constants = {id(c): i for i, c in reversed(list(enumerate(plan.constants)))}  # first index
 
     def canon(v):
         if isinstance(v, Buffer):
             if v.is_constant:
-                return ("const", v.name, v.nbytes, v.per_shape)
+                return ("const", constants.get(id(v)), v.nbytes)
             if id(v) not in buffers:
                 buffers[id(v)] = len(buffers)
                 sizes.append(v.nbytes)

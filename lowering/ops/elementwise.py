@@ -11,6 +11,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
+from ..tracked import is_tracked
 
 aten = torch.ops.aten
 
@@ -127,6 +128,8 @@ def fuse_into_chain(ctx: LoweringContext, node, arg, op: str, other=None, arg_fi
         instr = (_UNARY, ABI.unary[op], result_reg, 0, p0, p1)
     else:
         imm = 0.0
+        if is_tracked(other):
+            return None  # a size: ctx.scalar makes it at each call's sizes (an immediate could not)
         if isinstance(other, (int, float)) and not isinstance(other, bool):
             # rounded to float32 as ctx.scalar rounds it: the same operand the BINARY kernel reads
             other_reg, imm = MAP_IMMEDIATE, float(torch.tensor(float(other), dtype=torch.float32))
@@ -184,10 +187,8 @@ def as_tensor_ref(ctx: LoweringContext, value, dtype: torch.dtype = torch.float3
         if value.dtype != dtype:
             return emit_copy(ctx, value, ctx.new_buffer(value.shape, dtype, value.buffer.name + "_cast"))
         return value
-    if isinstance(value, (int, float, bool)) and dtype != torch.float32:
-        return ctx.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}_{dtype}")
     if isinstance(value, (int, float, bool)):
-        return ctx.scalar(value)
+        return ctx.scalar(value, dtype)
     raise Unsupported(f"unsupported operand {value!r}")
 
 

@@ -102,11 +102,15 @@ def _index(ctx, node):
         return emit_index_select(ctx, xm, d, ctx.value(indices[d]), out)
     fns = [ctx.const_fn(indices[i]) for i in present]
     sizes = x.shape[d:d + k]
-    bshape = torch.broadcast_shapes(*[tuple(ctx.val(indices[i]).shape) for i in present])
+    # The index tensors' broadcast shape: adjacent indices put it at dim d of the output. (Read
+    # from the output, not from torch.broadcast_shapes, so that sizes stay tracked.)
+    bshape = tuple(out.shape[d:d + max(ctx.val(indices[i]).dim() for i in present)])
     if any(f is None for f in fns):
         return _emit_index_nd(ctx, node, x, d, [ctx.value(indices[i]) for i in present], bshape, out)
+    at_call_sizes = ctx.at_call_sizes((bshape, tuple(sizes)))
 
     def flat_index(ins):
+        bshape, sizes = at_call_sizes(ins)
         flat = torch.zeros(bshape, dtype=torch.int64)
         bad = torch.zeros(bshape, dtype=torch.bool)
         for f, size in zip(fns, sizes):
@@ -116,7 +120,8 @@ def _index(ctx, node):
         # an out-of-range component makes the flat index out of range, so the kernel traps
         return torch.where(bad, torch.full_like(flat, _prod(sizes)), flat)
 
-    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True)
+    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True,
+                       replayable=True)
     return emit_index_select(ctx, xm, d, idx, out)
 
 

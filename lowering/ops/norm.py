@@ -11,6 +11,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import Unsupported, register
+from ..tracked import holds_tracked
 from .conv import refold_weight
 
 aten = torch.ops.aten
@@ -197,10 +198,13 @@ register(aten._safe_softmax.default, kernels=["SOFTMAX"], check=_safe_softmax_ch
 
 def _affine_params(ctx: LoweringContext, node, w_arg, b_arg, channels):
     """weight/bias as contiguous [channels] refs (ones/zeros constants where absent)."""
+    channels_at = ctx.at_call_sizes(channels)  # (channels may be a dynamic size)
+
     def vec(arg, fill, tag):
         if arg is not None:
             return ctx.contiguous(ctx.value(arg))
-        return ctx.constant(lambda ins: torch.full((channels,), fill), (channels,), name=f"{node.name}_{tag}")
+        return ctx.constant(lambda ins: torch.full((channels_at(ins),), fill), (channels,),
+                            name=f"{node.name}_{tag}", per_plan=holds_tracked(channels), replayable=True)
     return vec(w_arg, 1.0, "ones"), vec(b_arg, 0.0, "zeros")
 
 
@@ -228,7 +232,7 @@ def _group_norm(ctx, node):
     """Each (sample, group) is one LAYERNORM row of (C/G) * HxW values (biased variance, as eager),
     then the per-channel weight and bias as a CHANNEL_AFFINE."""
     x_arg, w_arg, b_arg, n, c, hw, groups, eps = node.args
-    n, c, hw, groups = (int(ctx.value(v)) for v in (n, c, hw, groups))
+    n, c, hw, groups = (ctx.value(v) for v in (n, c, hw, groups))  # ints (tracked ones stay tracked)
     x = ctx.contiguous(ctx.value(x_arg))
     normed, mean, rstd = _normalize_rows(ctx, node, x, n * groups, (c // groups) * hw, eps, (n, groups))
     scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)

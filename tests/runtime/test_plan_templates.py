@@ -180,7 +180,8 @@ def test_a_constant_that_does_not_follow_the_sizes_is_caught_by_the_verification
         x = torch.randn(rows, 4)
         torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
     [status] = _status(partitions)
-    assert status == "disabled: its template differs from a full lowering: constant zeros_like:float32 at these sizes"
+    assert status == ("disabled: its template differs from a full lowering: constant zeros_like:float32 vs "
+                      "zeros_like:float32 at these sizes")
 
 
 def test_constants_made_from_sizes_follow_the_sizes(partitions):
@@ -195,20 +196,42 @@ def test_constants_made_from_sizes_follow_the_sizes(partitions):
     assert twb.stats()["plans_lowered"] == 0
 
 
-def test_a_size_used_in_python_pins_the_partition_to_lowering(partitions, caplog):
-    """Nearest upsampling with two index tensors: the flat index table is computed in Python from
-    the plan's sizes, not replayable, so this partition lowers each shape (and says why)."""
-    def f(x):
-        return F.interpolate(x * 2, scale_factor=2, mode="nearest").relu()
-    compiled = torch.compile(f, backend="wasm", dynamic=True)
+def test_a_size_used_as_a_plain_number_pins_the_partition_to_lowering(partitions, monkeypatch, caplog):
+    """A lowering that turns a size into a plain number (here: int() on the elementwise sizes)
+    cannot be replayed at other sizes: the partition lowers each shape, and the log says where."""
+    strided_args = lowering.ops.elementwise.strided_args
+
+    def converting(out, **inputs):
+        args = strided_args(out, **inputs)
+        args["size"] = [int(s) for s in args["size"]]
+        return args
+    monkeypatch.setattr(lowering.ops.elementwise, "strided_args", converting)
+    compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
     with caplog.at_level("INFO", logger="torch_wasm_backend"):
-        for size in [3, 5, 9]:
-            x = torch.randn(1, 2, size, size)
-            torch.testing.assert_close(compiled(x), f(x), rtol=0, atol=0)
+        for rows in [3, 5, 9]:
+            x = torch.randn(rows, 4)
+            torch.testing.assert_close(compiled(x), torch.relu(x) * 3, rtol=0, atol=0)
     [status] = _status(partitions)
-    assert status.startswith("disabled: its lowering cannot be replayed") and "flat_index" in status
+    assert status.startswith("disabled: its lowering cannot be replayed at other sizes (int() of the size")
+    assert "test_plan_templates.py" in status  # where the size was converted
     assert "lowers each new shape" in caplog.text
     assert twb.stats()["plans_lowered"] == 2 and twb.stats()["plans_from_template"] == 1
+
+
+def test_sizes_used_as_numbers_and_index_tables_follow_the_sizes(partitions):
+    """x * x.shape[0] (a size as a scalar operand), group norm (sizes as op arguments) and nearest
+    upsampling (an index table computed from the sizes) are all replayed by the template."""
+    def f(x):
+        y = F.group_norm(x * x.shape[2], 2)
+        return F.interpolate(y, scale_factor=2, mode="nearest").relu()
+    compiled = torch.compile(f, backend="wasm", dynamic=True)
+    for size in [3, 5, 9, 4, 7]:
+        x = torch.randn(1, 4, size, size + 1)
+        torch.testing.assert_close(compiled(x), f(x), **MATMUL)
+    # (Dynamo compiles this function twice: its first graph specializes something at size 3.)
+    assert _status(partitions)[-1] == "1 templates, 1 verified"
+    assert not any(s.startswith("disabled") for s in _status(partitions))
+    assert twb.stats()["plans_lowered"] == 0
 
 
 def test_tracked_ints_record_how_they_were_computed():
