@@ -13,6 +13,8 @@ import sympy
 import torch
 from torch.fx import GraphModule, Node
 
+from .tracked import apply
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -76,8 +78,8 @@ class _Codegen:
             symbols = sorted(expr.free_symbols, key=str)
             for s in symbols:
                 self._symbol(s)
-            fn = self._name("F", lambda b, expr=expr, symbols=symbols:
-                            int(expr.xreplace({s: b[s] for s in symbols})))
+            fn = self._name("F", lambda b, evaluate=_sympy_evaluator(expr, symbols, int), symbols=symbols:
+                            apply(evaluate, *(b[s] for s in symbols)))
             source = f"{fn}(b)"
         if not source.isidentifier() and not source.isdigit():
             var = f"e{len(self.exprs)}"
@@ -135,7 +137,8 @@ class _Codegen:
             symbols = sorted(expr.free_symbols, key=str)
             for s in symbols:
                 self._symbol(s)
-            fn = self._name("F", lambda b: float(expr.xreplace({s: b[s] for s in symbols})))
+            fn = self._name("F", lambda b, evaluate=_sympy_evaluator(expr, symbols, float), symbols=symbols:
+                            apply(evaluate, *(b[s] for s in symbols)))
             return f"{fn}(b)"
         return self._name("K", val)
 
@@ -148,6 +151,11 @@ class _Codegen:
         env = dict(self.env, Unbound=Unbound)
         exec(compile(source, "<twb spec plan>", "exec"), env)
         return env["evaluate"]
+
+
+def _sympy_evaluator(expr, symbols, convert):
+    """A function of the symbols' values evaluating expr exactly through sympy."""
+    return lambda *values: convert(expr.xreplace(dict(zip(symbols, values))))
 
 
 class _NoSource(Exception):

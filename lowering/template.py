@@ -22,7 +22,7 @@ from torch.fx import GraphModule
 
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, plan_memory
 from .shapes import spec_plan
-from .tracked import Recorder, TrackedInt, is_tracked
+from .tracked import FUNCTIONS, Recorder, TrackedInt, is_tracked
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -53,8 +53,8 @@ class PlanTemplate:
         body = "".join(f"    {line}\n" for line in gen.lines)
         build_source = (f"def build({params}):\n{body}"
                         f"    return {records}, {inputs}, {outputs}, {constants}, {flops}\n")
-        env: dict[str, Any] = dict(gen.env, math=math, Addr=Addr, Buffer=Buffer, TensorRef=TensorRef,
-                                   OutputSpec=OutputSpec)
+        env: dict[str, Any] = dict(gen.env, **FUNCTIONS, math=math, Addr=Addr, Buffer=Buffer,
+                                   TensorRef=TensorRef, OutputSpec=OutputSpec)
         try:
             exec(compile(check_source, "<twb plan guards>", "exec"), env)
             exec(compile(build_source, "<twb plan builder>", "exec"), env)

@@ -21,6 +21,7 @@ import operator
 import os
 import sys
 import threading
+from typing import Callable
 
 _active = threading.local()
 
@@ -201,10 +202,25 @@ class TrackedFloat(_TrackedMixin, float):
         return self
 
 
+# Python functions that tracked expressions call (see apply), by the name the expressions use.
+FUNCTIONS: dict[str, Callable] = {}
+
+
+def apply(fn: Callable, *args):
+    """fn(*args), where args may be tracked: then a tracked result whose expression calls fn (for
+    sizes that only sympy can evaluate, like a rational upsampling scale)."""
+    value = fn(*map(_plain, args))
+    if not any(map(is_tracked, args)):
+        return value
+    name = f"_fn{id(fn)}"
+    FUNCTIONS[name] = fn  # (kept alive: generated code refers to it by this name)
+    return _wrap(value, f"{name}({', '.join(map(_source, args))})")
+
+
 def replay(value):
     """A function of the symbols' values (a0, a1, ...) that recomputes value: tracked numbers by
     their formula, lists, tuples and dicts element by element, anything else as it is."""
-    env: dict = {"math": math}
+    env: dict = {"math": math, **FUNCTIONS}
 
     def source(v) -> str:
         if isinstance(v, (TrackedInt, TrackedFloat)):

@@ -175,7 +175,7 @@ def _constant_pad(ctx, node):
     """Fill with the value, then copy the (possibly cropped: negative padding) input into the
     interior view."""
     x = ctx.value(node.args[0])
-    pad = [int(p) for p in ctx.value(list(node.args[1]))]  # sizes may be symbolic (nodes)
+    pad = [p if isinstance(p, int) else int(p) for p in ctx.value(list(node.args[1]))]  # (tracked stay)
     value = ctx.value(node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0))
     out = ctx.out_for(node)
     nd = len(x.shape)

@@ -8,6 +8,7 @@ from torch.fx import Node
 from ..context import LoweringContext
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
+from ..tracked import holds_tracked, pin
 from .elementwise import emit_copy
 
 aten = torch.ops.aten
@@ -83,6 +84,14 @@ def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
         stride = shape[d] * strides[d] if d < rank else 1
         return TensorRef(src.buffer, tuple(shape[:d] + [1] + shape[d:]), tuple(strides[:d] + [stride] + strides[d:]),
                          offset, src.dtype)
+    if target in (aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default):
+        if target is aten.squeeze.default:
+            dims = range(rank)
+        else:
+            dims = {d % rank for d in (args[0] if target is aten.squeeze.dims else [args[0]])}
+        keep = [d for d in range(rank) if not (d in dims and shape[d] == 1)]
+        return TensorRef(src.buffer, tuple(shape[d] for d in keep), tuple(strides[d] for d in keep), offset,
+                         src.dtype)
     if target is aten.select.int:
         d = args[0] % rank
         index = args[1] + shape[d] if args[1] < 0 else args[1]
@@ -160,6 +169,8 @@ def _apply(target, src: TensorRef, args, kwargs):
     fast = _fast_view(target, src, args, kwargs)
     if fast is not None:
         return fast
+    if holds_tracked((src.shape, src.strides, src.offset, args, kwargs)):
+        pin(f"{target} on ATen's meta kernel")  # (its sizes come back as plain ints)
     out = target(_meta_like(src), *args, **kwargs)
     def wrap(t):
         return TensorRef(src.buffer, tuple(t.shape), tuple(t.stride()), t.storage_offset(), src.dtype)

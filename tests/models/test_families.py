@@ -430,3 +430,34 @@ def test_families_at_new_sizes(family):
     s = twb.stats()
     assert s["eager_partition_calls"] == 0, s["fallback_nodes"]
     assert s["lowered_fraction"] >= MIN_LOWERED, s["fallback_nodes"]
+
+
+@pytest.mark.parametrize("family", ["mobilenet_v3", "unet", "gpt2", "vit_block"])
+def test_families_with_dynamic_true_plan_new_sizes_from_templates(family, partitions):
+    """dynamic=True: the first size is lowered into a plan template (lowering/template.py), and
+    every later size is rebuilt from it (or from a second template where a size crosses a branch of
+    the lowering, such as the UNet's padding): equal to eager, and no size is lowered again."""
+    from lowering.template import template_status
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    if family == "mobilenet_v3":
+        model, make = _randomize_bn(MobileNetV3ish()), lambda t: (torch.randn(2, 3, t + 20, t + 19),)
+    elif family == "unet":
+        model, make = _randomize_bn(UNetSmall()), lambda t: (torch.randn(1, 3, t + 8, t + 5),)
+    elif family == "gpt2":
+        model, make = GPT2ish(), lambda t: (torch.randint(0, 64, (2, t)),)
+    else:
+        model, make = MHAViTBlock(), lambda t: (torch.randn(2, t, 32),)
+    model.eval()
+    twb.reset_stats()
+    compiled = torch.compile(model, backend="wasm", dynamic=True)
+    sizes = (11, 7, 9, 13, 6)
+    with torch.no_grad():
+        for t in sizes:
+            inputs = make(t)
+            torch.testing.assert_close(compiled(*inputs), model(*inputs), **FAMILY_TOL)
+    s = twb.stats()
+    statuses = [status for p in partitions for status in template_status(p.gm)]
+    assert statuses and not any(status.startswith("disabled") for status in statuses), statuses
+    assert s["plans_lowered"] == 0 and s["plans_from_template"] == len(sizes) * s["partitions"]
+    assert s["eager_partition_calls"] == 0 and s["graphs_compiled"] == 1

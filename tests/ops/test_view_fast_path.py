@@ -31,6 +31,9 @@ def _cases(rng, ref):
     yield aten.permute.default, (rng.sample(range(rank), rank),)
     yield aten.transpose.int, (rng.randrange(-rank, rank), rng.randrange(-rank, rank))
     yield aten.unsqueeze.default, (rng.randrange(-rank - 1, rank + 1),)
+    yield aten.squeeze.dim, (rng.randrange(-rank, rank),)
+    yield aten.squeeze.dims, (rng.sample(range(-rank, 0), rng.randint(0, rank)),)
+    yield aten.squeeze.default, ()
     d = rng.randrange(rank)
     if ref.shape[d]:
         yield aten.select.int, (d, rng.randrange(-ref.shape[d], ref.shape[d]))
@@ -86,7 +89,8 @@ def test_fast_view_matches_aten_meta_views():
     assert checked > 1000
     # The ops the fast path claims to handle really took it on non-contiguous layouts too
     assert all(fast_by_op[op] > 100 for op in (aten.view.default, aten.expand.default, aten.split.Tensor,
-                                                 aten.split_with_sizes.default)), fast_by_op
+                                                 aten.split_with_sizes.default, aten.squeeze.dim,
+                                                 aten.squeeze.dims, aten.squeeze.default)), fast_by_op
 
 
 def test_fast_view_declines_what_aten_rejects():

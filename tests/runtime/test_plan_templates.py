@@ -21,19 +21,6 @@ from lowering.tracked import Recorder, TrackedFloat, TrackedInt
 
 
 @pytest.fixture
-def partitions(monkeypatch):
-    """The CompiledPartitions created during the test."""
-    made = []
-    init = partition_runner.CompiledPartition.__init__
-
-    def record(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        made.append(self)
-    monkeypatch.setattr(partition_runner.CompiledPartition, "__init__", record)
-    return made
-
-
-@pytest.fixture
 def lowerings(monkeypatch):
     """Counts LoweringContexts made (one per lowering of a partition, tracked or not)."""
     count = [0]
