@@ -11,7 +11,8 @@ from torch.fx import Node
 from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec, spec_plan
-from .tracked import holds_tracked, pin, replay
+from .template import replay
+from .tracked import holds_tracked, pin
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -140,8 +141,9 @@ class LoweringContext:
         functions, so a template can replay them at other sizes."""
         if not holds_tracked(value):
             return lambda ins: value
-        at_symbols, specs = replay(value), spec_plan(self.gm)
-        return lambda ins: at_symbols(specs.symbol_values(ins))
+        specs = spec_plan(self.gm)
+        at_symbols = replay(value, len(specs.symbols))
+        return lambda ins: at_symbols(*specs.symbol_values(ins))
 
     def structural_key(self, arg):
         """A hashable description of how a constant-foldable value is computed (op, arguments,

@@ -40,9 +40,8 @@ class PlanTemplate:
         self.verified = False
         self._constant_inputs = list(plan.constant_inputs)
         self._aten_ops = Counter(plan.aten_ops)
-        params = ", ".join(f"a{i}" for i in range(n_symbols))
         terms = [src if want else f"not {src}" for src, want in guards.items()] or ["True"]
-        check_source = f"def check({params}):\n    return " + " and ".join(terms) + "\n"
+        self.check: Callable[..., bool] = _function(_BuilderSource(), " and ".join(terms), n_symbols)
         gen = _BuilderSource()
         records = "[" + ", ".join(f"({kernel!r}, {gen.value(args)})" for kernel, args in plan.records) + "]"
         inputs = gen.value(plan.inputs)
@@ -50,18 +49,7 @@ class PlanTemplate:
                                   f"{gen.value(o.strides)})" for o in plan.outputs) + "]"
         flops = gen.value(plan.flops)
         constants = gen.value(plan.constants)
-        body = "".join(f"    {line}\n" for line in gen.lines)
-        build_source = (f"def build({params}):\n{body}"
-                        f"    return {records}, {inputs}, {outputs}, {constants}, {flops}\n")
-        env: dict[str, Any] = dict(gen.env, **FUNCTIONS, math=math, Addr=Addr, Buffer=Buffer,
-                                   TensorRef=TensorRef, OutputSpec=OutputSpec)
-        try:
-            exec(compile(check_source, "<twb plan guards>", "exec"), env)
-            exec(compile(build_source, "<twb plan builder>", "exec"), env)
-        except (SyntaxError, RecursionError, MemoryError) as e:  # an expression nested too deep
-            raise TemplateError(f"generated code does not compile: {e}") from None
-        self.check: Callable[..., bool] = env["check"]
-        self._build = env["build"]
+        self._build = _function(gen, f"{records}, {inputs}, {outputs}, {constants}, {flops}", n_symbols)
         self.n_guards = len(guards)
 
     def instantiate(self, symbols: Sequence[int]) -> Plan:
@@ -73,11 +61,35 @@ class PlanTemplate:
         return plan
 
 
-class _BuilderSource:
-    """Writes Python source that rebuilds a tracked plan's values: each distinct size expression
-    and each arena buffer becomes one local variable; constants and dtypes are globals."""
+def replay(value, n_symbols: int) -> Callable[..., Any]:
+    """A function of the symbols' values (a0, a1, ...) that recomputes value: its tracked numbers
+    by their formulas, lists, tuples and dicts element by element, any other object as it is.
+    (Constants made from sizes use it: LoweringContext.at_call_sizes.)"""
+    gen = _BuilderSource(opaque=True)
+    return _function(gen, gen.value(value), n_symbols)
 
-    def __init__(self):
+
+def _function(gen: "_BuilderSource", result: str, n_symbols: int) -> Callable[..., Any]:
+    """Compiles `def f(a0, a1, ...): <gen's lines>; return <result>`."""
+    params = ", ".join(f"a{i}" for i in range(n_symbols))
+    body = "".join(f"    {line}\n" for line in gen.lines)
+    env: dict[str, Any] = dict(gen.env, **FUNCTIONS, math=math, Addr=Addr, Buffer=Buffer,
+                               TensorRef=TensorRef, OutputSpec=OutputSpec)
+    try:
+        exec(compile(f"def f({params}):\n{body}    return {result}\n", "<twb plan template>", "exec"), env)
+    except (SyntaxError, RecursionError, MemoryError) as e:  # an expression nested too deep
+        raise TemplateError(f"generated code does not compile: {e}") from None
+    return env["f"]
+
+
+class _BuilderSource:
+    """Writes Python source that rebuilds values holding tracked sizes (a plan's records, buffers,
+    inputs and outputs; a constant's shape): each distinct size expression and each arena buffer
+    becomes one local variable; constants and dtypes are globals. opaque: other objects are
+    passed through as globals too (else they are an error: a plan holds nothing else)."""
+
+    def __init__(self, opaque: bool = False):
+        self.opaque = opaque
         self.lines: list[str] = []
         self.env: dict[str, Any] = {}
         self._exprs: dict[str, str] = {}
@@ -116,7 +128,7 @@ class _BuilderSource:
             return "{" + ", ".join(f"{k!r}: {self.value(x)}" for k, x in v.items()) + "}"
         if cls is Buffer:
             return self._buffer(v)
-        if cls is str or isinstance(v, torch.dtype):
+        if cls is str or isinstance(v, torch.dtype) or self.opaque:
             return self._global(v)
         raise TemplateError(f"a plan holds a {cls.__name__} ({v!r:.60}), which the template cannot rebuild")
 
@@ -212,7 +224,7 @@ def _difference(a: Plan, b: Plan, inputs: Sequence[Any]) -> str | None:
         for i, (x, y) in enumerate(zip(xa, xb)):
             if x != y:
                 return f"{part}[{i}]: {x} vs {y}"
-    if not _same_number(a.flops, b.flops):
+    if a.flops != b.flops:
         return f"flops {a.flops} vs {b.flops}"
     for x, y in zip(a.constants, b.constants):
         # Equal names of shared constants mean equal values; constants made from sizes (per-shape
@@ -259,8 +271,4 @@ def _same_tensor(x: torch.Tensor, y: torch.Tensor) -> bool:
                                  and torch.allclose(x, y, rtol=0.0, atol=0.0, equal_nan=True))
 
 
-def _same_number(x, y) -> bool:
-    return x == y or (x != x and y != y)
-
-
-__all__ = ["PlanTemplate", "plan_from_template", "template_status"]
+__all__ = ["PlanTemplate", "plan_from_template", "replay", "template_status"]

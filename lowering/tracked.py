@@ -56,7 +56,7 @@ def pin(reason: str) -> None:
 
 
 def _source(x) -> str:
-    return x.expr if isinstance(x, (TrackedInt, TrackedFloat)) else repr(x)
+    return x.expr if is_tracked(x) else repr(x)
 
 
 def _wrap(value, expr: str):
@@ -68,7 +68,7 @@ def _wrap(value, expr: str):
 
 
 def _plain(x):
-    return x.value if isinstance(x, (TrackedInt, TrackedFloat)) else x
+    return x.value if is_tracked(x) else x
 
 
 def _arith(symbol: str, fn):
@@ -108,6 +108,12 @@ def _pinning(kind: str, convert):
 
 class _TrackedMixin:
     __slots__ = ()
+
+    def __new__(cls, value, expr: str):
+        self = super().__new__(cls, value)  # (int's or float's)
+        self.value = value
+        self.expr = expr
+        return self
 
     __add__, __radd__ = _arith("+", operator.add)
     __sub__, __rsub__ = _arith("-", operator.sub)
@@ -175,12 +181,6 @@ class _TrackedMixin:
 class TrackedInt(_TrackedMixin, int):
     """An int with the source of how it was computed from the symbols (see the module docstring)."""
 
-    def __new__(cls, value: int, expr: str):
-        self = int.__new__(cls, value)
-        self.value = value
-        self.expr = expr
-        return self
-
     # Integer-only operators: tracked too, so bit tricks on sizes stay replayable.
     __and__, __rand__ = _arith("&", operator.and_)
     __or__, __ror__ = _arith("|", operator.or_)
@@ -193,13 +193,7 @@ class TrackedInt(_TrackedMixin, int):
 
 
 class TrackedFloat(_TrackedMixin, float):
-    """A float computed from tracked sizes (a 1 / n scale, a flop count)."""
-
-    def __new__(cls, value: float, expr: str):
-        self = float.__new__(cls, value)
-        self.value = value
-        self.expr = expr
-        return self
+    """A float computed from tracked sizes (a 1 / n scale, an upsampling ratio)."""
 
 
 # Python functions that tracked expressions call (see apply), by the name the expressions use.
@@ -215,27 +209,6 @@ def apply(fn: Callable, *args):
     name = f"_fn{id(fn)}"
     FUNCTIONS[name] = fn  # (kept alive: generated code refers to it by this name)
     return _wrap(value, f"{name}({', '.join(map(_source, args))})")
-
-
-def replay(value):
-    """A function of the symbols' values (a0, a1, ...) that recomputes value: tracked numbers by
-    their formula, lists, tuples and dicts element by element, anything else as it is."""
-    env: dict = {"math": math, **FUNCTIONS}
-
-    def source(v) -> str:
-        if isinstance(v, (TrackedInt, TrackedFloat)):
-            return v.expr
-        if isinstance(v, (list, tuple)):  # (fx's immutable_list included: rebuilt as a list)
-            inner = "".join(source(x) + ", " for x in v)
-            return f"[{inner}]" if isinstance(v, list) else f"({inner})"
-        if isinstance(v, dict):
-            return "{" + "".join(f"{k!r}: {source(x)}, " for k, x in v.items()) + "}"
-        name = f"K{len(env)}"
-        env[name] = v
-        return name
-
-    code = compile(source(value), "<twb size replay>", "eval")
-    return lambda symbols: eval(code, env, {f"a{i}": v for i, v in enumerate(symbols)})
 
 
 def is_tracked(x) -> bool:
