@@ -15,6 +15,26 @@ def small_cnn():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
 
 
+def _in_eight_threads(caller) -> None:
+    """Runs caller(0) ... caller(7) in 8 Python threads at once; fails if one hangs (2 min) or
+    raises (its error is re-raised here)."""
+    errors = []
+
+    def run(i):
+        try:
+            caller(i)
+        except BaseException as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert not any(w.is_alive() for w in workers), "a caller hung"
+    assert not errors, errors[0]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_eight_python_threads_share_one_compiled_model(threads):
     model = small_cnn()
@@ -23,24 +43,13 @@ def test_eight_python_threads_share_one_compiled_model(threads):
     with torch.no_grad():
         expected = [model(x) for x in inputs]
         compiled(inputs[0])
-    errors, results = [], {}
 
     def caller(i):
-        try:
-            with torch.no_grad():
-                for _ in range(20):
-                    results[i] = compiled(inputs[i])
-                    torch.testing.assert_close(results[i], expected[i], **MATMUL)
-        except BaseException as e:  # collected and re-raised in the main thread
-            errors.append(e)
+        with torch.no_grad():
+            for _ in range(20):
+                torch.testing.assert_close(compiled(inputs[i]), expected[i], **MATMUL)
 
-    workers = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a caller hung"
-    assert not errors, errors[0]
+    _in_eight_threads(caller)
     s = twb.stats()
     assert s["calls"] == 1 + 8 * 20 and s["eager_partition_calls"] == 0
 
@@ -59,23 +68,13 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
         compiled(inputs[0])
     runtime, _ = get_runtime(1, False)
     baseline = runtime.allocator.in_use
-    errors = []
 
     def caller(i):
-        try:
-            with torch.no_grad():
-                for _ in range(30):
-                    torch.testing.assert_close(compiled(inputs[i]), expected[i], **MATMUL)
-        except BaseException as e:  # collected and re-raised in the main thread
-            errors.append(e)
+        with torch.no_grad():
+            for _ in range(30):
+                torch.testing.assert_close(compiled(inputs[i]), expected[i], **MATMUL)
 
-    workers = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert not any(w.is_alive() for w in workers), "a caller hung"
-    assert not errors, errors[0]
+    _in_eight_threads(caller)
     with torch.no_grad():
         compiled(inputs[0])
     assert runtime.allocator.in_use == baseline
