@@ -118,7 +118,8 @@ def _open_root(directory: Path) -> int:
 def _read_owned(root: int, name: str) -> tuple[bytes, int]:
     """The bytes and permission bits of root/name (no symlinks), which must be a file we own that
     others cannot write. FileNotFoundError if it does not exist."""
-    fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW, dir_fd=root)
+    # O_NONBLOCK: a FIFO in its place fails the regular-file check instead of blocking the open.
+    fd = os.open(name, os.O_RDONLY | _O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0), dir_fd=root)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         _check_owned(st, f"cache file {name}", stat.S_ISREG)

@@ -145,6 +145,15 @@ def test_entry_writable_by_others_is_removed_and_rebuilt(engine, kernels, root, 
     assert mode(path) == 0o600
 
 
+def test_fifo_in_place_of_an_entry_does_not_block(engine, kernels, root):
+    load(engine, kernels)
+    path = entry(root)
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    assert load(engine, kernels) == "compiled+cached"
+    assert path.is_file()
+
+
 def test_symlinked_entry_is_not_followed(engine, kernels, root, tmp_path):
     load(engine, kernels)
     path = entry(root)
