@@ -216,9 +216,11 @@ def release_pages(memory_address: int, offset: int, nbytes: int) -> None:
     """Gives the host pages of [offset, offset + nbytes) of a wasm memory back to the OS (wasm
     memory cannot shrink; its RSS can). wasmtime maps a shared memory private and anonymous here
     (`rw-p`, no file: checked in /proc/self/maps), where MADV_DONTNEED frees the pages at once and
-    they read back as zeros (MADV_REMOVE fails with EINVAL on it, MADV_FREE frees lazily). Freed
-    memory is never read before it is written again, so the zeros change nothing. Best effort:
-    a failure is logged once and releasing stops."""
+    they read back as zeros (MADV_REMOVE fails with EINVAL on it, MADV_FREE frees lazily).
+    Nothing relies on what freshly allocated memory holds (constants are uploaded and plans written
+    right after alloc; kernels write their outputs before reading them), so zeros where old
+    contents were change nothing. Repeating it over already released pages costs microseconds.
+    Best effort: a failure is logged once and releasing stops."""
     global _libc
     if _libc is None:
         return
