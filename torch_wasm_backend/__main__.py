@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     run.add_argument("--threads", type=int, default=1)
     serve = sub.add_parser("serve", help="serve a folder on localhost with COOP/COEP headers and the JS "
                                          "loader at /torch_wasm_backend/js/ (for trying models in a browser)")
-    serve.add_argument("directory", nargs="?", default=".")
+    serve.add_argument("directory", help="the folder to serve (only files inside it, no dotfiles, no listings)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--no-isolation", action="store_true", help="omit COOP/COEP (the loader then runs 1 thread)")
     args = parser.parse_args(argv)
@@ -78,7 +78,11 @@ def main(argv=None) -> int:
         return 0
     if args.command == "serve":
         from .dev_server import serve as serve_directory
-        serve_directory(args.directory, args.port, not args.no_isolation)
+        try:
+            serve_directory(args.directory, args.port, not args.no_isolation)
+        except OSError as e:   # not a folder, port in use
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     from .cli_export import info_text, run_model
     from .errors import WasmBackendError

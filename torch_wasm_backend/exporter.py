@@ -12,6 +12,7 @@ import hashlib
 import logging
 import operator
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -262,8 +263,27 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
     }
     data = wasm_file.build(kernel_bytes, metadata, np.asarray(words, dtype="<i4").tobytes(), bytes(blob))
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # never leave a half-written model under the real name
+    _write_file_atomically(path, data)
     log.info("exported %s: %d bytes (%d of weights, %d kernel calls)", path, len(data), len(blob), len(plan.records))
     return wasm_file.parse(data, str(path)).metadata
+
+
+def _write_file_atomically(path: Path, data: bytes) -> None:
+    """Write `path` through a new temp file in the same folder (mkstemp: O_EXCL, so a file or
+    symlink planted at a predictable name is never followed) and a rename, so a half-written model
+    never appears under the real name; the temp file is removed on any error. The file gets the
+    mode a plain open() would give it (mkstemp makes it 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -6,9 +6,11 @@ from __future__ import annotations
 import atexit
 import bisect
 import ctypes
+import functools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -205,14 +207,42 @@ def park_worker(inst: _Instance, worker_id: int, time_limit) -> None:
             pass
 
 
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_MADV_DONTNEED = 4
+HOST_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def release_pages(memory_address: int, offset: int, nbytes: int) -> None:
+    """Gives the host pages of [offset, offset + nbytes) of a wasm memory back to the OS (wasm
+    memory cannot shrink; its RSS can). wasmtime maps a shared memory private and anonymous here
+    (`rw-p`, no file: checked in /proc/self/maps), where MADV_DONTNEED frees the pages at once and
+    they read back as zeros (MADV_REMOVE fails with EINVAL on it, MADV_FREE frees lazily).
+    Nothing relies on what freshly allocated memory holds (constants are uploaded and plans written
+    right after alloc; kernels write their outputs before reading them), so zeros where old
+    contents were change nothing. Repeating it over already released pages costs microseconds.
+    Best effort: a failure is logged once and releasing stops."""
+    global _libc
+    if _libc is None:
+        return
+    if _libc.madvise(ctypes.c_void_p(memory_address + offset), ctypes.c_size_t(nbytes),
+                     ctypes.c_int(_MADV_DONTNEED)) != 0:
+        log.debug("madvise(MADV_DONTNEED) failed (%s); freed wasm memory stays resident",
+                  os.strerror(ctypes.get_errno()))
+        _libc = None
+
+
 class Allocator:
-    """First-fit allocator over [base, limit) of the shared memory; grows the memory on demand."""
+    """First-fit allocator over [base, limit) of the shared memory; grows the memory on demand.
+    A free run of at least RELEASE_BYTES is handed to `release(offset, nbytes)` (whole host pages)
+    so that one big plan, once evicted, does not keep its resident memory for the process's life."""
 
     ALIGN = 64
+    RELEASE_BYTES = 1 << 20
 
-    def __init__(self, base: int, grow):
+    def __init__(self, base: int, grow, release=None):
         self.base = (base + self.ALIGN - 1) // self.ALIGN * self.ALIGN
         self._grow = grow  # grow(min_end_bytes) -> new limit
+        self._release = release
         self._free: list[tuple[int, int]] = []  # (offset, size), sorted, coalesced
         self._top = self.base
         self._sizes: dict[int, int] = {}
@@ -246,6 +276,10 @@ class Allocator:
             off, size = self._free[i - 1][0], self._free[i - 1][1] + size
             i -= 1
             self._free.pop(i)
+        if size >= self.RELEASE_BYTES and self._release is not None:
+            start = -(-off // HOST_PAGE) * HOST_PAGE
+            end = (off + size) // HOST_PAGE * HOST_PAGE
+            self._release(start, end - start)
         if off + size == self._top:
             self._top = off
         else:
@@ -272,7 +306,8 @@ class Runtime:
                 "rebuild the kernels with `make kernels`.")
         self._base_addr = ctypes.cast(self.memory.data_ptr(), ctypes.c_void_p).value
         self._bytes_view: torch.Tensor | None = None
-        self.allocator = Allocator(self.main.fn["heap_base"]()[0].i32, self._ensure_size)
+        self.allocator = Allocator(self.main.fn["heap_base"]()[0].i32, self._ensure_size,
+                                   functools.partial(release_pages, self._base_addr))
         self._error_at = self.allocator.alloc(64)
         self.threads = max(1, int(threads))
         self.job_time_limit: float | None = None  # seconds; the longest limit any call asked for
