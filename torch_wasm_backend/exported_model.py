@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,10 @@ REQUIRED_EXPORTS = {
 
 _engine_lock = threading.Lock()
 _engine_holder: list[wasmtime.Engine] = []
+# Compiled modules by sha256 of their bytes: loading the same model again (or another export with
+# the same kernels) skips the seconds of compilation. In memory only; a few entries.
+_modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
+MODULE_CACHE_ENTRIES = 4
 
 
 def _engine() -> wasmtime.Engine:
@@ -62,12 +68,37 @@ def _engine() -> wasmtime.Engine:
         return _engine_holder[0]
 
 
+def _compile(engine: wasmtime.Engine, module_bytes: bytes, source: str) -> wasmtime.Module:
+    key = hashlib.sha256(module_bytes).hexdigest()
+    with _engine_lock:
+        if key in _modules:
+            _modules.move_to_end(key)
+            return _modules[key]
+    try:
+        module = wasmtime.Module(engine, module_bytes)
+    except wasmtime.WasmtimeError as e:
+        raise wasm_file.ExportFileError(f"{source} is not a valid wasm module: {str(e).splitlines()[0]}") from e
+    _check_interface(module, source)
+    with _engine_lock:
+        _modules[key] = module
+        while len(_modules) > MODULE_CACHE_ENTRIES:
+            _modules.popitem(last=False)
+    return module
+
+
+def _kind(ty) -> str:
+    if isinstance(ty, wasmtime.MemoryType):
+        return "a shared memory" if ty.is_shared else "an unshared memory"
+    return {wasmtime.FuncType: "a function", wasmtime.GlobalType: "a global",
+            wasmtime.TableType: "a table"}.get(type(ty), type(ty).__name__)
+
+
 def _check_interface(module: wasmtime.Module, source: str) -> None:
     """Exactly one import, env.memory (shared); the kernel exports with the right signatures."""
     imports = [(i.module, i.name, i.type) for i in module.imports]
     if len(imports) != 1 or imports[0][:2] != ("env", "memory") or not isinstance(imports[0][2], wasmtime.MemoryType) \
             or not imports[0][2].is_shared:
-        listed = ", ".join(f"{m}.{n} ({type(t).__name__})" for m, n, t in imports[:5]) or "nothing"
+        listed = ", ".join(f"{m}.{n} ({_kind(t)})" for m, n, t in imports[:5]) or "nothing"
         raise wasm_file.ExportFileError(
             f"{source} imports {listed}; an exported model may import exactly one thing, the shared memory "
             "env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)")
@@ -166,11 +197,7 @@ class ExportedModel:
             raise WasmBackendError(f"timeout_ms={timeout_ms!r}: pass a positive number of milliseconds, or None for no limit")
         self.timeout_s = None if timeout_ms is None else timeout_ms / 1e3
         engine = _engine()
-        try:
-            module = wasmtime.Module(engine, data)
-        except wasmtime.WasmtimeError as e:
-            raise wasm_file.ExportFileError(f"{source} is not a valid wasm module: {str(e).splitlines()[0]}") from e
-        _check_interface(module, source)
+        module = _compile(engine, data[:parsed.module_end], source)
         mem = meta["memory"]
         self.threads = threads
         self._stacks_at = mem["static_bytes"]

@@ -81,7 +81,8 @@ def custom_section(name: str, payload: bytes) -> bytes:
 class ParsedFile:
     data: bytes
     custom: dict[str, bytes]     # custom section name -> payload
-    metadata_start: int          # byte offset of the metadata section (the hashed prefix ends here)
+    module_end: int              # byte offset of the plan section: data[:module_end] is the module
+    metadata_start: int          # byte offset of the metadata section (the last one)
     metadata: dict
 
 
@@ -121,6 +122,7 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
         raise ExportFileError(f"{source} is not a WebAssembly module (no '\\0asm' version-1 header); "
                               "pass a file written by torch_wasm_backend.export(...)")
     custom: dict[str, bytes] = {}
+    starts: list[tuple[int, str]] = []   # (offset, custom section name or "") of every section
     metadata_start = -1
     pos = len(WASM_HEADER)
     while pos < len(data):
@@ -145,6 +147,7 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
             custom[name] = bytes(data[name_at + name_len:pos + size])
             if name == METADATA_SECTION:
                 metadata_start = start
+        starts.append((start, name if section_id == 0 else ""))
         pos += size
     if METADATA_SECTION not in custom:
         raise ExportFileError(
@@ -161,6 +164,10 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
     for name in (PLAN_SECTION, WEIGHTS_SECTION):
         if name not in custom:
             raise ExportFileError(f"{source} has no '{name}' section; re-export the model")
+    # Both loaders compile data[:module_end]: nothing of the module may hide after the plan.
+    if [name for _, name in starts[-3:]] != [PLAN_SECTION, WEIGHTS_SECTION, METADATA_SECTION]:
+        raise ExportFileError(f"{source}: its last sections are not {PLAN_SECTION}, {WEIGHTS_SECTION}, "
+                              f"{METADATA_SECTION} in this order; the file is damaged: re-export it")
     if verify_hash:
         recorded = meta.get("content_hash")
         digest = content_hash(data, metadata_start, recorded)
@@ -169,7 +176,7 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
                 f"{source} is damaged: its content hash {digest[:23] or '(none)'}... does not match the "
                 f"{str(recorded)[:23]}... recorded at export; re-export or copy it again")
     validate(meta, len(custom[PLAN_SECTION]), len(custom[WEIGHTS_SECTION]), source)
-    return ParsedFile(data, custom, metadata_start, meta)
+    return ParsedFile(data, custom, starts[-3][0], metadata_start, meta)
 
 
 def check_compatible(meta: dict, source: str = "file") -> None:
@@ -199,10 +206,11 @@ class _Check:
 
     def int(self, obj: dict, key: str, where: str, lo: int = 0, hi: int = MEMORY_LIMIT) -> int:
         value = obj.get(key) if isinstance(obj, dict) else None
+        field = key if where == "metadata" else f"{where}.{key}"
         if type(value) is not int:
-            self.fail(f"{where}.{key}", f"is {json.dumps(value)[:40]}, not an integer")
+            self.fail(field, f"is {json.dumps(value)[:40]}, not an integer")
         if not lo <= value <= hi:
-            self.fail(f"{where}.{key}", f"= {value} is outside [{lo}, {hi}]")
+            self.fail(field, f"= {value} is outside [{lo}, {hi}]")
         return value
 
     def obj(self, obj: dict, key: str, kind: type, where: str = "metadata"):
@@ -272,7 +280,7 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
     for key in ("name", "version"):
         if not isinstance(producer.get(key), str):
             check.fail(f"producer.{key}", "is not a string")
-    if not isinstance(meta.get("model", ""), str):
+    if not isinstance(meta.get("model"), str):
         check.fail("model", "is not a string")
     check.int(meta, "abi_version", "metadata", 0, 2**31 - 1)
     for key in ("ops", "kernel_calls"):
