@@ -9,7 +9,9 @@ export const FORMAT_VERSION = 2;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
 // The functions the loader calls (a module must export them; JS cannot see wasm signatures).
-const REQUIRED_EXPORTS = ["_initialize", "abi_version", "heap_base", "run_plan", "worker_loop", "pool_register_worker", "pool_shutdown", "pool_abort", "stackRestore"];
+// name -> parameter count (JS sees no wasm types; an i64 where i32 belongs throws a TypeError at the
+// call, which is reported like a trap).
+const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 const RUN_PLAN_ERRORS = { "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped" };
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
@@ -179,8 +181,13 @@ export function checkInterface(module, source = "model") {
     throw new ModelFileError(`${source} imports ${listed}; an exported model may import exactly one thing, the shared memory env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)`);
   }
   const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
-  for (const name of REQUIRED_EXPORTS)
+  for (const name of Object.keys(REQUIRED_EXPORTS))
     if (exports.get(name) !== "function") throw new ModelFileError(`${source}: its module lacks the kernel function ${name}; it was not written by torch_wasm_backend.export: re-export the model`);
+}
+
+function checkArity(ex, source) {
+  for (const [name, params] of Object.entries(REQUIRED_EXPORTS))
+    if (ex[name].length !== params) throw new ModelFileError(`${source}: its kernel function ${name} takes ${ex[name].length} arguments, not ${params}; it was not written by torch_wasm_backend.export: re-export the model`);
 }
 
 // Position of the limits-flags byte of the `env.memory` import (0x03 = shared with maximum).
@@ -298,9 +305,11 @@ export class Engine {
     try {
       this.instance = new WebAssembly.Instance(module, { env: { memory } });  // runs a start function
       this.ex = this.instance.exports;
+      checkArity(this.ex, source);
       this.ex._initialize();
       abi = this.ex.abi_version(); heapBase = this.ex.heap_base() >>> 0;
     } catch (e) {
+      if (e instanceof ModelFileError) throw e;
       throw new ModelFileError(`${source}: instantiating its module failed (${e && e.message || e}); the file is damaged or not a torch_wasm_backend export: re-export it`);
     }
     if (abi !== meta.abi_version || heapBase !== meta.memory.heap_base)
@@ -323,7 +332,10 @@ export class Engine {
     }
     let rc;
     try { rc = this.ex.run_plan(lay.plan_at, lay.plan_words, this.threads, lay.error_at); }
-    catch (e) { this.broken = String(e && e.message || e); throw new Error(`${this.source}: the model trapped: ${this.broken}; load it again`); }
+    catch (e) {  // a trap in the file's own code: damaged, hostile, or a kernel bug
+      this.broken = String(e && e.message || e);
+      throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
+    }
     if (rc !== 0) {
       this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
       throw new Error(`run_plan failed: ${this.broken}`);
