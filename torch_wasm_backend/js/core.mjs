@@ -39,8 +39,8 @@ function readLeb(bytes, pos, source) {
 }
 
 function toBytes(data) {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  // A plain Uint8Array view even for a Node Buffer (whose slice() does not copy).
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== "undefined" && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new ModelFileError(`expected the .wasm file's bytes (ArrayBuffer or Uint8Array), got ${Object.prototype.toString.call(data)}`);
 }
@@ -235,7 +235,7 @@ export async function verifyHash(file, source = "model") {
   const at = hashPosition(file);
   let hex = "(none)";
   if (at >= 0) {
-    const zeroed = file.bytes.slice();
+    const zeroed = new Uint8Array(file.bytes);  // a copy: the caller's bytes stay as they are
     zeroed.fill(0x30, at + HASH_PREFIX.length, at + HASH_PREFIX.length + 64);  // '0'
     const digest = new Uint8Array(await subtle.digest("SHA-256", zeroed));
     hex = HASH_PREFIX + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");

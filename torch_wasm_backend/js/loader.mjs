@@ -40,36 +40,13 @@ const collected = new FinalizationRegistry((state) => {
   if (!state.closed) { state.closed = true; state.worker.terminate(); }
 });
 
-/**
- * @param {ArrayBuffer|Uint8Array} bytes  the exported .wasm
- * @param {{threads?: number, source?: string, timeoutMs?: number}} options  threads: 1 (default) or
- *   more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity: none)
- * @returns {Promise<{run(inputs: Object<string, Float32Array>): Promise<Object<string, Float32Array>>, info: object, close(): void}>}
- */
-export async function loadModel(bytes, options = {}) {
-  const source = options.source || "model";
-  let threads = Math.max(1, Math.floor(options.threads || 1));
-  const timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
-  if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) throw new TypeError(`timeoutMs: ${timeoutMs}; pass milliseconds (0 for no limit)`);
+/** The Worker's message handling and calls with a time limit. Defined apart from loadModel so that
+ * the handlers (kept alive by the running Worker) do not share a closure scope with the model
+ * object: then dropping the model lets the FinalizationRegistry terminate the Worker. */
+function connect(worker, source, timeoutMs) {
   const limited = timeoutMs > 0 && timeoutMs !== Infinity;
-  const file = parseFile(bytes, source);
-  await verifyHash(file, source);
-  const meta = file.meta;
-  let shared = true;
-  if (!isNode && !globalThis.crossOriginIsolated) {
-    if (threads > 1)
-      console.warn(`torch_wasm_backend: running ${source} with 1 thread instead of ${threads}: the page is not cross-origin isolated, so it cannot share memory between threads. Serve it with the headers 'Cross-Origin-Opener-Policy: same-origin' and 'Cross-Origin-Embedder-Policy: require-corp'.`);
-    threads = 1;
-    shared = false;
-  }
-  const module = await compile(shared ? file.bytes.subarray(0, file.moduleEnd) : unsharedModuleBytes(file), source);
-  checkInterface(module, source);
-  const info = { ...meta, threads, sharedMemory: shared, fileBytes: file.bytes.length };
-
-  // Everything the Worker's handlers need lives here, not in the returned model, so that dropping
-  // the model lets the FinalizationRegistry terminate the Worker.
-  const state = { worker: await startController(), pending: new Map(), failed: null, closed: false, busy: 0 };
-  const { worker, pending } = state;
+  const state = { worker, pending: new Map(), failed: null, closed: false, busy: 0 };
+  const { pending } = state;
   const stop = (reason) => {
     state.failed = state.failed || reason;
     if (!state.closed) { state.closed = true; worker.terminate(); }
@@ -88,20 +65,48 @@ export async function loadModel(bytes, options = {}) {
     else p.resolve(data.type === "result" ? data.outputs : undefined);
   });
   worker.onError((e) => { if (!state.closed) stop(`the worker failed: ${e && e.message || e}`); });
-  const call = (message, transfer, timeoutError) => new Promise((resolve, reject) => {
+  const call = (message, timeoutError) => new Promise((resolve, reject) => {
     if (state.failed) return reject(new Error(`${source}: unusable (${state.failed}); load it again`));
     if (state.closed) return reject(new Error(`${source}: the model was closed; load it again`));
-    const id = message.id;
     const p = { resolve, reject, error: (why) => new Error(`${source}: ${why}`), timer: null };
     if (limited) p.timer = setTimeout(() => { p.error = timeoutError; stop(`timed out after ${timeoutMs} ms`); }, timeoutMs);
-    pending.set(id, p);
+    pending.set(message.id, p);
     busy(1);
-    worker.post(message, transfer);
+    worker.post(message);
   });
+  return { state, call, stop };
+}
+
+/**
+ * @param {ArrayBuffer|Uint8Array} bytes  the exported .wasm
+ * @param {{threads?: number, source?: string, timeoutMs?: number}} options  threads: 1 (default) or
+ *   more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity: none)
+ * @returns {Promise<{run(inputs: Object<string, Float32Array>): Promise<Object<string, Float32Array>>, info: object, close(): void}>}
+ */
+export async function loadModel(bytes, options = {}) {
+  const source = options.source || "model";
+  let threads = Math.max(1, Math.floor(options.threads || 1));
+  const timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
+  if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) throw new TypeError(`timeoutMs: ${timeoutMs}; pass milliseconds (0 for no limit)`);
+  const file = parseFile(bytes, source);
+  await verifyHash(file, source);
+  const meta = file.meta;
+  let shared = true;
+  if (!isNode && !globalThis.crossOriginIsolated) {
+    if (threads > 1)
+      console.warn(`torch_wasm_backend: running ${source} with 1 thread instead of ${threads}: the page is not cross-origin isolated, so it cannot share memory between threads. Serve it with the headers 'Cross-Origin-Opener-Policy: same-origin' and 'Cross-Origin-Embedder-Policy: require-corp'.`);
+    threads = 1;
+    shared = false;
+  }
+  const module = await compile(shared ? file.bytes.subarray(0, file.moduleEnd) : unsharedModuleBytes(file), source);
+  checkInterface(module, source);
+  const info = { ...meta, threads, sharedMemory: shared, fileBytes: file.bytes.length };
+
+  const { state, call, stop } = connect(await startController(), source, timeoutMs);
   let nextId = 1;
   // The controller re-parses the bytes it gets (cheap) and instantiates the module compiled here.
   try {
-    await call({ type: "init", id: 0, module, bytes: file.bytes, source, threads, shared }, undefined,
+    await call({ type: "init", id: 0, module, bytes: file.bytes, source, threads, shared },
       () => new ModelFileError(`${source} did not finish loading within ${timeoutMs} ms (timeoutMs); its start function or _initialize runs too long or loops forever. Re-export the model, or pass a larger timeoutMs if the file is trusted`));
   } catch (e) {
     stop(`loading failed: ${e.message}`);
@@ -112,17 +117,17 @@ export async function loadModel(bytes, options = {}) {
     run(inputs) {
       let checked;
       try { checked = checkInputs(meta, inputs); } catch (e) { return Promise.reject(e); }
-      return call({ type: "run", id: nextId++, inputs: checked }, undefined,
+      return call({ type: "run", id: nextId++, inputs: checked },
         () => new ModelTimeoutError(`${source}: run() exceeded the time limit of ${timeoutMs} ms (timeoutMs); the model was stopped: load it again`));
     },
     close() {
       if (state.closed) return;
       state.closed = true;
-      collected.unregister(model);
-      worker.post({ type: "close" });
-      worker.unref();
+      collected.unregister(state);
+      state.worker.post({ type: "close" });
+      state.worker.unref();
     },
   };
-  collected.register(model, state, model);
+  collected.register(model, state, state);
   return model;
 }
