@@ -37,6 +37,7 @@ log = logging.getLogger("torch_wasm_backend")
 
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_THREADS = 256
+SHUTDOWN_SECONDS = 5
 # The functions a loader calls, with their wasm signatures (params, results).
 REQUIRED_EXPORTS = {
     "_initialize": ([], []), "abi_version": ([], ["i32"]), "heap_base": ([], ["i32"]),
@@ -154,9 +155,14 @@ class _Pool:
 
     def shutdown(self) -> None:
         if self.workers:
-            self.main.fn["pool_shutdown"]()
+            # A fresh deadline: the last call's may have passed long ago (or expired: a timeout).
+            self.main.store.set_epoch_deadline(deadline_ticks(SHUTDOWN_SECONDS))
+            try:
+                self.main.fn["pool_shutdown"]()
+            except WasmTrap as e:  # a hostile module: its workers still end at their own deadlines
+                log.warning("stopping the worker threads failed: %s", e)
             for t in self.workers:
-                t.join(timeout=5)
+                t.join(timeout=SHUTDOWN_SECONDS)
             self.workers = []
 
 
@@ -229,6 +235,7 @@ class ExportedModel:
         for worker_id in range(1, self.threads):
             with _loading(source, f"starting worker {worker_id}", self.timeout_s):
                 self._start_worker(engine, module, worker_id, mem["worker_stack_bytes"])
+        log.debug("loaded %s (%d threads, time limit %s ms)", source, threads, timeout_ms)
 
     def _check_module(self, meta: dict, source: str) -> None:
         main = self._pool.main
