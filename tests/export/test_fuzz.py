@@ -89,10 +89,11 @@ def test_corpus_in_node(corpus, tmp_path):
             assert r["shapesOk"], where
 
 
+# Each CLI call imports torch (seconds on a busy machine): `info` on damaged files, `run` on hostile
+# modules (the Python run above covers every file in-process).
 MODULE_CASES = ("imports wasi fd_write", "start function loops forever", "run_plan loops forever")
-RUN_CASES = ("bit flip in twb.metadata",) + MODULE_CASES
-CLI_CASES = ("truncated at 9", "bit flip in twb.metadata", "400 KB LEB128 section size", "meta without layout",
-             "meta outputs.0.offset huge", "meta nested 100000 deep") + MODULE_CASES
+CLI_CASES = ("truncated at 9", "400 KB LEB128 section size", "meta outputs.0.offset huge",
+             "meta nested 100000 deep") + MODULE_CASES
 
 
 def _cli(*args, timeout=60):
@@ -101,8 +102,7 @@ def _cli(*args, timeout=60):
 
 
 def test_corpus_in_cli(corpus, tmp_path):
-    """`info` on a sample of the corpus, `run` on fewer (each run starts Python and torch and
-    compiles the module: seconds on a busy machine)."""
+    """`info` (reads sections and metadata, compiles nothing) or `run` on a sample of the corpus."""
     e, cases = corpus
     x_file = tmp_path / "x.npy"
     np.save(x_file, e.x.numpy())
@@ -113,15 +113,10 @@ def test_corpus_in_cli(corpus, tmp_path):
             chosen.setdefault(key, (case, path))
     assert len(chosen) == len(CLI_CASES)
     for key, (case, path) in chosen.items():
-        commands = [("info", path)]
-        if key in RUN_CASES:
-            commands.append(("run", path, "--input", x_file, "--timeout-ms", TIMEOUT_MS))
+        commands = [("run", path, "--input", x_file, "--timeout-ms", TIMEOUT_MS)] if key in MODULE_CASES else [("info", path)]
         for command in commands:
             r = _cli(*command)
             where = f"{case.name} {command[0]}: rc={r.returncode} stderr={r.stderr[-2000:]}"
-            if command[0] == "info" and key in MODULE_CASES:
-                assert r.returncode == 0, where  # info reads sections and metadata, it compiles nothing
-                continue
             assert r.returncode == 1, where
             lines = r.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, where
