@@ -19,7 +19,7 @@ def info_text(path) -> str:
     lines = [f"{path}: {_mib(os.path.getsize(path))}, exported from {meta.get('model', '?')} by "
              f"{prod['name']} {prod['version']} (torch {prod.get('torch', '?')}), format "
              f"{meta['format_version']}, kernel ABI {meta['abi_version']}",
-             f"content hash: {meta['content_hash']}", "inputs:"]
+             f"content hash: {meta.get('content_hash')} (not checked by info)", "inputs:"]
     lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["inputs"]]
     lines.append("outputs:")
     lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["outputs"]]

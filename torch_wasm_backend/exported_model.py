@@ -162,7 +162,8 @@ class _Pool:
             except WasmTrap as e:  # a hostile module: its workers still end at their own deadlines
                 log.warning("stopping the worker threads failed: %s", e)
             for t in self.workers:
-                t.join(timeout=SHUTDOWN_SECONDS)
+                if t is not threading.current_thread():  # the GC may run this finalizer anywhere
+                    t.join(timeout=SHUTDOWN_SECONDS)
             self.workers = []
 
 

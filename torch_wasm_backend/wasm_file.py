@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from .errors import WasmBackendError
@@ -31,6 +32,10 @@ MEMORY_LIMIT = 65536 * 65536          # wasm32: 4 GiB
 MAX_TENSORS = 4096                    # inputs or outputs of one model
 MAX_DIMS = 32
 MAX_WORKER_STACK = 64 * 2**20
+# An output is read from the arena; only a broadcast (stride-0) view can hold more values than the
+# arena has bytes/4. Up to this much is allowed for those, so a file cannot make a loader allocate
+# gigabytes for a tiny model.
+BROADCAST_OUTPUT_BYTES = 64 * 2**20
 PLAN_SECTION = "twb.plan"
 WEIGHTS_SECTION = "twb.weights"
 METADATA_SECTION = "twb.metadata"
@@ -326,6 +331,10 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
             if extent is None:
                 continue
             lo, hi = extent
+            numel = math.prod(spec["shape"])
+            if 4 * numel > max(arena_end - arena_at, BROADCAST_OUTPUT_BYTES):
+                check.fail(f"{where}.shape", f"{spec['shape']} holds more values than the activations arena "
+                                             f"({arena_end - arena_at} bytes)")
             if lo < hi and not (arena_at <= lo and hi <= arena_end):
                 check.fail(where, f"covers bytes [{lo}, {hi}), outside the activations arena "
                                   f"[{arena_at}, {arena_end})")

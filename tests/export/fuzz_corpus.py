@@ -135,6 +135,9 @@ def _metadata_cases(parsed) -> list[Case]:
     meta["outputs"][0]["shape"] = [2**20] * 8
     cases.append(Case("meta absurd output shape", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
+    meta["outputs"][0]["shape"], meta["outputs"][0]["strides"] = [2**16, 2**16], [0, 0]
+    cases.append(Case("meta 16 GiB broadcast output", _rebuild(parsed, meta), "error"))
+    meta = json.loads(json.dumps(meta0))
     meta["inputs"][0]["dtype"] = "float64"
     cases.append(Case("meta unknown dtype", _rebuild(parsed, meta), "error"))
     module = _module(parsed)

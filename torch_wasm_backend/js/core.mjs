@@ -8,6 +8,7 @@ export const FORMAT = "torch_wasm_backend.export";
 export const FORMAT_VERSION = 2;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
+const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
 // The functions the loader calls (a module must export them; JS cannot see wasm signatures).
 // name -> parameter count (JS sees no wasm types; an i64 where i32 belongs throws a TypeError at the
 // call, which is reported like a trap).
@@ -153,6 +154,7 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
       if (numel === 0) return;
       let last = 0;
       spec.shape.forEach((size, d) => { last += (size - 1) * int(spec.strides, d, `${where}.strides`); });
+      if (4 * numel > Math.max(arenaEnd - arenaAt, BROADCAST_OUTPUT_BYTES)) fail(source, `${where}.shape`, `[${spec.shape}] holds more values than the activations arena (${arenaEnd - arenaAt} bytes)`);
       const lo = offset, hi = offset + 4 * (last + 1);
       if (!(arenaAt <= lo && hi <= arenaEnd)) fail(source, where, `covers bytes [${lo}, ${hi}), outside the activations arena [${arenaAt}, ${arenaEnd})`);
       if (kind === "inputs") {
