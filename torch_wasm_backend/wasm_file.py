@@ -277,8 +277,8 @@ def _non_overlapping(shape: list, strides: list) -> bool:
 
 def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "file") -> None:
     """Checks every structural field against the file's own sections and memory layout, so that a
-    loader can copy weights and plan, write inputs and read outputs without leaving the regions the
-    layout gives them: [heap_base, error_at, weights, arena (inputs, outputs), plan] < static_bytes
+    loader can copy weights and plan, write inputs (into the arena) and read outputs (from the arena
+    or the weights) without leaving the regions the layout gives them: [heap_base, error_at, weights, arena (inputs, outputs), plan] < static_bytes
     <= 4 GiB. Raises ExportFileError naming the first bad field."""
     check = _Check(source)
     producer = check.obj(meta, "producer", dict)
@@ -335,9 +335,12 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
             if 4 * numel > max(arena_end - arena_at, BROADCAST_OUTPUT_BYTES):
                 check.fail(f"{where}.shape", f"{spec['shape']} holds more values than the activations arena "
                                              f"({arena_end - arena_at} bytes)")
-            if lo < hi and not (arena_at <= lo and hi <= arena_end):
-                check.fail(where, f"covers bytes [{lo}, {hi}), outside the activations arena "
-                                  f"[{arena_at}, {arena_end})")
+            # Inputs are written: arena only. Outputs are read: arena, or the weights for a model that
+            # returns a parameter or constant as it is.
+            regions = [(arena_at, arena_end)] + ([(weights_at, weights_at + weights_bytes)] if kind == "outputs" else [])
+            if lo < hi and not any(start <= lo and hi <= end for start, end in regions):
+                check.fail(where, f"covers bytes [{lo}, {hi}), outside the activations arena [{arena_at}, {arena_end})"
+                                  + (f" and the weights [{weights_at}, {weights_at + weights_bytes})" if kind == "outputs" else ""))
             if kind == "inputs" and lo < hi:
                 if not _non_overlapping(spec["shape"], spec["strides"]):
                     check.fail(f"{where}.strides", "make elements overlap; an input must not alias itself")

@@ -195,3 +195,27 @@ def test_node_frees_workers_of_collected_models(exported):
 def test_load_timeout_is_validated(exported):
     with pytest.raises(WasmBackendError, match="timeout_ms"):
         twb.load(exported["mlp"].path, timeout_ms=-1)
+
+
+class ReturnsViews(torch.nn.Module):
+    """Outputs the validation must accept: a parameter as it is (in the weights), the input itself,
+    a broadcast (stride-0) view of it, and a computed tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(3, 5))
+        self.lin = torch.nn.Linear(5, 5)
+
+    def forward(self, x):
+        return self.lin(x), self.w, x, x.expand(4, 7, 5)
+
+
+def test_legitimate_unusual_outputs_pass_validation(tmp_path):
+    m, x = ReturnsViews().eval(), torch.randn(7, 5)
+    path = tmp_path / "views.wasm"
+    twb.export(m, (x,), path)
+    with torch.no_grad():
+        expected = m(x)
+    with twb.load(path) as loaded:
+        for got, want in zip(loaded(x), expected):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)  # GEMM vs eager summation order

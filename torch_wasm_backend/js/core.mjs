@@ -156,7 +156,9 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
       spec.shape.forEach((size, d) => { last += (size - 1) * int(spec.strides, d, `${where}.strides`); });
       if (4 * numel > Math.max(arenaEnd - arenaAt, BROADCAST_OUTPUT_BYTES)) fail(source, `${where}.shape`, `[${spec.shape}] holds more values than the activations arena (${arenaEnd - arenaAt} bytes)`);
       const lo = offset, hi = offset + 4 * (last + 1);
-      if (!(arenaAt <= lo && hi <= arenaEnd)) fail(source, where, `covers bytes [${lo}, ${hi}), outside the activations arena [${arenaAt}, ${arenaEnd})`);
+      // Inputs are written: arena only. Outputs are read: arena, or the weights (a returned parameter).
+      const inWeights = kind === "outputs" && weightsAt <= lo && hi <= weightsAt + weightsBytes;
+      if (!(arenaAt <= lo && hi <= arenaEnd) && !inWeights) fail(source, where, `covers bytes [${lo}, ${hi}), outside the ${kind === "outputs" ? "activations arena and the weights" : "activations arena"}`);
       if (kind === "inputs") {
         if (!nonOverlapping(spec.shape, spec.strides)) fail(source, `${where}.strides`, "make elements overlap; an input must not alias itself");
         for (const [oLo, oHi, other] of written) if (lo < oHi && oLo < hi) fail(source, where, `overlaps input '${other}' in memory`);
