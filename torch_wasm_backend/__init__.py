@@ -35,7 +35,7 @@ def export(model, args, path, **kwargs):
     return _export(model, args, path, **kwargs)
 
 
-def load(path, threads: int = 1):
+def load(path, threads: int = 1, **kwargs):
     """See torch_wasm_backend.exported_model.load."""
     from .exported_model import load as _load
-    return _load(path, threads)
+    return _load(path, threads, **kwargs)

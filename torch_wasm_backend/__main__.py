@@ -9,13 +9,15 @@
 import argparse
 import importlib
 import json
+import os
 import sys
+import threading
 
-from lowering import ops  # noqa: F401  (fills the registry)
-from lowering.registry import REGISTRY
 
 
 def ops_table() -> str:
+    from lowering import ops  # noqa: F401  (fills the registry; imported here: `info` needs no torch)
+    from lowering.registry import REGISTRY
     lines = ["# ATen ops that run in wasm", "",
              "Generated from `lowering/registry.py` by `python -m torch_wasm_backend ops`. float32 "
              "unless noted; every node that is not listed, or fails its check, runs in eager with "
@@ -60,6 +62,8 @@ def main(argv=None) -> int:
     run.add_argument("--output", action="append", default=[], metavar="[NAME=]FILE.npy",
                      help="where to save outputs (in order or name=file.npy); default: print a summary")
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--timeout-ms", type=float, default=10_000,
+                     help="time limit for loading and for the run (default 10000; 0: none)")
     serve = sub.add_parser("serve", help="serve a folder on localhost with COOP/COEP headers and the JS "
                                          "loader at /torch_wasm_backend/js/ (for trying models in a browser)")
     serve.add_argument("directory", help="the folder to serve (only files inside it, no dotfiles, no listings)")
@@ -85,15 +89,40 @@ def main(argv=None) -> int:
             return 1
         return 0
     from .cli_export import info_text, run_model
+    if args.command == "info":
+        return _interruptible(lambda: info_text(args.model))
+    return _interruptible(lambda: run_model(args.model, args.input, args.output, args.threads,
+                                            args.timeout_ms or None))
+
+
+def _interruptible(work) -> int:
+    """Runs work() (-> text for stdout) in a thread so that Ctrl-C ends the command at once even
+    while wasm runs (Python handles signals only between bytecodes of the main thread). Errors are
+    one line on stderr, exit code 1; Ctrl-C exits with 130."""
     from .errors import WasmBackendError
+    result: dict = {}
+
+    def target():
+        try:
+            result["text"] = work()
+        except (WasmBackendError, OSError, ValueError) as e:
+            result["error"] = str(e).replace("\n", " ")
+        except Exception as e:  # a bug, not the file: still one line, never a traceback
+            result["error"] = f"internal error ({type(e).__name__}: {e}); please report it"
+
+    thread = threading.Thread(target=target, name="twb-cli", daemon=True)
+    thread.start()
     try:
-        if args.command == "info":
-            sys.stdout.write(info_text(args.model))
-        else:
-            sys.stdout.write(run_model(args.model, args.input, args.output, args.threads))
-    except (WasmBackendError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+        os._exit(130)  # the worker may be inside wasm: do not wait for it
+    if "error" in result:
+        print(f"error: {result['error']}", file=sys.stderr)
         return 1
+    sys.stdout.write(result["text"])
     return 0
 
 

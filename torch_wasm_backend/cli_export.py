@@ -13,12 +13,13 @@ def _mib(n: int) -> str:
 
 
 def info_text(path) -> str:
+    """A description of the file (its metadata is validated, nothing runs)."""
     meta = wasm_file.read_metadata(path)
     lay, mem, prod = meta["layout"], meta["memory"], meta["producer"]
     lines = [f"{path}: {_mib(os.path.getsize(path))}, exported from {meta.get('model', '?')} by "
              f"{prod['name']} {prod['version']} (torch {prod.get('torch', '?')}), format "
              f"{meta['format_version']}, kernel ABI {meta['abi_version']}",
-             f"content hash: {meta['content_hash']}", "inputs:"]
+             f"content hash: {meta.get('content_hash')} (not checked by info)", "inputs:"]
     lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["inputs"]]
     lines.append("outputs:")
     lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["outputs"]]
@@ -46,14 +47,11 @@ def _pairs(items: list[str], names: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run_model(path, inputs: list[str], outputs: list[str], threads: int) -> str:
+def run_model(path, inputs: list[str], outputs: list[str], threads: int, timeout_ms: float | None = None) -> str:
     from .exported_model import load
-    model = load(path, threads=threads)
-    try:
+    with load(path, threads=threads, timeout_ms=timeout_ms) as model:
         arrays = {name: np.load(file) for name, file in _pairs(inputs, model.input_names, "input").items()}
         results = model.run(arrays)
-    finally:
-        model.close()
     targets = _pairs(outputs, model.output_names, "output")
     lines = []
     for name, tensor in results.items():

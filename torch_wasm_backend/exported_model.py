@@ -2,14 +2,25 @@
 numpy arrays or torch tensors by position or by name and returning torch tensors.
 
 The file is its own kernel module (it need not match the installed kernels.wasm): it gets its own
-engine, shared memory (sized from the metadata) and worker instances. Everything else reuses the
-runtime's pieces: the instance wrapper, the raw call path and the shared-memory workaround.
+shared memory (sized from the metadata) and worker instances, on one engine shared by all loaded
+files. Everything else reuses the runtime's pieces: the raw call path, the epoch ticker and the
+shared-memory workaround.
+
+A file is untrusted input. Before anything runs, wasm_file.parse validates the metadata against
+the file's own layout, and the module must import exactly `env.memory` and export the kernel
+functions with their signatures. Loading (start function, `_initialize`) and every call run under a
+time limit (wasmtime epoch interruption; `timeout_ms`, default 10 s). Every failure is an
+ExportFileError / WasmTrap / WasmTimeout (all WasmBackendError).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
 import logging
 import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +29,142 @@ import wasmtime
 
 from lowering.abi import ABI
 from . import wasm_file
-from .errors import WasmBackendError, WasmTrap
-from .runtime import _RUN_PLAN_ERRORS, PAGE, MAX_PAGES, _Instance, park_worker
+from .errors import WasmBackendError, WasmTimeout, WasmTrap
+from .runtime import (_RUN_PLAN_ERRORS, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker, _one_line,
+                      deadline_ticks, define_shared_memory, park_worker)
 
 log = logging.getLogger("torch_wasm_backend")
 
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_THREADS = 256
+SHUTDOWN_SECONDS = 5
+# The functions a loader calls, with their wasm signatures (params, results).
+REQUIRED_EXPORTS = {
+    "_initialize": ([], []), "abi_version": ([], ["i32"]), "heap_base": ([], ["i32"]),
+    "run_plan": (["i32"] * 4, ["i32"]), "worker_loop": (["i32", "i32"], ["i32"]),
+    "pool_register_worker": (["i32"], []), "pool_shutdown": ([], []), "pool_abort": ([], []),
+    "stackRestore": (["i32"], []),
+}
+
+_engine_lock = threading.Lock()
+_engine_holder: list[wasmtime.Engine] = []
+# Compiled modules by sha256 of their bytes: loading the same model again (or another export with
+# the same kernels) skips the seconds of compilation. In memory only; a few entries.
+_modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
+MODULE_CACHE_ENTRIES = 4
+
 
 def _engine() -> wasmtime.Engine:
-    cfg = wasmtime.Config()
-    cfg.wasm_threads = True
-    cfg.shared_memory = True
-    cfg.wasm_simd = True
-    return wasmtime.Engine(cfg)
+    """One engine for every loaded file, with epoch interruption (time limits) and one ticker."""
+    with _engine_lock:
+        if not _engine_holder:
+            cfg = wasmtime.Config()
+            cfg.wasm_threads = True
+            cfg.shared_memory = True
+            cfg.wasm_simd = True
+            cfg.epoch_interruption = True
+            engine = wasmtime.Engine(cfg)
+            _EpochTicker(engine).start()
+            _engine_holder.append(engine)
+        return _engine_holder[0]
+
+
+def _compile(engine: wasmtime.Engine, module_bytes: bytes, source: str) -> wasmtime.Module:
+    key = hashlib.sha256(module_bytes).hexdigest()
+    with _engine_lock:
+        if key in _modules:
+            _modules.move_to_end(key)
+            return _modules[key]
+    try:
+        module = wasmtime.Module(engine, module_bytes)
+    except wasmtime.WasmtimeError as e:
+        raise wasm_file.ExportFileError(f"{source} is not a valid wasm module: {str(e).splitlines()[0]}") from e
+    _check_interface(module, source)
+    with _engine_lock:
+        _modules[key] = module
+        while len(_modules) > MODULE_CACHE_ENTRIES:
+            _modules.popitem(last=False)
+    return module
+
+
+def _kind(ty) -> str:
+    if isinstance(ty, wasmtime.MemoryType):
+        return "a shared memory" if ty.is_shared else "an unshared memory"
+    return {wasmtime.FuncType: "a function", wasmtime.GlobalType: "a global",
+            wasmtime.TableType: "a table"}.get(type(ty), type(ty).__name__)
+
+
+def _check_interface(module: wasmtime.Module, source: str) -> None:
+    """Exactly one import, env.memory (shared); the kernel exports with the right signatures."""
+    imports = [(i.module, i.name, i.type) for i in module.imports]
+    if len(imports) != 1 or imports[0][:2] != ("env", "memory") or not isinstance(imports[0][2], wasmtime.MemoryType) \
+            or not imports[0][2].is_shared:
+        listed = ", ".join(f"{m}.{n} ({_kind(t)})" for m, n, t in imports[:5]) or "nothing"
+        raise wasm_file.ExportFileError(
+            f"{source} imports {listed}; an exported model may import exactly one thing, the shared memory "
+            "env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)")
+    exports = {e.name: e.type for e in module.exports}
+    for name, (params, results) in REQUIRED_EXPORTS.items():
+        ty = exports.get(name)
+        if not isinstance(ty, wasmtime.FuncType) or [str(t) for t in ty.params] != params \
+                or [str(t) for t in ty.results] != results:
+            raise wasm_file.ExportFileError(
+                f"{source}: its module lacks the kernel function {name}({', '.join(params)}) -> "
+                f"({', '.join(results)}); it was not written by torch_wasm_backend.export: re-export the model")
+
+
+@contextlib.contextmanager
+def _loading(source: str, what: str, timeout_s: float | None):
+    """Turns any failure of instantiating/initializing the file's module into ExportFileError."""
+    try:
+        yield
+    except (wasmtime.WasmtimeError, wasmtime.Trap, WasmTrap) as e:
+        text = _one_line(str(e))
+        if "interrupt" in text and timeout_s is not None:
+            raise wasm_file.ExportFileError(
+                f"{source}: {what} did not finish within the load time limit ({timeout_s * 1e3:.0f} ms); "
+                "the file's start function or _initialize runs too long or loops forever. Re-export the "
+                "model, or pass a larger timeout_ms if the file is trusted") from e
+        raise wasm_file.ExportFileError(f"{source}: {what} failed ({text}); the file is damaged or "
+                                        "not a torch_wasm_backend export: re-export it") from e
+
+
+class _ModelInstance:
+    """One Store + Instance of the file's module on the shared memory (one per thread)."""
+
+    def __init__(self, engine, module, memory, load_limit_s: float | None):
+        self.store = wasmtime.Store(engine)
+        self.store.set_epoch_deadline(deadline_ticks(load_limit_s))  # covers the start function
+        linker = wasmtime.Linker(engine)
+        define_shared_memory(linker, self.store, memory)
+        self.instance = linker.instantiate(self.store, module)
+        exports = self.instance.exports(self.store)
+        self.fn = {name: RawFunc(self.store, exports[name]) for name in REQUIRED_EXPORTS}
+        self.fn["_initialize"]()
+        self.store.set_epoch_deadline(NO_DEADLINE)
+
+
+class _Pool:
+    """The model's main instance and worker threads, apart from the ExportedModel so that the
+    threads do not keep the model alive: a weakref.finalize on the model shuts them down."""
+
+    def __init__(self, main: _ModelInstance):
+        self.main = main
+        self.workers: list[threading.Thread] = []
+        self.broken: str | None = None
+
+    def shutdown(self) -> None:
+        if self.workers:
+            # A fresh deadline: the last call's may have passed long ago (or expired: a timeout).
+            self.main.store.set_epoch_deadline(deadline_ticks(SHUTDOWN_SECONDS))
+            try:
+                self.main.fn["pool_shutdown"]()
+            except WasmTrap as e:  # a hostile module: its workers still end at their own deadlines
+                log.warning("stopping the worker threads failed: %s", e)
+            for t in self.workers:
+                if t is not threading.current_thread():  # the GC may run this finalizer anywhere
+                    t.join(timeout=SHUTDOWN_SECONDS)
+            self.workers = []
 
 
 def _as_tensor(value, spec: dict) -> torch.Tensor:
@@ -50,74 +185,93 @@ def _as_tensor(value, spec: dict) -> torch.Tensor:
 
 
 class ExportedModel:
-    """An exported model instantiated in wasmtime. Not re-entrant: calls are serialized."""
+    """An exported model instantiated in wasmtime. Not re-entrant: calls are serialized. A context
+    manager; close() (or dropping the last reference) stops its worker threads."""
 
-    def __init__(self, data: bytes, source: str = "model", threads: int = 1):
+    def __init__(self, data: bytes, source: str = "model", threads: int = 1,
+                 timeout_ms: float | None = DEFAULT_TIMEOUT_MS):
         parsed = wasm_file.parse(data, source)
         self.metadata = meta = parsed.metadata
         self.source = source
         self.input_names = [i["name"] for i in meta["inputs"]]
         self.output_names = [o["name"] for o in meta["outputs"]]
-        if meta.get("abi_version") != ABI.version:
+        if meta["abi_version"] != ABI.version:
             log.info("%s uses kernel ABI %s (this package: %s); it carries its own kernels", source,
-                     meta.get("abi_version"), ABI.version)
+                     meta["abi_version"], ABI.version)
+        if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
+            raise WasmBackendError(f"threads={threads!r}: pass an integer from 1 to {MAX_THREADS}")
+        if timeout_ms is not None and not (isinstance(timeout_ms, (int, float)) and timeout_ms > 0):
+            raise WasmBackendError(f"timeout_ms={timeout_ms!r}: pass a positive number of milliseconds, or None for no limit")
+        self.timeout_s = None if timeout_ms is None else timeout_ms / 1e3
         engine = _engine()
-        try:
-            module = wasmtime.Module(engine, data)
-        except wasmtime.WasmtimeError as e:
-            raise wasm_file.ExportFileError(f"{source} is not a valid wasm module: {str(e).splitlines()[0]}") from e
+        module = _compile(engine, data[:parsed.module_end], source)
         mem = meta["memory"]
-        self.threads = max(1, int(threads))
+        self.threads = threads
         self._stacks_at = mem["static_bytes"]
         need = self._stacks_at + (self.threads - 1) * mem["worker_stack_bytes"]
+        if need > MAX_PAGES * PAGE:
+            raise WasmBackendError(f"{source} with threads={threads} needs {need / 2**30:.2f} GiB of memory "
+                                   "(wasm32: 4 GiB at most); use fewer threads")
         pages = max(mem["initial_pages"], -(-need // PAGE))
         # A fixed-size memory: the layout is static, nothing in the kernels grows it.
-        self.memory = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(pages, min(pages, MAX_PAGES)), shared=True))
-        self.main = _Instance(engine, module, self.memory)
+        self.memory = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(pages, pages), shared=True))
+        with _loading(source, "instantiating its module", self.timeout_s):
+            main = _ModelInstance(engine, module, self.memory, self.timeout_s)
+        self._pool = _Pool(main)
+        self._finalizer = weakref.finalize(self, _Pool.shutdown, self._pool)
         self._check_module(meta, source)
         n = self.memory.data_len()
         self._bytes = torch.frombuffer((ctypes.c_ubyte * n).from_address(
             ctypes.cast(self.memory.data_ptr(), ctypes.c_void_p).value), dtype=torch.uint8)
         lay = meta["layout"]
         weights = parsed.custom[wasm_file.WEIGHTS_SECTION]
-        self._bytes[lay["weights_at"]:lay["weights_at"] + len(weights)] = torch.frombuffer(bytearray(weights), dtype=torch.uint8)
+        if weights:
+            self._bytes[lay["weights_at"]:lay["weights_at"] + len(weights)] = torch.frombuffer(bytearray(weights), dtype=torch.uint8)
         plan = parsed.custom[wasm_file.PLAN_SECTION]
-        self._bytes[lay["plan_at"]:lay["plan_at"] + len(plan)] = torch.frombuffer(bytearray(plan), dtype=torch.uint8)
+        if plan:
+            self._bytes[lay["plan_at"]:lay["plan_at"] + len(plan)] = torch.frombuffer(bytearray(plan), dtype=torch.uint8)
         self._in_views = [self._view(s) if s["offset"] is not None else None for s in meta["inputs"]]
         self._out_views = [self._view(s) for s in meta["outputs"]]
         self._lock = threading.Lock()
-        self.broken: str | None = None
-        self._workers: list[threading.Thread] = []
         for worker_id in range(1, self.threads):
-            self._start_worker(engine, module, worker_id, mem["worker_stack_bytes"])
+            with _loading(source, f"starting worker {worker_id}", self.timeout_s):
+                self._start_worker(engine, module, worker_id, mem["worker_stack_bytes"])
+        log.debug("loaded %s (%d threads, time limit %s ms)", source, threads, timeout_ms)
 
     def _check_module(self, meta: dict, source: str) -> None:
-        version = self.main.fn["abi_version"]()[0].i32
-        heap_base = self.main.fn["heap_base"]()[0].i32
+        main = self._pool.main
+        with _loading(source, "reading its ABI version", self.timeout_s):
+            version = main.fn["abi_version"]()[0].i32
+            heap_base = main.fn["heap_base"]()[0].i32
         if version != meta["abi_version"] or heap_base != meta["memory"]["heap_base"]:
             raise wasm_file.ExportFileError(
                 f"{source}: its kernels (ABI {version}, heap base {heap_base}) do not match its plan "
                 f"(ABI {meta['abi_version']}, heap base {meta['memory']['heap_base']}); the file was "
                 "assembled wrongly. Re-export the model.")
 
+    @property
+    def broken(self) -> str | None:
+        return self._pool.broken
+
     def _view(self, spec: dict) -> torch.Tensor:
         flat = self._bytes.view(torch.float32)
         return flat.as_strided(tuple(spec["shape"]), tuple(spec["strides"]), spec["offset"] // 4)
 
     def _start_worker(self, engine, module, worker_id: int, stack_bytes: int) -> None:
-        inst = _Instance(engine, module, self.memory)
+        inst = _ModelInstance(engine, module, self.memory, self.timeout_s)
         inst.fn["stackRestore"](self._stacks_at + worker_id * stack_bytes)  # stacks grow down
         inst.fn["pool_register_worker"](1)
+        pool, limit = self._pool, self.timeout_s  # not self: the thread must not keep the model alive
 
         def park():
             try:
-                park_worker(inst, worker_id, lambda: None)
+                park_worker(inst, worker_id, lambda: limit)
             except WasmTrap as e:
-                self.broken = f"worker {worker_id} trapped: {e}"
+                pool.broken = f"worker {worker_id} trapped: {e}"
 
         t = threading.Thread(target=park, name=f"wasm-export-worker-{worker_id}", daemon=True)
         t.start()
-        self._workers.append(t)
+        pool.workers.append(t)
 
     # ---- calling ----------------------------------------------------------------------------------
     def _bind(self, args, kwargs) -> list[torch.Tensor]:
@@ -146,32 +300,41 @@ class ExportedModel:
 
     def _call(self, args, kwargs) -> list[torch.Tensor]:
         tensors = self._bind(args, kwargs)
-        if self.broken:
-            raise WasmTrap(f"{self.source}: unusable after an earlier failure ({self.broken}); load it again")
-        lay = self.metadata["layout"]
+        pool, lay = self._pool, self.metadata["layout"]
+        if not self._finalizer.alive:
+            raise WasmBackendError(f"{self.source}: the model was closed; load it again")
         with self._lock:
+            if pool.broken:
+                raise WasmTrap(f"{self.source}: unusable after an earlier failure ({pool.broken}); load it again")
             for view, t in zip(self._in_views, tensors):
                 if view is not None:
                     view.copy_(t)
-            rc = self.main.fn["run_plan"](lay["plan_at"], lay["plan_words"], self.threads, lay["error_at"])[0].i32
+            main = pool.main
+            main.store.set_epoch_deadline(deadline_ticks(self.timeout_s))
+            try:
+                rc = main.fn["run_plan"](lay["plan_at"], lay["plan_words"], self.threads, lay["error_at"])[0].i32
+            except WasmTrap as e:
+                pool.broken = str(e)
+                if "interrupt" in str(e) and self.timeout_s is not None:
+                    raise WasmTimeout(f"{self.source}: the call exceeded the time limit of "
+                                      f"{self.timeout_s * 1e3:.0f} ms (timeout_ms); load the model again") from e
+                raise WasmTrap(f"{self.source}: {e}") from e
             if rc != 0:
                 at = int(self._bytes[lay["error_at"]:lay["error_at"] + 4].view(torch.int32)[0])
-                self.broken = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
-                raise WasmTrap(f"{self.source}: {self.broken}")
+                pool.broken = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                raise WasmTrap(f"{self.source}: {pool.broken}")
             return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in self._out_views]
 
     def close(self) -> None:
-        if self._workers:
-            self.main.fn["pool_shutdown"]()
-            for t in self._workers:
-                t.join(timeout=5)
-            self._workers = []
+        """Stops the worker threads (also done when the model is garbage-collected)."""
+        with self._lock:
+            self._finalizer()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: wasmtime may already be gone
-            pass
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __repr__(self):
         ins = ", ".join(f"{s['name']}{s['shape']}" for s in self.metadata["inputs"])
@@ -179,8 +342,14 @@ class ExportedModel:
         return f"ExportedModel({self.source}: ({ins}) -> ({outs}), threads={self.threads})"
 
 
-def load(path, threads: int = 1) -> ExportedModel:
-    """Loads an exported .wasm; raises ExportFileError for a foreign, truncated, damaged or
-    incompatible file."""
+def load(path, threads: int = 1, timeout_ms: float | None = DEFAULT_TIMEOUT_MS) -> ExportedModel:
+    """Loads an exported .wasm; raises ExportFileError for a foreign, truncated, damaged, hostile or
+    incompatible file. `timeout_ms` limits loading (start function, _initialize) and each call
+    (WasmTimeout; the model must then be loaded again); None: no limit. Use it as a context
+    manager or call close() to stop its threads at once (dropping it does so too)."""
     path = Path(path)
-    return ExportedModel(path.read_bytes(), str(path), threads)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise wasm_file.ExportFileError(f"cannot read {path}: {e.strerror or e}") from e
+    return ExportedModel(data, str(path), threads, timeout_ms)

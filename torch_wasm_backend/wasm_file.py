@@ -4,20 +4,38 @@
 
 Custom sections are ignored by every wasm engine, so the file stays a valid module that instantiates
 like the kernel module itself; the metadata can be read without running anything. The metadata
-section comes last because it holds `content_hash` = sha256 of every byte before it (kernels + plan
-+ weights): a loader re-hashes that prefix to detect a damaged file. The JS loader
-(torch_wasm_backend/js/) reads the same layout; keep both in step (FORMAT_VERSION).
+section comes last. Its `content_hash` is the sha256 of the WHOLE file with the 64 hex digits of
+the hash itself replaced by '0's (format version 2; version 1 hashed only the bytes before the
+metadata, so its metadata could be damaged unnoticed: such files are refused with "re-export").
+
+The hash detects damage, it is not a signature: whoever edits a file can recompute it. So every
+structural field of the metadata is validated (`validate`) before anything runs: offsets and sizes
+inside the file's memory layout, strides that keep each tensor inside its region, known dtypes,
+unique names, sane counts. Parsing is linear (section sizes are LEB128 u32s of at most 5 bytes, as
+in the wasm spec). The JS loader (torch_wasm_backend/js/core.mjs) implements the same checks; keep
+both in step (FORMAT_VERSION).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from .errors import WasmBackendError
 
 FORMAT = "torch_wasm_backend.export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+HASH_PREFIX = "sha256:"
+HASH_PLACEHOLDER = HASH_PREFIX + "0" * 64
+MEMORY_LIMIT = 65536 * 65536          # wasm32: 4 GiB
+MAX_TENSORS = 4096                    # inputs or outputs of one model
+MAX_DIMS = 32
+MAX_WORKER_STACK = 64 * 2**20
+# An output is read from the arena; only a broadcast (stride-0) view can hold more values than the
+# arena has bytes/4. Up to this much is allowed for those, so a file cannot make a loader allocate
+# gigabytes for a tiny model.
+BROADCAST_OUTPUT_BYTES = 64 * 2**20
 PLAN_SECTION = "twb.plan"
 WEIGHTS_SECTION = "twb.weights"
 METADATA_SECTION = "twb.metadata"
@@ -42,16 +60,20 @@ def _leb128(n: int) -> bytes:
 
 
 def _read_leb128(data, pos: int, where: str) -> tuple[int, int]:
-    result = shift = 0
-    while True:
+    """An unsigned LEB128 u32: at most 5 bytes (wasm spec), so a hostile length costs O(1)."""
+    result = 0
+    for shift in range(0, 35, 7):
         if pos >= len(data):
             raise ExportFileError(f"{where}: the file ends inside a section header (truncated file?)")
         byte = data[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
-        shift += 7
         if not byte & 0x80:
+            if result >= 2**32:
+                break
             return result, pos
+    raise ExportFileError(f"{where}: a section header at byte {pos} holds a malformed or over-long "
+                          "size (not a u32 LEB128); the file is damaged: re-export or copy it again")
 
 
 def custom_section(name: str, payload: bytes) -> bytes:
@@ -64,7 +86,8 @@ def custom_section(name: str, payload: bytes) -> bytes:
 class ParsedFile:
     data: bytes
     custom: dict[str, bytes]     # custom section name -> payload
-    metadata_start: int          # byte offset of the metadata section (the hashed prefix ends here)
+    module_end: int              # byte offset of the plan section: data[:module_end] is the module
+    metadata_start: int          # byte offset of the metadata section (the last one)
     metadata: dict
 
 
@@ -73,9 +96,29 @@ def build(kernel_module: bytes, metadata: dict, plan_words: bytes, weights: byte
     if not kernel_module.startswith(WASM_HEADER):
         raise ExportFileError("the kernel module is not a wasm binary; rebuild it with `make kernels`")
     prefix = kernel_module + custom_section(PLAN_SECTION, plan_words) + custom_section(WEIGHTS_SECTION, weights)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
-            "content_hash": "sha256:" + hashlib.sha256(prefix).hexdigest()}
-    return prefix + custom_section(METADATA_SECTION, json.dumps(meta, indent=1).encode())
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "content_hash": HASH_PLACEHOLDER}
+    data = bytearray(prefix + custom_section(METADATA_SECTION, json.dumps(meta, indent=1).encode()))
+    at = data.rindex(HASH_PLACEHOLDER.encode()) + len(HASH_PREFIX)
+    data[at:at + 64] = hashlib.sha256(data).hexdigest().encode()
+    return bytes(data)
+
+
+def content_hash(data: bytes, metadata_start: int, recorded) -> str:
+    """sha256 of the file with the recorded hash's hex digits zeroed ('' if the recorded value is
+    not one well-formed hash appearing exactly once in the metadata section)."""
+    if not (isinstance(recorded, str) and len(recorded) == len(HASH_PLACEHOLDER)
+            and recorded.startswith(HASH_PREFIX)):
+        return ""
+    needle = recorded.encode()
+    at = data.find(needle, metadata_start)
+    if at < 0 or data.find(needle, at + 1) >= 0:
+        return ""
+    h = hashlib.sha256()
+    view = memoryview(data)
+    h.update(view[:at + len(HASH_PREFIX)])
+    h.update(b"0" * 64)
+    h.update(view[at + len(needle):])
+    return HASH_PREFIX + h.hexdigest()
 
 
 def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> ParsedFile:
@@ -84,6 +127,7 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
         raise ExportFileError(f"{source} is not a WebAssembly module (no '\\0asm' version-1 header); "
                               "pass a file written by torch_wasm_backend.export(...)")
     custom: dict[str, bytes] = {}
+    starts: list[tuple[int, str]] = []   # (offset, custom section name or "") of every section
     metadata_start = -1
     pos = len(WASM_HEADER)
     while pos < len(data):
@@ -94,12 +138,21 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
             raise ExportFileError(
                 f"{source} is truncated: a section at byte {start} needs {size} bytes, only "
                 f"{len(data) - pos} remain (file is {len(data)} bytes). Copy or download it again.")
+        if metadata_start >= 0:
+            raise ExportFileError(f"{source}: a section follows the '{METADATA_SECTION}' section (byte "
+                                  f"{start}); it must be the last one. The file is damaged: re-export it")
         if section_id == 0:
             name_len, name_at = _read_leb128(data, pos, source)
+            if name_at + name_len > pos + size:
+                raise ExportFileError(f"{source}: a custom section name at byte {start} runs past its "
+                                      "section; the file is damaged: re-export or copy it again")
             name = bytes(data[name_at:name_at + name_len]).decode(errors="replace")
+            if name in custom and name.startswith("twb."):
+                raise ExportFileError(f"{source} has two '{name}' sections; the file is damaged: re-export it")
             custom[name] = bytes(data[name_at + name_len:pos + size])
             if name == METADATA_SECTION:
                 metadata_start = start
+        starts.append((start, name if section_id == 0 else ""))
         pos += size
     if METADATA_SECTION not in custom:
         raise ExportFileError(
@@ -107,24 +160,34 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
             "custom section); create one with torch_wasm_backend.export(model, args, path)")
     try:
         meta = json.loads(custom[METADATA_SECTION])
-    except ValueError as e:
-        raise ExportFileError(f"{source}: the metadata section is not valid JSON ({e}); re-export the model") from e
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise ExportFileError(f"{source}: the metadata section is not valid JSON ({type(e).__name__}); "
+                              "re-export the model") from e
+    if not isinstance(meta, dict):
+        raise ExportFileError(f"{source}: the metadata is a JSON {type(meta).__name__}, not an object; re-export the model")
     check_compatible(meta, source)
     for name in (PLAN_SECTION, WEIGHTS_SECTION):
         if name not in custom:
             raise ExportFileError(f"{source} has no '{name}' section; re-export the model")
+    # Both loaders compile data[:module_end]: nothing of the module may hide after the plan.
+    if [name for _, name in starts[-3:]] != [PLAN_SECTION, WEIGHTS_SECTION, METADATA_SECTION]:
+        raise ExportFileError(f"{source}: its last sections are not {PLAN_SECTION}, {WEIGHTS_SECTION}, "
+                              f"{METADATA_SECTION} in this order; the file is damaged: re-export it")
     if verify_hash:
-        digest = "sha256:" + hashlib.sha256(data[:metadata_start]).hexdigest()
-        if digest != meta.get("content_hash"):
+        recorded = meta.get("content_hash")
+        digest = content_hash(data, metadata_start, recorded)
+        if digest != recorded:
             raise ExportFileError(
-                f"{source} is damaged: its content hash {digest[:23]}... does not match the "
-                f"{meta.get('content_hash', '')[:23]}... recorded at export; re-export or copy it again")
-    return ParsedFile(data, custom, metadata_start, meta)
+                f"{source} is damaged: its content hash {digest[:23] or '(none)'}... does not match the "
+                f"{str(recorded)[:23]}... recorded at export; re-export or copy it again")
+    validate(meta, len(custom[PLAN_SECTION]), len(custom[WEIGHTS_SECTION]), source)
+    return ParsedFile(data, custom, starts[-3][0], metadata_start, meta)
 
 
 def check_compatible(meta: dict, source: str = "file") -> None:
     """Refuses files of another format version (their layout or plan encoding may differ)."""
-    producer = meta.get("producer", {})
+    producer = meta.get("producer")
+    producer = producer if isinstance(producer, dict) else {}
     made_by = f"{producer.get('name', '?')} {producer.get('version', '?')}"
     if meta.get("format") != FORMAT:
         raise ExportFileError(f"{source}: unknown format {meta.get('format')!r} (made by {made_by}); "
@@ -134,6 +197,157 @@ def check_compatible(meta: dict, source: str = "file") -> None:
             f"{source} was written by {made_by} in export format version {meta.get('format_version')}; "
             f"this torch_wasm_backend reads version {FORMAT_VERSION}. Re-export the model with this "
             f"version, or load it with the version that wrote it.")
+
+
+class _Check:
+    """Field checks that raise ExportFileError naming the field (e.g. "outputs[1].strides")."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, problem: str):
+        raise ExportFileError(f"{self.source}: metadata field {where} {problem}; the file is damaged or "
+                              "was not written by torch_wasm_backend.export: re-export the model")
+
+    def int(self, obj: dict, key: str, where: str, lo: int = 0, hi: int = MEMORY_LIMIT) -> int:
+        value = obj.get(key) if isinstance(obj, dict) else None
+        field = key if where == "metadata" else f"{where}.{key}"
+        if type(value) is not int:
+            self.fail(field, f"is {json.dumps(value)[:40]}, not an integer")
+        if not lo <= value <= hi:
+            self.fail(field, f"= {value} is outside [{lo}, {hi}]")
+        return value
+
+    def obj(self, obj: dict, key: str, kind: type, where: str = "metadata"):
+        value = obj.get(key)
+        if not isinstance(value, kind):
+            self.fail(f"{where}.{key}" if where != "metadata" else key, f"is not a JSON {kind.__name__}")
+        return value
+
+
+def _tensor_extent(check: _Check, spec, where: str, may_be_unused: bool) -> tuple[int, int] | None:
+    """Validates one input/output entry; returns its byte range [lo, hi) (None: not in memory)."""
+    if not isinstance(spec, dict):
+        check.fail(where, "is not a JSON object")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        check.fail(f"{where}.name", "is not a non-empty string")
+    if spec.get("dtype") != "float32":
+        check.fail(f"{where}.dtype", f"is {json.dumps(spec.get('dtype'))[:40]}; exported tensors are float32")
+    shape = check.obj(spec, "shape", list, where)
+    if len(shape) > MAX_DIMS:
+        check.fail(f"{where}.shape", f"has {len(shape)} dimensions (at most {MAX_DIMS})")
+    numel = 1
+    for k in range(len(shape)):
+        numel *= _dim(check, shape[k], f"{where}.shape[{k}]")
+        numel = min(numel, MEMORY_LIMIT)  # a 0-size dim later still gives 0
+    if spec.get("offset") is None and may_be_unused:
+        if spec.get("strides") is not None:
+            check.fail(f"{where}.strides", "must be null for an input without an offset")
+        return None
+    offset = check.int(spec, "offset", where)
+    if offset % 4:
+        check.fail(f"{where}.offset", f"= {offset} is not float32-aligned")
+    strides = check.obj(spec, "strides", list, where)
+    if len(strides) != len(shape):
+        check.fail(f"{where}.strides", f"has {len(strides)} entries for {len(shape)} dimensions")
+    if numel == 0:
+        return offset, offset
+    last = 0
+    for k, (size, stride) in enumerate(zip(shape, strides)):
+        last += (size - 1) * _dim(check, stride, f"{where}.strides[{k}]")
+    return offset, offset + 4 * (last + 1)
+
+
+def _dim(check: _Check, value, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= MEMORY_LIMIT:
+        check.fail(where, f"is {json.dumps(value)[:40]}, not an integer in [0, 2**32]")
+    return value
+
+
+def _non_overlapping(shape: list, strides: list) -> bool:
+    """True if no two elements of the view share memory (so writing an input through it is sound)."""
+    span = 1
+    for size, stride in sorted((d for d in zip(shape, strides) if d[0] > 1), key=lambda d: d[1]):
+        if stride < span:
+            return False
+        span = stride * size
+    return True
+
+
+def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "file") -> None:
+    """Checks every structural field against the file's own sections and memory layout, so that a
+    loader can copy weights and plan, write inputs (into the arena) and read outputs (from the arena
+    or the weights) without leaving the regions the layout gives them: [heap_base, error_at, weights, arena (inputs, outputs), plan] < static_bytes
+    <= 4 GiB. Raises ExportFileError naming the first bad field."""
+    check = _Check(source)
+    producer = check.obj(meta, "producer", dict)
+    for key in ("name", "version"):
+        if not isinstance(producer.get(key), str):
+            check.fail(f"producer.{key}", "is not a string")
+    if not isinstance(meta.get("model"), str):
+        check.fail("model", "is not a string")
+    check.int(meta, "abi_version", "metadata", 0, 2**31 - 1)
+    for key in ("ops", "kernel_calls"):
+        counts = check.obj(meta, key, dict)
+        for op, n in counts.items():
+            if type(n) is not int or n < 0:
+                check.fail(f"{key}[{op!r}]", "is not a count")
+    if type(meta.get("flops")) not in (int, float) or not 0 <= meta["flops"] < float("inf"):
+        check.fail("flops", "is not a non-negative number")
+
+    mem, lay = check.obj(meta, "memory", dict), check.obj(meta, "layout", dict)
+    heap_base = check.int(mem, "heap_base", "memory")
+    error_at = check.int(lay, "error_at", "layout", heap_base)
+    weights_at = check.int(lay, "weights_at", "layout", error_at + 4)
+    if check.int(lay, "weights_bytes", "layout") != weights_bytes:
+        check.fail("layout.weights_bytes", f"= {lay['weights_bytes']} but the weights section has {weights_bytes} bytes")
+    arena_at = check.int(lay, "arena_at", "layout", weights_at + weights_bytes)
+    arena_end = arena_at + check.int(lay, "arena_bytes", "layout")
+    plan_at = check.int(lay, "plan_at", "layout", arena_end)
+    if check.int(lay, "plan_words", "layout") * 4 != plan_bytes:
+        check.fail("layout.plan_words", f"= {lay['plan_words']} but the plan section has {plan_bytes} bytes")
+    static_bytes = check.int(mem, "static_bytes", "memory", plan_at + plan_bytes)
+    for key, value in (("error_at", error_at), ("weights_at", weights_at), ("arena_at", arena_at), ("plan_at", plan_at)):
+        if value % 4:
+            check.fail(f"layout.{key}", f"= {value} is not 4-byte aligned")
+    check.int(mem, "initial_pages", "memory", -(-static_bytes // 65536), MEMORY_LIMIT // 65536)
+    stack = check.int(mem, "worker_stack_bytes", "memory", 4096, MAX_WORKER_STACK)
+    if stack % 16:
+        check.fail("memory.worker_stack_bytes", f"= {stack} is not 16-byte aligned")
+
+    inputs, outputs = check.obj(meta, "inputs", list), check.obj(meta, "outputs", list)
+    if len(inputs) > MAX_TENSORS or not 1 <= len(outputs) <= MAX_TENSORS:
+        check.fail("inputs/outputs", f"count ({len(inputs)} inputs, {len(outputs)} outputs) is not sane")
+    written: list[tuple[int, int, str]] = []
+    for kind, specs in (("inputs", inputs), ("outputs", outputs)):
+        names = set()
+        for k, spec in enumerate(specs):
+            where = f"{kind}[{k}]"
+            extent = _tensor_extent(check, spec, where, may_be_unused=kind == "inputs")
+            if spec["name"] in names:
+                check.fail(f"{where}.name", f"{spec['name']!r} is used twice among the {kind}")
+            names.add(spec["name"])
+            if extent is None:
+                continue
+            lo, hi = extent
+            numel = math.prod(spec["shape"])
+            if 4 * numel > max(arena_end - arena_at, BROADCAST_OUTPUT_BYTES):
+                check.fail(f"{where}.shape", f"{spec['shape']} holds more values than the activations arena "
+                                             f"({arena_end - arena_at} bytes)")
+            # Inputs are written: arena only. Outputs are read: arena, or the weights for a model that
+            # returns a parameter or constant as it is.
+            regions = [(arena_at, arena_end)] + ([(weights_at, weights_at + weights_bytes)] if kind == "outputs" else [])
+            if lo < hi and not any(start <= lo and hi <= end for start, end in regions):
+                check.fail(where, f"covers bytes [{lo}, {hi}), outside the activations arena [{arena_at}, {arena_end})"
+                                  + (f" and the weights [{weights_at}, {weights_at + weights_bytes})" if kind == "outputs" else ""))
+            if kind == "inputs" and lo < hi:
+                if not _non_overlapping(spec["shape"], spec["strides"]):
+                    check.fail(f"{where}.strides", "make elements overlap; an input must not alias itself")
+                for other_lo, other_hi, other in written:
+                    if lo < other_hi and other_lo < hi:
+                        check.fail(where, f"overlaps input {other!r} in memory")
+                written.append((lo, hi, spec["name"]))
 
 
 def read_metadata(path) -> dict:

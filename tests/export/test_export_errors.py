@@ -119,3 +119,21 @@ def test_damaged_weights_fail_the_content_hash(exported, tmp_path):
     p = _rewrite(exported["mlp"].path, tmp_path / "damaged.wasm", edit_weights=flip)
     with pytest.raises(wasm_file.ExportFileError, match="damaged"):
         twb.load(p)
+
+
+def test_damaged_metadata_fails_the_content_hash(exported, tmp_path):
+    """One changed digit in the metadata (an input stride) with the hash as exported: format 2 hashes
+    the whole file, so this is "damaged", not silently wrong outputs."""
+    def stride(meta):
+        meta["inputs"][0]["strides"][0] += 1
+    p = _rewrite(exported["mlp"].path, tmp_path / "stride.wasm", edit_meta=stride)
+    with pytest.raises(wasm_file.ExportFileError, match="damaged"):
+        twb.load(p)
+
+
+def test_format_1_files_are_refused_with_re_export(exported, tmp_path):
+    def old(meta):
+        meta["format_version"] = 1
+    p = _rewrite(exported["mlp"].path, tmp_path / "v1.wasm", edit_meta=old)
+    with pytest.raises(wasm_file.ExportFileError, match=r"export format version 1; .*Re-export the model"):
+        twb.load(p)

@@ -74,7 +74,8 @@ def test_node_errors(exported, tmp_path):
     data[len(data) // 2] ^= 0xFF  # inside the kernel code: the content hash must catch it
     damaged.write_bytes(bytes(data))
     future = tmp_path / "future.wasm"
-    future.write_bytes(good.read_bytes().replace(b'"format_version": 1', b'"format_version": 7'))
+    version = f'"format_version": {wasm_file.FORMAT_VERSION}'.encode()
+    future.write_bytes(good.read_bytes().replace(version, b'"format_version": 7'))
     foreign = Path(torch_wasm_backend.__file__).parent / "kernels.wasm"
     r = node("bad_inputs.mjs", good, truncated, damaged, future, foreign)
     assert "ModelInputError: unknown input name 'nope'" in r["wrong_name"] and '["input"]' in r["wrong_name"]

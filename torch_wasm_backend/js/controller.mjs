@@ -1,22 +1,29 @@
-// Browser only: the Worker that runs the plan. A page's main thread may not block, but run_plan
-// waits (memory.atomic.wait32) for the pool threads, so the main instance lives here.
-import { createRunner, parseFile } from "./core.mjs";
+// The Worker that runs the plan (a browser Worker or a Node.js worker_thread). run_plan waits
+// (memory.atomic.wait32) for the pool threads, which a page's main thread may not do, and a hostile
+// or stuck module (a start function, _initialize or run_plan that never returns) must be stoppable:
+// the loader terminates this Worker at its time limit.
+import { createRunner, isNode, parseFile } from "./core.mjs";
 
+const port = isNode ? (await import("node:worker_threads")).parentPort : self;
 let runner = null;
-self.onmessage = async ({ data }) => {
+
+async function handle(data) {
   try {
     if (data.type === "init") {
       const file = parseFile(data.bytes, data.source);
-      runner = await createRunner(data.module, file, data.threads, data.shared);
-      self.postMessage({ type: "ready" });
+      runner = await createRunner(data.module, file, data.threads, data.shared, data.source);
+      port.postMessage({ type: "ready", id: data.id });
     } else if (data.type === "run") {
       const outputs = runner.run(data.inputs);
-      self.postMessage({ type: "result", id: data.id, outputs }, Object.values(outputs).map((a) => a.buffer));
+      port.postMessage({ type: "result", id: data.id, outputs }, Object.values(outputs).map((a) => a.buffer));
     } else if (data.type === "close") {
       if (runner) runner.close();
-      self.close();
+      if (isNode) process.exit(0); else self.close();
     }
   } catch (e) {
-    self.postMessage({ type: "error", id: data.id, message: String(e && e.message || e), name: e && e.name });
+    port.postMessage({ type: "error", id: data.id, message: String(e && e.message || e), name: e && e.name });
   }
-};
+}
+
+if (isNode) port.on("message", handle);
+else self.onmessage = ({ data }) => handle(data);

@@ -1,10 +1,18 @@
 // Shared core of the JS loader: reads an exported .wasm (custom sections, metadata, content hash),
-// checks inputs, and runs the plan on one instance (plus parked pool workers for threads > 1).
-// Runs wherever blocking is allowed: the Node.js main thread, or a browser Worker (controller.mjs).
-// The file layout is written by torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
+// validates every structural field of the metadata against the file (a file is untrusted input: the
+// hash detects damage, anyone can recompute it), checks inputs, and runs the plan on one instance
+// (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
+// The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
 export const FORMAT = "torch_wasm_backend.export";
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+const HASH_PREFIX = "sha256:";
+const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
+const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
+// The functions the loader calls (a module must export them; JS cannot see wasm signatures).
+// name -> parameter count (JS sees no wasm types; an i64 where i32 belongs throws a TypeError at the
+// call, which is reported like a trap).
+const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 const RUN_PLAN_ERRORS = { "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped" };
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
@@ -13,46 +21,58 @@ export const isNode = typeof process !== "undefined" && !!(process.versions && p
 export class ModelFileError extends Error { constructor(m) { super(m); this.name = "ModelFileError"; } }
 /** run() was given inputs that do not fit the model (name, shape or dtype). */
 export class ModelInputError extends Error { constructor(m) { super(m); this.name = "ModelInputError"; } }
+/** A call ran past its time limit (timeoutMs); the model is unusable afterwards: load it again. */
+export class ModelTimeoutError extends Error { constructor(m) { super(m); this.name = "ModelTimeoutError"; } }
 
+// An unsigned LEB128 u32: at most 5 bytes (wasm spec), so a hostile length costs O(1).
 function readLeb(bytes, pos, source) {
-  let result = 0, shift = 0;
-  for (;;) {
+  let result = 0;
+  for (let shift = 0; shift < 35; shift += 7) {
     if (pos >= bytes.length) throw new ModelFileError(`${source}: the file ends inside a section header (truncated file?)`);
     const b = bytes[pos++];
     result += (b & 0x7f) * 2 ** shift;
-    shift += 7;
-    if (!(b & 0x80)) return [result, pos];
+    if (!(b & 0x80)) {
+      if (result >= 2 ** 32) break;
+      return [result, pos];
+    }
   }
+  throw new ModelFileError(`${source}: a section header at byte ${pos} holds a malformed or over-long size (not a u32 LEB128); the file is damaged: re-export or copy it again`);
 }
 
 function toBytes(data) {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  // A plain Uint8Array view even for a Node Buffer (whose slice() does not copy).
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== "undefined" && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new ModelFileError(`expected the .wasm file's bytes (ArrayBuffer or Uint8Array), got ${Object.prototype.toString.call(data)}`);
 }
 
-/** Sections of an exported file: {bytes, custom: Map(name -> Uint8Array), metadataStart, memoryFlagsAt, meta}. */
+/** Sections of an exported file: {bytes, custom: Map(name -> Uint8Array), moduleEnd, metadataStart, memoryFlagsAt, meta}; the metadata is validated. */
 export function parseFile(data, source = "model") {
   const bytes = toBytes(data);
   if (bytes.length < 8 || HEADER.some((b, i) => bytes[i] !== b))
     throw new ModelFileError(`${source} is not a WebAssembly module (no '\\0asm' version-1 header); pass a file written by torch_wasm_backend.export(...)`);
-  const custom = new Map();
+  const custom = new Map(), starts = [];
   let pos = 8, metadataStart = -1, memoryFlagsAt = -1;
   while (pos < bytes.length) {
     const start = pos, id = bytes[pos];
-    let size;
+    let size, name = "";
     [size, pos] = readLeb(bytes, pos + 1, source);
     if (pos + size > bytes.length)
       throw new ModelFileError(`${source} is truncated: a section at byte ${start} needs ${size} bytes, only ${bytes.length - pos} remain (file is ${bytes.length} bytes). Copy or download it again.`);
+    if (metadataStart >= 0)
+      throw new ModelFileError(`${source}: a section follows the 'twb.metadata' section (byte ${start}); it must be the last one. The file is damaged: re-export it`);
     if (id === 0) {
       const [nameLen, nameAt] = readLeb(bytes, pos, source);
-      const name = new TextDecoder().decode(bytes.subarray(nameAt, nameAt + nameLen));
+      if (nameAt + nameLen > pos + size)
+        throw new ModelFileError(`${source}: a custom section name at byte ${start} runs past its section; the file is damaged: re-export or copy it again`);
+      name = new TextDecoder().decode(bytes.subarray(nameAt, nameAt + nameLen));
+      if (custom.has(name) && name.startsWith("twb.")) throw new ModelFileError(`${source} has two '${name}' sections; the file is damaged: re-export it`);
       custom.set(name, bytes.subarray(nameAt + nameLen, pos + size));
       if (name === "twb.metadata") metadataStart = start;
     } else if (id === 2) {
       memoryFlagsAt = findMemoryImportFlags(bytes, pos, source);
     }
+    starts.push([start, name]);
     pos += size;
   }
   if (!custom.has("twb.metadata"))
@@ -60,10 +80,118 @@ export function parseFile(data, source = "model") {
   let meta;
   try { meta = JSON.parse(new TextDecoder().decode(custom.get("twb.metadata"))); }
   catch (e) { throw new ModelFileError(`${source}: the metadata section is not valid JSON (${e.message}); re-export the model`); }
+  if (meta === null || typeof meta !== "object" || Array.isArray(meta))
+    throw new ModelFileError(`${source}: the metadata is not a JSON object; re-export the model`);
   checkCompatible(meta, source);
   for (const name of ["twb.plan", "twb.weights"])
     if (!custom.has(name)) throw new ModelFileError(`${source} has no '${name}' section; re-export the model`);
-  return { bytes, custom, metadataStart, memoryFlagsAt, meta };
+  // Both loaders compile bytes[0, moduleEnd): nothing of the module may hide after the plan.
+  if (starts.slice(-3).map(([, n]) => n).join() !== "twb.plan,twb.weights,twb.metadata")
+    throw new ModelFileError(`${source}: its last sections are not twb.plan, twb.weights, twb.metadata in this order; the file is damaged: re-export it`);
+  validate(meta, custom.get("twb.plan").length, custom.get("twb.weights").length, source);
+  return { bytes, custom, moduleEnd: starts[starts.length - 3][0], metadataStart, memoryFlagsAt, meta };
+}
+
+const fail = (source, where, problem) => { throw new ModelFileError(`${source}: metadata field ${where} ${problem}; the file is damaged or was not written by torch_wasm_backend.export: re-export the model`); };
+const show = (v) => String(JSON.stringify(v)).slice(0, 40);
+const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/** Checks every structural field against the file's sections and memory layout (as wasm_file.validate). */
+export function validate(meta, planBytes, weightsBytes, source = "model") {
+  const int = (obj, key, where, lo = 0, hi = MEMORY_LIMIT) => {
+    const v = isObj(obj) || Array.isArray(obj) ? obj[key] : undefined, field = where ? `${where}.${key}` : key;
+    if (!Number.isSafeInteger(v)) fail(source, field, `is ${show(v)}, not an integer`);
+    if (v < lo || v > hi) fail(source, field, `= ${v} is outside [${lo}, ${hi}]`);
+    return v;
+  };
+  const obj = (o, key, isArr) => { const v = o[key]; if (isArr ? !Array.isArray(v) : !isObj(v)) fail(source, key, `is not a JSON ${isArr ? "list" : "dict"}`); return v; };
+  const producer = obj(meta, "producer");
+  for (const key of ["name", "version"]) if (typeof producer[key] !== "string") fail(source, `producer.${key}`, "is not a string");
+  if (typeof meta.model !== "string") fail(source, "model", "is not a string");
+  int(meta, "abi_version", "", 0, 2 ** 31 - 1);
+  for (const key of ["ops", "kernel_calls"])
+    for (const [op, n] of Object.entries(obj(meta, key))) if (!Number.isSafeInteger(n) || n < 0) fail(source, `${key}['${op}']`, "is not a count");
+  if (typeof meta.flops !== "number" || !(meta.flops >= 0) || !Number.isFinite(meta.flops)) fail(source, "flops", "is not a non-negative number");
+  const mem = obj(meta, "memory"), lay = obj(meta, "layout");
+  const heapBase = int(mem, "heap_base", "memory");
+  const errorAt = int(lay, "error_at", "layout", heapBase);
+  const weightsAt = int(lay, "weights_at", "layout", errorAt + 4);
+  if (int(lay, "weights_bytes", "layout") !== weightsBytes) fail(source, "layout.weights_bytes", `= ${lay.weights_bytes} but the weights section has ${weightsBytes} bytes`);
+  const arenaAt = int(lay, "arena_at", "layout", weightsAt + weightsBytes);
+  const arenaEnd = arenaAt + int(lay, "arena_bytes", "layout");
+  const planAt = int(lay, "plan_at", "layout", arenaEnd);
+  if (int(lay, "plan_words", "layout") * 4 !== planBytes) fail(source, "layout.plan_words", `= ${lay.plan_words} but the plan section has ${planBytes} bytes`);
+  const staticBytes = int(mem, "static_bytes", "memory", planAt + planBytes);
+  for (const [key, v] of [["error_at", errorAt], ["weights_at", weightsAt], ["arena_at", arenaAt], ["plan_at", planAt]])
+    if (v % 4) fail(source, `layout.${key}`, `= ${v} is not 4-byte aligned`);
+  int(mem, "initial_pages", "memory", Math.ceil(staticBytes / 65536), MEMORY_LIMIT / 65536);
+  if (int(mem, "worker_stack_bytes", "memory", 4096, MAX_WORKER_STACK) % 16) fail(source, "memory.worker_stack_bytes", "is not 16-byte aligned");
+  const inputs = obj(meta, "inputs", true), outputs = obj(meta, "outputs", true);
+  if (inputs.length > MAX_TENSORS || outputs.length < 1 || outputs.length > MAX_TENSORS)
+    fail(source, "inputs/outputs", `count (${inputs.length} inputs, ${outputs.length} outputs) is not sane`);
+  const written = [];
+  for (const [kind, specs] of [["inputs", inputs], ["outputs", outputs]]) {
+    const names = new Set();
+    specs.forEach((spec, k) => {
+      const where = `${kind}[${k}]`;
+      if (!isObj(spec)) fail(source, where, "is not a JSON object");
+      if (typeof spec.name !== "string" || !spec.name) fail(source, `${where}.name`, "is not a non-empty string");
+      if (names.has(spec.name)) fail(source, `${where}.name`, `'${spec.name}' is used twice among the ${kind}`);
+      names.add(spec.name);
+      if (spec.dtype !== "float32") fail(source, `${where}.dtype`, `is ${show(spec.dtype)}; exported tensors are float32`);
+      if (!Array.isArray(spec.shape)) fail(source, `${where}.shape`, "is not a JSON list");
+      if (spec.shape.length > MAX_DIMS) fail(source, `${where}.shape`, `has ${spec.shape.length} dimensions (at most ${MAX_DIMS})`);
+      let numel = 1;
+      spec.shape.forEach((_, d) => { numel = Math.min(numel * int(spec.shape, d, `${where}.shape`), MEMORY_LIMIT); });
+      if (kind === "inputs" && spec.offset === null) {
+        if (spec.strides !== null) fail(source, `${where}.strides`, "must be null for an input without an offset");
+        return;
+      }
+      const offset = int(spec, "offset", where);
+      if (offset % 4) fail(source, `${where}.offset`, `= ${offset} is not float32-aligned`);
+      if (!Array.isArray(spec.strides)) fail(source, `${where}.strides`, "is not a JSON list");
+      if (spec.strides.length !== spec.shape.length) fail(source, `${where}.strides`, `has ${spec.strides.length} entries for ${spec.shape.length} dimensions`);
+      if (numel === 0) return;
+      let last = 0;
+      spec.shape.forEach((size, d) => { last += (size - 1) * int(spec.strides, d, `${where}.strides`); });
+      if (4 * numel > Math.max(arenaEnd - arenaAt, BROADCAST_OUTPUT_BYTES)) fail(source, `${where}.shape`, `[${spec.shape}] holds more values than the activations arena (${arenaEnd - arenaAt} bytes)`);
+      const lo = offset, hi = offset + 4 * (last + 1);
+      // Inputs are written: arena only. Outputs are read: arena, or the weights (a returned parameter).
+      const inWeights = kind === "outputs" && weightsAt <= lo && hi <= weightsAt + weightsBytes;
+      if (!(arenaAt <= lo && hi <= arenaEnd) && !inWeights) fail(source, where, `covers bytes [${lo}, ${hi}), outside the ${kind === "outputs" ? "activations arena and the weights" : "activations arena"}`);
+      if (kind === "inputs") {
+        if (!nonOverlapping(spec.shape, spec.strides)) fail(source, `${where}.strides`, "make elements overlap; an input must not alias itself");
+        for (const [oLo, oHi, other] of written) if (lo < oHi && oLo < hi) fail(source, where, `overlaps input '${other}' in memory`);
+        written.push([lo, hi, spec.name]);
+      }
+    });
+  }
+}
+
+function nonOverlapping(shape, strides) {
+  let span = 1;
+  for (const [size, stride] of shape.map((s, i) => [s, strides[i]]).filter(([s]) => s > 1).sort((a, b) => a[1] - b[1])) {
+    if (stride < span) return false;
+    span = stride * size;
+  }
+  return true;
+}
+
+/** Exactly one import, env.memory; the kernel functions exported. */
+export function checkInterface(module, source = "model") {
+  const imports = WebAssembly.Module.imports(module);
+  if (imports.length !== 1 || imports[0].module !== "env" || imports[0].name !== "memory" || imports[0].kind !== "memory") {
+    const listed = imports.slice(0, 5).map((i) => `${i.module}.${i.name} (${i.kind})`).join(", ") || "nothing";
+    throw new ModelFileError(`${source} imports ${listed}; an exported model may import exactly one thing, the shared memory env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)`);
+  }
+  const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
+  for (const name of Object.keys(REQUIRED_EXPORTS))
+    if (exports.get(name) !== "function") throw new ModelFileError(`${source}: its module lacks the kernel function ${name}; it was not written by torch_wasm_backend.export: re-export the model`);
+}
+
+function checkArity(ex, source) {
+  for (const [name, params] of Object.entries(REQUIRED_EXPORTS))
+    if (ex[name].length !== params) throw new ModelFileError(`${source}: its kernel function ${name} takes ${ex[name].length} arguments, not ${params}; it was not written by torch_wasm_backend.export: re-export the model`);
 }
 
 // Position of the limits-flags byte of the `env.memory` import (0x03 = shared with maximum).
@@ -89,13 +217,33 @@ export function checkCompatible(meta, source = "model") {
     throw new ModelFileError(`${source} was written by ${madeBy} in export format version ${meta.format_version}; this loader reads version ${FORMAT_VERSION}. Re-export the model with the matching torch_wasm_backend, or use the loader shipped with the version that wrote it.`);
 }
 
-/** Re-hashes kernels + plan + weights and compares with the metadata (detects damaged files). */
+// Where the recorded hash string sits in the metadata section (-1 unless exactly once).
+function hashPosition(file) {
+  const recorded = file.meta.content_hash;
+  if (typeof recorded !== "string" || recorded.length !== HASH_PREFIX.length + 64 || !recorded.startsWith(HASH_PREFIX)) return -1;
+  const needle = new TextEncoder().encode(recorded), b = file.bytes;
+  let found = -1;
+  for (let i = file.metadataStart; i + needle.length <= b.length; i++) {
+    let k = 0;
+    while (k < needle.length && b[i + k] === needle[k]) k++;
+    if (k === needle.length) { if (found >= 0) return -1; found = i; }
+  }
+  return found;
+}
+
+/** Re-hashes the whole file (the recorded hash's digits zeroed) and compares (detects damaged files). */
 export async function verifyHash(file, source = "model") {
   let subtle = globalThis.crypto && globalThis.crypto.subtle;
   if (!subtle && isNode) subtle = (await import("node:crypto")).webcrypto.subtle;  // Node < 19
-  if (!subtle) { console.warn(`${source}: crypto.subtle is unavailable (not a secure context); the content hash is not checked`); return; }
-  const digest = new Uint8Array(await subtle.digest("SHA-256", file.bytes.subarray(0, file.metadataStart)));
-  const hex = "sha256:" + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  if (!subtle) { console.warn(`${source}: crypto.subtle is unavailable (not a secure context); the content hash is not checked (the metadata is still validated)`); return; }
+  const at = hashPosition(file);
+  let hex = "(none)";
+  if (at >= 0) {
+    const zeroed = new Uint8Array(file.bytes);  // a copy: the caller's bytes stay as they are
+    zeroed.fill(0x30, at + HASH_PREFIX.length, at + HASH_PREFIX.length + 64);  // '0'
+    const digest = new Uint8Array(await subtle.digest("SHA-256", zeroed));
+    hex = HASH_PREFIX + Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
   if (hex !== file.meta.content_hash)
     throw new ModelFileError(`${source} is damaged: its content hash ${hex.slice(0, 23)}... does not match the ${String(file.meta.content_hash).slice(0, 23)}... recorded at export; re-export or copy it again`);
 }
@@ -104,7 +252,7 @@ export async function verifyHash(file, source = "model") {
  * cannot create shared memory. Atomic instructions stay valid on unshared memory, and with one
  * thread the kernels never wait, so the plan runs unchanged. */
 export function unsharedModuleBytes(file) {
-  const copy = file.bytes.slice(0, file.metadataStart);
+  const copy = file.bytes.slice(0, file.moduleEnd);
   if (file.memoryFlagsAt < 0 || (copy[file.memoryFlagsAt] & 2) === 0) return copy;
   copy[file.memoryFlagsAt] &= ~2;
   return copy;
@@ -155,12 +303,19 @@ export function memoryPages(meta, threads) {
 
 /** One instance on `memory` with weights and plan in place; run() is synchronous. */
 export class Engine {
-  constructor(module, memory, meta, plan, weights, threads) {
-    this.meta = meta; this.memory = memory; this.threads = threads;
-    this.instance = new WebAssembly.Instance(module, { env: { memory } });
-    this.ex = this.instance.exports;
-    this.ex._initialize();
-    const abi = this.ex.abi_version(), heapBase = this.ex.heap_base() >>> 0;
+  constructor(module, memory, meta, plan, weights, threads, source = "model") {
+    this.meta = meta; this.memory = memory; this.threads = threads; this.source = source;
+    let abi, heapBase;
+    try {
+      this.instance = new WebAssembly.Instance(module, { env: { memory } });  // runs a start function
+      this.ex = this.instance.exports;
+      checkArity(this.ex, source);
+      this.ex._initialize();
+      abi = this.ex.abi_version(); heapBase = this.ex.heap_base() >>> 0;
+    } catch (e) {
+      if (e instanceof ModelFileError) throw e;
+      throw new ModelFileError(`${source}: instantiating its module failed (${e && e.message || e}); the file is damaged or not a torch_wasm_backend export: re-export it`);
+    }
     if (abi !== meta.abi_version || heapBase !== meta.memory.heap_base)
       throw new ModelFileError(`the file's kernels (ABI ${abi}, heap base ${heapBase}) do not match its plan (ABI ${meta.abi_version}, heap base ${meta.memory.heap_base}); re-export the model`);
     const u8 = new Uint8Array(memory.buffer);
@@ -179,7 +334,12 @@ export class Engine {
       if (isContiguous(spec.shape, spec.strides)) f32.set(src, spec.offset / 4);
       else copyStrided(f32, spec.offset / 4, spec.strides, src, 0, contiguousStrides(spec.shape), spec.shape);
     }
-    const rc = this.ex.run_plan(lay.plan_at, lay.plan_words, this.threads, lay.error_at);
+    let rc;
+    try { rc = this.ex.run_plan(lay.plan_at, lay.plan_words, this.threads, lay.error_at); }
+    catch (e) {  // a trap in the file's own code: damaged, hostile, or a kernel bug
+      this.broken = String(e && e.message || e);
+      throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
+    }
     if (rc !== 0) {
       this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
       throw new Error(`run_plan failed: ${this.broken}`);
@@ -209,11 +369,12 @@ async function spawnWorker(url) {
 }
 
 /** Memory + main Engine + (threads - 1) pool workers parked in worker_loop. */
-export async function createRunner(module, file, threads, shared) {
+export async function createRunner(module, file, threads, shared, source = "model") {
   const { meta } = file;
   const pages = memoryPages(meta, threads);
+  if (pages > MEMORY_LIMIT / 65536) throw new ModelFileError(`${source} with ${threads} threads needs more than 4 GiB of memory (wasm32); use fewer threads`);
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared });
-  const engine = new Engine(module, memory, meta, file.custom.get("twb.plan"), file.custom.get("twb.weights"), threads);
+  const engine = new Engine(module, memory, meta, file.custom.get("twb.plan"), file.custom.get("twb.weights"), threads, source);
   const workers = [];
   for (let id = 1; id < threads; id++) {
     const w = await spawnWorker(new URL("./pool_worker.mjs", import.meta.url));

@@ -4,27 +4,90 @@
 //   const model = await loadModel(bytes, { threads: 2 });
 //   const { output } = await model.run({ x: new Float32Array(...) });
 //
-// Node.js: the plan runs on the calling thread, pool threads are worker_threads on a shared memory.
-// Browser: the plan runs in a Worker (controller.mjs): a page's main thread may not block. Threads
-// need cross-origin isolation (COOP: same-origin + COEP: require-corp headers); without it the
-// loader runs one thread on an unshared memory and says why on the console.
-import { checkInputs, createRunner, isNode, ModelFileError, ModelInputError, parseFile, unsharedModuleBytes, verifyHash } from "./core.mjs";
+// The file is untrusted input: parsed and validated here (core.mjs), compiled here, instantiated and
+// run in a Worker (controller.mjs; a worker_thread in Node) that is terminated when loading or a call
+// passes its time limit (timeoutMs, default 10 s). Pool threads are Workers of that Worker on a shared
+// memory. Threads in a browser need cross-origin isolation (COOP: same-origin + COEP: require-corp
+// headers); without it the loader runs one thread on an unshared memory and says why on the console.
+// close() frees the Workers; a model that is garbage-collected without close() frees them too.
+import { checkInputs, checkInterface, isNode, ModelFileError, ModelInputError, ModelTimeoutError, parseFile, unsharedModuleBytes, verifyHash } from "./core.mjs";
 
-export { ModelFileError, ModelInputError };
+export { ModelFileError, ModelInputError, ModelTimeoutError };
+
+const DEFAULT_TIMEOUT_MS = 10000;
+const ERRORS = { ModelFileError, ModelInputError, ModelTimeoutError };
 
 async function compile(bytes, source) {
   try { return await WebAssembly.compile(bytes); }
   catch (e) { throw new ModelFileError(`${source} is not a valid wasm module for this engine: ${e.message}`); }
 }
 
+async function startController() {
+  const url = new URL("./controller.mjs", import.meta.url);
+  if (isNode) {
+    const { Worker } = await import("node:worker_threads");
+    const w = new Worker(url);
+    return { post: (m) => w.postMessage(m), onMessage: (f) => w.on("message", f), onError: (f) => { w.on("error", f); w.on("exit", (code) => f(new Error(`worker exited (code ${code})`))); },
+             terminate: () => w.terminate(), ref: () => w.ref(), unref: () => w.unref() };
+  }
+  const w = new Worker(url, { type: "module" });
+  return { post: (m) => w.postMessage(m), onMessage: (f) => { w.onmessage = (e) => f(e.data); }, onError: (f) => { w.onerror = (e) => f(new Error(e.message || "worker failed to load")); },
+           terminate: () => w.terminate(), ref: () => {}, unref: () => {} };
+}
+
+// A model dropped without close(): its Worker (and the pool Workers inside it) is terminated.
+const collected = new FinalizationRegistry((state) => {
+  if (!state.closed) { state.closed = true; state.worker.terminate(); }
+});
+
+/** The Worker's message handling and calls with a time limit. Defined apart from loadModel so that
+ * the handlers (kept alive by the running Worker) do not share a closure scope with the model
+ * object: then dropping the model lets the FinalizationRegistry terminate the Worker. */
+function connect(worker, source, timeoutMs) {
+  const limited = timeoutMs > 0 && timeoutMs !== Infinity;
+  const state = { worker, pending: new Map(), failed: null, closed: false, busy: 0 };
+  const { pending } = state;
+  const stop = (reason) => {
+    state.failed = state.failed || reason;
+    if (!state.closed) { state.closed = true; worker.terminate(); }
+    for (const p of pending.values()) p.reject(p.error(reason));
+    pending.clear();
+  };
+  // The Worker keeps a Node process alive only while loading or running a call.
+  const busy = (delta) => { state.busy += delta; if (state.busy > 0) worker.ref(); else worker.unref(); };
+  worker.onMessage((data) => {
+    const p = pending.get(data.id);
+    if (!p) return;
+    pending.delete(data.id);
+    clearTimeout(p.timer);
+    busy(-1);
+    if (data.type === "error") p.reject(new (ERRORS[data.name] || Error)(data.message));
+    else p.resolve(data.type === "result" ? data.outputs : undefined);
+  });
+  worker.onError((e) => { if (!state.closed) stop(`the worker failed: ${e && e.message || e}`); });
+  const call = (message, timeoutError) => new Promise((resolve, reject) => {
+    if (state.failed) return reject(new Error(`${source}: unusable (${state.failed}); load it again`));
+    if (state.closed) return reject(new Error(`${source}: the model was closed; load it again`));
+    const p = { resolve, reject, error: (why) => new Error(`${source}: ${why}`), timer: null };
+    if (limited) p.timer = setTimeout(() => { p.error = timeoutError; stop(`timed out after ${timeoutMs} ms`); }, timeoutMs);
+    pending.set(message.id, p);
+    busy(1);
+    worker.post(message);
+  });
+  return { state, call, stop };
+}
+
 /**
  * @param {ArrayBuffer|Uint8Array} bytes  the exported .wasm
- * @param {{threads?: number, source?: string}} options  threads: 1 (default) or more
+ * @param {{threads?: number, source?: string, timeoutMs?: number}} options  threads: 1 (default) or
+ *   more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity: none)
  * @returns {Promise<{run(inputs: Object<string, Float32Array>): Promise<Object<string, Float32Array>>, info: object, close(): void}>}
  */
 export async function loadModel(bytes, options = {}) {
   const source = options.source || "model";
   let threads = Math.max(1, Math.floor(options.threads || 1));
+  const timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
+  if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) throw new TypeError(`timeoutMs: ${timeoutMs}; pass milliseconds (0 for no limit)`);
   const file = parseFile(bytes, source);
   await verifyHash(file, source);
   const meta = file.meta;
@@ -35,44 +98,36 @@ export async function loadModel(bytes, options = {}) {
     threads = 1;
     shared = false;
   }
-  const module = await compile(shared ? file.bytes.subarray(0, file.metadataStart) : unsharedModuleBytes(file), source);
+  const module = await compile(shared ? file.bytes.subarray(0, file.moduleEnd) : unsharedModuleBytes(file), source);
+  checkInterface(module, source);
   const info = { ...meta, threads, sharedMemory: shared, fileBytes: file.bytes.length };
 
-  if (isNode) {
-    const runner = await createRunner(module, file, threads, shared);
-    return {
-      info,
-      async run(inputs) { return runner.run(checkInputs(meta, inputs)); },
-      close() { runner.close(); },
-    };
-  }
-
-  const worker = new Worker(new URL("./controller.mjs", import.meta.url), { type: "module" });
-  const pending = new Map();
-  let nextId = 1, failed = null;
-  const ready = new Promise((resolve, reject) => {
-    worker.onmessage = ({ data }) => {
-      if (data.type === "ready") return resolve();
-      const p = pending.get(data.id);
-      if (data.type === "error" && !p) return reject(Object.assign(new Error(data.message), { name: data.name }));
-      pending.delete(data.id);
-      if (data.type === "result") p.resolve(data.outputs);
-      else p.reject(Object.assign(new Error(data.message), { name: data.name }));
-    };
-    worker.onerror = (e) => { failed = e.message || "worker failed to load"; reject(new Error(`torch_wasm_backend worker: ${failed}`)); for (const p of pending.values()) p.reject(new Error(failed)); };
-  });
+  const { state, call, stop } = connect(await startController(), source, timeoutMs);
+  let nextId = 1;
   // The controller re-parses the bytes it gets (cheap) and instantiates the module compiled here.
-  worker.postMessage({ type: "init", module, bytes: file.bytes, source, threads, shared });
-  await ready;
-  return {
+  try {
+    await call({ type: "init", id: 0, module, bytes: file.bytes, source, threads, shared },
+      () => new ModelFileError(`${source} did not finish loading within ${timeoutMs} ms (timeoutMs); its start function or _initialize runs too long or loops forever. Re-export the model, or pass a larger timeoutMs if the file is trusted`));
+  } catch (e) {
+    stop(`loading failed: ${e.message}`);
+    throw e instanceof ModelFileError ? e : new ModelFileError(`${source}: loading failed: ${e.message}`);
+  }
+  const model = {
     info,
     run(inputs) {
       let checked;
       try { checked = checkInputs(meta, inputs); } catch (e) { return Promise.reject(e); }
-      if (failed) return Promise.reject(new Error(`torch_wasm_backend worker failed: ${failed}`));
-      const id = nextId++;
-      return new Promise((resolve, reject) => { pending.set(id, { resolve, reject }); worker.postMessage({ type: "run", id, inputs: checked }); });
+      return call({ type: "run", id: nextId++, inputs: checked },
+        () => new ModelTimeoutError(`${source}: run() exceeded the time limit of ${timeoutMs} ms (timeoutMs); the model was stopped: load it again`));
     },
-    close() { worker.postMessage({ type: "close" }); },
+    close() {
+      if (state.closed) return;
+      state.closed = true;
+      collected.unregister(state);
+      state.worker.post({ type: "close" });
+      state.worker.unref();
+    },
   };
+  collected.register(model, state, state);
+  return model;
 }
