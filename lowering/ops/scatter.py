@@ -65,7 +65,7 @@ def _copy(ctx, node):
 def _gather_check(node):
     idx = node.args[2].meta["val"]
     if idx.dtype not in (torch.int64, torch.int32):
-        return f"gather indices of dtype {idx.dtype} (int64 supported)"
+        return f"gather indices of dtype {idx.dtype} (int64/int32 supported, as eager)"
     return None
 
 

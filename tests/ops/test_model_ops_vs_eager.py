@@ -97,6 +97,7 @@ case("gather-dim1", lambda x, i: torch.gather(x, 1, i), lambda: (r(3, 9), torch.
 case("gather-dim0-smaller-index", lambda x, i: torch.gather(x, 0, i), lambda: (r(5, 7, 3), torch.randint(0, 5, (2, 4, 3))))
 case("gather-neg-dim-noncontig", lambda x, i: torch.gather(x, -1, i),
      lambda: (r(4, 6, 17).transpose(0, 1), torch.randint(0, 17, (6, 3, 9))))
+case("gather-int32-index", lambda x, i: torch.gather(x, 0, i), lambda: (r(6, 5), torch.randint(0, 6, (3, 5), dtype=torch.int32)))
 case("gather-int64-data", lambda x, i: torch.gather(x, 1, i), lambda: (ints(4, 5) * 10**12, torch.randint(0, 5, (4, 8))))
 case("gather-bool-data", lambda x, i: torch.gather(x, 0, i), lambda: (torch.rand(7, 3) > 0.5, torch.randint(0, 7, (5, 3))))
 case("gather-0dim", lambda x, i: torch.gather(x, 0, i), lambda: (torch.tensor(2.5), torch.tensor(0)))
