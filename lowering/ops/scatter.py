@@ -1,7 +1,8 @@
 """Ops that write into (a copy of) a tensor or read it by per-element indices: slice_scatter,
 select_scatter, fill, copy (a copy then strided copies into views of the result: UNARY / CAST) and
 gather (GATHER). Functionalization produces the scatters from in-place writes into slices (Swin's
-shifted-window mask: `mask[:, h, w, :] = cnt`), torch.export produces aten.copy."""
+shifted-window mask: `mask[:, h, w, :] = cnt`), torch.export produces aten.copy and, for every
+`.to(...)`, aten._assert_tensor_metadata (nothing to run)."""
 from __future__ import annotations
 
 import torch
@@ -60,6 +61,15 @@ def _fill(ctx, node):
 def _copy(ctx, node):
     """aten.copy(self, src): src broadcast to self's shape, in self's dtype (self's values unused)."""
     return emit_copy(ctx, ctx.value(node.args[1]), ctx.out_for(node))
+
+
+@register(aten._assert_tensor_metadata.default, kernels=[], dtypes=ALL_DTYPES,
+          notes="no-op: checked when torch.export traced the model; the plan's signature fixes it")
+def _assert_tensor_metadata(ctx, node):
+    """torch.export's check that a tensor has the dtype / shape it had when traced. A plan is made
+    for one input signature (dtypes and shapes fixed), so the check holds by construction and the
+    node has no value (nothing uses it)."""
+    return None
 
 
 def _gather_check(node):
