@@ -79,9 +79,11 @@ void k_CONV3D(const CONV3D_args* a) {
   float* scratch = at<float>(a->scratch);
   const ptrdiff_t in_vol = (ptrdiff_t)a->d * a->h * a->w;
   const int panels = (NC + NR - 1) / NR;
+  const int slots = a->scratch_panels < 1 ? 1 : a->scratch_panels;  // panels the scratch holds
   int block = kBlockFloats / (K * NR);
   block = block < 8 ? 8 : block;
   block = block > panels ? panels : block;
+  block = block > slots ? slots : block;
   const int threads = pool_threads();
   for (int img = 0; img < N; ++img) {
     for (int g = 0; g < G; ++g) {
@@ -89,30 +91,31 @@ void k_CONV3D(const CONV3D_args* a) {
       float* gout = out + ((ptrdiff_t)img * CO + (ptrdiff_t)g * cout_g) * NC;
       const float* gw = weight + (ptrdiff_t)g * cout_g * K;
       const float* gb = bias ? bias + g * cout_g : nullptr;
+      auto column_block = [&](int p0, int blk, float* cols) {
+        const int c0 = p0 * NR, c1 = (p0 + blk) * NR < NC ? (p0 + blk) * NR : NC;
+        vol2col_block(a, gin, K, c0, c1, cols);
+        gemm_packed(cout_g, c1 - c0, K, gw, K, cols, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
+      };
       if (K == 0) {
         gemm_packed(cout_g, NC, 0, gw, 1, scratch, gout, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
         continue;
       }
       int blk = block;
       if (threads > 1 && panels >= 4 * threads && worth_threading(2.0 * cout_g * NC * K)) {
-        // Threads take whole column blocks (vol2col + GEMM each, into their own part of scratch;
-        // the nested GEMM runs inline), as CONV2D does for wide outputs.
+        // Threads take whole column blocks (vol2col + GEMM each, into their own scratch slot; the
+        // nested GEMM runs inline), as CONV2D does for wide outputs, in waves of as many blocks as
+        // the scratch holds.
         int per_task = (panels + 4 * threads - 1) / (4 * threads);
         per_task += per_task & 1;
         if (blk > per_task) blk = per_task;
-        parallel_for((panels + blk - 1) / blk, [&](int t) {
-          const int p0 = t * blk, c0 = p0 * NR, c1 = (p0 + blk) * NR < NC ? (p0 + blk) * NR : NC;
-          float* cols = scratch + (ptrdiff_t)p0 * K * NR;
-          vol2col_block(a, gin, K, c0, c1, cols);
-          gemm_packed(cout_g, c1 - c0, K, gw, K, cols, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
-        });
+        const int n_blocks = (panels + blk - 1) / blk, per_wave = slots / blk;
+        for (int first = 0; first < n_blocks; first += per_wave) {
+          const int count = n_blocks - first < per_wave ? n_blocks - first : per_wave;
+          parallel_for(count, [&](int t) { column_block((first + t) * blk, blk, scratch + (ptrdiff_t)t * blk * K * NR); });
+        }
         continue;
       }
-      for (int p0 = 0; p0 < panels; p0 += blk) {
-        const int c0 = p0 * NR, c1 = (p0 + blk) * NR < NC ? (p0 + blk) * NR : NC;
-        vol2col_block(a, gin, K, c0, c1, scratch);
-        gemm_packed(cout_g, c1 - c0, K, gw, K, scratch, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
-      }
+      for (int p0 = 0; p0 < panels; p0 += blk) column_block(p0, blk, scratch);
     }
   }
 }

@@ -175,6 +175,12 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
     return buf, weight
 
 
+# CONV3D's vol2col scratch: about 16 MB (threads fill it with several column blocks at once), at
+# least 64 panels; the whole vol2col of r3d_18's first 3x3x3 layer at 16 x 112 x 112 would be 350 MB.
+CONV3D_SCRATCH_FLOATS = 4 * 1024 * 1024
+CONV3D_MIN_SCRATCH_PANELS = 64
+
+
 def _emit_conv3d(ctx: LoweringContext, node, x_arg, w_arg, b_arg, stride, padding, dilation, groups):
     x = ctx.contiguous(ctx.value(x_arg))
     w = ctx.contiguous(ctx.value(w_arg))
@@ -184,13 +190,14 @@ def _emit_conv3d(ctx: LoweringContext, node, x_arg, w_arg, b_arg, stride, paddin
     c_out, c_in_g, kd, kh, kw = w.shape
     od, oh, ow = out.shape[2:]
     k = c_in_g * kd * kh * kw
-    scratch = ctx.new_buffer(((od * oh * ow + NR - 1) // NR * NR * k,), name=node.name + "_vol2col")
+    panels = min((od * oh * ow + NR - 1) // NR, max(CONV3D_MIN_SCRATCH_PANELS, -(-CONV3D_SCRATCH_FLOATS // (k * NR))))
+    scratch = ctx.new_buffer((panels * NR * k,), name=node.name + "_vol2col")
     if out.numel:
         ctx.emit("CONV3D", flops=2 * n * c_out * od * oh * ow * k, n=n, c_in=c_in, d=d, h=h, w=wd, c_out=c_out,
                  groups=groups, kd=kd, kh=kh, kw=kw, sd=stride[0], sh=stride[1], sw=stride[2], pd=padding[0],
                  ph=padding[1], pw=padding[2], dd=dilation[0], dh=dilation[1], dw=dilation[2], od=od, oh=oh,
                  ow=ow, **{"in": addr(x)}, weight=addr(w), bias=addr(bias), out=addr(out),
-                 scratch=addr(scratch), act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+                 scratch=addr(scratch), scratch_panels=panels, act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
     return out
 
 

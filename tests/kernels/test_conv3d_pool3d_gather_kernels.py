@@ -21,19 +21,20 @@ U = ABI.unary
 
 
 # ---- CONV3D --------------------------------------------------------------------------------------
-def run_conv3d(s: Session, x, w, bias, stride, padding, dilation, groups, act="IDENTITY"):
+def run_conv3d(s: Session, x, w, bias, stride, padding, dilation, groups, act="IDENTITY", scratch_panels=None):
     n, c, d, h, wd = x.shape
     co, cig, kd, kh, kw = w.shape
     od, oh, ow = ((size + 2 * p - dl * (k - 1) - 1) // st + 1
                   for size, k, st, p, dl in zip((d, h, wd), (kd, kh, kw), stride, padding, dilation))
     out = s.out(n * co * od * oh * ow)
-    # NaN-filled scratch: the kernel must write every element it reads
-    scratch = s.out(math.ceil(od * oh * ow / NR) * NR * cig * kd * kh * kw)
+    # NaN-filled scratch: the kernel must write every element it reads (and stay inside it)
+    panels = scratch_panels or math.ceil(od * oh * ow / NR)
+    scratch = s.out(panels * NR * cig * kd * kh * kw)
     s.record("CONV3D", n=n, c_in=c, d=d, h=h, w=wd, c_out=co, groups=groups, kd=kd, kh=kh, kw=kw,
              sd=stride[0], sh=stride[1], sw=stride[2], pd=padding[0], ph=padding[1], pw=padding[2],
              dd=dilation[0], dh=dilation[1], dw=dilation[2], od=od, oh=oh, ow=ow, weight=s.put_guarded(w),
              bias=s.put_guarded(bias) if bias is not None else 0, out=out.ptr, scratch=scratch.ptr,
-             act=U[act], p0=0.0, p1=0.0, **{"in": s.put_guarded(x)})
+             scratch_panels=panels, act=U[act], p0=0.0, p1=0.0, **{"in": s.put_guarded(x)})
     return out.read((n, co, od, oh, ow))
 
 
@@ -52,13 +53,16 @@ CONV3D_CASES = {
 }
 
 
+@pytest.mark.parametrize("scratch_panels", [None, 1, 9])
 @pytest.mark.parametrize("case", list(CONV3D_CASES))
-def test_conv3d(s12, case):
+def test_conv3d(s12, case, scratch_panels):
+    """scratch_panels: the whole vol2col (None), one panel (every block one panel, serial), or 9
+    (threads' blocks in waves of one block each)."""
     n, c, dhw, co, g, k, st, p, dl = CONV3D_CASES[case]
     x = torch.randn(n, c, *dhw)
     w = torch.randn(co, c // g, *k)
     b = torch.randn(co)
-    got = run_conv3d(s12, x, w, b, st, p, dl, g)
+    got = run_conv3d(s12, x, w, b, st, p, dl, g, scratch_panels=scratch_panels)
     exact = F.conv3d(x.double(), w.double(), b.double(), st, p, dl, g)
     mag = F.conv3d(x.double().abs(), w.double().abs(), b.double().abs(), st, p, dl, g)
     assert_within(got, exact, dot_rel(w[0].numel()) * mag)
