@@ -16,6 +16,12 @@ Tolerances (helpers' families, with the reason where it is not the obvious one):
 """
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,9 @@ from helpers import EXACT, REDUCTION, check_against_eager, compile_wasm
 import torch_wasm_backend as twb
 
 aten = torch.ops.aten
+NODE = shutil.which("node")
+LOADER = Path(twb.__file__).parent / "js" / "loader.mjs"
+EXPORT_JS = Path(__file__).parents[1] / "export" / "js"  # tests/export's Node driver
 SINCOS = dict(rtol=1e-6, atol=2.5e-7)
 ADDCMUL = dict(rtol=2.5e-7, atol=1e-6)
 GEMM = REDUCTION
@@ -283,7 +292,7 @@ def test_conv3d_pool3d_in_one_partition():
     assert s["plan_kernels"].get("POOL3D") == 1 and "UNARY" not in s["plan_kernels"], s["plan_kernels"]
 
 
-# ---- the same ops through torch.export -> .wasm (wasmtime) ---------------------------------------
+# ---- the same ops through torch.export -> .wasm (wasmtime, and Node.js when installed) ----------
 class _Video(nn.Module):
     def __init__(self):
         super().__init__()
@@ -344,4 +353,15 @@ def test_export_runs_the_new_ops(tmp_path, name, make, x_shape, ops):
     finally:
         model.close()
     with torch.no_grad():
-        torch.testing.assert_close(got, m(x), **REDUCTION)
+        expected = m(x)
+    torch.testing.assert_close(got, expected, **REDUCTION)
+    if NODE is not None:  # the shipped JS loader in Node.js, 2 threads (worker_threads)
+        x_file = tmp_path / "x.f32"
+        x_file.write_bytes(x.numpy().astype("<f4").tobytes())
+        name_in = wasm_file.read_metadata(path)["inputs"][0]["name"]
+        run = subprocess.run([NODE, str(EXPORT_JS / "run_model.mjs"), str(LOADER), str(path), "2", str(tmp_path),
+                              f"{name_in}={x_file}"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        out_file = json.loads(run.stdout.strip().splitlines()[-1])["outputs"]["output"]
+        got_node = torch.from_numpy(np.fromfile(out_file, dtype="<f4").reshape(expected.shape))
+        torch.testing.assert_close(got_node, expected, **REDUCTION)
