@@ -365,3 +365,27 @@ def test_export_runs_the_new_ops(tmp_path, name, make, x_shape, ops):
         out_file = json.loads(run.stdout.strip().splitlines()[-1])["outputs"]["output"]
         got_node = torch.from_numpy(np.fromfile(out_file, dtype="<f4").reshape(expected.shape))
         torch.testing.assert_close(got_node, expected, **REDUCTION)
+
+
+@pytest.mark.parametrize("name", ["sin-cos", "gather", "slice-scatter", "select-scatter", "conv3d", "pool3d"])
+def test_dynamic_shapes(name):
+    """dynamic=True: one graph over several sizes (plans made from a template at new sizes, or
+    lowered again), every size equal to eager."""
+    conv = nn.Conv3d(3, 4, 3, padding=1).eval()
+    fn, make, tol = {
+        "sin-cos": (lambda x: torch.sin(x) * torch.cos(x), lambda n: r(3, n) * 50, SINCOS),
+        "gather": (lambda x: torch.gather(x, 1, (x.abs().clamp(max=0.99) * x.shape[1]).long()), lambda n: r(3, n), EXACT),
+        "slice-scatter": (lambda x: aten.slice_scatter(x, x[:, 1:3] * 2, 1, 1, 3), lambda n: r(3, n), EXACT),
+        "select-scatter": (lambda x: aten.select_scatter(x, x[:, 0] + 1, 1, -1), lambda n: r(3, n), EXACT),
+        "conv3d": (conv, lambda n: r(1, 3, n, n + 1, 2 * n), GEMM),
+        "pool3d": (lambda x: F.max_pool3d(x, 3, 2, 1) + F.avg_pool3d(x, 2, ceil_mode=True).sum(),
+                   lambda n: r(1, 3, n, n + 1, 2 * n), REDUCTION),
+    }[name]
+    twb.reset_stats()
+    compiled = torch.compile(fn, backend="wasm", dynamic=True, options={"strict": True})
+    with torch.no_grad():
+        for n in (5, 7, 9, 6):
+            x = make(n)
+            torch.testing.assert_close(compiled(x), fn(x), equal_nan=True, **tol)
+    s = twb.stats()
+    assert s["lowered_fraction"] == 1.0 and s["eager_partition_calls"] == 0, s["fallback_nodes"]
