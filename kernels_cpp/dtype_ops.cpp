@@ -1,5 +1,5 @@
 // The dtype-generic kernels: CAST (element type conversion), COMPARE (-> bool), WHERE (select by a
-// bool mask), INDEX_SELECT (rows picked by int64/int32 indices), and CUMSUM (float32).
+// bool mask), INDEX_SELECT (rows picked by int64/int32 indices), GATHER (torch.gather), and CUMSUM (float32).
 //
 // These move few bytes per element next to GEMM/conv, so they are plain scalar loops over the shared
 // strided iterator (strided.h), templated on the element types so the inner loop has no switch;
@@ -391,5 +391,66 @@ void k_ARG_REDUCE(const ARG_REDUCE_args* a) {
   if (a->red <= 0) __builtin_trap();  // eager raises on an empty reduction
   if (a->dtype == DT_F32) arg_reduce<float>(a);
   else if (a->dtype == DT_I64) arg_reduce<int64_t>(a);
+  else __builtin_trap();
+}
+
+namespace {
+
+// GATHER's bounds check, in one place: every index must lie in [0, src_dim) (torch.gather takes no
+// negative indices). Run on the calling thread before anything is written; a bad index traps, as
+// INDEX_SELECT's do (the host turns the trap into eager's error).
+template <class I>
+void gather_check_indices(const I* idx, int64_t n, int64_t src_dim) {
+  for (int64_t i = 0; i < n; ++i)
+    if (idx[i] < 0 || idx[i] >= src_dim) __builtin_trap();
+}
+
+template <class I, size_t ELEM>
+void gather_rows(const GATHER_args* a, const I* idx, int64_t lo, int64_t hi) {
+  const int64_t inner = a->inner, n_idx = a->n_idx, dim = a->src_dim;
+  const uint8_t* in = at<uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  for (int64_t row = lo; row < hi; ++row) {  // row = o * n_idx + j
+    const int64_t o = row / n_idx;
+    const I* ir = idx + row * inner;
+    uint8_t* orow = out + (size_t)(row * inner) * ELEM;
+    const uint8_t* base = in + (size_t)(o * dim * inner) * ELEM;
+    for (int64_t r = 0; r < inner; ++r)
+      memcpy(orow + (size_t)r * ELEM, base + (size_t)((int64_t)ir[r] * inner + r) * ELEM, ELEM);
+  }
+}
+
+template <class I>
+void gather(const GATHER_args* a) {
+  const I* idx = at<I>(a->idx);
+  const int64_t rows = (int64_t)a->outer * a->n_idx;
+  gather_check_indices(idx, rows * a->inner, a->src_dim);
+  auto run = [&](int64_t lo, int64_t hi) {
+    switch (a->elem_size) {
+      case 1: gather_rows<I, 1>(a, idx, lo, hi); break;
+      case 2: gather_rows<I, 2>(a, idx, lo, hi); break;
+      case 4: gather_rows<I, 4>(a, idx, lo, hi); break;
+      case 8: gather_rows<I, 8>(a, idx, lo, hi); break;
+      default: __builtin_trap();
+    }
+  };
+  int n_tasks = 1;
+  if (pool_threads() > 1 && worth_threading((double)rows * a->inner * 4)) {
+    n_tasks = pool_threads() * 4;
+    if (rows < n_tasks) n_tasks = (int)rows;
+  }
+  if (n_tasks <= 1) {
+    run(0, rows);
+    return;
+  }
+  parallel_for(n_tasks, [&](int t) { run(rows * t / n_tasks, rows * (t + 1) / n_tasks); });
+}
+
+}  // namespace
+
+void k_GATHER(const GATHER_args* a) {
+  if (a->outer == 0 || a->n_idx == 0 || a->inner == 0) return;
+  if (a->idx_dtype == DT_I64) gather<int64_t>(a);
+  else if (a->idx_dtype == DT_I32) gather<int32_t>(a);
   else __builtin_trap();
 }

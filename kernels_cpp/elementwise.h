@@ -54,6 +54,8 @@ static inline v128_t unary_v(v128_t x, float p0, float p1) {
     case UNARY_ROUND: return wasm_f32x4_nearest(x);
     case UNARY_LEAKY_RELU:  // NaN > 0 is false: NaN * slope stays NaN
       return wasm_v128_bitselect(x, wasm_f32x4_mul(x, splat(p0)), wasm_f32x4_gt(x, splat(0.0f)));
+    case UNARY_SIN: return sincos_v<false>(x);
+    case UNARY_COS: return sincos_v<true>(x);
     default: return x;
   }
 }
@@ -69,7 +71,7 @@ static inline float unary_s(float x, float p0, float p1) {
   X(UNARY_SIGMOID) X(UNARY_TANH) X(UNARY_EXP) X(UNARY_NEG) X(UNARY_SQRT) X(UNARY_RSQRT) \
   X(UNARY_CLAMP) X(UNARY_AFFINE) X(UNARY_HARDSWISH) X(UNARY_HARDSIGMOID) X(UNARY_ABS) X(UNARY_LOG) \
   X(UNARY_RECIPROCAL) X(UNARY_ERF) X(UNARY_POW) X(UNARY_FLOOR) X(UNARY_CEIL) X(UNARY_TRUNC) \
-  X(UNARY_ROUND) X(UNARY_LEAKY_RELU)
+  X(UNARY_ROUND) X(UNARY_LEAKY_RELU) X(UNARY_SIN) X(UNARY_COS)
 
 // Runtime-op activation for epilogues (O(outputs) work, so the switch per vector is cheap next to
 // the O(k) work that produced each output). Unknown ops act as IDENTITY.

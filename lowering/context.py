@@ -245,7 +245,8 @@ class LoweringContext:
         self.plan.flops += flops
 
     # Kernels with an activation epilogue, and the arg that holds their output.
-    _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CHANNEL_AFFINE": "out"}
+    _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CONV3D": "out",
+                        "CHANNEL_AFFINE": "out"}
 
     def producing_record(self, arg, outputs: dict[str, str] | None = None) -> tuple[str, dict] | None:
         """The last emitted record if it alone produced arg's whole value and nothing else reads

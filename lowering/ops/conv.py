@@ -1,6 +1,7 @@
 """aten.convolution (1-D and 2-D; transposed as a direct conv) -> CONV2D on NCHW, or CONV2D_WINOGRAD
 for 3x3 stride-1 convs with a constant weight and enough channels and output tiles. 1-D convs run
-as 2-D with height 1. Weights must be constants or are used as given."""
+as 2-D with height 1. 3-D convs (not transposed) -> CONV3D on NCDHW. Weights must be constants or
+are used as given."""
 from __future__ import annotations
 
 import torch
@@ -90,8 +91,10 @@ def _use_winograd(ctx: LoweringContext, node, w_arg, stride, dilation, groups, t
 
 def _check(node):
     spatial = node.args[1].meta["val"].dim() - 2
-    if spatial not in (1, 2):
-        return f"{spatial}-d convolution (1-d and 2-d supported)"
+    if spatial not in (1, 2, 3):
+        return f"{spatial}-d convolution (1-d, 2-d and 3-d supported)"
+    if spatial == 3 and node.args[6]:
+        return "transposed 3-d convolution"
     if node.args[0].meta["val"].dim() != spatial + 2:
         return "unbatched convolution input"
     return None
@@ -172,11 +175,39 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
     return buf, weight
 
 
-@register(aten.convolution.default, kernels=["CONV2D", "CONV2D_WINOGRAD"], check=_check)
+# CONV3D's vol2col scratch: about 16 MB (threads fill it with several column blocks at once), at
+# least 64 panels; the whole vol2col of r3d_18's first 3x3x3 layer at 16 x 112 x 112 would be 350 MB.
+CONV3D_SCRATCH_FLOATS = 4 * 1024 * 1024
+CONV3D_MIN_SCRATCH_PANELS = 64
+
+
+def _emit_conv3d(ctx: LoweringContext, node, x_arg, w_arg, b_arg, stride, padding, dilation, groups):
+    x = ctx.contiguous(ctx.value(x_arg))
+    w = ctx.contiguous(ctx.value(w_arg))
+    bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+    out = ctx.out_for(node)
+    n, c_in, d, h, wd = x.shape
+    c_out, c_in_g, kd, kh, kw = w.shape
+    od, oh, ow = out.shape[2:]
+    k = c_in_g * kd * kh * kw
+    panels = min((od * oh * ow + NR - 1) // NR, max(CONV3D_MIN_SCRATCH_PANELS, -(-CONV3D_SCRATCH_FLOATS // (k * NR))))
+    scratch = ctx.new_buffer((panels * NR * k,), name=node.name + "_vol2col")
+    if out.numel:
+        ctx.emit("CONV3D", flops=2 * n * c_out * od * oh * ow * k, n=n, c_in=c_in, d=d, h=h, w=wd, c_out=c_out,
+                 groups=groups, kd=kd, kh=kh, kw=kw, sd=stride[0], sh=stride[1], sw=stride[2], pd=padding[0],
+                 ph=padding[1], pw=padding[2], dd=dilation[0], dh=dilation[1], dw=dilation[2], od=od, oh=oh,
+                 ow=ow, **{"in": addr(x)}, weight=addr(w), bias=addr(bias), out=addr(out),
+                 scratch=addr(scratch), scratch_panels=panels, act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
+    return out
+
+
+@register(aten.convolution.default, kernels=["CONV2D", "CONV2D_WINOGRAD", "CONV3D"], check=_check)
 def _convolution(ctx: LoweringContext, node):
     x_arg, w_arg, b_arg, stride, padding, dilation, transposed, output_padding, groups = node.args
     nd = ctx.val(w_arg).dim() - 2
     stride, padding, dilation = (_per_dim(v, nd) for v in (stride, padding, dilation))
+    if nd == 3:
+        return _emit_conv3d(ctx, node, x_arg, w_arg, b_arg, stride, padding, dilation, groups)
     output_padding = _per_dim(output_padding, nd)
     if nd == 1:
         stride, padding, dilation = [1] + list(stride), [0] + list(padding), [1] + list(dilation)

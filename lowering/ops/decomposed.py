@@ -22,6 +22,11 @@ ADOPTED = {
     aten._prelu_kernel.default: "gt, mul, where (PyTorch's decomposition)",
     aten.clamp_min.default: "clamp (PyTorch's decomposition)",
     aten.clamp_max.default: "clamp (PyTorch's decomposition)",
+    # self + (value * t1) * t2, eager's order; eager's CPU kernel contracts the last multiply-add
+    # into an fma, so results may differ by 1 ulp of the product
+    aten.addcmul.default: "mul, mul, add (PyTorch's decomposition)",
+    # weight / its norm except dim; with parameters (wav2vec2) the lowering folds it to a constant
+    aten._weight_norm_interface.default: "norm (abs/pow, sum, sqrt), div, mul (PyTorch's decomposition)",
 }
 
 _table = get_decompositions(list(ADOPTED))

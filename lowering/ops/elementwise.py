@@ -326,6 +326,9 @@ register(aten.floor.default, kernels=["UNARY"], promotes=True)(_unary("FLOOR"))
 register(aten.ceil.default, kernels=["UNARY"], promotes=True)(_unary("CEIL"))
 register(aten.trunc.default, kernels=["UNARY"], promotes=True)(_unary("TRUNC"))
 register(aten.round.default, kernels=["UNARY"], promotes=True)(_unary("ROUND"))
+# sin/cos (rotary embeddings): <= 1.52 ulp from the true value (kernel tests), eager's SLEEF ~1 ulp.
+register(aten.sin.default, kernels=["UNARY"], promotes=True)(_unary("SIN"))
+register(aten.cos.default, kernels=["UNARY"], promotes=True)(_unary("COS"))
 
 
 @register(aten.round.decimals, kernels=["UNARY", "BINARY"], promotes=True)

@@ -1,4 +1,5 @@
-"""2-D pooling: max (values only), average, adaptive average -> POOL2D over [planes, h, w]."""
+"""2-D pooling: max (values only), average, adaptive average -> POOL2D over [planes, h, w]; 3-d
+pooling (max with or without indices, average, adaptive average) -> POOL3D over [planes, d, h, w]."""
 from __future__ import annotations
 
 import operator
@@ -82,3 +83,66 @@ def _avg_pool(ctx, node):
 @register(aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default, kernels=["POOL2D"])
 def _adaptive_avg_pool(ctx, node):
     return emit_pool(ctx, node, "ADAPTIVE_AVG")
+
+
+# ---- 3-d pooling (video models) -------------------------------------------------------------------
+def _triple(v, default=None):
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, int):
+        return v, v, v
+    return tuple(v) * 3 if len(v) == 1 else tuple(v)
+
+
+def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=(1, 1, 1), padding=(0, 0, 0),
+                dilation=(1, 1, 1), count_include_pad=True, divisor=0, indices=None):
+    x = ctx.contiguous(ctx.value(node.args[0]))
+    v = ctx.vals[node]
+    out = ctx.new_buffer(tuple((v[0] if isinstance(v, tuple) else v).shape), name=node.name)
+    d, h, w = x.shape[-3:]
+    od, oh, ow = out.shape[-3:]
+    planes = 1
+    for size in x.shape[:-3]:
+        planes *= size
+    if out.numel:
+        ctx.emit("POOL3D", flops=out.numel * kernel[0] * kernel[1] * kernel[2], mode=ABI.pool[mode],
+                 planes=planes, d=d, h=h, w=w, od=od, oh=oh, ow=ow, kd=kernel[0], kh=kernel[1], kw=kernel[2],
+                 sd=stride[0], sh=stride[1], sw=stride[2], pd=padding[0], ph=padding[1], pw=padding[2],
+                 dd=dilation[0], dh=dilation[1], dw=dilation[2], count_include_pad=int(bool(count_include_pad)),
+                 divisor=int(divisor or 0), **{"in": addr(x)}, out=addr(out), indices=addr(indices))
+    return out
+
+
+def _max_pool3d_args(node):
+    a = list(node.args) + [None] * (6 - len(node.args))
+    kernel = _triple(a[1])
+    return dict(kernel=kernel, stride=_triple(a[2], kernel), padding=_triple(a[3], 0), dilation=_triple(a[4], 1))
+
+
+@register(aten.max_pool3d_with_indices.default, kernels=["POOL3D"], dtypes=(torch.float32, torch.int64),
+          check=_float_input)
+def _max_pool3d_with_indices(ctx, node):
+    indices = None
+    if _indices_used(node):
+        indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
+    return emit_pool3d(ctx, node, "MAX", indices=indices, **_max_pool3d_args(node)), indices
+
+
+@register(aten.max_pool3d.default, kernels=["POOL3D"])
+def _max_pool3d(ctx, node):
+    return emit_pool3d(ctx, node, "MAX", **_max_pool3d_args(node))
+
+
+@register(aten.avg_pool3d.default, kernels=["POOL3D"])
+def _avg_pool3d(ctx, node):
+    a = list(node.args) + [None] * (7 - len(node.args))
+    kernel = _triple(a[1])
+    include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
+    divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
+    return emit_pool3d(ctx, node, "AVG", kernel=kernel, stride=_triple(a[2], kernel), padding=_triple(a[3], 0),
+                       count_include_pad=include, divisor=divisor or 0)
+
+
+@register(aten._adaptive_avg_pool3d.default, aten.adaptive_avg_pool3d.default, kernels=["POOL3D"])
+def _adaptive_avg_pool3d(ctx, node):
+    return emit_pool3d(ctx, node, "ADAPTIVE_AVG")

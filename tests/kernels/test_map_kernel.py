@@ -107,3 +107,14 @@ def test_malformed_program_traps(bad):
                 run_map(s, [("U", "RELU", 4, 0, 0.0, 0.0)], x)
             else:
                 run_map(s, CHAIN, x, n_instr=0 if bad == "no_instructions" else 9)
+
+
+def test_sin_cos_chain_matches_separate_kernels(s1):
+    """Rotary embeddings' x * cos(a) + y * sin(a) as one MAP: the same bits as separate kernels,
+    the huge-argument (libm) lanes included."""
+    chain = [("U", "COS", 0, 0, 0.0, 0.0), ("B", "MUL", 3, 1, 0.0, 0.0), ("U", "SIN", 0, 0, 0.0, 0.0),
+             ("B", "MUL", 5, 2, 0.0, 0.0), ("B", "ADD", 4, 6, 0.0, 0.0)]
+    a = torch.randn(5, 257) * 100
+    a.view(-1)[::37] = 1e7  # beyond 2^19
+    inputs = [a, torch.randn(5, 257), torch.randn(257)]
+    assert_exact(run_map(s1, chain, inputs), run_separately(s1, chain, inputs))

@@ -73,7 +73,7 @@ OPINFO_FOR = {
     "bmm": (["bmm"], MATMUL),
     "linear": (["nn.functional.linear"], MATMUL),
     "convolution": (["nn.functional.conv1d", "nn.functional.conv2d", "nn.functional.conv_transpose1d",
-                     "nn.functional.conv_transpose2d"], MATMUL),
+                     "nn.functional.conv_transpose2d", "nn.functional.conv3d"], MATMUL),
     "_softmax": (["softmax", "softmax.with_dtype"], REDUCTION),
     "_log_softmax": (["log_softmax", "log_softmax.with_dtype"], REDUCTION),
     "_safe_softmax": (["torch.ops.aten._safe_softmax.default"], REDUCTION),
@@ -82,6 +82,11 @@ OPINFO_FOR = {
     "native_batch_norm": (["native_batch_norm"], TRANSCENDENTAL),
     "max_pool2d_with_indices": (["nn.functional.max_pool2d"], EXACT),
     "max_pool2d": (["nn.functional.max_pool2d"], EXACT),
+    "max_pool3d_with_indices": (["nn.functional.max_pool3d"], EXACT),
+    "max_pool3d": (["nn.functional.max_pool3d"], EXACT),
+    "avg_pool3d": (["nn.functional.avg_pool3d"], REDUCTION),
+    "adaptive_avg_pool3d": (["nn.functional.adaptive_avg_pool3d"], REDUCTION),
+    "_adaptive_avg_pool3d": (["nn.functional.adaptive_avg_pool3d"], REDUCTION),
     "avg_pool2d": (["nn.functional.avg_pool2d"], REDUCTION),
     "adaptive_avg_pool2d": (["nn.functional.adaptive_avg_pool2d"], REDUCTION),
     "_adaptive_avg_pool2d": (["nn.functional.adaptive_avg_pool2d"], REDUCTION),
@@ -102,6 +107,11 @@ OPINFO_FOR = {
     "trunc": (["trunc"], EXACT),
     "round": (["round", "round.decimals_0"], EXACT),
     "leaky_relu": (["nn.functional.leaky_relu"], EXACT),
+    # double-precision reduction + float polynomials: <= 1.52 ulp (kernel tests), eager ~1 ulp
+    "sin": (["sin"], TRANSCENDENTAL),
+    "cos": (["cos"], TRANSCENDENTAL),
+    # eager contracts value * t1 * t2 + self into an fma; the decomposition rounds the product
+    "addcmul": (["addcmul"], ONE_ULP),
     # exp(p log|x|) for general exponents: ~2 ulp per unit of |p log x| (kernel tests), inside 1e-5
     "pow": (["pow"], TRANSCENDENTAL),
     "floor_divide": (["floor_divide"], EXACT),
@@ -122,6 +132,10 @@ OPINFO_FOR = {
     "triu": (["triu"], EXACT),
     "embedding": (["nn.functional.embedding"], EXACT),
     "index_select": (["index_select"], EXACT),
+    "gather": (["gather"], EXACT),
+    "slice_scatter": (["slice_scatter"], EXACT),
+    "select_scatter": (["select_scatter"], EXACT),
+    "fill": (["fill"], EXACT),
     "index": (["__getitem__"], EXACT),
     # upsampling reaches the graph as PyTorch's decomposition: static index tables + _unsafe_index
     "_unsafe_index": (["nn.functional.interpolate.nearest", "nn.functional.interpolate.bilinear"], REDUCTION),
