@@ -18,8 +18,8 @@ import wasmtime
 
 from lowering.abi import ABI
 from . import wasm_file
-from .errors import WasmBackendError, WasmTrap
-from .runtime import _RUN_PLAN_ERRORS, PAGE, MAX_PAGES, _Instance, park_worker
+from .errors import WasmBackendError, WasmInputError, WasmTrap
+from .runtime import _RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, _Instance, park_worker
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -156,7 +156,10 @@ class ExportedModel:
             rc = self.main.fn["run_plan"](lay["plan_at"], lay["plan_words"], self.threads, lay["error_at"])[0].i32
             if rc != 0:
                 at = int(self._bytes[lay["error_at"]:lay["error_at"] + 4].view(torch.int32)[0])
-                self.broken = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                message = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                if rc == INPUT_ERROR:  # the caller's inputs, not a fault: the model stays usable
+                    raise WasmInputError(f"{self.source}: {message}")
+                self.broken = message
                 raise WasmTrap(f"{self.source}: {self.broken}")
             return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in self._out_views]
 
