@@ -372,9 +372,11 @@ class Runtime:
             try:
                 park_worker(inst, worker_id, lambda: self.broken)
             except WasmTrap as e:
-                if not self.broken:
+                if self.broken:  # retired already: this worker was stuck in a kernel (a time limit)
+                    log.debug("wasm worker thread %d stopped: %s", worker_id, e)
+                else:
                     self.broken = f"worker {worker_id} trapped: {e}"
-                log.warning("wasm worker thread %d stopped: %s", worker_id, e)
+                    log.warning("wasm worker thread %d stopped: %s", worker_id, e)
 
         t = threading.Thread(target=park, name=f"wasm-worker-{worker_id}", daemon=True)
         t.start()
@@ -478,6 +480,7 @@ def retire(runtime: Runtime, reason: str) -> None:
             return
         runtime.retired = True
         runtime.broken = runtime.broken or reason
+        runtime.users_state.clear()  # nobody will run on it again: free the users' views now
         with _runtime_lock:
             if _runtimes.get(runtime.timed) is runtime:
                 del _runtimes[runtime.timed]
