@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter, is_, itemgetter
@@ -35,16 +36,10 @@ log = logging.getLogger("torch_wasm_backend")
 # deep nets, and tight enough that a wrong index or a dropped term (O(0.1) errors) is caught.
 VERIFY_RTOL, VERIFY_ATOL = 1e-3, 1e-4
 
-
-
-class _Injection(threading.local):
-    """Test hook (see torch_wasm_backend.testing): the calling thread's upcoming plan runs start
-    with this debug record (DEBUG_TRAP or DEBUG_STALL), so the fault really happens inside wasm."""
-    record = None
-    count = 0
-
-
-_inject = _Injection()
+# Test hook (see torch_wasm_backend.testing): thread id -> [debug record, runs left]: that thread's
+# upcoming plan runs start with the record (DEBUG_TRAP or DEBUG_STALL), so the fault really happens
+# inside wasm. Empty but for tests: the hot path only tests its truth.
+_inject: dict[int, list] = {}
 
 
 def signature(args, indices) -> tuple:
@@ -62,7 +57,6 @@ def describe_inputs(args) -> str:
 @dataclass
 class _Loaded:
     """A Plan placed in one runtime's memory."""
-    runtime: Runtime                   # (also keeps the memory the views point into alive)
     arena: int
     plan_words: int
     n_words: int
@@ -163,6 +157,8 @@ class CompiledPartition:
         # runtime's state compares them on the next call there and frees what became stale.
         self._params_epoch = 0
         self._evictions = 0
+        # (weak reference to a runtime, this partition's state there): saves the users_state lookup.
+        self._last_state: tuple = (lambda: None, None)
         output = next(n for n in gm.graph.nodes if n.op == "output")
         self._single_output = not isinstance(output.args[0], (list, tuple))
         self._replay: _Replay | None = None  # set after a wasm call that left nothing to check
@@ -313,12 +309,10 @@ class CompiledPartition:
 
     def _run_on(self, runtime: Runtime, entry: _Entry, args, constants_checked: bool):
         """_run on one runtime, whose lock the caller holds."""
-        state = runtime.users_state.get(self)
-        if state is None or state.params_epoch != self._params_epoch:
-            if state is not None:  # made for replaced parameters
-                self._free_state(runtime, state)
-            state = runtime.users_state[self] = _RuntimeState(self._params_epoch, self._evictions)
-            constants_checked = False
+        last_runtime, state = self._last_state
+        if last_runtime() is not runtime or state.params_epoch != self._params_epoch:
+            state = self._state_in(runtime)
+            constants_checked = False  # (the replay's check was against another runtime's copies)
         if state.evictions_seen != self._evictions:
             state.evictions_seen = self._evictions
             for old in [e for e in state.loaded if e.evicted]:
@@ -333,7 +327,7 @@ class CompiledPartition:
         for i, view in loaded.input_views:
             view.copy_(args[i])
         t0 = time.perf_counter()
-        if self._plain_run and not _inject.count and not _profiler_enabled():
+        if self._plain_run and not _inject and not _profiler_enabled():
             runtime.run_locked(loaded.plan_words, loaded.n_words, self._threads)
         else:
             self._run_plan_specially(runtime, loaded)
@@ -353,10 +347,11 @@ class CompiledPartition:
         """Runs the plan with a time limit, an injected debug record or profiler spans."""
         limit = self.options.timeout_ms / 1e3 if self.options.timeout_ms else None
         plan_at, n_words = loaded.plan_words, loaded.n_words
-        if _inject.count > 0:
-            _inject.count -= 1
-            runtime.write_words(loaded.prefix_words, _inject.record)
-            plan_at, n_words = loaded.prefix_words, n_words + len(_inject.record)
+        inject = _inject.get(threading.get_ident())
+        if inject and inject[1] > 0:
+            record, inject[1] = inject[0], inject[1] - 1
+            runtime.write_words(loaded.prefix_words, record)
+            plan_at, n_words = loaded.prefix_words, n_words + len(record)
         if self.options.profile_kernels:
             # One wasm call per kernel, each in its own profiler span (opt-in: costs a call each).
             for kernel, offset, length in loaded.records:
@@ -369,6 +364,17 @@ class CompiledPartition:
             runtime.run(plan_at, n_words, self.options.threads, limit)
 
     # ---- memory (all under the runtime's lock) ----------------------------------------------------
+    def _state_in(self, runtime: Runtime) -> _RuntimeState:
+        """This partition's state in the runtime (made on the first call there, and again after
+        its parameters were replaced)."""
+        state = runtime.users_state.get(self)
+        if state is None or state.params_epoch != self._params_epoch:
+            if state is not None:
+                self._free_state(runtime, state)
+            state = runtime.users_state[self] = _RuntimeState(self._params_epoch, self._evictions)
+        self._last_state = (weakref.ref(runtime), state)
+        return state
+
     def _free_state(self, runtime: Runtime, state: _RuntimeState) -> None:
         """Frees everything this partition has in the runtime (its parameters were replaced)."""
         for entry in list(state.loaded):
@@ -420,7 +426,7 @@ class CompiledPartition:
         same_layout = [view.is_contiguous() and spec.strides == contiguous_strides(spec.shape)
                        for spec, view in zip(plan.outputs, outputs)]
         loaded = state.loaded[entry] = _Loaded(
-            runtime, arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
+            arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
             list(zip(plan.outputs, outputs, same_layout)), tuple(outputs) if all(same_layout) else None,
             prefix_words=plan_at, records=records, owned=owned,
             bytes_in=sum(v.numel() * v.element_size() for _, v in inputs),

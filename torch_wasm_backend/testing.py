@@ -2,6 +2,7 @@
 with a debug record, so the fault really happens inside the kernel module. `inject_traps(n)`: wasm `unreachable`.
 `inject_stalls(n)`: a worker thread (or, single-threaded, the caller) spins forever; only a
 time limit (option timeout_ms) ends it."""
+import threading
 from contextlib import contextmanager
 
 from lowering.abi import ABI
@@ -11,12 +12,12 @@ from . import partition_runner
 
 @contextmanager
 def _inject(record, n):
-    inject = partition_runner._inject  # per thread
-    inject.record, inject.count = record, n
+    me = threading.get_ident()
+    partition_runner._inject[me] = [record, n]
     try:
         yield
     finally:
-        inject.record, inject.count = None, 0
+        del partition_runner._inject[me]
 
 
 def inject_traps(n: int = 1):
