@@ -146,3 +146,28 @@ def test_float_to_int_casts_of_special_values_match_eager(src, dst):
     bad = got != want
     assert not bad.any(), f"{x[bad][:6].tolist()} -> {got[bad][:6].tolist()}, eager {want[bad][:6].tolist()}"
     assert twb.stats()["eager_partition_calls"] == 0
+
+
+class IdsAsFloats(nn.Module):
+    """An exported model takes float32 inputs: token ids arrive as floats."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, ids):
+        # (ids.long() leaves torch.export's _assert_tensor_metadata node, which has no lowering)
+        return self.emb(torch.ops.aten._to_copy(ids, dtype=torch.int64)) * 2
+
+
+def test_exported_model_raises_an_index_error_and_stays_usable(tmp_path):
+    model = IdsAsFloats().eval()
+    ids = torch.tensor([[1.0, 9.0, 0.0]])
+    twb.export(model, (ids,), tmp_path / "m.wasm")
+    exported = twb.load(tmp_path / "m.wasm")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids), model(ids), **EXACT)
+        for bad in (10.0, -1.0):
+            with pytest.raises(IndexError, match="index out of range"):
+                exported(torch.tensor([[1.0, bad, 0.0]]))
+        torch.testing.assert_close(exported(ids), model(ids), **EXACT)  # not broken by bad input
