@@ -410,14 +410,18 @@ class Runtime:
         try:
             self._run_plan(plan_offset, n_words, min(threads, self.threads), self._error_at)
         except WasmTrap as e:
-            # A worker may still be in a kernel and memory is in an unknown state.
-            retire(self, str(e))
-            if "interrupt" in str(e) and time_limit is not None:
-                raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
-            raise
+            trap = e
+        else:
+            trap = None
         finally:
-            if time_limit is not None:
+            if time_limit is not None:  # (before retire(): its pool_shutdown runs on this store)
                 self.main.store.set_epoch_deadline(NO_DEADLINE)
+        if trap is not None:
+            # A worker may still be in a kernel and memory is in an unknown state.
+            retire(self, str(trap))
+            if "interrupt" in str(trap) and time_limit is not None:
+                raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from trap
+            raise trap
         rc = self._run_plan.words[0]
         if rc != 0:
             at = int(self.tensor(self._error_at, (1,), torch.int32)[0])

@@ -5,6 +5,7 @@ kept busy by back-to-back calls is never interrupted by its own deadline (it use
 time limit + 100 ms: a spurious trap or WasmTimeout on an ordinary call)."""
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -101,6 +102,7 @@ def test_threads_never_see_another_models_trap_or_timeout(partitions):
         with pytest.raises(IndexError) as eager_error:
             eager["emb"](bad_ids)
     twb.reset_stats()
+    first_generation = runtime._generation
 
     stop = threading.Event()
     lock = threading.Lock()
@@ -194,6 +196,19 @@ def test_threads_never_see_another_models_trap_or_timeout(partitions):
     assert len(charged) == 1 and charged[0].failures == counts["traps"], [p.failures for p in partitions]
     assert all(p.disabled_reason is None for p in partitions)
     assert len(s["traps"]) == counts["traps"] and all("(5, 7)" in m for m in s["traps"])
+    # Retired runtimes go away: their workers end (a stalled one at its next check) and nothing
+    # keeps them alive; only the two current ones (untimed, timed) remain of those made here.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        workers = [t for t in threading.enumerate() if t.name.startswith("wasm-worker")]
+        if len(workers) <= 2:
+            break
+        time.sleep(0.1)
+    assert len(workers) <= 2, f"{len(workers)} wasm worker threads still running"
+    gc.collect()
+    made_here = [o for o in gc.get_objects() if type(o) is runtime.Runtime and o.generation > first_generation]
+    assert len(made_here) <= 2 and not any(r.broken for r in made_here), \
+        f"{len(made_here)} of {runtime._generation - first_generation} runtimes made in the test are alive"
 
 
 def test_busy_worker_is_not_interrupted_by_its_own_deadline():
