@@ -103,6 +103,10 @@ enum OpCode {
 #undef COMPARE_OP
 #undef DTYPE
 
+// A kernel whose inputs are invalid (an index out of range) calls this on the calling thread and
+// returns without writing anything: run_plan then stops with its input-error code (executor.cpp).
+void input_error();
+
 // A PTR field is a byte offset into the (shared) linear memory.
 template <class T>
 static inline T* at(uint32_t offset) { return reinterpret_cast<T*>(static_cast<uintptr_t>(offset)); }

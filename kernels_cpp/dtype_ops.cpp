@@ -27,25 +27,33 @@ template <> struct Elem<DT_BOOL> { typedef uint8_t T; };
 
 #define FOR_EACH_DTYPE(X) X(DT_F32) X(DT_F64) X(DT_I64) X(DT_I32) X(DT_I16) X(DT_I8) X(DT_U8) X(DT_BOOL)
 
-// Float -> integer as eager on x86: truncation toward zero, NaN and out-of-int64-range values give
-// INT64_MIN (what cvttsd2si returns), narrower types wrap (two's complement).
+// Float -> integer as eager on x86 (measured on torch 2.13): truncation toward zero through a
+// 32-bit conversion for int32/int16/int8 (NaN and values outside int32 give INT32_MIN, what
+// cvttss2si returns, then wrap to the target width) and through a 64-bit one for int64 and uint8
+// (INT64_MIN outside int64, then wrap). The range checks also keep wasm's trapping truncation
+// instructions from ever seeing an out-of-range value.
 template <class To, class From>
 inline To convert(From v) {
   return static_cast<To>(v);
 }
 template <class To>
-inline To float_to_int(double v) {
+inline To float_to_int64_then_wrap(double v) {
   if (!(v > -9223372036854775808.0 && v < 9223372036854775808.0)) return static_cast<To>(INT64_MIN);
   return static_cast<To>(static_cast<int64_t>(v));
 }
-#define FLOAT_TO_INT(To)                                                          \
-  template <> inline To convert<To, float>(float v) { return float_to_int<To>(v); }   \
-  template <> inline To convert<To, double>(double v) { return float_to_int<To>(v); }
-FLOAT_TO_INT(int64_t)
-FLOAT_TO_INT(int32_t)
-FLOAT_TO_INT(int16_t)
-FLOAT_TO_INT(int8_t)
-FLOAT_TO_INT(uint8_t)
+template <class To>
+inline To float_to_int32_then_wrap(double v) {
+  if (!(v > -2147483649.0 && v < 2147483648.0)) return static_cast<To>(INT32_MIN);
+  return static_cast<To>(static_cast<int32_t>(v));
+}
+#define FLOAT_TO_INT(To, via)                                                               \
+  template <> inline To convert<To, float>(float v) { return float_to_##via##_then_wrap<To>(v); } \
+  template <> inline To convert<To, double>(double v) { return float_to_##via##_then_wrap<To>(v); }
+FLOAT_TO_INT(int64_t, int64)
+FLOAT_TO_INT(int32_t, int32)
+FLOAT_TO_INT(int16_t, int32)
+FLOAT_TO_INT(int8_t, int32)
+FLOAT_TO_INT(uint8_t, int64)
 #undef FLOAT_TO_INT
 
 template <int OUT, int IN>
@@ -194,15 +202,19 @@ void k_WHERE(const WHERE_args* a) {
 void k_INDEX_SELECT(const INDEX_SELECT_args* a) {
   const int64_t n_idx = a->n_idx, dim = a->src_dim;
   if (n_idx == 0 || a->outer == 0) return;
-  // Validate every index first, on the calling thread: a bad one traps here (the host turns the
-  // trap into eager's IndexError), never inside a worker or after a partial copy.
+  // Validate every index first, on the calling thread: a bad one is reported as an input error
+  // before anything is written (the host raises eager's IndexError), never inside a worker.
   const int64_t* i64 = at<int64_t>(a->idx);
   const int32_t* i32 = at<int32_t>(a->idx);
   const bool wide = a->idx_dtype == DT_I64;
   if (!wide && a->idx_dtype != DT_I32) __builtin_trap();
+  const int64_t lowest = a->negative ? -dim : 0;
   for (int64_t i = 0; i < n_idx; ++i) {
     const int64_t v = wide ? i64[i] : i32[i];
-    if (v < -dim || v >= dim) __builtin_trap();
+    if (v < lowest || v >= dim) {
+      input_error();
+      return;
+    }
   }
   const size_t row = (size_t)a->inner * a->elem_size;
   const uint8_t* in = at<uint8_t>(a->in);
@@ -241,7 +253,10 @@ void k_INDEX_ND(const INDEX_ND_args* a) {
   }
   for (int k = 0; k < nd; ++k)  // validate first, on the calling thread (see INDEX_SELECT)
     for (int64_t j = 0; j < n_idx; ++j)
-      if (idx[k][j] < -a->src_size[k] || idx[k][j] >= a->src_size[k]) __builtin_trap();
+      if (idx[k][j] < -a->src_size[k] || idx[k][j] >= a->src_size[k]) {
+        input_error();
+        return;
+      }
   const size_t row = (size_t)a->inner * a->elem_size;
   const uint8_t* in = at<uint8_t>(a->in);
   uint8_t* out = at<uint8_t>(a->out);
@@ -397,12 +412,13 @@ void k_ARG_REDUCE(const ARG_REDUCE_args* a) {
 namespace {
 
 // GATHER's bounds check, in one place: every index must lie in [0, src_dim) (torch.gather takes no
-// negative indices). Run on the calling thread before anything is written; a bad index traps, as
-// INDEX_SELECT's do (the host turns the trap into eager's error).
+// negative indices). Run on the calling thread before anything is written; a bad index is the
+// caller's input error, as INDEX_SELECT's are (run_plan returns it; the host raises eager's error).
 template <class I>
-void gather_check_indices(const I* idx, int64_t n, int64_t src_dim) {
+bool gather_indices_in_range(const I* idx, int64_t n, int64_t src_dim) {
   for (int64_t i = 0; i < n; ++i)
-    if (idx[i] < 0 || idx[i] >= src_dim) __builtin_trap();
+    if (idx[i] < 0 || idx[i] >= src_dim) return false;
+  return true;
 }
 
 template <class I, size_t ELEM>
@@ -424,7 +440,10 @@ template <class I>
 void gather(const GATHER_args* a) {
   const I* idx = at<I>(a->idx);
   const int64_t rows = (int64_t)a->outer * a->n_idx;
-  gather_check_indices(idx, rows * a->inner, a->src_dim);
+  if (!gather_indices_in_range(idx, rows * a->inner, a->src_dim)) {
+    input_error();
+    return;
+  }
   auto run = [&](int64_t lo, int64_t hi) {
     switch (a->elem_size) {
       case 1: gather_rows<I, 1>(a, idx, lo, hi); break;

@@ -6,8 +6,15 @@
 void set_pool_threads(int n);
 bool pool_aborted();
 
-// Error codes returned by run_plan (negative: see the host's runtime for messages).
-enum { kBadOpCode = -1, kBadArgCount = -2, kTruncated = -3, kWorkerAborted = -4 };
+// Error codes returned by run_plan (negative: see the host's runtime for messages). kInputError is
+// the caller's bad input (e.g. an index out of range): the module is intact and stays usable.
+enum { kBadOpCode = -1, kBadArgCount = -2, kTruncated = -3, kWorkerAborted = -4, kInputError = -5 };
+
+namespace {
+bool g_input_error = false;  // set by input_error() during the current record (main thread only)
+}  // namespace
+
+void input_error() { g_input_error = true; }
 
 extern "C" {
 extern unsigned char __heap_base;
@@ -49,6 +56,7 @@ int32_t run_plan(const int32_t* plan, int32_t n_words, int32_t n_threads, int32_
         *error_at = pc;
         return kBadOpCode;
     }
+    if (g_input_error) { g_input_error = false; *error_at = pc; return kInputError; }
     if (pool_aborted()) { *error_at = pc; return kWorkerAborted; }
     pc += 2 + n_args;
   }

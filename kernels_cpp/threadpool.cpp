@@ -76,8 +76,15 @@ void parallel_for_raw(int n_tasks, task_fn fn, void* ctx) {
   g_in_parallel = true;
   const int32_t gen = load(&g_pool.generation);  // even: no job is being published
   store(&g_pool.generation, gen + 1);
-  for (int32_t a; (a = load(&g_pool.active)) != 0;)
+  // A worker that trapped mid-job never leaves `active`: give up when the host set `abort`.
+  for (int32_t a; (a = load(&g_pool.active)) != 0;) {
+    if (load(&g_pool.abort)) {
+      store(&g_pool.generation, gen);
+      g_in_parallel = false;
+      return;
+    }
     __builtin_wasm_memory_atomic_wait32((int32_t*)&g_pool.active, a, 100000 /* 0.1 ms */);
+  }
   g_pool.fn = fn;
   g_pool.ctx = ctx;
   store(&g_pool.n_tasks, n_tasks);

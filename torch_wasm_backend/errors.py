@@ -16,3 +16,8 @@ class WasmOutOfMemory(WasmBackendError, MemoryError):
 
 class WasmTimeout(WasmBackendError):
     """A call ran past its time limit (option timeout_ms); the runtime was rebuilt and is usable."""
+
+
+class WasmInputError(WasmBackendError, IndexError):
+    """The kernels rejected a call's inputs (an index out of range): the caller's error, not a
+    failure of wasm; nothing was rebuilt. Compiled models raise eager's own error instead."""

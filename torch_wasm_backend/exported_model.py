@@ -29,9 +29,9 @@ import wasmtime
 
 from lowering.abi import ABI
 from . import wasm_file
-from .errors import WasmBackendError, WasmTimeout, WasmTrap
-from .runtime import (_RUN_PLAN_ERRORS, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker, _one_line,
-                      deadline_ticks, define_shared_memory, park_worker)
+from .errors import WasmBackendError, WasmInputError, WasmTimeout, WasmTrap
+from .runtime import (_RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker,
+                      _one_line, deadline_ticks, define_shared_memory, park_worker)
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -152,6 +152,11 @@ class _Pool:
         self.main = main
         self.workers: list[threading.Thread] = []
         self.broken: str | None = None
+        self.closed = False
+
+    def stop_reason(self) -> str | None:
+        """Why the workers must stop (runtime.stop_when asks this while they run wasm)."""
+        return self.broken or ("the model was closed" if self.closed else None)
 
     def shutdown(self) -> None:
         if self.workers:
@@ -159,8 +164,9 @@ class _Pool:
             self.main.store.set_epoch_deadline(deadline_ticks(SHUTDOWN_SECONDS))
             try:
                 self.main.fn["pool_shutdown"]()
-            except WasmTrap as e:  # a hostile module: its workers still end at their own deadlines
+            except WasmTrap as e:  # a hostile module: its workers still end at their next check
                 log.warning("stopping the worker threads failed: %s", e)
+            self.closed = True  # a worker that did not take the shutdown is interrupted instead
             for t in self.workers:
                 if t is not threading.current_thread():  # the GC may run this finalizer anywhere
                     t.join(timeout=SHUTDOWN_SECONDS)
@@ -261,11 +267,11 @@ class ExportedModel:
         inst = _ModelInstance(engine, module, self.memory, self.timeout_s)
         inst.fn["stackRestore"](self._stacks_at + worker_id * stack_bytes)  # stacks grow down
         inst.fn["pool_register_worker"](1)
-        pool, limit = self._pool, self.timeout_s  # not self: the thread must not keep the model alive
+        pool = self._pool  # not self: the thread must not keep the model alive
 
         def park():
             try:
-                park_worker(inst, worker_id, lambda: limit)
+                park_worker(inst, worker_id, pool.stop_reason)
             except WasmTrap as e:
                 pool.broken = f"worker {worker_id} trapped: {e}"
 
@@ -321,7 +327,10 @@ class ExportedModel:
                 raise WasmTrap(f"{self.source}: {e}") from e
             if rc != 0:
                 at = int(self._bytes[lay["error_at"]:lay["error_at"] + 4].view(torch.int32)[0])
-                pool.broken = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                message = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
+                if rc == INPUT_ERROR:  # the caller's inputs, not a fault: the model stays usable
+                    raise WasmInputError(f"{self.source}: {message}")
+                pool.broken = message
                 raise WasmTrap(f"{self.source}: {pool.broken}")
             return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in self._out_views]
 

@@ -32,6 +32,7 @@ def _fresh() -> dict:
         "plans_from_template": 0,      # plans of a dynamic-shape graph rebuilt from its template
         "recoveries": 0,
         "timeouts": 0,
+        "input_errors": 0,             # calls whose inputs a kernel rejected (eager raised its error)
         "verify_passes": 0,
         "verify_mismatches": 0,
         "traps": [],                   # messages of traps caught

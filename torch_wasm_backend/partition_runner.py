@@ -2,12 +2,18 @@
 LRU of Plans per signature, uploads weights once (again only if a parameter changed in place),
 copies inputs in and outputs out, runs the whole Plan in one wasm call, and recovers from traps.
 A call like the previous one (same input kinds, same untouched parameters) takes a short path:
-one C++ tensor check instead of the signature lookup (_Replay)."""
+one C++ tensor check instead of the signature lookup (_Replay).
+
+What a partition keeps in a runtime's memory (weights, loaded plans: _RuntimeState) belongs to
+that runtime (Runtime.users_state) and is only touched under its lock, so a runtime retired after
+a trap in another thread never shares state with its successor; a call whose runtime was retired
+before it ran is simply run again on the new one (RuntimeRetired)."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter, is_, itemgetter
@@ -20,9 +26,9 @@ from lowering.plan import Plan, contiguous_strides
 from lowering.registry import Unsupported
 from lowering.abi import ABI
 from . import metrics as stats
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
+from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .options import Options
-from .runtime import Runtime, get_runtime, rebuild_runtime
+from .runtime import Runtime, RuntimeRetired, get_runtime
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -30,9 +36,10 @@ log = logging.getLogger("torch_wasm_backend")
 # deep nets, and tight enough that a wrong index or a dropped term (O(0.1) errors) is caught.
 VERIFY_RTOL, VERIFY_ATOL = 1e-3, 1e-4
 
-# Test hook (see torch_wasm_backend.testing): the upcoming plan runs start with this debug record
-# (DEBUG_TRAP or DEBUG_STALL), so the fault really happens inside wasm.
-_inject: dict = {"record": None, "count": 0}
+# Test hook (see torch_wasm_backend.testing): thread id -> [debug record, runs left]: that thread's
+# upcoming plan runs start with the record (DEBUG_TRAP or DEBUG_STALL), so the fault really happens
+# inside wasm. Empty but for tests: the hot path only tests its truth.
+_inject: dict[int, list] = {}
 
 
 def signature(args, indices) -> tuple:
@@ -50,7 +57,6 @@ def describe_inputs(args) -> str:
 @dataclass
 class _Loaded:
     """A Plan placed in one runtime's memory."""
-    runtime: Runtime
     arena: int
     plan_words: int
     n_words: int
@@ -59,18 +65,26 @@ class _Loaded:
     output_views: tuple                # the views alone, for the all-same-layout case
     prefix_words: int = 0              # the debug-record slot just before the plan
     records: list = field(default_factory=list)  # (kernel, word offset, words) per record
+    owned: list = field(default_factory=list)    # (offset, Buffer): this plan's per-shape constants
     bytes_in: int = 0
     bytes_out: int = 0
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of _RuntimeState.loaded
 class _Entry:
     plan: Plan | None                 # None: this signature runs in eager
     reason: str = ""
-    loaded: _Loaded | None = None
-    constant_addrs: dict = field(default_factory=dict)
-    owned: list = field(default_factory=list)  # (offset, Buffer): this plan's per-shape constants
-    evicted: bool = False             # dropped from the cache (a call holding it frees it after)
+    evicted: bool = False             # dropped from the cache; its memory is freed by the next call
+
+
+@dataclass(eq=False)
+class _RuntimeState:
+    """What one partition has in one runtime's memory. Only touched under that runtime's lock."""
+    params_epoch: int                  # CompiledPartition._params_epoch it was made for
+    evictions_seen: int                # CompiledPartition._evictions when last swept
+    constants: dict = field(default_factory=dict)  # (name, nbytes) -> (offset, Buffer), shared by plans
+    constant_versions: list | None = None           # (parameter, version) the constants hold
+    loaded: dict = field(default_factory=dict)     # _Entry -> _Loaded
 
 
 _get_version = attrgetter("_version")
@@ -139,10 +153,12 @@ class CompiledPartition:
         self._varying = [i for i in range(n_inputs) if i not in constant_inputs]
         self._constant_list = sorted(constant_inputs)
         self._constant_params: list | None = None  # the parameters the plans were made for (held)
-        # Constants shared by all plans of this partition: key -> (offset, Buffer)
-        self._constants: dict[tuple, tuple[int, object]] = {}
-        self._constant_versions: list | None = None
-        self._runtime_generation = -1
+        # Bumped (under _plans_lock) when the parameters are replaced / an entry is evicted; each
+        # runtime's state compares them on the next call there and frees what became stale.
+        self._params_epoch = 0
+        self._evictions = 0
+        # (weak reference to a runtime, this partition's state there): saves the users_state lookup.
+        self._last_state: tuple = (lambda: None, None)
         output = next(n for n in gm.graph.nodes if n.op == "output")
         self._single_output = not isinstance(output.args[0], (list, tuple))
         self._replay: _Replay | None = None  # set after a wasm call that left nothing to check
@@ -169,12 +185,13 @@ class CompiledPartition:
         try:
             outputs, wasm_seconds, loaded = self._run(entry, args, replayed)
         except WasmTimeout as e:
-            self._replay = None
-            rebuild_runtime(self._timed)  # the timed-out runtime may still have a worker in a kernel
+            self._replay = None  # (the runtime retired itself: a worker may still be in a kernel)
             stats.add(timeouts=1)
             raise WasmTimeout(f"partition {self.name} {e} (option timeout_ms; inputs "
                               f"{describe_inputs(args)}; ops {self._ops(args)}); the wasm runtime "
                               "was rebuilt and is usable") from e
+        except WasmInputError as e:
+            return self._input_error(e, args)
         except WasmTrap as e:
             self._replay = None
             return self._recover(e, args)
@@ -208,10 +225,8 @@ class CompiledPartition:
                     log.info("partition %s: a parameter was replaced; re-planning", self.name)
                     for old in self.plans.values():
                         old.evicted = True
-                        self._unload(old)
                     self.plans.clear()
-                    self._constants.clear()
-                    self._constant_versions = None
+                    self._params_epoch += 1
                 self._constant_params = params
             entry = self.plans.get(key)
             hit = entry is not None
@@ -221,7 +236,7 @@ class CompiledPartition:
                 while len(self.plans) > self.options.max_plans_per_partition:
                     _, old = self.plans.popitem(last=False)
                     old.evicted = True
-                    self._unload(old)
+                    self._evictions += 1
             else:
                 self.plans.move_to_end(key)
         return entry, hit
@@ -280,48 +295,63 @@ class CompiledPartition:
         return reason
 
     def _run(self, entry: _Entry, args, constants_checked: bool = False):
-        """constants_checked: the parameters are the ones this runtime's copies were last checked
+        """constants_checked: the parameters are the ones the runtime's copies were last checked
         against, unchanged since (a _Replay match)."""
-        runtime, generation = get_runtime(self._threads, self._timed)  # lock-free when nothing changed
-        with runtime.lock:
-            if generation != self._runtime_generation:
-                self._reset_for_runtime(generation)
-                constants_checked = False
-            loaded = entry.loaded
-            if loaded is None or loaded.runtime is not runtime:
-                load_start = time.perf_counter()
-                self._load(entry, runtime, args)
-                loaded = entry.loaded
-                stats.add(seconds_planning=time.perf_counter() - load_start)
-            if not constants_checked:
-                self._check_constants(runtime, entry, args)
-            for i, view in loaded.input_views:
-                view.copy_(args[i])
-            t0 = time.perf_counter()
-            if self._plain_run and not _inject["count"] and not _profiler_enabled():
-                runtime.run_locked(loaded.plan_words, loaded.n_words, self._threads)
-            else:
-                self._run_plan_specially(runtime, loaded)
-            wasm_seconds = time.perf_counter() - t0
-            # clone() keeps the view's layout, which is eager's when same_layout (the usual case).
-            if loaded.output_views is not None:
-                outputs = list(map(_clone, loaded.output_views))
-            else:
-                outputs = [view.clone() if same_layout else
-                           torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype).copy_(view)
-                           for spec, view, same_layout in loaded.outputs]
-            if entry.evicted:  # another thread evicted this plan during the call: its memory is ours to free
-                self._unload(entry)
+        while True:
+            runtime, _ = get_runtime(self._threads, self._timed)  # lock-free when nothing changed
+            with runtime.lock:
+                if runtime.broken:
+                    continue  # retired while this call waited for it: run on its successor
+                try:
+                    return self._run_on(runtime, entry, args, constants_checked)
+                except RuntimeRetired:  # (a worker trapped in between: nothing ran)
+                    continue
+
+    def _run_on(self, runtime: Runtime, entry: _Entry, args, constants_checked: bool):
+        """_run on one runtime, whose lock the caller holds."""
+        last_runtime, state = self._last_state
+        if last_runtime() is not runtime or state.params_epoch != self._params_epoch:
+            state = self._state_in(runtime)
+            constants_checked = False  # (the replay's check was against another runtime's copies)
+        if state.evictions_seen != self._evictions:
+            state.evictions_seen = self._evictions
+            for old in [e for e in state.loaded if e.evicted]:
+                self._unload(runtime, state, old)
+        loaded = state.loaded.get(entry)
+        if loaded is None:
+            load_start = time.perf_counter()
+            loaded = self._load(state, entry, runtime, args)
+            stats.add(seconds_planning=time.perf_counter() - load_start)
+        if not constants_checked:
+            self._check_constants(runtime, state, entry, args)
+        for i, view in loaded.input_views:
+            view.copy_(args[i])
+        t0 = time.perf_counter()
+        if self._plain_run and not _inject and not _profiler_enabled():
+            runtime.run_locked(loaded.plan_words, loaded.n_words, self._threads)
+        else:
+            self._run_plan_specially(runtime, loaded)
+        wasm_seconds = time.perf_counter() - t0
+        # clone() keeps the view's layout, which is eager's when same_layout (the usual case).
+        if loaded.output_views is not None:
+            outputs = list(map(_clone, loaded.output_views))
+        else:
+            outputs = [view.clone() if same_layout else
+                       torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype).copy_(view)
+                       for spec, view, same_layout in loaded.outputs]
+        if entry.evicted:  # evicted during the call (after the sweep above): its memory is ours to free
+            self._unload(runtime, state, entry)
         return outputs, wasm_seconds, loaded
 
     def _run_plan_specially(self, runtime: Runtime, loaded: "_Loaded") -> None:
         """Runs the plan with a time limit, an injected debug record or profiler spans."""
         limit = self.options.timeout_ms / 1e3 if self.options.timeout_ms else None
         plan_at, n_words = loaded.plan_words, loaded.n_words
-        if _inject["count"] > 0:
-            _inject["count"] -= 1
-            runtime.write_words(loaded.prefix_words, _inject["record"])
-            plan_at, n_words = loaded.prefix_words, n_words + len(_inject["record"])
+        inject = _inject.get(threading.get_ident())
+        if inject and inject[1] > 0:
+            record, inject[1] = inject[0], inject[1] - 1
+            runtime.write_words(loaded.prefix_words, record)
+            plan_at, n_words = loaded.prefix_words, n_words + len(record)
         if self.options.profile_kernels:
             # One wasm call per kernel, each in its own profiler span (opt-in: costs a call each).
             for kernel, offset, length in loaded.records:
@@ -333,38 +363,48 @@ class CompiledPartition:
         else:
             runtime.run(plan_at, n_words, self.options.threads, limit)
 
-    # ---- memory ---------------------------------------------------------------------------------
-    def _reset_for_runtime(self, generation: int) -> None:
-        """A new runtime (first call, or rebuilt after a trap): everything must be uploaded again."""
-        self._constants.clear()
-        self._constant_versions = None
-        for entry in self.plans.values():
-            entry.loaded = None
-            entry.constant_addrs = {}
-            entry.owned = []
-        self._runtime_generation = generation
+    # ---- memory (all under the runtime's lock) ----------------------------------------------------
+    def _state_in(self, runtime: Runtime) -> _RuntimeState:
+        """This partition's state in the runtime (made on the first call there, and again after
+        its parameters were replaced)."""
+        state = runtime.users_state.get(self)
+        if state is None or state.params_epoch != self._params_epoch:
+            if state is not None:
+                self._free_state(runtime, state)
+            state = runtime.users_state[self] = _RuntimeState(self._params_epoch, self._evictions)
+        self._last_state = (weakref.ref(runtime), state)
+        return state
 
-    def _load(self, entry: _Entry, runtime: Runtime, args) -> None:
+    def _free_state(self, runtime: Runtime, state: _RuntimeState) -> None:
+        """Frees everything this partition has in the runtime (its parameters were replaced)."""
+        for entry in list(state.loaded):
+            self._unload(runtime, state, entry)
+        for offset, _ in state.constants.values():
+            runtime.allocator.free(offset)
+        state.constants.clear()
+        del runtime.users_state[self]
+
+    def _load(self, state: _RuntimeState, entry: _Entry, runtime: Runtime, args) -> _Loaded:
         """Uploads the entry's constants, encodes its records for this runtime and makes the
         input and output views."""
         plan = entry.plan
-        addrs = {}
+        addrs, owned = {}, []
         for buf in plan.constants:
             if buf.per_shape:  # made from this plan's sizes (masks, index tables): freed with it
                 offset = runtime.allocator.alloc(buf.nbytes)
                 _upload(runtime, offset, buf, args)
-                entry.owned.append((offset, buf))
+                owned.append((offset, buf))
                 addrs[id(buf)] = offset
                 continue
             # Plans of one partition share the other constants by name: LoweringContext.constant
             # names them by node, dtype and shape, so equal names mean equal values. (Hashing the
             # values instead cost a BERT-style encoder ~20 ms per new sequence length.)
             key = (buf.name, buf.nbytes)
-            if key not in self._constants:
+            if key not in state.constants:
                 offset = runtime.allocator.alloc(buf.nbytes)
                 _upload(runtime, offset, buf, args)
-                self._constants[key] = (offset, buf)
-            addrs[id(buf)] = self._constants[key][0]
+                state.constants[key] = (offset, buf)
+            addrs[id(buf)] = state.constants[key][0]
         arena = runtime.allocator.alloc(plan.arena_size)
         words = plan.encode(arena, addrs)
         # A slot before the plan where a test hook can put one debug record (see _inject).
@@ -385,53 +425,56 @@ class CompiledPartition:
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
         same_layout = [view.is_contiguous() and spec.strides == contiguous_strides(spec.shape)
                        for spec, view in zip(plan.outputs, outputs)]
-        entry.loaded = _Loaded(runtime, arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
-                               list(zip(plan.outputs, outputs, same_layout)),
-                               tuple(outputs) if all(same_layout) else None, prefix_words=plan_at,
-                               records=records,
-                               bytes_in=sum(v.numel() * v.element_size() for _, v in inputs),
-                               bytes_out=sum(v.numel() * v.element_size() for v in outputs))
-        entry.constant_addrs = addrs
+        loaded = state.loaded[entry] = _Loaded(
+            arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
+            list(zip(plan.outputs, outputs, same_layout)), tuple(outputs) if all(same_layout) else None,
+            prefix_words=plan_at, records=records, owned=owned,
+            bytes_in=sum(v.numel() * v.element_size() for _, v in inputs),
+            bytes_out=sum(v.numel() * v.element_size() for v in outputs))
+        return loaded
 
-    def _check_constants(self, runtime: Runtime, entry: _Entry, args) -> None:
+    def _check_constants(self, runtime: Runtime, state: _RuntimeState, entry: _Entry, args) -> None:
         """Parameters are uploaded once; re-upload if one was replaced or changed in place."""
         versions = [(args[i], _version(args[i])) for i in self.constant_inputs]
-        if self._constant_versions is None:
-            self._constant_versions = versions
+        if state.constant_versions is None:
+            state.constant_versions = versions
             return
-        if any(a is not b or va != vb for (a, va), (b, vb) in zip(versions, self._constant_versions)):
+        if any(a is not b or va != vb for (a, va), (b, vb) in zip(versions, state.constant_versions)):
             log.info("partition %s: a parameter changed since compile; re-uploading weights", self.name)
-            for offset, buf in self._constants.values():
+            for offset, buf in state.constants.values():
                 _upload(runtime, offset, buf, args)
-            for offset, buf in entry.owned:  # per-shape constants may be made from weights too
+            for offset, buf in state.loaded[entry].owned:  # per-shape constants may be made from weights too
                 _upload(runtime, offset, buf, args)
-            for other in list(self.plans.values()):  # other shapes' ones: remade when next called
-                if other is not entry and other.owned:
-                    self._unload(other)
-            self._constant_versions = versions
+            for other in [e for e, loaded in state.loaded.items() if e is not entry and loaded.owned]:
+                self._unload(runtime, state, other)  # other shapes' ones: remade when next called
+            state.constant_versions = versions
 
-    def _unload(self, entry: _Entry) -> None:
-        """Frees the entry's memory in the current runtime (under its lock: a call running the
-        entry, or another thread unloading it, may hold it; memory of an older runtime is gone)."""
-        if entry.loaded is None:
-            return
-        runtime, _ = get_runtime(self.options.threads, self._timed)
-        with runtime.lock:
-            loaded = entry.loaded
-            if loaded is not None and loaded.runtime is runtime:
-                runtime.allocator.free(loaded.arena)
-                runtime.allocator.free(loaded.prefix_words)
-                for offset, _ in entry.owned:
-                    runtime.allocator.free(offset)
-            entry.loaded = None
-            entry.owned = []
+    @staticmethod
+    def _unload(runtime: Runtime, state: _RuntimeState, entry: _Entry) -> None:
+        """Frees the entry's plan memory in this runtime."""
+        loaded = state.loaded.pop(entry, None)
+        if loaded is not None:
+            runtime.allocator.free(loaded.arena)
+            runtime.allocator.free(loaded.prefix_words)
+            for offset, _ in loaded.owned:
+                runtime.allocator.free(offset)
 
     # ---- recovery -------------------------------------------------------------------------------
-    def _recover(self, error: WasmTrap, args):
+    def _input_error(self, error: WasmInputError, args):
+        """A kernel rejected this call's inputs (an index out of range): the caller's error, so
+        nothing is rebuilt or charged. Eager raises its own error (the IndexError the caller would
+        get without the backend); no wasm result is ever returned."""
+        stats.add(eager_partition_calls=1, input_errors=1)
+        result = self.gm(*args)
+        # Eager accepted inputs a kernel rejected: a kernel bug, handled like a trap.
+        return self._recover(WasmTrap(f"a kernel rejected inputs eager accepts ({error})"), args, result)
+
+    def _recover(self, error: WasmTrap, args, eager_result=None):
+        """A trap (the runtime retired itself: the next call gets a fresh one): this partition is
+        charged a failure and the call returns eager's result."""
         self.failures += 1
         message = (f"partition {self.name} trapped inside wasm: {error} (inputs {describe_inputs(args)}; "
                    f"ops {self._ops(args)})")
-        rebuild_runtime(self._timed)  # the old one's memory and workers are in an unknown state
         if self.options.strict:
             raise WasmBackendError(message) from error
         log.warning("%s; returning the eager result (the wasm runtime was rebuilt)", message)
@@ -440,7 +483,7 @@ class CompiledPartition:
             self.disabled_reason = f"trapped {self.failures} times; kept on eager"
             log.warning("partition %s %s", self.name, self.disabled_reason)
             stats.record_fallback(self.name, "*", "partition", self.disabled_reason)
-        return self.gm(*args)
+        return self.gm(*args) if eager_result is None else eager_result
 
 
 _DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))

@@ -1,6 +1,11 @@
 """The wasmtime side: loads the kernel module once per process, owns the shared memory and its
 allocator, runs whole Plans through the raw (unchecked) call path, and parks worker threads inside
-wasm (DESIGN.md decisions 1-3)."""
+wasm (DESIGN.md decisions 1-3).
+
+A runtime that traps or times out is retired, never reset under its users: it is marked broken and
+taken out of the table get_runtime() hands out, so new calls get a fresh runtime; a call that held
+its lock finishes on it, a call waiting for its lock sees it broken and retries on the successor
+(RuntimeRetired); its workers are shut down and the memory goes when the last reference does."""
 from __future__ import annotations
 
 import atexit
@@ -13,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +28,7 @@ from wasmtime import _ffi as ffi
 
 from lowering.abi import ABI
 from .compile_cache import load_module
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
+from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -33,9 +39,22 @@ WORKER_STACK = 256 * 1024
 ENGINE_SETTINGS = "threads,shared_memory,simd"
 TICK_SECONDS = 0.005
 NO_DEADLINE = 1 << 40        # ticks: ~170 years
-WORKER_IDLE_MS = 100         # a parked worker returns to the host this often to re-arm its deadline
+WORKER_IDLE_MS = 100         # worker_loop returns this often when idle; the host calls it again
+WORKER_CHECK_SECONDS = 0.1   # how often a worker of a timed runtime checks that it is still in use
+INPUT_ERROR = -5             # run_plan's code for invalid inputs (an index out of range)
 _RUN_PLAN_ERRORS = {-1: "unknown op code", -2: "wrong argument count for op",
-                    -3: "truncated plan", -4: "a worker thread trapped"}
+                    -3: "truncated plan", -4: "a worker thread trapped",
+                    INPUT_ERROR: "an index out of range"}
+_UPDATE_DEADLINE_CONTINUE = 0  # wasmtime_update_deadline_kind_t: keep running with a new deadline
+# wasmtime_store_epoch_deadline_callback's callback: (context, env, *delta, *kind) -> error or 0.
+_DeadlineCallback = ctypes.CFUNCTYPE(ctypes.c_size_t, ctypes.POINTER(ffi.wasmtime_context_t), ctypes.c_void_p,
+                                     ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t))
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
+
+
+class RuntimeRetired(WasmTrap):
+    """The runtime was retired (it broke, or a bigger one replaced it) before this call could run
+    on it: nothing ran; run the call again on get_runtime()'s current runtime."""
 
 _engine_lock = threading.Lock()
 _engines: dict[bool, tuple[wasmtime.Engine, wasmtime.Module]] = {}
@@ -181,19 +200,37 @@ class _Instance:
         self.fn["_initialize"]()
 
 
-def park_worker(inst: _Instance, worker_id: int, time_limit) -> None:
+def stop_when(inst, broken) -> None:
+    """On an engine with epoch interruption: every WORKER_CHECK_SECONDS while inst (an instance
+    with a `store`) runs wasm, ask broken() and trap if it gives a reason (None: keep running). A
+    worker is thus never interrupted while its runtime is in use (each call's own deadline, on the
+    main instance, bounds the call, however long the worker keeps busy), and a worker stuck in a
+    kernel of a retired runtime (or a closed exported model) ends within WORKER_CHECK_SECONDS."""
+    ticks = deadline_ticks(WORKER_CHECK_SECONDS)
+
+    def on_deadline(_context, _env, delta, kind):
+        reason = broken()
+        if reason is not None:
+            error = ffi.wasmtime_error_new(f"runtime retired: {reason}".encode())
+            return ctypes.cast(error, ctypes.c_void_p).value
+        delta[0] = ticks
+        kind[0] = _UPDATE_DEADLINE_CONTINUE
+        return 0
+
+    inst.on_deadline = _DeadlineCallback(on_deadline)  # kept alive as long as the instance
+    ffi.wasmtime_store_epoch_deadline_callback(inst.store.ptr(), inst.on_deadline, None, _NO_FINALIZER)
+    inst.store.set_epoch_deadline(ticks)
+
+
+def park_worker(inst: _Instance, worker_id: int, broken=lambda: None) -> None:
     """The body of a host worker thread (already registered with pool_register_worker(1)): parks
-    in worker_loop, which returns every WORKER_IDLE_MS without a job so that the instance's epoch
-    deadline is re-armed (time_limit() seconds per job, None = none) and a worker stuck in a kernel
-    traps too. Returns after pool_shutdown(); on a trap, unblocks the main thread (pool_abort) and
-    re-raises. Unregisters the worker either way."""
+    in worker_loop. broken() gives the reason the worker's runtime may no longer run (None while
+    it is usable): see stop_when. Returns after pool_shutdown(); on a trap, unblocks the
+    main thread (pool_abort) and re-raises. Unregisters the worker either way."""
+    stop_when(inst, broken)
     try:
-        while True:
-            limit = time_limit()
-            inst.store.set_epoch_deadline(
-                deadline_ticks(None if limit is None else limit + WORKER_IDLE_MS / 1000))
-            if inst.fn["worker_loop"](worker_id, WORKER_IDLE_MS)[0].i32 == 0:
-                return
+        while inst.fn["worker_loop"](worker_id, WORKER_IDLE_MS)[0].i32 != 0:
+            pass
     except WasmTrap:
         try:
             inst.fn["pool_abort"]()
@@ -287,7 +324,8 @@ class Allocator:
 
 
 class Runtime:
-    """Shared memory + main instance + parked workers. `run(plan)` is serialized by a lock."""
+    """Shared memory + main instance + parked workers. `run(plan)` is serialized by `lock`; hold
+    it from the first write into this runtime's memory to the last read of a call's outputs."""
 
     def __init__(self, threads: int, timed: bool = False, generation: int = 0):
         engine, module = _engine_module(timed)
@@ -296,7 +334,11 @@ class Runtime:
         self.memory = wasmtime.SharedMemory(
             engine, wasmtime.MemoryType(wasmtime.Limits(256, MAX_PAGES), shared=True))
         self.lock = threading.RLock()
-        self.broken: str | None = None
+        self.broken: str | None = None    # why this runtime may no longer run plans (it is retired)
+        self.retired = False
+        # What each user (a compiled partition) keeps in this memory: its weights and loaded plans.
+        # Read and written only under self.lock; dropped with the runtime or the user.
+        self.users_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.main = _Instance(engine, module, self.memory)
         self._run_plan = self.main.fn["run_plan"]
         version = self.main.fn["abi_version"]()[0].i32
@@ -310,7 +352,6 @@ class Runtime:
                                    functools.partial(release_pages, self._base_addr))
         self._error_at = self.allocator.alloc(64)
         self.threads = max(1, int(threads))
-        self.job_time_limit: float | None = None  # seconds; the longest limit any call asked for
         self._workers: list[threading.Thread] = []
         for worker_id in range(1, self.threads):
             self._start_worker(engine, module, worker_id)
@@ -365,55 +406,65 @@ class Runtime:
 
         def park():
             try:
-                park_worker(inst, worker_id, lambda: self.job_time_limit)
+                park_worker(inst, worker_id, lambda: self.broken)
             except WasmTrap as e:
-                if not self.broken:
+                if self.broken:  # retired already: this worker was stuck in a kernel (a time limit)
+                    log.debug("wasm worker thread %d stopped: %s", worker_id, e)
+                else:
                     self.broken = f"worker {worker_id} trapped: {e}"
-                log.warning("wasm worker thread %d stopped: %s", worker_id, e)
+                    log.warning("wasm worker thread %d stopped: %s", worker_id, e)
 
         t = threading.Thread(target=park, name=f"wasm-worker-{worker_id}", daemon=True)
         t.start()
         self._workers.append(t)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Shuts the workers down (waiting up to a second for them if `wait`: a worker stalled in
+        a kernel ends only at its next check, and not at all on an engine without deadlines)."""
         if self._workers:
             with self.lock:
                 self.main.fn["pool_shutdown"]()
-            for t in self._workers:
-                t.join(timeout=1)  # a stalled worker ends at its deadline; don't wait for it
-            self._workers = []
+            workers, self._workers = self._workers, []
+            for t in workers if wait else ():
+                t.join(timeout=1)
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, plan_offset: int, n_words: int, threads: int, time_limit: float | None = None) -> None:
         """Runs the encoded plan at plan_offset; raises WasmTimeout past time_limit (seconds),
-        WasmTrap on a trap or executor error. Either leaves this runtime broken: rebuild it."""
+        WasmTrap on a trap or executor error (either retires this runtime: get_runtime() gives a
+        new one), WasmInputError when a kernel rejected the inputs (the runtime stays usable), and
+        RuntimeRetired when the runtime was retired before the call."""
         with self.lock:
             self.run_locked(plan_offset, n_words, threads, time_limit)
 
     def run_locked(self, plan_offset: int, n_words: int, threads: int, time_limit: float | None = None) -> None:
         """run() for a caller that already holds self.lock (saves re-entering it on every call)."""
         if self.broken:
-            raise WasmTrap(f"runtime is unusable: {self.broken}")
+            raise RuntimeRetired(f"runtime is unusable: {self.broken}")
         if time_limit is not None:
-            if self.job_time_limit is None or time_limit > self.job_time_limit:
-                self.job_time_limit = time_limit
             self.main.store.set_epoch_deadline(deadline_ticks(time_limit))
         try:
             self._run_plan(plan_offset, n_words, min(threads, self.threads), self._error_at)
         except WasmTrap as e:
-            self.broken = str(e)
-            if "interrupt" in str(e) and time_limit is not None:
-                raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from e
-            raise
+            trap = e
+        else:
+            trap = None
         finally:
-            if time_limit is not None:
+            if time_limit is not None:  # (before retire(): its pool_shutdown runs on this store)
                 self.main.store.set_epoch_deadline(NO_DEADLINE)
+        if trap is not None:
+            # A worker may still be in a kernel and memory is in an unknown state.
+            retire(self, str(trap))
+            if "interrupt" in str(trap) and time_limit is not None:
+                raise WasmTimeout(f"exceeded the time limit of {time_limit * 1e3:.0f} ms") from trap
+            raise trap
         rc = self._run_plan.words[0]
         if rc != 0:
             at = int(self.tensor(self._error_at, (1,), torch.int32)[0])
             msg = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
-            if rc == -4:
-                self.broken = msg
+            if rc == INPUT_ERROR:
+                raise WasmInputError(msg)
+            retire(self, msg)
             raise WasmTrap(msg)
 
     def peak_flops(self, iters: int) -> float:
@@ -427,9 +478,9 @@ class Runtime:
             return self.main.fn["read_bandwidth"](offset, nbytes, passes, min(threads, self.threads))[0].f64
 
 
-_runtimes: dict[bool, Runtime] = {}   # timed (epoch interruption) or not -> the runtime
-_generation = 0                      # bumped for every runtime created: partitions re-upload then
-_runtime_lock = threading.Lock()
+_runtimes: dict[bool, Runtime] = {}   # timed (epoch interruption) or not -> the current runtime
+_generation = 0                      # bumped for every runtime created (a serial number)
+_runtime_lock = threading.Lock()     # guards the two above; never held while taking a runtime's lock
 
 
 def default_threads() -> int:
@@ -440,43 +491,58 @@ def default_threads() -> int:
 
 
 def get_runtime(min_threads: int = 1, timed: bool = False) -> tuple[Runtime, int]:
-    """The process-wide runtime of this kind (created on first use, re-created after
-    rebuild_runtime() or when it broke), and its generation number."""
+    """The current runtime of this kind (created on first use, re-created after it broke or when
+    more threads are asked for), and its serial number. Hold its lock while using it and check
+    `broken` once you have it: it may have been retired in between."""
     runtime = _runtimes.get(timed)
     if runtime is not None and runtime.threads >= min_threads and not runtime.broken:
         return runtime, runtime.generation  # the common case, without the lock
-    with _runtime_lock:
-        runtime = _runtimes.get(timed)
-        if runtime is None or runtime.threads < min_threads or runtime.broken:
-            _rebuild_locked(timed, max(min_threads, runtime.threads if runtime else 1))
-        runtime = _runtimes[timed]
-        return runtime, runtime.generation
-
-
-def _rebuild_locked(timed: bool, threads: int) -> None:
     global _generation
-    old = _runtimes.pop(timed, None)
+    with _runtime_lock:
+        old = _runtimes.get(timed)
+        if old is None or old.threads < min_threads or old.broken:
+            _generation += 1
+            _runtimes[timed] = Runtime(max(min_threads, old.threads if old else 1), timed, _generation)
+        else:
+            old = None  # another thread replaced it already
+        runtime = _runtimes[timed]
     if old is not None:
+        retire(old, old.broken or f"replaced by a runtime with {runtime.threads} threads")
+    return runtime, runtime.generation
+
+
+def retire(runtime: Runtime, reason: str) -> None:
+    """Marks the runtime broken, takes it out of get_runtime()'s table and shuts its workers down
+    (without waiting for a stalled one). A call holding its lock (maybe the caller) finishes
+    first; calls waiting for the lock then see `broken` and retry on a new runtime."""
+    with runtime.lock:
+        if runtime.retired:
+            return
+        runtime.retired = True
+        runtime.broken = runtime.broken or reason
+        runtime.users_state.clear()  # nobody will run on it again: free the users' views now
+        with _runtime_lock:
+            if _runtimes.get(runtime.timed) is runtime:
+                del _runtimes[runtime.timed]
         try:
-            old.close()
+            runtime.close(wait=False)
         except Exception as e:  # a broken runtime may fail to shut down; it is discarded anyway
-            log.debug("closing the old runtime failed: %s", e)
-    _generation += 1
-    _runtimes[timed] = Runtime(threads, timed, _generation)
+            log.debug("closing a retired runtime failed: %s", e)
+    log.debug("wasm runtime %d retired: %s", runtime.generation, reason)
 
 
 def rebuild_runtime(timed: bool = False) -> None:
-    """Throws away the runtime of this kind (memory, instances, workers) and starts a fresh one,
-    e.g. after a trap left the old one in an unknown state."""
-    with _runtime_lock:
-        old = _runtimes.get(timed)
-        _rebuild_locked(timed, old.threads if old is not None else 1)
+    """Retires the current runtime of this kind (if any): the next get_runtime() makes a fresh
+    one. Calls in progress on the old one finish there."""
+    runtime = _runtimes.get(timed)
+    if runtime is not None:
+        retire(runtime, "rebuild_runtime() was called")
 
 
 @atexit.register
 def _shutdown() -> None:
     for runtime in list(_runtimes.values()):
         try:
-            runtime.close()
+            runtime.close(wait=True)
         except Exception as e:
             log.debug("runtime shutdown at exit failed: %s", e)

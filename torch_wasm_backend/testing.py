@@ -1,7 +1,8 @@
-"""Test-only hooks: the next n wasm partition runs execute a plan that starts with a debug record,
-so the fault really happens inside the kernel module. `inject_traps(n)`: wasm `unreachable`.
+"""Test-only hooks: the next n wasm partition runs of the calling thread execute a plan that starts
+with a debug record, so the fault really happens inside the kernel module. `inject_traps(n)`: wasm `unreachable`.
 `inject_stalls(n)`: a worker thread (or, single-threaded, the caller) spins forever; only a
 time limit (option timeout_ms) ends it."""
+import threading
 from contextlib import contextmanager
 
 from lowering.abi import ABI
@@ -11,11 +12,12 @@ from . import partition_runner
 
 @contextmanager
 def _inject(record, n):
-    partition_runner._inject.update(record=record, count=n)
+    me = threading.get_ident()
+    partition_runner._inject[me] = [record, n]
     try:
         yield
     finally:
-        partition_runner._inject.update(record=None, count=0)
+        del partition_runner._inject[me]
 
 
 def inject_traps(n: int = 1):

@@ -24,8 +24,11 @@ def _prod(xs):
     return n
 
 
-def emit_index_select(ctx: LoweringContext, x: TensorRef, dim: int, idx: TensorRef, out: TensorRef) -> TensorRef:
-    """out = x.index_select(dim, idx.flatten()), laid out contiguously as [outer, n_idx, inner]."""
+def emit_index_select(ctx: LoweringContext, x: TensorRef, dim: int, idx: TensorRef, out: TensorRef,
+                      negative: bool = False) -> TensorRef:
+    """out = x.index_select(dim, idx.flatten()), laid out contiguously as [outer, n_idx, inner].
+    negative: a negative index counts from the end (advanced indexing); otherwise it is out of
+    range, as for eager's embedding and index_select (the kernel reports it, eager's IndexError)."""
     x = ctx.contiguous(x)
     idx = ctx.contiguous(idx)
     outer, inner = _prod(x.shape[:dim]), _prod(x.shape[dim + 1:])
@@ -34,7 +37,7 @@ def emit_index_select(ctx: LoweringContext, x: TensorRef, dim: int, idx: TensorR
     if x.shape[dim] == 0:
         raise Unsupported("index into an empty dimension (eager raises)")
     ctx.emit("INDEX_SELECT", flops=out.numel, outer=outer, src_dim=x.shape[dim], inner=inner, n_idx=idx.numel,
-             idx_dtype=DTYPE_CODE[idx.dtype], elem_size=x.itemsize, **{"in": addr(x)}, idx=addr(idx),
+             idx_dtype=DTYPE_CODE[idx.dtype], elem_size=x.itemsize, negative=int(negative), **{"in": addr(x)}, idx=addr(idx),
              out=addr(out))
     return out
 
@@ -99,7 +102,7 @@ def _index(ctx, node):
     merged = x.shape[:d] + (_prod(x.shape[d:d + k]),) + x.shape[d + k:]
     xm = TensorRef(x.buffer, merged, contiguous_strides(merged), x.offset, x.dtype)
     if k == 1:
-        return emit_index_select(ctx, xm, d, ctx.value(indices[d]), out)
+        return emit_index_select(ctx, xm, d, ctx.value(indices[d]), out, negative=True)
     fns = [ctx.const_fn(indices[i]) for i in present]
     sizes = x.shape[d:d + k]
     # The index tensors' broadcast shape: adjacent indices put it at dim d of the output. (Read
@@ -117,7 +120,7 @@ def _index(ctx, node):
             i = torch.as_tensor(f(ins)).to(torch.int64).expand(bshape)
             bad |= (i < -size) | (i >= size)
             flat = flat * size + torch.where(i < 0, i + size, i)
-        # an out-of-range component makes the flat index out of range, so the kernel traps
+        # an out-of-range component makes the flat index out of range: the kernel reports it
         return torch.where(bad, torch.full_like(flat, _prod(sizes)), flat)
 
     idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True,

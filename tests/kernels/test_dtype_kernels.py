@@ -1,7 +1,8 @@
 """The dtype-generic kernels against torch: CAST (every pair of element types), COMPARE (every op,
 several element types, broadcasting), WHERE (1/4/8-byte elements, the SIMD float path and strided
-views), INDEX_SELECT (int64/int32 indices, negative indices, every row width around the vector
-width, out-of-range indices trap) and CUMSUM. All are exact: conversions, comparisons and copies
+views), INDEX_SELECT (int64/int32 indices, negative indices counted from the end or rejected,
+every row width around the vector width, out-of-range indices reported as an input error that
+leaves the runtime usable) and CUMSUM. All are exact: conversions, comparisons and copies
 have one right answer; CUMSUM accumulates in double exactly like eager's CPU kernel.
 
 Operands are uploaded whole (their storage) with strides, so views are read as views."""
@@ -12,7 +13,7 @@ import torch
 
 from kernel_testing import contiguous_strides, pad6
 from lowering.abi import ABI
-from torch_wasm_backend.errors import WasmTrap
+from torch_wasm_backend.errors import WasmInputError
 
 DT = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",
       torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
@@ -99,6 +100,32 @@ def test_cast_float_to_int_edges(s1):
     assert got[7].item() == int(torch.tensor(9.2e18).item())
 
 
+# Values where float -> int conversions part ways: NaN, infinities, each integer type's limits and
+# just past them, the int32 / int64 limits (where eager's 32- and 64-bit conversions differ),
+# values that wrap, and fractions on both sides of zero.
+SPECIAL = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 0.5, -0.5, 0.9999, -0.9999, 1e-30, 1.0, -1.0,
+           127.0, 127.9, 128.0, -128.0, -128.9, -129.0, 255.0, 255.9, 256.0, 300.5, -300.5, 32767.0, 32767.9,
+           32768.0, -32768.0, -32768.9, -32769.0, 40000.0, -40000.0, 65535.0, 65536.0, 70000.5, 2147483520.0,
+           2147483647.0, 2147483648.0, -2147483648.0, -2147483904.0, 3e9, -3e9, 4294967295.0, 4294967296.0,
+           24744974549.9, 1e10, -1e10, 9.2e18, 9.223371e18, 9.2233720368547758e18, -9.2233720368547758e18,
+           9.3e18, -9.3e18, 1e20, -1e20, 3.4e38, -3.4e38]
+
+
+@pytest.mark.parametrize("dst", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8], ids=lambda d: DT[d])
+@pytest.mark.parametrize("src", [torch.float32, torch.float64], ids=lambda d: DT[d])
+def test_cast_float_to_int_special_values_match_eager(s12, src, dst):
+    """NaN, infinities and out-of-range values convert bit-for-bit as eager does on this x86 CPU
+    (e.g. int32: -2147483648; int16: the low bits of the 32-bit conversion): the grid alone, the
+    grid shuffled into a long tensor (eager's vectorized path) and a strided view of it."""
+    grid = torch.tensor(SPECIAL, dtype=torch.float64).to(src)
+    long = torch.cat([grid[torch.randperm(len(SPECIAL))] for _ in range(40)])
+    for x in (grid, long, long[1::3], long.reshape(-1, len(SPECIAL)).t()):
+        got = run_cast(s12, x, dst)
+        want = x.to(dst)
+        bad = got != want
+        assert not bad.any(), f"{x[bad][:5].tolist()} -> {got[bad][:5].tolist()}, eager {want[bad][:5].tolist()}"
+
+
 CMP = {"EQ": torch.eq, "NE": torch.ne, "LT": torch.lt, "LE": torch.le, "GT": torch.gt, "GE": torch.ge,
        "AND": torch.logical_and, "OR": torch.logical_or, "XOR": torch.logical_xor}
 assert set(CMP) == set(ABI.compare), "a COMPARE_OP was added to the ABI without a test"
@@ -155,14 +182,14 @@ def test_where_strided(s1):
     assert same(run_where(s1, c, a, b), torch.where(c, a, b))
 
 
-def run_index_select(s, x, dim, idx):
+def run_index_select(s, x, dim, idx, negative=True, out=None):
     x = x.contiguous()
     outer, inner = x.shape[:dim].numel(), x.shape[dim + 1:].numel()
     shape = x.shape[:dim] + (idx.numel(),) + x.shape[dim + 1:]
-    pout, _ = out_buffer(s, shape, x.dtype)
+    pout = out if out is not None else out_buffer(s, shape, x.dtype)[0]
     s.record("INDEX_SELECT", outer=outer, src_dim=x.shape[dim], inner=inner, n_idx=idx.numel(),
-             idx_dtype=ABI.dtype[DT[idx.dtype]], elem_size=x.element_size(), **{"in": s.put(x)},
-             idx=s.put(idx.contiguous()), out=pout)
+             idx_dtype=ABI.dtype[DT[idx.dtype]], elem_size=x.element_size(), negative=int(negative),
+             **{"in": s.put(x)}, idx=s.put(idx.contiguous()), out=pout)
     return s.get(pout, shape, x.dtype)
 
 
@@ -173,15 +200,25 @@ def test_index_select(s12, inner, idx_dtype):
         for outer, rows, n in [(1, 1, 1), (1, 7, 0), (3, 7, 12), (2, 50, 300)]:
             x = values(dtype, outer * rows * inner).reshape(outer, rows, inner)
             idx = torch.randint(-rows, rows, (n,), dtype=idx_dtype)
-            got = run_index_select(s12, x, 1, idx)
-            assert same(got, x.index_select(1, (idx % rows).long())), (dtype, outer, rows, n)
+            got = run_index_select(s12, x, 1, idx)  # negative indices count from the end (x[:, idx])
+            assert same(got, x[:, idx.long()]), (dtype, outer, rows, n)
+            idx = torch.randint(0, rows, (n,), dtype=idx_dtype)
+            got = run_index_select(s12, x, 1, idx, negative=False)
+            assert same(got, x.index_select(1, idx)), (dtype, outer, rows, n)
 
 
-@pytest.mark.parametrize("bad", [7, -8, 2**40])
-def test_index_select_out_of_range_traps(s1, bad):
+@pytest.mark.parametrize("negative,bad", [(True, 7), (True, -8), (True, 2**40), (True, -2**40),
+                                          (False, 7), (False, -1), (False, -7), (False, 2**40)])
+def test_index_select_out_of_range_is_an_input_error(s12, negative, bad):
+    """Reported before anything is written (the output keeps its fill) and the runtime stays
+    usable: the next record runs."""
     x = torch.randn(7, 4)
-    with pytest.raises(WasmTrap):
-        run_index_select(s1, x, 0, torch.tensor([0, bad, 1]))
+    pout, _ = out_buffer(s12, (3, 4), torch.float32)
+    with pytest.raises(WasmInputError, match="index out of range"):
+        run_index_select(s12, x, 0, torch.tensor([0, bad, 1]), negative=negative, out=pout)
+    assert bool((s12.get(pout, (3, 4)) == 77).all())
+    assert not s12.runtime.broken
+    assert same(run_index_select(s12, x, 0, torch.tensor([6, 0]), negative=negative), x[[6, 0]])
 
 
 @pytest.mark.parametrize("shape,dim", [((0,), 0), ((1,), 0), ((17,), 0), ((3, 33), 1), ((3, 33), 0),
@@ -210,8 +247,8 @@ def test_index_nd(s1, n_dims):
             assert same(s1.get(pout, (outer, n, inner), dtype), ref), (dtype, outer, inner, n)
 
 
-def test_index_nd_out_of_range_traps(s1):
-    with pytest.raises(WasmTrap):
+def test_index_nd_out_of_range_is_an_input_error(s1):
+    with pytest.raises(WasmInputError):
         s1.record("INDEX_ND", outer=1, inner=1, n_idx=1, n_dims=2, src_size=[2, 2, 1, 1], elem_size=4,
                   **{"in": s1.put(torch.zeros(4))}, idx0=s1.put(torch.tensor([0])), idx1=s1.put(torch.tensor([2])),
                   idx2=0, idx3=0, out=s1.put(torch.zeros(1)))

@@ -263,16 +263,22 @@ def test_sin_cos_join_the_elementwise_map_chain():
     assert s["plan_kernels"].get("MAP", 0) >= 1 and "UNARY" not in s["plan_kernels"], s["plan_kernels"]
 
 
-def test_gather_out_of_range_index_raises_instead_of_reading_garbage():
-    """An out-of-range (or negative: torch.gather rejects those) index traps inside wasm; the call is
-    recovered in eager, which raises."""
+def test_gather_out_of_range_index_raises_eagers_error():
+    """An out-of-range (or negative: torch.gather rejects those) index is an input error: the call
+    raises what eager raises for it, and nothing is charged to the partition or rebuilt."""
+    import torch_wasm_backend as twb
     f = compile_wasm(lambda x, i: torch.gather(x, 1, i) * 2)
     x = r(3, 4)
     good = torch.tensor([[3, 0], [1, 1], [2, 0]])
     torch.testing.assert_close(f(x, good), torch.gather(x, 1, good) * 2)
+    traps = len(twb.stats()["traps"])
     for bad in (torch.tensor([[4, 0], [1, 1], [2, 0]]), torch.tensor([[0, 0], [-1, 1], [2, 0]])):
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError) as wasm_error:
             f(x, bad)
+        with pytest.raises(RuntimeError) as eager_error:
+            torch.gather(x, 1, bad)
+        assert str(wasm_error.value) == str(eager_error.value)
+    assert len(twb.stats()["traps"]) == traps
     torch.testing.assert_close(f(x, good), torch.gather(x, 1, good) * 2)
 
 

@@ -15,6 +15,7 @@ const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0
 const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 const RUN_PLAN_ERRORS = { "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped" };
+const INPUT_ERROR = -5;  // run_plan: a kernel rejected the inputs (an index out of range); the model stays usable
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
 
 /** The file is not a usable export: foreign, truncated, damaged, or from an incompatible producer. */
@@ -339,6 +340,9 @@ export class Engine {
     catch (e) {  // a trap in the file's own code: damaged, hostile, or a kernel bug
       this.broken = String(e && e.message || e);
       throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
+    }
+    if (rc === INPUT_ERROR) {
+      throw new ModelInputError(`${this.source}: an index in the inputs is out of range (at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}); nothing was computed`);
     }
     if (rc !== 0) {
       this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
