@@ -372,16 +372,15 @@ class CompiledPartition:
             if state is not None:
                 self._free_state(runtime, state)
             state = runtime.users_state[self] = _RuntimeState(self._params_epoch, self._evictions)
+            # A partition that is dropped (torch._dynamo.reset(), a deleted model) gives its memory
+            # back; the runtime may outlive it, and must not be kept alive by it.
+            weakref.finalize(self, _release_dropped, weakref.ref(runtime), state)
         self._last_state = (weakref.ref(runtime), state)
         return state
 
     def _free_state(self, runtime: Runtime, state: _RuntimeState) -> None:
         """Frees everything this partition has in the runtime (its parameters were replaced)."""
-        for entry in list(state.loaded):
-            self._unload(runtime, state, entry)
-        for offset, _ in state.constants.values():
-            runtime.allocator.free(offset)
-        state.constants.clear()
+        _release(runtime, state)
         del runtime.users_state[self]
 
     def _load(self, state: _RuntimeState, entry: _Entry, runtime: Runtime, args) -> _Loaded:
@@ -484,6 +483,33 @@ class CompiledPartition:
             log.warning("partition %s %s", self.name, self.disabled_reason)
             stats.record_fallback(self.name, "*", "partition", self.disabled_reason)
         return self.gm(*args) if eager_result is None else eager_result
+
+
+def _release(runtime: Runtime, state: _RuntimeState) -> None:
+    """Frees all the memory of one partition's state in the runtime (under its lock); once."""
+    for entry in list(state.loaded):
+        CompiledPartition._unload(runtime, state, entry)
+    for offset, _ in state.constants.values():
+        runtime.allocator.free(offset)
+    state.constants.clear()
+
+
+def _release_dropped(runtime_ref, state: _RuntimeState) -> None:
+    """Finalizer of a partition: frees its state in a runtime that is still alive. It may run in
+    the middle of any code of this thread (a garbage collection), maybe while this thread holds
+    the runtime's (reentrant) lock inside the allocator, so the memory is freed from another
+    thread, which waits for the lock like any call."""
+    def release():
+        runtime = runtime_ref()
+        if runtime is not None:
+            with runtime.lock:
+                _release(runtime, state)
+
+    if runtime_ref() is not None:
+        try:
+            threading.Thread(target=release, name="wasm-release-dropped", daemon=True).start()
+        except RuntimeError:  # interpreter shutdown: the memory goes with the process
+            pass
 
 
 _DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))

@@ -105,3 +105,30 @@ def test_released_pages_read_back_as_zeros_and_are_reusable():
     rt.write(offset, torch.full((1 << 20,), 3.0))
     assert (rt.tensor(offset, (1 << 20,), torch.float32) == 3.0).all()
     rt.close()
+
+
+def test_a_dropped_model_gives_its_wasm_memory_back():
+    """torch._dynamo.reset() (or deleting the compiled model) drops its partitions: their weights
+    and plans are freed in the runtime (by a helper thread, see partition_runner._release_dropped),
+    which lives on for other models."""
+    import gc
+    import time
+
+    from torch_wasm_backend import runtime as rt
+
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512)).eval()
+    runtime, _ = rt.get_runtime(rt.default_threads())  # the one compiled models use by default
+    before = runtime.allocator.in_use
+    compiled = torch.compile(model, backend="wasm")
+    with torch.no_grad():
+        compiled(torch.randn(64, 512))
+    assert rt.get_runtime()[0] is runtime
+    assert runtime.allocator.in_use - before >= 4 * 2 * 512 * 1024  # the two weight matrices at least
+    del compiled
+    torch._dynamo.reset()
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while runtime.allocator.in_use != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.allocator.in_use == before
