@@ -117,3 +117,10 @@ def test_partitioning_error_in_strict_mode_raises_chained_to_the_cause(broken_pa
     while error is not None and not isinstance(error, twb.WasmBackendError):
         error = error.__cause__ or error.__context__
     assert isinstance(error, twb.WasmBackendError) and isinstance(error.__cause__, KeyError)
+
+
+def test_lowering_error_in_export_raises_chained_to_the_cause(broken_tanh, tmp_path):
+    path = tmp_path / "m.wasm"
+    with pytest.raises(twb.WasmBackendError, match=f"internal error while lowering \\(RuntimeError: {MESSAGE}\\)") as info:
+        twb.export(mlp(), (torch.randn(4, 6),), path)
+    assert isinstance(info.value.__cause__, RuntimeError) and not path.exists()
