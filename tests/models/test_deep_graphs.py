@@ -163,3 +163,20 @@ def test_deep_architecture_is_one_partition_and_matches_eager(build, min_fractio
     assert s["lowered_fraction"] >= min_fraction, s["fallback_nodes"]
     assert s["calls"] == 1 and s["eager_partition_calls"] == 0, s["fallback_nodes"]
     assert not any("internal error" in f["reason"] for f in s["fallback_nodes"])
+
+
+def test_deep_chain_with_dynamic_shapes_plans_from_its_template(partitions):
+    """A plan template of a deep graph compiles (its flop count, one term per kernel record, is a
+    flat sum, not 600 nested additions) and gives the plans of new sizes."""
+    def model(x):
+        return _chain(x, 600)
+    compiled = torch.compile(model, backend="wasm", dynamic=True, options={"strict": True})
+    with torch.no_grad():
+        for batch in (3, 5, 8, 11):
+            x = torch.randn(batch, 7)
+            torch.testing.assert_close(compiled(x), model(x), **TRANSCENDENTAL)
+    s = twb.stats()
+    assert s["graphs_compiled"] == 1 and s["plans_lowered"] == 0 and s["plans_from_template"] == 4
+    from lowering.template import template_status
+    [partition] = partitions
+    assert template_status(partition.gm) == ["1 templates, 1 verified"]
