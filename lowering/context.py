@@ -342,11 +342,11 @@ class LoweringContext:
         """Lowers the partition: its compute nodes in graph (topological) order, so that every
         ctx.value(arg) a lowering asks for finds arg done, or a constant, a placeholder or a size
         (lowered on the spot without going further up the graph): no recursion through the
-        producers, however deep the graph. Constant-foldable nodes stay lazy: they become a
-        constant only if some lowering asks for their value (a folded or packed weight does
-        not)."""
+        producers, however deep the graph. Constant-foldable nodes and sizes stay lazy: they
+        become a constant (or a number) only if some lowering asks for their value (a folded or
+        packed weight does not)."""
         for node in self.gm.graph.nodes:
-            if node.op == "call_function" and node.target is not operator.getitem \
+            if node.op == "call_function" and node.target is not operator.getitem and not self._is_size(node) \
                     and node not in self._values and self.const_fn(node) is None:
                 self.value(node)
             elif node.op == "output":

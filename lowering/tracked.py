@@ -181,8 +181,8 @@ class _TrackedMixin:
 class TrackedInt(_TrackedMixin, int):
     """An int with the source of how it was computed from the symbols (see the module docstring).
 
-    A sum of ints keeps its terms flat (`terms`; its expr is then `sum((t0, t1, ...))`, made when
-    first read): a plan's flop count adds one term per kernel record, and nesting those as
+    A sum of ints keeps its terms flat (`terms`; its expr, made when first read, is then
+    `sum((t0, t1, t2, ...))` from three terms on): a plan's flop count adds one term per kernel record, and nesting those as
     ((t0 + t1) + t2)... would make a deep graph's template too deeply nested to compile."""
 
     terms: tuple[str, ...] = ()
@@ -190,7 +190,8 @@ class TrackedInt(_TrackedMixin, int):
     def __getattr__(self, name):  # (only for attributes not set: a sum's expr, made once)
         if name != "expr" or not self.terms:
             raise AttributeError(name)
-        self.expr = f"sum(({', '.join(self.terms)},))"
+        terms = self.terms
+        self.expr = f"({terms[0]} + {terms[1]})" if len(terms) == 2 else f"sum(({', '.join(terms)},))"
         return self.expr
 
     def __add__(self, other):
