@@ -1,5 +1,7 @@
-"""LoweringContext: lowers the nodes of one partition lazily (a node is lowered when something
-needs its value), folds weight-only expressions into constants, and collects the Plan."""
+"""LoweringContext: lowers the nodes of one partition in graph order (constants lazily, when
+something needs their value), folds weight-only expressions into constants, and collects the
+Plan. Nothing here recurses through the graph's producers: depth is not limited by Python's
+recursion limit."""
 from __future__ import annotations
 
 import operator
@@ -42,7 +44,8 @@ class LoweringContext:
         # Constants that do not depend on sizes (weights, folds and packings of them), made once
         # and shared by the plans (see shared_constant), and the structural keys of nodes.
         self._shared_constants: dict[Any, TensorRef] = caches.setdefault("constants", {})
-        self._structural_keys: dict[Node, Any] = caches.setdefault("structural_keys", {})
+        self._structural_keys: dict[Node, int] = caches.setdefault("structural_keys", {})
+        self._interned_keys: dict[Any, int] = caches.setdefault("interned_keys", {})
 
     # ---- values ------------------------------------------------------------------------------
     def val(self, arg):
@@ -96,7 +99,8 @@ class LoweringContext:
         """A function of the partition inputs that computes arg, if arg depends only on constant
         inputs (parameters, buffers, graph constants) and on sizes; None otherwise. Used to fold
         weight expressions (t(weight), batch-norm scale...), static values (arange, masks built
-        from ones/tril) and to pre-pack weights at compile time."""
+        from ones/tril) and to pre-pack weights at compile time. The producers' answers are found
+        first with an explicit stack (no recursion: graphs may be thousands of ops deep)."""
         if not isinstance(arg, Node):
             if isinstance(arg, (list, tuple)):
                 fns = [self.const_fn(a) for a in arg]
@@ -104,15 +108,42 @@ class LoweringContext:
                     return None
                 return lambda ins: type(arg)(f(ins) for f in fns)
             return lambda ins: arg
-        if arg in self._plan_const_fns:
-            return self._plan_const_fns[arg]
-        if arg in self._const_fns:
-            return self._const_fns[arg]
+        stack = [arg]
+        while stack:
+            node = stack[-1]
+            if self._known_const_fn(node):
+                stack.pop()
+                continue
+            pending = [a for a in self._fold_inputs(node) if not self._known_const_fn(a)]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            self._const_fn_given_inputs(node)
+        return self._plan_const_fns[arg] if arg in self._plan_const_fns else self._const_fns[arg]
+
+    def _known_const_fn(self, node: Node) -> bool:
+        return node in self._plan_const_fns or node in self._const_fns
+
+    def _is_size(self, node: Node) -> bool:
+        """A number computed from sizes (already evaluated for this plan)."""
+        return (isinstance(self.vals.get(node), (int, float, bool))
+                and not isinstance(node.meta.get("val"), torch.Tensor))
+
+    def _fold_inputs(self, node: Node) -> list[Node]:
+        """The nodes whose const_fn node's own depends on."""
+        if self._is_size(node) or node.op != "call_function":
+            return []
+        if node.target is operator.getitem or _foldable(node.target):
+            return node.all_input_nodes
+        return []
+
+    def _const_fn_given_inputs(self, arg: Node) -> None:
+        """Records const_fn(arg), with the const_fn of its inputs already known."""
         fn: ConstFn | None = None
         per_plan = False  # the value depends on this plan's sizes: not shared across plans
-        concrete = self.vals.get(arg)
-        if isinstance(concrete, (int, float, bool)) and not isinstance(arg.meta.get("val"), torch.Tensor):
-            fn, per_plan = self.at_call_sizes(concrete), True
+        if self._is_size(arg):
+            fn, per_plan = self.at_call_sizes(self.vals[arg]), True
         elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
@@ -121,18 +152,20 @@ class LoweringContext:
             attr = getattr(self.gm, arg.target)
             fn = lambda ins: attr
         elif arg.op == "call_function" and (arg.target is operator.getitem or _foldable(arg.target)):
-            inputs = list(arg.args) + list(arg.kwargs.values())
-            arg_fns = [self.const_fn(a) for a in arg.args]
-            kw_fns = {k: self.const_fn(v) for k, v in arg.kwargs.items()}
-            if all(f is not None for f in arg_fns) and all(f is not None for f in kw_fns.values()):
-                per_plan = any(self._depends_on_plan(a) for a in inputs)
-                target = arg.target
-
-                def fn(ins, target=target, arg_fns=arg_fns, kw_fns=kw_fns):
-                    with torch.no_grad():
-                        return target(*[f(ins) for f in arg_fns], **{k: f(ins) for k, f in kw_fns.items()})
+            arg_fns = [self._fold_tree(a) for a in arg.args]
+            kw_fns = {k: self._fold_tree(v) for k, v in arg.kwargs.items()}
+            if not any(_holds_none(f) for f in [*arg_fns, *kw_fns.values()]):
+                per_plan = any(self._depends_on_plan(a) for a in [*arg.args, *arg.kwargs.values()])
+                fn = _Fold(arg.target, arg_fns, kw_fns)
         (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
-        return fn
+
+    def _fold_tree(self, a):
+        """a with each node replaced by its (known) const_fn and each other leaf by _Literal(leaf)."""
+        if isinstance(a, Node):
+            return self._plan_const_fns[a] if a in self._plan_const_fns else self._const_fns[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._fold_tree(x) for x in a)
+        return _Literal(a)
 
     def at_call_sizes(self, value) -> ConstFn:
         """A function of a call's inputs giving value at that call's sizes: value itself, unless it
@@ -147,23 +180,35 @@ class LoweringContext:
 
     def structural_key(self, arg):
         """A hashable description of how a constant-foldable value is computed (op, arguments,
-        recursively, down to input indices): equal keys give equal values. Unrolled RNNs compute
-        the same weight transpose once per time step; this lets them share one packed copy."""
+        down to input indices): equal keys give equal values. Unrolled RNNs compute the same
+        weight transpose once per time step; this lets them share one packed copy. A node's key
+        is a small int naming (op, its arguments' keys), interned per partition, so keys stay
+        flat however deep the graph is (producers are keyed first, with an explicit stack)."""
         if isinstance(arg, (list, tuple)):
             return tuple(self.structural_key(a) for a in arg)
         if not isinstance(arg, Node):
             return ("lit", repr(arg))
-        key = self._structural_keys.get(arg)
-        if key is None:
-            if arg.op == "placeholder":
-                key = ("in", self.placeholders.index(arg))
-            elif arg.op == "get_attr":
-                key = ("attr", arg.target)
+        keys = self._structural_keys
+        stack = [arg]
+        while stack:
+            node = stack[-1]
+            if node in keys:
+                stack.pop()
+                continue
+            pending = [a for a in node.all_input_nodes if a not in keys]
+            if node.op not in ("placeholder", "get_attr") and pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            if node.op == "placeholder":
+                described = ("in", self.placeholders.index(node))
+            elif node.op == "get_attr":
+                described = ("attr", node.target)
             else:
-                key = (str(arg.target), self.structural_key(tuple(arg.args)),
-                       tuple(sorted((k, self.structural_key(v)) for k, v in arg.kwargs.items())))
-            self._structural_keys[arg] = key
-        return key
+                described = (str(node.target), self.structural_key(tuple(node.args)),
+                             tuple(sorted((k, self.structural_key(v)) for k, v in node.kwargs.items())))
+            keys[node] = self._interned_keys.setdefault(described, len(self._interned_keys))
+        return keys[arg]
 
     def plan_dependent(self, arg) -> bool:
         """Whether a folded value uses this plan's sizes (call after const_fn(arg))."""
@@ -293,6 +338,21 @@ class LoweringContext:
         emit_copy(self, ref, out)
         return out
 
+    # ---- driver ------------------------------------------------------------------------------
+    def lower_graph(self) -> None:
+        """Lowers the partition: its compute nodes in graph (topological) order, so that every
+        ctx.value(arg) a lowering asks for finds arg done, or a constant, a placeholder or a size
+        (lowered on the spot without going further up the graph): no recursion through the
+        producers, however deep the graph. Constant-foldable nodes and sizes stay lazy: they
+        become a constant (or a number) only if some lowering asks for their value (a folded or
+        packed weight does not)."""
+        for node in self.gm.graph.nodes:
+            if node.op == "call_function" and node.target is not operator.getitem and not self._is_size(node) \
+                    and node not in self._values and self.const_fn(node) is None:
+                self.value(node)
+            elif node.op == "output":
+                self.set_outputs(node)
+
     # ---- finish ------------------------------------------------------------------------------
     def set_outputs(self, output_node: Node) -> None:
         result = output_node.args[0]
@@ -302,6 +362,67 @@ class LoweringContext:
                 raise Unsupported(f"partition output {arg} is not a tensor")
             v = self.vals[arg]
             self.plan.outputs.append(OutputSpec(ref, tuple(v.shape), tuple(v.stride())))
+
+
+class _Literal:
+    """A constant argument of a folded op (an int, a dtype, None...), as a function of the inputs."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __call__(self, ins):
+        return self.value
+
+
+class _Fold:
+    """The const_fn of a foldable op node: its target applied to its arguments' values (args and
+    kwargs hold the arguments' const_fns, in lists as the node has them). Calling it evaluates the
+    folds it depends on in dependency order with an explicit stack (a weight expression may be
+    thousands of ops deep), each once per call."""
+
+    def __init__(self, target, args: list, kwargs: dict):
+        self.target, self.args, self.kwargs = target, args, kwargs
+        self._inputs = [f for f in _leaves([args, list(kwargs.values())]) if isinstance(f, _Fold)]
+
+    def __call__(self, ins):
+        values: dict[_Fold, Any] = {}
+        stack = [self]
+        while stack:
+            fold = stack[-1]
+            if fold in values:
+                stack.pop()
+                continue
+            pending = [f for f in fold._inputs if f not in values]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            values[fold] = fold._apply(ins, values)
+        return values[self]
+
+    def _apply(self, ins, values: dict):
+        def resolve(f):
+            if isinstance(f, _Fold):
+                return values[f]
+            if isinstance(f, (list, tuple)):
+                return type(f)(resolve(x) for x in f)
+            return f(ins)
+        with torch.no_grad():
+            return self.target(*[resolve(f) for f in self.args], **{k: resolve(f) for k, f in self.kwargs.items()})
+
+
+def _leaves(tree):
+    """The non-list items of nested lists and tuples."""
+    if isinstance(tree, (list, tuple)):
+        for x in tree:
+            yield from _leaves(x)
+    else:
+        yield tree
+
+
+def _holds_none(tree) -> bool:
+    return any(f is None for f in _leaves(tree))
 
 
 def addr(ref: TensorRef | None, extra_elements: int = 0):

@@ -73,7 +73,7 @@ def lower_partition(gm: GraphModule, inputs: Sequence[Any], constant_inputs: set
     template is only instantiated and memory-planned."""
     def lower(vals: dict[Node, Any]) -> Plan:
         ctx = LoweringContext(gm, vals, constant_inputs, winograd)
-        ctx.set_outputs(next(n for n in gm.graph.nodes if n.op == "output"))
+        ctx.lower_graph()
         return ctx.plan
 
     try:

@@ -93,25 +93,47 @@ def is_static(node: Node) -> bool:
     """Whether node's value depends on no tensor input of the graph: factories (arange, ones, full,
     ...) and deterministic ops over them, with sizes that may come from the input signature. The
     lowering computes such nodes at compile time (per plan) into constants, whatever op or dtype
-    they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t)))."""
-    cached = node.meta.get("_twb_static")
-    if cached is not None:
-        return cached
-    result = node.op == "get_attr"  # a tensor constant of the graph
-    val = node.meta.get("val")
-    on_cpu = all(v.device.type == "cpu" for v in _tensor_vals(val))
-    if node.op == "call_function" and _foldable_target(node.target) and on_cpu:
-        result = True
-        for arg in node.all_input_nodes:
-            if isinstance(arg.meta.get("val"), torch.Tensor) or isinstance(arg.meta.get("val"), (list, tuple)):
-                if not is_static(arg):
-                    result = False
-                    break
-            elif arg.op == "call_function" and not _is_symbolic_size(arg):
-                result = False
-                break
-    node.meta["_twb_static"] = result
-    return result
+    they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t))).
+    Answers are cached in node.meta; the producers are visited with an explicit stack, not by
+    recursion, so a graph thousands of ops deep is fine."""
+    stack = [node]
+    while stack:
+        top = stack[-1]
+        if "_twb_static" in top.meta:
+            stack.pop()
+            continue
+        pending = [a for a in _static_inputs(top) if "_twb_static" not in a.meta]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        top.meta["_twb_static"] = _static_given_inputs(top)
+    return node.meta["_twb_static"]
+
+
+def _foldable_on_cpu(node: Node) -> bool:
+    on_cpu = all(v.device.type == "cpu" for v in _tensor_vals(node.meta.get("val")))
+    return node.op == "call_function" and _foldable_target(node.target) and on_cpu
+
+
+def _static_inputs(node: Node) -> list[Node]:
+    """The inputs whose being static decides node's (tensor-valued ones)."""
+    if not _foldable_on_cpu(node):
+        return []
+    return [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), (torch.Tensor, list, tuple))]
+
+
+def _static_given_inputs(node: Node) -> bool:
+    """is_static(node), with is_static of its tensor inputs already in their meta."""
+    if not _foldable_on_cpu(node):
+        return node.op == "get_attr"  # a tensor constant of the graph
+    for arg in node.all_input_nodes:
+        if isinstance(arg.meta.get("val"), (torch.Tensor, list, tuple)):
+            if not arg.meta["_twb_static"]:
+                return False
+        elif arg.op == "call_function" and not _is_symbolic_size(arg):
+            return False
+    return True
 
 
 def _is_symbolic_size(node: Node) -> bool:

@@ -179,7 +179,30 @@ class _TrackedMixin:
 
 
 class TrackedInt(_TrackedMixin, int):
-    """An int with the source of how it was computed from the symbols (see the module docstring)."""
+    """An int with the source of how it was computed from the symbols (see the module docstring).
+
+    A sum of ints keeps its terms flat (`terms`; its expr, made when first read, is then
+    `sum((t0, t1, t2, ...))` from three terms on): a plan's flop count adds one term per kernel record, and nesting those as
+    ((t0 + t1) + t2)... would make a deep graph's template too deeply nested to compile."""
+
+    terms: tuple[str, ...] = ()
+
+    def __getattr__(self, name):  # (only for attributes not set: a sum's expr, made once)
+        if name != "expr" or not self.terms:
+            raise AttributeError(name)
+        terms = self.terms
+        self.expr = f"({terms[0]} + {terms[1]})" if len(terms) == 2 else f"sum(({', '.join(terms)},))"
+        return self.expr
+
+    def __add__(self, other):
+        if not isinstance(other, int):  # a float: the generic (nested) form
+            return _TrackedMixin.__add__(self, other)
+        return _sum(self.value + _plain(other), _terms(self) + _terms(other))
+
+    def __radd__(self, other):
+        if not isinstance(other, int):
+            return _TrackedMixin.__radd__(self, other)
+        return _sum(_plain(other) + self.value, _terms(other) + _terms(self))
 
     # Integer-only operators: tracked too, so bit tricks on sizes stay replayable.
     __and__, __rand__ = _arith("&", operator.and_)
@@ -190,6 +213,17 @@ class TrackedInt(_TrackedMixin, int):
 
     def __invert__(self):
         return _wrap(~self.value, f"(~{self.expr})")
+
+
+def _terms(x) -> tuple[str, ...]:
+    """x as the terms of a sum (a tracked sum's own terms, else x's source alone)."""
+    return x.terms if isinstance(x, TrackedInt) and x.terms else (_source(x),)
+
+
+def _sum(value: int, terms: tuple[str, ...]) -> TrackedInt:
+    result = int.__new__(TrackedInt, value)
+    result.value, result.terms = value, terms  # (expr: see TrackedInt.__getattr__)
+    return result
 
 
 class TrackedFloat(_TrackedMixin, float):

@@ -15,7 +15,7 @@ from torch.fx import GraphModule
 from torch.fx._lazy_graph_module import _LazyGraphModule
 from functorch.compile import make_boxed_func
 
-from lowering.partition import is_tensor_op, partition_graph
+from lowering.partition import PartitionResult, is_tensor_op, partition_graph
 from lowering.registry import decomposition_table, op_name
 from lowering import ops  # noqa: F401  (fills the registry)
 from . import metrics as stats
@@ -60,8 +60,28 @@ def _constant_input_indices(gm: GraphModule, example_inputs) -> set[int]:
 def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Options, label: str,
                        on_partition=None):
     """Partitions an ATen graph and swaps every wasm partition for a CompiledPartition.
-    on_partition(label, result), if given, sees the PartitionResult first (explain() uses it)."""
-    result = partition_graph(gm, options.min_partition_size)
+    on_partition(label, result), if given, sees the PartitionResult first (explain() uses it).
+    An internal error while partitioning runs the whole graph in eager (see _whole_graph_in_eager)."""
+    original = _copy(gm)  # partitioning rewrites gm in place: this is what eager runs if it fails
+    try:
+        result = partition_graph(gm, options.min_partition_size)
+        top = result.module
+        top_inputs = _placeholders(top)
+        compiled: dict[str, CompiledPartition] = {}
+        lowered_ops: Counter = Counter()
+        for node in top.graph.nodes:
+            if node.op != "call_module" or node.target not in result.partitions:
+                continue
+            sub = getattr(top, node.target)
+            consts = {k for k, a in enumerate(node.args)
+                      if isinstance(a, torch.fx.Node) and a.op == "placeholder"
+                      and top_inputs.index(a) in constant_inputs}
+            for n in sub.graph.nodes:
+                if is_tensor_op(n):
+                    lowered_ops[op_name(n.target)] += 1
+            compiled[node.target] = CompiledPartition(sub, consts, options, f"{label}/{node.target}")
+    except Exception as e:  # a bug of ours, not of the model (Unsupported never gets here)
+        return _whole_graph_in_eager(original, label, e, options, on_partition)
     if on_partition is not None:
         on_partition(label, result)
     if options.strict and result.fallback:
@@ -69,21 +89,9 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
         raise WasmBackendError(
             "strict mode: these nodes cannot run in wasm:\n" + "\n".join(lines)
             + "\nRemove or replace these ops, or compile without options={'strict': True}.")
-    top = result.module
-    top_inputs = _placeholders(top)
-    lowered_ops: Counter = Counter()
-    for node in list(top.graph.nodes):
-        if node.op != "call_module" or node.target not in result.partitions:
-            continue
-        sub = getattr(top, node.target)
-        consts = {k for k, a in enumerate(node.args)
-                  if isinstance(a, torch.fx.Node) and a.op == "placeholder"
-                  and top_inputs.index(a) in constant_inputs}
-        for n in sub.graph.nodes:
-            if is_tensor_op(n):
-                lowered_ops[op_name(n.target)] += 1
-        delattr(top, node.target)  # the fused submodule; a plain callable takes its name
-        setattr(top, node.target, CompiledPartition(sub, consts, options, f"{label}/{node.target}"))
+    for name, partition in compiled.items():
+        delattr(top, name)  # the fused submodule; a plain callable takes its name
+        setattr(top, name, partition)
     stats.record_graph(label, result.total_nodes, lowered_ops, result.fallback, len(result.partitions))
     for node, (op, reason) in result.fallback.items():
         log.info("%s: %s (%s) runs in eager: %s", label, node, op, reason)
@@ -91,6 +99,34 @@ def compile_aten_graph(gm: GraphModule, constant_inputs: set[int], options: Opti
     # recompilation and re-enters nn.Module.__call__ on every call.
     _LazyGraphModule.force_recompile(top)
     return top
+
+
+def _copy(gm: GraphModule) -> GraphModule:
+    """A GraphModule with a copy of gm's graph (nodes and their meta, not the tensors they hold),
+    sharing gm's submodules and attributes; its code is generated only if it is used."""
+    graph = torch.fx.Graph()
+    graph._codegen = gm.graph._codegen
+    graph.output(graph.graph_copy(gm.graph, {}))
+    return _LazyGraphModule(gm, graph)
+
+
+def _whole_graph_in_eager(gm: GraphModule, label: str, error: Exception, options: Options,
+                          on_partition) -> GraphModule:
+    """After an internal error while partitioning: every ATen node of gm runs in eager, recorded in
+    stats()["fallback_nodes"] (and so in explain()) with the error's type and message, and the
+    traceback logged at WARNING; in strict mode, WasmBackendError chained to the error."""
+    problem = (f"internal error while partitioning: {type(error).__name__}: {error} (a bug of "
+               "torch_wasm_backend; please report it with this message)")
+    if options.strict:
+        raise WasmBackendError(f"{label}: {problem}") from error
+    log.warning("%s runs in eager: %s", label, problem, exc_info=error)
+    nodes = [n for n in gm.graph.nodes if is_tensor_op(n)]
+    fallback = {n.name: (op_name(n.target), problem) for n in nodes}
+    if on_partition is not None:
+        on_partition(label, PartitionResult(gm, [], fallback, len(nodes)))
+    stats.record_graph(label, len(nodes), Counter(), fallback, 0)
+    _LazyGraphModule.force_recompile(gm)
+    return gm
 
 
 def _wrappers_are_identity(gm: GraphModule, example_inputs, fw_gm: GraphModule) -> bool:

@@ -193,6 +193,10 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
     except Unsupported as e:
         raise WasmBackendError(f"cannot export: lowering failed for the example shapes "
                                f"({_shapes(list(args))}): {e}. No file was written.") from e
+    except Exception as e:  # a bug of ours, not of the model: say so, with the cause attached
+        raise WasmBackendError(f"cannot export: internal error while lowering ({type(e).__name__}: {e}); "
+                               "a bug of torch_wasm_backend, please report it with this message. "
+                               "No file was written.") from e
 
     runtime, _ = get_runtime(1)
     heap_base = runtime.main.fn["heap_base"]()[0].i32

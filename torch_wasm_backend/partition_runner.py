@@ -272,6 +272,16 @@ class CompiledPartition:
             plan = lower_partition(self.gm, args, self.constant_inputs)
         except Unsupported as e:
             return _Entry(None, self._eager_reason(args, e, WasmBackendError))
+        except Exception as e:  # a bug of the lowering, not of the model: eager runs it, loudly
+            problem = (f"internal error while lowering: {type(e).__name__}: {e} (a bug of "
+                       "torch_wasm_backend; please report it with this message)")
+            if self.options.strict:
+                raise WasmBackendError(f"wasm partition {self.name} failed on inputs "
+                                       f"{describe_inputs(args)}: {problem}") from e
+            if not getattr(self, "_internal_error_logged", False):  # the traceback once per partition
+                self._internal_error_logged = True
+                log.warning("partition %s: %s", self.name, problem, exc_info=e)
+            return _Entry(None, self._eager_reason(args, problem, WasmBackendError))
         finally:
             stats.add(seconds_planning=time.perf_counter() - start)
         stats.record_plan(kernel for kernel, _ in plan.records)
