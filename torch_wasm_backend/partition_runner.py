@@ -165,6 +165,7 @@ class CompiledPartition:
         # Plans run with one plain wasm call (no time limit, no per-kernel profiler spans).
         self._plain_run = not options.timeout_ms and not options.profile_kernels
         self._threads = options.threads
+        self._internal_error_logged = False  # an internal error's traceback is logged once
 
     # ---- the call ------------------------------------------------------------------------------
     def __call__(self, *args):
@@ -198,6 +199,11 @@ class CompiledPartition:
         except WasmOutOfMemory as e:
             self._replay = None
             entry.plan, entry.reason = None, self._eager_reason(args, e, WasmOutOfMemory)
+            stats.add(eager_partition_calls=1)
+            return self.gm(*args)
+        except Exception as e:  # a bug of ours while loading the plan (say, making a constant)
+            self._replay = None
+            entry.plan, entry.reason = None, self._internal_error(args, e, "loading the plan")
             stats.add(eager_partition_calls=1)
             return self.gm(*args)
         stats.record_call(wasm_seconds, time.perf_counter() - start - wasm_seconds, loaded.bytes_in,
@@ -273,15 +279,7 @@ class CompiledPartition:
         except Unsupported as e:
             return _Entry(None, self._eager_reason(args, e, WasmBackendError))
         except Exception as e:  # a bug of the lowering, not of the model: eager runs it, loudly
-            problem = (f"internal error while lowering: {type(e).__name__}: {e} (a bug of "
-                       "torch_wasm_backend; please report it with this message)")
-            if self.options.strict:
-                raise WasmBackendError(f"wasm partition {self.name} failed on inputs "
-                                       f"{describe_inputs(args)}: {problem}") from e
-            if not getattr(self, "_internal_error_logged", False):  # the traceback once per partition
-                self._internal_error_logged = True
-                log.warning("partition %s: %s", self.name, problem, exc_info=e)
-            return _Entry(None, self._eager_reason(args, problem, WasmBackendError))
+            return _Entry(None, self._internal_error(args, e, "lowering"))
         finally:
             stats.add(seconds_planning=time.perf_counter() - start)
         stats.record_plan(kernel for kernel, _ in plan.records)
@@ -293,6 +291,19 @@ class CompiledPartition:
                        f"max_memory_mb={self.options.max_memory_mb}")
             return _Entry(None, self._eager_reason(args, problem, WasmOutOfMemory))
         return _Entry(plan)
+
+    def _internal_error(self, args, error: Exception, doing: str) -> str:
+        """A bug of ours while `doing` something for these inputs: the reason they run in eager,
+        with the traceback logged once per partition; strict raises WasmBackendError from it."""
+        problem = (f"internal error while {doing}: {type(error).__name__}: {error} (a bug of "
+                   "torch_wasm_backend; please report it with this message)")
+        if self.options.strict:
+            raise WasmBackendError(f"wasm partition {self.name} failed on inputs "
+                                   f"{describe_inputs(args)}: {problem}") from error
+        if not self._internal_error_logged:
+            self._internal_error_logged = True
+            log.warning("partition %s: %s", self.name, problem, exc_info=error)
+        return self._eager_reason(args, problem, WasmBackendError)
 
     def _eager_reason(self, args, problem, strict_error) -> str:
         """This input signature runs in eager: record why (strict mode raises strict_error)."""

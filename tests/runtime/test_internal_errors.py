@@ -124,3 +124,35 @@ def test_lowering_error_in_export_raises_chained_to_the_cause(broken_tanh, tmp_p
     with pytest.raises(twb.WasmBackendError, match=f"internal error while lowering \\(RuntimeError: {MESSAGE}\\)") as info:
         twb.export(mlp(), (torch.randn(4, 6),), path)
     assert isinstance(info.value.__cause__, RuntimeError) and not path.exists()
+
+
+def test_error_while_making_a_constant_at_load_runs_in_eager_loudly(monkeypatch, caplog):
+    """A constant is made when its plan is loaded into a runtime (Buffer.make); a bug there is an
+    internal error like one in a lowering: eager runs the call, the reason is recorded, the
+    traceback logged once; strict raises WasmBackendError from it."""
+    import torch_wasm_backend.partition_runner as runner
+
+    def broken_upload(runtime, offset, buf, args):
+        raise ValueError(MESSAGE)
+    monkeypatch.setattr(runner, "_upload", broken_upload)
+    model = mlp()
+    x = torch.randn(4, 6)
+    compiled = torch.compile(model, backend="wasm")
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="torch_wasm_backend"):
+        for _ in range(2):
+            torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=0)
+    s = twb.stats()
+    assert s["calls"] == 0 and s["eager_partition_calls"] == 2
+    [reason] = [f["reason"] for f in s["fallback_nodes"] if f["op"] == "partition"]
+    assert f"internal error while loading the plan: ValueError: {MESSAGE}" in reason
+    assert len(_tracebacks(caplog)) == 1
+    torch._dynamo.reset()
+    strict = torch.compile(model, backend="wasm", options={"strict": True})
+    with torch.no_grad(), pytest.raises(Exception) as info:
+        strict(x)
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    assert any(isinstance(e, twb.WasmBackendError) for e in chain)
+    assert any(isinstance(e, ValueError) and str(e) == MESSAGE for e in chain)
