@@ -13,6 +13,7 @@ outputs from ~1e-2 to ~1e2 and a fixed atol would be meaningless at one end or t
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class ZooResult:
     eager_ms: float = 0.0
     wasm_ms: float = 0.0
     max_rel_err: float | None = None                # max |wasm - eager| / max |eager|
-    export: str = ""                                # "ok (err ...)", "not exported: ...", "failed: ..."
+    export: str = ""                                # "ok", "not exported: why", "failed: error"
     export_rel_err: float | None = None
     error: str = ""                                 # first exception, type and message
 
@@ -75,11 +76,22 @@ def _fallbacks(s: dict) -> list:
     return [f"{n} x {k}" for k, n in counts.items()]
 
 
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Eager on one thread, like the wasm run (and kinder to the other jobs on a 2-core CI box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_compiled(zm, result: ZooResult) -> tuple:
     """Eager and torch.compile(backend="wasm") on the same inputs; fills result; returns
     (model, inputs, eager output, compiled output)."""
     model, inputs = zm.build(), zm.inputs()
-    with torch.no_grad():
+    with torch.no_grad(), _one_torch_thread():
         expected = model(*inputs)
         result.eager_ms = _median_ms(model, *inputs)
         torch._dynamo.reset()
