@@ -17,7 +17,9 @@ from zoo_run import MIN_LOWERED, ZOO_RTOL, ZooResult, run_compiled, run_exported
 
 
 def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    """Type and the first two lines of the message (export errors name the first node there)."""
+    lines = [line.strip() for line in str(e).strip().splitlines()[:2]]
+    return f"{type(e).__name__}: {' '.join(lines)}"
 
 
 @pytest.mark.parametrize("zm", MODELS, ids=lambda zm: zm.name)
