@@ -59,8 +59,9 @@ def _row(r) -> str:
     in_wasm = "-"
     if r.aten_nodes:
         in_wasm = f"{r.aten_in_wasm}/{r.aten_nodes} ({100 * r.lowered_fraction:.1f}%)"
-    cells = [r.name, r.library, _status(r), in_wasm, str(r.graphs), fallbacks, f"{r.compile_s:.1f}",
-             f"{r.eager_ms:.1f}", f"{r.wasm_ms:.1f}", ratio, _err(r.max_rel_err), export]
+    cells = [r.name, r.library, _status(r), in_wasm, f"{r.graphs} / {r.partitions}", fallbacks,
+             f"{r.compile_s:.1f}", f"{r.eager_ms:.1f}", f"{r.wasm_ms:.1f}", ratio,
+             _err(r.max_rel_err), export]
     return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
@@ -84,14 +85,16 @@ def render(results: list) -> str:
         "the compiled model passes but the export does not.",
         "",
         "Columns: *ATen in wasm* = ATen nodes run by wasm kernels / all ATen nodes; *graphs* = "
-        "Dynamo graphs (1 = no graph break); *fallbacks* = nodes left to eager, with the reason; "
+        "Dynamo graphs (1 = no graph break) / wasm partitions; *fallbacks* = nodes left to eager, "
+        "with the reason; "
         "*compile s* = the first compiled call (Dynamo, lowering, weight upload); *eager ms* / "
-        f"*wasm ms* = median of {TIMING_RUNS} calls, one thread each, measured while the tests ran "
+        f"*wasm ms* = median of {TIMING_RUNS} calls, each at its default thread count (all CPUs), "
+        "measured while the tests ran "
         "(noisy: a shared 2-core machine; see BENCHMARKS.md for controlled numbers); *err* = "
         "max |wasm - eager| / max |eager|; *export* = the exported file's result and error.",
         "",
-        "| model | library | status | ATen in wasm | graphs | fallbacks (reason) | compile s | "
-        "eager ms | wasm ms | wasm/eager | err | export |",
+        "| model | library | status | ATen in wasm | graphs / partitions | fallbacks (reason) | "
+        "compile s | eager ms | wasm ms | wasm/eager | err | export |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_row(r) for r in results]

@@ -6,7 +6,7 @@ random weights, small inputs) must
   - and, unless the entry says why not, export to a .wasm whose output (twb.load, wasmtime) equals
     eager within the same tolerance.
 Every step runs even if an earlier check fails, so docs/zoo.md (--zoo-report) shows the whole
-picture; the test then fails on the first broken promise, naming it.
+picture; the test then fails naming every broken promise.
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ by >= 1e-2 of their scale). Scale-relative, because random-weight networks produ
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -77,22 +76,11 @@ def _fallbacks(s: dict) -> list:
     return [f"{n} x {k}" for k, n in counts.items()]
 
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Eager on one thread, like the wasm run (and kinder to the other jobs on a 2-core CI box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def run_compiled(zm, result: ZooResult) -> tuple:
     """Eager and torch.compile(backend="wasm") on the same inputs; fills result; returns
     (model, inputs, eager output, compiled output)."""
     model, inputs = zm.build(), zm.inputs()
-    with torch.no_grad(), _one_torch_thread():
+    with torch.no_grad():
         expected = model(*inputs)
         result.eager_ms = _median_ms(model, *inputs)
         torch._dynamo.reset()
