@@ -10,10 +10,8 @@ EfficientNet-B0 (about 30 s together on an idle 2-core machine).
 
 torchvision's PyPI wheel links CUDA: its C++ ops do not load next to the CPU torch wheel, and
 `import torchvision` (which timm and transformers do too) then fails while registering fake kernels
-for those missing ops. The model definitions need none of them: _import_torchvision skips the fake
+for those missing ops. The model definitions need none of them: tests/tv_import.py skips the fake
 kernel registrations of torchvision ops that do not exist, for the duration of that import only."""
-import contextlib
-
 import pytest
 import torch
 import torch.nn as nn
@@ -24,25 +22,8 @@ from helpers import TRANSCENDENTAL
 heavy = pytest.mark.heavy
 
 
-@contextlib.contextmanager
-def _skip_fakes_of_missing_torchvision_ops():
-    real = torch.library.register_fake
-
-    def register_fake(op, func=None, /, *args, **kwargs):
-        if isinstance(op, str) and op.startswith("torchvision::") \
-                and not hasattr(torch.ops.torchvision, op.split("::", 1)[1].split(".")[0]):
-            return func if func is not None else (lambda fn: fn)  # nothing to describe
-        return real(op, func, *args, **kwargs)
-    torch.library.register_fake = register_fake
-    try:
-        yield
-    finally:
-        torch.library.register_fake = real
-
-
 def _import_torchvision_models():
-    with _skip_fakes_of_missing_torchvision_ops():
-        import torchvision.models
+    from tv_import import torchvision  # imported only by the tests that use it (tests/tv_import.py)
     return torchvision.models
 
 
