@@ -395,7 +395,8 @@ class CompiledPartition:
             state = runtime.users_state[self] = _RuntimeState(self._params_epoch, self._evictions)
             # A partition that is dropped (torch._dynamo.reset(), a deleted model) gives its memory
             # back; the runtime may outlive it, and must not be kept alive by it.
-            weakref.finalize(self, _release_dropped, weakref.ref(runtime), state)
+            release = weakref.finalize(self, _release_dropped, weakref.ref(runtime), state)
+            release.atexit = False  # at exit the memory goes with the process: no thread then
         self._last_state = (weakref.ref(runtime), state)
         return state
 

@@ -110,8 +110,8 @@ def resnet152():
 
 
 def bert_base():
-    with _skip_fakes_of_missing_torchvision_ops():
-        from transformers import BertConfig, BertModel
+    import tv_import  # noqa: F401  (transformers imports torchvision: tests/tv_import.py)
+    from transformers import BertConfig, BertModel
     model = BertModel(BertConfig(), add_pooling_layer=False)  # BERT-base: 12 layers, d 768
     return model, torch.randint(0, BertConfig().vocab_size, (1, 16))
 

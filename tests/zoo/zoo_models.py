@@ -61,6 +61,17 @@ def _tv(fn, **kwargs):
     return build
 
 
+def _random_vit_head(build):
+    """torchvision's VisionTransformer starts its classifier at zero (a constant output proves
+    nothing): give it random weights."""
+    def with_head():
+        model = build()
+        with torch.no_grad():
+            torch.nn.init.normal_(model.heads.head.weight, std=0.02, generator=torch.Generator().manual_seed(0))
+        return model
+    return with_head
+
+
 def _cls(cls, *args, **kwargs):
     """A torchvision model class at a custom size (takes and ignores weights=None, like the
     builders)."""
@@ -133,8 +144,8 @@ MODELS = [
              _tv(_cls(tvm.SwinTransformer, patch_size=[4, 4], embed_dim=24, depths=[2, 2, 2, 2],
                       num_heads=[1, 2, 4, 8], window_size=[7, 7])), _image()),
     ZooModel("tv-vit_b_16-w192", "torchvision",
-             _tv(_cls(tvm.VisionTransformer, image_size=64, patch_size=16, num_layers=12,
-                      num_heads=3, hidden_dim=192, mlp_dim=768)), _image()),
+             _random_vit_head(_tv(_cls(tvm.VisionTransformer, image_size=64, patch_size=16, num_layers=12,
+                                       num_heads=3, hidden_dim=192, mlp_dim=768))), _image()),
     ZooModel("tv-r3d_18", "torchvision", _tv(tvm.video.r3d_18), _image((1, 3, 4, 32, 32))),
     # ---- timm -----------------------------------------------------------------------------
     ZooModel("timm-resnet18d", "timm", _timm("resnet18d"), _image()),
