@@ -31,7 +31,7 @@ from lowering.abi import ABI
 from . import wasm_file
 from .errors import WasmBackendError, WasmInputError, WasmTimeout, WasmTrap
 from .runtime import (_RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker,
-                      _one_line, deadline_ticks, define_shared_memory, park_worker)
+                      _one_line, deadline_ticks, define_shared_memory, new_engine, park_worker)
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -58,12 +58,7 @@ def _engine() -> wasmtime.Engine:
     """One engine for every loaded file, with epoch interruption (time limits) and one ticker."""
     with _engine_lock:
         if not _engine_holder:
-            cfg = wasmtime.Config()
-            cfg.wasm_threads = True
-            cfg.shared_memory = True
-            cfg.wasm_simd = True
-            cfg.epoch_interruption = True
-            engine = wasmtime.Engine(cfg)
+            engine = new_engine(epoch_interruption=True)
             _EpochTicker(engine).start()
             _engine_holder.append(engine)
         return _engine_holder[0]

@@ -60,6 +60,17 @@ _engine_lock = threading.Lock()
 _engines: dict[bool, tuple[wasmtime.Engine, wasmtime.Module]] = {}
 
 
+def new_engine(epoch_interruption: bool) -> wasmtime.Engine:
+    """A wasmtime engine for the kernel module (threads, shared memory, SIMD), with or without
+    epoch interruption (time limits). Used by the compile path and by exported models."""
+    cfg = wasmtime.Config()
+    cfg.wasm_threads = True
+    cfg.shared_memory = True
+    cfg.wasm_simd = True
+    cfg.epoch_interruption = epoch_interruption
+    return wasmtime.Engine(cfg)
+
+
 def _engine_module(timed: bool = False) -> tuple[wasmtime.Engine, wasmtime.Module]:
     """The engine and compiled module, built once per process and kind. Only a `timed` engine has
     epoch interruption (for options.timeout_ms): its checks at every loop header cost 3% on a
@@ -72,12 +83,7 @@ def _engine_module(timed: bool = False) -> tuple[wasmtime.Engine, wasmtime.Modul
                     f"kernel module {WASM_PATH} is missing. Build it with `make kernels` from the "
                     "repository root (needs Emscripten: `apt-get update && apt-get install -y "
                     "emscripten`), or run `make setup`.")
-            cfg = wasmtime.Config()
-            cfg.wasm_threads = True
-            cfg.shared_memory = True
-            cfg.wasm_simd = True
-            cfg.epoch_interruption = timed
-            engine = wasmtime.Engine(cfg)
+            engine = new_engine(epoch_interruption=timed)
             settings = ENGINE_SETTINGS + (",epoch_interruption" if timed else "")
             try:
                 module, origin = load_module(engine, WASM_PATH.read_bytes(), settings)

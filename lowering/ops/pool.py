@@ -13,12 +13,13 @@ from ..registry import register
 aten = torch.ops.aten
 
 
-def _pair(v, default=None):
+def _ntuple(v, n: int, default=None) -> tuple:
+    """A pooling size argument (an int, a 1-list or an n-list; None or [] for `default`) as n ints."""
     if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
         v = default
     if isinstance(v, int):
-        return v, v
-    return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+        return (v,) * n
+    return tuple(v) * n if len(v) == 1 else tuple(v[:n])
 
 
 def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
@@ -40,12 +41,6 @@ def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1
     return out
 
 
-def _max_pool_args(node):
-    a = list(node.args) + [None] * (6 - len(node.args))
-    kernel = _pair(a[1])
-    return dict(kernel=kernel, stride=_pair(a[2], kernel), padding=_pair(a[3], 0), dilation=_pair(a[4], 1))
-
-
 def _indices_used(node) -> bool:
     return any(u.target is operator.getitem and u.args[1] == 1 for u in node.users)
 
@@ -56,44 +51,7 @@ def _float_input(node):
     return None if dtype == torch.float32 else f"dtype {dtype} input (wasm kernels take float32)"
 
 
-@register(aten.max_pool2d_with_indices.default, kernels=["POOL2D"], dtypes=(torch.float32, torch.int64),
-          check=_float_input)
-def _max_pool_with_indices(ctx, node):
-    indices = None
-    if _indices_used(node):
-        indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
-    return emit_pool(ctx, node, "MAX", indices=indices, **_max_pool_args(node)), indices
-
-
-@register(aten.max_pool2d.default, kernels=["POOL2D"])
-def _max_pool(ctx, node):
-    return emit_pool(ctx, node, "MAX", **_max_pool_args(node))
-
-
-@register(aten.avg_pool2d.default, kernels=["POOL2D"])
-def _avg_pool(ctx, node):
-    a = list(node.args) + [None] * (7 - len(node.args))
-    kernel = _pair(a[1])
-    include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
-    divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
-    return emit_pool(ctx, node, "AVG", kernel=kernel, stride=_pair(a[2], kernel), padding=_pair(a[3], 0),
-                     count_include_pad=include, divisor=divisor or 0)
-
-
-@register(aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default, kernels=["POOL2D"])
-def _adaptive_avg_pool(ctx, node):
-    return emit_pool(ctx, node, "ADAPTIVE_AVG")
-
-
 # ---- 3-d pooling (video models) -------------------------------------------------------------------
-def _triple(v, default=None):
-    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
-        v = default
-    if isinstance(v, int):
-        return v, v, v
-    return tuple(v) * 3 if len(v) == 1 else tuple(v)
-
-
 def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=(1, 1, 1), padding=(0, 0, 0),
                 dilation=(1, 1, 1), count_include_pad=True, divisor=0, indices=None):
     x = ctx.contiguous(ctx.value(node.args[0]))
@@ -113,36 +71,46 @@ def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=
     return out
 
 
-def _max_pool3d_args(node):
+# ---- the lowerings, one set per rank ----------------------------------------------------------------
+def _max_pool_args(node, n: int) -> dict:
     a = list(node.args) + [None] * (6 - len(node.args))
-    kernel = _triple(a[1])
-    return dict(kernel=kernel, stride=_triple(a[2], kernel), padding=_triple(a[3], 0), dilation=_triple(a[4], 1))
+    kernel = _ntuple(a[1], n)
+    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
+                dilation=_ntuple(a[4], n, 1))
 
 
-@register(aten.max_pool3d_with_indices.default, kernels=["POOL3D"], dtypes=(torch.float32, torch.int64),
-          check=_float_input)
-def _max_pool3d_with_indices(ctx, node):
-    indices = None
-    if _indices_used(node):
-        indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
-    return emit_pool3d(ctx, node, "MAX", indices=indices, **_max_pool3d_args(node)), indices
-
-
-@register(aten.max_pool3d.default, kernels=["POOL3D"])
-def _max_pool3d(ctx, node):
-    return emit_pool3d(ctx, node, "MAX", **_max_pool3d_args(node))
-
-
-@register(aten.avg_pool3d.default, kernels=["POOL3D"])
-def _avg_pool3d(ctx, node):
+def _avg_pool_args(node, n: int) -> dict:
     a = list(node.args) + [None] * (7 - len(node.args))
-    kernel = _triple(a[1])
+    kernel = _ntuple(a[1], n)
     include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
     divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
-    return emit_pool3d(ctx, node, "AVG", kernel=kernel, stride=_triple(a[2], kernel), padding=_triple(a[3], 0),
-                       count_include_pad=include, divisor=divisor or 0)
+    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
+                count_include_pad=include, divisor=divisor or 0)
 
 
-@register(aten._adaptive_avg_pool3d.default, aten.adaptive_avg_pool3d.default, kernels=["POOL3D"])
-def _adaptive_avg_pool3d(ctx, node):
-    return emit_pool3d(ctx, node, "ADAPTIVE_AVG")
+def _register_pools(n: int, kernel: str, emit, max_with_indices, max_values, avg, adaptive_avg) -> None:
+    """max (with or without indices), average and adaptive average pooling over n spatial dims."""
+    @register(max_with_indices, kernels=[kernel], dtypes=(torch.float32, torch.int64), check=_float_input)
+    def _max_pool_with_indices(ctx, node):
+        indices = None
+        if _indices_used(node):
+            indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
+        return emit(ctx, node, "MAX", indices=indices, **_max_pool_args(node, n)), indices
+
+    @register(max_values, kernels=[kernel])
+    def _max_pool(ctx, node):
+        return emit(ctx, node, "MAX", **_max_pool_args(node, n))
+
+    @register(avg, kernels=[kernel])
+    def _avg_pool(ctx, node):
+        return emit(ctx, node, "AVG", **_avg_pool_args(node, n))
+
+    @register(*adaptive_avg, kernels=[kernel])
+    def _adaptive_avg_pool(ctx, node):
+        return emit(ctx, node, "ADAPTIVE_AVG")
+
+
+_register_pools(2, "POOL2D", emit_pool, aten.max_pool2d_with_indices.default, aten.max_pool2d.default,
+                aten.avg_pool2d.default, (aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default))
+_register_pools(3, "POOL3D", emit_pool3d, aten.max_pool3d_with_indices.default, aten.max_pool3d.default,
+                aten.avg_pool3d.default, (aten._adaptive_avg_pool3d.default, aten.adaptive_avg_pool3d.default))
