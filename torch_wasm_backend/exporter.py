@@ -272,6 +272,21 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
     return wasm_file.parse(data, str(path)).metadata
 
 
+def _umask() -> int:
+    """The process umask. Linux reports it in /proc (reading it with os.umask means setting it,
+    process-wide, for an instant in which another thread's new file would get the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _write_file_atomically(path: Path, data: bytes) -> None:
     """Write `path` through a new temp file in the same folder (mkstemp: O_EXCL, so a file or
     symlink planted at a predictable name is never followed) and a rename, so a half-written model
@@ -281,9 +296,7 @@ def _write_file_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
