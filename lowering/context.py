@@ -16,6 +16,7 @@ from .shapes import TensorSpec, spec_plan
 from .template import replay
 from .tracked import holds_tracked, pin
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
+from .walk import inputs_first
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
 _UNSET = object()
@@ -108,17 +109,7 @@ class LoweringContext:
                     return None
                 return lambda ins: type(arg)(f(ins) for f in fns)
             return lambda ins: arg
-        stack = [arg]
-        while stack:
-            node = stack[-1]
-            if self._known_const_fn(node):
-                stack.pop()
-                continue
-            pending = [a for a in self._fold_inputs(node) if not self._known_const_fn(a)]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
+        for node in inputs_first(arg, self._known_const_fn, self._fold_inputs):
             self._const_fn_given_inputs(node)
         return self._plan_const_fns[arg] if arg in self._plan_const_fns else self._const_fns[arg]
 
@@ -189,17 +180,9 @@ class LoweringContext:
         if not isinstance(arg, Node):
             return ("lit", repr(arg))
         keys = self._structural_keys
-        stack = [arg]
-        while stack:
-            node = stack[-1]
-            if node in keys:
-                stack.pop()
-                continue
-            pending = [a for a in node.all_input_nodes if a not in keys]
-            if node.op not in ("placeholder", "get_attr") and pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
+        leaves = ("placeholder", "get_attr")
+        for node in inputs_first(arg, keys.__contains__,
+                                 lambda n: [] if n.op in leaves else n.all_input_nodes):
             if node.op == "placeholder":
                 described = ("in", self.placeholders.index(node))
             elif node.op == "get_attr":
@@ -387,17 +370,7 @@ class _Fold:
 
     def __call__(self, ins):
         values: dict[_Fold, Any] = {}
-        stack = [self]
-        while stack:
-            fold = stack[-1]
-            if fold in values:
-                stack.pop()
-                continue
-            pending = [f for f in fold._inputs if f not in values]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
+        for fold in inputs_first(self, values.__contains__, lambda f: f._inputs):
             values[fold] = fold._apply(ins, values)
         return values[self]
 

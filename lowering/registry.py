@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from torch.fx import Node
 
+from .walk import inputs_first
+
 SUPPORTED_DTYPES = (torch.float32,)
 # Every dtype a wasm buffer can hold (bool as one byte, like torch). Views, copies, casts, masks and
 # index ops take these; arithmetic kernels stay float32.
@@ -96,17 +98,7 @@ def is_static(node: Node) -> bool:
     they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t))).
     Answers are cached in node.meta; the producers are visited with an explicit stack, not by
     recursion, so a graph thousands of ops deep is fine."""
-    stack = [node]
-    while stack:
-        top = stack[-1]
-        if "_twb_static" in top.meta:
-            stack.pop()
-            continue
-        pending = [a for a in _static_inputs(top) if "_twb_static" not in a.meta]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
+    for top in inputs_first(node, lambda n: "_twb_static" in n.meta, _static_inputs):
         top.meta["_twb_static"] = _static_given_inputs(top)
     return node.meta["_twb_static"]
 
