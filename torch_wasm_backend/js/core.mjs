@@ -366,6 +366,7 @@ export function checkInputs(meta, inputs) {
     if (value === undefined) throw new ModelInputError(`missing input '${spec.name}'; the model's inputs are ${JSON.stringify(names)}`);
     let shape = null;
     if (value && !ArrayBuffer.isView(value) && value.data !== undefined) { shape = value.shape || value.dims; value = value.data; }
+    else if (ArrayBuffer.isView(value) && Array.isArray(value.shape)) shape = value.shape;  // an output passed back (a KV cache)
     const Want = DTYPES[spec.dtype];
     if (spec.dtype === "int64" && value instanceof Int32Array) value = BigInt64Array.from(value, (v) => BigInt(v));
     if (!(value instanceof Want)) {
