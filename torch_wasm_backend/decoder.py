@@ -1,0 +1,98 @@
+"""Export the decoding step of a transformers causal LM with its key/value cache as a plain input
+and output, so a loop outside Python (JS, or `load` in Python) generates text.
+
+`DecoderStep(model)` is an nn.Module: `forward(input_ids [1, n], past_key_values [layers, 2, kv_heads,
+p, head_dim])` returns `{"logits": [1, n, vocab], "present_key_values": [layers, 2, kv_heads, p + n,
+head_dim]}` (index 0 of dim 1 holds keys, 1 values); the next step takes `present_key_values` as its
+`past_key_values`. One cache tensor keeps the signature the same for any depth and a loop feeds one
+output back as one input; stacking it costs one copy of the cache per step, the size of the
+concatenation the cache does anyway.
+
+Past position 0 is always a dummy: an empty past (p = 0) would be a special case for torch.export
+(sizes 0 and 1 are specialized), so generation starts from `empty_past()`, one position of zeros.
+The step masks that position out (its softmax weight is exactly 0) and numbers the real tokens from
+0 (position_ids p - 1 ... p + n - 2), so its logits equal the model's without the dummy, and
+greedy decoding gives `model.generate(..., do_sample=False)`'s tokens. Batch size 1.
+
+`export_decoder(model, path)` exports the step with both sizes dynamic; `greedy_generate` is the
+decoding loop, for a `DecoderStep` or the exported file opened with `load`.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _cache_geometry(model) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of a transformers causal LM's attention cache."""
+    config = model.config.get_text_config(decoder=True)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return config.num_hidden_layers, kv_heads, head_dim
+
+
+class DecoderStep(torch.nn.Module):
+    """One decoding step of `model` (a transformers causal LM) with its cache as one tensor."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.num_layers, self.kv_heads, self.head_dim = _cache_geometry(model)
+
+    def forward(self, input_ids: torch.Tensor, past_key_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        from transformers import DynamicCache
+        n, p = input_ids.shape[1], past_key_values.shape[3]
+        # [kv_heads, p, head_dim] -> [1, kv_heads, p, head_dim]: views, no copy
+        cache = DynamicCache([(past_key_values[i, 0][None], past_key_values[i, 1][None])
+                              for i in range(self.num_layers)])
+        mask = torch.ones(1, p + n, dtype=torch.long)
+        mask[:, 0] = 0  # the dummy
+        positions = torch.arange(p - 1, p - 1 + n)[None]
+        out = self.model(input_ids=input_ids, position_ids=positions, attention_mask=mask,
+                         past_key_values=cache, use_cache=True)
+        present = torch.stack([torch.cat([layer.keys, layer.values]) for layer in out.past_key_values.layers])
+        return {"logits": out.logits, "present_key_values": present}
+
+    def empty_past(self, dtype=torch.float32) -> torch.Tensor:
+        """The `past_key_values` of the first step: the dummy position alone."""
+        return torch.zeros(self.num_layers, 2, self.kv_heads, 1, self.head_dim, dtype=dtype)
+
+
+def greedy_generate(step, input_ids: torch.Tensor, past_key_values: torch.Tensor,
+                    max_new_tokens: int) -> list[int]:
+    """Greedy decoding with a step function `step(input_ids=..., past_key_values=...) -> dict`: a
+    `DecoderStep`, or a model exported by `export_decoder` and opened with `load`. The prompt goes
+    in as one step, then one token per step; returns the new tokens."""
+    tokens = []
+    for _ in range(max_new_tokens):
+        out = step(input_ids=input_ids, past_key_values=past_key_values)
+        tokens.append(int(torch.as_tensor(out["logits"])[0, -1].argmax()))
+        input_ids = torch.tensor([[tokens[-1]]], dtype=input_ids.dtype)
+        past_key_values = torch.as_tensor(out["present_key_values"])
+    return tokens
+
+
+def export_decoder(model: torch.nn.Module, path, *, max_length: int | None = None,
+                   winograd: bool = True) -> dict:
+    """Exports `DecoderStep(model)` to one .wasm at `path`; returns its metadata.
+
+    The file takes `input_ids` (int64 [1, new_tokens]) and `past_key_values` (float32 [layers, 2,
+    kv_heads, past_length, head_dim]; start from zeros with past_length 1, the dummy) and gives
+    `logits` and `present_key_values`. max_length (default: the model's max_position_embeddings)
+    bounds the tokens of one sequence: new_tokens <= max_length and past_length <= max_length
+    (the dummy and max_length - 1 tokens)."""
+    from torch.export import Dim
+    from .exporter import export
+    step = DecoderStep(model.eval())
+    if max_length is None:
+        max_length = model.config.get_text_config(decoder=True).max_position_embeddings
+    if max_length < 3:
+        raise ValueError(f"max_length={max_length}: export_decoder needs at least 3 (its example step, "
+                         "2 new tokens after a past of 3, must fit the bounds)")
+    # Example sizes 2 and 3: torch.export specializes sizes 0 and 1, and distinct values keep the
+    # two dims apart.
+    example = {"input_ids": torch.zeros(1, 2, dtype=torch.long),
+               "past_key_values": torch.zeros(step.num_layers, 2, step.kv_heads, 3, step.head_dim)}
+    dynamic = {"input_ids": {1: Dim("new_tokens", min=1, max=max_length)},
+               "past_key_values": {3: Dim("past_length", min=1, max=max_length)}}
+    return export(step, (), path, kwargs=example, dynamic_shapes=dynamic, winograd=winograd)
