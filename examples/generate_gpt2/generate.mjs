@@ -22,15 +22,18 @@ const pastShape = pastInfo.shape.map((d) => (typeof d === "number" ? d : 1));
 let past = { data: new Float32Array(pastShape.reduce((a, b) => a * b, 1)), shape: pastShape };
 
 let ids = BigInt64Array.from(prompt, BigInt);
+let positions = BigInt64Array.from(prompt, (_, i) => BigInt(i));  // the prompt's positions: 0 ... n - 1
 const tokens = [];
 try {
   for (let step = 0; step < newTokens; step++) {
-    const out = await model.run({ input_ids: { data: ids, shape: [1, ids.length] }, past_key_values: past });
+    const shape = [1, ids.length];
+    const out = await model.run({ input_ids: { data: ids, shape }, position_ids: { data: positions, shape }, past_key_values: past });
     const { data: logits, shape: [, n, vocab] } = out.logits;
     let best = 0;  // argmax over the last position's logits (the first maximum, as torch.argmax)
     for (let v = 1; v < vocab; v++) if (logits[(n - 1) * vocab + v] > logits[(n - 1) * vocab + best]) best = v;
     tokens.push(best);
     ids = BigInt64Array.of(BigInt(best));
+    positions = BigInt64Array.of(positions[positions.length - 1] + 1n);
     past = out.present_key_values;
   }
 } finally {

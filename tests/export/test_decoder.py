@@ -103,9 +103,10 @@ def test_loaded_llama_step_matches_eager(llama_step, past_length, new_tokens):
     model, loaded = llama_step
     step = DecoderStep(model)
     ids = torch.randint(0, 100, (1, new_tokens))
+    positions = torch.arange(past_length - 1, past_length - 1 + new_tokens)[None]
     past = torch.randn(step.num_layers, 2, step.kv_heads, past_length, step.head_dim)
     with torch.no_grad():
-        expected = step(ids, past)
-    got = loaded(input_ids=ids, past_key_values=past)
+        expected = step(ids, positions, past)
+    got = loaded(input_ids=ids, position_ids=positions, past_key_values=past)
     for name in ("logits", "present_key_values"):
         torch.testing.assert_close(torch.as_tensor(got[name]), expected[name], **MATMUL)
