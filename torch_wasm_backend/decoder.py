@@ -6,7 +6,8 @@ and output, so a loop outside Python (JS, or `load` in Python) generates text.
 2, kv_heads, p + n, head_dim]}` (index 0 of dim 1 holds keys, 1 values); the next step takes
 `present_key_values` as its `past_key_values`. One cache tensor keeps the signature the same for any
 depth and a loop feeds one output back as one input; stacking it costs one copy of the cache per
-step, the size of the concatenation the cache does anyway.
+step, as much as the concatenation of old and new keys and values that any cache without in-place
+writes does.
 
 Past position 0 is always a dummy: an empty past (p = 0) would be a special case for torch.export
 (sizes 0 and 1 are specialized), so generation starts from `empty_past()`, one position of zeros,
@@ -34,6 +35,17 @@ def _cache_geometry(model) -> tuple[int, int, int]:
     return config.num_hidden_layers, kv_heads, head_dim
 
 
+def _filled_layer(keys: torch.Tensor, values: torch.Tensor):
+    """A transformers DynamicLayer holding `keys` and `values` as they are: filling one through
+    update() would copy them once more (it concatenates them to an empty tensor), a full copy of the
+    cache per step."""
+    from transformers.cache_utils import DynamicLayer
+    layer = DynamicLayer()
+    layer.lazy_initialization(keys, values)
+    layer.keys, layer.values = keys, values
+    return layer
+
+
 class DecoderStep(torch.nn.Module):
     """One decoding step of `model` (a transformers causal LM) with its cache as one tensor."""
 
@@ -45,14 +57,16 @@ class DecoderStep(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 past_key_values: torch.Tensor) -> dict[str, torch.Tensor]:
         from transformers import DynamicCache
+        cache = DynamicCache()
         # [kv_heads, p, head_dim] -> [1, kv_heads, p, head_dim]: views, no copy
-        cache = DynamicCache([(past_key_values[i, 0][None], past_key_values[i, 1][None])
-                              for i in range(self.num_layers)])
+        cache.layers = [_filled_layer(past_key_values[i, 0][None], past_key_values[i, 1][None])
+                        for i in range(self.num_layers)]
         out = self.model(input_ids=input_ids, position_ids=position_ids,
                          attention_mask=self._mask(position_ids, past_key_values.shape[3] + input_ids.shape[1]),
                          past_key_values=cache, use_cache=True)
-        present = torch.stack([torch.cat([layer.keys, layer.values]) for layer in out.past_key_values.layers])
-        return {"logits": out.logits, "present_key_values": present}
+        # one copy: [layers * 2, kv_heads, p + n, head_dim] -> [layers, 2, ...] is a view
+        present = torch.stack([kv[0] for layer in out.past_key_values.layers for kv in (layer.keys, layer.values)])
+        return {"logits": out.logits, "present_key_values": present.unflatten(0, (self.num_layers, 2))}
 
     def _mask(self, position_ids: torch.Tensor, kv_length: int) -> torch.Tensor:
         """The additive 4-D mask [1, 1, n, kv_length] transformers takes as given (eager attention
