@@ -28,7 +28,7 @@ def tiny_gpt2() -> transformers.GPT2LMHeadModel:
     GPT-2's 0.02: at 0.02 a random model's logits are nearly flat and greedy decoding repeats one
     token, which would prove little."""
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_positions=64,
+    config = transformers.GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_positions=32,
                                      initializer_range=0.5, bos_token_id=None, eos_token_id=None)
     return transformers.GPT2LMHeadModel(config).eval()
 

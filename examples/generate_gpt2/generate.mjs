@@ -34,7 +34,8 @@ try {
     tokens.push(best);
     ids = BigInt64Array.of(BigInt(best));
     positions = BigInt64Array.of(positions[positions.length - 1] + 1n);
-    past = out.present_key_values;
+    const { data, shape: presentShape } = out.present_key_values;  // a Float32Array with .data and .shape
+    past = { data, shape: presentShape };
   }
 } finally {
   model.close();
