@@ -26,6 +26,7 @@ def _map_checkout_lowering() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
+    globals()["lowering"] = module  # as the import system binds a loaded submodule on its parent
 
 
 _map_checkout_lowering()
