@@ -45,7 +45,7 @@ def _placeholders(gm: GraphModule):
 
 def _constant_input_indices(gm: GraphModule, example_inputs) -> set[int]:
     """Dynamo inlines nn modules: parameters and buffers arrive as placeholders whose source names
-    them (DESIGN.md decision 5). Those become constants copied into wasm once."""
+    them (docs/design.md decision 5). Those become constants copied into wasm once."""
     found = set()
     for i, node in enumerate(_placeholders(gm)):
         grapharg = node.meta.get("grapharg")

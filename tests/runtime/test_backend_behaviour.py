@@ -127,7 +127,7 @@ def test_trap_in_strict_mode_raises_with_details():
 
 
 def test_wasmtime_shared_memory_define_bug_still_present():
-    """DESIGN.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
+    """docs/design.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
     fails, upstream fixed it: delete the workaround in runtime.define_shared_memory."""
     import wasmtime
     cfg = wasmtime.Config()
