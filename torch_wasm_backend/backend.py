@@ -15,9 +15,9 @@ from torch.fx import GraphModule
 from torch.fx._lazy_graph_module import _LazyGraphModule
 from functorch.compile import make_boxed_func
 
-from lowering.partition import PartitionResult, is_tensor_op, partition_graph
-from lowering.registry import decomposition_table, op_name
-from lowering import ops  # noqa: F401  (fills the registry)
+from torch_wasm_backend.lowering.partition import PartitionResult, is_tensor_op, partition_graph
+from torch_wasm_backend.lowering.registry import decomposition_table, op_name
+from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
 from . import metrics as stats
 from .errors import WasmBackendError
 from .options import Options

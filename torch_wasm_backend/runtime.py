@@ -26,7 +26,7 @@ import torch
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from .compile_cache import load_module
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 
