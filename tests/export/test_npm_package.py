@@ -4,6 +4,7 @@
 A program importing the package by its name (js/npm_consumer.mts) type-checks under strict tsc
 against index.d.ts, misuse of the API fails to type-check, and the compiled program, run by Node,
 gives eager's numbers for a token model with dynamic dims and throws the package's error classes.
+(test_export_browser.py runs the unpacked tarball's loader in Chromium.)
 `-m 'not npm'` deselects these tests."""
 import json
 import re
@@ -20,8 +21,8 @@ import torch_wasm_backend as twb
 from helpers import MATMUL
 from test_export_dynamic import BATCH_MAX, SEQ_MAX, TokenModel, _inputs, _runs_json
 from test_export_node import DRIVERS, LOADER, NODE
+from conftest import NPM
 
-NPM = shutil.which("npm")
 PACKAGE = LOADER.parent
 # Pure-JS releases (typescript 7 is a native binary per platform); pinned so the check does not move.
 DEV_DEPENDENCIES = ("typescript@5.9.3", "@types/node@20")
@@ -30,28 +31,19 @@ pytestmark = [pytest.mark.npm,
 
 
 @pytest.fixture(scope="module")
-def tarball(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pack")
-    run = subprocess.run([NPM, "pack", "--pack-destination", str(out)], cwd=PACKAGE,
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    return out / run.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def project(tarball, tmp_path_factory) -> Path:
+def project(npm_tarball, tmp_path_factory) -> Path:
     """A user's project with the tarball installed and the consumer compiled by tsc."""
     root = tmp_path_factory.mktemp("project")
     (root / "package.json").write_text(json.dumps({"name": "consumer", "private": True, "type": "module"}))
-    run = subprocess.run([NPM, "install", "--no-audit", "--no-fund", str(tarball), *DEV_DEPENDENCIES],
+    run = subprocess.run([NPM, "install", "--no-audit", "--no-fund", str(npm_tarball), *DEV_DEPENDENCIES],
                          cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"npm install failed (typescript and @types/node come from the npm registry):\n{run.stderr}"
     shutil.copy(DRIVERS / "npm_consumer.mts", root)
     return root
 
 
-def test_tarball_holds_every_module_the_loader_imports(tarball):
-    names = {n.removeprefix("package/") for n in tarfile.open(tarball).getnames()}
+def test_tarball_holds_every_module_the_loader_imports(npm_tarball):
+    names = {n.removeprefix("package/") for n in tarfile.open(npm_tarball).getnames()}
     imported = {"loader.mjs"}
     for js in PACKAGE.glob("*.mjs"):  # static imports and new URL("./x.mjs", import.meta.url) workers
         imported |= set(re.findall(r"""["']\./([\w.]+\.mjs)["']""", js.read_text()))
