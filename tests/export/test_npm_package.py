@@ -21,7 +21,7 @@ import torch_wasm_backend as twb
 from helpers import MATMUL
 from test_export_dynamic import BATCH_MAX, SEQ_MAX, TokenModel, _inputs, _runs_json
 from test_export_node import DRIVERS, LOADER, NODE
-from conftest import NPM
+from export_testing import NPM
 
 PACKAGE = LOADER.parent
 # Pure-JS releases (typescript 7 is a native binary per platform); pinned so the check does not move.
