@@ -1,0 +1,202 @@
+"""Real architectures (tests/export/text_models.py: BERT, DistilBERT, RoBERTa, GPT-2, LLaMA, T5
+encoder, CLIP text, Wav2Vec2), each exported once with a dynamic sequence dim, run at three lengths
+(the minimum, a middle odd one with a padded attention mask, the maximum) in wasmtime, Node.js and
+headless Chromium from the same files; all equal to eager. Lengths out of the dim's range, and
+inputs that disagree on it, get a clear error naming the dim and its range.
+
+Run alone with `python3 -m pytest -m text_models -p no:xdist`.
+
+Tolerance: MATMUL (rtol = atol = 1e-4) from tests/helpers.py. The outputs come out of GEMMs with
+K <= 64 summed in another order than eager's (blocked SIMD lanes) and of exp/erf/tanh/rsqrt
+approximations a few ulp off, through two layers and layer norms that keep values near 1 (max |y|
+is 2-5 here): the errors measured through torch.compile were below 4e-6, so 1e-4 leaves margin and
+still catches a wrong mask, position or length (those move outputs by 1e-2 or more)."""
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import torch_wasm_backend as twb
+from torch_wasm_backend import WasmBackendError
+from helpers import MATMUL
+from test_export_browser import CHROMIUM, run_page
+from test_export_node import NODE, node
+import text_models
+
+pytestmark = pytest.mark.text_models
+
+NAMES = list(text_models.MODELS)
+THREADS = 2  # Node and Chromium: the deployed setting; work splits differ per length
+
+
+class Exported:
+    """One model exported once: the file, and per run its inputs and eager outputs. The runs are
+    the three lengths in order, then the middle one again (a shorter call after the longest must
+    not see anything the longer call left in memory)."""
+
+    def __init__(self, spec: text_models.TextModel, root: Path):
+        self.spec = spec
+        model = spec.model()
+        example = spec.inputs(spec.lengths[1])
+        self.path = root / f"{spec.name}.wasm"
+        self.meta = twb.export(model, (), self.path, kwargs=example, dynamic_shapes=spec.dynamic_shapes)
+        lengths = [*spec.lengths, spec.lengths[1]]
+        self.runs = [spec.inputs(n) for n in lengths]
+        self.expected = [text_models.eager_outputs(model, inputs) for inputs in self.runs]
+
+    @property
+    def dim(self) -> tuple[str, int, int]:
+        """The dynamic dim's name and range as the file states them."""
+        (name, r), = self.meta["dims"].items()
+        return name, r["min"], r["max"]
+
+    def bad_inputs(self) -> dict:
+        """Inputs one past each end of the dim's range, and (with two inputs) lengths that disagree."""
+        _, lo, hi = self.dim
+        middle = self.runs[1]
+        cases = {"too_long": {k: _resized(v, hi + 1) for k, v in middle.items()}}
+        if lo > 1:
+            cases["too_short"] = {k: _resized(v, lo - 1) for k, v in middle.items()}
+        if len(middle) > 1:
+            last = list(middle)[-1]
+            cases["inconsistent"] = {**middle, last: _resized(middle[last], middle[last].shape[1] + 1)}
+        return cases
+
+
+def _resized(t: torch.Tensor, length: int) -> torch.Tensor:
+    """t with its last axis cut or repeated to `length`."""
+    return t.repeat(1, -(-length // t.shape[1]))[:, :length]
+
+
+@pytest.fixture(scope="session")
+def text_exported(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("text_models")
+    return {name: Exported(spec, root) for name, spec in text_models.MODELS.items()}
+
+
+def _check(got: dict, expected: dict, where: str) -> None:
+    assert set(got) == set(expected), (where, sorted(got), sorted(expected))
+    for k, e in expected.items():
+        assert got[k].shape == e.shape and got[k].dtype == e.dtype, (where, k, got[k].shape, e.shape)
+        torch.testing.assert_close(got[k], e, **MATMUL, msg=lambda m: f"{where} {k}: {m}")
+
+
+def _check_message(case: str, message: str, dim: str, lo: int, hi: int) -> None:
+    """An out-of-range length names the dim and its range; disagreeing inputs name the dim."""
+    assert dim in message, (case, message)
+    if case != "inconsistent":
+        assert str(lo) in message and str(hi) in message, (case, message)
+
+
+# ---- metadata and wasmtime ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_names_the_dim(text_exported, name):
+    e = text_exported[name]
+    dim, lo, hi = e.dim
+    spec_lo, spec_hi = e.spec.lengths[0], e.spec.lengths[-1]
+    assert (lo, hi) == (spec_lo, spec_hi)
+    for entry in e.meta["inputs"]:
+        assert entry["shape"][e.spec.dynamic_axis[entry["name"]]] == dim
+    assert [o["name"] for o in e.meta["outputs"]] == list(e.expected[0])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wasmtime_matches_eager(text_exported, name):
+    e = text_exported[name]
+    model = twb.load(e.path)
+    try:
+        for inputs, expected in zip(e.runs, e.expected):
+            where = f"{name} at length {next(iter(inputs.values())).shape[1]}"
+            _check(model(**inputs), expected, where)
+        _check(model.run(e.runs[0]), e.expected[0], f"{name} run()")
+    finally:
+        model.close()
+
+
+@pytest.mark.parametrize("name", ["bert", "wav2vec2"])
+def test_wasmtime_length_errors(text_exported, name):
+    e = text_exported[name]
+    dim, lo, hi = e.dim
+    model = twb.load(e.path)
+    try:
+        for case, inputs in e.bad_inputs().items():
+            with pytest.raises(WasmBackendError) as info:
+                model(**inputs)
+            _check_message(case, str(info.value), dim, lo, hi)
+    finally:
+        model.close()
+
+
+# ---- Node.js and Chromium: one manifest, one process / page for all models ---------------------
+
+def _tensor(t: torch.Tensor) -> dict:
+    return {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
+            "data": base64.b64encode(t.contiguous().numpy().tobytes()).decode()}
+
+
+def _untensor(d: dict) -> torch.Tensor:
+    array = np.frombuffer(base64.b64decode(d["data"]), dtype=np.dtype(d["dtype"]).newbyteorder("<"))
+    return torch.from_numpy(array.copy()).reshape(d["shape"])
+
+
+@pytest.fixture(scope="module")
+def site(text_exported, tmp_path_factory) -> Path:
+    """A folder with the model files and manifest.json (inputs inline), for Node and Chromium."""
+    root = tmp_path_factory.mktemp("text_site")
+    models = []
+    for name, e in text_exported.items():
+        shutil.copy(e.path, root / e.path.name)
+        models.append({"name": name, "file": e.path.name,
+                       "runs": [{k: _tensor(v) for k, v in run.items()} for run in e.runs],
+                       "errors": {case: {k: _tensor(v) for k, v in inputs.items()}
+                                  for case, inputs in e.bad_inputs().items()}})
+    (root / "manifest.json").write_text(json.dumps({"threads": THREADS, "models": models}))
+    shutil.copy(Path(__file__).parent / "js" / "lengths.mjs", root / "lengths.mjs")
+    shutil.copy(Path(__file__).parent / "browser" / "lengths.html", root / "lengths.html")
+    return root
+
+
+def _check_report(report: dict, text_exported, name: str, runtime: str) -> None:
+    e = text_exported[name]
+    r = report[name]
+    assert r["threads"] == THREADS
+    assert len(r["runs"]) == len(e.expected)
+    for inputs, got, expected in zip(e.runs, r["runs"], e.expected):
+        where = f"{runtime}: {name} at length {next(iter(inputs.values())).shape[1]}"
+        _check({k: _untensor(v) for k, v in got.items()}, expected, where)
+    dim, lo, hi = e.dim
+    for case, message in r["errors"].items():
+        assert message.startswith("ModelInputError:"), (case, message)
+        _check_message(case, message, dim, lo, hi)
+
+
+@pytest.fixture(scope="module")
+def node_report(site):
+    if NODE is None:
+        pytest.skip("Node.js is not installed (scripts/setup.sh installs it)")
+    return node("run_lengths.mjs", site / "manifest.json")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_node_matches_eager(node_report, text_exported, name):
+    _check_report(node_report, text_exported, name, "node")
+
+
+@pytest.fixture(scope="module")
+def chromium_report(site, tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed (scripts/setup.sh installs it)")
+    report = run_page(site, {}, True, tmp_path_factory.mktemp("chromium"), page="lengths.html")
+    assert "fatal" not in report, report["fatal"]
+    assert report["crossOriginIsolated"] is True
+    return report["models"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_chromium_matches_eager(chromium_report, text_exported, name):
+    _check_report(chromium_report, text_exported, name, "chromium")
