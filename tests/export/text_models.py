@@ -93,7 +93,8 @@ MODELS = {m.name: m for m in [
     _text("llama", T.LlamaConfig, T.LlamaForCausalLM, **DECODER),
     _text("t5_encoder", T.T5Config, T.T5EncoderModel, vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64,
           num_layers=2, num_heads=4),
-    _text("clip_text", T.CLIPTextConfig, T.CLIPTextModel, **TEXT),
+    # eos_token_id=2: the pooled output is taken at the argmax of the ids (CLIP's original rule)
+    _text("clip_text", T.CLIPTextConfig, T.CLIPTextModel, bos_token_id=1, eos_token_id=2, **TEXT),
     TextModel("wav2vec2", lambda: T.Wav2Vec2Model(T.Wav2Vec2Config(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, initializer_range=INIT_RANGE,
