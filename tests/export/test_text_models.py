@@ -27,7 +27,9 @@ from test_export_browser import CHROMIUM, run_page
 from test_export_node import NODE, node
 import text_models
 
-pytestmark = pytest.mark.text_models
+# One xdist worker runs the whole file (`make test` uses --dist loadgroup), so the models are
+# exported once per session rather than once per worker.
+pytestmark = [pytest.mark.text_models, pytest.mark.xdist_group("text_models")]
 
 NAMES = list(text_models.MODELS)
 THREADS = 2  # Node and Chromium: the deployed setting; work splits differ per length
@@ -89,7 +91,17 @@ def _check_message(case: str, message: str, dim: str, lo: int, hi: int) -> None:
     """An out-of-range length names the dim and its range; disagreeing inputs name the dim."""
     assert dim in message, (case, message)
     if case != "inconsistent":
-        assert str(lo) in message and str(hi) in message, (case, message)
+        assert f"[{lo}, {hi}]" in message, (case, message)
+
+
+@pytest.mark.parametrize("name", [n for n, m in text_models.MODELS.items() if m.padded])
+def test_padding_changes_the_outputs(text_exported, name):
+    """The padded run compares something: eager without the padding gives other outputs."""
+    e = text_exported[name]
+    k = e.spec.lengths.index(e.spec.padded)
+    unpadded = {**e.runs[k], "attention_mask": torch.ones_like(e.runs[k]["attention_mask"])}
+    changed = text_models.eager_outputs(e.spec.model(), unpadded)
+    assert any((changed[key] - v).abs().max() > 100 * MATMUL["atol"] for key, v in e.expected[k].items())
 
 
 # ---- metadata and wasmtime ---------------------------------------------------------------------
