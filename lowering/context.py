@@ -15,7 +15,7 @@ from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec, spec_plan
 from .template import replay
 from .tracked import holds_tracked, pin
-from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
+from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, kernel_reason, op_name
 from .walk import inputs_first
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -78,8 +78,13 @@ class LoweringContext:
         if fold is not None and isinstance(concrete, TensorSpec):
             shape, dtype = concrete.shape, concrete.dtype
             if node in self._plan_const_fns:
-                return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
-            return self.shared_constant((node, shape, dtype),
+                # Export with dynamic dims computes what it can from sizes with kernels: a folded
+                # embedding of arange(seq) would store a [max, d] table, and few folds are slices
+                # of their largest value (at_largest); leaves (arange, full) stay folded.
+                if self.at_largest is None or kernel_reason(node) is not None:
+                    return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
+            else:
+                return self.shared_constant((node, shape, dtype),
                                         lambda: self.constant(fold, shape, dtype, node.name))
         if node.op == "placeholder":
             idx = self.placeholders.index(node)
