@@ -12,12 +12,10 @@ approximations a few ulp off, through two layers and layer norms that keep outpu
 2.5-4.4 here). The files' largest error in wasmtime was 3.5e-6 (LLaMA, 2026-12-03), so 1e-4 leaves
 margin, and still catches a wrong mask: test_padding_changes_the_outputs checks that dropping the
 padding moves the outputs by more than 100x the tolerance."""
-import base64
 import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -25,7 +23,8 @@ import torch_wasm_backend as twb
 from torch_wasm_backend import WasmBackendError
 from helpers import MATMUL
 from test_export_browser import CHROMIUM, run_page
-from test_export_node import NODE, node
+from test_export_dynamic import _node_runs, _runs_json, needs_node
+from test_export_node import DRIVERS
 import text_models
 
 # One xdist worker runs the whole file (`make test` uses --dist loadgroup), so the models are
@@ -50,6 +49,13 @@ class Exported:
         lengths = [*spec.lengths, spec.lengths[1]]
         self.runs = [spec.inputs(n) for n in lengths]
         self.expected = [text_models.eager_outputs(model, inputs) for inputs in self.runs]
+        # Every run, then the bad inputs: (label, inputs, eager outputs or None for an error).
+        self.cases = [(f"at length {_length(x)}", x, y) for x, y in zip(self.runs, self.expected)]
+        self.cases += [(case, x, None) for case, x in self.bad_inputs().items()]
+        folder = root / spec.name
+        folder.mkdir()
+        self.runs_file = _runs_json(folder, [{k: (str(v.dtype).replace("torch.", ""), v) for k, v in x.items()}
+                                             for _, x, _ in self.cases])
 
     @property
     def dim(self) -> tuple[str, int, int]:
@@ -68,6 +74,10 @@ class Exported:
             last = list(middle)[-1]
             cases["inconsistent"] = {**middle, last: _resized(middle[last], middle[last].shape[1] + 1)}
         return cases
+
+
+def _length(inputs: dict) -> int:
+    return next(iter(inputs.values())).shape[1]
 
 
 def _resized(t: torch.Tensor, length: int) -> torch.Tensor:
@@ -124,7 +134,7 @@ def test_wasmtime_matches_eager(text_exported, name):
     model = twb.load(e.path)
     try:
         for inputs, expected in zip(e.runs, e.expected):
-            where = f"{name} at length {next(iter(inputs.values())).shape[1]}"
+            where = f"{name} at length {_length(inputs)}"
             _check(model(**inputs), expected, where)
         _check(model.run(e.runs[0]), e.expected[0], f"{name} run()")
     finally:
@@ -145,65 +155,43 @@ def test_wasmtime_length_errors(text_exported, name):
         model.close()
 
 
-# ---- Node.js and Chromium: one manifest, one process / page for all models ---------------------
+# ---- Node.js and Chromium: the same runs through tests/export/js/runs.mjs -------------------------
 
-def _tensor(t: torch.Tensor) -> dict:
-    return {"dtype": str(t.dtype).replace("torch.", ""), "shape": list(t.shape),
-            "data": base64.b64encode(t.contiguous().numpy().tobytes()).decode()}
-
-
-def _untensor(d: dict) -> torch.Tensor:
-    array = np.frombuffer(base64.b64decode(d["data"]), dtype=np.dtype(d["dtype"]).newbyteorder("<"))
-    return torch.from_numpy(array.copy()).reshape(d["shape"])
-
-
-@pytest.fixture(scope="module")
-def site(text_exported, tmp_path_factory) -> Path:
-    """A folder with the model files and manifest.json (inputs inline), for Node and Chromium."""
-    root = tmp_path_factory.mktemp("text_site")
-    models = []
-    for name, e in text_exported.items():
-        shutil.copy(e.path, root / e.path.name)
-        models.append({"name": name, "file": e.path.name,
-                       "runs": [{k: _tensor(v) for k, v in run.items()} for run in e.runs],
-                       "errors": {case: {k: _tensor(v) for k, v in inputs.items()}
-                                  for case, inputs in e.bad_inputs().items()}})
-    (root / "manifest.json").write_text(json.dumps({"threads": THREADS, "models": models}))
-    shutil.copy(Path(__file__).parent / "js" / "lengths.mjs", root / "lengths.mjs")
-    shutil.copy(Path(__file__).parent / "browser" / "lengths.html", root / "lengths.html")
-    return root
+def _results_match(results: list, e: Exported, runtime: str) -> None:
+    """Each length's outputs equal eager's; each bad input got a ModelInputError naming the dim."""
+    assert len(results) == len(e.cases)
+    for (label, _, expected), got in zip(e.cases, results):
+        where = f"{runtime}: {e.spec.name} {label}"
+        if expected is None:
+            assert got.get("error", "").startswith("ModelInputError:"), (where, got)
+            _check_message(label, got["error"], *e.dim)
+        else:
+            assert "error" not in got, (where, got["error"])
+            _check({k: torch.tensor(v["data"], dtype=torch.float32).reshape(v["shape"]) for k, v in got.items()},
+                   expected, where)
 
 
-def _check_report(report: dict, text_exported, name: str, runtime: str) -> None:
-    e = text_exported[name]
-    r = report[name]
-    assert r["threads"] == THREADS
-    assert len(r["runs"]) == len(e.expected)
-    for inputs, got, expected in zip(e.runs, r["runs"], e.expected):
-        where = f"{runtime}: {name} at length {next(iter(inputs.values())).shape[1]}"
-        _check({k: _untensor(v) for k, v in got.items()}, expected, where)
-    dim, lo, hi = e.dim
-    for case, message in r["errors"].items():
-        assert message.startswith("ModelInputError:"), (case, message)
-        _check_message(case, message, dim, lo, hi)
-
-
-@pytest.fixture(scope="module")
-def node_report(site):
-    if NODE is None:
-        pytest.skip("Node.js is not installed (scripts/setup.sh installs it)")
-    return node("run_lengths.mjs", site / "manifest.json")
-
-
+@needs_node
 @pytest.mark.parametrize("name", NAMES)
-def test_node_matches_eager(node_report, text_exported, name):
-    _check_report(node_report, text_exported, name, "node")
+def test_node_matches_eager(text_exported, name):
+    e = text_exported[name]
+    _results_match(_node_runs(e.path, THREADS, e.runs_file), e, "node")
 
 
 @pytest.fixture(scope="module")
-def chromium_report(site, tmp_path_factory):
+def chromium_report(text_exported, tmp_path_factory):
+    """One page load runs every model (a browser launch costs seconds)."""
     if CHROMIUM is None:
         pytest.skip("chromium not installed (scripts/setup.sh installs it)")
+    site = tmp_path_factory.mktemp("text_site")
+    models = []
+    for name, e in text_exported.items():
+        shutil.copy(e.path, site / f"{name}.wasm")
+        shutil.copy(e.runs_file, site / f"{name}.runs.json")
+        models.append({"name": name, "file": f"{name}.wasm", "runs": f"{name}.runs.json"})
+    (site / "manifest.json").write_text(json.dumps({"threads": THREADS, "models": models}))
+    shutil.copy(DRIVERS / "runs.mjs", site / "runs.mjs")
+    shutil.copy(Path(__file__).parent / "browser" / "lengths.html", site / "lengths.html")
     report = run_page(site, {}, True, tmp_path_factory.mktemp("chromium"), page="lengths.html")
     assert "fatal" not in report, report["fatal"]
     assert report["crossOriginIsolated"] is True
@@ -212,4 +200,5 @@ def chromium_report(site, tmp_path_factory):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_chromium_matches_eager(chromium_report, text_exported, name):
-    _check_report(chromium_report, text_exported, name, "chromium")
+    assert chromium_report[name]["threads"] == THREADS
+    _results_match(chromium_report[name]["runs"], text_exported[name], "chromium")
