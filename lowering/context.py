@@ -31,6 +31,7 @@ class LoweringContext:
         # the largest sizes (at_largest(size) -> that size's value there) and read through a view
         # of this plan's shape; the exporter checks each one is such a slice (size_constants).
         self.at_largest = at_largest
+        self._lowering: Node | None = None  # the node whose lowering emits records now
         self.size_constants: list[tuple[Buffer, tuple]] = []
         self.gm = gm
         self.vals = vals
@@ -102,7 +103,11 @@ class LoweringContext:
             entry = REGISTRY.get(node.target)
             if entry is None or entry.lower is None:
                 raise Unsupported(f"no wasm lowering for {op_name(node.target)}")
-            result = entry.lower(self, node)
+            outer, self._lowering = self._lowering, node
+            try:
+                result = entry.lower(self, node)
+            finally:
+                self._lowering = outer
             self.plan.aten_ops[op_name(node.target)] += 1
             return result
         raise Unsupported(f"cannot lower {node.op} node {node.name}")
@@ -301,6 +306,7 @@ class LoweringContext:
     def emit(self, kernel: str, /, flops: int = 0, **args) -> None:
         """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""
         self.plan.records.append((kernel, args))
+        self.plan.record_nodes.append(self._lowering)
         self.plan.flops += flops
 
     # Kernels with an activation epilogue, and the arg that holds their output.

@@ -299,3 +299,31 @@ def test_damaged_dynamic_metadata_is_refused(token_file, tmp_path, edit, problem
                                     parsed.custom[wasm_file.WEIGHTS_SECTION]))
     with pytest.raises(wasm_file.ExportFileError, match=problem):
         twb.load(out)
+
+
+class _Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(10, 4)
+
+    def forward(self, ids):
+        return self.table(ids).relu()
+
+
+def test_an_index_out_of_range_names_the_op_and_source_line(tmp_path):
+    """A token id past the vocabulary: the kernel finds it before writing anything; Python raises
+    WasmInputError and JS rejects with ModelInputError, each naming the op, the source line and the
+    module; the model stays usable."""
+    path = tmp_path / "embed.wasm"
+    twb.export(_Embed().eval(), (torch.tensor([[1, 2, 3]]),), path, dynamic_shapes=({1: Dim("seq", min=1, max=8)},))
+    where = r"in aten::embedding at File .*test_export_dynamic.py.*return self.table\(ids\).relu\(\); module 'table' \(Embedding\)"
+    with twb.load(path) as m:
+        with pytest.raises(twb.WasmInputError, match=r"an index out of range at plan word \d+, " + where):
+            m(torch.tensor([[1, 12]]))
+        assert m(torch.tensor([[1, 2]])).shape == (1, 2, 4)
+    if NODE is not None:
+        runs = [{"ids": ("int64", torch.tensor([[1, 12]]))}, {"ids": ("int64", torch.tensor([[1, 2]]))}]
+        results = _node_runs(path, 1, _runs_json(tmp_path, runs))
+        assert results[0]["error"].startswith("ModelInputError: ")
+        assert __import__("re").search(where, results[0]["error"]), results[0]["error"]
+        assert results[1]["output"]["shape"] == [1, 2, 4]
