@@ -130,29 +130,19 @@ def test_metadata_names_the_dim(text_exported, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_wasmtime_matches_eager(text_exported, name):
+    """Each length equals eager (in one loaded model); each bad input is a WasmBackendError naming
+    the dim."""
     e = text_exported[name]
-    model = twb.load(e.path)
-    try:
-        for inputs, expected in zip(e.runs, e.expected):
-            where = f"{name} at length {_length(inputs)}"
-            _check(model(**inputs), expected, where)
-        _check(model.run(e.runs[0]), e.expected[0], f"{name} run()")
-    finally:
-        model.close()
-
-
-@pytest.mark.parametrize("name", ["bert", "wav2vec2"])
-def test_wasmtime_length_errors(text_exported, name):
-    e = text_exported[name]
-    dim, lo, hi = e.dim
-    model = twb.load(e.path)
-    try:
-        for case, inputs in e.bad_inputs().items():
-            with pytest.raises(WasmBackendError) as info:
-                model(**inputs)
-            _check_message(case, str(info.value), dim, lo, hi)
-    finally:
-        model.close()
+    with twb.load(e.path) as model:
+        for label, inputs, expected in e.cases:
+            where = f"wasmtime: {name} {label}"
+            if expected is None:
+                with pytest.raises(WasmBackendError) as info:
+                    model(**inputs)
+                _check_message(label, str(info.value), *e.dim)
+            else:
+                _check(model(**inputs), expected, where)
+        _check(model.run(e.runs[0]), e.expected[0], f"wasmtime: {name} run()")
 
 
 # ---- Node.js and Chromium: the same runs through tests/export/js/runs.mjs -------------------------
