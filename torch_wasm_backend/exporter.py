@@ -377,6 +377,11 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
             raise WasmBackendError(f"output {entry['name']!r} is {entry['dtype']}; exported models return "
                                    f"{', '.join(wasm_file.DTYPES)} tensors (convert it in the model)")
 
+    def refuse(where, problem):  # (what the loaders would refuse: say so now, write nothing)
+        raise WasmBackendError(f"cannot export these dims as dynamic: size program {where} {problem}; "
+                               "export with static shapes (no dynamic_shapes), and please report this")
+    size_program.check(sizes.programs, {name: None for name in names}, refuse)
+
     from . import __version__
     metadata = {
         "producer": {"name": "torch_wasm_backend", "version": __version__, "torch": torch.__version__},
