@@ -32,8 +32,10 @@ demo: setup
 
 # -n auto: one pytest worker per CPU (pytest-xdist); most of the suite is single-threaded Python
 # (Dynamo tracing, lowering), so 2 workers on 2 cores take the suite from ~23 to ~10.5 minutes.
+# --dist loadgroup: tests marked xdist_group("x") share one worker (and so its session fixtures:
+# the text models are exported once, not once per worker); unmarked tests spread as before.
 test:
-	$(PYTHON) -m pytest -q -n auto tests
+	$(PYTHON) -m pytest -q -n auto --dist loadgroup tests
 
 bench:
 	$(PYTHON) -m pip install -q -e ".[bench]"

@@ -103,13 +103,26 @@ def _fast_view(target, src: TensorRef, args, kwargs) -> TensorRef | None:
         size = shape[d]
         start = 0 if start is None else (start + size if start < 0 else start)
         end = size if end is None else (end + size if end < 0 else end)
-        start, end = min(max(start, 0), size), min(max(end, 0), size)
+        start, end = _clamp(start, size), _clamp(end, size)
         length = max(0, (end - start + step - 1) // step)
         shape[d] = length
         offset += start * strides[d]
         strides[d] *= step
         return TensorRef(src.buffer, tuple(shape), tuple(strides), offset, src.dtype)
     return None
+
+
+# No tensor in wasm32 memory has this many elements along a dim.
+_PAST_ANY_SIZE = 1 << 32
+
+
+def _clamp(index, size):
+    """A slice bound clamped to [0, size]. A plain int past any possible size (torch.export writes
+    sys.maxsize for `x[:, a:]`) is `size` without a comparison: compared with a tracked size it would
+    become a guard of an exported file holding a number the loaders refuse (beyond +-2**53)."""
+    if type(index) is int and index >= _PAST_ANY_SIZE:
+        return size
+    return min(max(index, 0), size)
 
 
 def _view_strides(shape, strides, new_shape) -> tuple[int, ...] | None:

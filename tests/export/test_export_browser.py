@@ -45,12 +45,13 @@ class _ReportHandler(Handler):
         self.reports.put(json.loads(body))
 
 
-def run_page(site: Path, query: dict, isolated: bool, tmp_path) -> dict:
+def run_page(site: Path, query: dict, isolated: bool, tmp_path, page: str = "run.html") -> dict:
+    """Opens `page` of `site` in headless chromium and returns the JSON it POSTs back."""
     reports = queue.Queue()
     handler = type("H", (_ReportHandler,), {"reports": reports})
     server = make_server(site, 0, isolated, handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/run.html?{urllib.parse.urlencode(query)}"
+    url = f"http://127.0.0.1:{server.server_address[1]}/{page}?{urllib.parse.urlencode(query)}"
     browser = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

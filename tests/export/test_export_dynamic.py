@@ -118,6 +118,29 @@ def test_python_input_errors_name_the_dim(token_file):
         assert m(ids, keep)["hidden"].shape == (2, 3, 16)  # still usable after the errors
 
 
+class TailSlice(nn.Module):
+    """x[:, 1:] on the dynamic dim: torch.export writes the open end as sys.maxsize."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x)[:, 1:] * 2
+
+
+def test_open_ended_slice_of_a_dynamic_dim(tmp_path):
+    model = TailSlice().eval()
+    path = tmp_path / "tail.wasm"
+    # min 3: torch.export specializes a size-1 result (n - 1 == 1) away
+    twb.export(model, (torch.randn(2, 9, 4),), path, dynamic_shapes=({1: Dim("n", min=3, max=17)},))
+    with twb.load(path) as m:
+        for n in (3, 8, 17):
+            x = torch.randn(2, n, 4)
+            with torch.no_grad():
+                torch.testing.assert_close(m(x), model(x), **MATMUL)  # a GEMM: accumulation order
+
+
 def test_a_dim_without_max_is_refused(tmp_path):
     model = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(WasmBackendError, match=r"dynamic dim 'rows' has no maximum.*Dim\('rows', min=1, max=512\)"):
