@@ -68,10 +68,12 @@ class KernelAbi:
         return words
 
     def encode_into(self, words: list[int], op: str, args: dict,
-                    resolve: Callable[[Any], Any] = lambda v: v) -> None:
+                    resolve: Callable[[Any], Any] = lambda v: v, word: Callable[[Any], Any] = int,
+                    f32_word: Callable[[Any], Any] | None = None) -> None:
         """Appends op's record to words; resolve(value) turns each non-int argument (a symbolic
-        pointer, say) into an int first. (A plan encodes hundreds of records per new input
-        signature: this is the hot path.)"""
+        pointer, say) into an int first. word / f32_word make the final word of an int / F32 field
+        (the exporter passes functions that keep tracked sizes, lowering/tracked.py, as they are).
+        (A plan encodes hundreds of records per new input signature: this is the hot path.)"""
         spec = self.ops[op]
         if len(args) != len(spec.fields) or not all(f.name in args for f in spec.fields):
             unknown = set(args) - {f.name for f in spec.fields}
@@ -86,12 +88,17 @@ class KernelAbi:
                 value = list(value)
                 if len(value) != f.length:
                     raise ValueError(f"{op}.{f.name}: expected {f.length} values, got {len(value)}")
-                words.extend(v if type(v) is int else int(resolve(v)) for v in value)
+                words.extend(v if type(v) is int else word(resolve(v)) for v in value)
             elif f.kind == "F32":
-                words.append(_F32_BITS.unpack(_F32.pack(float(value)))[0])
+                words.append(f32_bits(value) if f32_word is None else f32_word(value))
             else:
-                words.append(value if type(value) is int else int(resolve(value)))
+                words.append(value if type(value) is int else word(resolve(value)))
 
 
 _F32, _F32_BITS = struct.Struct("<f"), struct.Struct("<i")
+
+
+def f32_bits(value) -> int:
+    """The plan word of an F32 field: the int32 bits of float32(value)."""
+    return _F32_BITS.unpack(_F32.pack(float(value)))[0]
 ABI = KernelAbi()

@@ -24,8 +24,14 @@ _UNSET = object()
 
 class LoweringContext:
     def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int],
-                 winograd: bool = True):
+                 winograd: bool = True, at_largest: Callable[[Any], int] | None = None):
         self.winograd = winograd  # may 3x3 convs run by Winograd (faster, weights 16/9 larger)
+        # Export with dynamic dims (torch_wasm_backend/export_dims.py): a file cannot compute a
+        # constant from sizes at run time, so a constant made from this plan's sizes is made once at
+        # the largest sizes (at_largest(size) -> that size's value there) and read through a view
+        # of this plan's shape; the exporter checks each one is such a slice (size_constants).
+        self.at_largest = at_largest
+        self.size_constants: list[tuple[Buffer, tuple]] = []
         self.gm = gm
         self.vals = vals
         self.plan = Plan()
@@ -227,6 +233,8 @@ class LoweringContext:
         constant pins the template to this plan's sizes."""
         shape = tuple(s if isinstance(s, int) else int(s) for s in shape)  # (keeps tracked sizes)
         dtype_name = str(dtype).replace("torch.", "")
+        if per_plan and self.at_largest is not None:
+            return self._constant_at_largest(make, shape, dtype, f"{name}:{dtype_name}", replayable)
         if per_plan and not replayable:
             pin(f"constant {name}, computed in Python from this plan's sizes")
         elif not per_plan and holds_tracked(shape):
@@ -244,6 +252,24 @@ class LoweringContext:
         buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_plan)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
+
+    def _constant_at_largest(self, make: ConstFn, shape, dtype, name: str, replayable: bool) -> TensorRef:
+        """A constant made from sizes, for export with dynamic dims: made at the largest sizes and
+        viewed with this plan's shape and the largest shape's strides (see __init__)."""
+        if not replayable:
+            pin(f"constant {name}, computed in Python from this plan's sizes")
+        largest = tuple(self.at_largest(s) for s in shape)
+
+        def make_largest(ins):  # ins: the inputs at their largest sizes
+            return torch.as_tensor(make(ins), dtype=dtype).detach().contiguous()
+
+        numel = 1
+        for s in largest:
+            numel *= s
+        buf = Buffer(numel * dtype.itemsize, make=make_largest, name=f"{name}{list(largest)}")
+        self.plan.constants.append(buf)
+        self.size_constants.append((buf, shape))
+        return TensorRef(buf, shape, contiguous_strides(largest), 0, dtype)
 
     def shared_constant(self, key, create: Callable[[], TensorRef]) -> TensorRef:
         """The constant create() makes (with self.constant), for a value that does not depend on

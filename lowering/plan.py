@@ -98,8 +98,9 @@ class Plan:
     flops: int = 0
     from_template: bool = False  # built from a plan template (lowering/template.py), not lowered
 
-    def encode(self, arena_base: int, constant_addrs: dict[int, int]) -> list[int]:
-        """The int32 words of the plan, with every Addr resolved to an absolute byte address."""
+    def encode(self, arena_base: int, constant_addrs: dict[int, int], **words) -> list[int]:
+        """The int32 words of the plan, with every Addr resolved to an absolute byte address.
+        words: ABI.encode_into's word / f32_word (the exporter keeps tracked sizes symbolic)."""
         offsets = self.arena_offsets
 
         def resolve(value):
@@ -109,10 +110,10 @@ class Plan:
                 return base + value.byte_offset
             return value
 
-        words: list[int] = []
+        words_out: list[int] = []
         for op, args in self.records:
-            ABI.encode_into(words, op, args, resolve)
-        return words
+            ABI.encode_into(words_out, op, args, resolve, **words)
+        return words_out
 
 
 def plan_memory(plan: Plan) -> None:

@@ -28,7 +28,7 @@ import torch
 import wasmtime
 
 from lowering.abi import ABI
-from . import wasm_file
+from . import size_program, wasm_file
 from .errors import WasmBackendError, WasmInputError, WasmTimeout, WasmTrap
 from .runtime import (_RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker,
                       _one_line, deadline_ticks, define_shared_memory, new_engine, park_worker)
@@ -52,6 +52,7 @@ _engine_holder: list[wasmtime.Engine] = []
 # the same kernels) skips the seconds of compilation. In memory only; a few entries.
 _modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
 MODULE_CACHE_ENTRIES = 4
+SIZES_KEPT = 8  # input signatures whose patched plan and views a model keeps
 
 
 def _engine() -> wasmtime.Engine:
@@ -168,21 +169,63 @@ class _Pool:
             self.workers = []
 
 
+_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+
+
 def _as_tensor(value, spec: dict) -> torch.Tensor:
-    name, shape = spec["name"], tuple(spec["shape"])
+    """value as a CPU tensor of the input's dtype (an int32 tensor for an int64 input is widened:
+    nothing is lost), or a WasmBackendError naming the problem."""
+    name, want = spec["name"], _TORCH_DTYPES[spec["dtype"]]
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
     if not isinstance(value, torch.Tensor):
         raise WasmBackendError(f"input {name!r}: expected a numpy array or torch tensor, got {type(value).__name__}")
-    if value.dtype != torch.float32:
-        raise WasmBackendError(f"input {name!r}: dtype {str(value.dtype).replace('torch.', '')}, the model "
-                               "takes float32; convert it first (x.float() / x.astype(np.float32))")
-    if tuple(value.shape) != shape:
-        raise WasmBackendError(f"input {name!r}: shape {list(value.shape)}, the model was exported for "
-                               f"{list(shape)}; export again with example inputs of the shape you need")
     if value.device.type != "cpu":
         raise WasmBackendError(f"input {name!r} is on {value.device}; pass CPU tensors")
+    if value.dtype != want:
+        if not (want == torch.int64 and value.dtype == torch.int32):
+            have = str(value.dtype).replace("torch.", "")
+            raise WasmBackendError(f"input {name!r}: dtype {have}, the model takes {spec['dtype']}; convert it "
+                                   f"first (x.to(torch.{spec['dtype']}) / x.astype(np.{spec['dtype'].replace('bool', 'bool_')}))")
+        value = value.to(want)
+    if value.dim() != len(spec["shape"]):
+        raise WasmBackendError(f"input {name!r}: {value.dim()} dims (shape {list(value.shape)}), the model "
+                               f"takes {len(spec['shape'])}: {spec['shape']}")
     return value
+
+
+class _Sizes:
+    """What one input signature needs: the variant of the plan, its words with the size-dependent
+    ones patched, and the concrete input/output views (checked against the file's regions)."""
+
+    def __init__(self, variant: int, words: bytes, n_words: int, inputs: list, outputs: list):
+        self.variant, self.words, self.n_words = variant, words, n_words
+        self.inputs, self.outputs = inputs, outputs
+
+
+def bind_dims(meta: dict, shapes: list[tuple[int, ...]], source: str) -> dict[str, int]:
+    """The dims' values from the inputs' shapes; a WasmBackendError names a fixed dim of the wrong
+    size, a dim out of its range, or two inputs that disagree on a dim."""
+    dims: dict[str, int] = {}
+    seen: dict[str, str] = {}
+    for spec, shape in zip(meta["inputs"], shapes):
+        for axis, (want, have) in enumerate(zip(spec["shape"], shape)):
+            where = f"input {spec['name']!r} dim {axis}"
+            if type(want) is int:
+                if have != want:
+                    raise WasmBackendError(
+                        f"{source}: {where} is {have}, the model was exported for {want} there (shape "
+                        f"{spec['shape']}); export with that dim in dynamic_shapes to vary it")
+            elif want in meta["dims"]:
+                r = meta["dims"][want]
+                if want in dims and dims[want] != have:
+                    raise WasmBackendError(f"{source}: {where} is {have} but {seen[want]} is {dims[want]}: both are "
+                                           f"dim {want!r} and must be equal")
+                if not r["min"] <= have <= r["max"]:
+                    raise WasmBackendError(f"{source}: {where} (dim {want!r}) is {have}, outside its range "
+                                           f"[{r['min']}, {r['max']}] given at export")
+                dims[want], seen[want] = have, where
+    return dims
 
 
 class ExportedModel:
@@ -228,11 +271,9 @@ class ExportedModel:
         weights = parsed.custom[wasm_file.WEIGHTS_SECTION]
         if weights:
             self._bytes[lay["weights_at"]:lay["weights_at"] + len(weights)] = torch.frombuffer(bytearray(weights), dtype=torch.uint8)
-        plan = parsed.custom[wasm_file.PLAN_SECTION]
-        if plan:
-            self._bytes[lay["plan_at"]:lay["plan_at"] + len(plan)] = torch.frombuffer(bytearray(plan), dtype=torch.uint8)
-        self._in_views = [self._view(s) if s["offset"] is not None else None for s in meta["inputs"]]
-        self._out_views = [self._view(s) for s in meta["outputs"]]
+        self._plan = parsed.custom[wasm_file.PLAN_SECTION]
+        self._sizes: OrderedDict[tuple, _Sizes] = OrderedDict()  # by input shapes, most recent last
+        self._plan_in_memory: _Sizes | None = None
         self._lock = threading.Lock()
         for worker_id in range(1, self.threads):
             with _loading(source, f"starting worker {worker_id}", self.timeout_s):
@@ -255,8 +296,52 @@ class ExportedModel:
         return self._pool.broken
 
     def _view(self, spec: dict) -> torch.Tensor:
-        flat = self._bytes.view(torch.float32)
-        return flat.as_strided(tuple(spec["shape"]), tuple(spec["strides"]), spec["offset"] // 4)
+        dtype = _TORCH_DTYPES[spec["dtype"]]
+        return self._bytes.view(dtype).as_strided(tuple(spec["shape"]), tuple(spec["strides"]),
+                                                  spec["offset"] // dtype.itemsize)
+
+    def _sizes_for(self, shapes: tuple) -> _Sizes:
+        """The plan and views for these input shapes (the last few are kept)."""
+        found = self._sizes.get(shapes)
+        if found is not None:
+            self._sizes.move_to_end(shapes)
+            return found
+        meta = self.metadata
+        dims = bind_dims(meta, shapes, self.source)
+        try:
+            values = size_program.evaluate(meta["exprs"], dims)
+        except (size_program.SizeProgramError, OverflowError, ValueError) as e:
+            raise wasm_file.ExportFileError(f"{self.source}: its size programs fail at {dims} ({e}); the file is "
+                                            "damaged: re-export it") from e
+        chosen = next((j for j, v in enumerate(meta["variants"])
+                       if v["when"] is None or values[v["when"]] == 1), None)
+        if chosen is None:
+            raise wasm_file.ExportFileError(f"{self.source}: no plan variant serves the sizes {dims}; the file "
+                                            "is damaged: re-export it")
+        inputs, outputs = wasm_file.views_at(meta, chosen, dims, values)
+        wasm_file.check_views(meta, inputs, outputs, self.source)
+        variant = meta["variants"][chosen]
+        start = 4 * variant["plan_offset"]
+        words = np.zeros(variant["plan_words"], dtype="<i4")
+        if len(words):
+            words[:] = np.frombuffer(self._plan, dtype="<i4", count=len(words), offset=start)
+        for word, program in variant["patches"]:
+            value = values[program]
+            if type(value) is not int or not -2**31 <= value < 2**32:
+                raise wasm_file.ExportFileError(f"{self.source}: plan word {word} evaluates to {value!r} at {dims}, "
+                                                "not an int32; the file is damaged: re-export it")
+            words[word] = value - 2**32 if value >= 2**31 else value
+        for spec, shape in zip(inputs, shapes):
+            if spec["shape"] != list(shape):  # (a derived dim: its program disagrees with the input)
+                raise WasmBackendError(f"{self.source}: input {spec['name']!r} has shape {list(shape)}; at {dims} "
+                                       f"the model takes {spec['shape']}")
+        found = _Sizes(chosen, words.tobytes(), variant["plan_words"],
+                       [self._view(t) if t["offset"] is not None else None for t in inputs],
+                       [self._view(t) for t in outputs])
+        self._sizes[shapes] = found
+        while len(self._sizes) > SIZES_KEPT:
+            self._sizes.popitem(last=False)
+        return found
 
     def _start_worker(self, engine, module, worker_id: int, stack_bytes: int) -> None:
         inst = _ModelInstance(engine, module, self.memory, self.timeout_s)
@@ -296,7 +381,11 @@ class ExportedModel:
         return dict(zip(self.output_names, self._call([], inputs)))
 
     def __call__(self, *args, **kwargs):
+        """The outputs: a dict {name: tensor} if the model returned a dict or ModelOutput, else one
+        tensor or a tuple of them."""
         outs = self._call(args, kwargs)
+        if self.metadata["outputs_by_name"]:
+            return dict(zip(self.output_names, outs))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def _call(self, args, kwargs) -> list[torch.Tensor]:
@@ -307,13 +396,18 @@ class ExportedModel:
         with self._lock:
             if pool.broken:
                 raise WasmTrap(f"{self.source}: unusable after an earlier failure ({pool.broken}); load it again")
-            for view, t in zip(self._in_views, tensors):
+            sizes = self._sizes_for(tuple(tuple(t.shape) for t in tensors))
+            if self._plan_in_memory is not sizes and sizes.words:
+                self._bytes[lay["plan_at"]:lay["plan_at"] + len(sizes.words)] = \
+                    torch.frombuffer(bytearray(sizes.words), dtype=torch.uint8)
+                self._plan_in_memory = sizes
+            for view, t in zip(sizes.inputs, tensors):
                 if view is not None:
                     view.copy_(t)
             main = pool.main
             main.store.set_epoch_deadline(deadline_ticks(self.timeout_s))
             try:
-                rc = main.fn["run_plan"](lay["plan_at"], lay["plan_words"], self.threads, lay["error_at"])[0].i32
+                rc = main.fn["run_plan"](lay["plan_at"], sizes.n_words, self.threads, lay["error_at"])[0].i32
             except WasmTrap as e:
                 pool.broken = str(e)
                 if "interrupt" in str(e) and self.timeout_s is not None:
@@ -327,7 +421,7 @@ class ExportedModel:
                     raise WasmInputError(f"{self.source}: {message}")
                 pool.broken = message
                 raise WasmTrap(f"{self.source}: {pool.broken}")
-            return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in self._out_views]
+            return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in sizes.outputs]
 
     def close(self) -> None:
         """Stops the worker threads (also done when the model is garbage-collected)."""

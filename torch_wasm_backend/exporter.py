@@ -24,8 +24,11 @@ from torch.export.graph_signature import InputKind, OutputKind
 from lowering import ops  # noqa: F401  (fills the registry)
 from lowering.abi import ABI
 from lowering.lower import lower_partition
-from lowering.registry import Unsupported, decomposition_table, op_name, support_reason
-from . import wasm_file
+from lowering.abi import f32_bits
+from lowering.registry import Unsupported, _is_symbolic_size, decomposition_table, op_name, support_reason
+from lowering.shapes import spec_plan
+from lowering.tracked import is_tracked, plain
+from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
 from .runtime import MAX_PAGES, PAGE, WASM_PATH, WORKER_STACK, get_runtime
 
@@ -89,22 +92,40 @@ def unsupported_nodes(gm: torch.fx.GraphModule) -> list[str]:
     """One line per node the registry cannot lower (op, shapes, reason, source line)."""
     lines = []
     for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target is operator.getitem:
-            continue
+        if node.op != "call_function" or node.target is operator.getitem or _is_symbolic_size(node):
+            continue  # (a size: evaluated from the dims, not run)
         reason = support_reason(node)
         if reason is not None:
             lines.append(f"{_describe(node)}: {reason}")
     return lines
 
 
-def _capture(model, args, kwargs) -> ExportedProgram:
+def _capture(model, args, kwargs, dynamic_shapes) -> ExportedProgram:
     try:
-        ep = torch.export.export(model, args, kwargs=kwargs)
+        ep = torch.export.export(model, args, kwargs=kwargs, dynamic_shapes=dynamic_shapes)
     except Exception as e:  # torch.export's own errors are many types; keep the cause attached
         raise WasmBackendError(
             f"torch.export could not capture the model ({type(e).__name__}: {str(e).splitlines()[0]}). "
-            "export needs a graph without data-dependent Python control flow; see the cause above.") from e
-    return ep.run_decompositions(_export_decompositions())
+            "export needs a graph without data-dependent Python control flow (and dynamic_shapes as "
+            "torch.export takes them); see the cause above.") from e
+    ep = ep.run_decompositions(_export_decompositions())
+    _drop_asserts(ep.graph_module)
+    return ep
+
+
+def _drop_asserts(gm: torch.fx.GraphModule) -> None:
+    """Removes torch.export's checks of the example's metadata and of size relations (nothing to
+    run in wasm: dtypes are fixed by the file, sizes are checked against the dims' ranges by the
+    loaders), and the size computations only they used."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and not node.users and "assert" in op_name(node.target) \
+                or node.target in _SIZE_CHECKS:
+            gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+_SIZE_CHECKS = {torch.ops.aten.sym_constrain_range_for_size.default, torch.ops.aten.sym_constrain_range.default}
 
 
 def _export_decompositions() -> dict:
@@ -142,42 +163,116 @@ def _graph_inputs(ep: ExportedProgram, args, kwargs):
     return values, constants, names
 
 
-def _output_names(ep: ExportedProgram, n: int) -> list[str]:
-    """'output' for one tensor; the keys for a dict (nested: 'a.b'); else output_0, output_1, ..."""
-    if n == 1:
-        return ["output"]
-    names = [f"output_{k}" for k in range(n)]
+def _output_names(ep: ExportedProgram, n: int) -> tuple[list[str], bool]:
+    """The outputs' names, and whether they are the model's own keys: a dict's or ModelOutput's
+    keys (nested: 'a.b'), else 'output' for one tensor and output_0, output_1, ... for several."""
+    positional = ["output"] if n == 1 else [f"output_{k}" for k in range(n)]
     try:
         tree = torch.utils._pytree.tree_unflatten(list(range(n)), ep.call_spec.out_spec)
         paths, _ = torch.utils._pytree.tree_flatten_with_path(tree)
     except Exception:  # an output structure pytree cannot rebuild: positional names are fine
-        return names
+        return positional, False
     keyed = [".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
              for path, _ in paths]
-    if all(any(hasattr(k, "key") or hasattr(k, "name") for k in path) for path, _ in paths) \
+    if len(paths) == n and all(any(hasattr(k, "key") or hasattr(k, "name") for k in path) for path, _ in paths) \
             and len(set(keyed)) == n:
-        return keyed
-    return names
+        return keyed, True
+    return positional, False
 
 
-def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
+def _user_dims(model, args, kwargs, dynamic_shapes, values) -> dict[int, dict[int, str]]:
+    """{graph input index: {axis: the name of the Dim the user gave it}}, matched by walking
+    dynamic_shapes alongside the arguments (as torch.export does)."""
+    from torch.export.dynamic_shapes import _combine_args
+    named: dict[int, dict[int, str]] = {}
+
+    def walk(value, spec):
+        if isinstance(value, torch.Tensor):
+            axes = spec.items() if isinstance(spec, dict) else enumerate(spec or ())
+            names = {int(a): d.__name__ for a, d in axes if isinstance(getattr(d, "__name__", None), str)}
+            named[id(value)] = names
+        elif isinstance(value, (list, tuple)) and isinstance(spec, (list, tuple)):
+            for v, s_ in zip(value, spec):
+                walk(v, s_)
+        elif isinstance(value, dict) and isinstance(spec, dict):
+            for k in value.keys() & spec.keys():
+                walk(value[k], spec[k])
+
+    combined = _combine_args(model, args, kwargs or {})
+    if isinstance(dynamic_shapes, dict):
+        for key, spec in dynamic_shapes.items():
+            if key in combined:
+                walk(combined[key], spec)
+    elif isinstance(dynamic_shapes, (list, tuple)):
+        walk(list(combined.values()), list(dynamic_shapes))
+    return {i: named[id(v)] for i, v in enumerate(values) if id(v) in named}
+
+
+class _SizeFields:
+    """Turns tracked sizes into metadata fields: an int stays an int, a dim's own value becomes its
+    name, anything else "#k", program k of the file's size programs (interned by source)."""
+
+    def __init__(self, names: list[str]):
+        self.symbols = {f"a{i}": name for i, name in enumerate(names)}
+        self.programs: list[list] = []
+        self._index: dict[str, int] = {}
+
+    def program(self, source: str) -> int:
+        k = self._index.get(source)
+        if k is None:
+            try:
+                tokens = size_program.compile_source(source, self.symbols, None)
+            except size_program.SizeProgramError as e:
+                raise WasmBackendError(f"cannot export these dims as dynamic: {e}; export with static "
+                                       "shapes (no dynamic_shapes)") from None
+            k = self._index[source] = len(self.programs)
+            self.programs.append(tokens)
+        return k
+
+    def field(self, value):
+        if not is_tracked(value):
+            return int(value)
+        if value.expr in self.symbols:
+            return self.symbols[value.expr]
+        return f"#{self.program(value.expr)}"
+
+    def fields(self, values) -> list:
+        return [self.field(v) for v in values]
+
+
+def _f32_word(value):
+    """An F32 plan field: its bits, or (for a float computed from tracked sizes) a marker the
+    encoder turns into an f32 size program."""
+    return ("f32", value) if is_tracked(value) else f32_bits(value)
+
+
+def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dynamic_shapes=None,
            output_names: list[str] | None = None, winograd: bool = True) -> dict:
-    """Exports `model` called on `args` to one standalone .wasm at `path`; returns its metadata.
+    """Exports `model` called on `args` (and `kwargs`) to one standalone .wasm at `path`; returns
+    its metadata.
+
+    Inputs are float32, int64, int32 or bool tensors, named after forward's parameters. Outputs
+    (a tensor, or tuples, lists, dicts, ModelOutputs of them) are named by their keys
+    ('last_hidden_state', 'logits') or output_0, output_1, ... Shapes are those of the examples,
+    except the dims `dynamic_shapes` declares (torch.export's spelling, e.g.
+    {"input_ids": {1: Dim("seq", min=1, max=512)}}): the file then runs every size in their
+    ranges (each Dim needs a max: memory is planned for the largest sizes).
 
     winograd=False runs 3x3 convs by im2col + GEMM instead of Winograd: about 2x slower on those
     layers, but the file stores their raw weights (Winograd's transformed ones are 16/9 larger).
 
-    Shapes are fixed to those of `args` (float32 tensors). Raises WasmBackendError, writing nothing,
-    if any node cannot run on the wasm kernels (each is listed with op, shapes and source line)."""
+    Raises WasmBackendError, writing nothing, if any node cannot run on the wasm kernels (each is
+    listed with op, shapes and source line)."""
     if not isinstance(args, tuple):
         args = (args,)
-    ep = _capture(model, args, kwargs)
+    ep = _capture(model, args, kwargs, dynamic_shapes)
     mutated = [s.target for s in ep.graph_signature.output_specs
                if s.kind in (OutputKind.BUFFER_MUTATION, OutputKind.USER_INPUT_MUTATION)]
     if mutated:
         raise WasmBackendError(
             f"the model writes to {mutated} while running (e.g. BatchNorm in training mode updates its "
-            "running stats); an exported model must be a pure function: call model.eval() before export")
+            "running stats, or a cache is updated in place); an exported model must be a pure function: "
+            "call model.eval() before export, and return new tensors instead of writing into buffers")
     gm = ep.graph_module
     missing = unsupported_nodes(gm)
     if missing:
@@ -188,8 +283,131 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
             + "\nReplace these ops in the model (or add them to lowering/ops), then export again."
             + hint + " No file was written.")
     values, constants, input_names = _graph_inputs(ep, args, kwargs)
+    for name, i in input_names:
+        if _dtype_name(values[i].dtype) not in wasm_file.DTYPES:
+            raise WasmBackendError(f"input {name!r} is {_dtype_name(values[i].dtype)}; exported models take "
+                                   f"{', '.join(wasm_file.DTYPES)} tensors (convert it before export)")
+    dims = None
+    if dynamic_shapes is not None:
+        dims = export_dims.dims_of(gm, ep, _user_dims(model, args, kwargs, dynamic_shapes, values), values)
+    if dims is None:
+        variants = [export_dims.Variant(_lower_static(gm, values, constants, winograd, args), {}, [], [()], ())]
+        names, values_at = [], None
+    else:
+        variants = export_dims.lower_variants(gm, values, constants, winograd, dims)
+        names, values_at = dims.names, _values_at(gm, values, constants)
+        for variant in variants:
+            export_dims.check_size_constants(variant, dims, values_at)
+    sizes = _SizeFields(names)
+
+    runtime, _ = get_runtime(1)
+    heap_base = runtime.main.fn["heap_base"]()[0].i32
+    kernel_bytes = WASM_PATH.read_bytes()
+
+    # ---- fixed memory layout: [error word | weights | arena | plan] -----------------------------
+    error_at = _align(heap_base)
+    weights_at = error_at + ALIGN
+    blob = bytearray()
+    constant_addrs: dict[int, int] = {}
+    by_content: dict[bytes, int] = {}  # identical constants (e.g. the same scalar) stored once
+    largest_values = values_at(dims.largest()) if dims else values
+    for variant in variants:
+        made_at_largest = {id(buf) for buf, _ in variant.size_constants}
+        for buf in variant.plan.constants:
+            if id(buf) in constant_addrs:
+                continue
+            data = buf.make(largest_values if id(buf) in made_at_largest else values).numpy().tobytes()
+            key = hashlib.sha256(data).digest() + len(data).to_bytes(8, "little")
+            if key not in by_content:
+                by_content[key] = weights_at + len(blob)
+                blob += data + b"\0" * (_align(len(data)) - len(data))
+            constant_addrs[id(buf)] = by_content[key]
+    arena_at = _align(weights_at + len(blob))
+    arena_bytes = max(v.plan.arena_size for v in variants)
+
+    plan_words: list[int] = []
+    entries = []
+    for variant in variants:
+        plan = variant.plan
+        words = plan.encode(arena_at, constant_addrs, word=lambda v: v, f32_word=_f32_word)
+        patches = []
+        for k, w in enumerate(words):
+            if type(w) is tuple:  # an F32 field computed from sizes
+                patches.append([k, sizes.program(f"f32bits({w[1].expr})")])
+                words[k] = f32_bits(plain(w[1]))
+            elif is_tracked(w):
+                patches.append([k, sizes.program(w.expr)])
+                words[k] = int(plain(w))
+        terms = [src if want else f"not {src}" for src, want in variant.guards.items()]
+
+        def view(ref, strides):
+            base = constant_addrs[id(ref.buffer)] if ref.buffer.is_constant \
+                else arena_at + plan.arena_offsets[id(ref.buffer)]
+            return {"offset": sizes.field(base + ref.offset * ref.itemsize), "strides": sizes.fields(strides)}
+
+        entries.append({
+            "when": sizes.program(" and ".join(terms)) if terms else None,
+            "plan_offset": len(plan_words), "plan_words": len(words), "patches": patches,
+            "inputs": [None if plan.inputs[i] is None else view(plan.inputs[i], plan.inputs[i].strides)
+                       for _, i in input_names],
+            "outputs": [view(o.ref, o.ref.strides) for o in plan.outputs]})
+        plan_words += [w if w < 2**31 else w - 2**32 for w in words]
+    plan_at = _align(arena_at + arena_bytes)
+    static_bytes = _align(plan_at + 4 * max(e["plan_words"] for e in entries))
+    if static_bytes + WORKER_STACK > MAX_PAGES * PAGE:
+        raise WasmBackendError(
+            f"the model needs {static_bytes / 2**30:.2f} GiB of wasm memory (weights {len(blob) / 2**30:.2f} GiB, "
+            f"activations {arena_bytes / 2**30:.2f} GiB); wasm32 addresses 4 GiB at most. Export a smaller "
+            "model or smaller example inputs (batch size, sequence length, the dims' max).")
+
+    first = variants[0].plan
+    inputs = [{"name": name, "dtype": _dtype_name(values[i].dtype), "shape": sizes.fields(first.inputs[i].shape
+              if first.inputs[i] is not None else values[i].shape)} for name, i in input_names]
+    by_name = False
+    if output_names is None:
+        output_names, by_name = _output_names(ep, len(first.outputs))
+    if len(output_names) != len(first.outputs):
+        raise WasmBackendError(f"output_names has {len(output_names)} names; the model returns "
+                               f"{len(first.outputs)} tensors")
+    outputs = [{"name": n, "dtype": _dtype_name(spec.ref.dtype), "shape": sizes.fields(spec.shape)}
+               for n, spec in zip(output_names, first.outputs)]
+    for entry in outputs:
+        if entry["dtype"] not in wasm_file.DTYPES:
+            raise WasmBackendError(f"output {entry['name']!r} is {entry['dtype']}; exported models return "
+                                   f"{', '.join(wasm_file.DTYPES)} tensors (convert it in the model)")
+
+    from . import __version__
+    metadata = {
+        "producer": {"name": "torch_wasm_backend", "version": __version__, "torch": torch.__version__},
+        "abi_version": ABI.version,
+        "model": type(model).__name__,
+        "dims": {name: {"min": lo, "max": hi} for name, lo, hi in zip(names, dims.lo, dims.hi)} if dims else {},
+        "inputs": inputs,
+        "outputs": outputs,
+        "outputs_by_name": by_name,
+        "exprs": sizes.programs,
+        "variants": entries,
+        "memory": {"heap_base": heap_base, "static_bytes": static_bytes,
+                   "initial_pages": max(MIN_PAGES, -(-static_bytes // PAGE)),
+                   "worker_stack_bytes": WORKER_STACK},
+        "layout": {"error_at": error_at, "weights_at": weights_at, "weights_bytes": len(blob),
+                   "arena_at": arena_at, "arena_bytes": arena_bytes, "plan_at": plan_at,
+                   "plan_words": len(plan_words)},
+        "ops": dict(sorted(Counter(first.aten_ops).items())),
+        "kernel_calls": dict(sorted(Counter(op for op, _ in first.records).items())),
+        "flops": int(plain(first.flops)),
+    }
+    data = wasm_file.build(kernel_bytes, metadata, np.asarray(plan_words, dtype="<i4").tobytes(), bytes(blob))
+    path = Path(path)
+    _write_file_atomically(path, data)
+    log.info("exported %s: %d bytes (%d of weights, %d kernel calls, %d variants)", path, len(data), len(blob),
+             len(first.records), len(variants))
+    return wasm_file.parse(data, str(path)).metadata
+
+
+def _lower_static(gm, values, constants, winograd, args):
     try:
-        plan = lower_partition(gm, values, constants, winograd=winograd)
+        return lower_partition(gm, values, constants, winograd=winograd)
     except Unsupported as e:
         raise WasmBackendError(f"cannot export: lowering failed for the example shapes "
                                f"({_shapes(list(args))}): {e}. No file was written.") from e
@@ -198,78 +416,19 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None,
                                "a bug of torch_wasm_backend, please report it with this message. "
                                "No file was written.") from e
 
-    runtime, _ = get_runtime(1)
-    heap_base = runtime.main.fn["heap_base"]()[0].i32
-    kernel_bytes = WASM_PATH.read_bytes()
 
-    # ---- fixed memory layout ------------------------------------------------------------------
-    error_at = _align(heap_base)
-    weights_at = error_at + ALIGN
-    blob = bytearray()
-    constant_addrs: dict[int, int] = {}
-    by_content: dict[bytes, int] = {}  # identical constants (e.g. the same scalar) stored once
-    for buf in plan.constants:
-        data = buf.make(values).numpy().tobytes()
-        key = hashlib.sha256(data).digest() + len(data).to_bytes(8, "little")
-        if key not in by_content:
-            by_content[key] = weights_at + len(blob)
-            blob += data + b"\0" * (_align(len(data)) - len(data))
-        constant_addrs[id(buf)] = by_content[key]
-    arena_at = _align(weights_at + len(blob))
-    words = plan.encode(arena_at, constant_addrs)
-    plan_at = _align(arena_at + plan.arena_size)
-    static_bytes = _align(plan_at + 4 * len(words))
-    if static_bytes + WORKER_STACK > MAX_PAGES * PAGE:
-        raise WasmBackendError(
-            f"the model needs {static_bytes / 2**30:.2f} GiB of wasm memory (weights {len(blob) / 2**30:.2f} GiB, "
-            f"activations {plan.arena_size / 2**30:.2f} GiB); wasm32 addresses 4 GiB at most. Export a smaller "
-            "model or smaller example inputs (batch size, sequence length).")
+def _values_at(gm, values, constants):
+    """values_at(sizes) -> the graph inputs with each user input replaced by zeros of its shape at
+    those dim sizes (what constants computed from sizes are made from)."""
+    specs = spec_plan(gm)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
 
-    def view(ref, strides):
-        base = constant_addrs[id(ref.buffer)] if ref.buffer.is_constant \
-            else arena_at + plan.arena_offsets[id(ref.buffer)]
-        return {"offset": base + ref.offset * ref.itemsize, "strides": list(strides)}
-
-    inputs = []
-    for name, i in input_names:
-        v, ref = values[i], plan.inputs[i]
-        entry = {"name": name, "shape": list(v.shape), "dtype": _dtype_name(v.dtype)}
-        entry.update(view(ref, ref.strides) if ref is not None else {"offset": None, "strides": None})
-        inputs.append(entry)
-    if output_names is None:
-        output_names = _output_names(ep, len(plan.outputs))
-    if len(output_names) != len(plan.outputs):
-        raise WasmBackendError(f"output_names has {len(output_names)} names; the model returns "
-                               f"{len(plan.outputs)} tensors")
-    outputs = [{"name": n, "shape": list(spec.shape), "dtype": _dtype_name(spec.ref.dtype),
-                **view(spec.ref, spec.ref.strides)} for n, spec in zip(output_names, plan.outputs)]
-    for entry in inputs + outputs:
-        if entry["dtype"] != "float32":
-            raise WasmBackendError(f"{entry['name']} is {entry['dtype']}; exported models take and "
-                                   "return float32 tensors only (convert with .float() before export)")
-
-    from . import __version__
-    metadata = {
-        "producer": {"name": "torch_wasm_backend", "version": __version__, "torch": torch.__version__},
-        "abi_version": ABI.version,
-        "model": type(model).__name__,
-        "inputs": inputs,
-        "outputs": outputs,
-        "memory": {"heap_base": heap_base, "static_bytes": static_bytes,
-                   "initial_pages": max(MIN_PAGES, -(-static_bytes // PAGE)),
-                   "worker_stack_bytes": WORKER_STACK},
-        "layout": {"error_at": error_at, "weights_at": weights_at, "weights_bytes": len(blob),
-                   "arena_at": arena_at, "arena_bytes": plan.arena_size, "plan_at": plan_at,
-                   "plan_words": len(words)},
-        "ops": dict(sorted(Counter(plan.aten_ops).items())),
-        "kernel_calls": dict(sorted(Counter(op for op, _ in plan.records).items())),
-        "flops": plan.flops,
-    }
-    data = wasm_file.build(kernel_bytes, metadata, np.asarray(words, dtype="<i4").tobytes(), bytes(blob))
-    path = Path(path)
-    _write_file_atomically(path, data)
-    log.info("exported %s: %d bytes (%d of weights, %d kernel calls)", path, len(data), len(blob), len(plan.records))
-    return wasm_file.parse(data, str(path)).metadata
+    def values_at(point):
+        vals = specs.values_for_symbols(list(point))
+        return [v if i in constants or not isinstance(v, torch.Tensor)
+                else torch.zeros(tuple(vals[placeholders[i]].shape), dtype=v.dtype)
+                for i, v in enumerate(values)]
+    return values_at
 
 
 def _umask() -> int:

@@ -8,6 +8,13 @@ section comes last. Its `content_hash` is the sha256 of the WHOLE file with the 
 the hash itself replaced by '0's (format version 2; version 1 hashed only the bytes before the
 metadata, so its metadata could be damaged unnoticed: such files are refused with "re-export").
 
+Format version 3 adds dtypes (float32, int64, int32, bool) and dynamic dims: `dims` names each
+dynamic dim with its range; a size field (a shape entry, stride or offset) is an int, a dim's name,
+or "#k", the value of size program k (`exprs`, see size_program.py); the plan comes in `variants`,
+each with the guard selecting it (`when`), its words in the plan section and `patches` (plan word
+-> program whose value it takes), and the offsets and strides of the inputs and outputs. Version 2
+files (float32, static) are read as one variant.
+
 The hash detects damage, it is not a signature: whoever edits a file can recompute it. So every
 structural field of the metadata is validated (`validate`) before anything runs: offsets and sizes
 inside the file's memory layout, strides that keep each tensor inside its region, known dtypes,
@@ -22,10 +29,14 @@ import json
 import math
 from dataclasses import dataclass
 
+from . import size_program
 from .errors import WasmBackendError
 
 FORMAT = "torch_wasm_backend.export"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+DTYPES = {"float32": 4, "int64": 8, "int32": 4, "bool": 1}   # name -> bytes per element
+MAX_VARIANTS = 16
 HASH_PREFIX = "sha256:"
 HASH_PLACEHOLDER = HASH_PREFIX + "0" * 64
 MEMORY_LIMIT = 65536 * 65536          # wasm32: 4 GiB
@@ -180,6 +191,8 @@ def parse(data: bytes, source: str = "file", verify_hash: bool = True) -> Parsed
             raise ExportFileError(
                 f"{source} is damaged: its content hash {digest[:23] or '(none)'}... does not match the "
                 f"{str(recorded)[:23]}... recorded at export; re-export or copy it again")
+    if meta.get("format_version") == 2:
+        meta = _from_version_2(meta)
     validate(meta, len(custom[PLAN_SECTION]), len(custom[WEIGHTS_SECTION]), source)
     return ParsedFile(data, custom, starts[-3][0], metadata_start, meta)
 
@@ -192,11 +205,11 @@ def check_compatible(meta: dict, source: str = "file") -> None:
     if meta.get("format") != FORMAT:
         raise ExportFileError(f"{source}: unknown format {meta.get('format')!r} (made by {made_by}); "
                               f"this loader reads {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise ExportFileError(
             f"{source} was written by {made_by} in export format version {meta.get('format_version')}; "
-            f"this torch_wasm_backend reads version {FORMAT_VERSION}. Re-export the model with this "
-            f"version, or load it with the version that wrote it.")
+            f"this torch_wasm_backend reads versions {', '.join(map(str, READABLE_VERSIONS))}. Re-export "
+            "the model with this version, or load it with the version that wrote it.")
 
 
 class _Check:
@@ -225,44 +238,21 @@ class _Check:
         return value
 
 
-def _tensor_extent(check: _Check, spec, where: str, may_be_unused: bool) -> tuple[int, int] | None:
-    """Validates one input/output entry; returns its byte range [lo, hi) (None: not in memory)."""
-    if not isinstance(spec, dict):
-        check.fail(where, "is not a JSON object")
-    name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        check.fail(f"{where}.name", "is not a non-empty string")
-    if spec.get("dtype") != "float32":
-        check.fail(f"{where}.dtype", f"is {json.dumps(spec.get('dtype'))[:40]}; exported tensors are float32")
-    shape = check.obj(spec, "shape", list, where)
-    if len(shape) > MAX_DIMS:
-        check.fail(f"{where}.shape", f"has {len(shape)} dimensions (at most {MAX_DIMS})")
-    numel = 1
-    for k in range(len(shape)):
-        numel *= _dim(check, shape[k], f"{where}.shape[{k}]")
-        numel = min(numel, MEMORY_LIMIT)  # a 0-size dim later still gives 0
-    if spec.get("offset") is None and may_be_unused:
-        if spec.get("strides") is not None:
-            check.fail(f"{where}.strides", "must be null for an input without an offset")
-        return None
-    offset = check.int(spec, "offset", where)
-    if offset % 4:
-        check.fail(f"{where}.offset", f"= {offset} is not float32-aligned")
-    strides = check.obj(spec, "strides", list, where)
-    if len(strides) != len(shape):
-        check.fail(f"{where}.strides", f"has {len(strides)} entries for {len(shape)} dimensions")
-    if numel == 0:
-        return offset, offset
-    last = 0
-    for k, (size, stride) in enumerate(zip(shape, strides)):
-        last += (size - 1) * _dim(check, stride, f"{where}.strides[{k}]")
-    return offset, offset + 4 * (last + 1)
-
-
-def _dim(check: _Check, value, where: str) -> int:
-    if type(value) is not int or not 0 <= value <= MEMORY_LIMIT:
-        check.fail(where, f"is {json.dumps(value)[:40]}, not an integer in [0, 2**32]")
-    return value
+def _from_version_2(meta: dict) -> dict:
+    """A version-2 file's metadata (float32, static, one plan) in version 3's structure."""
+    if not all(isinstance(meta.get(k), list) and all(isinstance(t, dict) for t in meta[k])
+               for k in ("inputs", "outputs")) or not isinstance(meta.get("layout"), dict):
+        return meta  # (validate names what is wrong)
+    meta = dict(meta, dims={}, exprs=[], outputs_by_name=False)
+    meta["variants"] = [{
+        "when": None, "plan_offset": 0, "plan_words": meta["layout"].get("plan_words"), "patches": [],
+        "inputs": [None if t.get("offset") is None else {"offset": t.get("offset"), "strides": t.get("strides")}
+                   for t in meta["inputs"]],
+        "outputs": [{"offset": t.get("offset"), "strides": t.get("strides")} for t in meta["outputs"]]}]
+    strip = lambda t: {k: v for k, v in t.items() if k not in ("offset", "strides")}
+    meta["inputs"] = [strip(t) for t in meta["inputs"]]
+    meta["outputs"] = [strip(t) for t in meta["outputs"]]
+    return meta
 
 
 def _non_overlapping(shape: list, strides: list) -> bool:
@@ -275,11 +265,22 @@ def _non_overlapping(shape: list, strides: list) -> bool:
     return True
 
 
+def _size_field(check: _Check, value, where: str, dims: dict, n_exprs: int):
+    if type(value) is int:
+        if not 0 <= value <= MEMORY_LIMIT:
+            check.fail(where, f"= {value} is outside [0, 2**32]")
+    elif not (isinstance(value, str) and (value in dims or (value[:1] == "#" and value[1:].isdigit()
+                                                            and int(value[1:]) < n_exprs))):
+        check.fail(where, f"is {json.dumps(value)[:40]}, not an integer, a dim's name or a program reference")
+
+
 def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "file") -> None:
     """Checks every structural field against the file's own sections and memory layout, so that a
     loader can copy weights and plan, write inputs (into the arena) and read outputs (from the arena
-    or the weights) without leaving the regions the layout gives them: [heap_base, error_at, weights, arena (inputs, outputs), plan] < static_bytes
-    <= 4 GiB. Raises ExportFileError naming the first bad field."""
+    or the weights) without leaving the regions the layout gives them: [heap_base, error_at, weights,
+    arena (inputs, outputs), plan] < static_bytes <= 4 GiB. Tensor views whose fields depend on
+    dims are checked for each call's sizes (check_views). Raises ExportFileError naming the first
+    bad field."""
     check = _Check(source)
     producer = check.obj(meta, "producer", dict)
     for key in ("name", "version"):
@@ -303,11 +304,11 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
     if check.int(lay, "weights_bytes", "layout") != weights_bytes:
         check.fail("layout.weights_bytes", f"= {lay['weights_bytes']} but the weights section has {weights_bytes} bytes")
     arena_at = check.int(lay, "arena_at", "layout", weights_at + weights_bytes)
-    arena_end = arena_at + check.int(lay, "arena_bytes", "layout")
-    plan_at = check.int(lay, "plan_at", "layout", arena_end)
+    check.int(lay, "arena_bytes", "layout")
+    plan_at = check.int(lay, "plan_at", "layout", arena_at + lay["arena_bytes"])
     if check.int(lay, "plan_words", "layout") * 4 != plan_bytes:
         check.fail("layout.plan_words", f"= {lay['plan_words']} but the plan section has {plan_bytes} bytes")
-    static_bytes = check.int(mem, "static_bytes", "memory", plan_at + plan_bytes)
+    static_bytes = check.int(mem, "static_bytes", "memory", plan_at)
     for key, value in (("error_at", error_at), ("weights_at", weights_at), ("arena_at", arena_at), ("plan_at", plan_at)):
         if value % 4:
             check.fail(f"layout.{key}", f"= {value} is not 4-byte aligned")
@@ -316,34 +317,135 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
     if stack % 16:
         check.fail("memory.worker_stack_bytes", f"= {stack} is not 16-byte aligned")
 
+    dims = check.obj(meta, "dims", dict)
+    for name, r in dims.items():
+        if not name.isidentifier():
+            check.fail(f"dims[{name[:40]!r}]", "is not a valid dim name")
+        lo = check.int(r if isinstance(r, dict) else {}, "min", f"dims.{name}", 0, 2**31 - 1)
+        check.int(r, "max", f"dims.{name}", lo, 2**31 - 1)
+    size_program.check(meta.get("exprs"), dims, check.fail)
+    n_exprs = len(meta["exprs"])
+    if type(meta.get("outputs_by_name")) is not bool:
+        check.fail("outputs_by_name", "is not true or false")
+
     inputs, outputs = check.obj(meta, "inputs", list), check.obj(meta, "outputs", list)
     if len(inputs) > MAX_TENSORS or not 1 <= len(outputs) <= MAX_TENSORS:
         check.fail("inputs/outputs", f"count ({len(inputs)} inputs, {len(outputs)} outputs) is not sane")
-    written: list[tuple[int, int, str]] = []
     for kind, specs in (("inputs", inputs), ("outputs", outputs)):
         names = set()
         for k, spec in enumerate(specs):
             where = f"{kind}[{k}]"
-            extent = _tensor_extent(check, spec, where, may_be_unused=kind == "inputs")
+            if not isinstance(spec, dict):
+                check.fail(where, "is not a JSON object")
+            if not isinstance(spec.get("name"), str) or not spec["name"]:
+                check.fail(f"{where}.name", "is not a non-empty string")
             if spec["name"] in names:
                 check.fail(f"{where}.name", f"{spec['name']!r} is used twice among the {kind}")
             names.add(spec["name"])
-            if extent is None:
+            if spec.get("dtype") not in DTYPES:
+                check.fail(f"{where}.dtype", f"is {json.dumps(spec.get('dtype'))[:40]}, not one of {', '.join(DTYPES)}")
+            shape = check.obj(spec, "shape", list, where)
+            if len(shape) > MAX_DIMS:
+                check.fail(f"{where}.shape", f"has {len(shape)} dimensions (at most {MAX_DIMS})")
+            for d, size in enumerate(shape):
+                _size_field(check, size, f"{where}.shape[{d}]", dims, n_exprs)
+    bound = {size for spec in inputs for size in spec["shape"] if isinstance(size, str) and size in dims}
+    if set(dims) - bound:
+        check.fail("dims", f"name {sorted(set(dims) - bound)}, which no input's shape determines")
+
+    variants = check.obj(meta, "variants", list)
+    if not 1 <= len(variants) <= MAX_VARIANTS:
+        check.fail("variants", f"has {len(variants)} entries (1 to {MAX_VARIANTS})")
+    for j, variant in enumerate(variants):
+        where = f"variants[{j}]"
+        if not isinstance(variant, dict):
+            check.fail(where, "is not a JSON object")
+        when = variant.get("when")
+        if when is not None and not (type(when) is int and 0 <= when < n_exprs):
+            check.fail(f"{where}.when", "is not null or a program index")
+        offset = check.int(variant, "plan_offset", where, 0, lay["plan_words"])
+        n_words = check.int(variant, "plan_words", where, 0, lay["plan_words"] - offset)
+        if plan_at + 4 * n_words > static_bytes:
+            check.fail(f"{where}.plan_words", f"= {n_words} words do not fit below memory.static_bytes")
+        patches = check.obj(variant, "patches", list, where)
+        for patch in patches:
+            if not (isinstance(patch, list) and len(patch) == 2 and type(patch[0]) is int and type(patch[1]) is int
+                    and 0 <= patch[0] < n_words and 0 <= patch[1] < n_exprs):
+                check.fail(f"{where}.patches", f"holds {json.dumps(patch)[:40]}, not [plan word, program index]")
+        for kind, specs in (("inputs", inputs), ("outputs", outputs)):
+            views = check.obj(variant, kind, list, where)
+            if len(views) != len(specs):
+                check.fail(f"{where}.{kind}", f"has {len(views)} entries for {len(specs)} {kind}")
+            for k, (view, spec) in enumerate(zip(views, specs)):
+                at = f"{where}.{kind}[{k}]"
+                if view is None and kind == "inputs":
+                    continue  # an input the model does not read
+                if not isinstance(view, dict):
+                    check.fail(at, "is not a JSON object")
+                _size_field(check, view.get("offset"), f"{at}.offset", dims, n_exprs)
+                strides = check.obj(view, "strides", list, at)
+                if len(strides) != len(spec["shape"]):
+                    check.fail(f"{at}.strides", f"has {len(strides)} entries for {len(spec['shape'])} dimensions")
+                for d, stride in enumerate(strides):
+                    _size_field(check, stride, f"{at}.strides[{d}]", dims, n_exprs)
+    if not dims:  # every view is known now: check them at load time
+        for j in range(len(variants)):
+            check_views(meta, *views_at(meta, j, {}, []), source)
+
+
+def views_at(meta: dict, variant: int, dims: dict[str, int], values: list) -> tuple[list, list]:
+    """The concrete inputs and outputs ({name, dtype, shape, offset, strides}; offset None: an
+    unused input) of a variant at these dim values and size-program values."""
+    resolve = lambda v: size_program.resolve(v, dims, values)
+    chosen = meta["variants"][variant]
+    out = []
+    for kind in ("inputs", "outputs"):
+        views = []
+        for spec, view in zip(meta[kind], chosen[kind]):
+            entry = {"name": spec["name"], "dtype": spec["dtype"], "shape": [resolve(s) for s in spec["shape"]],
+                     "offset": None, "strides": None}
+            if view is not None:
+                entry["offset"], entry["strides"] = resolve(view["offset"]), [resolve(s) for s in view["strides"]]
+            views.append(entry)
+        out.append(views)
+    return out[0], out[1]
+
+
+def check_views(meta: dict, inputs: list, outputs: list, source: str = "file") -> None:
+    """Concrete tensor views stay inside their regions: inputs (written) in the arena and not
+    overlapping each other or themselves; outputs (read) in the arena or the weights."""
+    check = _Check(source)
+    lay = meta["layout"]
+    arena_at, arena_end = lay["arena_at"], lay["arena_at"] + lay["arena_bytes"]
+    weights_at, weights_end = lay["weights_at"], lay["weights_at"] + lay["weights_bytes"]
+    written: list[tuple[int, int, str]] = []
+    for kind, specs in (("inputs", inputs), ("outputs", outputs)):
+        for spec in specs:
+            where = f"{kind} {spec['name']!r}"
+            if spec["offset"] is None:
                 continue
-            lo, hi = extent
-            numel = math.prod(spec["shape"])
-            if 4 * numel > max(arena_end - arena_at, BROADCAST_OUTPUT_BYTES):
-                check.fail(f"{where}.shape", f"{spec['shape']} holds more values than the activations arena "
-                                             f"({arena_end - arena_at} bytes)")
+            shape, strides, offset, itemsize = spec["shape"], spec["strides"], spec["offset"], DTYPES[spec["dtype"]]
+            for value in [offset, *shape, *strides]:
+                if type(value) is not int or not 0 <= value <= MEMORY_LIMIT:
+                    check.fail(where, f"has a size, stride or offset of {value!r} (not an integer in [0, 2**32])")
+            if offset % itemsize:
+                check.fail(where, f"offset {offset} is not aligned to its {itemsize}-byte elements")
+            numel = math.prod(shape)
+            if numel == 0:
+                continue
+            if itemsize * numel > max(arena_end - arena_at, BROADCAST_OUTPUT_BYTES):
+                check.fail(where, f"shape {shape} holds more values than the activations arena ({arena_end - arena_at} bytes)")
+            lo = offset
+            hi = offset + itemsize * (1 + sum((size - 1) * stride for size, stride in zip(shape, strides)))
             # Inputs are written: arena only. Outputs are read: arena, or the weights for a model that
             # returns a parameter or constant as it is.
-            regions = [(arena_at, arena_end)] + ([(weights_at, weights_at + weights_bytes)] if kind == "outputs" else [])
-            if lo < hi and not any(start <= lo and hi <= end for start, end in regions):
+            regions = [(arena_at, arena_end)] + ([(weights_at, weights_end)] if kind == "outputs" else [])
+            if not any(start <= lo and hi <= end for start, end in regions):
                 check.fail(where, f"covers bytes [{lo}, {hi}), outside the activations arena [{arena_at}, {arena_end})"
-                                  + (f" and the weights [{weights_at}, {weights_at + weights_bytes})" if kind == "outputs" else ""))
-            if kind == "inputs" and lo < hi:
-                if not _non_overlapping(spec["shape"], spec["strides"]):
-                    check.fail(f"{where}.strides", "make elements overlap; an input must not alias itself")
+                                  + (f" and the weights [{weights_at}, {weights_end})" if kind == "outputs" else ""))
+            if kind == "inputs":
+                if not _non_overlapping(shape, strides):
+                    check.fail(f"{where} strides", "make elements overlap; an input must not alias itself")
                 for other_lo, other_hi, other in written:
                     if lo < other_hi and other_lo < hi:
                         check.fail(where, f"overlaps input {other!r} in memory")

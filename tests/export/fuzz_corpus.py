@@ -126,22 +126,22 @@ def _metadata_cases(parsed) -> list[Case]:
     meta["outputs"] = meta["outputs"] * 2
     cases.append(Case("meta duplicate output names", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))  # a returned parameter lives there: allowed, read only
-    meta["outputs"][0]["offset"] = meta["layout"]["weights_at"]
+    meta["variants"][0]["outputs"][0]["offset"] = meta["layout"]["weights_at"]
     cases.append(Case("meta output offset in the weights", _rebuild(parsed, meta), "either"))
     meta = json.loads(json.dumps(meta0))
-    meta["outputs"][0]["offset"] = meta["layout"]["plan_at"]
+    meta["variants"][0]["outputs"][0]["offset"] = meta["layout"]["plan_at"]
     cases.append(Case("meta output offset in the plan", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
-    meta["inputs"][0]["offset"] = meta["layout"]["weights_at"]
+    meta["variants"][0]["inputs"][0]["offset"] = meta["layout"]["weights_at"]
     cases.append(Case("meta input offset in the weights", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
-    meta["inputs"][0]["strides"] = [0] * len(meta["inputs"][0]["shape"])
+    meta["variants"][0]["inputs"][0]["strides"] = [0] * len(meta["inputs"][0]["shape"])
     cases.append(Case("meta input strides overlap", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
     meta["outputs"][0]["shape"] = [2**20] * 8
     cases.append(Case("meta absurd output shape", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
-    meta["outputs"][0]["shape"], meta["outputs"][0]["strides"] = [2**16, 2**16], [0, 0]
+    meta["outputs"][0]["shape"], meta["variants"][0]["outputs"][0]["strides"] = [2**16, 2**16], [0, 0]
     cases.append(Case("meta 16 GiB broadcast output", _rebuild(parsed, meta), "error"))
     meta = json.loads(json.dumps(meta0))
     meta["inputs"][0]["dtype"] = "float64"

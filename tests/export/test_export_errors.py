@@ -53,7 +53,7 @@ def test_wrong_input_name_shape_dtype(mlp_model, exported):
     x = exported["mlp"].x
     with pytest.raises(WasmBackendError, match=r"unknown input name 'x'.*\['input'\]"):
         mlp_model(x=x)
-    with pytest.raises(WasmBackendError, match=r"shape \[9, 38\], the model was exported for \[9, 37\]"):
+    with pytest.raises(WasmBackendError, match=r"input 'input' dim 1 is 38, the model was exported for 37 there \(shape \[9, 37\]\)"):
         mlp_model(torch.randn(9, 38))
     with pytest.raises(WasmBackendError, match=r"dtype float64, the model takes float32"):
         mlp_model(x.double().numpy())
@@ -122,10 +122,10 @@ def test_damaged_weights_fail_the_content_hash(exported, tmp_path):
 
 
 def test_damaged_metadata_fails_the_content_hash(exported, tmp_path):
-    """One changed digit in the metadata (an input stride) with the hash as exported: format 2 hashes
-    the whole file, so this is "damaged", not silently wrong outputs."""
+    """One changed digit in the metadata (an input stride) with the hash as exported: the hash
+    covers the whole file, so this is "damaged", not silently wrong outputs."""
     def stride(meta):
-        meta["inputs"][0]["strides"][0] += 1
+        meta["variants"][0]["inputs"][0]["strides"][0] += 1
     p = _rewrite(exported["mlp"].path, tmp_path / "stride.wasm", edit_meta=stride)
     with pytest.raises(wasm_file.ExportFileError, match="damaged"):
         twb.load(p)

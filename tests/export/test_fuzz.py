@@ -92,7 +92,7 @@ def test_corpus_in_node(corpus, tmp_path):
 # Each CLI call imports torch (seconds on a busy machine): `info` on damaged files, `run` on hostile
 # modules (the Python run above covers every file in-process).
 MODULE_CASES = ("imports wasi fd_write", "start function loops forever", "run_plan loops forever")
-CLI_CASES = ("truncated at 9", "400 KB LEB128 section size", "meta outputs.0.offset huge",
+CLI_CASES = ("truncated at 9", "400 KB LEB128 section size", "meta variants.0.outputs.0.offset huge",
              "meta nested 100000 deep") + MODULE_CASES
 
 
