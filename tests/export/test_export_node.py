@@ -81,7 +81,7 @@ def test_node_errors(exported, tmp_path):
     assert "ModelInputError: unknown input name 'nope'" in r["wrong_name"] and '["input"]' in r["wrong_name"]
     assert "missing input 'input'" in r["missing"]
     assert "334 values, the model takes shape [9,37] = 333 values" in r["wrong_length"]
-    assert "shape [333], the model was exported for [9,37]" in r["wrong_shape"]
+    assert "shape [333], the model takes 2 dims: [9,37]" in r["wrong_shape"]
     assert "got Float64Array, the model takes float32" in r["wrong_dtype"]
     assert "got Array" in r["plain_array"]
     assert "ModelFileError" in r[str(truncated)] and "truncated" in r[str(truncated)]

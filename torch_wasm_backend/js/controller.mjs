@@ -14,8 +14,8 @@ async function handle(data) {
       runner = await createRunner(data.module, file, data.threads, data.shared, data.source);
       port.postMessage({ type: "ready", id: data.id });
     } else if (data.type === "run") {
-      const outputs = runner.run(data.inputs);
-      port.postMessage({ type: "result", id: data.id, outputs }, Object.values(outputs).map((a) => a.buffer));
+      const { outputs, shapes } = runner.run(data.inputs);
+      port.postMessage({ type: "result", id: data.id, outputs, shapes }, Object.values(outputs).map((a) => a.buffer));
     } else if (data.type === "close") {
       if (runner) runner.close();
       if (isNode) process.exit(0); else self.close();

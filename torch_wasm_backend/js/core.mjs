@@ -4,8 +4,14 @@
 // (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
 // The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
+import { checkPrograms, evaluate, resolve } from "./sizes.mjs";
+
 export const FORMAT = "torch_wasm_backend.export";
-export const FORMAT_VERSION = 2;
+export const FORMAT_VERSION = 3;
+const READABLE_VERSIONS = [2, 3];
+// dtype -> the typed array holding it
+export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array };
+const MAX_VARIANTS = 16, SIZES_KEPT = 8;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
 const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
@@ -84,6 +90,7 @@ export function parseFile(data, source = "model") {
   if (meta === null || typeof meta !== "object" || Array.isArray(meta))
     throw new ModelFileError(`${source}: the metadata is not a JSON object; re-export the model`);
   checkCompatible(meta, source);
+  if (meta.format_version === 2) meta = fromVersion2(meta);
   for (const name of ["twb.plan", "twb.weights"])
     if (!custom.has(name)) throw new ModelFileError(`${source} has no '${name}' section; re-export the model`);
   // Both loaders compile bytes[0, moduleEnd): nothing of the module may hide after the plan.
@@ -97,6 +104,19 @@ const fail = (source, where, problem) => { throw new ModelFileError(`${source}: 
 const show = (v) => String(JSON.stringify(v)).slice(0, 40);
 const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
+/** A version-2 file's metadata (float32, static, one plan) in version 3's structure (as wasm_file._from_version_2). */
+function fromVersion2(meta) {
+  const lists = ["inputs", "outputs"].every((k) => Array.isArray(meta[k]) && meta[k].every(isObj));
+  if (!lists || !isObj(meta.layout)) return meta;  // (validate names what is wrong)
+  const strip = (t) => Object.fromEntries(Object.entries(t).filter(([k]) => k !== "offset" && k !== "strides"));
+  const variant = {
+    when: null, plan_offset: 0, plan_words: meta.layout.plan_words, patches: [],
+    inputs: meta.inputs.map((t) => (t.offset === null || t.offset === undefined ? null : { offset: t.offset, strides: t.strides })),
+    outputs: meta.outputs.map((t) => ({ offset: t.offset, strides: t.strides })),
+  };
+  return { ...meta, dims: {}, exprs: [], outputs_by_name: false, variants: [variant], inputs: meta.inputs.map(strip), outputs: meta.outputs.map(strip) };
+}
+
 /** Checks every structural field against the file's sections and memory layout (as wasm_file.validate). */
 export function validate(meta, planBytes, weightsBytes, source = "model") {
   const int = (obj, key, where, lo = 0, hi = MEMORY_LIMIT) => {
@@ -105,7 +125,7 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
     if (v < lo || v > hi) fail(source, field, `= ${v} is outside [${lo}, ${hi}]`);
     return v;
   };
-  const obj = (o, key, isArr) => { const v = o[key]; if (isArr ? !Array.isArray(v) : !isObj(v)) fail(source, key, `is not a JSON ${isArr ? "list" : "dict"}`); return v; };
+  const obj = (o, key, isArr, where = "") => { const v = o[key]; if (isArr ? !Array.isArray(v) : !isObj(v)) fail(source, where ? `${where}.${key}` : key, `is not a JSON ${isArr ? "list" : "dict"}`); return v; };
   const producer = obj(meta, "producer");
   for (const key of ["name", "version"]) if (typeof producer[key] !== "string") fail(source, `producer.${key}`, "is not a string");
   if (typeof meta.model !== "string") fail(source, "model", "is not a string");
@@ -122,15 +142,29 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
   const arenaEnd = arenaAt + int(lay, "arena_bytes", "layout");
   const planAt = int(lay, "plan_at", "layout", arenaEnd);
   if (int(lay, "plan_words", "layout") * 4 !== planBytes) fail(source, "layout.plan_words", `= ${lay.plan_words} but the plan section has ${planBytes} bytes`);
-  const staticBytes = int(mem, "static_bytes", "memory", planAt + planBytes);
+  const staticBytes = int(mem, "static_bytes", "memory", planAt);
   for (const [key, v] of [["error_at", errorAt], ["weights_at", weightsAt], ["arena_at", arenaAt], ["plan_at", planAt]])
     if (v % 4) fail(source, `layout.${key}`, `= ${v} is not 4-byte aligned`);
   int(mem, "initial_pages", "memory", Math.ceil(staticBytes / 65536), MEMORY_LIMIT / 65536);
   if (int(mem, "worker_stack_bytes", "memory", 4096, MAX_WORKER_STACK) % 16) fail(source, "memory.worker_stack_bytes", "is not 16-byte aligned");
+
+  const dims = obj(meta, "dims");
+  for (const [name, r] of Object.entries(dims)) {
+    if (!/^[A-Za-z_]\w*$/.test(name)) fail(source, `dims['${name.slice(0, 40)}']`, "is not a valid dim name");
+    const lo = int(isObj(r) ? r : {}, "min", `dims.${name}`, 0, 2 ** 31 - 1);
+    int(r, "max", `dims.${name}`, lo, 2 ** 31 - 1);
+  }
+  checkPrograms(meta.exprs, dims, (where, problem) => fail(source, where, problem));
+  const nExprs = meta.exprs.length;
+  if (typeof meta.outputs_by_name !== "boolean") fail(source, "outputs_by_name", "is not true or false");
+  const sizeField = (v, where) => {
+    if (typeof v === "number") { if (!Number.isSafeInteger(v) || v < 0 || v > MEMORY_LIMIT) fail(source, where, `= ${show(v)} is not an integer in [0, 2**32]`); }
+    else if (!(typeof v === "string" && (Object.hasOwn(dims, v) || (/^#\d+$/.test(v) && Number(v.slice(1)) < nExprs))))
+      fail(source, where, `is ${show(v)}, not an integer, a dim's name or a program reference`);
+  };
   const inputs = obj(meta, "inputs", true), outputs = obj(meta, "outputs", true);
   if (inputs.length > MAX_TENSORS || outputs.length < 1 || outputs.length > MAX_TENSORS)
     fail(source, "inputs/outputs", `count (${inputs.length} inputs, ${outputs.length} outputs) is not sane`);
-  const written = [];
   for (const [kind, specs] of [["inputs", inputs], ["outputs", outputs]]) {
     const names = new Set();
     specs.forEach((spec, k) => {
@@ -139,33 +173,84 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
       if (typeof spec.name !== "string" || !spec.name) fail(source, `${where}.name`, "is not a non-empty string");
       if (names.has(spec.name)) fail(source, `${where}.name`, `'${spec.name}' is used twice among the ${kind}`);
       names.add(spec.name);
-      if (spec.dtype !== "float32") fail(source, `${where}.dtype`, `is ${show(spec.dtype)}; exported tensors are float32`);
+      if (!Object.hasOwn(DTYPES, spec.dtype)) fail(source, `${where}.dtype`, `is ${show(spec.dtype)}, not one of ${Object.keys(DTYPES).join(", ")}`);
       if (!Array.isArray(spec.shape)) fail(source, `${where}.shape`, "is not a JSON list");
       if (spec.shape.length > MAX_DIMS) fail(source, `${where}.shape`, `has ${spec.shape.length} dimensions (at most ${MAX_DIMS})`);
-      let numel = 1;
-      spec.shape.forEach((_, d) => { numel = Math.min(numel * int(spec.shape, d, `${where}.shape`), MEMORY_LIMIT); });
-      if (kind === "inputs" && spec.offset === null) {
-        if (spec.strides !== null) fail(source, `${where}.strides`, "must be null for an input without an offset");
-        return;
-      }
-      const offset = int(spec, "offset", where);
-      if (offset % 4) fail(source, `${where}.offset`, `= ${offset} is not float32-aligned`);
-      if (!Array.isArray(spec.strides)) fail(source, `${where}.strides`, "is not a JSON list");
-      if (spec.strides.length !== spec.shape.length) fail(source, `${where}.strides`, `has ${spec.strides.length} entries for ${spec.shape.length} dimensions`);
-      if (numel === 0) return;
+      spec.shape.forEach((v, d) => sizeField(v, `${where}.shape[${d}]`));
+    });
+  }
+  const bound = new Set(inputs.flatMap((spec) => spec.shape.filter((v) => typeof v === "string" && Object.hasOwn(dims, v))));
+  const unbound = Object.keys(dims).filter((d) => !bound.has(d));
+  if (unbound.length) fail(source, "dims", `name ${JSON.stringify(unbound)}, which no input's shape determines`);
+
+  const variants = obj(meta, "variants", true);
+  if (variants.length < 1 || variants.length > MAX_VARIANTS) fail(source, "variants", `has ${variants.length} entries (1 to ${MAX_VARIANTS})`);
+  variants.forEach((variant, j) => {
+    const where = `variants[${j}]`;
+    if (!isObj(variant)) fail(source, where, "is not a JSON object");
+    if (variant.when !== null && !(Number.isSafeInteger(variant.when) && variant.when >= 0 && variant.when < nExprs)) fail(source, `${where}.when`, "is not null or a program index");
+    const offset = int(variant, "plan_offset", where, 0, lay.plan_words);
+    const nWords = int(variant, "plan_words", where, 0, lay.plan_words - offset);
+    if (planAt + 4 * nWords > staticBytes) fail(source, `${where}.plan_words`, `= ${nWords} words do not fit below memory.static_bytes`);
+    for (const patch of obj(variant, "patches", true, where))
+      if (!(Array.isArray(patch) && patch.length === 2 && Number.isSafeInteger(patch[0]) && Number.isSafeInteger(patch[1])
+            && patch[0] >= 0 && patch[0] < nWords && patch[1] >= 0 && patch[1] < nExprs))
+        fail(source, `${where}.patches`, `holds ${show(patch)}, not [plan word, program index]`);
+    for (const [kind, specs] of [["inputs", inputs], ["outputs", outputs]]) {
+      const views = obj(variant, kind, true, where);
+      if (views.length !== specs.length) fail(source, `${where}.${kind}`, `has ${views.length} entries for ${specs.length} ${kind}`);
+      views.forEach((view, k) => {
+        const at = `${where}.${kind}[${k}]`;
+        if (view === null && kind === "inputs") return;  // an input the model does not read
+        if (!isObj(view)) fail(source, at, "is not a JSON object");
+        sizeField(view.offset, `${at}.offset`);
+        const strides = obj(view, "strides", true, at);
+        if (strides.length !== specs[k].shape.length) fail(source, `${at}.strides`, `has ${strides.length} entries for ${specs[k].shape.length} dimensions`);
+        strides.forEach((v, d) => sizeField(v, `${at}.strides[${d}]`));
+      });
+    }
+  });
+  if (Object.keys(dims).length === 0)  // every view is known now: check them at load time
+    variants.forEach((_, j) => { const [ins, outs] = viewsAt(meta, j, {}, []); checkViews(meta, ins, outs, source); });
+}
+
+/** The concrete inputs and outputs ({name, dtype, shape, offset, strides}) of a variant at these sizes. */
+export function viewsAt(meta, j, dims, values) {
+  const r = (v) => resolve(v, dims, values), chosen = meta.variants[j];
+  return ["inputs", "outputs"].map((kind) => meta[kind].map((spec, k) => {
+    const view = chosen[kind][k];
+    return { name: spec.name, dtype: spec.dtype, shape: spec.shape.map(r), offset: view ? r(view.offset) : null, strides: view ? view.strides.map(r) : null };
+  }));
+}
+
+/** Concrete views stay inside their regions (as wasm_file.check_views): inputs (written) in the arena, not overlapping; outputs in the arena or the weights. */
+export function checkViews(meta, inputs, outputs, source = "model") {
+  const lay = meta.layout, arenaAt = lay.arena_at, arenaEnd = lay.arena_at + lay.arena_bytes;
+  const weightsAt = lay.weights_at, weightsEnd = lay.weights_at + lay.weights_bytes;
+  const written = [];
+  for (const [kind, specs] of [["inputs", inputs], ["outputs", outputs]]) {
+    for (const spec of specs) {
+      const where = `${kind} '${spec.name}'`;
+      if (spec.offset === null) continue;
+      const itemsize = DTYPES[spec.dtype].BYTES_PER_ELEMENT;
+      for (const v of [spec.offset, ...spec.shape, ...spec.strides])
+        if (!Number.isSafeInteger(v) || v < 0 || v > MEMORY_LIMIT) fail(source, where, `has a size, stride or offset of ${show(v)} (not an integer in [0, 2**32])`);
+      if (spec.offset % itemsize) fail(source, where, `offset ${spec.offset} is not aligned to its ${itemsize}-byte elements`);
+      const numel = spec.shape.reduce((a, b) => Math.min(a * b, MEMORY_LIMIT), 1);
+      if (numel === 0) continue;
+      if (itemsize * numel > Math.max(arenaEnd - arenaAt, BROADCAST_OUTPUT_BYTES)) fail(source, where, `shape [${spec.shape}] holds more values than the activations arena (${arenaEnd - arenaAt} bytes)`);
       let last = 0;
-      spec.shape.forEach((size, d) => { last += (size - 1) * int(spec.strides, d, `${where}.strides`); });
-      if (4 * numel > Math.max(arenaEnd - arenaAt, BROADCAST_OUTPUT_BYTES)) fail(source, `${where}.shape`, `[${spec.shape}] holds more values than the activations arena (${arenaEnd - arenaAt} bytes)`);
-      const lo = offset, hi = offset + 4 * (last + 1);
+      spec.shape.forEach((size, d) => { last += (size - 1) * spec.strides[d]; });
+      const lo = spec.offset, hi = spec.offset + itemsize * (last + 1);
       // Inputs are written: arena only. Outputs are read: arena, or the weights (a returned parameter).
-      const inWeights = kind === "outputs" && weightsAt <= lo && hi <= weightsAt + weightsBytes;
+      const inWeights = kind === "outputs" && weightsAt <= lo && hi <= weightsEnd;
       if (!(arenaAt <= lo && hi <= arenaEnd) && !inWeights) fail(source, where, `covers bytes [${lo}, ${hi}), outside the ${kind === "outputs" ? "activations arena and the weights" : "activations arena"}`);
       if (kind === "inputs") {
-        if (!nonOverlapping(spec.shape, spec.strides)) fail(source, `${where}.strides`, "make elements overlap; an input must not alias itself");
+        if (!nonOverlapping(spec.shape, spec.strides)) fail(source, `${where} strides`, "make elements overlap; an input must not alias itself");
         for (const [oLo, oHi, other] of written) if (lo < oHi && oLo < hi) fail(source, where, `overlaps input '${other}' in memory`);
         written.push([lo, hi, spec.name]);
       }
-    });
+    }
   }
 }
 
@@ -214,8 +299,8 @@ export function checkCompatible(meta, source = "model") {
   const madeBy = `${p.name || "?"} ${p.version || "?"}`;
   if (meta.format !== FORMAT)
     throw new ModelFileError(`${source}: unknown format ${JSON.stringify(meta.format)} (made by ${madeBy}); this loader reads '${FORMAT}'`);
-  if (meta.format_version !== FORMAT_VERSION)
-    throw new ModelFileError(`${source} was written by ${madeBy} in export format version ${meta.format_version}; this loader reads version ${FORMAT_VERSION}. Re-export the model with the matching torch_wasm_backend, or use the loader shipped with the version that wrote it.`);
+  if (!READABLE_VERSIONS.includes(meta.format_version))
+    throw new ModelFileError(`${source} was written by ${madeBy} in export format version ${meta.format_version}; this loader reads versions ${READABLE_VERSIONS.join(", ")}. Re-export the model with the matching torch_wasm_backend, or use the loader shipped with the version that wrote it.`);
 }
 
 // Where the recorded hash string sits in the metadata section (-1 unless exactly once).
@@ -266,9 +351,13 @@ const isContiguous = (shape, strides) => {
   return true;
 };
 
-/** {name: Float32Array | {data, shape}} -> {name: Float32Array}, or a ModelInputError naming the problem. */
+const typeName = (v) => (v && v.constructor ? v.constructor.name : typeof v);
+const staticShape = (spec) => (spec.shape.every((v) => typeof v === "number") ? spec.shape : null);
+
+/** {name: TypedArray | {data, shape}} -> {name: {data, shape}} with data of the input's dtype (an
+ * Int32Array for an int64 input is widened), or a ModelInputError naming the problem. */
 export function checkInputs(meta, inputs) {
-  if (inputs === null || typeof inputs !== "object") throw new ModelInputError(`run() takes an object {inputName: Float32Array}; the model's inputs are ${JSON.stringify(meta.inputs.map((i) => i.name))}`);
+  if (inputs === null || typeof inputs !== "object") throw new ModelInputError(`run() takes an object {inputName: TypedArray or {data, shape}}; the model's inputs are ${JSON.stringify(meta.inputs.map((i) => i.name))}`);
   const names = meta.inputs.map((i) => i.name), out = {};
   for (const key of Object.keys(inputs))
     if (!names.includes(key)) throw new ModelInputError(`unknown input name '${key}'; the model's inputs are ${JSON.stringify(names)}`);
@@ -277,17 +366,42 @@ export function checkInputs(meta, inputs) {
     if (value === undefined) throw new ModelInputError(`missing input '${spec.name}'; the model's inputs are ${JSON.stringify(names)}`);
     let shape = null;
     if (value && !ArrayBuffer.isView(value) && value.data !== undefined) { shape = value.shape || value.dims; value = value.data; }
-    if (!(value instanceof Float32Array)) {
-      const got = value && value.constructor ? value.constructor.name : typeof value;
-      throw new ModelInputError(`input '${spec.name}': got ${got}, the model takes float32: pass a Float32Array (e.g. Float32Array.from(values))`);
+    const Want = DTYPES[spec.dtype];
+    if (spec.dtype === "int64" && value instanceof Int32Array) value = BigInt64Array.from(value, (v) => BigInt(v));
+    if (!(value instanceof Want)) {
+      const example = spec.dtype === "int64" ? "BigInt64Array.from(ids, BigInt) or an Int32Array" : `${Want.name}.from(values)`;
+      throw new ModelInputError(`input '${spec.name}': got ${typeName(value)}, the model takes ${spec.dtype}: pass a ${Want.name} (e.g. ${example})`);
     }
-    if (shape && (shape.length !== spec.shape.length || shape.some((s, i) => s !== spec.shape[i])))
-      throw new ModelInputError(`input '${spec.name}': shape [${shape}], the model was exported for [${spec.shape}]; export again with example inputs of the shape you need`);
-    if (value.length !== prod(spec.shape))
-      throw new ModelInputError(`input '${spec.name}': ${value.length} values, the model takes shape [${spec.shape}] = ${prod(spec.shape)} values`);
-    out[spec.name] = value;
+    if (shape === null) {
+      shape = staticShape(spec);
+      if (shape === null) throw new ModelInputError(`input '${spec.name}' has dynamic dims [${spec.shape}]: pass {data, shape} so the model knows its shape`);
+    }
+    if (!Array.isArray(shape) || shape.length !== spec.shape.length || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new ModelInputError(`input '${spec.name}': shape ${JSON.stringify(shape)}, the model takes ${spec.shape.length} dims: [${spec.shape}]`);
+    if (value.length !== prod(shape))
+      throw new ModelInputError(`input '${spec.name}': ${value.length} values, the model takes shape [${shape}] = ${prod(shape)} values`);
+    out[spec.name] = { data: value, shape: [...shape] };
   }
+  bindDims(meta, meta.inputs.map((spec) => out[spec.name].shape));
   return out;
+}
+
+/** The dims' values from the inputs' shapes; a ModelInputError names a fixed dim of the wrong size,
+ * a dim out of its range, or two inputs that disagree on a dim (as exported_model.bind_dims). */
+export function bindDims(meta, shapes) {
+  const dims = {}, seen = {};
+  meta.inputs.forEach((spec, k) => spec.shape.forEach((want, axis) => {
+    const have = shapes[k][axis], where = `input '${spec.name}' dim ${axis}`;
+    if (typeof want === "number") {
+      if (have !== want) throw new ModelInputError(`${where} is ${have}, the model was exported for ${want} there (shape [${spec.shape}]); export with that dim in dynamic_shapes to vary it`);
+    } else if (Object.hasOwn(meta.dims, want)) {
+      const r = meta.dims[want];
+      if (Object.hasOwn(dims, want) && dims[want] !== have) throw new ModelInputError(`${where} is ${have} but ${seen[want]} is ${dims[want]}: both are dim '${want}' and must be equal`);
+      if (have < r.min || have > r.max) throw new ModelInputError(`${where} (dim '${want}') is ${have}, outside its range [${r.min}, ${r.max}] given at export`);
+      dims[want] = have; seen[want] = where;
+    }
+  }));
+  return dims;
 }
 
 function copyStrided(dst, dstAt, dstStrides, src, srcAt, srcStrides, shape, dim = 0) {
@@ -321,22 +435,56 @@ export class Engine {
       throw new ModelFileError(`the file's kernels (ABI ${abi}, heap base ${heapBase}) do not match its plan (ABI ${meta.abi_version}, heap base ${meta.memory.heap_base}); re-export the model`);
     const u8 = new Uint8Array(memory.buffer);
     u8.set(weights, meta.layout.weights_at);
-    u8.set(plan, meta.layout.plan_at);
-    this.f32 = new Float32Array(memory.buffer);
+    this.plan = new Int32Array(plan.buffer.slice(plan.byteOffset, plan.byteOffset + plan.byteLength));
+    this.arrays = Object.fromEntries(Object.entries(DTYPES).map(([name, T]) => [name, new T(memory.buffer)]));
+    this.i32 = this.arrays.int32;
+    this.sizes = new Map();  // input shapes -> {words, views} of the variant serving them (the last few)
+    this.planInMemory = null;
     this.broken = null;
   }
 
-  run(inputs) {
+  /** The plan words (size-dependent ones patched) and concrete views for these input shapes. */
+  sizesFor(shapes) {
+    const key = JSON.stringify(shapes);
+    let found = this.sizes.get(key);
+    if (found) { this.sizes.delete(key); this.sizes.set(key, found); return found; }
+    const meta = this.meta, dims = bindDims(meta, shapes), values = evaluate(meta.exprs, dims);
+    const j = meta.variants.findIndex((v) => v.when === null || values[v.when] === 1);
+    if (j < 0) throw new ModelFileError(`${this.source}: no plan variant serves the sizes ${JSON.stringify(dims)}; the file is damaged: re-export it`);
+    const [inputs, outputs] = viewsAt(meta, j, dims, values);
+    checkViews(meta, inputs, outputs, this.source);
+    inputs.forEach((spec, k) => {
+      if (spec.shape.some((d, i) => d !== shapes[k][i]))  // (a derived dim: its program disagrees with the input)
+        throw new ModelInputError(`${this.source}: input '${spec.name}' has shape [${shapes[k]}]; at ${JSON.stringify(dims)} the model takes [${spec.shape}]`);
+    });
+    const variant = meta.variants[j];
+    const words = this.plan.slice(variant.plan_offset, variant.plan_offset + variant.plan_words);
+    for (const [word, program] of variant.patches) {
+      const v = values[program];
+      if (!Number.isSafeInteger(v) || v < -(2 ** 31) || v >= 2 ** 32)
+        throw new ModelFileError(`${this.source}: plan word ${word} evaluates to ${v} at ${JSON.stringify(dims)}, not an int32; the file is damaged: re-export it`);
+      words[word] = v | 0;
+    }
+    found = { words, inputs, outputs };
+    this.sizes.set(key, found);
+    if (this.sizes.size > SIZES_KEPT) this.sizes.delete(this.sizes.keys().next().value);
+    return found;
+  }
+
+  /** checked: checkInputs' result. Returns {name: typed array}, with each output's shape in `shapes`. */
+  run(checked) {
     if (this.broken) throw new Error(`model unusable after an earlier failure (${this.broken}); load it again`);
-    const f32 = this.f32, lay = this.meta.layout;
-    for (const spec of this.meta.inputs) {
+    const lay = this.meta.layout;
+    const sizes = this.sizesFor(this.meta.inputs.map((spec) => checked[spec.name].shape));
+    if (this.planInMemory !== sizes) { this.i32.set(sizes.words, lay.plan_at / 4); this.planInMemory = sizes; }
+    for (const spec of sizes.inputs) {
       if (spec.offset === null) continue;  // an input the model ignores
-      const src = inputs[spec.name];
-      if (isContiguous(spec.shape, spec.strides)) f32.set(src, spec.offset / 4);
-      else copyStrided(f32, spec.offset / 4, spec.strides, src, 0, contiguousStrides(spec.shape), spec.shape);
+      const mem = this.arrays[spec.dtype], at = spec.offset / mem.BYTES_PER_ELEMENT, src = checked[spec.name].data;
+      if (isContiguous(spec.shape, spec.strides)) mem.set(src, at);
+      else copyStrided(mem, at, spec.strides, src, 0, contiguousStrides(spec.shape), spec.shape);
     }
     let rc;
-    try { rc = this.ex.run_plan(lay.plan_at, lay.plan_words, this.threads, lay.error_at); }
+    try { rc = this.ex.run_plan(lay.plan_at, sizes.words.length, this.threads, lay.error_at); }
     catch (e) {  // a trap in the file's own code: damaged, hostile, or a kernel bug
       this.broken = String(e && e.message || e);
       throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
@@ -346,15 +494,16 @@ export class Engine {
     }
     if (rc !== 0) {
       this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
-      throw new Error(`run_plan failed: ${this.broken}`);
+      throw new ModelFileError(`${this.source}: run_plan failed: ${this.broken}; the file is damaged: re-export it`);
     }
-    const outputs = {};
-    for (const spec of this.meta.outputs) {
-      const n = prod(spec.shape), at = spec.offset / 4;
-      if (isContiguous(spec.shape, spec.strides)) outputs[spec.name] = f32.slice(at, at + n);
-      else { const out = new Float32Array(n); copyStrided(out, 0, contiguousStrides(spec.shape), f32, at, spec.strides, spec.shape); outputs[spec.name] = out; }
+    const outputs = {}, shapes = {};
+    for (const spec of sizes.outputs) {
+      const mem = this.arrays[spec.dtype], n = prod(spec.shape), at = spec.offset / mem.BYTES_PER_ELEMENT;
+      if (isContiguous(spec.shape, spec.strides)) outputs[spec.name] = mem.slice(at, at + n);
+      else { const out = new DTYPES[spec.dtype](n); copyStrided(out, 0, contiguousStrides(spec.shape), mem, at, spec.strides, spec.shape); outputs[spec.name] = out; }
+      shapes[spec.name] = spec.shape;
     }
-    return outputs;
+    return { outputs, shapes };
   }
 
   register(delta) { this.ex.pool_register_worker(delta); }
@@ -391,7 +540,7 @@ export async function createRunner(module, file, threads, shared, source = "mode
   return {
     engine,
     memory,
-    run: (inputs) => engine.run(inputs),
+    run: (checked) => engine.run(checked),
     close: () => { if (workers.length) { engine.shutdown(); for (const w of workers) w.terminate(); workers.length = 0; } },
   };
 }

@@ -3,6 +3,11 @@
 //   import { loadModel } from "./loader.mjs";
 //   const model = await loadModel(bytes, { threads: 2 });
 //   const { output } = await model.run({ x: new Float32Array(...) });
+//   const { logits } = await model.run({ input_ids: { data: BigInt64Array.from(ids, BigInt), shape: [1, ids.length] } });
+//
+// Inputs: a typed array of the input's dtype (Float32Array, BigInt64Array or Int32Array for int64,
+// Int32Array, Uint8Array for bool), or {data, shape} (needed for inputs with dynamic dims). Outputs:
+// typed arrays of their dtype, each with `.shape` (and `.data`, itself).
 //
 // The file is untrusted input: parsed and validated here (core.mjs), compiled here, instantiated and
 // run in a Worker (controller.mjs; a worker_thread in Node) that is terminated when loading or a call
@@ -40,6 +45,13 @@ const collected = new FinalizationRegistry((state) => {
   if (!state.closed) { state.closed = true; state.worker.terminate(); }
 });
 
+/** Each output typed array carries its `shape`, and `data` (itself), so that both `out.logits[0]` and
+ * `const { data, shape } = out.logits` work (the same {data, shape} form run() takes). */
+function withShapes(outputs, shapes) {
+  for (const [name, array] of Object.entries(outputs)) Object.defineProperties(array, { shape: { value: shapes[name], enumerable: false }, data: { value: array, enumerable: false } });
+  return outputs;
+}
+
 /** The Worker's message handling and calls with a time limit. Defined apart from loadModel so that
  * the handlers (kept alive by the running Worker) do not share a closure scope with the model
  * object: then dropping the model lets the FinalizationRegistry terminate the Worker. */
@@ -62,7 +74,7 @@ function connect(worker, source, timeoutMs) {
     clearTimeout(p.timer);
     busy(-1);
     if (data.type === "error") p.reject(new (ERRORS[data.name] || Error)(data.message));
-    else p.resolve(data.type === "result" ? data.outputs : undefined);
+    else p.resolve(data.type === "result" ? withShapes(data.outputs, data.shapes) : undefined);
   });
   worker.onError((e) => { if (!state.closed) stop(`the worker failed: ${e && e.message || e}`); });
   const call = (message, timeoutError) => new Promise((resolve, reject) => {
@@ -81,7 +93,7 @@ function connect(worker, source, timeoutMs) {
  * @param {ArrayBuffer|Uint8Array} bytes  the exported .wasm
  * @param {{threads?: number, source?: string, timeoutMs?: number}} options  threads: 1 (default) or
  *   more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity: none)
- * @returns {Promise<{run(inputs: Object<string, Float32Array>): Promise<Object<string, Float32Array>>, info: object, close(): void}>}
+ * @returns {Promise<{run(inputs: Object<string, TypedArray|{data: TypedArray, shape: number[]}>): Promise<Object<string, TypedArray & {shape: number[]}>>, info: object, close(): void}>}
  */
 export async function loadModel(bytes, options = {}) {
   const source = options.source || "model";
