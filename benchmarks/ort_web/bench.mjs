@@ -8,7 +8,9 @@ import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const { loadModel } = await import(pathToFileURL(config.loader).href);
+const loaderUrl = pathToFileURL(config.loader);
+const { loadModel } = await import(loaderUrl.href);
+const { Engine, parseFile } = await import(new URL("./core.mjs", loaderUrl).href);
 ort.env.wasm.numThreads = config.threads;
 ort.env.wasm.simd = true;
 
@@ -24,11 +26,9 @@ function runners(session, ours, inputs) {
     ortFeeds[spec.name] = new ort.Tensor(spec.dtype, data, spec.shape);
     ourFeeds[spec.name] = { data, shape: spec.shape };
   }
-  const dataOf = (outs, f) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, f(v)]));
-  return {
-    ort: async () => dataOf(await session.run(ortFeeds), (t) => t.data),
-    ours: async () => dataOf(await ours.run(ourFeeds), (v) => (ArrayBuffer.isView(v) ? v : v.data)),
-  };
+  // ORT's outputs are Tensors, ours typed arrays: both have .data
+  const dataOf = (outs) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v.data]));
+  return { ort: async () => dataOf(await session.run(ortFeeds)), ours: async () => dataOf(await ours.run(ourFeeds)) };
 }
 
 /** max |got - expected| per output, keyed `name` (or `name@length` for a new length). */
@@ -68,18 +68,38 @@ async function time(fn) {
   return { median_ms: median(times), min_ms: Math.min(...times), iters: times.length };
 }
 
-/** The first run at a size never run before, then new_length_iters more: the extra cost of a new size. */
+const idle = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The first run at a size never run before, then new_length_iters more: the extra cost of a new size.
+ * It starts after 100 ms idle: ORT's thread pool spins a while after its runs, which would slow down
+ * a first run of ours right after them (and ours after ORT's). */
 async function newSize(fn, outputs, suffix) {
+  await idle(100);
   const [first, out] = await timed(fn);
   const steady = [];
   for (let i = 0; i < config.new_length_iters; i++) steady.push((await timed(fn))[0]);
   return { first_ms: first, steady_ms: median(steady), steady_min_ms: Math.min(...steady), steady_max_ms: Math.max(...steady), diffs: maxDiffs(out, outputs, suffix) };
 }
 
+/** Our planning for a new size alone: Engine.sizesFor (what run() calls for input shapes it has not
+ * seen: evaluate the size programs, patch the plan words, check the views) on the file's metadata and
+ * plan, in this thread, once per new length; the first call also runs cold (V8's interpreter). */
+function planning(bytes, m) {
+  const file = parseFile(bytes, m.name), plan = file.custom.get("twb.plan");
+  const engine = { meta: file.meta, plan: new Int32Array(plan.buffer.slice(plan.byteOffset, plan.byteOffset + plan.byteLength)), sizes: new Map(), source: m.name };
+  return m.new_lengths.map((n) => {
+    const shapes = file.meta.inputs.map((spec) => n.inputs.find((i) => i.name === spec.name).shape);
+    const t0 = performance.now();
+    Engine.prototype.sizesFor.call(engine, shapes);
+    return performance.now() - t0;
+  });
+}
+
 const results = [];
 for (const m of config.models) {
   const session = await ort.InferenceSession.create(m.onnx, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  const ours = await loadModel(readFileSync(m.ours), { threads: config.threads, timeoutMs: 0 });
+  const bytes = readFileSync(m.ours);
+  const ours = await loadModel(bytes, { threads: config.threads, timeoutMs: 0 });
   const run = runners(session, ours, m.inputs);
   const diffs = { ours: {}, ort: {} }, warmup = {};
   for (const side of ["ours", "ort"]) {
@@ -100,7 +120,8 @@ for (const m of config.models) {
     }
     newLengths.push(entry);
   }
-  results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), max_abs_diff: diffs, warmup, new_lengths: newLengths });
+  results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), max_abs_diff: diffs, warmup,
+                 new_lengths: newLengths, planning_ms: planning(bytes, m) });
   ours.close();
   await session.release();
 }

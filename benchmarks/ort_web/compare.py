@@ -81,16 +81,15 @@ def bert(name: str, what: str, config, lengths) -> Case:
 def berts(quick: bool) -> list[Case]:
     import tv_import  # noqa: F401  (transformers imports torchvision: tests/tv_import.py)
     from transformers import BertConfig
+    if quick:
+        small = BertConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024)
+        return [bert("bert_base", "2 layers d256 h4 ff1024, vocab 30522", small, (77, 129))]
     # BertConfig()'s defaults are BERT-base: hidden 768, 12 layers, 12 heads, ff 3072, vocab 30522,
-    # 512 positions.
-    base = BertConfig(hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024) \
-        if quick else BertConfig()
-    # BERT-base's graph (12 layers, 12 heads: the same plan records and size programs) at tiny
-    # widths: a run takes a few ms, so a new length's extra first-run cost (our planning in JS)
-    # stands out of the run-to-run noise, which at BERT-base's ~1 s per run is larger than it.
+    # 512 positions. The second model has BERT-base's graph (12 layers, 12 heads: the same plan
+    # records and size programs) at tiny widths: a run takes a few ms, so a new length's extra
+    # first-run cost stands out of the run-to-run noise, which at BERT-base's ~1 s per run is larger.
     narrow = BertConfig(hidden_size=48, num_attention_heads=12, intermediate_size=64, vocab_size=1000)
-    return [bert("bert_base", "2 layers d256 h4 ff1024, vocab 30522" if quick else
-                 "BERT-base (12 layers d768 h12 ff3072, vocab 30522)", base, (77, 129) if quick else (77, 100, 129, 200)),
+    return [bert("bert_base", "BERT-base (12 layers d768 h12 ff3072, vocab 30522)", BertConfig(), (77, 100, 129, 200)),
             bert("bert_narrow", "BERT-base's graph at d48 ff64 (12 layers h12, vocab 1000)", narrow,
                  (3, 17, 33, 77, 100, 129, 200, 256, 300, 511))]
 
@@ -153,14 +152,13 @@ def export_both(case: Case, out: Path) -> dict:
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
     ours = out / f"{case.name}.wasm"
-    dynamic = {"dynamic_shapes": case.dynamic_shapes} if case.dynamic_shapes else {}
-    meta = twb.export(model, (), ours, kwargs=case.inputs, **dynamic)
+    meta = twb.export(model, (), ours, kwargs=case.inputs, dynamic_shapes=case.dynamic_shapes)
     names = [o["name"] for o in meta["outputs"]]
     onnx_path = out / f"{case.name}.onnx"
     # Grad mode on: nn.TransformerEncoderLayer then takes its plain path (the fused inference op has
     # no ONNX export); the numbers are the same. Inputs keep their keyword names; outputs get ours.
     torch.onnx.export(model, (), str(onnx_path), kwargs=case.inputs, output_names=names, dynamo=True,
-                      external_data=False, verbose=False, **dynamic)
+                      external_data=False, verbose=False, dynamic_shapes=case.dynamic_shapes)
     symbolic = _check_symbolic(onnx_path, case.dynamic_shapes) if case.dynamic_shapes else {}
 
     def run_case(inputs: dict, tag: str) -> dict:
@@ -199,14 +197,17 @@ def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
             f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" for s in ("ours", "ort")) + " |")
     dyn = [r for r in results if r["new_lengths"]]
     if dyn:
-        print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms)")
-        print("\n| model | threads | lengths | ours: extra ms per length | median | ORT-web: extra ms per length | median |")
-        print("|---|---|---|---|---|---|---|")
+        print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms);"
+              "\nour planning alone: the loader's Engine.sizesFor at each new length, in the main thread (the first call runs cold)")
+        print("\n| model | threads | lengths | ours: extra ms per length | median | ORT-web: extra ms per length | median "
+              "| our planning alone, ms per length | median |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in dyn:
             cells = [", ".join(str(n["length"]) for n in r["new_lengths"])]
             for side in ("ours", "ort"):
                 extra = [n[side]["first_ms"] - n[side]["steady_ms"] for n in r["new_lengths"]]
                 cells += [", ".join(f"{e:.1f}" for e in extra), f"{statistics.median(extra):.1f}"]
+            cells += [", ".join(f"{t:.2f}" for t in r["planning_ms"]), f"{statistics.median(r['planning_ms']):.2f}"]
             print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(cells) + " |")
     print("\n| model | fp32 weights | ours: .wasm (kernels + weights) | ours - weights | ORT-web: .onnx | + ORT-web runtime (wasm + JS) |")
     print("|---|---|---|---|---|---|")
