@@ -15,7 +15,7 @@ from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec, spec_plan
 from .template import replay
 from .tracked import holds_tracked, pin
-from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, op_name
+from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, kernel_reason, op_name
 from .walk import inputs_first
 
 ConstFn = Callable[[Sequence[torch.Tensor]], Any]
@@ -31,6 +31,7 @@ class LoweringContext:
         # the largest sizes (at_largest(size) -> that size's value there) and read through a view
         # of this plan's shape; the exporter checks each one is such a slice (size_constants).
         self.at_largest = at_largest
+        self._lowering: Node | None = None  # the node whose lowering emits records now
         self.size_constants: list[tuple[Buffer, tuple]] = []
         self.gm = gm
         self.vals = vals
@@ -78,8 +79,13 @@ class LoweringContext:
         if fold is not None and isinstance(concrete, TensorSpec):
             shape, dtype = concrete.shape, concrete.dtype
             if node in self._plan_const_fns:
-                return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
-            return self.shared_constant((node, shape, dtype),
+                # Export with dynamic dims computes what it can from sizes with kernels: a folded
+                # embedding of arange(seq) would store a [max, d] table, and few folds are slices
+                # of their largest value (at_largest); leaves (arange, full) stay folded.
+                if self.at_largest is None or kernel_reason(node) is not None:
+                    return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
+            else:
+                return self.shared_constant((node, shape, dtype),
                                         lambda: self.constant(fold, shape, dtype, node.name))
         if node.op == "placeholder":
             idx = self.placeholders.index(node)
@@ -97,7 +103,11 @@ class LoweringContext:
             entry = REGISTRY.get(node.target)
             if entry is None or entry.lower is None:
                 raise Unsupported(f"no wasm lowering for {op_name(node.target)}")
-            result = entry.lower(self, node)
+            outer, self._lowering = self._lowering, node
+            try:
+                result = entry.lower(self, node)
+            finally:
+                self._lowering = outer
             self.plan.aten_ops[op_name(node.target)] += 1
             return result
         raise Unsupported(f"cannot lower {node.op} node {node.name}")
@@ -296,6 +306,7 @@ class LoweringContext:
     def emit(self, kernel: str, /, flops: int = 0, **args) -> None:
         """Appends one kernel record; args are the kernel's ABI fields (Addr for pointers)."""
         self.plan.records.append((kernel, args))
+        self.plan.record_nodes.append(self._lowering)
         self.plan.flops += flops
 
     # Kernels with an activation epilogue, and the arg that holds their output.

@@ -88,6 +88,7 @@ class OutputSpec:
 @dataclass
 class Plan:
     records: list[tuple[str, dict]] = field(default_factory=list)
+    record_nodes: list = field(default_factory=list)  # the graph node each record was lowered from (or None)
     inputs: list[TensorRef | None] = field(default_factory=list)  # None: constant or unused input
     constant_inputs: list[int] = field(default_factory=list)       # guarded by identity + version
     outputs: list[OutputSpec] = field(default_factory=list)

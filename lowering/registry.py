@@ -140,6 +140,11 @@ def support_reason(node: Node) -> str | None:
         return None
     if is_static(node):
         return None
+    return kernel_reason(node)
+
+
+def kernel_reason(node: Node) -> str | None:
+    """Why this node cannot run on a kernel (None if it can), even where it could be folded."""
     entry = REGISTRY.get(node.target)
     if entry is None or entry.lower is None:
         return f"no wasm lowering for {op_name(node.target)}"

@@ -40,6 +40,7 @@ class PlanTemplate:
         self.verified = False
         self._constant_inputs = list(plan.constant_inputs)
         self._aten_ops = Counter(plan.aten_ops)
+        self._record_nodes = list(plan.record_nodes)
         terms = [src if want else f"not {src}" for src, want in guards.items()] or ["True"]
         self.check: Callable[..., bool] = _function(_BuilderSource(), " and ".join(terms), n_symbols)
         gen = _BuilderSource()
@@ -54,7 +55,8 @@ class PlanTemplate:
 
     def instantiate(self, symbols: Sequence[int]) -> Plan:
         records, inputs, outputs, constants, flops = self._build(*symbols)
-        plan = Plan(records=records, inputs=inputs, constant_inputs=list(self._constant_inputs),
+        plan = Plan(records=records, record_nodes=list(self._record_nodes), inputs=inputs,
+                    constant_inputs=list(self._constant_inputs),
                     outputs=outputs, constants=constants, aten_ops=Counter(self._aten_ops), flops=flops,
                     from_template=True)
         plan_memory(plan)

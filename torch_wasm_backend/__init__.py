@@ -9,7 +9,7 @@
 import logging as _logging
 import os as _os
 
-from .errors import WasmBackendError, WasmOutOfMemory, WasmTimeout, WasmTrap
+from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .explain_report import ExplainReport, explain
 from .metrics import reset_stats, stats
 
@@ -25,7 +25,7 @@ if _level:
         _logger.addHandler(_handler)
 
 __version__ = "0.1.0"
-__all__ = ["WasmBackendError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats",
+__all__ = ["WasmBackendError", "WasmInputError", "WasmOutOfMemory", "WasmTimeout", "WasmTrap", "stats", "reset_stats",
            "explain", "ExplainReport", "export", "load", "__version__"]
 
 

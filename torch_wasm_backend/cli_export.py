@@ -12,6 +12,11 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
+def _shape(shape: list) -> str:
+    """[1, 'seq', 32] -> [1, seq, 32]; a dim computed from dims ('#3') shows as '?'."""
+    return "[" + ", ".join(str(d) if not isinstance(d, str) or not d.startswith("#") else "?" for d in shape) + "]"
+
+
 def info_text(path) -> str:
     """A description of the file (its metadata is validated, nothing runs)."""
     meta = wasm_file.read_metadata(path)
@@ -19,14 +24,18 @@ def info_text(path) -> str:
     lines = [f"{path}: {_mib(os.path.getsize(path))}, exported from {meta.get('model', '?')} by "
              f"{prod['name']} {prod['version']} (torch {prod.get('torch', '?')}), format "
              f"{meta['format_version']}, kernel ABI {meta['abi_version']}",
-             f"content hash: {meta.get('content_hash')} (not checked by info)", "inputs:"]
-    lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["inputs"]]
-    lines.append("outputs:")
-    lines += [f"  {s['name']}: {s['dtype']}{s['shape']}" for s in meta["outputs"]]
+             f"content hash: {meta.get('content_hash')} (not checked by info)"]
+    if meta["dims"]:
+        lines.append("dynamic dims: " + ", ".join(f"{name} in [{r['min']}, {r['max']}]" for name, r in meta["dims"].items())
+                     + f" ({len(meta['variants'])} plan variant(s); memory planned for the largest sizes)")
+    lines.append("inputs:")
+    lines += [f"  {s['name']}: {s['dtype']}{_shape(s['shape'])}" for s in meta["inputs"]]
+    lines.append("outputs" + (" (returned by name):" if meta["outputs_by_name"] else ":"))
+    lines += [f"  {s['name']}: {s['dtype']}{_shape(s['shape'])}" for s in meta["outputs"]]
     lines.append(f"weights: {_mib(lay['weights_bytes'])}; activations arena: {_mib(lay['arena_bytes'])}; "
                  f"plan: {lay['plan_words']} words; memory: {mem['initial_pages']} pages "
                  f"({_mib(mem['initial_pages'] * 65536)}) + {_mib(mem['worker_stack_bytes'])} per extra thread")
-    lines.append(f"work: {meta['flops'] / 1e6:.2f} MFLOP per run")
+    lines.append(f"work: {meta['flops'] / 1e6:.2f} MFLOP per run" + (" (at the example sizes)" if meta["dims"] else ""))
     lines.append("ATen ops: " + ", ".join(f"{k} x{v}" for k, v in meta["ops"].items()))
     lines.append("kernel calls: " + ", ".join(f"{k} x{v}" for k, v in meta["kernel_calls"].items()))
     return "\n".join(lines) + "\n"

@@ -79,8 +79,11 @@ def dims_of(gm: GraphModule, ep, user_dims: dict[int, dict[int, str]], values) -
     for k, symbol in enumerate(specs.symbols):
         name = names.get(symbol, f"dim{k}")
         r = ranges.get(str(symbol))
-        lo, hi = (int(r.lower), r.upper) if r is not None else (0, None)
-        if hi is None or not r.upper.is_integer or int(hi) > MAX_DIM:
+        try:
+            lo, hi = int(r.lower), int(r.upper)
+        except (AttributeError, OverflowError, TypeError, ValueError):  # (no range, or an infinite bound)
+            lo, hi = 0, None
+        if hi is None or hi > MAX_DIM:
             raise WasmBackendError(
                 f"dynamic dim {name!r} has no maximum (or one above {MAX_DIM}); the file plans its memory "
                 f"for the largest size: give it one, e.g. Dim({name!r}, min=1, max=512)")
@@ -88,7 +91,7 @@ def dims_of(gm: GraphModule, ep, user_dims: dict[int, dict[int, str]], values) -
             raise WasmBackendError(f"two dynamic dims are both named {name!r}; give each Dim its own name")
         out.names.append(name)
         out.lo.append(max(lo, 0))
-        out.hi.append(int(hi))
+        out.hi.append(hi)
     return out
 
 

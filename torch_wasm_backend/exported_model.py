@@ -418,7 +418,8 @@ class ExportedModel:
                 at = int(self._bytes[lay["error_at"]:lay["error_at"] + 4].view(torch.int32)[0])
                 message = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
                 if rc == INPUT_ERROR:  # the caller's inputs, not a fault: the model stays usable
-                    raise WasmInputError(f"{self.source}: {message}")
+                    where = wasm_file.source_of_word(self.metadata["variants"][sizes.variant], at)
+                    raise WasmInputError(f"{self.source}: {message}" + (f", in {where}" if where else ""))
                 pool.broken = message
                 raise WasmTrap(f"{self.source}: {pool.broken}")
             return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in sizes.outputs]

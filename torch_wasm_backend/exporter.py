@@ -348,6 +348,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
         entries.append({
             "when": sizes.program(" and ".join(terms)) if terms else None,
             "plan_offset": len(plan_words), "plan_words": len(words), "patches": patches,
+            "sources": _record_sources(plan),
             "inputs": [None if plan.inputs[i] is None else view(plan.inputs[i], plan.inputs[i].strides)
                        for _, i in input_names],
             "outputs": [view(o.ref, o.ref.strides) for o in plan.outputs]})
@@ -403,6 +404,18 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     log.info("exported %s: %d bytes (%d of weights, %d kernel calls, %d variants)", path, len(data), len(blob),
              len(first.records), len(variants))
     return wasm_file.parse(data, str(path)).metadata
+
+
+def _record_sources(plan) -> list:
+    """[[first plan word, "op at source line"], ...] for each run of records lowered from one node,
+    so that a loader can say where an input error (an index out of range) was found."""
+    sources, at, last = [], 0, None
+    for (kernel, _), node in zip(plan.records, plan.record_nodes):
+        if node is not None and node is not last:
+            sources.append([at, f"{op_name(node.target)} at {_source_line(node)}"[:wasm_file.MAX_SOURCE_CHARS]])
+        last = node
+        at += 2 + ABI.ops[kernel].n_words
+    return sources
 
 
 def _lower_static(gm, values, constants, winograd, args):

@@ -37,6 +37,7 @@ FORMAT_VERSION = 3
 READABLE_VERSIONS = (2, 3)
 DTYPES = {"float32": 4, "int64": 8, "int32": 4, "bool": 1}   # name -> bytes per element
 MAX_VARIANTS = 16
+MAX_SOURCE_CHARS = 400  # one entry of a variant's "sources" (where a record came from)
 HASH_PREFIX = "sha256:"
 HASH_PLACEHOLDER = HASH_PREFIX + "0" * 64
 MEMORY_LIMIT = 65536 * 65536          # wasm32: 4 GiB
@@ -245,7 +246,7 @@ def _from_version_2(meta: dict) -> dict:
         return meta  # (validate names what is wrong)
     meta = dict(meta, dims={}, exprs=[], outputs_by_name=False)
     meta["variants"] = [{
-        "when": None, "plan_offset": 0, "plan_words": meta["layout"].get("plan_words"), "patches": [],
+        "when": None, "plan_offset": 0, "plan_words": meta["layout"].get("plan_words"), "patches": [], "sources": [],
         "inputs": [None if t.get("offset") is None else {"offset": t.get("offset"), "strides": t.get("strides")}
                    for t in meta["inputs"]],
         "outputs": [{"offset": t.get("offset"), "strides": t.get("strides")} for t in meta["outputs"]]}]
@@ -372,6 +373,13 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
             if not (isinstance(patch, list) and len(patch) == 2 and type(patch[0]) is int and type(patch[1]) is int
                     and 0 <= patch[0] < n_words and 0 <= patch[1] < n_exprs):
                 check.fail(f"{where}.patches", f"holds {json.dumps(patch)[:40]}, not [plan word, program index]")
+        previous = -1
+        for source in check.obj(variant, "sources", list, where):
+            if not (isinstance(source, list) and len(source) == 2 and type(source[0]) is int
+                    and previous < source[0] < n_words and isinstance(source[1], str)
+                    and len(source[1]) <= MAX_SOURCE_CHARS):
+                check.fail(f"{where}.sources", f"holds {json.dumps(source)[:40]}, not [increasing plan word, text]")
+            previous = source[0]
         for kind, specs in (("inputs", inputs), ("outputs", outputs)):
             views = check.obj(variant, kind, list, where)
             if len(views) != len(specs):
@@ -391,6 +399,16 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
     if not dims:  # every view is known now: check them at load time
         for j in range(len(variants)):
             check_views(meta, *views_at(meta, j, {}, []), source)
+
+
+def source_of_word(variant: dict, word: int) -> str | None:
+    """What the plan word belongs to ("aten::embedding at File ..."), if the file says."""
+    found = None
+    for start, text in variant["sources"]:
+        if start > word:
+            break
+        found = text
+    return found
 
 
 def views_at(meta: dict, variant: int, dims: dict[str, int], values: list) -> tuple[list, list]:

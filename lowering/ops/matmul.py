@@ -30,6 +30,9 @@ def packed_numel(k: int, n: int) -> int:
 def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, n: int) -> TensorRef:
     """B as packed panels: folded from constants when possible, else packed at run time."""
     fold = ctx.const_fn(b_arg)
+    if fold is not None and ctx.at_largest is not None and ctx.plan_dependent(b_arg):
+        fold = None  # export with dynamic dims: panels of a size-dependent B are not a slice of the
+        #              largest ones (LoweringContext.at_largest), so PACK_B packs its view at run time
     if fold is not None:
         cache = ctx.__dict__.setdefault("_packed_cache", {})
         key = (ctx.structural_key(b_arg), transpose, batch, k, n)

@@ -11,7 +11,7 @@ export const FORMAT_VERSION = 3;
 const READABLE_VERSIONS = [2, 3];
 // dtype -> the typed array holding it
 export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array };
-const MAX_VARIANTS = 16, SIZES_KEPT = 8;
+const MAX_VARIANTS = 16, SIZES_KEPT = 8, MAX_SOURCE_CHARS = 400;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
 const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
@@ -110,7 +110,7 @@ function fromVersion2(meta) {
   if (!lists || !isObj(meta.layout)) return meta;  // (validate names what is wrong)
   const strip = (t) => Object.fromEntries(Object.entries(t).filter(([k]) => k !== "offset" && k !== "strides"));
   const variant = {
-    when: null, plan_offset: 0, plan_words: meta.layout.plan_words, patches: [],
+    when: null, plan_offset: 0, plan_words: meta.layout.plan_words, patches: [], sources: [],
     inputs: meta.inputs.map((t) => (t.offset === null || t.offset === undefined ? null : { offset: t.offset, strides: t.strides })),
     outputs: meta.outputs.map((t) => ({ offset: t.offset, strides: t.strides })),
   };
@@ -196,6 +196,13 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
       if (!(Array.isArray(patch) && patch.length === 2 && Number.isSafeInteger(patch[0]) && Number.isSafeInteger(patch[1])
             && patch[0] >= 0 && patch[0] < nWords && patch[1] >= 0 && patch[1] < nExprs))
         fail(source, `${where}.patches`, `holds ${show(patch)}, not [plan word, program index]`);
+    let previous = -1;
+    for (const entry of obj(variant, "sources", true, where)) {
+      if (!(Array.isArray(entry) && entry.length === 2 && Number.isSafeInteger(entry[0]) && entry[0] > previous
+            && entry[0] < nWords && typeof entry[1] === "string" && entry[1].length <= MAX_SOURCE_CHARS))
+        fail(source, `${where}.sources`, `holds ${show(entry)}, not [increasing plan word, text]`);
+      previous = entry[0];
+    }
     for (const [kind, specs] of [["inputs", inputs], ["outputs", outputs]]) {
       const views = obj(variant, kind, true, where);
       if (views.length !== specs.length) fail(source, `${where}.${kind}`, `has ${views.length} entries for ${specs.length} ${kind}`);
@@ -366,6 +373,7 @@ export function checkInputs(meta, inputs) {
     if (value === undefined) throw new ModelInputError(`missing input '${spec.name}'; the model's inputs are ${JSON.stringify(names)}`);
     let shape = null;
     if (value && !ArrayBuffer.isView(value) && value.data !== undefined) { shape = value.shape || value.dims; value = value.data; }
+    else if (ArrayBuffer.isView(value) && Array.isArray(value.shape)) shape = value.shape;  // an output passed back (a KV cache)
     const Want = DTYPES[spec.dtype];
     if (spec.dtype === "int64" && value instanceof Int32Array) value = BigInt64Array.from(value, (v) => BigInt(v));
     if (!(value instanceof Want)) {
@@ -465,7 +473,7 @@ export class Engine {
         throw new ModelFileError(`${this.source}: plan word ${word} evaluates to ${v} at ${JSON.stringify(dims)}, not an int32; the file is damaged: re-export it`);
       words[word] = v | 0;
     }
-    found = { words, inputs, outputs };
+    found = { words, inputs, outputs, variant };
     this.sizes.set(key, found);
     if (this.sizes.size > SIZES_KEPT) this.sizes.delete(this.sizes.keys().next().value);
     return found;
@@ -490,7 +498,10 @@ export class Engine {
       throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
     }
     if (rc === INPUT_ERROR) {
-      throw new ModelInputError(`${this.source}: an index in the inputs is out of range (at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}); nothing was computed`);
+      const at = new Int32Array(this.memory.buffer, lay.error_at, 1)[0];
+      let where = null;  // what the plan word belongs to, if the file says (variant.sources)
+      for (const [start, text] of sizes.variant.sources) { if (start > at) break; where = text; }
+      throw new ModelInputError(`${this.source}: an index in the inputs is out of range (at plan word ${at}${where ? `, in ${where}` : ""}); nothing was computed`);
     }
     if (rc !== 0) {
       this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
