@@ -169,7 +169,8 @@ def export_both(case: Case, out: Path) -> dict:
 
     new = [{"length": next(iter(x.values())).shape[-1], **run_case(x, f"new{i}")} for i, x in enumerate(case.new_inputs)]
     return {"name": case.name, "ours": str(ours), "onnx": str(onnx_path), **run_case(case.inputs, "main"),
-            "new_lengths": new, "symbolic_dims": symbolic,
+            "new_lengths": new, "symbolic_dims": symbolic, "ours_bytes": ours.stat().st_size,
+            "onnx_bytes": onnx_path.stat().st_size,
             "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
 
 
@@ -198,51 +199,59 @@ def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
     dyn = [r for r in results if r["new_lengths"]]
     if dyn:
         print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms);"
-              "\nour planning alone: the loader's Engine.sizesFor at each new length, in the main thread (the first call runs cold)")
+              "\nour planning alone: the loader's Engine.sizesFor in the main thread, its very first call (cold JS) and per new length")
         print("\n| model | threads | lengths | ours: extra ms per length | median | ORT-web: extra ms per length | median "
-              "| our planning alone, ms per length | median |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| our planning alone: cold ms | ms per length | median |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in dyn:
             cells = [", ".join(str(n["length"]) for n in r["new_lengths"])]
             for side in ("ours", "ort"):
                 extra = [n[side]["first_ms"] - n[side]["steady_ms"] for n in r["new_lengths"]]
                 cells += [", ".join(f"{e:.1f}" for e in extra), f"{statistics.median(extra):.1f}"]
-            cells += [", ".join(f"{t:.2f}" for t in r["planning_ms"]), f"{statistics.median(r['planning_ms']):.2f}"]
+            plan = r["planning_ms"]
+            cells += [f"{plan['cold_ms']:.2f}", ", ".join(f"{t:.2f}" for t in plan["ms"]), f"{statistics.median(plan['ms']):.2f}"]
             print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(cells) + " |")
     print("\n| model | fp32 weights | ours: .wasm (kernels + weights) | ours - weights | ORT-web: .onnx | + ORT-web runtime (wasm + JS) |")
     print("|---|---|---|---|---|---|")
     for c in configs:
-        ours, onnx_bytes = Path(c["ours"]).stat().st_size, Path(c["onnx"]).stat().st_size
+        ours, onnx_bytes = c["ours_bytes"], c["onnx_bytes"]
         print(f"| {labels[c['name']]} | {c['weight_bytes'] / 1e6:.2f} MB | {ours / 1e6:.2f} MB | "
               f"{(ours - c['weight_bytes']) / 1e6:+.2f} MB | {onnx_bytes / 1e6:.2f} MB | {sum(ort_runtime.values()) / 1e6:.2f} MB |")
     print(f"\nour JS loader: {sum(our_js.values()) / 1e3:.1f} kB ({', '.join(our_js)}); "
           f"ORT-web runtime files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in ort_runtime.items()))
 
 
+def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
+    """One Node process (ORT-web's numThreads is per process) timing every model at `threads`."""
+    cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "min_warmup": 2,
+           "max_warmup": 10 if quick else 20, "min_iters": 3 if quick else 5, "max_iters": 200,
+           "min_seconds": 0.5 if quick else 2.0, "rounds": 1 if quick else 2, "new_length_iters": 3 if quick else 5}
+    cfg_path = work / f"config{threads}.json"
+    cfg_path.write_text(json.dumps(cfg))
+    run = subprocess.run(["node", str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
+    if run.returncode != 0:
+        sys.exit(f"bench.mjs failed:\n{run.stderr}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller models and fewer iterations")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--models", help="comma-separated names of the models to run (default: all): "
+                        "mlp, resnet18, bert, bert_base, bert_narrow")
     args = parser.parse_args(argv)
     if not ORT_DIST.exists():
         sys.exit(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
-    work = Path(tempfile.mkdtemp(prefix="twb-ort-"))
-    labels, configs = {}, []
-    for case in cases(args.quick):
-        labels[case.name] = case.label
-        configs.append(export_both(case, work))
-    results = []
-    for threads in [int(t) for t in args.threads.split(",")]:
-        cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "min_warmup": 2,
-               "max_warmup": 10 if args.quick else 20, "min_iters": 3 if args.quick else 5, "max_iters": 200,
-               "min_seconds": 0.5 if args.quick else 2.0, "rounds": 1 if args.quick else 2,
-               "new_length_iters": 3 if args.quick else 5}
-        cfg_path = work / f"config{threads}.json"
-        cfg_path.write_text(json.dumps(cfg))
-        run = subprocess.run(["node", str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
-        if run.returncode != 0:
-            sys.exit(f"bench.mjs failed:\n{run.stderr}")
-        results += json.loads(run.stdout.strip().splitlines()[-1])
+    labels, configs, results = {}, [], []
+    with tempfile.TemporaryDirectory(prefix="twb-ort-") as tmp:  # (BERT-base: ~0.9 GB of files)
+        for case in cases(args.quick):
+            if args.models and case.name not in args.models.split(","):
+                continue
+            labels[case.name] = case.label
+            configs.append(export_both(case, Path(tmp)))
+        for threads in [int(t) for t in args.threads.split(",")]:
+            results += timing_run(args.quick, threads, configs, Path(tmp))
     by_name = {c["name"]: c for c in configs}
     for r in results:
         r["rel_err"] = _rel_errors(r, by_name[r["model"]])
@@ -251,12 +260,10 @@ def main(argv=None) -> int:
     print_tables(results, configs, labels, ort_runtime, our_js)
     out = ROOT / ".benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "ort_web.json").write_text(json.dumps({"results": results, "labels": labels, "ort_runtime_bytes": ort_runtime,
-                                                  "our_js_bytes": our_js, "files": {c["name"]: {
-                                                      "ours": Path(c["ours"]).stat().st_size,
-                                                      "onnx": Path(c["onnx"]).stat().st_size,
-                                                      "fp32_weights": c["weight_bytes"],
-                                                      "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}, indent=1))
+    (out / "ort_web.json").write_text(json.dumps({
+        "results": results, "labels": labels, "ort_runtime_bytes": ort_runtime, "our_js_bytes": our_js,
+        "files": {c["name"]: {"ours": c["ours_bytes"], "onnx": c["onnx_bytes"], "fp32_weights": c["weight_bytes"],
+                              "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}, indent=1))
     failed = [f"{labels[r['model']]} at {r['threads']} thread(s): {side} {err:.1e}" for r in results
               for side, err in r["rel_err"].items() if err > RTOL]
     if failed:
