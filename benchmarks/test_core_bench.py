@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lowering.abi import ABI
-from lowering.ops.conv import winograd_tile_block, winograd_weight
-from lowering.ops.matmul import pack_b
+from torch_wasm_backend.lowering.abi import ABI
+from torch_wasm_backend.lowering.ops.conv import winograd_tile_block, winograd_weight
+from torch_wasm_backend.lowering.ops.matmul import pack_b
 from torch_wasm_backend.kernel_call import KernelSession
 
 THREADS = [1, 2]

@@ -189,7 +189,7 @@ void k_UNARY(const UNARY_args* a) {
 #define X(op) case op: unary_space<op>(a); break;
     FOR_EACH_UNARY(X)
 #undef X
-    default: break;
+    default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }
 
@@ -203,7 +203,7 @@ void k_BINARY(const BINARY_args* a) {
 #define X(op) case op: binary_space<op>(a); break;
     FOR_EACH_BINARY(X)
 #undef X
-    default: break;
+    default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }
 
@@ -250,7 +250,7 @@ void map_row(const MapInstr* prog, int n, const float* const* in, const ptrdiff_
 #define X(op) case op: unary_row<op>(dst, ds, pa, as, m, ins.p0, ins.p1); break;
           FOR_EACH_UNARY(X)
 #undef X
-          default: break;
+          default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
         }
       } else {
         const float* pb = reg(ins.b, ins, &bs);
@@ -258,7 +258,7 @@ void map_row(const MapInstr* prog, int n, const float* const* in, const ptrdiff_
 #define X(op) case op: binary_row<op>(dst, ds, pa, as, pb, bs, m); break;
           FOR_EACH_BINARY(X)
 #undef X
-          default: break;
+          default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
         }
       }
     }
@@ -309,6 +309,6 @@ void activation_inplace(float* p, long n, int act, float p0, float p1) {
 #define X(op) case op: activation_row<op>(p, n, p0, p1); break;
     FOR_EACH_UNARY(X)
 #undef X
-    default: break;
+    default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }

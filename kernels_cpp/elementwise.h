@@ -74,13 +74,13 @@ static inline float unary_s(float x, float p0, float p1) {
   X(UNARY_ROUND) X(UNARY_LEAKY_RELU) X(UNARY_SIN) X(UNARY_COS)
 
 // Runtime-op activation for epilogues (O(outputs) work, so the switch per vector is cheap next to
-// the O(k) work that produced each output). Unknown ops act as IDENTITY.
+// the O(k) work that produced each output). An unknown op traps (a damaged plan).
 static inline v128_t apply_activation(v128_t v, int act, float p0, float p1) {
   switch (act) {
 #define X(op) case op: return unary_v<op>(v, p0, p1);
     FOR_EACH_UNARY(X)
 #undef X
-    default: return v;
+    default: __builtin_trap();
   }
 }
 

@@ -1,4 +1,4 @@
-// The plan executor: one exported call runs a whole Plan (DESIGN.md decision 1), dispatching each
+// The plan executor: one exported call runs a whole Plan (docs/design.md decision 1), dispatching each
 // record to its kernel. Also exports the ABI version and the heap base the host allocates above.
 #include "abi.h"
 #include "threadpool.h"

@@ -332,7 +332,7 @@ void k_CHANNEL_AFFINE(const CHANNEL_AFFINE_args* a) {
 #define X(op) case op: affine<op>(a); break;
     FOR_EACH_UNARY(X)
 #undef X
-    default: affine<UNARY_IDENTITY>(a); break;
+    default: __builtin_trap();  // an unknown activation: a damaged plan
   }
 }
 
@@ -403,6 +403,6 @@ void k_REDUCE(const REDUCE_args* a) {
     case REDUCE_MEAN: reduce_impl<REDUCE_MEAN>(a); break;
     case REDUCE_AMAX: reduce_impl<REDUCE_AMAX>(a); break;
     case REDUCE_AMIN: reduce_impl<REDUCE_AMIN>(a); break;
-    default: break;
+    default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }

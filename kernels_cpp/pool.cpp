@@ -144,6 +144,7 @@ void k_POOL2D(const POOL2D_args* a) {
   float* out = at<float>(a->out);
   int64_t* indices = a->indices ? at<int64_t>(a->indices) : nullptr;
   const int mode = a->mode;
+  if (mode != POOL_MAX && mode != POOL_AVG && mode != POOL_ADAPTIVE_AVG) __builtin_trap();  // a damaged plan
   const bool include_pad = a->count_include_pad != 0;
   const int divisor = a->divisor;
   const long rows = planes * q.OH;

@@ -1,4 +1,4 @@
-// Host-driven worker pool inside wasm (DESIGN.md decision 2). The host parks N-1 threads in
+// Host-driven worker pool inside wasm (docs/design.md decision 2). The host parks N-1 threads in
 // worker_loop(); parallel_for() on the calling thread hands out tasks to them and joins.
 #pragma once
 #include <type_traits>

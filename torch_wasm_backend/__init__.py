@@ -9,6 +9,28 @@
 import logging as _logging
 import os as _os
 
+
+def _map_checkout_lowering() -> None:
+    """In a source checkout lowering/ sits beside this package; a wheel installs it as
+    torch_wasm_backend/lowering (pyproject.toml's package-dir). Give the checkout's folder that same
+    name, before anything below imports it."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "lowering"
+    if (here / "lowering").is_dir() or not (checkout / "__init__.py").is_file():
+        return  # installed from a wheel, or not a checkout
+    spec = importlib.util.spec_from_file_location(
+        f"{__name__}.lowering", checkout / "__init__.py", submodule_search_locations=[str(checkout)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    globals()["lowering"] = module  # as the import system binds a loaded submodule on its parent
+
+
+_map_checkout_lowering()
+
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .explain_report import ExplainReport, explain
 from .metrics import reset_stats, stats

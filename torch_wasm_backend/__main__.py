@@ -16,8 +16,8 @@ import threading
 
 
 def ops_table() -> str:
-    from lowering import ops  # noqa: F401  (fills the registry; imported here: `info` needs no torch)
-    from lowering.registry import REGISTRY
+    from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry; imported here: `info` needs no torch)
+    from torch_wasm_backend.lowering.registry import REGISTRY
     lines = ["# ATen ops that run in wasm", "",
              "Generated from `lowering/registry.py` by `python -m torch_wasm_backend ops`. float32 "
              "unless noted; every node that is not listed, or fails its check, runs in eager with "

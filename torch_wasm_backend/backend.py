@@ -15,9 +15,9 @@ from torch.fx import GraphModule
 from torch.fx._lazy_graph_module import _LazyGraphModule
 from functorch.compile import make_boxed_func
 
-from lowering.partition import PartitionResult, is_tensor_op, partition_graph
-from lowering.registry import decomposition_table, op_name
-from lowering import ops  # noqa: F401  (fills the registry)
+from torch_wasm_backend.lowering.partition import PartitionResult, is_tensor_op, partition_graph
+from torch_wasm_backend.lowering.registry import decomposition_table, op_name
+from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
 from . import metrics as stats
 from .errors import WasmBackendError
 from .options import Options
@@ -45,7 +45,7 @@ def _placeholders(gm: GraphModule):
 
 def _constant_input_indices(gm: GraphModule, example_inputs) -> set[int]:
     """Dynamo inlines nn modules: parameters and buffers arrive as placeholders whose source names
-    them (DESIGN.md decision 5). Those become constants copied into wasm once."""
+    them (docs/design.md decision 5). Those become constants copied into wasm once."""
     found = set()
     for i, node in enumerate(_placeholders(gm)):
         grapharg = node.meta.get("grapharg")

@@ -1,7 +1,7 @@
 """explain(model, *args): what of a model runs in wasm and what runs in eager, and why.
 
 It runs the model once through the real backend path (`torch.compile` -> Dynamo -> aot_autograd with
-the registry's decompositions -> `lowering.partition.partition_graph`), watching every ATen graph as
+the registry's decompositions -> `torch_wasm_backend.lowering.partition.partition_graph`), watching every ATen graph as
 it is partitioned, so the report is what `backend="wasm"` does, not a second opinion. Graph breaks come
 from `torch._dynamo.explain`. The report prints as a table and converts to a dict / JSON."""
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lowering.partition import PartitionResult, is_compute, is_tensor_op
-from lowering.registry import op_name
+from torch_wasm_backend.lowering.partition import PartitionResult, is_compute, is_tensor_op
+from torch_wasm_backend.lowering.registry import op_name
 from . import metrics
 from .backend import wasm_backend
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 from torch.fx import GraphModule
 
-from lowering.context import LoweringContext
-from lowering.plan import Plan, plan_memory
-from lowering.registry import Unsupported
-from lowering.shapes import spec_plan
-from lowering.template import PlanTemplate, TemplateError, _difference, replay
-from lowering.tracked import Recorder, TrackedInt
+from torch_wasm_backend.lowering.context import LoweringContext
+from torch_wasm_backend.lowering.plan import Plan, plan_memory
+from torch_wasm_backend.lowering.registry import Unsupported
+from torch_wasm_backend.lowering.shapes import spec_plan
+from torch_wasm_backend.lowering.template import PlanTemplate, TemplateError, _difference, replay
+from torch_wasm_backend.lowering.tracked import Recorder, TrackedInt
 from .errors import WasmBackendError
 
 MAX_POINTS = 20_000     # size combinations checked one by one; more are sampled

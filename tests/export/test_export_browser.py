@@ -1,7 +1,8 @@
 """A real headless Chromium (Debian `chromium`) opens a page from a localhost server, loads the same
 exported files with the same JS loader, and POSTs its outputs back; they must match eager.
 With COOP/COEP headers the loader uses 2 threads on shared memory; without them it falls back to
-1 thread and says why on the console. Nothing here downloads a browser."""
+1 thread and says why on the console. The isolated run loads the npm package's copy of the loader
+(unpacked from its `npm pack` tarball), the other the dev server's. Nothing here downloads a browser."""
 import json
 import os
 import queue
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import urllib.parse
@@ -90,10 +92,14 @@ def _check_outputs(report, exported, threads):
         torch.testing.assert_close(got, e.expected, **MATMUL)
 
 
-def test_chromium_cross_origin_isolated_two_threads(site, exported, tmp_path):
+def test_chromium_cross_origin_isolated_two_threads(site, exported, npm_tarball, tmp_path):
+    """Runs the loader of the npm package (the tarball `npm pack` made, unpacked into the site), which
+    must bring every module and Worker script it loads."""
     root, cases = site
-    report = run_page(root, {"cases": json.dumps(cases), "threads": 2, "errors": 1,
-                             "foreign": "/foreign.wasm"}, True, tmp_path)
+    with tarfile.open(npm_tarball) as tar:
+        tar.extractall(root / "npm", filter="data")
+    report = run_page(root, {"cases": json.dumps(cases), "threads": 2, "errors": 1, "foreign": "/foreign.wasm",
+                             "loader": "/npm/package/loader.mjs"}, True, tmp_path)
     assert report["crossOriginIsolated"] is True
     _check_outputs(report, exported, threads=2)
     assert report["warnings"] == []

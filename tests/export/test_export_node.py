@@ -14,7 +14,7 @@ import torch
 import torch_wasm_backend
 from torch_wasm_backend import wasm_file
 from helpers import MATMUL
-from conftest import TwoInTwoOut
+from export_testing import TwoInTwoOut
 
 LOADER = Path(torch_wasm_backend.__file__).parent / "js" / "loader.mjs"
 DRIVERS = Path(__file__).parent / "js"

@@ -12,7 +12,7 @@ import torch_wasm_backend as twb
 from torch_wasm_backend import wasm_file
 from torch_wasm_backend.__main__ import main
 from helpers import MATMUL
-from conftest import TwoInTwoOut, wasm_tools_validate
+from export_testing import TwoInTwoOut, wasm_tools_validate
 
 MODELS = ["mlp", "cnn", "encoder"]
 

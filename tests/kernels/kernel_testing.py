@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.kernel_call import KernelSession
 
 MAX_DIMS = ABI.max_dims

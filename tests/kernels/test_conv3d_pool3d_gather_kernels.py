@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from kernel_testing import EPS, NAN, NR, Session, assert_exact, assert_within, dot_rel, ulp32
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from test_elementwise_kernels import run_unary
 
 U = ABI.unary

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from kernel_testing import (EPS, INF, NAN, NR, Session, assert_bits_equal, assert_exact, assert_within,
                             dot_rel, ulp32)
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 
 U = ABI.unary
 

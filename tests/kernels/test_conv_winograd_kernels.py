@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from kernel_testing import Session, assert_bits_equal, assert_within, dot_rel
-from lowering.abi import ABI
-from lowering.ops.conv import WINOGRAD_G, winograd_weight
+from torch_wasm_backend.lowering.abi import ABI
+from torch_wasm_backend.lowering.ops.conv import WINOGRAD_G, winograd_weight
 from torch_wasm_backend.errors import WasmTrap
 
 U = ABI.unary

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kernel_testing import contiguous_strides, pad6
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.errors import WasmInputError
 
 DT = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.int16: "I16",

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from kernel_testing import (FLT_MIN, INF, NAN, Session, assert_exact, assert_within,
                             contiguous_strides, pad6, ulp32, view_with_nan_holes)
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 17, 33, 1000]
 EXACT_UNARY = ["IDENTITY", "RELU", "NEG", "SQRT", "RSQRT", "CLAMP", "AFFINE", "HARDSWISH", "HARDSIGMOID",

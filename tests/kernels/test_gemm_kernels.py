@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from kernel_testing import NAN, SENTINEL, Session, assert_exact, assert_within, dot_rel
-from lowering.abi import ABI
-from lowering.ops.matmul import pack_b, packed_numel
+from torch_wasm_backend.lowering.abi import ABI
+from torch_wasm_backend.lowering.ops.matmul import pack_b, packed_numel
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 100]
 ACTS = {"IDENTITY": (0.0, 0.0), "RELU": (0.0, 0.0), "CLAMP": (-0.5, 0.7)}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kernel_testing import Session, assert_exact, pad6, view_with_nan_holes
-from lowering.abi import ABI
+from torch_wasm_backend.lowering.abi import ABI
 from test_elementwise_kernels import _out_strides, run_binary, run_unary
 from torch_wasm_backend.errors import WasmTrap
 

@@ -159,7 +159,7 @@ def test_deep_chain_with_dynamic_shapes_plans_from_its_template(partitions):
             torch.testing.assert_close(compiled(x), model(x), **TRANSCENDENTAL)
     s = twb.stats()
     assert s["graphs_compiled"] == 1 and s["plans_lowered"] == 0 and s["plans_from_template"] == 4
-    from lowering.template import template_status
+    from torch_wasm_backend.lowering.template import template_status
     [partition] = partitions
     assert template_status(partition.gm) == ["1 templates, 1 verified"]
 

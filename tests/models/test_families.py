@@ -437,7 +437,7 @@ def test_families_with_dynamic_true_plan_new_sizes_from_templates(family, partit
     """dynamic=True: the first size is lowered into a plan template (lowering/template.py), and
     every later size is rebuilt from it (or from a second template where a size crosses a branch of
     the lowering, such as the UNet's padding): equal to eager, and no size is lowered again."""
-    from lowering.template import template_status
+    from torch_wasm_backend.lowering.template import template_status
     torch.manual_seed(0)
     torch._dynamo.reset()
     if family == "mobilenet_v3":

@@ -32,8 +32,8 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 from helpers import EXACT, MATMUL, REDUCTION, TRANSCENDENTAL, _assert_tree_close
 
 import torch_wasm_backend as twb
-from lowering import ops as _ops  # noqa: F401  (fills the registry)
-from lowering.registry import REGISTRY, Unsupported
+from torch_wasm_backend.lowering import ops as _ops  # noqa: F401  (fills the registry)
+from torch_wasm_backend.lowering.registry import REGISTRY, Unsupported
 
 pytest.importorskip("expecttest", reason="torch's OpInfo database needs the 'expecttest' package")
 from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402

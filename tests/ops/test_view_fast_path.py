@@ -5,8 +5,8 @@ from collections import Counter
 
 import torch
 
-from lowering.ops.shape import _fast_view, _meta_like
-from lowering.plan import Buffer, TensorRef
+from torch_wasm_backend.lowering.ops.shape import _fast_view, _meta_like
+from torch_wasm_backend.lowering.plan import Buffer, TensorRef
 
 aten = torch.ops.aten
 

@@ -127,7 +127,7 @@ def test_trap_in_strict_mode_raises_with_details():
 
 
 def test_wasmtime_shared_memory_define_bug_still_present():
-    """DESIGN.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
+    """docs/design.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
     fails, upstream fixed it: delete the workaround in runtime.define_shared_memory."""
     import wasmtime
     cfg = wasmtime.Config()
@@ -210,12 +210,12 @@ def test_out_of_wasm_memory_runs_in_eager_with_reason(monkeypatch):
 def test_dynamic_shapes_plan_from_symbolic_meta_without_retracing(monkeypatch):
     """dynamic=True: one Dynamo graph; each new length gets a plan from the graph's symbolic meta
     values (no re-tracing: the tracing fallback is made to fail here), with eager's numbers."""
-    import lowering.lower
+    import torch_wasm_backend.lowering.lower
 
     def no_tracing(*_):
         raise AssertionError("re-traced a graph whose symbolic shapes were known")
 
-    monkeypatch.setattr(lowering.lower, "concrete_values", no_tracing)
+    monkeypatch.setattr(torch_wasm_backend.lowering.lower, "concrete_values", no_tracing)
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
     compiled = torch.compile(layer, backend="wasm", dynamic=True)
     with torch.no_grad():

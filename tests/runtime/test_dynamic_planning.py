@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import lowering.lower
+import torch_wasm_backend.lowering.lower
 import torch_wasm_backend as twb
 from helpers import EXACT, MATMUL
 
@@ -14,7 +14,7 @@ from helpers import EXACT, MATMUL
 def no_retracing(monkeypatch):
     def fail(*_):
         raise AssertionError("re-traced a graph whose symbolic shapes were known")
-    monkeypatch.setattr(lowering.lower, "concrete_values", fail)
+    monkeypatch.setattr(torch_wasm_backend.lowering.lower, "concrete_values", fail)
 
 
 def _encoder():
@@ -96,7 +96,7 @@ def test_generated_evaluator_matches_sympy():
     rational one: a sympy fallback would pin plan templates (lowering/template.py)."""
     import sympy
     from torch.utils._sympy.functions import FloorDiv, Max, Mod
-    from lowering.shapes import Unbound, _Codegen
+    from torch_wasm_backend.lowering.shapes import Unbound, _Codegen
 
     s0, s1 = sympy.symbols("s0 s1", integer=True, positive=True)
     exprs = [s0 * s1 + 3, FloorDiv(s0 + 1, 2), Mod(s0 * 7, 5), sympy.Max(s0 - 2, 1), s0**2 - s1,

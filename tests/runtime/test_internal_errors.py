@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-import lowering.partition
-from lowering.registry import REGISTRY
+import torch_wasm_backend.lowering.partition
+from torch_wasm_backend.lowering.registry import REGISTRY
 
 aten = torch.ops.aten
 MESSAGE = "injected lowering bug"
@@ -34,7 +34,7 @@ def broken_partitioner(monkeypatch):
     """The partitioner's support check raises a KeyError (standing for any bug in partitioning)."""
     def support_reason(node):
         raise KeyError(MESSAGE)
-    monkeypatch.setattr(lowering.partition, "support_reason", support_reason)
+    monkeypatch.setattr(torch_wasm_backend.lowering.partition, "support_reason", support_reason)
 
 
 def _tracebacks(caplog) -> list[logging.LogRecord]:
@@ -75,7 +75,7 @@ def test_lowering_error_in_strict_mode_raises_chained_to_the_cause(broken_tanh):
 
 def test_unsupported_is_not_an_internal_error(monkeypatch, caplog):
     """Unsupported keeps its own reason and logs no traceback."""
-    from lowering.registry import Unsupported
+    from torch_wasm_backend.lowering.registry import Unsupported
 
     def lower(ctx, node):
         raise Unsupported("this shape is not handled")

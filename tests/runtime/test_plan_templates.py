@@ -11,25 +11,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import lowering.context
-import lowering.ops.elementwise
+import torch_wasm_backend.lowering.context
+import torch_wasm_backend.lowering.ops.elementwise
 import torch_wasm_backend as twb
 import torch_wasm_backend.partition_runner as partition_runner
 from helpers import MATMUL
-from lowering.template import template_status
-from lowering.tracked import Recorder, TrackedFloat, TrackedInt
+from torch_wasm_backend.lowering.template import template_status
+from torch_wasm_backend.lowering.tracked import Recorder, TrackedFloat, TrackedInt
 
 
 @pytest.fixture
 def lowerings(monkeypatch):
     """Counts LoweringContexts made (one per lowering of a partition, tracked or not)."""
     count = [0]
-    init = lowering.context.LoweringContext.__init__
+    init = torch_wasm_backend.lowering.context.LoweringContext.__init__
 
     def counted(self, *args, **kwargs):
         count[0] += 1
         init(self, *args, **kwargs)
-    monkeypatch.setattr(lowering.context.LoweringContext, "__init__", counted)
+    monkeypatch.setattr(torch_wasm_backend.lowering.context.LoweringContext, "__init__", counted)
     return count
 
 
@@ -138,13 +138,13 @@ def test_a_size_that_escapes_tracking_is_caught_by_the_verification(partitions, 
     """A lowering bug that bakes a size into a record (here: elementwise sizes copied through
     operator.index, which returns a plain int without telling anyone) must not give wrong answers
     at other lengths: the template's first reuse differs from a full lowering and is dropped."""
-    strided_args = lowering.ops.elementwise.strided_args
+    strided_args = torch_wasm_backend.lowering.ops.elementwise.strided_args
 
     def leaky(out, **inputs):
         args = strided_args(out, **inputs)
         args["size"] = [int.__index__(s) for s in args["size"]]
         return args
-    monkeypatch.setattr(lowering.ops.elementwise, "strided_args", leaky)
+    monkeypatch.setattr(torch_wasm_backend.lowering.ops.elementwise, "strided_args", leaky)
     compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
     for length in [3, 5, 9, 17]:
         x = torch.randn(length, 4)
@@ -158,7 +158,7 @@ def test_a_constant_that_does_not_follow_the_sizes_is_caught_by_the_verification
     """The same safety net for per-shape constants: if zeros_like's constant kept the first
     shape's sizes, the template's first reuse would make a wrong-sized constant; the verification
     makes both and compares them, and the partition goes back to lowering each shape."""
-    monkeypatch.setattr(lowering.context.LoweringContext, "at_call_sizes", lambda self, value: lambda ins: value)
+    monkeypatch.setattr(torch_wasm_backend.lowering.context.LoweringContext, "at_call_sizes", lambda self, value: lambda ins: value)
 
     def f(x):
         return (x * 2 + torch.zeros_like(x)).relu()
@@ -186,13 +186,13 @@ def test_constants_made_from_sizes_follow_the_sizes(partitions):
 def test_a_size_used_as_a_plain_number_pins_the_partition_to_lowering(partitions, monkeypatch, caplog):
     """A lowering that turns a size into a plain number (here: int() on the elementwise sizes)
     cannot be replayed at other sizes: the partition lowers each shape, and the log says where."""
-    strided_args = lowering.ops.elementwise.strided_args
+    strided_args = torch_wasm_backend.lowering.ops.elementwise.strided_args
 
     def converting(out, **inputs):
         args = strided_args(out, **inputs)
         args["size"] = [int(s) for s in args["size"]]
         return args
-    monkeypatch.setattr(lowering.ops.elementwise, "strided_args", converting)
+    monkeypatch.setattr(torch_wasm_backend.lowering.ops.elementwise, "strided_args", converting)
     compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
     with caplog.at_level("INFO", logger="torch_wasm_backend"):
         for rows in [3, 5, 9]:

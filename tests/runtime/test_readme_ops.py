@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from lowering import ops  # noqa: F401  (fills the registry)
-from lowering.registry import REGISTRY, _foldable_target
+from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
+from torch_wasm_backend.lowering.registry import REGISTRY, _foldable_target
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # Factories that are never lowered as kernels: the partitioner folds them into constants when their

@@ -1,0 +1,94 @@
+// Types of the JS loader (loader.mjs) for models exported by torch_wasm_backend.export().
+
+/** The typed array of each dtype an exported model takes or returns. */
+export interface DtypeArrays {
+  float32: Float32Array;
+  int64: BigInt64Array;
+  int32: Int32Array;
+  bool: Uint8Array;
+}
+export type Dtype = keyof DtypeArrays;
+export type TensorData = DtypeArrays[Dtype];
+
+/** An input with its shape spelled out: required for inputs with dynamic dims. */
+export interface TensorInput<T extends TensorData = TensorData> {
+  data: T;
+  shape: readonly number[];
+}
+
+/** One input: a typed array of the input's dtype (an Int32Array is also taken for int64), a
+ * {data, shape}, or an output of an earlier run() passed back (it carries its shape). */
+export type InputValue = TensorData | TensorInput;
+
+/** An output: a typed array of its dtype carrying `shape`, and `data` (itself), so that both
+ * `out.logits[0]` and `const { data, shape } = out.logits` work. */
+export type Output<T extends TensorData = TensorData> = T & { readonly shape: number[]; readonly data: T };
+/** Each possible output array type: narrow with `instanceof` (e.g. `out.logits instanceof Float32Array`). */
+export type AnyOutput = Output<Float32Array> | Output<BigInt64Array> | Output<Int32Array> | Output<Uint8Array>;
+
+/** An input or output as the file declares it; a dynamic dim appears by its name (see `dims`). */
+export interface TensorSpec {
+  name: string;
+  dtype: Dtype;
+  shape: (number | string)[];
+}
+
+/** The file's metadata plus how this load runs it. */
+export interface ModelInfo {
+  producer: { name: string; version: string; torch: string };
+  abi_version: number;
+  /** The exported module's class name. */
+  model: string;
+  /** Each dynamic dim's range, given at export (dynamic_shapes). */
+  dims: Record<string, { min: number; max: number }>;
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+  /** ATen ops and kernel calls of the exported graph, with their counts. */
+  ops: Record<string, number>;
+  kernel_calls: Record<string, number>;
+  flops: number;
+  /** Threads this load runs on (1 in a page that is not cross-origin isolated). */
+  threads: number;
+  sharedMemory: boolean;
+  fileBytes: number;
+  /** The file's layout (memory, variants, size programs): read by the loader itself. */
+  [field: string]: unknown;
+}
+
+export interface LoadOptions {
+  /** Threads per call (default 1); a browser page needs cross-origin isolation for more than 1. */
+  threads?: number;
+  /** Names the model in error messages (default "model"). */
+  source?: string;
+  /** Limit for loading and for each run(), in ms (default 10000; 0 or Infinity: none). */
+  timeoutMs?: number;
+}
+
+export interface Model {
+  readonly info: ModelInfo;
+  /** Runs the model on inputs named as in `info.inputs`; resolves to the outputs by name. Rejects
+   * with ModelInputError for a wrong name, dtype or shape, ModelTimeoutError past `timeoutMs`. */
+  run(inputs: Record<string, InputValue>): Promise<Record<string, AnyOutput>>;
+  /** Frees the model's Workers; later run() calls reject. */
+  close(): void;
+}
+
+/** Loads an exported .wasm (its bytes). Rejects with ModelFileError for a file that is not a valid
+ * export, is damaged, or does not finish loading within `timeoutMs`. */
+export function loadModel(bytes: ArrayBuffer | Uint8Array, options?: LoadOptions): Promise<Model>;
+
+/** The file is not a valid torch_wasm_backend export (or is damaged). */
+export class ModelFileError extends Error {
+  constructor(message: string);
+  name: "ModelFileError";
+}
+/** run()'s inputs do not match the model (name, dtype, shape or a dim's range). */
+export class ModelInputError extends Error {
+  constructor(message: string);
+  name: "ModelInputError";
+}
+/** run() exceeded `timeoutMs`; the model was stopped and must be loaded again. */
+export class ModelTimeoutError extends Error {
+  constructor(message: string);
+  name: "ModelTimeoutError";
+}
