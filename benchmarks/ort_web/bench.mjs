@@ -123,7 +123,7 @@ for (const m of config.models) {
     newLengths.push(entry);
   }
   results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), max_abs_diff: diffs, warmup,
-                 new_lengths: newLengths, planning_ms: planning(bytes, m) });
+                 new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null });
   ours.close();
   await session.release();
 }
