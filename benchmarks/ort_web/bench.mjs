@@ -1,45 +1,129 @@
 // One timing process of benchmarks/ort_web/compare.py: for one thread count, runs every model with
 // ONNX Runtime Web (wasm backend, SIMD; numThreads is per process, hence one process per count) and
-// with our exported .wasm through the shipped loader, alternating, and prints JSON results.
+// with our exported .wasm through the shipped loader, alternating, and prints JSON results: each
+// runtime's max |output - eager| per output, its warm-up, its median time and, for models with a
+// dynamic dim, its first run at each length never run before next to its steady time there.
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const { loadModel } = await import(pathToFileURL(config.loader).href);
+const loaderUrl = pathToFileURL(config.loader);
+const { loadModel } = await import(loaderUrl.href);
+const { Engine, parseFile } = await import(new URL("./core.mjs", loaderUrl).href);
 ort.env.wasm.numThreads = config.threads;
 ort.env.wasm.simd = true;
 
-const readF32 = (f) => { const b = readFileSync(f); return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
-const maxDiff = (a, b) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i])); return m; };
+const ARRAYS = { float32: Float32Array, int64: BigInt64Array };
+const read = (spec) => { const b = readFileSync(spec.file); return new ARRAYS[spec.dtype](b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+/** Run functions of both runtimes on one set of inputs; each resolves to {output name: typed array}. */
+function runners(session, ours, inputs) {
+  const ortFeeds = {}, ourFeeds = {};
+  for (const spec of inputs) {
+    const data = read(spec);
+    ortFeeds[spec.name] = new ort.Tensor(spec.dtype, data, spec.shape);
+    ourFeeds[spec.name] = { data, shape: spec.shape };
+  }
+  // ORT's outputs are Tensors, ours typed arrays: both have .data
+  const dataOf = (outs) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v.data]));
+  return { ort: async () => dataOf(await session.run(ortFeeds)), ours: async () => dataOf(await ours.run(ourFeeds)) };
+}
+
+/** max |got - expected| per output, keyed `name` (or `name@length` for a new length). */
+function maxDiffs(got, outputs, suffix = "") {
+  const diffs = {};
+  for (const spec of outputs) {
+    const want = read(spec), have = got[spec.name];
+    if (!have || have.length !== want.length) throw new Error(`output ${spec.name}${suffix}: ${have ? have.length : "no"} values, eager has ${want.length}`);
+    let m = 0;
+    for (let i = 0; i < want.length; i++) m = Math.max(m, Math.abs(have[i] - want[i]));
+    diffs[spec.name + suffix] = m;
+  }
+  return diffs;
+}
+
+async function timed(fn) {
+  const t0 = performance.now();
+  const out = await fn();
+  return [performance.now() - t0, out];
+}
+
+// V8 compiles wasm functions with its baseline compiler (Liftoff) at first and tiers hot ones up to
+// TurboFan in the background, so the first runs are slower: run until 3 in a row are within 10%.
+async function warmUp(fn, firstMs) {
+  const times = [firstMs];
+  const start = performance.now();
+  const settled = () => { const last = times.slice(-3); return last.length === 3 && Math.max(...last) <= 1.1 * Math.min(...last); };
+  while (times.length < config.max_warmup && (times.length < config.min_warmup || !settled())) times.push((await timed(fn))[0]);
+  return { first_ms: firstMs, runs: times.length, settled: settled(), seconds: (firstMs + performance.now() - start) / 1e3, times_ms: times };
+}
 
 async function time(fn) {
-  for (let i = 0; i < config.warmup; i++) await fn();
   const times = [];
   const start = performance.now();
-  while (times.length < config.min_iters || (performance.now() - start < config.min_seconds * 1000 && times.length < config.max_iters)) {
-    const t0 = performance.now();
-    await fn();
-    times.push(performance.now() - t0);
+  while (times.length < config.min_iters || (performance.now() - start < config.min_seconds * 1000 && times.length < config.max_iters))
+    times.push((await timed(fn))[0]);
+  return { median_ms: median(times), min_ms: Math.min(...times), iters: times.length };
+}
+
+const idle = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The first run at a size never run before, then new_length_iters more: the extra cost of a new size.
+ * It starts after 100 ms idle: ORT's thread pool spins a while after its runs, which would slow down
+ * a first run of ours right after them (and ours after ORT's). */
+async function newSize(fn, outputs, suffix) {
+  await idle(100);
+  const [first, out] = await timed(fn);
+  const steady = [];
+  for (let i = 0; i < config.new_length_iters; i++) steady.push((await timed(fn))[0]);
+  return { first_ms: first, steady_ms: median(steady), steady_min_ms: Math.min(...steady), steady_max_ms: Math.max(...steady), diffs: maxDiffs(out, outputs, suffix) };
+}
+
+/** Our planning for a new size alone: Engine.sizesFor (what run() calls for input shapes it has not
+ * seen: evaluate the size programs, patch the plan words, check the views) on the file's metadata and
+ * plan, in this thread. Five passes over the new lengths, each pass with an empty cache of sizes;
+ * the first call of all runs cold (V8's interpreter), as in a page's first new length. */
+function planning(bytes, m) {
+  const file = parseFile(bytes, m.name), plan = file.custom.get("twb.plan");
+  const words = new Int32Array(plan.buffer.slice(plan.byteOffset, plan.byteOffset + plan.byteLength));
+  const shapes = m.new_lengths.map((n) => file.meta.inputs.map((spec) => n.inputs.find((i) => i.name === spec.name).shape));
+  const passes = [];
+  for (let pass = 0; pass < 5; pass++) {
+    const engine = { meta: file.meta, plan: words, sizes: new Map(), source: m.name };
+    passes.push(shapes.map((s) => { const t0 = performance.now(); Engine.prototype.sizesFor.call(engine, s); return performance.now() - t0; }));
   }
-  times.sort((a, b) => a - b);
-  return { median_ms: times[times.length >> 1], min_ms: times[0], iters: times.length };
+  return { cold_ms: passes[0][0], ms: shapes.map((_, k) => median(passes.slice(1).map((p) => p[k]))) };
 }
 
 const results = [];
 for (const m of config.models) {
-  const x = readF32(m.input), expected = readF32(m.expected);
   const session = await ort.InferenceSession.create(m.onnx, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  const feeds = { [session.inputNames[0]]: new ort.Tensor("float32", x, m.shape) };
-  const ortOut = async () => (await session.run(feeds))[session.outputNames[0]].data;
-  const ours = await loadModel(readFileSync(m.ours), { threads: config.threads });
-  const oursOut = async () => (await ours.run({ [m.input_name]: x })).output;
-  const ortDiff = maxDiff(await ortOut(), expected), oursDiff = maxDiff(await oursOut(), expected);
+  const bytes = readFileSync(m.ours);
+  const ours = await loadModel(bytes, { threads: config.threads, timeoutMs: 0 });
+  const run = runners(session, ours, m.inputs);
+  const diffs = { ours: {}, ort: {} }, warmup = {};
+  for (const side of ["ours", "ort"]) {
+    const [first, out] = await timed(run[side]);
+    Object.assign(diffs[side], maxDiffs(out, m.outputs));
+    warmup[side] = await warmUp(run[side], first);
+  }
   // Alternate the two so that a noisy neighbour on the machine hits both alike.
   const ortT = [], oursT = [];
-  for (let round = 0; round < config.rounds; round++) { ortT.push(await time(ortOut)); oursT.push(await time(oursOut)); }
+  for (let round = 0; round < config.rounds; round++) { ortT.push(await time(run.ort)); oursT.push(await time(run.ours)); }
   const best = (ts) => ts.reduce((a, b) => (b.median_ms < a.median_ms ? b : a));
-  results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), ort_max_abs_diff: ortDiff, ours_max_abs_diff: oursDiff });
+  const newLengths = [];
+  for (const n of m.new_lengths) {
+    const at = runners(session, ours, n.inputs), entry = { length: n.length };
+    for (const side of ["ours", "ort"]) {
+      entry[side] = await newSize(at[side], n.outputs, `@${n.length}`);
+      Object.assign(diffs[side], entry[side].diffs);
+    }
+    newLengths.push(entry);
+  }
+  results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), max_abs_diff: diffs, warmup,
+                 new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null });
   ours.close();
   await session.release();
 }
