@@ -74,6 +74,9 @@ def dims_of(gm: GraphModule, ep, user_dims: dict[int, dict[int, str]], values) -
     for i, kind, d, symbol in specs.binders:
         if kind == "size" and d in user_dims.get(i, {}):
             names.setdefault(symbol, user_dims[i][d])
+    for i, kind, d, symbol in specs.binders:  # a Dim without a name (Dim.DYNAMIC): after its input and axis
+        if kind == "size":
+            names.setdefault(symbol, f"{specs.placeholders[i].name}_dim{d}")
     ranges = {str(k): v for k, v in ep.range_constraints.items()}
     out = Dims([], [], [], specs.symbol_values(values))
     for k, symbol in enumerate(specs.symbols):

@@ -275,6 +275,7 @@ class ExportedModel:
         self._sizes: OrderedDict[tuple, _Sizes] = OrderedDict()  # by input shapes, most recent last
         self._plan_in_memory: _Sizes | None = None
         self._lock = threading.Lock()
+        self._check_extremes()
         for worker_id in range(1, self.threads):
             with _loading(source, f"starting worker {worker_id}", self.timeout_s):
                 self._start_worker(engine, module, worker_id, mem["worker_stack_bytes"])
@@ -299,6 +300,21 @@ class ExportedModel:
         dtype = _TORCH_DTYPES[spec["dtype"]]
         return self._bytes.view(dtype).as_strided(tuple(spec["shape"]), tuple(spec["strides"]),
                                                   spec["offset"] // dtype.itemsize)
+
+    def _check_extremes(self) -> None:
+        """A dynamic file's views are checked for each call's sizes; check the extremes of the dims'
+        ranges at load, so that a damaged file fails here."""
+        meta = self.metadata
+        for pick in ("max", "min") if meta["dims"] else ():
+            dims = {name: r[pick] for name, r in meta["dims"].items()}
+            values = size_program.evaluate(meta["exprs"], dims)
+            shapes = tuple(tuple(size_program.resolve(v, dims, values) for v in spec["shape"]) for spec in meta["inputs"])
+            try:
+                self._sizes_for(shapes)
+            except wasm_file.ExportFileError:
+                raise
+            except WasmBackendError:  # (derived dims may rule an extreme out)
+                pass
 
     def _sizes_for(self, shapes: tuple) -> _Sizes:
         """The plan and views for these input shapes (the last few are kept)."""

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import operator
 import os
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -411,14 +412,19 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     return wasm_file.parse(data, str(path)).metadata
 
 
+# The kernels that report an input error (an index out of range: kernels_cpp/dtype_ops.cpp).
+_CHECKS_INPUTS = {"INDEX_SELECT", "INDEX_ND", "GATHER"}
+
+
 def _record_sources(plan) -> list:
-    """[[first plan word, "op at source line"], ...] for each run of records lowered from one node,
-    so that a loader can say where an input error (an index out of range) was found."""
-    sources, at, last = [], 0, None
+    """[[first plan word, "op at source line"], ...] for the records that can report an input error
+    (an index out of range), so that a loader can say where it was found. File names only: a
+    shipped model should not carry the exporting machine's paths."""
+    sources, at = [], 0
     for (kernel, _), node in zip(plan.records, plan.record_nodes):
-        if node is not None and node is not last:
-            sources.append([at, f"{op_name(node.target)} at {_source_line(node)}"[:wasm_file.MAX_SOURCE_CHARS]])
-        last = node
+        if node is not None and kernel in _CHECKS_INPUTS:
+            where = re.sub(r'File "[^"]*?([^/\\"]+)"', r'File "\1"', _source_line(node))
+            sources.append([at, f"{op_name(node.target)} at {where}"[:wasm_file.MAX_SOURCE_CHARS]])
         at += 2 + ABI.ops[kernel].n_words
     return sources
 

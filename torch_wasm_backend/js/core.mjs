@@ -449,6 +449,15 @@ export class Engine {
     this.sizes = new Map();  // input shapes -> {words, views} of the variant serving them (the last few)
     this.planInMemory = null;
     this.broken = null;
+    // A dynamic file's views are checked for each call's sizes; check the extremes of the dims'
+    // ranges now, so that a damaged file fails at load (and the first new length does not run this
+    // code for the first time).
+    for (const pick of Object.keys(meta.dims).length ? ["max", "min"] : []) {
+      const dims = Object.fromEntries(Object.entries(meta.dims).map(([name, r]) => [name, r[pick]]));
+      const values = evaluate(meta.exprs, dims);
+      try { this.sizesFor(meta.inputs.map((spec) => spec.shape.map((v) => resolve(v, dims, values)))); }
+      catch (e) { if (!(e instanceof ModelInputError)) throw e; }  // (derived dims may rule an extreme out)
+    }
   }
 
   /** The plan words (size-dependent ones patched) and concrete views for these input shapes. */
