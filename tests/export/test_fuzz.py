@@ -133,8 +133,13 @@ def test_ctrl_c_stops_the_cli_inside_wasm(corpus, tmp_path):
     np.save(x_file, e.x.numpy())
     code = ("import logging, sys; logging.basicConfig(level=logging.DEBUG); "
             "from torch_wasm_backend.__main__ import main; sys.exit(main(sys.argv[1:]))")
+    # The child starts with SIGINT's default action, as a command in a terminal does: an ignored SIGINT
+    # is inherited across exec, and Python then leaves it ignored (a test runner's worker, or anything
+    # it ran in-process, may have set that: the child would never see the Ctrl-C).
     proc = subprocess.Popen([sys.executable, "-c", code, "run", str(path), "--input", str(x_file), "--timeout-ms", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(twb.__file__).parent.parent)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=Path(twb.__file__).parent.parent,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    parent_sigint = signal.getsignal(signal.SIGINT)
     try:
         for line in proc.stderr:
             if "loaded " in line:
@@ -146,7 +151,7 @@ def test_ctrl_c_stops_the_cli_inside_wasm(corpus, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (err, f"SIGINT in the test process: {parent_sigint}")
     assert err.strip().splitlines()[-1] == "interrupted", err
 
 
