@@ -57,7 +57,6 @@ class Variant:
     guards: dict[str, bool]          # guard source -> required value
     size_constants: list            # (buffer made at the largest sizes, tracked view shape)
     points: list[tuple[int, ...]]    # the sizes it serves among those checked
-    largest: tuple[int, ...]         # per dim, the largest size it serves
 
 
 def dims_of(gm: GraphModule, ep, user_dims: dict[int, dict[int, str]], values) -> Dims | None:
@@ -166,8 +165,7 @@ def lower_variants(gm: GraphModule, values: list, constants: set[int], winograd:
                                    "satisfy its own guards; please report this")
         served_set = set(served)
         uncovered = [p for p in uncovered if p not in served_set]
-        variant = Variant(plan, dict(recorder.guards), ctx.size_constants, served,
-                          tuple(max(p[k] for p in served) for k in range(n)))
+        variant = Variant(plan, dict(recorder.guards), ctx.size_constants, served)
         _verify(gm, specs, constants, winograd, dims, variant, template, at_largest)
         _plan_memory_at_largest(variant, n)
         variants.append(variant)

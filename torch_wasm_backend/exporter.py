@@ -222,7 +222,7 @@ class _SizeFields:
         k = self._index.get(source)
         if k is None:
             try:
-                tokens = size_program.compile_source(source, self.symbols, None)
+                tokens = size_program.compile_source(source, self.symbols)
             except size_program.SizeProgramError as e:
                 raise WasmBackendError(f"cannot export these dims as dynamic: {e}; export with static "
                                        "shapes (no dynamic_shapes)") from None
@@ -292,7 +292,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     if dynamic_shapes is not None:
         dims = export_dims.dims_of(gm, ep, _user_dims(model, args, kwargs, dynamic_shapes, values), values)
     if dims is None:
-        variants = [export_dims.Variant(_lower_static(gm, values, constants, winograd, args), {}, [], [()], ())]
+        variants = [export_dims.Variant(_lower_static(gm, values, constants, winograd, args), {}, [], [()])]
         names, values_at = [], None
     else:
         variants = export_dims.lower_variants(gm, values, constants, winograd, dims)

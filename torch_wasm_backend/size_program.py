@@ -37,9 +37,9 @@ _CALLS = {"abs": "abs", "round": "round", "math.floor": "floor", "math.ceil": "c
           "f32bits": "f32"}
 
 
-def compile_source(source: str, symbol_names: dict[str, str], intern) -> list:
+def compile_source(source: str, symbol_names: dict[str, str]) -> list:
     """Postfix tokens for a Python expression over the symbol variables (a0, a1, ...: symbol_names
-    maps them to dim names). intern(source) -> "#k" may replace a repeated sub-expression."""
+    maps them to dim names)."""
     try:
         tree = ast.parse(source, mode="eval").body
     except (SyntaxError, RecursionError) as e:

@@ -258,7 +258,7 @@ def test_size_programs_evaluate_alike_in_python_and_js(tmp_path):
     cases, expected = [], []
     for a0, a1 in ((1, 1), (7, 3), (512, 0), (13, 2)):
         for source in sources:
-            program = size_program.compile_source(source, names, None)
+            program = size_program.compile_source(source, names)
             want = _python_value(source, a0, a1)
             if want is not None:
                 assert size_program.evaluate([program], {"seq": a0, "batch": a1}) == [want], source
