@@ -1,0 +1,263 @@
+// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise)
+// and the int8 GEMM behind QGEMM (linear) and QCONV2D (im2col + GEMM).
+//
+// Where int8 speed comes from in wasm: i32x4.dot_i16x8_s multiplies 8 int16 pairs and adds adjacent
+// products into 4 int32 lanes (8 multiply-adds per instruction). int8/uint8 operands are widened to
+// int16 by the load itself (v128.load8x8_s/u), so the reduction runs along k: weights are rows
+// [rows, kp] and activations are packed into panels of 4 columns whose 8-element k-blocks sit side by
+// side ([kp/8][4][8]). The micro-kernel holds 2 weight rows x 4 columns = 8 i32x4 accumulators plus
+// 2 + 4 operands (14 vectors: wasmtime's register allocator spills past ~14 on x86-64), then
+// reduces each accumulator's 4 lanes with two shuffle-add rounds.
+//
+// Zero points: weight zero points are subtracted at pack time (PT2E's int8 weights are symmetric),
+// the activation zero point becomes a per-row int32 constant acc_bias = -x_zp * sum_k w[i, k], so
+// the inner loop is pure dot products. Requantization runs on 4 columns at once in float32, in the
+// order eager's decomposed graph computes it (dequantized conv + bias, relu, * 1/scale, round half
+// to even, + zero point, clamp), so results differ from eager only by the float rounding of the
+// conv itself (eager sums float products; we sum exact integers): at most 1 LSB after rounding.
+#include <math.h>
+#include <string.h>
+#include <wasm_simd128.h>
+#include "abi.h"
+#include "threadpool.h"
+
+namespace {
+
+constexpr int kCols = 4;   // columns per activation panel
+constexpr int kKBlock = 8;  // k elements per dot_i16x8 step
+
+struct Requant {
+  const int32_t* acc_bias;
+  const float* scale;
+  const float* bias;
+  bool relu;
+  int out_dtype;
+  float inv_out_scale, out_zp, qmin, qmax;  // quantized outputs only
+};
+
+inline int elem_size(int dtype) { return dtype == DT_F32 ? 4 : 1; }
+
+template <bool kSigned>
+inline v128_t load_widen(const void* p) {
+  return kSigned ? wasm_i16x8_load8x8(p) : wasm_u16x8_load8x8(p);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)] of four i32x4.
+inline v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
+}
+
+// Requantizes the 4 accumulators of row i (columns j0..j0+nc-1) and stores them (si, sj: byte
+// strides of out).
+inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint8_t* out, int si, int sj) {
+  v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, wasm_i32x4_splat(rq.acc_bias[i])));
+  y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.scale[i]));
+  if (rq.bias) y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.bias[i]));
+  if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
+  alignas(16) float f[4];
+  if (rq.out_dtype == DT_F32) {
+    wasm_v128_store(f, y);
+    uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
+    for (int c = 0; c < nc; ++c) memcpy(o + (ptrdiff_t)c * sj, &f[c], 4);
+    return;
+  }
+  y = wasm_f32x4_nearest(wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale)));
+  y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.out_zp));
+  y = wasm_f32x4_min(wasm_f32x4_max(y, wasm_f32x4_splat(rq.qmin)), wasm_f32x4_splat(rq.qmax));
+  alignas(16) int32_t q[4];
+  wasm_v128_store(q, wasm_i32x4_trunc_sat_f32x4(y));
+  uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
+  for (int c = 0; c < nc; ++c) o[(ptrdiff_t)c * sj] = (uint8_t)q[c];
+}
+
+// Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
+template <bool kSigned, int MR>
+void micro(const int8_t* w, int kp, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+           uint8_t* out, int si, int sj) {
+  v128_t acc[MR][kCols];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < kCols; ++c) acc[r][c] = wasm_i32x4_splat(0);
+  const int8_t* wr[MR];
+  for (int r = 0; r < MR; ++r) wr[r] = w + (ptrdiff_t)(i0 + r) * kp;
+  for (int kb = 0; kb < kp; kb += kKBlock) {
+    const uint8_t* p = panel + (ptrdiff_t)kb * kCols;
+    const v128_t b0 = load_widen<kSigned>(p), b1 = load_widen<kSigned>(p + 8);
+    const v128_t b2 = load_widen<kSigned>(p + 16), b3 = load_widen<kSigned>(p + 24);
+    for (int r = 0; r < MR; ++r) {
+      const v128_t a = wasm_i16x8_load8x8(wr[r] + kb);
+      acc[r][0] = wasm_i32x4_add(acc[r][0], wasm_i32x4_dot_i16x8(a, b0));
+      acc[r][1] = wasm_i32x4_add(acc[r][1], wasm_i32x4_dot_i16x8(a, b1));
+      acc[r][2] = wasm_i32x4_add(acc[r][2], wasm_i32x4_dot_i16x8(a, b2));
+      acc[r][3] = wasm_i32x4_add(acc[r][3], wasm_i32x4_dot_i16x8(a, b3));
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    store_row(reduce4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), i0 + r, j0, nc, rq, out, si, sj);
+}
+
+// The GEMM over row pairs x panels; the flattened (row pair, panel) space is split into contiguous
+// chunks over the thread pool (a row pair sweeps its panels, keeping its weight rows in L1).
+template <bool kSigned>
+void qgemm(int rows, int cols, int kp, const int8_t* w, const uint8_t* x, const Requant& rq, uint8_t* out,
+           int si, int sj) {
+  if (rows <= 0 || cols <= 0) return;
+  const int pairs = (rows + 1) / 2, panels = (cols + kCols - 1) / kCols;
+  const int64_t tiles = (int64_t)pairs * panels;
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int i0 = (int)(t / panels) * 2, pn = (int)(t % panels), j0 = pn * kCols;
+      const int nc = cols - j0 < kCols ? cols - j0 : kCols;
+      const uint8_t* panel = x + (ptrdiff_t)pn * kp * kCols;
+      if (i0 + 1 < rows) micro<kSigned, 2>(w, kp, panel, i0, j0, nc, rq, out, si, sj);
+      else micro<kSigned, 1>(w, kp, panel, i0, j0, nc, rq, out, si, sj);
+    }
+  };
+  const int threads = pool_threads();
+  if (threads > 1 && tiles >= 2 * threads && worth_threading(2.0 * rows * cols * kp)) {
+    const int tasks = tiles < 4 * threads ? (int)tiles : 4 * threads;
+    parallel_for(tasks, [&](int task) { run(tiles * task / tasks, tiles * (task + 1) / tasks); });
+  } else {
+    run(0, tiles);
+  }
+}
+
+void qgemm_dispatch(int x_dtype, int rows, int cols, int kp, const int8_t* w, const uint8_t* x, const Requant& rq,
+                    uint8_t* out, int si, int sj) {
+  if (x_dtype == DT_I8) qgemm<true>(rows, cols, kp, w, x, rq, out, si, sj);
+  else qgemm<false>(rows, cols, kp, w, x, rq, out, si, sj);
+}
+
+Requant requant_of(const int32_t* acc_bias, const float* scale, const float* bias, int relu, int out_dtype,
+                   float inv_out_scale, int out_zp, int qmin, int qmax) {
+  Requant rq{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)out_zp, (float)qmin, (float)qmax};
+  if (rq.relu && out_dtype != DT_F32) {
+    // round, + zp and clamp are monotone and map 0 to out_zp: relu before them = clamp at out_zp.
+    rq.relu = false;
+    if (rq.qmin < rq.out_zp) rq.qmin = rq.out_zp;
+  }
+  return rq;
+}
+
+}  // namespace
+
+void k_QUANTIZE(const QUANTIZE_args* a) {
+  const float* in = at<const float>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const v128_t inv = wasm_f32x4_splat(a->inv_scale), zp = wasm_f32x4_splat((float)a->zp);
+  const v128_t lo = wasm_f32x4_splat((float)a->qmin), hi = wasm_f32x4_splat((float)a->qmax);
+  int i = 0;
+  for (; i + 4 <= a->n; i += 4) {
+    v128_t y = wasm_f32x4_add(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(in + i), inv)), zp);
+    y = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_min(wasm_f32x4_max(y, lo), hi));
+    out[i] = (uint8_t)wasm_i32x4_extract_lane(y, 0);
+    out[i + 1] = (uint8_t)wasm_i32x4_extract_lane(y, 1);
+    out[i + 2] = (uint8_t)wasm_i32x4_extract_lane(y, 2);
+    out[i + 3] = (uint8_t)wasm_i32x4_extract_lane(y, 3);
+  }
+  for (; i < a->n; ++i) {
+    float y = nearbyintf(in[i] * a->inv_scale) + (float)a->zp;
+    y = y < (float)a->qmin ? (float)a->qmin : y > (float)a->qmax ? (float)a->qmax : y;
+    out[i] = (uint8_t)(int32_t)y;
+  }
+}
+
+void k_DEQUANTIZE(const DEQUANTIZE_args* a) {
+  const int8_t* si = at<const int8_t>(a->in);
+  const uint8_t* ui = at<const uint8_t>(a->in);
+  const float* scale = at<const float>(a->scale);
+  const int32_t* zp = at<const int32_t>(a->zp);
+  float* out = at<float>(a->out);
+  const bool is_signed = a->in_dtype == DT_I8;
+  ptrdiff_t idx = 0;
+  for (int o = 0; o < a->outer; ++o)
+    for (int c = 0; c < a->channels; ++c) {
+      const float s = scale[c], z = (float)zp[c];
+      if (is_signed)
+        for (int i = 0; i < a->inner; ++i, ++idx) out[idx] = ((float)si[idx] - z) * s;
+      else
+        for (int i = 0; i < a->inner; ++i, ++idx) out[idx] = ((float)ui[idx] - z) * s;
+    }
+}
+
+void k_QPACK(const QPACK_args* a) {
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const int panels = (a->cols + kCols - 1) / kCols;
+  memset(out, 0, (size_t)panels * kCols * a->kp);
+  for (int j = 0; j < a->cols; ++j) {
+    const uint8_t* row = in + (ptrdiff_t)j * a->row_stride;
+    uint8_t* dst = out + (ptrdiff_t)(j / kCols) * kCols * a->kp + (j % kCols) * kKBlock;
+    for (int k = 0; k < a->k; ++k) dst[(k / kKBlock) * kCols * kKBlock + k % kKBlock] = row[k];
+  }
+}
+
+void k_QGEMM(const QGEMM_args* a) {
+  const Requant rq = requant_of(at<const int32_t>(a->acc_bias), at<const float>(a->scale),
+                                a->bias ? at<const float>(a->bias) : nullptr, a->relu, a->out_dtype,
+                                a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+  qgemm_dispatch(a->x_dtype, a->rows, a->cols, a->kp, at<const int8_t>(a->w), at<const uint8_t>(a->x), rq,
+                 at<uint8_t>(a->out), a->out_stride_i * elem_size(a->out_dtype),
+                 a->out_stride_j * elem_size(a->out_dtype));
+}
+
+namespace {
+
+// im2col of one (image, group) into QGEMM panels: column j = output pixel, k = (ci, ky, kx); taps
+// in the padding read x_zp (eager pads the dequantized input with 0.0 = x_zp), k >= K reads 0.
+void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1, uint8_t* cols) {
+  const int P = a->oh * a->ow;
+  const uint8_t pad = (uint8_t)a->x_zp;
+  for (int pn = p0; pn < p1; ++pn) {
+    uint8_t* panel = cols + (ptrdiff_t)pn * kCols * a->kp;
+    memset(panel, 0, (size_t)kCols * a->kp);
+    for (int c = 0; c < kCols; ++c) {
+      const int p = pn * kCols + c;
+      if (p >= P) break;
+      const int oy = p / a->ow, ox = p % a->ow;
+      uint8_t* dst = panel + c * kKBlock;
+      int k = 0;
+      for (int ci = 0; ci < cin_g; ++ci) {
+        const uint8_t* plane = in + (ptrdiff_t)ci * a->h * a->w;
+        for (int ky = 0; ky < a->kh; ++ky) {
+          const int iy = oy * a->sh - a->ph + ky * a->dh;
+          for (int kx = 0; kx < a->kw; ++kx, ++k) {
+            const int ix = ox * a->sw - a->pw + kx * a->dw;
+            const bool inside = iy >= 0 && iy < a->h && ix >= 0 && ix < a->w;
+            dst[(k / kKBlock) * kCols * kKBlock + k % kKBlock] = inside ? plane[(ptrdiff_t)iy * a->w + ix] : pad;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void k_QCONV2D(const QCONV2D_args* a) {
+  const int G = a->groups, cin_g = a->c_in / G, cout_g = a->c_out / G, P = a->oh * a->ow;
+  const int panels = (P + kCols - 1) / kCols, es = elem_size(a->out_dtype);
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  uint8_t* scratch = at<uint8_t>(a->scratch);
+  const int8_t* weight = at<const int8_t>(a->weight);
+  const int32_t* acc_bias = at<const int32_t>(a->acc_bias);
+  const float* scale = at<const float>(a->scale);
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  const int K = cin_g * a->kh * a->kw;
+  for (int img = 0; img < a->n; ++img) {
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;
+      const int tasks = panels < 16 ? panels : 16;
+      auto cols = [&](int t) { qim2col(a, gin, cin_g, panels * t / tasks, panels * (t + 1) / tasks, scratch); };
+      if (pool_threads() > 1 && worth_threading((double)K * P)) parallel_for(tasks, cols);
+      else qim2col(a, gin, cin_g, 0, panels, scratch);
+      const int c0 = g * cout_g;
+      const Requant rq = requant_of(acc_bias + c0, scale + c0, bias ? bias + c0 : nullptr, a->relu, a->out_dtype,
+                                    a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+      uint8_t* gout = out + ((ptrdiff_t)img * a->c_out + c0) * P * es;
+      qgemm_dispatch(a->x_dtype, cout_g, P, a->kp, weight + (ptrdiff_t)c0 * a->kp, scratch, rq, gout, P * es, es);
+    }
+  }
+}
