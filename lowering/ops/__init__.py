@@ -1,2 +1,2 @@
 """Op lowerings, one module per family; importing this package fills torch_wasm_backend.lowering.registry.REGISTRY."""
-from . import elementwise, matmul, conv, norm, pool, reduce, shape, transformer, masks, index, rnn, decomposed, scatter  # noqa: F401
+from . import elementwise, matmul, conv, norm, pool, reduce, shape, transformer, masks, index, rnn, decomposed, scatter, quant  # noqa: F401
