@@ -40,6 +40,17 @@ def pack_weight(w: torch.Tensor, zero_points: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
+    """A conv weight [c_out, c_in/g, kh, kw] with its k in QCONV2D's order: (ky, kx, ci) when c_in/g
+    is a multiple of 8 (the kernel's channels-last im2col), else (ci, ky, kx)."""
+    return w.permute(0, 2, 3, 1) if w.shape[1] % K_BLOCK == 0 else w
+
+
+def conv_scratch_numel(c_in_g: int, h: int, w: int, out_pixels: int, kp: int) -> int:
+    """Bytes of QCONV2D's scratch: im2col panels, then the channels-last input copy if used."""
+    return packed_panels_numel(out_pixels, kp) + (h * w * c_in_g if c_in_g % K_BLOCK == 0 else 0)
+
+
 def acc_bias(packed: torch.Tensor, x_zp: int) -> torch.Tensor:
     """-x_zp * sum_k w[c, k]: the activation zero point's share of each channel's accumulator."""
     return (-int(x_zp) * packed.to(torch.int32).sum(1)).to(torch.int32)
@@ -175,8 +186,9 @@ def _packed_operands(ctx: LoweringContext, node, x_zp: int):
     c_out = w_val.shape[0]
     k = w_val.numel() // c_out if c_out else 0
     key = ("int8", ctx.structural_key((w_arg, ws_arg, wz_arg)), x_zp, float(x_scale))
+    rows = conv_weight_rows if w_val.dim() == 4 else (lambda w: w)
     weight = ctx.shared_constant(key + ("w",), lambda: ctx.constant(
-        lambda ins: pack_weight(w_fn(ins), wz_fn(ins)), (c_out, padded_k(k)), torch.int8, f"{node.name}_w"))
+        lambda ins: pack_weight(rows(w_fn(ins)), wz_fn(ins)), (c_out, padded_k(k)), torch.int8, f"{node.name}_w"))
     bias_i32 = ctx.shared_constant(key + ("acc_bias",), lambda: ctx.constant(
         lambda ins: acc_bias(pack_weight(w_fn(ins), wz_fn(ins)), x_zp), (c_out,), torch.int32,
         f"{node.name}_acc_bias"))
@@ -231,7 +243,8 @@ def _q_conv2d(ctx: LoweringContext, node):
     kp = weight.shape[1]
     if out.numel == 0:
         return out
-    scratch = ctx.new_buffer((packed_panels_numel(oh * ow, kp),), torch.uint8, node.name + "_im2col")
+    scratch = ctx.new_buffer((conv_scratch_numel(c_in // groups, h, w, oh * ow, kp),), torch.uint8,
+                             node.name + "_im2col")
     ctx.emit("QCONV2D", flops=2 * n * c_out * oh * ow * k, n=n, c_in=c_in, h=h, w=w, c_out=c_out, groups=groups,
              kh=kh, kw=kw, sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
              dw=dilation[1], oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x.dtype], x_zp=x_zp, **{"in": addr(x)},

@@ -21,8 +21,8 @@ import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed)
 from kernels.kernel_testing import assert_exact, dot_rel
 from torch_wasm_backend.lowering.ops.elementwise import DTYPE_CODE
-from torch_wasm_backend.lowering.ops.quant import (acc_bias, channel_scale, pack_weight, packed_panels_numel,
-                                                   padded_k, requant_args)
+from torch_wasm_backend.lowering.ops.quant import (acc_bias, channel_scale, conv_scratch_numel, conv_weight_rows,
+                                                   pack_weight, packed_panels_numel, padded_k, requant_args)
 
 qd = torch.ops.quantized_decomposed
 GUARD = 16
@@ -194,7 +194,9 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 5, 9, 6, 3, 1, 3, 2, 2, 1, 1),
     (1, 4, 8, 7, 6, 2, 3, 3, 1, 2, 2),
     (2, 6, 5, 5, 6, 6, 3, 3, 1, 1, 1),   # depthwise
-    (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise
+    (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise; c_in/groups a multiple of 8: channels-last im2col
+    (1, 16, 7, 5, 4, 2, 3, 3, 2, 1, 1),  # 8 channels per group, channels-last, strided
+    (2, 24, 5, 6, 4, 1, 3, 2, 1, 2, 2),  # channels-last, dilated, padding wider than the kernel reach
 ]
 
 
@@ -202,11 +204,11 @@ def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, 
     n, c_in, h, wd, c_out, groups, kh, kw, st, pad, dil = cfg
     oh = (h + 2 * pad - dil * (kh - 1) - 1) // st + 1
     ow = (wd + 2 * pad - dil * (kw - 1) - 1) // st + 1
-    packed = pack_weight(w, w_zp)
+    packed = pack_weight(conv_weight_rows(w), w_zp)
     kp = packed.shape[1]
     ptrs = dict(weight=s.put(packed), acc_bias=s.put(acc_bias(packed, x_zp)),
                 scale=s.put(channel_scale(x_scale, w_scale)), bias=s.put(bias) if bias is not None else 0,
-                scratch=s.alloc(packed_panels_numel(oh * ow, kp)), **{"in": s.put(x)})
+                scratch=s.alloc(conv_scratch_numel(c_in // groups, h, wd, oh * ow, kp)), **{"in": s.put(x)})
     got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
         "QCONV2D", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, groups=groups, kh=kh, kw=kw, sh=st, sw=st, ph=pad,
         pw=pad, dh=dil, dw=dil, oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs,

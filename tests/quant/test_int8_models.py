@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import torch_wasm_backend as twb
 from helpers import MATMUL, assert_ran_in_wasm, compile_wasm
+from torch_wasm_backend.quantize import quantize_pt2e
 
 pytest.importorskip("torchao", reason="the int8 tests quantize with torchao (pip install torchao==0.18.0)")
 
@@ -56,20 +57,6 @@ class MLP(nn.Module):
         return self.l3(F.relu(self.l2(F.relu(self.l1(x)))))
 
 
-def quantize_pt2e(model: nn.Module, example: torch.Tensor, calibration: int = 8) -> torch.fx.GraphModule:
-    """What a user of torchao 0.18 does: export, prepare with the X86 Inductor quantizer's default
-    config, calibrate on random batches, convert."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-    quantizer = xiq.X86InductorQuantizer()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
-    with torch.no_grad():
-        for _ in range(calibration):
-            prepared(torch.randn_like(example))
-    return convert_pt2e(prepared)
-
-
 def expose_quantized(gm: torch.fx.GraphModule) -> int:
     """Adds every quantize_per_tensor node of gm to its outputs (after the original ones); returns
     how many."""
@@ -91,7 +78,7 @@ def quantized():
     models = {}
     for name, model, x, layers in [("cnn", SmallCNN(), torch.randn(2, 3, 17, 15), 5),
                                    ("mlp", MLP(), torch.randn(2, 5, 20), 3)]:
-        gm = quantize_pt2e(model, x)
+        gm = quantize_pt2e(model, (x,))
         expose_quantized(gm)
         models[name] = (gm, x, layers)
     return models
