@@ -213,17 +213,14 @@ void k_QGEMM(const QGEMM_args* a) {
 
 namespace {
 
-// im2col of one (image, group) into QGEMM panels p0 .. p1-1: column j = output pixel, k = (ci, ky,
-// kx); taps in the padding read x_zp (eager pads the dequantized input with 0.0 = x_zp), k >= K and
-// columns past oh*ow read 0. Pixel by pixel, each 8-deep k block gathered into one 64-bit word and
-// stored at once: a panel (4 * kp bytes) stays in L1 while it fills. (k outer, pixels inner, one
-// byte store at a time, swept the block's panels once per k and ran at ~12 ns per byte.)
-void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1, uint8_t* cols) {
-  const int H = a->h, W = a->w, OW = a->ow, KH = a->kh, KW = a->kw, SH = a->sh, SW = a->sw;
-  const int PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp, P = a->oh * OW;
-  const int K = cin_g * KH * KW;
-  const ptrdiff_t HW = (ptrdiff_t)H * W;
-  const uint64_t pad = (uint8_t)a->x_zp;
+// Calls fill(dst, iy0, ix0) for each output pixel of panels p0 .. p1-1 (dst: where its first k
+// block goes; iy0, ix0: the top-left input position of its window), and zero-fills the columns
+// past oh * ow. The im2col variants below fill one pixel's k blocks at a time: its panel (4 * kp
+// bytes) stays in L1 while it fills. (k outer, pixels inner, a byte store at a time, swept the
+// block's panels once per k and ran at ~12 ns per byte.)
+template <class F>
+void for_each_pixel(const QCONV2D_args* a, int p0, int p1, uint8_t* cols, F&& fill) {
+  const int OW = a->ow, kp = a->kp, P = a->oh * OW;
   for (int pn = p0; pn < p1; ++pn) {
     for (int c = 0; c < kCols; ++c) {
       uint8_t* dst = cols + (ptrdiff_t)pn * kCols * kp + c * kKBlock;
@@ -232,62 +229,64 @@ void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1
         for (int kb = 0; kb < kp; kb += kKBlock) memset(dst + kb * kCols, 0, kKBlock);
         continue;
       }
-      const int iy0 = (p / OW) * SH - PH, ix0 = (p % OW) * SW - PW;
-      const bool interior = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 && ix0 + (KW - 1) * DW < W;
-      int ci = 0, ky = 0, kx = 0;
-      for (int kb = 0; kb < kp; kb += kKBlock) {
-        uint64_t word = 0;
-        const int e_end = K - kb < kKBlock ? K - kb : kKBlock;
-        for (int e = 0; e < e_end; ++e) {
-          const int iy = iy0 + ky * DH, ix = ix0 + kx * DW;
-          uint64_t v;
-          if (interior || ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W)) v = in[ci * HW + (ptrdiff_t)iy * W + ix];
-          else v = pad;
-          word |= v << (8 * e);
-          if (++kx == KW) {
-            kx = 0;
-            if (++ky == KH) {
-              ky = 0;
-              ++ci;
-            }
-          }
-        }
-        memcpy(dst + kb * kCols, &word, kKBlock);
-      }
+      fill(dst, (p / OW) * a->sh - a->ph, (p % OW) * a->sw - a->pw);
     }
   }
+}
+
+// im2col of one (image, group) into QGEMM panels p0 .. p1-1, k ordered (ci, ky, kx): each 8-deep k
+// block gathered into one 64-bit word. Taps in the padding read x_zp (eager pads the dequantized
+// input with 0.0 = x_zp), k >= K reads 0.
+void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1, uint8_t* cols) {
+  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw, kp = a->kp;
+  const int K = cin_g * KH * KW;
+  const ptrdiff_t HW = (ptrdiff_t)H * W;
+  const uint64_t pad = (uint8_t)a->x_zp;
+  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
+    const bool interior = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 && ix0 + (KW - 1) * DW < W;
+    int ci = 0, ky = 0, kx = 0;
+    for (int kb = 0; kb < kp; kb += kKBlock) {
+      uint64_t word = 0;
+      const int e_end = K - kb < kKBlock ? K - kb : kKBlock;
+      for (int e = 0; e < e_end; ++e) {
+        const int iy = iy0 + ky * DH, ix = ix0 + kx * DW;
+        uint64_t v;
+        if (interior || ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W)) v = in[ci * HW + (ptrdiff_t)iy * W + ix];
+        else v = pad;
+        word |= v << (8 * e);
+        if (++kx == KW) {
+          kx = 0;
+          if (++ky == KH) {
+            ky = 0;
+            ++ci;
+          }
+        }
+      }
+      memcpy(dst + kb * kCols, &word, kKBlock);
+    }
+  });
 }
 
 // im2col when k is ordered (ky, kx, ci) (c_in/groups a multiple of 8): from the (image, group)
 // input transposed to channels-last (nhwc: [h * w][cin_g]), every 8-deep k block is 8 consecutive
 // channels of one tap, copied as one 64-bit word (a padding tap: 8 x x_zp).
 void qim2col_channels_last(const QCONV2D_args* a, const uint8_t* nhwc, int cin_g, int p0, int p1, uint8_t* cols) {
-  const int H = a->h, W = a->w, OW = a->ow, KH = a->kh, KW = a->kw, SH = a->sh, SW = a->sw;
-  const int PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp, P = a->oh * OW;
+  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw;
   const uint64_t pad = (uint64_t)(uint8_t)a->x_zp * 0x0101010101010101ull;
-  for (int pn = p0; pn < p1; ++pn) {
-    for (int c = 0; c < kCols; ++c) {
-      uint8_t* dst = cols + (ptrdiff_t)pn * kCols * kp + c * kKBlock;
-      const int p = pn * kCols + c;
-      if (p >= P) {
-        for (int kb = 0; kb < kp; kb += kKBlock) memset(dst + kb * kCols, 0, kKBlock);
-        continue;
-      }
-      const int iy0 = (p / OW) * SH - PH, ix0 = (p % OW) * SW - PW;
-      for (int ky = 0; ky < KH; ++ky) {
-        const int iy = iy0 + ky * DH;
-        for (int kx = 0; kx < KW; ++kx) {
-          const int ix = ix0 + kx * DW;
-          if ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W) {
-            const uint8_t* src = nhwc + ((ptrdiff_t)iy * W + ix) * cin_g;
-            for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, src + ci, kKBlock);
-          } else {
-            for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, &pad, kKBlock);
-          }
+  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
+    for (int ky = 0; ky < KH; ++ky) {
+      const int iy = iy0 + ky * DH;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int ix = ix0 + kx * DW;
+        if ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W) {
+          const uint8_t* src = nhwc + ((ptrdiff_t)iy * W + ix) * cin_g;
+          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, src + ci, kKBlock);
+        } else {
+          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, &pad, kKBlock);
         }
       }
     }
-  }
+  });
 }
 
 // [cin_g][hw] -> [hw][cin_g] (bytes).
