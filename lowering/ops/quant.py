@@ -4,7 +4,11 @@ makes of PT2E's dq -> linear/conv -> [relu] -> q chains, on the int8 GEMM (QPACK
 
 Weights are packed at compile time: int8 rows [c_out, kp] with their zero points subtracted (kp:
 K rounded up to the GEMM's 8-deep k blocks, zero padded), the activation zero point folded into a
-per-channel int32 term (-x_zp * row sum), and x_scale * w_scale[c] as one float32 per channel."""
+per-channel int32 term (-x_zp * row sum), and x_scale * w_scale[c] as one float32 per channel.
+
+Imported by lowering.ops.register_int8() only (quantized_decomposed and the custom ops cost ~110 ms
+of imports at startup, measured): when a graph first holds quantized_decomposed nodes, by the ops
+table, and by the tests."""
 from __future__ import annotations
 
 import torch
@@ -12,6 +16,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
+from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)
 from ..quant_fuse import QUANT_DTYPES
 from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import DTYPE_CODE
@@ -76,19 +81,7 @@ def _qd():
     return torch.ops.quantized_decomposed
 
 
-_qdq_registered = False
-
-
-def register_qdq() -> None:
-    """Registers the quantize / dequantize lowerings (once). The quantized_decomposed ops exist only
-    after torch.ao.quantization.fx._decomposed is imported (+67 ms at startup, measured), which a
-    quantized graph's tracing has done: quant_fuse calls this when a graph holds such nodes (and the
-    ops table does, to list them)."""
-    global _qdq_registered
-    if _qdq_registered:
-        return
-    _qdq_registered = True
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed)
+def _register_qdq() -> None:
     qd = _qd()
 
     def number_params(node, first: int = 1) -> str | None:
@@ -166,6 +159,9 @@ def register_qdq() -> None:
             zp_ref = ctx.constant(lambda ins: fold(ins).to(torch.int32), (shape[axis],), torch.int32,
                                   f"{node.name}_zp")
         return emit_dequantize(ctx, node, outer, shape[axis], inner, scale_ref, zp_ref)
+
+
+_register_qdq()
 
 
 # ---- fused int8 linear / conv2d ---------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed)
 from kernels.kernel_testing import assert_exact, dot_rel
 from torch_wasm_backend.lowering.ops.elementwise import DTYPE_CODE
 from torch_wasm_backend.lowering.ops.quant import (acc_bias, channel_scale, conv_scratch_numel, conv_weight_rows,
