@@ -16,6 +16,8 @@ not only the final float output:
 And coverage: every node runs in wasm (strict), each conv / linear as a recognized int8 pattern."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -70,27 +72,9 @@ def expose_quantized(gm: torch.fx.GraphModule) -> int:
     return len(quantized)
 
 
-@pytest.fixture(scope="module")
-def quantized():
-    """name -> (quantized GraphModule with its int8 activations as extra outputs, input, the
-    number of conv and linear layers)."""
-    torch.manual_seed(0)
-    models = {}
-    for name, model, x, layers in [("cnn", SmallCNN(), torch.randn(2, 3, 17, 15), 5),
-                                   ("mlp", MLP(), torch.randn(2, 5, 20), 3)]:
-        gm = quantize_pt2e(model, (x,))
-        expose_quantized(gm)
-        models[name] = (gm, x, layers)
-    return models
-
-
-@pytest.mark.parametrize("name", ["cnn", "mlp"])
-def test_quantized_model_matches_pytorch(quantized, name):
-    gm, x, layers = quantized[name]
-    compiled = compile_wasm(gm)  # strict: any node left to eager raises
-    with torch.no_grad():
-        expected = gm(x)
-        got = compiled(x)
+def assert_matches(gm, got, expected, layers: int) -> None:
+    """got vs eager's outputs of gm (float output, then the int8 activations) within the bounds of
+    the module docstring."""
     float_out, *ints = got
     assert len(ints) >= layers - 1 and all(t.dtype == torch.uint8 for t in ints)
     for g, e in zip(ints, expected[1:]):
@@ -100,6 +84,31 @@ def test_quantized_model_matches_pytorch(quantized, name):
     lsb_bound = x_scale * w.abs().sum(1)  # one LSB on every input of the last linear
     err = (float_out - expected[0]).abs()
     assert (err <= lsb_bound + MATMUL["atol"] + MATMUL["rtol"] * expected[0].abs()).all(), err.max()
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """name -> (quantized GraphModule with its int8 activations as extra outputs, input, the
+    number of conv and linear layers, the quantized GraphModule as converted)."""
+    torch.manual_seed(0)
+    models = {}
+    for name, model, x, layers in [("cnn", SmallCNN(), torch.randn(2, 3, 17, 15), 5),
+                                   ("mlp", MLP(), torch.randn(2, 5, 20), 3)]:
+        converted = quantize_pt2e(model, (x,))
+        gm = copy.deepcopy(converted)
+        expose_quantized(gm)
+        models[name] = (gm, x, layers, converted)
+    return models
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_quantized_model_matches_pytorch(quantized, name):
+    gm, x, layers, _ = quantized[name]
+    compiled = compile_wasm(gm)  # strict: any node left to eager raises
+    with torch.no_grad():
+        expected = gm(x)
+        got = compiled(x)
+    assert_matches(gm, got, expected, layers)
     s = twb.stats()
     assert_ran_in_wasm(s)
     fused = sum(s["lowered_by_op"].get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear"))
@@ -116,8 +125,26 @@ def _last_linear(gm) -> tuple[float, torch.Tensor]:
 
 
 def test_explain_lists_the_int8_patterns(quantized):
-    gm, x, layers = quantized["cnn"]
+    gm, x, layers, _ = quantized["cnn"]
     report = twb.explain(gm, x)
     assert report.lowered_fraction == 1.0, report
     assert report.by_op["twb_quant::conv2d"]["lowered"] == 4 and report.by_op["twb_quant::linear"]["lowered"] == 1
     assert not any(op.startswith("quantized_decomposed::") and c["fallback"] for op, c in report.by_op.items())
+
+
+def test_quantized_cnn_exports_on_int8_kernels(quantized, tmp_path):
+    """torch_wasm_backend.export fuses the same patterns: the file runs the int8 kernels (in
+    wasmtime) and matches eager within the same bounds. (Exported files return float32, int64, int32
+    or bool, not uint8: the file exported is the model as converted, float output only; its int8
+    activations are compared through the compiled tests above.)"""
+    gm, x, layers, converted = quantized["cnn"]
+    path = tmp_path / "cnn_int8.wasm"
+    twb.export(converted, (x,), str(path))
+    loaded = twb.load(str(path))
+    assert loaded.metadata["kernel_calls"].get("QCONV2D", 0) + loaded.metadata["kernel_calls"].get("QGEMM", 0) == layers
+    assert not any(op.startswith("aten::convolution") or op.startswith("aten::addmm") for op in loaded.metadata["ops"])
+    with torch.no_grad():
+        got, expected = loaded(x), converted(x)
+    x_scale, w = _last_linear(gm)
+    bound = x_scale * w.abs().sum(1) + MATMUL["atol"] + MATMUL["rtol"] * expected.abs()  # as assert_matches
+    assert ((got - expected).abs() <= bound).all()
