@@ -56,20 +56,30 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
   y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.scale[i]));
   if (rq.bias) y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.bias[i]));
   if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
-  alignas(16) float f[4];
+  uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
   if (rq.out_dtype == DT_F32) {
+    if (nc == 4 && sj == 4) {  // contiguous columns (conv): one store
+      wasm_v128_store(o, y);
+      return;
+    }
+    alignas(16) float f[4];
     wasm_v128_store(f, y);
-    uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
     for (int c = 0; c < nc; ++c) memcpy(o + (ptrdiff_t)c * sj, &f[c], 4);
     return;
   }
   y = wasm_f32x4_nearest(wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale)));
   y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.out_zp));
   y = wasm_f32x4_min(wasm_f32x4_max(y, wasm_f32x4_splat(rq.qmin)), wasm_f32x4_splat(rq.qmax));
-  alignas(16) int32_t q[4];
-  wasm_v128_store(q, wasm_i32x4_trunc_sat_f32x4(y));
-  uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
-  for (int c = 0; c < nc; ++c) o[(ptrdiff_t)c * sj] = (uint8_t)q[c];
+  // In [qmin, qmax] already, so the saturating narrows are exact: 4 bytes in lane 0.
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(y), wasm_i32x4_splat(0));
+  const v128_t q8 = rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16);
+  if (nc == 4 && sj == 1) {  // contiguous columns (conv): one 32-bit store (not 4 byte stores, after
+    wasm_v128_store32_lane(o, q8, 0);  // each of which the compiler reloads everything: char aliases all)
+    return;
+  }
+  alignas(16) uint8_t q[16];
+  wasm_v128_store(q, q8);
+  for (int c = 0; c < nc; ++c) o[(ptrdiff_t)c * sj] = q[c];
 }
 
 // Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
@@ -297,6 +307,65 @@ void to_channels_last(const uint8_t* in, int cin_g, int hw, uint8_t* out) {
   }
 }
 
+// 4 input bytes (unsigned or signed) widened to i32x4.
+template <bool kSigned>
+inline v128_t load4_widen(const uint8_t* p) {
+  const v128_t v = wasm_v128_load32_zero(p);
+  return kSigned ? wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(v))
+                 : wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(v));
+}
+
+// Depthwise conv (one output channel per input channel), direct: 4 output pixels of a row at a time
+// in i32x4 (i32 multiply-adds, 9 taps are too few to fill dot_i16x8's 8-deep blocks: through
+// im2col + GEMM a 96-channel 56x56 layer took 3.7x the float32 depthwise kernel's time). Taps in
+// the padding read x_zp as im2col's do, so acc_bias applies unchanged.
+constexpr int kMaxTaps = 25;  // depthwise kernels up to 5x5 take the direct path
+
+template <bool kSigned>
+void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq, uint8_t* out,
+                int es) {
+  const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
+  const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
+  const int P = OH * OW;
+  const int32_t zp = a->x_zp;
+  auto plane = [&](int c) {
+    const uint8_t* x = in + (ptrdiff_t)c * H * W;
+    v128_t wv[kMaxTaps];
+    for (int t = 0; t < KH * KW; ++t) wv[t] = wasm_i32x4_splat(weight[(ptrdiff_t)c * kp + t]);
+    for (int oy = 0; oy < OH; ++oy) {
+      for (int ox = 0; ox < OW; ox += kCols) {
+        const int nc = OW - ox < kCols ? OW - ox : kCols;
+        v128_t acc = wasm_i32x4_splat(0);
+        for (int ky = 0; ky < KH; ++ky) {
+          const int iy = oy * SH - PH + ky * DH;
+          const bool row_in = (unsigned)iy < (unsigned)H;
+          for (int kx = 0; kx < KW; ++kx) {
+            const int ix0 = ox * SW - PW + kx * DW;
+            v128_t xv;
+            if (row_in && SW == 1 && nc == kCols && ix0 >= 0 && ix0 + kCols <= W) {
+              xv = load4_widen<kSigned>(x + (ptrdiff_t)iy * W + ix0);
+            } else {
+              alignas(16) int32_t lanes[4] = {zp, zp, zp, zp};
+              for (int l = 0; l < nc; ++l) {
+                const int ix = ix0 + l * SW;
+                if (row_in && (unsigned)ix < (unsigned)W) {
+                  const uint8_t b = x[(ptrdiff_t)iy * W + ix];
+                  lanes[l] = kSigned ? (int32_t)(int8_t)b : (int32_t)b;
+                }
+              }
+              xv = wasm_v128_load(lanes);
+            }
+            acc = wasm_i32x4_add(acc, wasm_i32x4_mul(xv, wv[ky * KW + kx]));
+          }
+        }
+        store_row(acc, c, oy * OW + ox, nc, rq, out, P * es, es);
+      }
+    }
+  };
+  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * KH * KW)) parallel_for(C, plane);
+  else for (int c = 0; c < C; ++c) plane(c);
+}
+
 }  // namespace
 
 void k_QCONV2D(const QCONV2D_args* a) {
@@ -318,6 +387,17 @@ void k_QCONV2D(const QCONV2D_args* a) {
   const bool threaded = pool_threads() > 1 && blocks > 1 && worth_threading(2.0 * cout_g * P * a->kp);
   const bool channels_last = cin_g % kKBlock == 0;
   uint8_t* nhwc = scratch + (ptrdiff_t)panels * kCols * a->kp;
+  if (cin_g == 1 && cout_g == 1 && a->kh * a->kw <= kMaxTaps) {
+    const Requant rq = requant_of(acc_bias, scale, bias, a->relu, a->out_dtype, a->inv_out_scale, a->out_zp,
+                                  a->qmin, a->qmax);
+    for (int img = 0; img < a->n; ++img) {
+      const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
+      uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
+      if (a->x_dtype == DT_I8) qdepthwise<true>(a, iin, weight, rq, iout, es);
+      else qdepthwise<false>(a, iin, weight, rq, iout, es);
+    }
+    return;
+  }
   for (int img = 0; img < a->n; ++img) {
     for (int g = 0; g < G; ++g) {
       const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;

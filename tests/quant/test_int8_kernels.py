@@ -192,7 +192,10 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (2, 3, 7, 5, 5, 1, 3, 3, 1, 1, 1),
     (1, 5, 9, 6, 3, 1, 3, 2, 2, 1, 1),
     (1, 4, 8, 7, 6, 2, 3, 3, 1, 2, 2),
-    (2, 6, 5, 5, 6, 6, 3, 3, 1, 1, 1),   # depthwise
+    (2, 6, 5, 5, 6, 6, 3, 3, 1, 1, 1),   # depthwise (direct kernel), width not a multiple of 4
+    (1, 5, 11, 9, 5, 5, 3, 3, 1, 1, 1),  # depthwise, interior vector loads and border lanes
+    (1, 4, 9, 10, 4, 4, 3, 3, 2, 1, 1),  # depthwise, strided
+    (1, 3, 8, 9, 3, 3, 3, 2, 1, 2, 2),   # depthwise, dilated, wide padding, non-square kernel
     (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise; c_in/groups a multiple of 8: channels-last im2col
     (1, 16, 7, 5, 4, 2, 3, 3, 2, 1, 1),  # 8 channels per group, channels-last, strided
     (2, 24, 5, 6, 4, 1, 3, 2, 1, 2, 2),  # channels-last, dilated, padding wider than the kernel reach
@@ -263,11 +266,12 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
     assert torch.equal(one, two)
     ref = torch.ops.twb_quant.linear(x, x_scale, x_zp, w, w_scale, w_zp, bias, True, *out)
     _check(one, ref, None, 150)
-    cfg = (2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1)
-    x, w, w_scale, w_zp = _conv_inputs(cfg, torch.uint8)
-    one, two = (_run_qconv(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, bias[:24], cfg, True, out)
-                for s in (s1, s2))
-    assert torch.equal(one, two)
-    ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, bias[:24], [1, 1], [1, 1], [1, 1], 1,
-                                     True, *out)
-    _check(one, ref, None, w[0].numel())
+    for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1)]:  # + depthwise
+        x, w, w_scale, w_zp = _conv_inputs(cfg, torch.uint8)
+        b = bias[:cfg[4]]
+        one, two = (_run_qconv(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, b, cfg, True, out)
+                    for s in (s1, s2))
+        assert torch.equal(one, two)
+        ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, b, [1, 1], [1, 1], [1, 1], cfg[5],
+                                         True, *out)
+        _check(one, ref, None, w[0].numel())
