@@ -32,7 +32,7 @@ def test_run_plan_codes_decode_as_declared(name):
     runtime = Runtime(1)  # its own: a fatal code retires the runtime
     words = BAD_PLANS[name]
     at = runtime.allocator.alloc(4 * len(words))
-    runtime.write_words(at, words)
+    runtime.memory.write_words(at, words)
     message = ABI.run_error_message[ABI.run_error[name]]
     with pytest.raises(WasmTrap, match=f"^{message} at plan word 0$"):
         runtime.run(at, len(words), 1)
