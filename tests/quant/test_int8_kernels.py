@@ -30,10 +30,12 @@ ACTS = [(torch.uint8, 128), (torch.uint8, 0), (torch.int8, -3)]
 RANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127)}
 
 
-def _put_out(s, numel: int, dtype: torch.dtype) -> int:
-    """A zero-filled output of numel elements between guard bands; returns its offset."""
+def _put_out(s, numel: int, dtype: torch.dtype, fill: int) -> int:
+    """An output of numel elements, every byte `fill`, between zero guard bands; returns its offset."""
     size = torch.tensor([], dtype=dtype).element_size()
-    return s.put(torch.zeros((numel + 2 * GUARD) * size, dtype=torch.uint8)) + GUARD * size
+    body = torch.full((numel * size,), fill, dtype=torch.uint8)
+    guard = torch.zeros(GUARD * size, dtype=torch.uint8)
+    return s.put(torch.cat([guard, body, guard])) + GUARD * size
 
 
 def _read_out(s, ptr: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
@@ -43,16 +45,13 @@ def _read_out(s, ptr: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
     return raw[GUARD * size:-GUARD * size].view(dtype)
 
 
-def _run_twice(s, numel, dtype, fill_and_run) -> torch.Tensor:
-    """Runs a kernel into an output pre-filled with 0 and then with 1s: both must agree, so every
-    element was written (a pre-fill cannot pass for a result)."""
+def _run_twice(s, numel, dtype, run) -> torch.Tensor:
+    """Runs a kernel into an output pre-filled with 0x00 and then with 0xA5 bytes: both must agree,
+    so every element was written (a pre-fill cannot pass for a result)."""
     results = []
-    for fill in (0, 1):
-        ptr = _put_out(s, numel, dtype)
-        size = torch.tensor([], dtype=dtype).element_size()
-        if fill:
-            s.runtime.write(ptr, torch.full((numel * size,), 0xA5, dtype=torch.uint8))
-        fill_and_run(ptr)
+    for fill in (0x00, 0xA5):
+        ptr = _put_out(s, numel, dtype, fill)
+        run(ptr)
         results.append(_read_out(s, ptr, numel, dtype).clone())
     assert torch.equal(results[0].view(torch.uint8), results[1].view(torch.uint8)), "kernel left elements unwritten"
     return results[0]
