@@ -17,7 +17,9 @@ And coverage: every node runs in wasm (strict), each conv / linear as a recogniz
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -132,19 +134,42 @@ def test_explain_lists_the_int8_patterns(quantized):
     assert not any(op.startswith("quantized_decomposed::") and c["fallback"] for op, c in report.by_op.items())
 
 
-def test_quantized_cnn_exports_on_int8_kernels(quantized, tmp_path):
-    """torch_wasm_backend.export fuses the same patterns: the file runs the int8 kernels (in
-    wasmtime) and matches eager within the same bounds. (Exported files return float32, int64, int32
-    or bool, not uint8: the file exported is the model as converted, float output only; its int8
-    activations are compared through the compiled tests above.)"""
+@pytest.fixture(scope="module")
+def exported_cnn(quantized, tmp_path_factory):
+    """The quantized CNN as converted, exported (float output only: exported files return float32,
+    int64, int32 or bool, not uint8; its int8 activations are compared through the compiled tests
+    above), and the bound of its output (as assert_matches)."""
     gm, x, layers, converted = quantized["cnn"]
-    path = tmp_path / "cnn_int8.wasm"
+    path = tmp_path_factory.mktemp("int8") / "cnn_int8.wasm"
     twb.export(converted, (x,), str(path))
-    loaded = twb.load(str(path))
-    assert loaded.metadata["kernel_calls"].get("QCONV2D", 0) + loaded.metadata["kernel_calls"].get("QGEMM", 0) == layers
-    assert not any(op.startswith("aten::convolution") or op.startswith("aten::addmm") for op in loaded.metadata["ops"])
     with torch.no_grad():
-        got, expected = loaded(x), converted(x)
+        expected = converted(x)
     x_scale, w = _last_linear(gm)
-    bound = x_scale * w.abs().sum(1) + MATMUL["atol"] + MATMUL["rtol"] * expected.abs()  # as assert_matches
+    bound = x_scale * w.abs().sum(1) + MATMUL["atol"] + MATMUL["rtol"] * expected.abs()
+    return path, x, expected, bound, layers
+
+
+def test_quantized_cnn_exports_on_int8_kernels(exported_cnn):
+    """torch_wasm_backend.export fuses the same patterns: the file runs the int8 kernels (in
+    wasmtime) and matches eager within the same bounds."""
+    path, x, expected, bound, layers = exported_cnn
+    loaded = twb.load(str(path))
+    calls = loaded.metadata["kernel_calls"]
+    assert calls.get("QCONV2D", 0) + calls.get("QGEMM", 0) == layers
+    assert not any(op.startswith(("aten::convolution", "aten::addmm")) for op in loaded.metadata["ops"])
+    assert ((loaded(x) - expected).abs() <= bound).all()
+
+
+def test_quantized_cnn_runs_in_node(exported_cnn, tmp_path, monkeypatch):
+    """The same file in Node.js 20 through the shipped JS loader (tests/export's driver, whose
+    module imports its folder's helpers as top-level modules)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "export"))
+    from test_export_node import NODE, node
+    if NODE is None:
+        pytest.skip("Node.js is not installed (scripts/setup.sh installs it)")
+    path, x, expected, bound, _ = exported_cnn
+    x_file = tmp_path / "x.f32"
+    x_file.write_bytes(x.numpy().astype("<f4").tobytes())
+    result = node("run_model.mjs", path, 1, tmp_path, f"x={x_file}")
+    got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(expected.shape))
     assert ((got - expected).abs() <= bound).all()
