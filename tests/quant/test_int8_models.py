@@ -173,3 +173,22 @@ def test_quantized_cnn_runs_in_node(exported_cnn, tmp_path, monkeypatch):
     result = node("run_model.mjs", path, 1, tmp_path, f"x={x_file}")
     got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(expected.shape))
     assert ((got - expected).abs() <= bound).all()
+
+
+def test_dynamic_batch_and_length_through_the_fused_linear():
+    """quantize_pt2e with dynamic dims: the views around each fused linear take symbolic sizes, and
+    new sizes reuse the dynamic graph (eager of the same converted graph as the reference)."""
+    torch.manual_seed(0)
+    dims = ({0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("length", min=1, max=64)},)
+    gm = quantize_pt2e(MLP(), (torch.randn(2, 5, 20),), dynamic_shapes=dims)
+    compiled = compile_wasm(gm)
+    for shape in [(2, 5, 20), (3, 7, 20), (4, 9, 20)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected, got = gm(x), compiled(x)
+        x_scale, w = _last_linear(gm)
+        assert ((got - expected).abs() <= x_scale * w.abs().sum(1) + MATMUL["atol"]
+                + MATMUL["rtol"] * expected.abs()).all()
+    s = twb.stats()
+    assert_ran_in_wasm(s)
+    assert s["graphs_compiled"] == 2  # the static first shape, then one dynamic graph for the others
