@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 
 from torch_wasm_backend import compile_cache as cc
-from torch_wasm_backend.runtime import ENGINE_SETTINGS, WASM_PATH
+from torch_wasm_backend.runtime import ENGINE_SETTINGS, KERNEL_BUILDS
 
 FOREIGN_UID = 12345
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root (CI runs as root)")
@@ -29,7 +29,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def kernels():
-    return WASM_PATH.read_bytes()
+    return KERNEL_BUILDS["baseline"].read_bytes()
 
 
 @pytest.fixture
