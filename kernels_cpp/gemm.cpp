@@ -22,11 +22,24 @@
 namespace {
 
 constexpr int NR = kGemmNR;
+// The relaxed build's tile is 6x8: one fused madd per update leaves the broadcasts and loads as the
+// cost per k step, which 6 rows x 1 panel amortize best. A/B of exported Linear layers, one Node.js 20
+// process alternating the builds (machine loaded, so ratios only; 2026-12-03), speedup over the
+// baseline build's 2x16: 128x768x3072 1.50, 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18,
+// 784x1152x128 1.28 (2x16 relaxed: 1.19, 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16.
 #ifndef GEMM_MR
+#ifdef __wasm_relaxed_simd__
+#define GEMM_MR 6
+#else
 #define GEMM_MR 2
 #endif
+#endif
 #ifndef GEMM_NP
+#ifdef __wasm_relaxed_simd__
+#define GEMM_NP 1
+#else
 #define GEMM_NP 2
+#endif
 #endif
 constexpr int MR = GEMM_MR;
 #ifndef GEMM_KC
