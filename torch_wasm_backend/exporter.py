@@ -31,7 +31,8 @@ from torch_wasm_backend.lowering.shapes import spec_plan
 from torch_wasm_backend.lowering.tracked import is_tracked, plain
 from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
-from .runtime import KERNEL_BUILDS, MAX_PAGES, PAGE, WORKER_STACK, kernel_heap_base
+from .runtime import KERNEL_BUILDS, kernel_heap_base
+from .wasm_layer import MAX_PAGES, PAGE, WORKER_STACK
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -263,8 +264,8 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     layers, but the file stores their raw weights (Winograd's transformed ones are 16/9 larger).
 
     simd="relaxed" writes the relaxed-SIMD kernels (f32x4.relaxed_madd: a fused multiply-add in GEMM
-    and convolution where the CPU has FMA): faster, but it runs only where the engine has relaxed SIMD
-    (wasmtime; Chrome/Edge 114+, Node.js 20 with --experimental-wasm-relaxed-simd, 22+;
+    and convolution where the CPU has FMA): faster in V8, but it runs only where the engine has
+    relaxed SIMD (wasmtime; Chrome/Edge 114+; Node.js 22+, or 20 with --experimental-wasm-relaxed-simd;
     not Safari). The default "baseline" runs on every WebAssembly SIMD engine. Serve both and pick
     with the JS loader's `relaxedSimdSupported()`.
 

@@ -1,11 +1,13 @@
 """The relaxed-SIMD kernel build (kernels_relaxed.wasm: f32x4.relaxed_madd in the GEMM, convolution and
 depthwise loops) against the baseline build: the same model exported with simd="relaxed" and
 simd="baseline" gives the same numbers in wasmtime and in Node.js, and an engine without relaxed SIMD
-refuses the relaxed file with an error saying which file to load instead. (The compile path runs the
-relaxed build by default, so the rest of the suite checks its kernels against eager; Chromium runs
-the relaxed file in test_export_browser.py.)"""
+refuses the relaxed file with an error saying which file to load instead; the compile path runs it
+with TORCH_WASM_BACKEND_SIMD=relaxed. (Chromium runs the relaxed file in test_export_browser.py.)"""
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +81,29 @@ def test_unknown_simd_is_refused_before_exporting(tmp_path):
         twb.export(torch.nn.Linear(3, 2), (torch.randn(1, 3),), tmp_path / "x.wasm", simd="avx")
     assert not (tmp_path / "x.wasm").exists()
 
+
+
+COMPILE_WITH_RELAXED = """
+import torch, torch_wasm_backend as twb
+from torch_wasm_backend import runtime
+assert runtime.simd_build() == "relaxed"
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.ReLU(),
+                            torch.nn.Conv2d(12, 12, 3, padding=1, groups=12), torch.nn.Flatten(),
+                            torch.nn.Linear(12 * 7 * 9, 13)).eval()
+x = torch.randn(5, 3, 7, 9)
+got = torch.compile(model, backend="wasm")(x)
+assert twb.stats()["lowered_fraction"] == 1.0, twb.stats()
+torch.testing.assert_close(got, model(x), rtol={rtol}, atol={atol})
+print("ok")
+"""
+
+
+def test_compile_path_runs_the_relaxed_build_when_asked():
+    """TORCH_WASM_BACKEND_SIMD picks the compile path's kernel build for the process (a subprocess:
+    the runtime is made once per process); GEMM, 3x3 conv and depthwise conv run relaxed_madd."""
+    env = {**os.environ, "TORCH_WASM_BACKEND_SIMD": "relaxed", "TORCH_WASM_BACKEND_CACHE_DIR": "off",
+           "PYTHONPATH": os.pathsep.join([str(Path(twb.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run([sys.executable, "-c", COMPILE_WITH_RELAXED.format(**MATMUL)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
