@@ -75,7 +75,7 @@ def _engine_module(timed: bool = False, simd: str | None = None) -> tuple[wasmti
                 raise WasmBackendError(
                     f"{wasm_path} is not a valid kernel module ({e}); rebuild it with `make kernels`."
                 ) from e
-            log.debug("kernel module %s: %s", wasm_path.name, origin)
+            log.debug("kernel module: %s (%s)", origin, wasm_path.name)
             _modules[(timed, simd)] = module
         return engine, _modules[(timed, simd)]
 
