@@ -36,12 +36,6 @@ log = logging.getLogger("torch_wasm_backend")
 # deep nets, and tight enough that a wrong index or a dropped term (O(0.1) errors) is caught.
 VERIFY_RTOL, VERIFY_ATOL = 1e-3, 1e-4
 
-# Test hook (see torch_wasm_backend.testing): thread id -> [debug record, runs left]: that thread's
-# upcoming plan runs start with the record (DEBUG_TRAP or DEBUG_STALL), so the fault really happens
-# inside wasm. Empty but for tests: the hot path only tests its truth.
-_inject: dict[int, list] = {}
-
-
 def signature(args, indices) -> tuple:
     """What a Plan is specialised on: per (non-constant) tensor input its shape, strides, dtype and
     device; other inputs (symbolic sizes) by value."""
@@ -63,7 +57,6 @@ class _Loaded:
     input_views: list                  # (input index, view in wasm memory)
     outputs: list                      # (OutputSpec, view in wasm memory, same layout as eager's)
     output_views: tuple                # the views alone, for the all-same-layout case
-    prefix_words: int = 0              # the debug-record slot just before the plan
     records: list = field(default_factory=list)  # (kernel, word offset, words) per record
     owned: list = field(default_factory=list)    # (offset, Buffer): this plan's per-shape constants
     bytes_in: int = 0
@@ -348,7 +341,7 @@ class CompiledPartition:
         for i, view in loaded.input_views:
             view.copy_(args[i])
         t0 = time.perf_counter()
-        if self._plain_run and not _inject and not _profiler_enabled():
+        if self._plain_run and not _profiler_enabled():
             runtime.run_locked(loaded.plan_words, loaded.n_words, self._threads)
         else:
             self._run_plan_specially(runtime, loaded)
@@ -365,14 +358,9 @@ class CompiledPartition:
         return outputs, wasm_seconds, loaded
 
     def _run_plan_specially(self, runtime: Runtime, loaded: "_Loaded") -> None:
-        """Runs the plan with a time limit, an injected debug record or profiler spans."""
+        """Runs the plan with a time limit or profiler spans."""
         limit = self.options.timeout_ms / 1e3 if self.options.timeout_ms else None
         plan_at, n_words = loaded.plan_words, loaded.n_words
-        inject = _inject.get(threading.get_ident())
-        if inject and inject[1] > 0:
-            record, inject[1] = inject[0], inject[1] - 1
-            runtime.write_words(loaded.prefix_words, record)
-            plan_at, n_words = loaded.prefix_words, n_words + len(record)
         if self.options.profile_kernels:
             # One wasm call per kernel, each in its own profiler span (opt-in: costs a call each).
             for kernel, offset, length in loaded.records:
@@ -428,9 +416,8 @@ class CompiledPartition:
             addrs[id(buf)] = state.constants[key][0]
         arena = runtime.allocator.alloc(plan.arena_size)
         words = plan.encode(arena, addrs)
-        # A slot before the plan where a test hook can put one debug record (see _inject).
-        plan_at = runtime.allocator.alloc(4 * (len(words) + _DEBUG_RECORD_WORDS))
-        runtime.write_words(plan_at + 4 * _DEBUG_RECORD_WORDS, words)
+        plan_at = runtime.allocator.alloc(4 * len(words))
+        runtime.write_words(plan_at, words)
         records, offset = [], 0
         for kernel, _ in plan.records:
             length = 2 + ABI.ops[kernel].n_words
@@ -447,9 +434,9 @@ class CompiledPartition:
         same_layout = [view.is_contiguous() and spec.strides == contiguous_strides(spec.shape)
                        for spec, view in zip(plan.outputs, outputs)]
         loaded = state.loaded[entry] = _Loaded(
-            arena, plan_at + 4 * _DEBUG_RECORD_WORDS, len(words), inputs,
+            arena, plan_at, len(words), inputs,
             list(zip(plan.outputs, outputs, same_layout)), tuple(outputs) if all(same_layout) else None,
-            prefix_words=plan_at, records=records, owned=owned,
+            records=records, owned=owned,
             bytes_in=sum(v.numel() * v.element_size() for _, v in inputs),
             bytes_out=sum(v.numel() * v.element_size() for v in outputs))
         return loaded
@@ -476,7 +463,7 @@ class CompiledPartition:
         loaded = state.loaded.pop(entry, None)
         if loaded is not None:
             runtime.allocator.free(loaded.arena)
-            runtime.allocator.free(loaded.prefix_words)
+            runtime.allocator.free(loaded.plan_words)
             for offset, _ in loaded.owned:
                 runtime.allocator.free(offset)
 
@@ -532,9 +519,6 @@ def _release_dropped(runtime_ref, state: _RuntimeState) -> None:
             threading.Thread(target=release, name="wasm-release-dropped", daemon=True).start()
         except RuntimeError:  # interpreter shutdown: the memory goes with the process
             pass
-
-
-_DEBUG_RECORD_WORDS = len(ABI.encode("DEBUG_TRAP", unused=0))
 
 
 def _upload(runtime: Runtime, offset: int, buf, args) -> None:
