@@ -2,6 +2,8 @@
 PYTHON ?= python3
 EMCC ?= emcc
 WASM := torch_wasm_backend/kernels.wasm
+# The JS loader's copy of kernel_abi.def's run_plan error codes (a browser cannot read the .def).
+JS_ABI := torch_wasm_backend/js/abi_generated.mjs
 KERNEL_SOURCES := $(wildcard kernels_cpp/*.cpp) $(wildcard kernels_cpp/*.h) kernels_cpp/kernel_abi.def
 # Stack of the main instance; worker instances get their own stacks from the host allocator.
 EMCC_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exceptions -fno-rtti \
@@ -18,7 +20,10 @@ help:
 	@echo "make bench   run the benchmark suites"
 	@echo "make bench-ort  exported .wasm vs ONNX Runtime Web in Node.js (npm + pip installs first)"
 
-kernels: $(WASM)
+kernels: $(WASM) $(JS_ABI)
+
+$(JS_ABI): kernels_cpp/kernel_abi.def lowering/abi.py scripts/gen_js_abi.py
+	$(PYTHON) scripts/gen_js_abi.py
 
 $(WASM): $(KERNEL_SOURCES)
 	@command -v $(EMCC) >/dev/null || { echo "error: emcc not found. Install Emscripten: 'apt-get update && apt-get install -y emscripten' (Debian), or activate an emsdk."; exit 1; }

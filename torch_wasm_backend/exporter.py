@@ -31,7 +31,8 @@ from torch_wasm_backend.lowering.shapes import spec_plan
 from torch_wasm_backend.lowering.tracked import is_tracked, plain
 from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
-from .runtime import MAX_PAGES, PAGE, WASM_PATH, WORKER_STACK, get_runtime
+from .runtime import WASM_PATH, get_runtime
+from .wasm_layer import MAX_PAGES, PAGE, WORKER_STACK
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -302,7 +303,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     sizes = _SizeFields(names)
 
     runtime, _ = get_runtime(1)
-    heap_base = runtime.main.fn["heap_base"]()[0].i32
+    heap_base = runtime.heap_base
     kernel_bytes = WASM_PATH.read_bytes()
 
     # ---- fixed memory layout: [error word | weights | arena | plan] -----------------------------

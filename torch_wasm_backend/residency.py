@@ -67,7 +67,7 @@ class Residency:
         arena = runtime.allocator.alloc(plan.arena_size)
         words = plan.encode(arena, addrs)
         plan_at = runtime.allocator.alloc(4 * len(words))
-        runtime.write_words(plan_at, words)
+        runtime.memory.write_words(plan_at, words)
         records, offset = [], 0
         for kernel, _ in plan.records:
             length = 2 + ABI.ops[kernel].n_words
@@ -76,8 +76,7 @@ class Residency:
 
         def view(ref, strides=None):
             base = addrs[id(ref.buffer)] if ref.buffer.is_constant else arena + plan.arena_offsets[id(ref.buffer)]
-            return runtime.tensor(base + ref.offset * ref.itemsize, ref.shape, ref.dtype,
-                                  strides=strides)
+            return runtime.memory.view(base + ref.offset * ref.itemsize, ref.shape, ref.dtype, strides)
 
         inputs = [(i, view(ref)) for i, ref in enumerate(plan.inputs) if ref is not None]
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
@@ -168,5 +167,5 @@ def upload(runtime: Runtime, offset: int, buf, args) -> None:
         raise WasmBackendError(f"internal error: constant {buf.name} came out as {tuple(value.shape)} "
                                f"{value.dtype}, not the {buf.nbytes} bytes its plan reserved (a lowering bug: "
                                "please report it with this message)")
-    runtime.write(offset, value)
+    runtime.memory.write(offset, value)
     stats.add(constant_bytes_uploaded=buf.nbytes)

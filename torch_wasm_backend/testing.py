@@ -26,7 +26,7 @@ def _run_locked_after_fault(runtime: Runtime, plan_offset: int, n_words: int, th
         record = pending[0]
         at = runtime.allocator.alloc(4 * len(record))
         try:
-            runtime.write_words(at, record)
+            runtime.memory.write_words(at, record)
             _unwrapped(runtime, at, len(record), threads, time_limit)  # raises: the fault
         finally:
             runtime.allocator.free(at)

@@ -4,6 +4,7 @@
 // (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
 // The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
+import { INPUT_ERROR, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
 import { checkPrograms, evaluate, resolve } from "./sizes.mjs";
 
 export const FORMAT = "torch_wasm_backend.export";
@@ -20,8 +21,6 @@ const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0
 // call, which is reported like a trap).
 const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-const RUN_PLAN_ERRORS = { "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped" };
-const INPUT_ERROR = -5;  // run_plan: a kernel rejected the inputs (an index out of range); the model stays usable
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
 
 /** The file is not a usable export: foreign, truncated, damaged, or from an incompatible producer. */
