@@ -23,6 +23,7 @@ def signature(args, indices) -> tuple:
 
 @dataclass(eq=False)  # hashed by identity: a key of Residency.loaded
 class Entry:
+    """One signature's Plan, or why that signature runs in eager."""
     plan: Plan | None                 # None: this signature runs in eager
     reason: str = ""
     evicted: bool = False             # dropped from the cache; its memory is freed by the next call

@@ -35,8 +35,9 @@ class Loaded:
 
 @dataclass(eq=False)
 class Residency:
-    """Made for one Weights.epoch; `generation` is the Weights.generation its constants hold and
-    `evictions_seen` the PlanCache.evictions when its evicted plans were last freed."""
+    """One partition's constants and loaded plans in one runtime, made for one Weights.epoch;
+    `generation` is the Weights.generation its constants hold and `evictions_seen` the
+    PlanCache.evictions when its evicted plans were last freed."""
     epoch: int
     generation: int
     evictions_seen: int
