@@ -28,7 +28,11 @@ from .wasm_layer import HOST_PAGE, MAX_PAGES, WORKER_STACK, Memory, Pool
 
 log = logging.getLogger("torch_wasm_backend")
 
-WASM_PATH = Path(__file__).resolve().parent / "kernels.wasm"
+# The two builds of the kernels (Makefile): "relaxed" uses f32x4.relaxed_madd in the GEMM and
+# convolution loops (one fused multiply-add where the CPU has FMA), "baseline" plain SIMD128.
+KERNEL_BUILDS = {"baseline": Path(__file__).resolve().parent / "kernels.wasm",
+                 "relaxed": Path(__file__).resolve().parent / "kernels_relaxed.wasm"}
+SIMD_ENV = "TORCH_WASM_BACKEND_SIMD"
 INITIAL_PAGES = 256
 
 
@@ -37,32 +41,54 @@ class RuntimeRetired(WasmTrap):
     on it: nothing ran; run the call again on get_runtime()'s current runtime."""
 
 _engine_lock = threading.Lock()
-_engines: dict[bool, tuple[wasmtime.Engine, wasmtime.Module]] = {}
+_modules: dict[tuple[bool, str], wasmtime.Module] = {}
 
 
-def _engine_module(timed: bool = False) -> tuple[wasmtime.Engine, wasmtime.Module]:
-    """The engine and compiled kernel module, built once per process and kind. Only a `timed`
-    engine has epoch interruption (for options.timeout_ms): its checks at every loop header cost 3%
-    on a BERT encoder, 11% on ResNet-18 and 45% on MobileNetV2's depthwise loops (measured here), so
-    models without a time limit run on an engine without them."""
+def simd_build() -> str:
+    """The kernel build the compile path runs: "baseline" unless TORCH_WASM_BACKEND_SIMD=relaxed."""
+    value = os.environ.get(SIMD_ENV, "baseline")
+    if value not in KERNEL_BUILDS:
+        raise WasmBackendError(f"{SIMD_ENV}={value!r}: use one of {', '.join(KERNEL_BUILDS)}")
+    return value
+
+
+def _engine_module(timed: bool = False, simd: str | None = None) -> tuple[wasmtime.Engine, wasmtime.Module]:
+    """The engine and compiled kernel module (the `simd` build, default simd_build()), built once
+    per process and kind. Only a `timed` engine has epoch interruption (for options.timeout_ms): its
+    checks at every loop header cost 3% on a BERT encoder, 11% on ResNet-18 and 45% on
+    MobileNetV2's depthwise loops (measured here), so models without a time limit run on an engine
+    without them."""
+    simd = simd or simd_build()
+    engine = wasm_layer.engine(epoch_interruption=timed)
     with _engine_lock:
-        if timed not in _engines:
-            if not WASM_PATH.exists():
+        if (timed, simd) not in _modules:
+            wasm_path = KERNEL_BUILDS[simd]
+            if not wasm_path.exists():
                 raise WasmBackendError(
-                    f"kernel module {WASM_PATH} is missing. Build it with `make kernels` from the "
-                    "repository root (needs Emscripten: `apt-get update && apt-get install -y "
-                    "emscripten`), or run `make setup`.")
-            engine = wasm_layer.engine(epoch_interruption=timed)
+                    f"kernel module {wasm_path} is missing. Build it with `make kernels` from the "
+                    "repository root (needs Emscripten and clang-19: `apt-get update && apt-get install -y "
+                    "emscripten clang-19 lld-19`), or run `make setup`.")
             settings = wasm_layer.ENGINE_SETTINGS + (",epoch_interruption" if timed else "")
             try:
-                module, origin = load_module(engine, WASM_PATH.read_bytes(), settings)
+                module, origin = load_module(engine, wasm_path.read_bytes(), settings)
             except wasmtime.WasmtimeError as e:
                 raise WasmBackendError(
-                    f"{WASM_PATH} is not a valid kernel module ({e}); rebuild it with `make kernels`."
+                    f"{wasm_path} is not a valid kernel module ({e}); rebuild it with `make kernels`."
                 ) from e
-            log.debug("kernel module: %s", origin)
-            _engines[timed] = (engine, module)
-        return _engines[timed]
+            log.debug("kernel module %s: %s", wasm_path.name, origin)
+            _modules[(timed, simd)] = module
+        return engine, _modules[(timed, simd)]
+
+
+def kernel_heap_base(simd: str) -> int:
+    """Where a kernel build's static data and stack end (its heap_base export): an exported file's
+    layout starts there. Read from a throwaway instance on its own memory."""
+    engine, module = _engine_module(False, simd)
+    pool = Pool(engine, module, Memory(engine, INITIAL_PAGES, MAX_PAGES))
+    try:
+        return pool.main.fn["heap_base"]()[0].i32
+    finally:
+        pool.shutdown()
 
 
 class Allocator:

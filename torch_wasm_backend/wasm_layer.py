@@ -36,7 +36,7 @@ log = logging.getLogger("torch_wasm_backend")
 PAGE = 65536
 MAX_PAGES = 65536            # wasm32: 4 GiB
 WORKER_STACK = 256 * 1024    # bytes of wasm stack per worker instance (the host places it in memory)
-ENGINE_SETTINGS = "threads,shared_memory,simd"  # what new_engine enables (part of compile-cache keys)
+ENGINE_SETTINGS = "threads,shared_memory,simd,relaxed_simd"  # what engine() enables (part of compile-cache keys)
 TICK_SECONDS = 0.005
 NO_DEADLINE = 1 << 40        # ticks: ~170 years
 WORKER_IDLE_MS = 100         # worker_loop returns this often when idle; the host calls it again
@@ -81,6 +81,9 @@ def engine(epoch_interruption: bool) -> wasmtime.Engine:
             cfg.wasm_threads = True
             cfg.shared_memory = True
             cfg.wasm_simd = True
+            # For the relaxed-SIMD kernel build; non-deterministic mode: relaxed_madd is an FMA
+            # where the CPU has one, mul+add elsewhere.
+            cfg.wasm_relaxed_simd = True
             cfg.epoch_interruption = epoch_interruption
             _engines[epoch_interruption] = wasmtime.Engine(cfg)
             if epoch_interruption:

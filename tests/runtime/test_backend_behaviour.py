@@ -155,15 +155,22 @@ def test_missing_emcc_says_how_to_install():
 
 def test_missing_or_corrupt_module_is_a_clear_error(tmp_path, monkeypatch):
     from torch_wasm_backend import runtime
-    monkeypatch.setattr(runtime, "_engines", {})
-    monkeypatch.setattr(runtime, "WASM_PATH", tmp_path / "nope.wasm")
+    monkeypatch.setattr(runtime, "_modules", {})
+    monkeypatch.setitem(runtime.KERNEL_BUILDS, "baseline", tmp_path / "nope.wasm")
     with pytest.raises(twb.WasmBackendError, match="make kernels"):
-        runtime._engine_module()
+        runtime._engine_module(simd="baseline")
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(b"\0asm\x01\0\0\0garbage")
-    monkeypatch.setattr(runtime, "WASM_PATH", bad)
+    monkeypatch.setitem(runtime.KERNEL_BUILDS, "baseline", bad)
     with pytest.raises(twb.WasmBackendError, match="not a valid kernel module"):
-        runtime._engine_module()
+        runtime._engine_module(simd="baseline")
+
+
+def test_unknown_simd_build_is_a_clear_error(monkeypatch):
+    from torch_wasm_backend import runtime
+    monkeypatch.setenv(runtime.SIMD_ENV, "avx")
+    with pytest.raises(twb.WasmBackendError, match="use one of baseline, relaxed"):
+        runtime.simd_build()
 
 
 def test_abi_version_mismatch_is_detected(monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 import wasmtime
 
 from torch_wasm_backend import compile_cache as cc
-from torch_wasm_backend.runtime import WASM_PATH
+from torch_wasm_backend.runtime import KERNEL_BUILDS
 from torch_wasm_backend import wasm_layer
 from torch_wasm_backend.wasm_layer import ENGINE_SETTINGS
 
@@ -27,7 +27,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def kernels():
-    return WASM_PATH.read_bytes()
+    return KERNEL_BUILDS["baseline"].read_bytes()
 
 
 @pytest.fixture
