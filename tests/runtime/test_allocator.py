@@ -109,7 +109,7 @@ def test_released_pages_read_back_as_zeros_and_are_reusable():
 
 def test_a_dropped_model_gives_its_wasm_memory_back():
     """torch._dynamo.reset() (or deleting the compiled model) drops its partitions: their weights
-    and plans are freed in the runtime (by a helper thread, see partition_runner._release_dropped),
+    and plans are freed in the runtime (by a helper thread, see residency.release_dropped),
     which lives on for other models."""
     import gc
     import time

@@ -117,6 +117,26 @@ def test_trap_inside_wasm_recovers_with_eager_result(caplog):
         assert any("kept on eager" in r["reason"] for r in s["fallback_nodes"])
 
 
+def test_fault_hooks_wrap_the_wasm_layer_only_inside_their_block():
+    """torch_wasm_backend.testing faults through Runtime.run_locked, wrapped only while a hook is
+    active: afterwards the call path runs the original again, and injected runs left unused do
+    not carry over to later calls."""
+    from torch_wasm_backend.runtime import Runtime
+    original = Runtime.run_locked
+    model = nn.Linear(4, 4).eval()
+    compiled = torch.compile(model, backend="wasm")
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        compiled(x)
+        with inject_traps(2):
+            assert Runtime.run_locked is not original
+            torch.testing.assert_close(compiled(x), model(x), **MATMUL)  # the first: a trap
+        assert Runtime.run_locked is original
+        torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+    s = twb.stats()
+    assert s["recoveries"] == 1 and s["calls"] == 2
+
+
 def test_trap_in_strict_mode_raises_with_details():
     model = nn.Linear(4, 4).eval()
     compiled = torch.compile(model, backend="wasm", options={"strict": True})

@@ -130,11 +130,11 @@ def test_error_while_making_a_constant_at_load_runs_in_eager_loudly(monkeypatch,
     """A constant is made when its plan is loaded into a runtime (Buffer.make); a bug there is an
     internal error like one in a lowering: eager runs the call, the reason is recorded, the
     traceback logged once; strict raises WasmBackendError from it."""
-    import torch_wasm_backend.partition_runner as runner
+    import torch_wasm_backend.residency as residency
 
     def broken_upload(runtime, offset, buf, args):
         raise ValueError(MESSAGE)
-    monkeypatch.setattr(runner, "_upload", broken_upload)
+    monkeypatch.setattr(residency, "upload", broken_upload)
     model = mlp()
     x = torch.randn(4, 6)
     compiled = torch.compile(model, backend="wasm")
