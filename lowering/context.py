@@ -10,7 +10,6 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.fx import Node
 
-from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
 from .shapes import TensorSpec, spec_plan
 from .template import replay
@@ -46,8 +45,8 @@ class LoweringContext:
         caches = gm.__dict__.setdefault("_twb_const_fns", {}).setdefault(frozenset(constant_inputs), {})
         self._const_fns: dict[Node, ConstFn | None] = caches.setdefault("fns", {})
         self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
-        # The last float32 UNARY / BINARY / MAP record, in the form ops/elementwise.py needs to
-        # merge the next elementwise op into it (see ops/elementwise.py fuse_into_chain).
+        # The last float32 UNARY / BINARY / MAP record, in the form fusion.py needs to merge the
+        # next elementwise op into it (fusion.Chain, see fusion.fuse_into_chain).
         self.elementwise_chain = None
         # Constants that do not depend on sizes (weights, folds and packings of them), made once
         # and shared by the plans (see shared_constant), and the structural keys of nodes.
@@ -56,6 +55,10 @@ class LoweringContext:
         self._interned_keys: dict[Any, int] = caches.setdefault("interned_keys", {})
 
     # ---- values ------------------------------------------------------------------------------
+    def lowered_value(self, arg):
+        """arg's value if it is lowered already, else None (never lowers it)."""
+        return self._values.get(arg)
+
     def val(self, arg):
         """The concrete (fake) value of a node for this plan's input signature."""
         return self.vals[arg] if isinstance(arg, Node) else arg
@@ -309,37 +312,6 @@ class LoweringContext:
         self.plan.record_nodes.append(self._lowering)
         self.plan.flops += flops
 
-    # Kernels with an activation epilogue, and the arg that holds their output.
-    _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CONV3D": "out",
-                        "CHANNEL_AFFINE": "out"}
-
-    def producing_record(self, arg, outputs: dict[str, str] | None = None) -> tuple[str, dict] | None:
-        """The last emitted record if it alone produced arg's whole value and nothing else reads
-        that value (arg has this one user): a later op may then rewrite the record in place.
-        `outputs` maps the kernels considered to the arg holding their output (default: the
-        kernels with an activation epilogue)."""
-        if not isinstance(arg, Node) or len(arg.users) != 1 or not self.plan.records:
-            return None
-        ref = self._values.get(arg)
-        kernel, args = self.plan.records[-1]
-        field = (self._EPILOGUE_OUTPUT if outputs is None else outputs).get(kernel)
-        if field is None or not isinstance(ref, TensorRef) or ref.buffer.is_constant:
-            return None
-        out = args[field]
-        if out.buffer is not ref.buffer or out.byte_offset != 0 or ref.offset != 0 \
-                or not ref.is_contiguous() or ref.numel * ref.itemsize != ref.buffer.nbytes:
-            return None
-        return kernel, args
-
-    def fuse_activation(self, arg, act: str, p0: float = 0.0, p1: float = 0.0) -> TensorRef | None:
-        """Folds act into the epilogue of the record that produced arg (see producing_record);
-        returns arg's value, now activated, or None if it cannot."""
-        found = self.producing_record(arg)
-        if found is None or found[1]["act"] != ABI.unary["IDENTITY"]:
-            return None
-        found[1].update(act=ABI.unary[act], p0=p0, p1=p1)
-        return self._values[arg]
-
     def drop_constant(self, arg) -> None:
         """Forgets the constant holding arg's value after a fold replaced its only use (so it is
         not uploaded). Kept if arg has other users, which may still need it."""
@@ -348,15 +320,6 @@ class LoweringContext:
             return
         del self._values[arg]
         self.plan.constants = [b for b in self.plan.constants if b is not ref.buffer]
-
-    def contiguous(self, ref: TensorRef) -> TensorRef:
-        """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""
-        if ref.is_contiguous():
-            return ref
-        from .ops.elementwise import emit_copy
-        out = self.new_buffer(ref.shape, ref.dtype, ref.buffer.name + "_contig")
-        emit_copy(self, ref, out)
-        return out
 
     # ---- driver ------------------------------------------------------------------------------
     def lower_graph(self) -> None:

@@ -11,7 +11,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy
+from .elementwise import DTYPE_CODE, contiguous, emit_copy
 
 aten = torch.ops.aten
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -29,8 +29,8 @@ def emit_index_select(ctx: LoweringContext, x: TensorRef, dim: int, idx: TensorR
     """out = x.index_select(dim, idx.flatten()), laid out contiguously as [outer, n_idx, inner].
     negative: a negative index counts from the end (advanced indexing); otherwise it is out of
     range, as for eager's embedding and index_select (the kernel reports it, eager's IndexError)."""
-    x = ctx.contiguous(x)
-    idx = ctx.contiguous(idx)
+    x = contiguous(ctx, x)
+    idx = contiguous(ctx, idx)
     outer, inner = _prod(x.shape[:dim]), _prod(x.shape[dim + 1:])
     if out.numel == 0:
         return out
@@ -94,7 +94,7 @@ def _index(ctx, node):
     index_select with its flattened values. Several: their combined flat index into the merged
     dims d..d+k-1, computed at compile time when the index tensors are static (upsampling, masks);
     several runtime ones go to INDEX_ND."""
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     indices = node.args[1]
     present = [i for i, t in enumerate(indices) if t is not None]
     d, k = present[0], len(present)
@@ -221,7 +221,7 @@ def _cumsum(ctx, node):
     x = ctx.value(node.args[0])
     if x.dtype != out.dtype:
         x = emit_copy(ctx, x, ctx.new_buffer(x.shape, out.dtype, node.name + "_cast"))
-    x = ctx.contiguous(x)
+    x = contiguous(ctx, x)
     if not x.shape:
         return emit_copy(ctx, x, out)
     dim = node.args[1] % len(x.shape)

@@ -10,7 +10,8 @@ from ..abi import ABI
 from ..context import LoweringContext
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy, strided_args
+from ..strided import strided_args
+from .elementwise import DTYPE_CODE, emit_copy
 
 aten = torch.ops.aten
 

@@ -8,7 +8,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from ..registry import Unsupported, register
-from .elementwise import emit_binary
+from .elementwise import contiguous, emit_binary
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
@@ -65,10 +65,10 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
 def _rows(ctx: LoweringContext, a: TensorRef) -> TensorRef:
     """A with unit column stride and a single row stride over its leading dims."""
     if a.shape[-1] > 1 and a.strides[-1] != 1:
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     dims = [(s, st) for s, st in zip(a.shape[:-1], a.strides[:-1]) if s > 1]
     if any(outer[1] != inner[1] * inner[0] for outer, inner in zip(dims, dims[1:])):
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     return a
 
 
@@ -97,7 +97,7 @@ def _bias_mode(ctx: LoweringContext, bias_arg, m: int, n: int):
     """(bias ref, mode) when bias broadcasts along rows as a [n] vector, else None."""
     v = ctx.val(bias_arg)
     if v.dim() == 1 and v.shape[0] == n or v.dim() == 2 and v.shape[0] == 1 and v.shape[1] == n:
-        ref = ctx.contiguous(ctx.value(bias_arg))
+        ref = contiguous(ctx, ctx.value(bias_arg))
         return ref, 1
     return None
 
@@ -164,7 +164,7 @@ def _linear(ctx, node):
 def _bmm(ctx, node):
     a = ctx.value(node.args[0])
     if a.shape[-1] > 1 and a.strides[-1] != 1:
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     batch, m, k = a.shape
     out = ctx.out_for(node)
     n = out.shape[-1]

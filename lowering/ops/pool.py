@@ -9,6 +9,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import register
+from .elementwise import contiguous
 
 aten = torch.ops.aten
 
@@ -24,7 +25,7 @@ def _ntuple(v, n: int, default=None) -> tuple:
 
 def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
               dilation=(1, 1), count_include_pad=True, divisor=0, indices=None):
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     out = ctx.new_buffer(tuple(ctx.vals[node][0].shape if isinstance(ctx.vals[node], tuple)
                                else ctx.vals[node].shape), name=node.name)
     h, w = x.shape[-2:]
@@ -54,7 +55,7 @@ def _float_input(node):
 # ---- 3-d pooling (video models) -------------------------------------------------------------------
 def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=(1, 1, 1), padding=(0, 0, 0),
                 dilation=(1, 1, 1), count_include_pad=True, divisor=0, indices=None):
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     v = ctx.vals[node]
     out = ctx.new_buffer(tuple((v[0] if isinstance(v, tuple) else v).shape), name=node.name)
     d, h, w = x.shape[-3:]

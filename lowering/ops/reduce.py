@@ -10,7 +10,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import register, register_decomposition
-from .elementwise import DTYPE_CODE, emit_copy, emit_unary
+from .elementwise import DTYPE_CODE, contiguous, emit_copy, emit_unary
 
 aten = torch.ops.aten
 
@@ -110,7 +110,7 @@ def _arg_reduce(op: str):
         out = ctx.out_for(node)
         dtype = torch.float32 if x.dtype == torch.float32 else torch.int64
         if dim is None or not x.shape:  # over the flattened tensor
-            x = ctx.contiguous(x) if x.dtype == dtype else emit_copy(ctx, x, ctx.new_buffer(x.shape, dtype, node.name + "_cast"))
+            x = contiguous(ctx, x) if x.dtype == dtype else emit_copy(ctx, x, ctx.new_buffer(x.shape, dtype, node.name + "_cast"))
             outer, red, inner = 1, x.numel, 1
         else:
             x, outer, red, inner = reduction_layout(ctx, node, x, [dim % len(x.shape)], dtype)

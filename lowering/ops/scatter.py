@@ -10,7 +10,7 @@ import torch
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy
+from .elementwise import DTYPE_CODE, contiguous, emit_copy
 from .shape import _fast_view
 
 aten = torch.ops.aten
@@ -96,8 +96,8 @@ def _gather(ctx, node):
     if x.shape[dim] == 0:
         raise Unsupported("gather from an empty dimension (eager raises)")
     cut = tuple(x.shape[d] if d == dim else idx.shape[d] for d in range(len(x.shape)))
-    x = ctx.contiguous(TensorRef(x.buffer, cut, x.strides, x.offset, x.dtype))
-    idx = ctx.contiguous(idx)
+    x = contiguous(ctx, TensorRef(x.buffer, cut, x.strides, x.offset, x.dtype))
+    idx = contiguous(ctx, idx)
     outer = inner = 1
     for d in range(dim):
         outer *= idx.shape[d]

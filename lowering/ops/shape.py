@@ -9,7 +9,7 @@ from ..context import LoweringContext
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
 from ..tracked import holds_tracked, pin
-from .elementwise import emit_copy
+from .elementwise import contiguous, emit_copy
 
 aten = torch.ops.aten
 
@@ -199,7 +199,7 @@ def lower_view(ctx: LoweringContext, node: Node):
         return _apply(node.target, src, args, kwargs)
     except RuntimeError:
         # Not expressible as a view of our layout (e.g. view() of a permuted tensor): copy first.
-        return _apply(node.target, ctx.contiguous(src), args, kwargs)
+        return _apply(node.target, contiguous(ctx, src), args, kwargs)
 
 
 def is_view_op(target) -> bool:
