@@ -5,24 +5,28 @@ recursion limit."""
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch.fx import Node
 
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
-from .shapes import TensorSpec, spec_plan
+from .shapes import TensorSpec
+from .state import ConstFn, LoweringState
 from .template import replay
 from .tracked import holds_tracked, pin
 from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, kernel_reason, op_name
 from .walk import inputs_first
 
-ConstFn = Callable[[Sequence[torch.Tensor]], Any]
 _UNSET = object()
 
 
 class LoweringContext:
-    def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int],
+    """Lowers one partition for one input signature into self.plan. state: what the partition's
+    earlier lowerings worked out (lowering/state.py), owned by the caller; vals: every node's
+    TensorSpec (or number) for this signature."""
+
+    def __init__(self, state: LoweringState, vals: dict[Node, Any], constant_inputs: set[int],
                  winograd: bool = True, at_largest: Callable[[Any], int] | None = None):
         self.winograd = winograd  # may 3x3 convs run by Winograd (faster, weights 16/9 larger)
         # Export with dynamic dims (torch_wasm_backend/export_dims.py): a file cannot compute a
@@ -32,27 +36,27 @@ class LoweringContext:
         self.at_largest = at_largest
         self._lowering: Node | None = None  # the node whose lowering emits records now
         self.size_constants: list[tuple[Buffer, tuple]] = []
-        self.gm = gm
+        self.state = state
+        self.gm = state.gm
         self.vals = vals
         self.plan = Plan()
-        self.placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         self.constant_inputs = constant_inputs
         self.plan.constant_inputs = sorted(constant_inputs)
         self.plan.inputs = [None] * len(self.placeholders)
         self._values: dict[Node, Any] = {}
-        # Which nodes are constant does not depend on shapes: share the answers across the plans
-        # of this partition (one cache per set of constant inputs).
-        caches = gm.__dict__.setdefault("_twb_const_fns", {}).setdefault(frozenset(constant_inputs), {})
-        self._const_fns: dict[Node, ConstFn | None] = caches.setdefault("fns", {})
+        # Which nodes are constant does not depend on shapes: the answers, the constants that do
+        # not depend on sizes (see shared_constant) and the structural keys of nodes are shared by
+        # the partition's plans (one cache per set of constant inputs).
+        self._folds = state.folds(constant_inputs)
+        self._const_fns = self._folds.const_fns
         self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
         # The last float32 UNARY / BINARY / MAP record, in the form fusion.py needs to merge the
         # next elementwise op into it (fusion.Chain, see fusion.fuse_into_chain).
         self.elementwise_chain = None
-        # Constants that do not depend on sizes (weights, folds and packings of them), made once
-        # and shared by the plans (see shared_constant), and the structural keys of nodes.
-        self._shared_constants: dict[Any, TensorRef] = caches.setdefault("constants", {})
-        self._structural_keys: dict[Node, int] = caches.setdefault("structural_keys", {})
-        self._interned_keys: dict[Any, int] = caches.setdefault("interned_keys", {})
+        # Weights packed into GEMM panels for this plan, by (structural key, layout)
+        # (ops/matmul.py): unrolled RNNs use one transpose per step, packed once.
+        self.packed_b: dict[Any, TensorRef] = {}
 
     # ---- values ------------------------------------------------------------------------------
     def lowered_value(self, arg):
@@ -184,7 +188,7 @@ class LoweringContext:
         functions, so a template can replay them at other sizes."""
         if not holds_tracked(value):
             return lambda ins: value
-        specs = spec_plan(self.gm)
+        specs = self.state.specs
         at_symbols = replay(value, len(specs.symbols))
         return lambda ins: at_symbols(*specs.symbol_values(ins))
 
@@ -198,7 +202,7 @@ class LoweringContext:
             return tuple(self.structural_key(a) for a in arg)
         if not isinstance(arg, Node):
             return ("lit", repr(arg))
-        keys = self._structural_keys
+        keys = self._folds.structural_keys
         leaves = ("placeholder", "get_attr")
         for node in inputs_first(arg, keys.__contains__,
                                  lambda n: [] if n.op in leaves else n.all_input_nodes):
@@ -209,7 +213,8 @@ class LoweringContext:
             else:
                 described = (str(node.target), self.structural_key(tuple(node.args)),
                              tuple(sorted((k, self.structural_key(v)) for k, v in node.kwargs.items())))
-            keys[node] = self._interned_keys.setdefault(described, len(self._interned_keys))
+            interned = self._folds.interned_keys
+            keys[node] = interned.setdefault(described, len(interned))
         return keys[arg]
 
     def plan_dependent(self, arg) -> bool:
@@ -289,9 +294,10 @@ class LoweringContext:
         this plan's sizes: made by the first plan that needs it and reused by the partition's later
         plans (key: what determines the value, shape and dtype included), so a new input signature
         does not rebuild the weights' constants. Call once per key and plan."""
-        ref = self._shared_constants.get(key)
+        shared = self._folds.constants
+        ref = shared.get(key)
         if ref is None:
-            ref = self._shared_constants[key] = create()
+            ref = shared[key] = create()
         else:
             self.plan.constants.append(ref.buffer)
         return ref

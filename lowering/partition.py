@@ -17,6 +17,7 @@ from .ops.shape import is_view_op
 class _RegistrySupport(OperatorSupportBase):
     def __init__(self):
         self.reasons: dict[Node, str] = {}
+        self.static: dict[Node, bool] = {}  # registry.is_static's answers for this graph
 
     def is_node_supported(self, submodules, node: Node) -> bool:
         if node.op != "call_function":
@@ -24,7 +25,7 @@ class _RegistrySupport(OperatorSupportBase):
         if node.target is operator.getitem:
             parent = node.args[0]
             return isinstance(parent, Node) and self.is_node_supported(submodules, parent)
-        reason = support_reason(node)
+        reason = support_reason(node, self.static)
         if reason is not None:
             self.reasons[node] = reason
         return reason is None

@@ -4,7 +4,7 @@ coverage report, the docs table and the tests all read REGISTRY; there is no oth
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -91,16 +91,16 @@ def _foldable_target(target) -> bool:
     return torch.Tag.nondeterministic_seeded not in target.tags and not target._schema.is_mutable
 
 
-def is_static(node: Node) -> bool:
+def is_static(node: Node, static: dict[Node, bool]) -> bool:
     """Whether node's value depends on no tensor input of the graph: factories (arange, ones, full,
     ...) and deterministic ops over them, with sizes that may come from the input signature. The
     lowering computes such nodes at compile time (per plan) into constants, whatever op or dtype
     they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t))).
-    Answers are cached in node.meta; the producers are visited with an explicit stack, not by
-    recursion, so a graph thousands of ops deep is fine."""
-    for top in inputs_first(node, lambda n: "_twb_static" in n.meta, _static_inputs):
-        top.meta["_twb_static"] = _static_given_inputs(top)
-    return node.meta["_twb_static"]
+    static: the answers so far for this graph (the caller's, filled in here); the producers are
+    visited with an explicit stack, not by recursion, so a graph thousands of ops deep is fine."""
+    for top in inputs_first(node, static.__contains__, _static_inputs):
+        static[top] = _static_given_inputs(top, static)
+    return static[node]
 
 
 def _foldable_on_cpu(node: Node) -> bool:
@@ -115,13 +115,13 @@ def _static_inputs(node: Node) -> list[Node]:
     return [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), (torch.Tensor, list, tuple))]
 
 
-def _static_given_inputs(node: Node) -> bool:
-    """is_static(node), with is_static of its tensor inputs already in their meta."""
+def _static_given_inputs(node: Node, static: dict[Node, bool]) -> bool:
+    """is_static(node), with is_static of its tensor inputs already in static."""
     if not _foldable_on_cpu(node):
         return node.op == "get_attr"  # a tensor constant of the graph
     for arg in node.all_input_nodes:
         if isinstance(arg.meta.get("val"), (torch.Tensor, list, tuple)):
-            if not arg.meta["_twb_static"]:
+            if not static[arg]:
                 return False
         elif arg.op == "call_function" and not _is_symbolic_size(arg):
             return False
@@ -133,12 +133,13 @@ def _is_symbolic_size(node: Node) -> bool:
     return isinstance(node.meta.get("val"), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
-def support_reason(node: Node) -> str | None:
+def support_reason(node: Node, static: dict[Node, bool]) -> str | None:
     """Why this node cannot run in wasm, or None if it can (as far as dtypes and the op's own check
-    can tell before concrete shapes are known)."""
+    can tell before concrete shapes are known). static: is_static's answers for this graph so far
+    (one dict per graph, kept by the caller)."""
     if node.op != "call_function":
         return None
-    if is_static(node):
+    if is_static(node, static):
         return None
     return kernel_reason(node)
 

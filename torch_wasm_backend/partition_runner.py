@@ -24,6 +24,7 @@ from torch.fx import GraphModule
 from torch_wasm_backend.lowering.lower import lower_partition
 from torch_wasm_backend.lowering.plan import Plan, contiguous_strides
 from torch_wasm_backend.lowering.registry import Unsupported
+from torch_wasm_backend.lowering.state import LoweringState
 from torch_wasm_backend.lowering.abi import ABI
 from . import metrics as stats
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
@@ -140,6 +141,7 @@ class CompiledPartition:
 
     def __init__(self, gm: GraphModule, constant_inputs: set[int], options: Options, name: str):
         self.gm = gm
+        self.lowering = LoweringState(gm)  # what lowering keeps between this partition's plans
         self.name = name
         self.constant_inputs = constant_inputs
         self.options = options
@@ -275,7 +277,7 @@ class CompiledPartition:
     def _new_entry(self, args) -> _Entry:
         start = time.perf_counter()
         try:
-            plan = lower_partition(self.gm, args, self.constant_inputs)
+            plan = lower_partition(self.lowering, args, self.constant_inputs)
         except Unsupported as e:
             return _Entry(None, self._eager_reason(args, e, WasmBackendError))
         except Exception as e:  # a bug of the lowering, not of the model: eager runs it, loudly

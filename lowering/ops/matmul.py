@@ -34,7 +34,7 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
         fold = None  # export with dynamic dims: panels of a size-dependent B are not a slice of the
         #              largest ones (LoweringContext.at_largest), so PACK_B packs its view at run time
     if fold is not None:
-        cache = ctx.__dict__.setdefault("_packed_cache", {})
+        cache = ctx.packed_b
         key = (ctx.structural_key(b_arg), transpose, batch, k, n)
         if key in cache:
             return cache[key]

@@ -34,7 +34,7 @@ def lowerings(monkeypatch):
 
 
 def _status(partitions):
-    return [s for p in partitions for s in template_status(p.gm)]
+    return [s for p in partitions for s in template_status(p.lowering)]
 
 
 def _encoder():
