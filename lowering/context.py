@@ -15,7 +15,7 @@ from .shapes import TensorSpec
 from .state import ConstFn, LoweringState
 from .template import replay
 from .tracked import holds_tracked, pin
-from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, kernel_reason, op_name
+from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, bind, kernel_reason, op_name
 from .walk import inputs_first
 
 _UNSET = object()
@@ -59,6 +59,14 @@ class LoweringContext:
         self.packed_b: dict[Any, TensorRef] = {}
 
     # ---- values ------------------------------------------------------------------------------
+    def args(self, node: Node) -> dict[str, Any]:
+        """node's arguments by name, the schema's defaults filled in (registry.bind; bound once
+        per partition)."""
+        bound = self.state.bound.get(node)
+        if bound is None:
+            bound = self.state.bound[node] = bind(node)
+        return bound
+
     def lowered_value(self, arg):
         """arg's value if it is lowered already, else None (never lowers it)."""
         return self._values.get(arg)

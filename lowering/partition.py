@@ -10,8 +10,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
-from .registry import op_name, support_reason
-from .ops.shape import is_view_op
+from .registry import is_view_op, op_name, support_reason
 
 
 class _RegistrySupport(OperatorSupportBase):

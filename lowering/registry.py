@@ -33,6 +33,7 @@ class OpEntry:
     dtypes: tuple[torch.dtype, ...] = SUPPORTED_DTYPES
     notes: str = ""
     promotes: bool = False  # inputs of any dtype: the lowering converts them to the output's dtype
+    view: bool = False      # the output is a view of the first input: no kernel, no copy
 
     @property
     def name(self) -> str:
@@ -56,16 +57,45 @@ def op_name(target) -> str:
 _op_names: dict = {}
 
 
-def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False):
+def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False, view=False):
     """Decorator: registers `lower` for every target overload. promotes: tensor inputs may have any
-    of ALL_DTYPES (type promotion: the lowering casts them); `dtypes` then constrains the output."""
+    of ALL_DTYPES (type promotion: the lowering casts them); `dtypes` then constrains the output.
+    view: the ops return a view of their input (the partitioner does not count them as compute)."""
     def wrap(lower):
         for t in targets:
             if t in REGISTRY:
                 raise ValueError(f"{op_name(t)} registered twice")
-            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes, promotes)
+            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes, promotes, view)
         return lower
     return wrap
+
+
+def is_view_op(target) -> bool:
+    """Whether target is registered as a view (no kernel, no copy)."""
+    entry = REGISTRY.get(target)
+    return entry is not None and entry.view
+
+
+def bind(node: Node) -> dict[str, object]:
+    """node's arguments by name, as its op's schema names them: the positional and keyword ones it
+    has, and the schema's default for each one it leaves out (an argument without a default that
+    is left out is absent). Lowerings read arguments through this (LoweringContext.args), so none
+    has to know which ones a graph passes positionally."""
+    schema = _schemas.get(node.target)
+    if schema is None:
+        schema = _schemas[node.target] = tuple(
+            (a.name, a.default_value if a.has_default_value() else _REQUIRED)
+            for a in node.target._schema.arguments)
+    bound = dict(zip((name for name, _ in schema), node.args))
+    bound.update(node.kwargs)
+    for name, default in schema[len(node.args):]:
+        if name not in bound and default is not _REQUIRED:
+            bound[name] = default
+    return bound
+
+
+_schemas: dict = {}  # op overload -> ((argument name, default or _REQUIRED), ...)
+_REQUIRED = object()
 
 
 def register_decomposition(target, notes=""):

@@ -3,8 +3,8 @@
 A partition is lowered once per input signature (torch.compile) or per variant (export with
 dynamic dims); what does not depend on the signature is worked out once and kept here: the
 function evaluating every node's TensorSpec from the inputs' sizes (shapes.SpecEvaluator), which
-nodes fold to constants and the constants shared by the plans (FoldCache), and the plan templates
-(template.py). The owner of the partition creates one LoweringState per graph and passes it to
+nodes fold to constants and the constants shared by the plans (FoldCache), the plan templates
+(template.py) and each node's arguments bound to its op's schema (registry.bind). The owner of the partition creates one LoweringState per graph and passes it to
 every lowering of it: CompiledPartition for torch.compile, the exporter for export. Nothing is
 stored on the torch objects (graph module, nodes), so a graph lowered twice by two owners shares
 nothing, and the state goes away with its owner."""
@@ -44,6 +44,7 @@ class LoweringState:
         self._folds: dict[frozenset[int], FoldCache] = {}
         # (constant inputs, conv choice) -> template.PartitionTemplates
         self.templates: dict[Any, Any] = {}
+        self.bound: dict[Node, dict[str, Any]] = {}  # node -> its arguments by name (registry.bind)
 
     @property
     def specs(self) -> SpecEvaluator | None:

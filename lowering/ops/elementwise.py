@@ -9,7 +9,7 @@ from ..abi import ABI
 from ..context import LoweringContext
 from ..fusion import fuse_activation, fuse_into_chain, start_chain
 from ..plan import TensorRef
-from ..registry import ALL_DTYPES, Unsupported, register
+from ..registry import ALL_DTYPES, Unsupported, bind, register
 from ..strided import strided_args
 
 aten = torch.ops.aten
@@ -81,7 +81,7 @@ def _binary(op: str):
     def lower(ctx: LoweringContext, node):
         out = ctx.out_for(node)
         x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
-        alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+        alpha = ctx.args(node).get("alpha", 1)  # (maximum, minimum, div... have none)
         if out.dtype == torch.float32 and alpha == 1:
             # Join the chain that produced one operand (a Python number other operand becomes an
             # immediate; a tensor of another dtype would need a cast first, so no fusion).
@@ -106,7 +106,7 @@ _ARITH_DTYPES = (torch.float32,) + INT_DTYPES
 
 
 def _rounding_mode(node):
-    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    mode = bind(node)["rounding_mode"]
     if mode not in (None, "trunc", "floor"):
         return f"div with rounding_mode={mode!r}"
     return None
@@ -117,7 +117,7 @@ def _div_mode(ctx: LoweringContext, node):
     div_floor_floating, which the FLOOR_DIVIDE kernel reproduces step for step."""
     a = as_tensor_ref(ctx, ctx.value(node.args[0]))
     b = as_tensor_ref(ctx, ctx.value(node.args[1]))
-    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    mode = ctx.args(node)["rounding_mode"]
     out = ctx.out_for(node)
     if mode == "floor":
         return emit_binary(ctx, "FLOOR_DIVIDE", a, b, out)
@@ -148,7 +148,7 @@ register(aten.minimum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_D
 @register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"], promotes=True)
 def _rsub(ctx, node):
     x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
-    alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+    alpha = ctx.args(node)["alpha"]
     if alpha == 1:  # y - x, joining the chain that produced x
         fused = fuse_into_chain(ctx, node, node.args[0], "SUB", y, arg_first=False)
         if fused is not None:
@@ -203,7 +203,7 @@ register(aten.cos.default, kernels=["UNARY"], promotes=True)(_unary("COS"))
 @register(aten.round.decimals, kernels=["UNARY", "BINARY"], promotes=True)
 def _round_decimals(ctx, node):
     """Eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0, in float32."""
-    decimals = int(node.kwargs.get("decimals", node.args[1] if len(node.args) > 1 else 0))
+    decimals = int(ctx.args(node)["decimals"])
     x = as_tensor_ref(ctx, ctx.value(node.args[0]))
     out = ctx.out_for(node)
     if decimals == 0:
@@ -216,7 +216,7 @@ def _round_decimals(ctx, node):
 
 @register(aten.leaky_relu.default, kernels=["UNARY"])
 def _leaky_relu(ctx, node):
-    slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+    slope = ctx.args(node)["negative_slope"]
     return emit_unary(ctx, "LEAKY_RELU", ctx.value(node.args[0]), ctx.out_for(node), float(slope))
 
 
@@ -256,7 +256,7 @@ def _pow(ctx, node):
 
 @register(aten.gelu.default, kernels=["UNARY"])
 def _gelu(ctx, node):
-    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    approximate = ctx.args(node)["approximate"]
     return emit_activation(ctx, node, "GELU_TANH" if approximate == "tanh" else "GELU_ERF")
 
 
@@ -268,8 +268,8 @@ def _clamp_bounds(lo, hi):
 def _clamp_tensor(ctx, node):
     """clamp(x, lo, hi) with tensor bounds = minimum(maximum(x, lo), hi), NaN-propagating like
     eager's vectorized clamp."""
-    args = list(node.args) + [None] * (3 - len(node.args))
-    lo, hi = node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2])
+    args = ctx.args(node)
+    lo, hi = args["min"], args["max"]
     out = ctx.out_for(node)
     x = as_tensor_ref(ctx, ctx.value(node.args[0]))
     if lo is None and hi is None:
@@ -283,19 +283,19 @@ def _clamp_tensor(ctx, node):
 
 @register(aten.clamp.default, kernels=["UNARY"])
 def _clamp(ctx, node):
-    args = list(node.args) + [None] * (3 - len(node.args))
-    lo, hi = _clamp_bounds(node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2]))
+    args = ctx.args(node)
+    lo, hi = _clamp_bounds(args["min"], args["max"])
     return emit_activation(ctx, node, "CLAMP", lo, hi)
 
 
 @register(aten.hardtanh.default, kernels=["UNARY"])
 def _hardtanh(ctx, node):
-    args = list(node.args) + [-1.0, 1.0][len(node.args) - 1:]
-    return emit_activation(ctx, node, "CLAMP", float(args[1]), float(args[2]))
+    args = ctx.args(node)
+    return emit_activation(ctx, node, "CLAMP", float(args["min_val"]), float(args["max_val"]))
 
 
 def _copy_check(node):
-    layout = node.kwargs.get("layout")
+    layout = bind(node).get("layout")  # (clone has none)
     if layout not in (None, torch.strided):
         return f"_to_copy to layout {layout}"
     return None

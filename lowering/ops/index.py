@@ -179,7 +179,7 @@ def _constant_pad(ctx, node):
     interior view."""
     x = ctx.value(node.args[0])
     pad = [p if isinstance(p, int) else int(p) for p in ctx.value(list(node.args[1]))]  # (tracked stay)
-    value = ctx.value(node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0))
+    value = ctx.value(ctx.args(node)["value"])
     out = ctx.out_for(node)
     nd = len(x.shape)
     in_offset, in_shape = x.offset, list(x.shape)

@@ -7,7 +7,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
-from ..registry import Unsupported, register
+from ..registry import Unsupported, bind, register
 from .elementwise import contiguous, emit_binary
 
 aten = torch.ops.aten
@@ -126,9 +126,10 @@ def _matmul_2d(ctx, node, a_arg, b_arg, bias_arg=None, b_transposed=False):
 
 
 def _alpha_beta_check(node):
+    args = bind(node)
     for name in ("alpha", "beta"):
-        if isinstance(node.kwargs.get(name, 1), (complex, torch.fx.Node)):
-            return f"addmm with a {type(node.kwargs[name]).__name__} {name}"
+        if isinstance(args[name], (complex, torch.fx.Node)):
+            return f"addmm with a {type(args[name]).__name__} {name}"
     return None
 
 
@@ -140,14 +141,15 @@ def _mm(ctx, node):
 @register(aten.addmm.default, kernels=["GEMM", "PACK_B", "BINARY"], check=_alpha_beta_check)
 def _addmm(ctx, node):
     """beta * bias + alpha * (a @ b); beta = 0 ignores bias entirely (NaN included), as eager."""
-    alpha, beta = node.kwargs.get("alpha", 1), node.kwargs.get("beta", 1)
+    a = ctx.args(node)
+    alpha, beta = a["alpha"], a["beta"]
     if alpha == 1 and beta == 1:
-        return _matmul_2d(ctx, node, node.args[1], node.args[2], bias_arg=node.args[0])
-    out = _matmul_2d(ctx, node, node.args[1], node.args[2])
+        return _matmul_2d(ctx, node, a["mat1"], a["mat2"], bias_arg=a["self"])
+    out = _matmul_2d(ctx, node, a["mat1"], a["mat2"])
     if alpha != 1:
         emit_binary(ctx, "MUL", out, ctx.scalar(float(alpha)), out)
     if beta != 0:
-        bias = ctx.value(node.args[0])
+        bias = ctx.value(a["self"])
         if beta != 1:
             bias = emit_binary(ctx, "MUL", bias, ctx.scalar(float(beta)), ctx.new_buffer(bias.shape, name=node.name + "_beta"))
         emit_binary(ctx, "ADD", out, bias, out)
@@ -156,8 +158,8 @@ def _addmm(ctx, node):
 
 @register(aten.linear.default, kernels=["GEMM", "PACK_B"])
 def _linear(ctx, node):
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    return _matmul_2d(ctx, node, node.args[0], node.args[1], bias_arg=bias, b_transposed=True)
+    a = ctx.args(node)
+    return _matmul_2d(ctx, node, a["input"], a["weight"], bias_arg=a["bias"], b_transposed=True)
 
 
 @register(aten.bmm.default, kernels=["GEMM", "PACK_B"])

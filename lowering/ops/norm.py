@@ -10,7 +10,7 @@ import torch
 
 from ..abi import ABI
 from ..context import LoweringContext, addr
-from ..registry import Unsupported, register
+from ..registry import Unsupported, bind, register
 from ..tracked import holds_tracked
 from ..fusion import producing_record
 from .conv import refold_weight
@@ -167,7 +167,7 @@ def _layer_norm(ctx, node):
 
 
 def _softmax_check(node):
-    if len(node.args) > 2 and node.args[2]:
+    if bind(node)["half_to_float"]:
         return "softmax with half_to_float"
     return None
 
@@ -179,7 +179,7 @@ def _softmax(mode: int):
         if not x.shape:
             shape, dim = (1,), 0
         else:
-            shape, dim = x.shape, node.args[1] % len(x.shape)
+            shape, dim = x.shape, ctx.args(node)["dim"] % len(x.shape)
         if out.numel:
             ctx.emit("SOFTMAX", flops=5 * out.numel, outer=prod(shape[:dim]), dim=shape[dim],
                      inner=prod(shape[dim + 1:]), mode=mode, **{"in": addr(x)}, out=addr(out))
@@ -190,7 +190,7 @@ def _softmax(mode: int):
 register(aten._softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(0))
 register(aten._log_softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(1))
 def _safe_softmax_check(node):
-    dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+    dtype = bind(node)["dtype"]
     return None if dtype in (None, torch.float32) else f"_safe_softmax to dtype {dtype}"
 
 
@@ -246,8 +246,8 @@ def _batch_norm_batch_stats(ctx, node):
     """Batch norm with the batch's own statistics (InstanceNorm, or BatchNorm without running stats):
     per channel over (N, spatial). N = 1 (InstanceNorm's [1, N*C, ...] view) is one LAYERNORM row
     per channel; a larger batch is first permuted to [C, N, spatial] (and back)."""
-    x_arg, w_arg, b_arg = node.args[:3]
-    eps = node.args[5] if len(node.args) > 5 else node.kwargs.get("eps", 1e-5)
+    a = ctx.args(node)
+    x_arg, w_arg, b_arg, eps = a["input"], a["weight"], a["bias"], a["eps"]
     x = ctx.value(x_arg)
     n, c = x.shape[0], x.shape[1]
     inner = prod(x.shape[2:])

@@ -73,20 +73,16 @@ def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=
 
 
 # ---- the lowerings, one set per rank ----------------------------------------------------------------
-def _max_pool_args(node, n: int) -> dict:
-    a = list(node.args) + [None] * (6 - len(node.args))
-    kernel = _ntuple(a[1], n)
-    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
-                dilation=_ntuple(a[4], n, 1))
+def _max_pool_args(a: dict, n: int) -> dict:
+    kernel = _ntuple(a["kernel_size"], n)
+    return dict(kernel=kernel, stride=_ntuple(a["stride"], n, kernel), padding=_ntuple(a["padding"], n, 0),
+                dilation=_ntuple(a["dilation"], n, 1))
 
 
-def _avg_pool_args(node, n: int) -> dict:
-    a = list(node.args) + [None] * (7 - len(node.args))
-    kernel = _ntuple(a[1], n)
-    include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
-    divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
-    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
-                count_include_pad=include, divisor=divisor or 0)
+def _avg_pool_args(a: dict, n: int) -> dict:
+    kernel = _ntuple(a["kernel_size"], n)
+    return dict(kernel=kernel, stride=_ntuple(a["stride"], n, kernel), padding=_ntuple(a["padding"], n, 0),
+                count_include_pad=a["count_include_pad"], divisor=a["divisor_override"] or 0)
 
 
 def _register_pools(n: int, kernel: str, emit, max_with_indices, max_values, avg, adaptive_avg) -> None:
@@ -96,15 +92,15 @@ def _register_pools(n: int, kernel: str, emit, max_with_indices, max_values, avg
         indices = None
         if _indices_used(node):
             indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
-        return emit(ctx, node, "MAX", indices=indices, **_max_pool_args(node, n)), indices
+        return emit(ctx, node, "MAX", indices=indices, **_max_pool_args(ctx.args(node), n)), indices
 
     @register(max_values, kernels=[kernel])
     def _max_pool(ctx, node):
-        return emit(ctx, node, "MAX", **_max_pool_args(node, n))
+        return emit(ctx, node, "MAX", **_max_pool_args(ctx.args(node), n))
 
     @register(avg, kernels=[kernel])
     def _avg_pool(ctx, node):
-        return emit(ctx, node, "AVG", **_avg_pool_args(node, n))
+        return emit(ctx, node, "AVG", **_avg_pool_args(ctx.args(node), n))
 
     @register(*adaptive_avg, kernels=[kernel])
     def _adaptive_avg_pool(ctx, node):
