@@ -50,7 +50,7 @@ class LoweringContext:
         # the partition's plans (one cache per set of constant inputs).
         self._folds = state.folds(constant_inputs)
         self._const_fns = self._folds.const_fns
-        self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
+        self._size_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
         # The last float32 UNARY / BINARY / MAP record, in the form fusion.py needs to merge the
         # next elementwise op into it (fusion.Chain, see fusion.fuse_into_chain).
         self.elementwise_chain = None
@@ -93,12 +93,12 @@ class LoweringContext:
         fold = self.const_fn(node)
         if fold is not None and isinstance(concrete, TensorSpec):
             shape, dtype = concrete.shape, concrete.dtype
-            if node in self._plan_const_fns:
+            if node in self._size_const_fns:
                 # Export with dynamic dims computes what it can from sizes with kernels: a folded
                 # embedding of arange(seq) would store a [max, d] table, and few folds are slices
                 # of their largest value (at_largest); leaves (arange, full) stay folded.
                 if self.at_largest is None or kernel_reason(node) is not None:
-                    return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
+                    return self.constant(fold, shape, dtype, node.name, per_shape=True, replayable=True)
             else:
                 return self.shared_constant((node, shape, dtype),
                                         lambda: self.constant(fold, shape, dtype, node.name))
@@ -142,10 +142,10 @@ class LoweringContext:
             return lambda ins: arg
         for node in inputs_first(arg, self._known_const_fn, self._fold_inputs):
             self._const_fn_given_inputs(node)
-        return self._plan_const_fns[arg] if arg in self._plan_const_fns else self._const_fns[arg]
+        return self._size_const_fns[arg] if arg in self._size_const_fns else self._const_fns[arg]
 
     def _known_const_fn(self, node: Node) -> bool:
-        return node in self._plan_const_fns or node in self._const_fns
+        return node in self._size_const_fns or node in self._const_fns
 
     def _is_size(self, node: Node) -> bool:
         """A number computed from sizes (already evaluated for this plan)."""
@@ -163,9 +163,9 @@ class LoweringContext:
     def _const_fn_given_inputs(self, arg: Node) -> None:
         """Records const_fn(arg), with the const_fn of its inputs already known."""
         fn: ConstFn | None = None
-        per_plan = False  # the value depends on this plan's sizes: not shared across plans
+        per_shape = False  # the value depends on this plan's sizes: not shared across plans
         if self._is_size(arg):
-            fn, per_plan = self.at_call_sizes(self.vals[arg]), True
+            fn, per_shape = self.at_call_sizes(self.vals[arg]), True
         elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
@@ -177,14 +177,14 @@ class LoweringContext:
             arg_fns = [self._fold_tree(a) for a in arg.args]
             kw_fns = {k: self._fold_tree(v) for k, v in arg.kwargs.items()}
             if not any(_holds_none(f) for f in [*arg_fns, *kw_fns.values()]):
-                per_plan = any(self._depends_on_plan(a) for a in [*arg.args, *arg.kwargs.values()])
+                per_shape = any(self._depends_on_sizes(a) for a in [*arg.args, *arg.kwargs.values()])
                 fn = _Fold(arg.target, arg_fns, kw_fns)
-        (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
+        (self._size_const_fns if per_shape else self._const_fns)[arg] = fn
 
     def _fold_tree(self, a):
         """a with each node replaced by its (known) const_fn and each other leaf by _Literal(leaf)."""
         if isinstance(a, Node):
-            return self._plan_const_fns[a] if a in self._plan_const_fns else self._const_fns[a]
+            return self._size_const_fns[a] if a in self._size_const_fns else self._const_fns[a]
         if isinstance(a, (list, tuple)):
             return type(a)(self._fold_tree(x) for x in a)
         return _Literal(a)
@@ -225,14 +225,14 @@ class LoweringContext:
             keys[node] = interned.setdefault(described, len(interned))
         return keys[arg]
 
-    def plan_dependent(self, arg) -> bool:
+    def size_dependent(self, arg) -> bool:
         """Whether a folded value uses this plan's sizes (call after const_fn(arg))."""
-        return isinstance(arg, Node) and arg in self._plan_const_fns
+        return isinstance(arg, Node) and arg in self._size_const_fns
 
-    def _depends_on_plan(self, a) -> bool:
+    def _depends_on_sizes(self, a) -> bool:
         if isinstance(a, (list, tuple)):
-            return any(self._depends_on_plan(x) for x in a)
-        return isinstance(a, Node) and a in self._plan_const_fns
+            return any(self._depends_on_sizes(x) for x in a)
+        return isinstance(a, Node) and a in self._size_const_fns
 
     # ---- buffers -----------------------------------------------------------------------------
     def new_buffer(self, shape, dtype=torch.float32, name="") -> TensorRef:
@@ -247,25 +247,25 @@ class LoweringContext:
         v = self.vals[node]
         return self.new_buffer(tuple(v.shape), v.dtype, node.name)
 
-    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_plan=False,
+    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_shape=False,
                  replayable=False) -> TensorRef:
         """A buffer uploaded once (and again when a parameter it derives from changes).
 
         Constants that do not depend on sizes are shared by the partition's plans, by name: the
-        name carries dtype and shape, so equal names mean equal values. per_plan: the value
+        name carries dtype and shape, so equal names mean equal values. per_shape: the value
         depends on this plan's sizes (arange(t), an index table); the runtime keeps it with the
         plan. replayable: make computes it from the call's inputs alone (sizes included), so a
-        plan template (lowering/template.py) may reuse it at other sizes; any other per-plan
+        plan template (lowering/template.py) may reuse it at other sizes; any other per-shape
         constant pins the template to this plan's sizes."""
         shape = tuple(s if isinstance(s, int) else int(s) for s in shape)  # (keeps tracked sizes)
         dtype_name = str(dtype).replace("torch.", "")
-        if per_plan and self.at_largest is not None:
+        if per_shape and self.at_largest is not None:
             return self._constant_at_largest(make, shape, dtype, f"{name}:{dtype_name}", replayable)
-        if per_plan and not replayable:
+        if per_shape and not replayable:
             pin(f"constant {name}, computed in Python from this plan's sizes")
-        elif not per_plan and holds_tracked(shape):
+        elif not per_shape and holds_tracked(shape):
             pin(f"constant {name}, shared by the plans but shaped by this plan's sizes")
-        name = f"{name}:{dtype_name}" + ("" if per_plan else f"{list(shape)}")
+        name = f"{name}:{dtype_name}" + ("" if per_shape else f"{list(shape)}")
 
         def make_contiguous(ins):
             t = torch.as_tensor(make(ins), dtype=dtype).detach()
@@ -275,7 +275,7 @@ class LoweringContext:
         numel = 1
         for s in shape:
             numel *= s
-        buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_plan)
+        buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_shape)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
 
@@ -315,7 +315,7 @@ class LoweringContext:
         if holds_tracked(value):  # a size used as a number (x * x.shape[0]): made at each call's sizes
             at_call_sizes = self.at_call_sizes(value)
             return self.constant(lambda ins: torch.tensor(at_call_sizes(ins), dtype=dtype), (), dtype,
-                                 "scalar_from_sizes", per_plan=True, replayable=True)
+                                 "scalar_from_sizes", per_shape=True, replayable=True)
         if dtype == torch.float32:
             value = float(value)
         return self.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}")

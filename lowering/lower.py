@@ -1,4 +1,5 @@
-"""Entry point: one partition GraphModule + the inputs of one call signature -> a memory-planned Plan."""
+"""Entry point: one partition (its LoweringState) + the inputs of one call signature -> a Plan with
+its arena offsets assigned."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -9,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from . import ops  # noqa: F401  (fills the registry)
 from .context import LoweringContext
-from .plan import Plan, plan_memory
+from .plan import Plan, assign_offsets
 from .shapes import TensorSpec, Unbound
 from .state import LoweringState
 from .template import plan_from_template
@@ -72,7 +73,7 @@ def lower_partition(state: LoweringState, inputs: Sequence[Any], constant_inputs
     """Raises registry.Unsupported (with the reason) if some node cannot run for these shapes.
     winograd=False keeps every conv on im2col + GEMM (smaller exported weights). A graph with
     symbolic sizes is lowered once per template (lowering/template.py); a new shape that fits a
-    template is only instantiated and memory-planned. state: the partition's LoweringState,
+    template is only instantiated and its offsets assigned. state: the partition's LoweringState,
     created once by the caller and passed to every lowering of that partition."""
     def lower(vals: dict[Node, Any]) -> Plan:
         ctx = LoweringContext(state, vals, constant_inputs, winograd)
@@ -85,5 +86,5 @@ def lower_partition(state: LoweringState, inputs: Sequence[Any], constant_inputs
         plan = None
     if plan is None:
         plan = lower(node_values(state, inputs))
-        plan_memory(plan)
+        assign_offsets(plan)
     return plan

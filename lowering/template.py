@@ -2,7 +2,7 @@
 with its sizes tracked (lowering/tracked.py); the result becomes two generated Python functions:
 one checks the guards the lowering recorded (which kernel, which fast path, which broadcast), one
 rebuilds the plan's records, buffers, inputs and outputs from the symbols' values. A new input
-shape then costs a guard check, one call of the builder and memory planning - not a lowering.
+shape then costs a guard check, one call of the builder and assigning offsets - not a lowering.
 
 Safety: a size used in a way that cannot be replayed (a constant computed in Python from sizes, a
 conversion to a plain number) pins the template: that partition goes back to lowering each shape.
@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, plan_memory
+from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, assign_offsets
 from .state import LoweringState
 from .tracked import FUNCTIONS, Recorder, TrackedInt, is_tracked
 
@@ -58,7 +58,7 @@ class PlanTemplate:
                     constant_inputs=list(self._constant_inputs),
                     outputs=outputs, constants=constants, aten_ops=Counter(self._aten_ops), flops=flops,
                     from_template=True)
-        plan_memory(plan)
+        assign_offsets(plan)
         return plan
 
 

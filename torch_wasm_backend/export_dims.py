@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from torch_wasm_backend.lowering.context import LoweringContext
-from torch_wasm_backend.lowering.plan import Plan, plan_memory
+from torch_wasm_backend.lowering.plan import Plan, assign_offsets
 from torch_wasm_backend.lowering.registry import Unsupported
 from torch_wasm_backend.lowering.state import LoweringState
 from torch_wasm_backend.lowering.template import PlanTemplate, TemplateError, _difference, replay
@@ -166,7 +166,7 @@ def lower_variants(state: LoweringState, values: list, constants: set[int], wino
         uncovered = [p for p in uncovered if p not in served_set]
         variant = Variant(plan, dict(recorder.guards), ctx.size_constants, served)
         _verify(state, constants, winograd, dims, variant, template, at_largest)
-        _plan_memory_at_largest(variant, n)
+        _assign_offsets_at_largest(variant, n)
         variants.append(variant)
     return variants
 
@@ -192,7 +192,7 @@ def _verify(state, constants, winograd, dims, variant: Variant, template, at_lar
                 f"tracking missed ({difference}); export with static shapes, and please report this")
 
 
-def _plan_memory_at_largest(variant: Variant, n: int) -> None:
+def _assign_offsets_at_largest(variant: Variant, n: int) -> None:
     """Arena offsets for the largest size of every buffer over the sizes the variant serves."""
     plan = variant.plan
     buffers = {}
@@ -210,7 +210,7 @@ def _plan_memory_at_largest(variant: Variant, n: int) -> None:
         largest = [max(a, int(b)) for a, b in zip(largest, sizes(*point))]
     for buf, nbytes in zip(buffers.values(), largest):
         buf.nbytes = nbytes
-    plan_memory(plan)
+    assign_offsets(plan)
 
 
 def check_size_constants(variant: Variant, dims: Dims, values_at) -> None:

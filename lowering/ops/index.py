@@ -123,7 +123,7 @@ def _index(ctx, node):
         # an out-of-range component makes the flat index out of range: the kernel reports it
         return torch.where(bad, torch.full_like(flat, _prod(sizes)), flat)
 
-    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True,
+    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_shape=True,
                        replayable=True)
     return emit_index_select(ctx, xm, d, idx, out)
 
@@ -165,7 +165,7 @@ def _like_factory(ctx: LoweringContext, node):
         result = target(torch.zeros(shape(ins), dtype=dtype), *args(ins), **kwargs(ins))
         return result.zero_() if "empty" in target.name() else result  # empty: any value is right
 
-    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_plan=True, replayable=True)
+    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_shape=True, replayable=True)
 
 
 register(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,

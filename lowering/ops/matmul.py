@@ -30,7 +30,7 @@ def packed_numel(k: int, n: int) -> int:
 def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, n: int) -> TensorRef:
     """B as packed panels: folded from constants when possible, else packed at run time."""
     fold = ctx.const_fn(b_arg)
-    if fold is not None and ctx.at_largest is not None and ctx.plan_dependent(b_arg):
+    if fold is not None and ctx.at_largest is not None and ctx.size_dependent(b_arg):
         fold = None  # export with dynamic dims: panels of a size-dependent B are not a slice of the
         #              largest ones (LoweringContext.at_largest), so PACK_B packs its view at run time
     if fold is not None:
@@ -43,10 +43,10 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
             b = fold(ins).float()
             return pack_b(b.transpose(-1, -2) if transpose else b)
         shape = (batch, packed_numel(k, n)) if batch > 1 else (packed_numel(k, n),)
-        per_plan = ctx.plan_dependent(b_arg)
+        per_shape = ctx.size_dependent(b_arg)
         name = f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}"
-        if per_plan:
-            cache[key] = ctx.constant(make, shape, name=name, per_plan=True, replayable=True)
+        if per_shape:
+            cache[key] = ctx.constant(make, shape, name=name, per_shape=True, replayable=True)
         else:
             cache[key] = ctx.shared_constant(("packed",) + key, lambda: ctx.constant(make, shape, name=name))
         return cache[key]

@@ -205,7 +205,7 @@ def _affine_params(ctx: LoweringContext, node, w_arg, b_arg, channels):
         if arg is not None:
             return contiguous(ctx, ctx.value(arg))
         return ctx.constant(lambda ins: torch.full((channels_at(ins),), fill), (channels,),
-                            name=f"{node.name}_{tag}", per_plan=holds_tracked(channels), replayable=True)
+                            name=f"{node.name}_{tag}", per_shape=holds_tracked(channels), replayable=True)
     return vec(w_arg, 1.0, "ones"), vec(b_arg, 0.0, "zeros")
 
 
