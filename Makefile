@@ -2,12 +2,27 @@
 PYTHON ?= python3
 EMCC ?= emcc
 WASM := torch_wasm_backend/kernels.wasm
+# The JS loader's copy of kernel_abi.def's run_plan error codes (a browser cannot read the .def).
+JS_ABI := torch_wasm_backend/js/abi_generated.mjs
 KERNEL_SOURCES := $(wildcard kernels_cpp/*.cpp) $(wildcard kernels_cpp/*.h) kernels_cpp/kernel_abi.def
 # Stack of the main instance; worker instances get their own stacks from the host allocator.
-EMCC_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exceptions -fno-rtti \
-  -s STANDALONE_WASM=1 -s IMPORTED_MEMORY=1 -s INITIAL_MEMORY=16MB -s MAXIMUM_MEMORY=4GB \
+COMPILE_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exceptions -fno-rtti
+LINK_FLAGS := -s STANDALONE_WASM=1 -s IMPORTED_MEMORY=1 -s INITIAL_MEMORY=16MB -s MAXIMUM_MEMORY=4GB \
   -s ALLOW_MEMORY_GROWTH=1 -s TOTAL_STACK=1MB -s EXPORTED_FUNCTIONS=stackRestore,stackSave \
-  -Wl,--shared-memory --no-entry
+  -Wl,--shared-memory --no-entry -matomics -mbulk-memory
+EMCC_FLAGS := $(COMPILE_FLAGS) $(LINK_FLAGS)
+
+# The relaxed-SIMD build (f32x4.relaxed_madd in GEMM and convolution; docs/design.md decision 4):
+# Debian's emcc 3.1.6 ships clang 14, which has no relaxed SIMD, so it is pointed at Debian's
+# clang-19 / lld-19 (EM_LLVM_ROOT; emcc calls its tools by their -14 names, hence the directory of
+# links). Its binaryen (version 108) cannot parse relaxed opcodes, so the objects are compiled at -O3
+# and linked at -O0 (no wasm-opt pass) with WASM_BIGINT (no legalization pass) and the metadata read
+# by emcc's Python reader instead of wasm-emscripten-finalize: no binaryen tool touches the module.
+WASM_RELAXED := torch_wasm_backend/kernels_relaxed.wasm
+LLVM19 ?= /usr/lib/llvm-19/bin
+RELAXED_BUILD := build/relaxed
+RELAXED_OBJECTS := $(patsubst kernels_cpp/%.cpp,$(RELAXED_BUILD)/%.o,$(wildcard kernels_cpp/*.cpp))
+RELAXED_ENV := EM_LLVM_ROOT=$(abspath $(RELAXED_BUILD)/llvm) EMCC_READ_METADATA=python
 
 .PHONY: help kernels setup demo test bench bench-ort clean
 
@@ -18,11 +33,26 @@ help:
 	@echo "make bench   run the benchmark suites"
 	@echo "make bench-ort  exported .wasm vs ONNX Runtime Web in Node.js (npm + pip installs first)"
 
-kernels: $(WASM)
+kernels: $(WASM) $(WASM_RELAXED) $(JS_ABI)
+
+$(JS_ABI): kernels_cpp/kernel_abi.def lowering/abi.py scripts/gen_js_abi.py
+	$(PYTHON) scripts/gen_js_abi.py
 
 $(WASM): $(KERNEL_SOURCES)
 	@command -v $(EMCC) >/dev/null || { echo "error: emcc not found. Install Emscripten: 'apt-get update && apt-get install -y emscripten' (Debian), or activate an emsdk."; exit 1; }
 	$(EMCC) $(EMCC_FLAGS) $(filter %.cpp,$(KERNEL_SOURCES)) -o $@
+
+$(RELAXED_BUILD)/llvm/clang-14:
+	@test -x $(LLVM19)/clang -a -x $(LLVM19)/wasm-ld || { echo "error: clang-19 / lld-19 not found in $(LLVM19) (the relaxed-SIMD kernel build needs them): 'apt-get install -y clang-19 lld-19'."; exit 1; }
+	mkdir -p $(@D)
+	for tool in clang clang++ wasm-ld llc opt llvm-nm llvm-ar llvm-ranlib llvm-objcopy llvm-dwarfdump; do \
+	  ln -sf $(LLVM19)/$$tool $(@D)/$$tool-14; done
+
+$(RELAXED_BUILD)/%.o: kernels_cpp/%.cpp $(KERNEL_SOURCES) $(RELAXED_BUILD)/llvm/clang-14
+	$(RELAXED_ENV) $(EMCC) -Wno-version-check $(COMPILE_FLAGS) -mrelaxed-simd -c $< -o $@
+
+$(WASM_RELAXED): $(RELAXED_OBJECTS)
+	$(RELAXED_ENV) $(EMCC) -Wno-version-check -O0 -Wl,--strip-all -s ASSERTIONS=0 -s WASM_BIGINT=1 $(LINK_FLAGS) $^ -o $@
 
 setup:
 	bash scripts/setup.sh
@@ -49,4 +79,4 @@ bench-ort:
 	$(PYTHON) benchmarks/ort_web/compare.py
 
 clean:
-	rm -f $(WASM)
+	rm -rf $(WASM) $(WASM_RELAXED) $(RELAXED_BUILD)

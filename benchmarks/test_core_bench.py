@@ -92,7 +92,7 @@ def _bench_stream(benchmark, threads, floats, **info):
     passes = max(1, 2**22 // floats)  # >= 16 MiB per run
     with KernelSession(threads=threads) as ks:
         buf = ks.alloc(4 * floats)
-        ks.runtime.tensor(buf, (floats,)).fill_(1.0)  # touch every page before timing
+        ks.runtime.memory.view(buf, (floats,)).fill_(1.0)  # touch every page before timing
         nbytes = ks.runtime.read_bandwidth(buf, 4 * floats, passes, threads)
         assert nbytes == 4.0 * floats * passes
         benchmark.group = "memory bandwidth"

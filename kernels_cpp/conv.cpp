@@ -56,8 +56,7 @@ void depthwise_plane(const CONV2D_args* a, const float* in, const float* w, floa
         if (iy < 0 || iy >= H) continue;
         const float* irow = in + (ptrdiff_t)iy * W + ix0;
         for (int kx = 0; kx < KW; ++kx)
-          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(w[ky * KW + kx]),
-                                                   wasm_v128_load(irow + kx * dw)));
+          acc = simd_math::madd(wasm_f32x4_splat(w[ky * KW + kx]), wasm_v128_load(irow + kx * dw), acc);
       }
       wasm_v128_store(orow + ox, acc);
     }

@@ -25,8 +25,6 @@ template <> struct Elem<DT_I8> { typedef int8_t T; };
 template <> struct Elem<DT_U8> { typedef uint8_t T; };
 template <> struct Elem<DT_BOOL> { typedef uint8_t T; };
 
-#define FOR_EACH_DTYPE(X) X(DT_F32) X(DT_F64) X(DT_I64) X(DT_I32) X(DT_I16) X(DT_I8) X(DT_U8) X(DT_BOOL)
-
 // Float -> integer as eager on x86 (measured on torch 2.13): truncation toward zero through a
 // 32-bit conversion for int32/int16/int8 (NaN and values outside int32 give INT32_MIN, what
 // cvttss2si returns, then wrap to the target width) and through a 64-bit one for int64 and uint8
@@ -79,9 +77,8 @@ void cast_space(const CAST_args* a) {
 template <int OUT>
 void cast_from(const CAST_args* a) {
   switch (a->in_dtype) {
-#define X(dt) case dt: cast_space<OUT, dt>(a); break;
-    FOR_EACH_DTYPE(X)
-#undef X
+#define DTYPE(name, code) case DT_##name: cast_space<OUT, DT_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();
   }
 }
@@ -123,9 +120,8 @@ void compare_space(const COMPARE_args* a) {
 template <int OP>
 void compare_dtype(const COMPARE_args* a) {
   switch (a->dtype) {
-#define X(dt) case dt: compare_space<OP, dt>(a); break;
-    FOR_EACH_DTYPE(X)
-#undef X
+#define DTYPE(name, code) case DT_##name: compare_space<OP, DT_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();
   }
 }
@@ -167,9 +163,8 @@ void where_space(const WHERE_args* w) {
 
 void k_CAST(const CAST_args* a) {
   switch (a->out_dtype) {
-#define X(dt) case dt: cast_from<dt>(a); break;
-    FOR_EACH_DTYPE(X)
-#undef X
+#define DTYPE(name, code) case DT_##name: cast_from<DT_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();
   }
 }

@@ -186,33 +186,23 @@ void binary_space(const BINARY_args* a) {
 
 void k_UNARY(const UNARY_args* a) {
   switch (a->op) {
-#define X(op) case op: unary_space<op>(a); break;
-    FOR_EACH_UNARY(X)
-#undef X
+#define UNARY_OP(name, code) case UNARY_##name: unary_space<UNARY_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }
 
-// X-macro over every BINARY op, for dispatching a runtime op to a template instantiation.
-#define FOR_EACH_BINARY(X) \
-  X(BINARY_ADD) X(BINARY_SUB) X(BINARY_MUL) X(BINARY_DIV) X(BINARY_MAXIMUM) X(BINARY_MINIMUM) \
-  X(BINARY_FLOOR_DIVIDE) X(BINARY_POW)
-
 void k_BINARY(const BINARY_args* a) {
   switch (a->op) {
-#define X(op) case op: binary_space<op>(a); break;
-    FOR_EACH_BINARY(X)
-#undef X
+#define BINARY_OP(name, code) case BINARY_##name: binary_space<BINARY_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }
 
 namespace {
 
-constexpr int kMapChunk = 256;  // elements per instruction step: 8 results x 1 KiB stay in L1
-constexpr int kMapMaxInstr = 8;
-constexpr int kMapInputs = 3;
-constexpr int kMapImmediate = 255;  // operand register meaning "the instruction's p0, broadcast"
+constexpr int kMapChunk = 256;  // elements per instruction step: kMapMaxInstr results x 1 KiB stay in L1
 
 struct MapInstr {
   int32_t kind, op, a, b;
@@ -247,17 +237,15 @@ void map_row(const MapInstr* prog, int n, const float* const* in, const ptrdiff_
       const float* pa = reg(ins.a, ins, &as);
       if (ins.kind == 0) {
         switch (ins.op) {
-#define X(op) case op: unary_row<op>(dst, ds, pa, as, m, ins.p0, ins.p1); break;
-          FOR_EACH_UNARY(X)
-#undef X
+#define UNARY_OP(name, code) case UNARY_##name: unary_row<UNARY_##name>(dst, ds, pa, as, m, ins.p0, ins.p1); break;
+#include "kernel_abi.def"
           default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
         }
       } else {
         const float* pb = reg(ins.b, ins, &bs);
         switch (ins.op) {
-#define X(op) case op: binary_row<op>(dst, ds, pa, as, pb, bs, m); break;
-          FOR_EACH_BINARY(X)
-#undef X
+#define BINARY_OP(name, code) case BINARY_##name: binary_row<BINARY_##name>(dst, ds, pa, as, pb, bs, m); break;
+#include "kernel_abi.def"
           default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
         }
       }
@@ -306,9 +294,8 @@ void activation_row(float* p, long n, float p0, float p1) {
 void activation_inplace(float* p, long n, int act, float p0, float p1) {
   if (act == UNARY_IDENTITY) return;
   switch (act) {
-#define X(op) case op: activation_row<op>(p, n, p0, p1); break;
-    FOR_EACH_UNARY(X)
-#undef X
+#define UNARY_OP(name, code) case UNARY_##name: activation_row<UNARY_##name>(p, n, p0, p1); break;
+#include "kernel_abi.def"
     default: __builtin_trap();  // an unknown sub-op: a damaged plan must not silently write nothing
   }
 }

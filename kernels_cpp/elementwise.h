@@ -65,21 +65,12 @@ static inline float unary_s(float x, float p0, float p1) {
   return wasm_f32x4_extract_lane(unary_v<OP>(wasm_f32x4_splat(x), p0, p1), 0);
 }
 
-// X-macro over every UNARY op, for dispatching a runtime op to a template instantiation.
-#define FOR_EACH_UNARY(X) \
-  X(UNARY_IDENTITY) X(UNARY_RELU) X(UNARY_GELU_ERF) X(UNARY_GELU_TANH) X(UNARY_SILU) \
-  X(UNARY_SIGMOID) X(UNARY_TANH) X(UNARY_EXP) X(UNARY_NEG) X(UNARY_SQRT) X(UNARY_RSQRT) \
-  X(UNARY_CLAMP) X(UNARY_AFFINE) X(UNARY_HARDSWISH) X(UNARY_HARDSIGMOID) X(UNARY_ABS) X(UNARY_LOG) \
-  X(UNARY_RECIPROCAL) X(UNARY_ERF) X(UNARY_POW) X(UNARY_FLOOR) X(UNARY_CEIL) X(UNARY_TRUNC) \
-  X(UNARY_ROUND) X(UNARY_LEAKY_RELU) X(UNARY_SIN) X(UNARY_COS)
-
 // Runtime-op activation for epilogues (O(outputs) work, so the switch per vector is cheap next to
 // the O(k) work that produced each output). An unknown op traps (a damaged plan).
 static inline v128_t apply_activation(v128_t v, int act, float p0, float p1) {
   switch (act) {
-#define X(op) case op: return unary_v<op>(v, p0, p1);
-    FOR_EACH_UNARY(X)
-#undef X
+#define UNARY_OP(name, code) case UNARY_##name: return unary_v<UNARY_##name>(v, p0, p1);
+#include "kernel_abi.def"
     default: __builtin_trap();
   }
 }

@@ -6,10 +6,6 @@
 void set_pool_threads(int n);
 bool pool_aborted();
 
-// Error codes returned by run_plan (negative: see the host's runtime for messages). kInputError is
-// the caller's bad input (e.g. an index out of range): the module is intact and stays usable.
-enum { kBadOpCode = -1, kBadArgCount = -2, kTruncated = -3, kWorkerAborted = -4, kInputError = -5 };
-
 namespace {
 bool g_input_error = false;  // set by input_error() during the current record (main thread only)
 }  // namespace
@@ -25,39 +21,30 @@ __attribute__((export_name("heap_base"))) uint32_t heap_base() {
   return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(&__heap_base));
 }
 
-// Runs the plan at `plan` (n_words int32). Returns 0, or a negative error code; on a bad record the
-// word index of that record is stored at *error_at.
+// Runs the plan at `plan` (n_words int32). Returns 0, or a RUN_ERROR code of kernel_abi.def; on a
+// failing record the word index of that record is stored at *error_at.
 __attribute__((export_name("run_plan")))
 int32_t run_plan(const int32_t* plan, int32_t n_words, int32_t n_threads, int32_t* error_at) {
   set_pool_threads(n_threads);
   int32_t pc = 0;
   while (pc < n_words) {
-    if (pc + 2 > n_words) { *error_at = pc; return kTruncated; }
+    if (pc + 2 > n_words) { *error_at = pc; return RUN_TRUNCATED; }
     const int32_t code = plan[pc], n_args = plan[pc + 1];
-    if (pc + 2 + n_args > n_words) { *error_at = pc; return kTruncated; }
+    if (pc + 2 + n_args > n_words) { *error_at = pc; return RUN_TRUNCATED; }
     const int32_t* args = plan + pc + 2;
     switch (code) {
-#define ABI_VERSION(v)
-#define MAX_DIMS(n)
-#define GEMM_NR(n)
-#define UNARY_OP(name, c)
-#define BINARY_OP(name, c)
-#define REDUCE_OP(name, c)
-#define POOL_MODE(name, c)
-#define COMPARE_OP(name, c)
-#define DTYPE(name, c)
 #define OP(name, c, fields)                                                       \
       case c:                                                                     \
-        if (n_args * 4 != (int32_t)sizeof(name##_args)) { *error_at = pc; return kBadArgCount; } \
+        if (n_args * 4 != (int32_t)sizeof(name##_args)) { *error_at = pc; return RUN_BAD_ARG_COUNT; } \
         k_##name(reinterpret_cast<const name##_args*>(args));                     \
         break;
 #include "kernel_abi.def"
       default:
         *error_at = pc;
-        return kBadOpCode;
+        return RUN_BAD_OP_CODE;
     }
-    if (g_input_error) { g_input_error = false; *error_at = pc; return kInputError; }
-    if (pool_aborted()) { *error_at = pc; return kWorkerAborted; }
+    if (g_input_error) { g_input_error = false; *error_at = pc; return RUN_INPUT; }
+    if (pool_aborted()) { *error_at = pc; return RUN_WORKER_ABORTED; }
     pc += 2 + n_args;
   }
   return 0;

@@ -1,8 +1,8 @@
 // k_GEMM and k_PACK_B: register-blocked f32x4 matrix multiply over a pre-packed B.
 //
 // Micro-kernel: MR rows x NP panels (NP*8 columns) in 2*MR*NP f32x4 accumulators. Per k step it
-// loads one 8-float row from each B panel and broadcasts one A element per row; there is no FMA in
-// this target, so each update is a mul then an add. The broadcast is the overhead to minimise
+// loads one 8-float row from each B panel and broadcasts one A element per row; each update is
+// simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The broadcast is the overhead to minimise
 // (it competes with the arithmetic for the same ports), which is why two panels share each
 // broadcast. Shapes measured on wasmtime 50 / x86 (512^3, single thread, GFLOP/s, peak loop 36):
 // 4x8: 28-30, 6x8: 28-29, 5x8: 29-30, 3x16: 30-32, 2x16: 30-32; 2x16 was picked for its small
@@ -22,11 +22,24 @@
 namespace {
 
 constexpr int NR = kGemmNR;
+// The relaxed build's tile is 6x8: one fused madd per update leaves the broadcasts and loads as the
+// cost per k step, which 6 rows x 1 panel amortize best. A/B of exported Linear layers, one Node.js 20
+// process alternating the builds (machine loaded, so ratios only; 2026-12-03), speedup over the
+// baseline build's 2x16: 128x768x3072 1.50, 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18,
+// 784x1152x128 1.28 (2x16 relaxed: 1.19, 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16.
 #ifndef GEMM_MR
+#ifdef __wasm_relaxed_simd__
+#define GEMM_MR 6
+#else
 #define GEMM_MR 2
 #endif
+#endif
 #ifndef GEMM_NP
+#ifdef __wasm_relaxed_simd__
+#define GEMM_NP 1
+#else
 #define GEMM_NP 2
+#endif
 #endif
 constexpr int MR = GEMM_MR;
 #ifndef GEMM_KC
@@ -116,8 +129,8 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
         const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
         const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
         for (int i = 0; i < MR_; ++i) {                                            \
-          acc[i][2 * p] = wasm_f32x4_add(acc[i][2 * p], wasm_f32x4_mul(s[i], b0));  \
-          acc[i][2 * p + 1] = wasm_f32x4_add(acc[i][2 * p + 1], wasm_f32x4_mul(s[i], b1)); \
+          acc[i][2 * p] = simd_math::madd(s[i], b0, acc[i][2 * p]);  \
+          acc[i][2 * p + 1] = simd_math::madd(s[i], b1, acc[i][2 * p + 1]); \
         }                                                                          \
       }                                                                            \
     }
@@ -131,8 +144,8 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
       const v128_t b0 = wasm_v128_load(b + p * bps + kk * NR);
       const v128_t b1 = wasm_v128_load(b + p * bps + kk * NR + 4);
       for (int i = 0; i < MR_; ++i) {
-        acc[i][2 * p] = wasm_f32x4_add(acc[i][2 * p], wasm_f32x4_mul(s[i], b0));
-        acc[i][2 * p + 1] = wasm_f32x4_add(acc[i][2 * p + 1], wasm_f32x4_mul(s[i], b1));
+        acc[i][2 * p] = simd_math::madd(s[i], b0, acc[i][2 * p]);
+        acc[i][2 * p + 1] = simd_math::madd(s[i], b1, acc[i][2 * p + 1]);
       }
     }
   }

@@ -329,9 +329,8 @@ void reduce_impl(const REDUCE_args* a) {
 void k_CHANNEL_AFFINE(const CHANNEL_AFFINE_args* a) {
   if (a->outer <= 0 || a->channels <= 0 || a->inner <= 0) return;
   switch (a->act) {
-#define X(op) case op: affine<op>(a); break;
-    FOR_EACH_UNARY(X)
-#undef X
+#define UNARY_OP(name, code) case UNARY_##name: affine<UNARY_##name>(a); break;
+#include "kernel_abi.def"
     default: __builtin_trap();  // an unknown activation: a damaged plan
   }
 }

@@ -1,5 +1,6 @@
 // peak_flops: the yardstick the GEMM is judged against. It runs the GEMM inner-loop pattern
-// (acc += a * b on f32x4, a mul then an add since this target has no FMA) with nothing else in the
+// (acc += a * b on f32x4 through simd_math::madd, as the micro-kernel does: mul+add in the
+// baseline build, relaxed_madd in the relaxed one) with nothing else in the
 // loop but the two loads the micro-kernel also does, and returns the number of flops performed;
 // the host times the call.
 //
@@ -12,6 +13,7 @@
 // sum goes to a volatile global so the loop is not dead.
 #include <stdint.h>
 #include <wasm_simd128.h>
+#include "simd_math.h"
 #include "threadpool.h"
 
 void set_pool_threads(int n);
@@ -32,14 +34,14 @@ extern "C" __attribute__((export_name("peak_flops"))) double peak_flops(int32_t 
   for (int32_t it = 0; it < iters; ++it) {
     const float* b = g_b + (it & 15) * 8;
     const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
-    c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(a0, b0));
-    c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(a0, b1));
-    c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(a1, b0));
-    c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(a1, b1));
-    c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(a2, b0));
-    c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(a2, b1));
-    c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(a3, b0));
-    c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(a3, b1));
+    c00 = simd_math::madd(a0, b0, c00);
+    c01 = simd_math::madd(a0, b1, c01);
+    c10 = simd_math::madd(a1, b0, c10);
+    c11 = simd_math::madd(a1, b1, c11);
+    c20 = simd_math::madd(a2, b0, c20);
+    c21 = simd_math::madd(a2, b1, c21);
+    c30 = simd_math::madd(a3, b0, c30);
+    c31 = simd_math::madd(a3, b1, c31);
   }
   const v128_t s = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(c00, c01), wasm_f32x4_add(c10, c11)),
                                   wasm_f32x4_add(wasm_f32x4_add(c20, c21), wasm_f32x4_add(c30, c31)));

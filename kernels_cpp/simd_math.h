@@ -14,7 +14,8 @@
 //   erf_v:     abs 4.2e-7, 7 ulp (rational approximation on [-4, 4] as in Eigen; +-1 outside).
 //   sigmoid_v: abs 8.9e-8, 2.5 ulp (1 / (1 + exp(-x)); exactly 0 / 1 in the far tails).
 //   sincos_v:  1.52 ulp over [-5.2e5, 5.2e5] (1.0 ulp at multiples of pi/2), 1.14 ulp beyond.
-// No FMA is available (Emscripten 3.1.6 without relaxed SIMD), so all polynomials are mul+add.
+// The polynomials are mul+add in both kernel builds (the accuracy figures above are for that);
+// only the multiply-accumulate loops of GEMM and convolution use madd below.
 #pragma once
 #include <wasm_simd128.h>
 #include <stdint.h>
@@ -22,6 +23,17 @@
 namespace simd_math {
 
 static inline v128_t splat(float x) { return wasm_f32x4_splat(x); }
+
+// a * b + c. The relaxed-SIMD kernel build (-mrelaxed-simd) emits f32x4.relaxed_madd, which an
+// engine may run as one fused multiply-add (one rounding: results differ from mul+add in the last
+// bit) or as mul+add; the baseline build runs mul then add.
+static inline v128_t madd(v128_t a, v128_t b, v128_t c) {
+#ifdef __wasm_relaxed_simd__
+  return wasm_f32x4_relaxed_madd(a, b, c);
+#else
+  return wasm_f32x4_add(wasm_f32x4_mul(a, b), c);
+#endif
+}
 
 // min(max(x, lo), hi), NaN in x stays NaN: pmax(a, b) = a < b ? b : a keeps a when a is NaN.
 static inline v128_t clamp_keep_nan(v128_t x, float lo, float hi) {

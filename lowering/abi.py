@@ -1,5 +1,6 @@
 """Reads the kernel ABI from kernels_cpp/kernel_abi.def (the single declaration shared with the C++
-executor) and encodes plan records from keyword arguments."""
+kernels and, through scripts/gen_js_abi.py, the JS loader) and encodes plan records from keyword
+arguments. Imports nothing but the standard library (the generator loads it on its own)."""
 from __future__ import annotations
 
 import re
@@ -33,7 +34,8 @@ class OpSpec:
 
 
 def _strip_comments(text: str) -> str:
-    return "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+    """The declarations: without comments and the preprocessor lines (the C++ macro defaults)."""
+    return "\n".join(line.split("//", 1)[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
 class KernelAbi:
@@ -44,6 +46,15 @@ class KernelAbi:
         self.version = int(re.search(r"ABI_VERSION\((\d+)\)", text).group(1))
         self.max_dims = int(re.search(r"MAX_DIMS\((\d+)\)", text).group(1))
         self.gemm_nr = int(re.search(r"GEMM_NR\((\d+)\)", text).group(1))
+        limits = re.search(r"MAP_LIMITS\((\d+),\s*(\d+),\s*(\d+)\)", text)
+        # MAP: most instructions, input registers, the operand register meaning "the scalar p0"
+        self.map_max_instr, self.map_inputs, self.map_immediate = (int(g) for g in limits.groups())
+        # run_plan's error codes: name -> code, and code -> message
+        self.run_error: dict[str, int] = {}
+        self.run_error_message: dict[int, str] = {}
+        for name, code, message in re.findall(r'\bRUN_ERROR\((\w+),\s*(-?\d+),\s*"([^"]*)"\)', text):
+            self.run_error[name] = int(code)
+            self.run_error_message[int(code)] = message
         self.unary = self._enum(text, "UNARY_OP")
         self.binary = self._enum(text, "BINARY_OP")
         self.reduce = self._enum(text, "REDUCE_OP")

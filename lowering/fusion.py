@@ -68,9 +68,9 @@ def fuse_activation(ctx: LoweringContext, arg, act: str, p0: float = 0.0, p1: fl
 
 # ---- elementwise chains fused into one MAP record ------------------------------------------------
 _UNARY, _BINARY = 0, 1
-MAP_INPUTS = 3  # registers 0..2; instruction i's result is register MAP_INPUTS + i
-MAP_MAX_INSTR = 8
-MAP_IMMEDIATE = 255  # operand register: the instruction's p0 as a broadcast scalar
+MAP_INPUTS = ABI.map_inputs  # registers 0..MAP_INPUTS - 1; instruction i's result is register MAP_INPUTS + i
+MAP_MAX_INSTR = ABI.map_max_instr
+MAP_IMMEDIATE = ABI.map_immediate  # operand register: the instruction's p0 as a broadcast scalar
 _CHAIN_OUTPUTS = {"UNARY": "out", "BINARY": "out", "MAP": "out"}
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything from nothing on a Debian machine with Python 3.11: Emscripten (to build the
-# kernels), Node.js and Chromium (the export tests run exported models in both: Debian packages,
+# kernels; clang-19 and lld-19 for their relaxed-SIMD build, which Emscripten's own clang 14 lacks), Node.js and Chromium (the export tests run exported models in both: Debian packages,
 # nothing downloads a browser), npm (a test packs and installs the JS loader's package), torch
 # 2.13.0 CPU (installed first, so no CUDA build is pulled), this package (editable) with its test
 # dependencies (wasm-tools among them), and the kernel module.
@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 
 MISSING=""
 command -v emcc >/dev/null 2>&1 || MISSING="$MISSING emscripten"
+[ -x /usr/lib/llvm-19/bin/clang ] || MISSING="$MISSING clang-19"
+[ -x /usr/lib/llvm-19/bin/wasm-ld ] || MISSING="$MISSING lld-19"
 command -v node >/dev/null 2>&1 || MISSING="$MISSING nodejs"
 command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
 command -v npm >/dev/null 2>&1 || MISSING="$MISSING npm"   # (nodesource's nodejs bundles it; Debian's does not)
@@ -25,5 +27,5 @@ $PYTHON -m pip install -q --disable-pip-version-check "torch==2.13.0"
 $PYTHON -m pip install -q --disable-pip-version-check -e ".[test]"
 
 echo "== building the wasm kernels"
-make -s kernels PYTHON="$PYTHON"
+make -s -j2 kernels PYTHON="$PYTHON"
 echo "== setup done"

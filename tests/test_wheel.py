@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from (pyproject.toml's packages and package-dir): copied, so building
 # never writes build/ or *.egg-info into the checkout under a running test suite.
 SOURCES = ("pyproject.toml", "README.md", "torch_wasm_backend", "lowering", "kernels_cpp")
-RUN_TIME_FILES = ("torch_wasm_backend/kernels.wasm", "torch_wasm_backend/kernels_cpp/kernel_abi.def",
+RUN_TIME_FILES = ("torch_wasm_backend/kernels.wasm", "torch_wasm_backend/kernels_relaxed.wasm", "torch_wasm_backend/kernels_cpp/kernel_abi.def",
                   "torch_wasm_backend/js/loader.mjs", "torch_wasm_backend/js/core.mjs",
                   "torch_wasm_backend/js/controller.mjs", "torch_wasm_backend/js/pool_worker.mjs",
                   "torch_wasm_backend/js/sizes.mjs", "torch_wasm_backend/js/package.json",

@@ -23,7 +23,9 @@ def info_text(path) -> str:
     lay, mem, prod = meta["layout"], meta["memory"], meta["producer"]
     lines = [f"{path}: {_mib(os.path.getsize(path))}, exported from {meta.get('model', '?')} by "
              f"{prod['name']} {prod['version']} (torch {prod.get('torch', '?')}), format "
-             f"{meta['format_version']}, kernel ABI {meta['abi_version']}",
+             f"{meta['format_version']}, kernel ABI {meta['abi_version']}, "
+             + ("relaxed-SIMD kernels (needs an engine with relaxed SIMD; not Safari)"
+                if meta.get("simd") == "relaxed" else "baseline SIMD kernels (any WebAssembly SIMD engine)"),
              f"content hash: {meta.get('content_hash')} (not checked by info)"]
     if meta["dims"]:
         lines.append("dynamic dims: " + ", ".join(f"{name} in [{r['min']}, {r['max']}]" for name, r in meta["dims"].items())

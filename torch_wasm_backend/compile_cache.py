@@ -30,6 +30,8 @@ from pathlib import Path
 
 import wasmtime
 
+from .wasm_layer import KERNEL_EXPORTS
+
 log = logging.getLogger("torch_wasm_backend")
 
 MAGIC = b"TWBCACHE2\n"
@@ -38,10 +40,9 @@ KEY_FILE = "key"
 KEY_BYTES = 32
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 300   # a writer finishes in well under a second; older temp files are orphans
-# A deserialized module must look like the kernel module: only `env.memory` imported and these
-# exported (runtime._Instance calls them), else it is not ours and is rebuilt.
+# A deserialized module must look like the kernel module: only `env.memory` imported and the
+# functions the wasm layer calls exported, else it is not ours and is rebuilt.
 EXPECTED_IMPORTS = [("env", "memory")]
-REQUIRED_EXPORTS = ("_initialize", "abi_version", "heap_base", "run_plan")
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
@@ -196,7 +197,7 @@ def _remove_stale_temps(root: int) -> None:
 def _check_module(module: wasmtime.Module) -> None:
     imports = [(i.module, i.name) for i in module.imports]
     exports = {e.name for e in module.exports}
-    if imports != EXPECTED_IMPORTS or not exports.issuperset(REQUIRED_EXPORTS):
+    if imports != EXPECTED_IMPORTS or not exports.issuperset(KERNEL_EXPORTS):
         raise _Untrusted(f"the cached module is not the kernel module (imports {imports})")
 
 

@@ -99,14 +99,14 @@ def greedy_generate(step, input_ids: torch.Tensor, past_key_values: torch.Tensor
 
 
 def export_decoder(model: torch.nn.Module, path, *, max_length: int | None = None,
-                   winograd: bool = True) -> dict:
+                   winograd: bool = True, simd: str = "baseline") -> dict:
     """Exports `DecoderStep(model)` to one .wasm at `path`; returns its metadata.
 
     The file takes `input_ids` and `position_ids` (int64 [1, new_tokens]) and `past_key_values`
     (float32 [layers, 2, kv_heads, past_length, head_dim]; start from zeros with past_length 1, the
     dummy) and gives `logits` and `present_key_values`. max_length (default: the model's max_position_embeddings)
     bounds the tokens of one sequence: new_tokens <= max_length and past_length <= max_length
-    (the dummy and max_length - 1 tokens)."""
+    (the dummy and max_length - 1 tokens). winograd and simd: as in export()."""
     from torch.export import Dim
     from .exporter import export
     step = DecoderStep(model.eval())
@@ -122,4 +122,4 @@ def export_decoder(model: torch.nn.Module, path, *, max_length: int | None = Non
     new_tokens = Dim("new_tokens", min=1, max=max_length)
     dynamic = {"input_ids": {1: new_tokens}, "position_ids": {1: new_tokens},
                "past_key_values": {3: Dim("past_length", min=1, max=max_length)}}
-    return export(step, (), path, kwargs=example, dynamic_shapes=dynamic, winograd=winograd)
+    return export(step, (), path, kwargs=example, dynamic_shapes=dynamic, winograd=winograd, simd=simd)

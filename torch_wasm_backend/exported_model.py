@@ -2,9 +2,10 @@
 numpy arrays or torch tensors by position or by name and returning torch tensors.
 
 The file is its own kernel module (it need not match the installed kernels.wasm): it gets its own
-shared memory (sized from the metadata) and worker instances, on one engine shared by all loaded
-files. Everything else reuses the runtime's pieces: the raw call path, the epoch ticker and the
-shared-memory workaround.
+shared memory (sized from the metadata) and wasm_layer.Pool (main instance and workers), on the
+process's engine with epoch interruption. wasm_layer.py does the wasmtime part (memory, instances,
+workers, raw calls, deadlines, run_plan's errors); this module adds what is the file's own: its
+validation, metadata, plan variants by input sizes, and input binding.
 
 A file is untrusted input. Before anything runs, wasm_file.parse validates the metadata against
 the file's own layout, and the module must import exactly `env.memory` and export the kernel
@@ -15,7 +16,6 @@ ExportFileError / WasmTrap / WasmTimeout (all WasmBackendError).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import logging
 import threading
@@ -28,26 +28,16 @@ import torch
 import wasmtime
 
 from torch_wasm_backend.lowering.abi import ABI
-from . import size_program, wasm_file
+from . import size_program, wasm_file, wasm_layer
 from .errors import WasmBackendError, WasmInputError, WasmTimeout, WasmTrap
-from .runtime import (_RUN_PLAN_ERRORS, INPUT_ERROR, PAGE, MAX_PAGES, NO_DEADLINE, RawFunc, _EpochTicker,
-                      _one_line, deadline_ticks, define_shared_memory, new_engine, park_worker)
+from .wasm_layer import KERNEL_EXPORTS, MAX_PAGES, PAGE, SHUTDOWN_SECONDS, Memory, PlanInputError, Pool
 
 log = logging.getLogger("torch_wasm_backend")
 
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_THREADS = 256
-SHUTDOWN_SECONDS = 5
-# The functions a loader calls, with their wasm signatures (params, results).
-REQUIRED_EXPORTS = {
-    "_initialize": ([], []), "abi_version": ([], ["i32"]), "heap_base": ([], ["i32"]),
-    "run_plan": (["i32"] * 4, ["i32"]), "worker_loop": (["i32", "i32"], ["i32"]),
-    "pool_register_worker": (["i32"], []), "pool_shutdown": ([], []), "pool_abort": ([], []),
-    "stackRestore": (["i32"], []),
-}
 
-_engine_lock = threading.Lock()
-_engine_holder: list[wasmtime.Engine] = []
+_modules_lock = threading.Lock()
 # Compiled modules by sha256 of their bytes: loading the same model again (or another export with
 # the same kernels) skips the seconds of compilation. In memory only; a few entries.
 _modules: OrderedDict[str, wasmtime.Module] = OrderedDict()
@@ -55,19 +45,9 @@ MODULE_CACHE_ENTRIES = 4
 SIZES_KEPT = 8  # input signatures whose patched plan and views a model keeps
 
 
-def _engine() -> wasmtime.Engine:
-    """One engine for every loaded file, with epoch interruption (time limits) and one ticker."""
-    with _engine_lock:
-        if not _engine_holder:
-            engine = new_engine(epoch_interruption=True)
-            _EpochTicker(engine).start()
-            _engine_holder.append(engine)
-        return _engine_holder[0]
-
-
 def _compile(engine: wasmtime.Engine, module_bytes: bytes, source: str) -> wasmtime.Module:
     key = hashlib.sha256(module_bytes).hexdigest()
-    with _engine_lock:
+    with _modules_lock:
         if key in _modules:
             _modules.move_to_end(key)
             return _modules[key]
@@ -76,7 +56,7 @@ def _compile(engine: wasmtime.Engine, module_bytes: bytes, source: str) -> wasmt
     except wasmtime.WasmtimeError as e:
         raise wasm_file.ExportFileError(f"{source} is not a valid wasm module: {str(e).splitlines()[0]}") from e
     _check_interface(module, source)
-    with _engine_lock:
+    with _modules_lock:
         _modules[key] = module
         while len(_modules) > MODULE_CACHE_ENTRIES:
             _modules.popitem(last=False)
@@ -100,7 +80,7 @@ def _check_interface(module: wasmtime.Module, source: str) -> None:
             f"{source} imports {listed}; an exported model may import exactly one thing, the shared memory "
             "env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)")
     exports = {e.name: e.type for e in module.exports}
-    for name, (params, results) in REQUIRED_EXPORTS.items():
+    for name, (params, results) in KERNEL_EXPORTS.items():
         ty = exports.get(name)
         if not isinstance(ty, wasmtime.FuncType) or [str(t) for t in ty.params] != params \
                 or [str(t) for t in ty.results] != results:
@@ -115,7 +95,7 @@ def _loading(source: str, what: str, timeout_s: float | None):
     try:
         yield
     except (wasmtime.WasmtimeError, wasmtime.Trap, WasmTrap) as e:
-        text = _one_line(str(e))
+        text = wasm_layer.one_line(str(e))
         if "interrupt" in text and timeout_s is not None:
             raise wasm_file.ExportFileError(
                 f"{source}: {what} did not finish within the load time limit ({timeout_s * 1e3:.0f} ms); "
@@ -123,50 +103,6 @@ def _loading(source: str, what: str, timeout_s: float | None):
                 "model, or pass a larger timeout_ms if the file is trusted") from e
         raise wasm_file.ExportFileError(f"{source}: {what} failed ({text}); the file is damaged or "
                                         "not a torch_wasm_backend export: re-export it") from e
-
-
-class _ModelInstance:
-    """One Store + Instance of the file's module on the shared memory (one per thread)."""
-
-    def __init__(self, engine, module, memory, load_limit_s: float | None):
-        self.store = wasmtime.Store(engine)
-        self.store.set_epoch_deadline(deadline_ticks(load_limit_s))  # covers the start function
-        linker = wasmtime.Linker(engine)
-        define_shared_memory(linker, self.store, memory)
-        self.instance = linker.instantiate(self.store, module)
-        exports = self.instance.exports(self.store)
-        self.fn = {name: RawFunc(self.store, exports[name]) for name in REQUIRED_EXPORTS}
-        self.fn["_initialize"]()
-        self.store.set_epoch_deadline(NO_DEADLINE)
-
-
-class _Pool:
-    """The model's main instance and worker threads, apart from the ExportedModel so that the
-    threads do not keep the model alive: a weakref.finalize on the model shuts them down."""
-
-    def __init__(self, main: _ModelInstance):
-        self.main = main
-        self.workers: list[threading.Thread] = []
-        self.broken: str | None = None
-        self.closed = False
-
-    def stop_reason(self) -> str | None:
-        """Why the workers must stop (runtime.stop_when asks this while they run wasm)."""
-        return self.broken or ("the model was closed" if self.closed else None)
-
-    def shutdown(self) -> None:
-        if self.workers:
-            # A fresh deadline: the last call's may have passed long ago (or expired: a timeout).
-            self.main.store.set_epoch_deadline(deadline_ticks(SHUTDOWN_SECONDS))
-            try:
-                self.main.fn["pool_shutdown"]()
-            except WasmTrap as e:  # a hostile module: its workers still end at their next check
-                log.warning("stopping the worker threads failed: %s", e)
-            self.closed = True  # a worker that did not take the shutdown is interrupted instead
-            for t in self.workers:
-                if t is not threading.current_thread():  # the GC may run this finalizer anywhere
-                    t.join(timeout=SHUTDOWN_SECONDS)
-            self.workers = []
 
 
 _TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
@@ -247,7 +183,7 @@ class ExportedModel:
         if timeout_ms is not None and not (isinstance(timeout_ms, (int, float)) and timeout_ms > 0):
             raise WasmBackendError(f"timeout_ms={timeout_ms!r}: pass a positive number of milliseconds, or None for no limit")
         self.timeout_s = None if timeout_ms is None else timeout_ms / 1e3
-        engine = _engine()
+        engine = wasm_layer.engine(epoch_interruption=True)
         module = _compile(engine, data[:parsed.module_end], source)
         mem = meta["memory"]
         self.threads = threads
@@ -258,19 +194,17 @@ class ExportedModel:
                                    "(wasm32: 4 GiB at most); use fewer threads")
         pages = max(mem["initial_pages"], -(-need // PAGE))
         # A fixed-size memory: the layout is static, nothing in the kernels grows it.
-        self.memory = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(pages, pages), shared=True))
+        self.memory = Memory(engine, pages, pages)
         with _loading(source, "instantiating its module", self.timeout_s):
-            main = _ModelInstance(engine, module, self.memory, self.timeout_s)
-        self._pool = _Pool(main)
-        self._finalizer = weakref.finalize(self, _Pool.shutdown, self._pool)
+            self._pool = Pool(engine, module, self.memory, load_limit_s=self.timeout_s,
+                              thread_name="wasm-export-worker")
+        # The pool, not self: its threads must not keep the model alive.
+        self._finalizer = weakref.finalize(self, self._pool.shutdown, SHUTDOWN_SECONDS)
         self._check_module(meta, source)
-        n = self.memory.data_len()
-        self._bytes = torch.frombuffer((ctypes.c_ubyte * n).from_address(
-            ctypes.cast(self.memory.data_ptr(), ctypes.c_void_p).value), dtype=torch.uint8)
         lay = meta["layout"]
         weights = parsed.custom[wasm_file.WEIGHTS_SECTION]
         if weights:
-            self._bytes[lay["weights_at"]:lay["weights_at"] + len(weights)] = torch.frombuffer(bytearray(weights), dtype=torch.uint8)
+            self.memory.write_bytes(lay["weights_at"], weights)
         self._plan = parsed.custom[wasm_file.PLAN_SECTION]
         self._sizes: OrderedDict[tuple, _Sizes] = OrderedDict()  # by input shapes, most recent last
         self._plan_in_memory: _Sizes | None = None
@@ -278,7 +212,8 @@ class ExportedModel:
         self._check_extremes()
         for worker_id in range(1, self.threads):
             with _loading(source, f"starting worker {worker_id}", self.timeout_s):
-                self._start_worker(engine, module, worker_id, mem["worker_stack_bytes"])
+                self._pool.start_worker(worker_id, self._stacks_at + worker_id * mem["worker_stack_bytes"],
+                                        self.timeout_s)
         log.debug("loaded %s (%d threads, time limit %s ms)", source, threads, timeout_ms)
 
     def _check_module(self, meta: dict, source: str) -> None:
@@ -297,9 +232,7 @@ class ExportedModel:
         return self._pool.broken
 
     def _view(self, spec: dict) -> torch.Tensor:
-        dtype = _TORCH_DTYPES[spec["dtype"]]
-        return self._bytes.view(dtype).as_strided(tuple(spec["shape"]), tuple(spec["strides"]),
-                                                  spec["offset"] // dtype.itemsize)
+        return self.memory.view(spec["offset"], spec["shape"], _TORCH_DTYPES[spec["dtype"]], spec["strides"])
 
     def _check_extremes(self) -> None:
         """A dynamic file's views are checked for each call's sizes; check the extremes of the dims'
@@ -359,22 +292,6 @@ class ExportedModel:
             self._sizes.popitem(last=False)
         return found
 
-    def _start_worker(self, engine, module, worker_id: int, stack_bytes: int) -> None:
-        inst = _ModelInstance(engine, module, self.memory, self.timeout_s)
-        inst.fn["stackRestore"](self._stacks_at + worker_id * stack_bytes)  # stacks grow down
-        inst.fn["pool_register_worker"](1)
-        pool = self._pool  # not self: the thread must not keep the model alive
-
-        def park():
-            try:
-                park_worker(inst, worker_id, pool.stop_reason)
-            except WasmTrap as e:
-                pool.broken = f"worker {worker_id} trapped: {e}"
-
-        t = threading.Thread(target=park, name=f"wasm-export-worker-{worker_id}", daemon=True)
-        t.start()
-        pool.workers.append(t)
-
     # ---- calling ----------------------------------------------------------------------------------
     def _bind(self, args, kwargs) -> list[torch.Tensor]:
         specs = self.metadata["inputs"]
@@ -414,30 +331,20 @@ class ExportedModel:
                 raise WasmTrap(f"{self.source}: unusable after an earlier failure ({pool.broken}); load it again")
             sizes = self._sizes_for(tuple(tuple(t.shape) for t in tensors))
             if self._plan_in_memory is not sizes and sizes.words:
-                self._bytes[lay["plan_at"]:lay["plan_at"] + len(sizes.words)] = \
-                    torch.frombuffer(bytearray(sizes.words), dtype=torch.uint8)
+                self.memory.write_bytes(lay["plan_at"], sizes.words)
                 self._plan_in_memory = sizes
             for view, t in zip(sizes.inputs, tensors):
                 if view is not None:
                     view.copy_(t)
-            main = pool.main
-            main.store.set_epoch_deadline(deadline_ticks(self.timeout_s))
             try:
-                rc = main.fn["run_plan"](lay["plan_at"], sizes.n_words, self.threads, lay["error_at"])[0].i32
+                pool.run_plan(lay["plan_at"], sizes.n_words, self.threads, lay["error_at"], self.timeout_s)
+            except PlanInputError as e:  # the caller's inputs, not a fault: the model stays usable
+                where = wasm_file.source_of_word(self.metadata["variants"][sizes.variant], e.word)
+                raise WasmInputError(f"{self.source}: {e}" + (f", in {where}" if where else "")) from e
+            except WasmTimeout as e:
+                raise WasmTimeout(f"{self.source}: the call {e} (timeout_ms); load the model again") from e
             except WasmTrap as e:
-                pool.broken = str(e)
-                if "interrupt" in str(e) and self.timeout_s is not None:
-                    raise WasmTimeout(f"{self.source}: the call exceeded the time limit of "
-                                      f"{self.timeout_s * 1e3:.0f} ms (timeout_ms); load the model again") from e
                 raise WasmTrap(f"{self.source}: {e}") from e
-            if rc != 0:
-                at = int(self._bytes[lay["error_at"]:lay["error_at"] + 4].view(torch.int32)[0])
-                message = f"{_RUN_PLAN_ERRORS.get(rc, rc)} at plan word {at}"
-                if rc == INPUT_ERROR:  # the caller's inputs, not a fault: the model stays usable
-                    where = wasm_file.source_of_word(self.metadata["variants"][sizes.variant], at)
-                    raise WasmInputError(f"{self.source}: {message}" + (f", in {where}" if where else ""))
-                pool.broken = message
-                raise WasmTrap(f"{self.source}: {pool.broken}")
             return [v.contiguous().clone() if v.is_contiguous() else v.contiguous() for v in sizes.outputs]
 
     def close(self) -> None:

@@ -31,7 +31,8 @@ from torch_wasm_backend.lowering.state import LoweringState
 from torch_wasm_backend.lowering.tracked import is_tracked, plain
 from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
-from .runtime import MAX_PAGES, PAGE, WASM_PATH, WORKER_STACK, get_runtime
+from .runtime import KERNEL_BUILDS, kernel_heap_base
+from .wasm_layer import MAX_PAGES, PAGE, WORKER_STACK
 
 log = logging.getLogger("torch_wasm_backend")
 
@@ -248,7 +249,7 @@ def _f32_word(value):
 
 
 def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dynamic_shapes=None,
-           output_names: list[str] | None = None, winograd: bool = True) -> dict:
+           output_names: list[str] | None = None, winograd: bool = True, simd: str = "baseline") -> dict:
     """Exports `model` called on `args` (and `kwargs`) to one standalone .wasm at `path`; returns
     its metadata.
 
@@ -262,8 +263,16 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     winograd=False runs 3x3 convs by im2col + GEMM instead of Winograd: about 2x slower on those
     layers, but the file stores their raw weights (Winograd's transformed ones are 16/9 larger).
 
+    simd="relaxed" writes the relaxed-SIMD kernels (f32x4.relaxed_madd: a fused multiply-add in GEMM
+    and convolution where the CPU has FMA): faster in V8, but it runs only where the engine has
+    relaxed SIMD (wasmtime; Chrome/Edge 114+; Node.js 22+, or 20 with --experimental-wasm-relaxed-simd;
+    not Safari). The default "baseline" runs on every WebAssembly SIMD engine. Serve both and pick
+    with the JS loader's `relaxedSimdSupported()`.
+
     Raises WasmBackendError, writing nothing, if any node cannot run on the wasm kernels (each is
     listed with op, shapes and source line)."""
+    if simd not in KERNEL_BUILDS:
+        raise WasmBackendError(f"simd={simd!r}: use one of {', '.join(map(repr, KERNEL_BUILDS))}")
     if not isinstance(args, tuple):
         args = (args,)
     ep = _capture(model, args, kwargs, dynamic_shapes)
@@ -302,9 +311,8 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
             export_dims.check_size_constants(variant, dims, values_at)
     sizes = _SizeFields(names)
 
-    runtime, _ = get_runtime(1)
-    heap_base = runtime.main.fn["heap_base"]()[0].i32
-    kernel_bytes = WASM_PATH.read_bytes()
+    heap_base = kernel_heap_base(simd)
+    kernel_bytes = KERNEL_BUILDS[simd].read_bytes()
 
     # ---- fixed memory layout: [error word | weights | arena | plan] -----------------------------
     error_at = _align(heap_base)
@@ -388,6 +396,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     metadata = {
         "producer": {"name": "torch_wasm_backend", "version": __version__, "torch": torch.__version__},
         "abi_version": ABI.version,
+        "simd": simd,
         "model": type(model).__name__,
         "dims": {name: {"min": lo, "max": hi} for name, lo, hi in zip(names, dims.lo, dims.hi)} if dims else {},
         "inputs": inputs,

@@ -33,7 +33,7 @@ class KernelSession:
         t = t.contiguous()
         offset = self.alloc(t.numel() * t.element_size())
         if t.numel():
-            self.runtime.write(offset, t)
+            self.runtime.memory.write(offset, t)
         return offset
 
     def empty(self, shape, dtype=torch.float32, fill: float = float("nan")) -> int:
@@ -41,14 +41,14 @@ class KernelSession:
         return self.put(torch.full(tuple(shape), fill, dtype=dtype))
 
     def get(self, offset: int, shape, dtype=torch.float32) -> torch.Tensor:
-        return self.runtime.tensor(offset, tuple(shape), dtype).clone()
+        return self.runtime.memory.view(offset, tuple(shape), dtype).clone()
 
     def prepare(self, op: str, /, repeat: int = 1, **args) -> None:
         """Encodes one record (`repeat` copies of it in one plan, so a benchmark of a short kernel
         is not dominated by the call into wasm) and keeps it, so run() can repeat it."""
         words = list(ABI.encode(op, **args)) * repeat
         offset = self.alloc(4 * len(words))
-        self.runtime.write_words(offset, words)
+        self.runtime.memory.write_words(offset, words)
         self._plan = (offset, len(words))
 
     def run(self, op: str | None = None, /, **args) -> None:

@@ -373,7 +373,7 @@ class CompiledPartition:
         inject = _inject.get(threading.get_ident())
         if inject and inject[1] > 0:
             record, inject[1] = inject[0], inject[1] - 1
-            runtime.write_words(loaded.prefix_words, record)
+            runtime.memory.write_words(loaded.prefix_words, record)
             plan_at, n_words = loaded.prefix_words, n_words + len(record)
         if self.options.profile_kernels:
             # One wasm call per kernel, each in its own profiler span (opt-in: costs a call each).
@@ -432,7 +432,7 @@ class CompiledPartition:
         words = plan.encode(arena, addrs)
         # A slot before the plan where a test hook can put one debug record (see _inject).
         plan_at = runtime.allocator.alloc(4 * (len(words) + _DEBUG_RECORD_WORDS))
-        runtime.write_words(plan_at + 4 * _DEBUG_RECORD_WORDS, words)
+        runtime.memory.write_words(plan_at + 4 * _DEBUG_RECORD_WORDS, words)
         records, offset = [], 0
         for kernel, _ in plan.records:
             length = 2 + ABI.ops[kernel].n_words
@@ -441,8 +441,7 @@ class CompiledPartition:
 
         def view(ref, strides=None):
             base = addrs[id(ref.buffer)] if ref.buffer.is_constant else arena + plan.arena_offsets[id(ref.buffer)]
-            return runtime.tensor(base + ref.offset * ref.itemsize, ref.shape, ref.dtype,
-                                  strides=strides)
+            return runtime.memory.view(base + ref.offset * ref.itemsize, ref.shape, ref.dtype, strides)
 
         inputs = [(i, view(ref)) for i, ref in enumerate(plan.inputs) if ref is not None]
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]
@@ -546,7 +545,7 @@ def _upload(runtime: Runtime, offset: int, buf, args) -> None:
         raise WasmBackendError(f"internal error: constant {buf.name} came out as {tuple(value.shape)} "
                                f"{value.dtype}, not the {buf.nbytes} bytes its plan reserved (a lowering bug: "
                                "please report it with this message)")
-    runtime.write(offset, value)
+    runtime.memory.write(offset, value)
     stats.add(constant_bytes_uploaded=buf.nbytes)
 
 

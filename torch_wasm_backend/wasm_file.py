@@ -34,6 +34,7 @@ from .errors import WasmBackendError
 
 FORMAT = "torch_wasm_backend.export"
 FORMAT_VERSION = 3
+SIMD_BUILDS = ("baseline", "relaxed")  # the kernel builds a file may carry (metadata "simd")
 READABLE_VERSIONS = (2, 3)
 DTYPES = {"float32": 4, "int64": 8, "int32": 4, "bool": 1}   # name -> bytes per element
 MAX_VARIANTS = 16
@@ -290,6 +291,8 @@ def validate(meta: dict, plan_bytes: int, weights_bytes: int, source: str = "fil
     if not isinstance(meta.get("model"), str):
         check.fail("model", "is not a string")
     check.int(meta, "abi_version", "metadata", 0, 2**31 - 1)
+    if meta.get("simd", "baseline") not in SIMD_BUILDS:  # absent in files written before relaxed SIMD
+        check.fail("simd", f"is not one of {', '.join(SIMD_BUILDS)}")
     for key in ("ops", "kernel_calls"):
         counts = check.obj(meta, key, dict)
         for op, n in counts.items():

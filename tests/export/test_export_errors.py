@@ -73,9 +73,9 @@ def test_truncated_file(exported, tmp_path):
 
 
 def test_foreign_files(tmp_path):
-    from torch_wasm_backend.runtime import WASM_PATH
+    from torch_wasm_backend.runtime import KERNEL_BUILDS
     with pytest.raises(wasm_file.ExportFileError, match="not a torch_wasm_backend export"):
-        twb.load(WASM_PATH)  # a valid wasm module, but no model in it
+        twb.load(KERNEL_BUILDS["baseline"])  # a valid wasm module, but no model in it
     p = tmp_path / "x.npy"
     np.save(p, np.zeros(3))
     with pytest.raises(wasm_file.ExportFileError, match="not a WebAssembly module"):

@@ -32,7 +32,7 @@ class Session(KernelSession):
     def record(self, name: str, /, **args) -> None:
         words = ABI.encode(name, **args)
         offset = self.alloc(4 * len(words))
-        self.runtime.write_words(offset, words)
+        self.runtime.memory.write_words(offset, words)
         self.runtime.run(offset, len(words), self.threads)
 
     def put_guarded(self, t: torch.Tensor) -> int:

@@ -14,7 +14,7 @@ from torch_wasm_backend.lowering.abi import ABI
 from test_elementwise_kernels import _out_strides, run_binary, run_unary
 from torch_wasm_backend.errors import WasmTrap
 
-IMM = 255  # operand register: the instruction's p0 (kernel_abi.def, MAP)
+IMM = ABI.map_immediate  # operand register: the instruction's p0
 
 
 def _bits(x: float) -> int:
@@ -33,13 +33,13 @@ def encode(chain):
     for kind, op, ra, rb, p0, p1 in chain:
         code = ABI.unary[op] if kind == "U" else ABI.binary[op]
         words += [0 if kind == "U" else 1, code, ra, rb, _bits(p0), _bits(p1)]
-    return words + [0] * (48 - len(words))
+    return words + [0] * (6 * ABI.map_max_instr - len(words))
 
 
 def run_map(s: Session, chain, inputs, out_transposed=False, n_instr=None):
     shape = tuple(torch.broadcast_shapes(*(t.shape for t in inputs)))
     args = {}
-    for k in range(3):
+    for k in range(ABI.map_inputs):
         if k < len(inputs):
             ptr, st = s.put_view(inputs[k].expand(shape))
             args.update({f"in{k}": ptr, f"in{k}_stride": pad6(st, 0)})
@@ -57,7 +57,7 @@ def run_map(s: Session, chain, inputs, out_transposed=False, n_instr=None):
 
 def run_separately(s: Session, chain, inputs):
     shape = tuple(torch.broadcast_shapes(*(t.shape for t in inputs)))
-    regs = [t.expand(shape) for t in inputs] + [None] * (3 - len(inputs))
+    regs = [t.expand(shape) for t in inputs] + [None] * (ABI.map_inputs - len(inputs))
     for kind, op, ra, rb, p0, p1 in chain:
         if kind == "U":
             regs.append(run_unary(s, op, regs[ra], p0, p1))
@@ -106,7 +106,7 @@ def test_malformed_program_traps(bad):
             if bad == "forward_register":
                 run_map(s, [("U", "RELU", 4, 0, 0.0, 0.0)], x)
             else:
-                run_map(s, CHAIN, x, n_instr=0 if bad == "no_instructions" else 9)
+                run_map(s, CHAIN, x, n_instr=0 if bad == "no_instructions" else ABI.map_max_instr + 1)
 
 
 def test_sin_cos_chain_matches_separate_kernels(s1):

@@ -97,13 +97,13 @@ def test_released_pages_read_back_as_zeros_and_are_reusable():
     from torch_wasm_backend.runtime import Runtime
     rt = Runtime(1)
     offset = rt.allocator.alloc(4 << 20)
-    rt.write(offset, torch.full((1 << 20,), 7.0))
+    rt.memory.write(offset, torch.full((1 << 20,), 7.0))
     rt.allocator.free(offset)                                 # released (it is >= RELEASE_BYTES)
     assert rt.allocator.alloc(4 << 20) == offset
-    inner = rt.tensor(offset + HOST_PAGE, (((4 << 20) - 2 * HOST_PAGE) // 4,), torch.float32)
+    inner = rt.memory.view(offset + HOST_PAGE, (((4 << 20) - 2 * HOST_PAGE) // 4,), torch.float32)
     assert not inner.any()                                    # zeros, not the old 7.0s
-    rt.write(offset, torch.full((1 << 20,), 3.0))
-    assert (rt.tensor(offset, (1 << 20,), torch.float32) == 3.0).all()
+    rt.memory.write(offset, torch.full((1 << 20,), 3.0))
+    assert (rt.memory.view(offset, (1 << 20,), torch.float32) == 3.0).all()
     rt.close()
 
 

@@ -126,20 +126,6 @@ def test_trap_in_strict_mode_raises_with_details():
             compiled(torch.randn(2, 4))
 
 
-def test_wasmtime_shared_memory_define_bug_still_present():
-    """docs/design.md decision 3: wasmtime-py 50 cannot Linker.define a SharedMemory. When this test
-    fails, upstream fixed it: delete the workaround in runtime.define_shared_memory."""
-    import wasmtime
-    cfg = wasmtime.Config()
-    cfg.wasm_threads = True
-    cfg.shared_memory = True
-    engine = wasmtime.Engine(cfg)
-    memory = wasmtime.SharedMemory(engine, wasmtime.MemoryType(wasmtime.Limits(1, 2), shared=True))
-    store = wasmtime.Store(engine)
-    with pytest.raises(TypeError):
-        wasmtime.Linker(engine).define(store, "env", "memory", memory)
-
-
 def test_missing_emcc_says_how_to_install():
     out = subprocess.run(["make", "-B", "-s", "kernels", "EMCC=emcc-that-does-not-exist"], cwd=REPO,
                          capture_output=True, text=True)
@@ -149,15 +135,22 @@ def test_missing_emcc_says_how_to_install():
 
 def test_missing_or_corrupt_module_is_a_clear_error(tmp_path, monkeypatch):
     from torch_wasm_backend import runtime
-    monkeypatch.setattr(runtime, "_engines", {})
-    monkeypatch.setattr(runtime, "WASM_PATH", tmp_path / "nope.wasm")
+    monkeypatch.setattr(runtime, "_modules", {})
+    monkeypatch.setitem(runtime.KERNEL_BUILDS, "baseline", tmp_path / "nope.wasm")
     with pytest.raises(twb.WasmBackendError, match="make kernels"):
-        runtime._engine_module()
+        runtime._engine_module(simd="baseline")
     bad = tmp_path / "bad.wasm"
     bad.write_bytes(b"\0asm\x01\0\0\0garbage")
-    monkeypatch.setattr(runtime, "WASM_PATH", bad)
+    monkeypatch.setitem(runtime.KERNEL_BUILDS, "baseline", bad)
     with pytest.raises(twb.WasmBackendError, match="not a valid kernel module"):
-        runtime._engine_module()
+        runtime._engine_module(simd="baseline")
+
+
+def test_unknown_simd_build_is_a_clear_error(monkeypatch):
+    from torch_wasm_backend import runtime
+    monkeypatch.setenv(runtime.SIMD_ENV, "avx")
+    with pytest.raises(twb.WasmBackendError, match="use one of baseline, relaxed"):
+        runtime.simd_build()
 
 
 def test_abi_version_mismatch_is_detected(monkeypatch):
@@ -191,10 +184,11 @@ def test_docs_op_table_is_generated_from_the_registry():
 
 def test_out_of_wasm_memory_runs_in_eager_with_reason(monkeypatch):
     from torch_wasm_backend import runtime
+    from torch_wasm_backend.wasm_layer import PAGE
     runtime.rebuild_runtime()
     rt, _ = runtime.get_runtime(1)
     # Cap the memory a little above what is in use: a 64 MiB intermediate no longer fits.
-    monkeypatch.setattr(runtime, "MAX_PAGES", rt.memory.data_len() // runtime.PAGE + 64)
+    monkeypatch.setattr(runtime, "MAX_PAGES", rt.memory.nbytes // PAGE + 64)
     f = torch.compile(lambda a, b: torch.relu(a @ b).sum(), backend="wasm")
     a, b = torch.randn(4096, 1), torch.randn(1, 4096)
     with torch.no_grad():

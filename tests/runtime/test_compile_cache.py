@@ -12,7 +12,9 @@ import pytest
 import wasmtime
 
 from torch_wasm_backend import compile_cache as cc
-from torch_wasm_backend.runtime import ENGINE_SETTINGS, WASM_PATH
+from torch_wasm_backend.runtime import KERNEL_BUILDS
+from torch_wasm_backend import wasm_layer
+from torch_wasm_backend.wasm_layer import ENGINE_SETTINGS
 
 FOREIGN_UID = 12345
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root (CI runs as root)")
@@ -20,16 +22,12 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid 
 
 @pytest.fixture(scope="module")
 def engine():
-    cfg = wasmtime.Config()
-    cfg.wasm_threads = True
-    cfg.shared_memory = True
-    cfg.wasm_simd = True
-    return wasmtime.Engine(cfg)
+    return wasm_layer.engine(epoch_interruption=False)
 
 
 @pytest.fixture(scope="module")
 def kernels():
-    return WASM_PATH.read_bytes()
+    return KERNEL_BUILDS["baseline"].read_bytes()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@
 // (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
 // The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
+import { INPUT_ERROR, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
 import { checkPrograms, evaluate, resolve } from "./sizes.mjs";
 
 export const FORMAT = "torch_wasm_backend.export";
@@ -18,10 +19,9 @@ const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0
 // The functions the loader calls (a module must export them; JS cannot see wasm signatures).
 // name -> parameter count (JS sees no wasm types; an i64 where i32 belongs throws a TypeError at the
 // call, which is reported like a trap).
+const SIMD_BUILDS = ["baseline", "relaxed"];  // the kernel builds a file may carry (metadata "simd"; absent: baseline)
 const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
-const RUN_PLAN_ERRORS = { "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped" };
-const INPUT_ERROR = -5;  // run_plan: a kernel rejected the inputs (an index out of range); the model stays usable
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
 
 /** The file is not a usable export: foreign, truncated, damaged, or from an incompatible producer. */
@@ -130,6 +130,7 @@ export function validate(meta, planBytes, weightsBytes, source = "model") {
   for (const key of ["name", "version"]) if (typeof producer[key] !== "string") fail(source, `producer.${key}`, "is not a string");
   if (typeof meta.model !== "string") fail(source, "model", "is not a string");
   int(meta, "abi_version", "", 0, 2 ** 31 - 1);
+  if (meta.simd !== undefined && !SIMD_BUILDS.includes(meta.simd)) fail(source, "simd", `is not one of ${SIMD_BUILDS.join(", ")}`);
   for (const key of ["ops", "kernel_calls"])
     for (const [op, n] of Object.entries(obj(meta, key))) if (!Number.isSafeInteger(n) || n < 0) fail(source, `${key}['${op}']`, "is not a count");
   if (typeof meta.flops !== "number" || !(meta.flops >= 0) || !Number.isFinite(meta.flops)) fail(source, "flops", "is not a non-negative number");
@@ -301,6 +302,14 @@ function findMemoryImportFlags(bytes, pos, source) {
   return -1;
 }
 
+// The smallest module using f32x4.relaxed_madd: (func (param v128 v128 v128) (result v128) ...).
+const RELAXED_SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2,
+  1, 0, 10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11]);
+
+/** Whether this engine runs relaxed SIMD, which files exported with simd="relaxed" need (Chrome and
+ * Edge 114+, Node.js 22+ or 20 with --experimental-wasm-relaxed-simd; not Safari). */
+export function relaxedSimdSupported() { return WebAssembly.validate(RELAXED_SIMD_PROBE); }
+
 export function checkCompatible(meta, source = "model") {
   const p = meta.producer || {};
   const madeBy = `${p.name || "?"} ${p.version || "?"}`;
@@ -308,6 +317,8 @@ export function checkCompatible(meta, source = "model") {
     throw new ModelFileError(`${source}: unknown format ${JSON.stringify(meta.format)} (made by ${madeBy}); this loader reads '${FORMAT}'`);
   if (!READABLE_VERSIONS.includes(meta.format_version))
     throw new ModelFileError(`${source} was written by ${madeBy} in export format version ${meta.format_version}; this loader reads versions ${READABLE_VERSIONS.join(", ")}. Re-export the model with the matching torch_wasm_backend, or use the loader shipped with the version that wrote it.`);
+  if (meta.simd === "relaxed" && !relaxedSimdSupported())
+    throw new ModelFileError(`${source} was exported with simd="relaxed" (relaxed-SIMD kernels) and this JavaScript engine has no relaxed SIMD (Safari; Node.js 20 without --experimental-wasm-relaxed-simd). Load a file exported with simd="baseline" (the default) here; relaxedSimdSupported() tells which file to fetch.`);
 }
 
 // Where the recorded hash string sits in the metadata section (-1 unless exactly once).

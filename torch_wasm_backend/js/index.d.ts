@@ -37,6 +37,8 @@ export interface TensorSpec {
 export interface ModelInfo {
   producer: { name: string; version: string; torch: string };
   abi_version: number;
+  /** The kernel build in the file (export's simd=): "relaxed" needs relaxedSimdSupported(). Absent in older files (baseline). */
+  simd?: "baseline" | "relaxed";
   /** The exported module's class name. */
   model: string;
   /** Each dynamic dim's range, given at export (dynamic_shapes). */
@@ -76,6 +78,11 @@ export interface Model {
 /** Loads an exported .wasm (its bytes). Rejects with ModelFileError for a file that is not a valid
  * export, is damaged, or does not finish loading within `timeoutMs`. */
 export function loadModel(bytes: ArrayBuffer | Uint8Array, options?: LoadOptions): Promise<Model>;
+
+/** Whether this engine runs relaxed SIMD, which files exported with simd="relaxed" need (Chrome/Edge
+ * 114+, Node.js 22+ or 20 with --experimental-wasm-relaxed-simd; not Safari). Fetch the
+ * simd="relaxed" file when true, the simd="baseline" one otherwise. */
+export function relaxedSimdSupported(): boolean;
 
 /** The file is not a valid torch_wasm_backend export (or is damaged). */
 export class ModelFileError extends Error {

@@ -15,9 +15,9 @@
 // memory. Threads in a browser need cross-origin isolation (COOP: same-origin + COEP: require-corp
 // headers); without it the loader runs one thread on an unshared memory and says why on the console.
 // close() frees the Workers; a model that is garbage-collected without close() frees them too.
-import { checkInputs, checkInterface, isNode, ModelFileError, ModelInputError, ModelTimeoutError, parseFile, unsharedModuleBytes, verifyHash } from "./core.mjs";
+import { checkInputs, checkInterface, isNode, ModelFileError, ModelInputError, ModelTimeoutError, parseFile, relaxedSimdSupported, unsharedModuleBytes, verifyHash } from "./core.mjs";
 
-export { ModelFileError, ModelInputError, ModelTimeoutError };
+export { ModelFileError, ModelInputError, ModelTimeoutError, relaxedSimdSupported };
 
 const DEFAULT_TIMEOUT_MS = 10000;
 const ERRORS = { ModelFileError, ModelInputError, ModelTimeoutError };

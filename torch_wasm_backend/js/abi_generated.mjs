@@ -1,0 +1,6 @@
+// Generated from kernels_cpp/kernel_abi.def by scripts/gen_js_abi.py (`make kernels`): do not edit.
+
+/** run_plan's error codes (RUN_ERROR in kernel_abi.def) -> what went wrong. */
+export const RUN_PLAN_ERRORS = Object.freeze({ "-1": "unknown op code", "-2": "wrong argument count for op", "-3": "truncated plan", "-4": "a worker thread trapped", "-5": "an index out of range" });
+/** run_plan's code for inputs a kernel rejected (an index out of range): the model stays usable. */
+export const INPUT_ERROR = -5;
