@@ -10,6 +10,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
+from .quant_fuse import fuse_quantized_patterns
 from .registry import is_view_op, op_name, support_reason
 
 
@@ -52,6 +53,7 @@ def is_tensor_op(node: Node) -> bool:
 
 
 def partition_graph(gm: GraphModule, min_partition_size: int = 1) -> PartitionResult:
+    fuse_quantized_patterns(gm)  # PT2E's int8 dq/op/q chains -> one int8 op each
     support = _RegistrySupport()
     partitioner = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True)
     proposed = partitioner.propose_partitions()

@@ -18,6 +18,7 @@ import threading
 def ops_table() -> str:
     from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry; imported here: `info` needs no torch)
     from torch_wasm_backend.lowering.registry import REGISTRY
+    ops.register_int8()  # (registered on first need: see lowering/ops/quant.py)
     lines = ["# ATen ops that run in wasm", "",
              "Generated from `lowering/registry.py` by `python -m torch_wasm_backend ops`. float32 "
              "unless noted; every node that is not listed, or fails its check, runs in eager with "

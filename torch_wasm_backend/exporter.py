@@ -25,6 +25,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
 from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.lowering.lower import lower_partition
+from torch_wasm_backend.lowering.quant_fuse import fuse_quantized_patterns
 from torch_wasm_backend.lowering.abi import f32_bits
 from torch_wasm_backend.lowering.registry import Unsupported, _is_symbolic_size, decomposition_table, op_name, support_reason
 from torch_wasm_backend.lowering.state import LoweringState
@@ -284,6 +285,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
             "running stats, or a cache is updated in place); an exported model must be a pure function: "
             "call model.eval() before export, and return new tensors instead of writing into buffers")
     gm = ep.graph_module
+    fuse_quantized_patterns(gm)  # int8 chains -> int8 ops, as the torch.compile path (partition_graph)
     missing = unsupported_nodes(gm)
     if missing:
         hint = (" The model is in training mode (dropout and friends stay in the graph): call "

@@ -1,2 +1,7 @@
 """Op lowerings, one module per family; importing this package fills torch_wasm_backend.lowering.registry.REGISTRY."""
 from . import elementwise, matmul, conv, norm, pool, reduce, shape, transformer, masks, index, rnn, decomposed, scatter  # noqa: F401
+
+
+def register_int8() -> None:
+    """Registers the int8 lowerings (ops/quant.py; imported on first need, see there)."""
+    from . import quant  # noqa: F401

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from torch_wasm_backend.lowering import ops  # noqa: F401  (fills the registry)
+
+ops.register_int8()  # (the int8 entries are registered on first need: see lowering/ops/quant.py)
 from torch_wasm_backend.lowering.registry import REGISTRY, _foldable_target
 
 README = Path(__file__).resolve().parents[2] / "README.md"

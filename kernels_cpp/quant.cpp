@@ -1,0 +1,422 @@
+// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise)
+// and the int8 GEMM behind QGEMM (linear) and QCONV2D (im2col + GEMM).
+//
+// Where int8 speed comes from in wasm: i32x4.dot_i16x8_s multiplies 8 int16 pairs and adds adjacent
+// products into 4 int32 lanes (8 multiply-adds per instruction). int8/uint8 operands are widened to
+// int16 by the load itself (v128.load8x8_s/u), so the reduction runs along k: weights are rows
+// [rows, kp] and activations are packed into panels of 4 columns whose 8-element k-blocks sit side by
+// side ([kp/8][4][8]). The micro-kernel holds 2 weight rows x 4 columns = 8 i32x4 accumulators plus
+// 2 + 4 operands (14 vectors: wasmtime's register allocator spills past ~14 on x86-64), then
+// reduces each accumulator's 4 lanes with two shuffle-add rounds.
+//
+// Zero points: weight zero points are subtracted at pack time (PT2E's int8 weights are symmetric),
+// the activation zero point becomes a per-row int32 constant acc_bias = -x_zp * sum_k w[i, k], so
+// the inner loop is pure dot products. Requantization runs on 4 columns at once in float32, in the
+// order eager's decomposed graph computes it (dequantized conv + bias, relu, * 1/scale, round half
+// to even, + zero point, clamp), so results differ from eager only by the float rounding of the
+// conv itself (eager sums float products; we sum exact integers): at most 1 LSB after rounding.
+#include <math.h>
+#include <string.h>
+#include <wasm_simd128.h>
+#include "abi.h"
+#include "threadpool.h"
+
+namespace {
+
+constexpr int kCols = 4;   // columns per activation panel
+constexpr int kKBlock = 8;  // k elements per dot_i16x8 step
+
+struct Requant {
+  const int32_t* acc_bias;
+  const float* scale;
+  const float* bias;
+  bool relu;
+  int out_dtype;
+  float inv_out_scale, out_zp, qmin, qmax;  // quantized outputs only
+};
+
+inline int elem_size(int dtype) { return dtype == DT_F32 ? 4 : 1; }
+
+template <bool kSigned>
+inline v128_t load_widen(const void* p) {
+  return kSigned ? wasm_i16x8_load8x8(p) : wasm_u16x8_load8x8(p);
+}
+
+// [sum(a), sum(b), sum(c), sum(d)] of four i32x4.
+inline v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
+  const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+  const v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(ab, cd, 0, 1, 4, 5), wasm_i32x4_shuffle(ab, cd, 2, 3, 6, 7));
+}
+
+// Requantizes the 4 accumulators of row i (columns j0..j0+nc-1) and stores them (si, sj: byte
+// strides of out).
+inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint8_t* out, int si, int sj) {
+  v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, wasm_i32x4_splat(rq.acc_bias[i])));
+  y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.scale[i]));
+  if (rq.bias) y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.bias[i]));
+  if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
+  uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
+  if (rq.out_dtype == DT_F32) {
+    if (nc == 4 && sj == 4) {  // contiguous columns (conv): one store
+      wasm_v128_store(o, y);
+      return;
+    }
+    alignas(16) float f[4];
+    wasm_v128_store(f, y);
+    for (int c = 0; c < nc; ++c) memcpy(o + (ptrdiff_t)c * sj, &f[c], 4);
+    return;
+  }
+  y = wasm_f32x4_nearest(wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale)));
+  y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.out_zp));
+  y = wasm_f32x4_min(wasm_f32x4_max(y, wasm_f32x4_splat(rq.qmin)), wasm_f32x4_splat(rq.qmax));
+  // In [qmin, qmax] already, so the saturating narrows are exact: 4 bytes in lane 0.
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(y), wasm_i32x4_splat(0));
+  const v128_t q8 = rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16);
+  if (nc == 4 && sj == 1) {  // contiguous columns (conv): one 32-bit store (not 4 byte stores, after
+    wasm_v128_store32_lane(o, q8, 0);  // each of which the compiler reloads everything: char aliases all)
+    return;
+  }
+  alignas(16) uint8_t q[16];
+  wasm_v128_store(q, q8);
+  for (int c = 0; c < nc; ++c) o[(ptrdiff_t)c * sj] = q[c];
+}
+
+// Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
+template <bool kSigned, int MR>
+void micro(const int8_t* w, int kp, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+           uint8_t* out, int si, int sj) {
+  v128_t acc[MR][kCols];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < kCols; ++c) acc[r][c] = wasm_i32x4_splat(0);
+  const int8_t* wr[MR];
+  for (int r = 0; r < MR; ++r) wr[r] = w + (ptrdiff_t)(i0 + r) * kp;
+  for (int kb = 0; kb < kp; kb += kKBlock) {
+    const uint8_t* p = panel + (ptrdiff_t)kb * kCols;
+    const v128_t b0 = load_widen<kSigned>(p), b1 = load_widen<kSigned>(p + 8);
+    const v128_t b2 = load_widen<kSigned>(p + 16), b3 = load_widen<kSigned>(p + 24);
+    for (int r = 0; r < MR; ++r) {
+      const v128_t a = wasm_i16x8_load8x8(wr[r] + kb);
+      acc[r][0] = wasm_i32x4_add(acc[r][0], wasm_i32x4_dot_i16x8(a, b0));
+      acc[r][1] = wasm_i32x4_add(acc[r][1], wasm_i32x4_dot_i16x8(a, b1));
+      acc[r][2] = wasm_i32x4_add(acc[r][2], wasm_i32x4_dot_i16x8(a, b2));
+      acc[r][3] = wasm_i32x4_add(acc[r][3], wasm_i32x4_dot_i16x8(a, b3));
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    store_row(reduce4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), i0 + r, j0, nc, rq, out, si, sj);
+}
+
+// The GEMM, in blocks of kBlockPanels panels (4 * kp bytes each, ~64 KiB a block: in L2 while all
+// the weight rows sweep it; a row pair's 2 * kp bytes stay in L1 across the block's panels). The
+// (block, row pair) tiles are split into contiguous chunks over the thread pool. Unblocked (every
+// row pair sweeping all panels) a 56x56 conv's 1.8 MB of panels streamed from L3 32 times: 10 vs
+// 17 GOP/s at 64 x 3136 x 576.
+template <bool kSigned>
+void qgemm(int rows, int cols, int kp, const int8_t* w, const uint8_t* x, const Requant& rq, uint8_t* out,
+           int si, int sj) {
+  if (rows <= 0 || cols <= 0) return;
+  const int pairs = (rows + 1) / 2, panels = (cols + kCols - 1) / kCols;
+  int block = (64 * 1024) / (kCols * kp);
+  block = block < 1 ? 1 : block > panels ? panels : block;
+  const int blocks = (panels + block - 1) / block;
+  const int64_t tiles = (int64_t)blocks * pairs;
+  auto run = [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int b = (int)(t / pairs), i0 = (int)(t % pairs) * 2;
+      const int pn_end = (b + 1) * block < panels ? (b + 1) * block : panels;
+      for (int pn = b * block; pn < pn_end; ++pn) {
+        const int j0 = pn * kCols, nc = cols - j0 < kCols ? cols - j0 : kCols;
+        const uint8_t* panel = x + (ptrdiff_t)pn * kp * kCols;
+        if (i0 + 1 < rows) micro<kSigned, 2>(w, kp, panel, i0, j0, nc, rq, out, si, sj);
+        else micro<kSigned, 1>(w, kp, panel, i0, j0, nc, rq, out, si, sj);
+      }
+    }
+  };
+  const int threads = pool_threads();
+  if (threads > 1 && tiles >= 2 * threads && worth_threading(2.0 * rows * cols * kp)) {
+    const int tasks = tiles < 4 * threads ? (int)tiles : 4 * threads;
+    parallel_for(tasks, [&](int task) { run(tiles * task / tasks, tiles * (task + 1) / tasks); });
+  } else {
+    run(0, tiles);
+  }
+}
+
+void qgemm_dispatch(int x_dtype, int rows, int cols, int kp, const int8_t* w, const uint8_t* x, const Requant& rq,
+                    uint8_t* out, int si, int sj) {
+  if (x_dtype == DT_I8) qgemm<true>(rows, cols, kp, w, x, rq, out, si, sj);
+  else qgemm<false>(rows, cols, kp, w, x, rq, out, si, sj);
+}
+
+Requant requant_of(const int32_t* acc_bias, const float* scale, const float* bias, int relu, int out_dtype,
+                   float inv_out_scale, int out_zp, int qmin, int qmax) {
+  Requant rq{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)out_zp, (float)qmin, (float)qmax};
+  if (rq.relu && out_dtype != DT_F32) {
+    // round, + zp and clamp are monotone and map 0 to out_zp: relu before them = clamp at out_zp.
+    rq.relu = false;
+    if (rq.qmin < rq.out_zp) rq.qmin = rq.out_zp;
+  }
+  return rq;
+}
+
+}  // namespace
+
+void k_QUANTIZE(const QUANTIZE_args* a) {
+  const float* in = at<const float>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const v128_t inv = wasm_f32x4_splat(a->inv_scale), zp = wasm_f32x4_splat((float)a->zp);
+  const v128_t lo = wasm_f32x4_splat((float)a->qmin), hi = wasm_f32x4_splat((float)a->qmax);
+  int i = 0;
+  for (; i + 4 <= a->n; i += 4) {
+    v128_t y = wasm_f32x4_add(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(in + i), inv)), zp);
+    y = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_min(wasm_f32x4_max(y, lo), hi));
+    out[i] = (uint8_t)wasm_i32x4_extract_lane(y, 0);
+    out[i + 1] = (uint8_t)wasm_i32x4_extract_lane(y, 1);
+    out[i + 2] = (uint8_t)wasm_i32x4_extract_lane(y, 2);
+    out[i + 3] = (uint8_t)wasm_i32x4_extract_lane(y, 3);
+  }
+  for (; i < a->n; ++i) {
+    float y = nearbyintf(in[i] * a->inv_scale) + (float)a->zp;
+    y = y < (float)a->qmin ? (float)a->qmin : y > (float)a->qmax ? (float)a->qmax : y;
+    out[i] = (uint8_t)(int32_t)y;
+  }
+}
+
+void k_DEQUANTIZE(const DEQUANTIZE_args* a) {
+  const int8_t* si = at<const int8_t>(a->in);
+  const uint8_t* ui = at<const uint8_t>(a->in);
+  const float* scale = at<const float>(a->scale);
+  const int32_t* zp = at<const int32_t>(a->zp);
+  float* out = at<float>(a->out);
+  const bool is_signed = a->in_dtype == DT_I8;
+  ptrdiff_t idx = 0;
+  for (int o = 0; o < a->outer; ++o)
+    for (int c = 0; c < a->channels; ++c) {
+      const float s = scale[c], z = (float)zp[c];
+      if (is_signed)
+        for (int i = 0; i < a->inner; ++i, ++idx) out[idx] = ((float)si[idx] - z) * s;
+      else
+        for (int i = 0; i < a->inner; ++i, ++idx) out[idx] = ((float)ui[idx] - z) * s;
+    }
+}
+
+void k_QPACK(const QPACK_args* a) {
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const int panels = (a->cols + kCols - 1) / kCols;
+  memset(out, 0, (size_t)panels * kCols * a->kp);
+  for (int j = 0; j < a->cols; ++j) {
+    const uint8_t* row = in + (ptrdiff_t)j * a->row_stride;
+    uint8_t* dst = out + (ptrdiff_t)(j / kCols) * kCols * a->kp + (j % kCols) * kKBlock;
+    for (int k = 0; k < a->k; ++k) dst[(k / kKBlock) * kCols * kKBlock + k % kKBlock] = row[k];
+  }
+}
+
+void k_QGEMM(const QGEMM_args* a) {
+  const Requant rq = requant_of(at<const int32_t>(a->acc_bias), at<const float>(a->scale),
+                                a->bias ? at<const float>(a->bias) : nullptr, a->relu, a->out_dtype,
+                                a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+  qgemm_dispatch(a->x_dtype, a->rows, a->cols, a->kp, at<const int8_t>(a->w), at<const uint8_t>(a->x), rq,
+                 at<uint8_t>(a->out), a->out_stride_i * elem_size(a->out_dtype),
+                 a->out_stride_j * elem_size(a->out_dtype));
+}
+
+namespace {
+
+// Calls fill(dst, iy0, ix0) for each output pixel of panels p0 .. p1-1 (dst: where its first k
+// block goes; iy0, ix0: the top-left input position of its window), and zero-fills the columns
+// past oh * ow. The im2col variants below fill one pixel's k blocks at a time: its panel (4 * kp
+// bytes) stays in L1 while it fills. (k outer, pixels inner, a byte store at a time, swept the
+// block's panels once per k and ran at ~12 ns per byte.)
+template <class F>
+void for_each_pixel(const QCONV2D_args* a, int p0, int p1, uint8_t* cols, F&& fill) {
+  const int OW = a->ow, kp = a->kp, P = a->oh * OW;
+  for (int pn = p0; pn < p1; ++pn) {
+    for (int c = 0; c < kCols; ++c) {
+      uint8_t* dst = cols + (ptrdiff_t)pn * kCols * kp + c * kKBlock;
+      const int p = pn * kCols + c;
+      if (p >= P) {
+        for (int kb = 0; kb < kp; kb += kKBlock) memset(dst + kb * kCols, 0, kKBlock);
+        continue;
+      }
+      fill(dst, (p / OW) * a->sh - a->ph, (p % OW) * a->sw - a->pw);
+    }
+  }
+}
+
+// im2col of one (image, group) into QGEMM panels p0 .. p1-1, k ordered (ci, ky, kx): each 8-deep k
+// block gathered into one 64-bit word. Taps in the padding read x_zp (eager pads the dequantized
+// input with 0.0 = x_zp), k >= K reads 0.
+void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1, uint8_t* cols) {
+  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw, kp = a->kp;
+  const int K = cin_g * KH * KW;
+  const ptrdiff_t HW = (ptrdiff_t)H * W;
+  const uint64_t pad = (uint8_t)a->x_zp;
+  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
+    const bool interior = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 && ix0 + (KW - 1) * DW < W;
+    int ci = 0, ky = 0, kx = 0;
+    for (int kb = 0; kb < kp; kb += kKBlock) {
+      uint64_t word = 0;
+      const int e_end = K - kb < kKBlock ? K - kb : kKBlock;
+      for (int e = 0; e < e_end; ++e) {
+        const int iy = iy0 + ky * DH, ix = ix0 + kx * DW;
+        uint64_t v;
+        if (interior || ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W)) v = in[ci * HW + (ptrdiff_t)iy * W + ix];
+        else v = pad;
+        word |= v << (8 * e);
+        if (++kx == KW) {
+          kx = 0;
+          if (++ky == KH) {
+            ky = 0;
+            ++ci;
+          }
+        }
+      }
+      memcpy(dst + kb * kCols, &word, kKBlock);
+    }
+  });
+}
+
+// im2col when k is ordered (ky, kx, ci) (c_in/groups a multiple of 8): from the (image, group)
+// input transposed to channels-last (nhwc: [h * w][cin_g]), every 8-deep k block is 8 consecutive
+// channels of one tap, copied as one 64-bit word (a padding tap: 8 x x_zp).
+void qim2col_channels_last(const QCONV2D_args* a, const uint8_t* nhwc, int cin_g, int p0, int p1, uint8_t* cols) {
+  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw;
+  const uint64_t pad = (uint64_t)(uint8_t)a->x_zp * 0x0101010101010101ull;
+  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
+    for (int ky = 0; ky < KH; ++ky) {
+      const int iy = iy0 + ky * DH;
+      for (int kx = 0; kx < KW; ++kx) {
+        const int ix = ix0 + kx * DW;
+        if ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W) {
+          const uint8_t* src = nhwc + ((ptrdiff_t)iy * W + ix) * cin_g;
+          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, src + ci, kKBlock);
+        } else {
+          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, &pad, kKBlock);
+        }
+      }
+    }
+  });
+}
+
+// [cin_g][hw] -> [hw][cin_g] (bytes).
+void to_channels_last(const uint8_t* in, int cin_g, int hw, uint8_t* out) {
+  for (int ci = 0; ci < cin_g; ++ci) {
+    const uint8_t* plane = in + (ptrdiff_t)ci * hw;
+    for (int i = 0; i < hw; ++i) out[(ptrdiff_t)i * cin_g + ci] = plane[i];
+  }
+}
+
+// 4 input bytes (unsigned or signed) widened to i32x4.
+template <bool kSigned>
+inline v128_t load4_widen(const uint8_t* p) {
+  const v128_t v = wasm_v128_load32_zero(p);
+  return kSigned ? wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(v))
+                 : wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(v));
+}
+
+// Depthwise conv (one output channel per input channel), direct: 4 output pixels of a row at a time
+// in i32x4 (i32 multiply-adds, 9 taps are too few to fill dot_i16x8's 8-deep blocks: through
+// im2col + GEMM a 96-channel 56x56 layer took 3.7x the float32 depthwise kernel's time). Taps in
+// the padding read x_zp as im2col's do, so acc_bias applies unchanged.
+constexpr int kMaxTaps = 25;  // depthwise kernels up to 5x5 take the direct path
+
+template <bool kSigned>
+void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq, uint8_t* out,
+                int es) {
+  const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
+  const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
+  const int P = OH * OW;
+  const int32_t zp = a->x_zp;
+  auto plane = [&](int c) {
+    const uint8_t* x = in + (ptrdiff_t)c * H * W;
+    v128_t wv[kMaxTaps];
+    for (int t = 0; t < KH * KW; ++t) wv[t] = wasm_i32x4_splat(weight[(ptrdiff_t)c * kp + t]);
+    for (int oy = 0; oy < OH; ++oy) {
+      for (int ox = 0; ox < OW; ox += kCols) {
+        const int nc = OW - ox < kCols ? OW - ox : kCols;
+        v128_t acc = wasm_i32x4_splat(0);
+        for (int ky = 0; ky < KH; ++ky) {
+          const int iy = oy * SH - PH + ky * DH;
+          const bool row_in = (unsigned)iy < (unsigned)H;
+          for (int kx = 0; kx < KW; ++kx) {
+            const int ix0 = ox * SW - PW + kx * DW;
+            v128_t xv;
+            if (row_in && SW == 1 && nc == kCols && ix0 >= 0 && ix0 + kCols <= W) {
+              xv = load4_widen<kSigned>(x + (ptrdiff_t)iy * W + ix0);
+            } else {
+              alignas(16) int32_t lanes[4] = {zp, zp, zp, zp};
+              for (int l = 0; l < nc; ++l) {
+                const int ix = ix0 + l * SW;
+                if (row_in && (unsigned)ix < (unsigned)W) {
+                  const uint8_t b = x[(ptrdiff_t)iy * W + ix];
+                  lanes[l] = kSigned ? (int32_t)(int8_t)b : (int32_t)b;
+                }
+              }
+              xv = wasm_v128_load(lanes);
+            }
+            acc = wasm_i32x4_add(acc, wasm_i32x4_mul(xv, wv[ky * KW + kx]));
+          }
+        }
+        store_row(acc, c, oy * OW + ox, nc, rq, out, P * es, es);
+      }
+    }
+  };
+  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * KH * KW)) parallel_for(C, plane);
+  else for (int c = 0; c < C; ++c) plane(c);
+}
+
+}  // namespace
+
+void k_QCONV2D(const QCONV2D_args* a) {
+  const int G = a->groups, cin_g = a->c_in / G, cout_g = a->c_out / G, P = a->oh * a->ow;
+  const int panels = (P + kCols - 1) / kCols, es = elem_size(a->out_dtype);
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  uint8_t* scratch = at<uint8_t>(a->scratch);
+  const int8_t* weight = at<const int8_t>(a->weight);
+  const int32_t* acc_bias = at<const int32_t>(a->acc_bias);
+  const float* scale = at<const float>(a->scale);
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  // Column blocks of ~64 KiB of panels: im2col of a block, then the GEMM on it while it is in L2.
+  // im2col of a whole 56x56x64 layer first (1.8 MB, swept once per k) made the conv 3.5x slower
+  // than its GEMM. Threads take whole blocks (into their own part of scratch; the GEMM runs inline).
+  int block = (64 * 1024) / (kCols * a->kp);
+  block = block < 1 ? 1 : block > panels ? panels : block;
+  const int blocks = (panels + block - 1) / block;
+  const bool threaded = pool_threads() > 1 && blocks > 1 && worth_threading(2.0 * cout_g * P * a->kp);
+  const bool channels_last = cin_g % kKBlock == 0;
+  uint8_t* nhwc = scratch + (ptrdiff_t)panels * kCols * a->kp;
+  if (cin_g == 1 && cout_g == 1 && a->kh * a->kw <= kMaxTaps) {
+    const Requant rq = requant_of(acc_bias, scale, bias, a->relu, a->out_dtype, a->inv_out_scale, a->out_zp,
+                                  a->qmin, a->qmax);
+    for (int img = 0; img < a->n; ++img) {
+      const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
+      uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
+      if (a->x_dtype == DT_I8) qdepthwise<true>(a, iin, weight, rq, iout, es);
+      else qdepthwise<false>(a, iin, weight, rq, iout, es);
+    }
+    return;
+  }
+  for (int img = 0; img < a->n; ++img) {
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;
+      const int c0 = g * cout_g;
+      const Requant rq = requant_of(acc_bias + c0, scale + c0, bias ? bias + c0 : nullptr, a->relu, a->out_dtype,
+                                    a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+      uint8_t* gout = out + ((ptrdiff_t)img * a->c_out + c0) * P * es;
+      const int8_t* gw = weight + (ptrdiff_t)c0 * a->kp;
+      if (channels_last) to_channels_last(gin, cin_g, a->h * a->w, nhwc);
+      auto run_block = [&](int b) {
+        const int p0 = b * block, p1 = p0 + block < panels ? p0 + block : panels;
+        const int j0 = p0 * kCols, j1 = p1 * kCols < P ? p1 * kCols : P;
+        if (channels_last) qim2col_channels_last(a, nhwc, cin_g, p0, p1, scratch);
+        else qim2col(a, gin, cin_g, p0, p1, scratch);
+        qgemm_dispatch(a->x_dtype, cout_g, j1 - j0, a->kp, gw, scratch + (ptrdiff_t)p0 * kCols * a->kp, rq,
+                       gout + (ptrdiff_t)j0 * es, P * es, es);
+      };
+      if (threaded) parallel_for(blocks, run_block);
+      else for (int b = 0; b < blocks; ++b) run_block(b);
+    }
+  }
+}

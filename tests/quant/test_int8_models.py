@@ -1,0 +1,194 @@
+"""PT2E-quantized models (torchao 0.18: torch.export -> prepare_pt2e(X86InductorQuantizer default
+config: uint8 per-tensor activations, int8 symmetric per-channel weights) -> calibrate ->
+convert_pt2e) compiled with backend="wasm", against PyTorch's execution of the same converted graph
+(not the float model).
+
+Every quantize node of the graph is made an extra output, so each integer activation is compared,
+not only the final float output:
+- integer activations within 1 LSB: eager rounds a float32 conv/linear result; ours differs from it
+  by float rounding only (we sum exact integers), so round(y / scale) can land on the neighbouring
+  integer when y / scale sits within ~1e-6 of a half-integer (see test_int8_kernels.py). A flip
+  feeds the next layer as a 1-LSB input change, which moves that layer's output by s_in * |w|, far
+  under one output LSB here (the scales cover the layer's whole range).
+- the float output (the last linear, not requantized): its inputs are uint8 activations within
+  1 LSB, so |dy[n]| <= s_x * sum_k |w_f[n, k]| per flipped input, plus float32 rounding
+  (MATMUL tolerance of tests/helpers.py); the bound used is one LSB on every input.
+And coverage: every node runs in wasm (strict), each conv / linear as a recognized int8 pattern."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import torch_wasm_backend as twb
+from helpers import MATMUL, assert_ran_in_wasm, compile_wasm
+from torch_wasm_backend.quantize import quantize_pt2e
+
+pytest.importorskip("torchao", reason="the int8 tests quantize with torchao (pip install torchao==0.18.0)")
+
+
+class SmallCNN(nn.Module):
+    """conv+relu, maxpool, strided conv, depthwise conv, pointwise conv + residual add, avg pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = nn.Conv2d(16, 16, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c1(x)), 2)
+        x = F.relu(self.c2(x))
+        x = F.relu(self.pw(F.relu(self.dw(x))) + x)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class MLP(nn.Module):
+    """Linear layers on a [batch, seq, features] input (views around each addmm), odd widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = nn.Linear(20, 33), nn.Linear(33, 17), nn.Linear(17, 5)
+
+    def forward(self, x):
+        return self.l3(F.relu(self.l2(F.relu(self.l1(x)))))
+
+
+def expose_quantized(gm: torch.fx.GraphModule) -> int:
+    """Adds every quantize_per_tensor node of gm to its outputs (after the original ones); returns
+    how many."""
+    quantized = [n for n in gm.graph.nodes if n.target is torch.ops.quantized_decomposed.quantize_per_tensor.default]
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    outs = output.args[0]
+    output.args = (tuple(outs if isinstance(outs, (list, tuple)) else [outs]) + tuple(quantized),)
+    gm.graph._codegen = torch.fx.graph.CodeGen()  # plain tuple output (export's pytree spec has one leaf)
+    gm.graph.lint()
+    gm.recompile()
+    return len(quantized)
+
+
+def assert_matches(gm, got, expected, layers: int) -> None:
+    """got vs eager's outputs of gm (float output, then the int8 activations) within the bounds of
+    the module docstring."""
+    float_out, *ints = got
+    assert len(ints) >= layers - 1 and all(t.dtype == torch.uint8 for t in ints)
+    for g, e in zip(ints, expected[1:]):
+        diff = (g.int() - e.int()).abs()
+        assert diff.max() <= 1, f"{int((diff > 1).sum())} int8 activations off by more than 1 LSB"
+    x_scale, w = _last_linear(gm)
+    lsb_bound = x_scale * w.abs().sum(1)  # one LSB on every input of the last linear
+    err = (float_out - expected[0]).abs()
+    assert (err <= lsb_bound + MATMUL["atol"] + MATMUL["rtol"] * expected[0].abs()).all(), err.max()
+
+
+@pytest.fixture(scope="module")
+def quantized():
+    """name -> (quantized GraphModule with its int8 activations as extra outputs, input, the
+    number of conv and linear layers, the quantized GraphModule as converted)."""
+    torch.manual_seed(0)
+    models = {}
+    for name, model, x, layers in [("cnn", SmallCNN(), torch.randn(2, 3, 17, 15), 5),
+                                   ("mlp", MLP(), torch.randn(2, 5, 20), 3)]:
+        converted = quantize_pt2e(model, (x,))
+        gm = copy.deepcopy(converted)
+        expose_quantized(gm)
+        models[name] = (gm, x, layers, converted)
+    return models
+
+
+@pytest.mark.parametrize("name", ["cnn", "mlp"])
+def test_quantized_model_matches_pytorch(quantized, name):
+    gm, x, layers, _ = quantized[name]
+    compiled = compile_wasm(gm)  # strict: any node left to eager raises
+    with torch.no_grad():
+        expected = gm(x)
+        got = compiled(x)
+    assert_matches(gm, got, expected, layers)
+    s = twb.stats()
+    assert_ran_in_wasm(s)
+    fused = sum(s["lowered_by_op"].get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear"))
+    assert fused == layers, f"int8 patterns recognized: {fused} of {layers} layers ({dict(s['lowered_by_op'])})"
+    assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D")) == layers
+
+
+def _last_linear(gm) -> tuple[float, torch.Tensor]:
+    """The input scale and the dequantized weight of gm's last linear (dq(x) and dq(w) feed it)."""
+    linear = [n for n in gm.graph.nodes if n.target is torch.ops.aten.linear.default][-1]
+    dq_x, dq_w = linear.args[:2]
+    w_q, w_scale = (getattr(gm, a.target) for a in dq_w.args[:2])
+    return dq_x.args[1], w_q.float() * w_scale[:, None]
+
+
+def test_explain_lists_the_int8_patterns(quantized):
+    gm, x, layers, _ = quantized["cnn"]
+    report = twb.explain(gm, x)
+    assert report.lowered_fraction == 1.0, report
+    assert report.by_op["twb_quant::conv2d"]["lowered"] == 4 and report.by_op["twb_quant::linear"]["lowered"] == 1
+    assert not any(op.startswith("quantized_decomposed::") and c["fallback"] for op, c in report.by_op.items())
+
+
+@pytest.fixture(scope="module")
+def exported_cnn(quantized, tmp_path_factory):
+    """The quantized CNN as converted, exported (float output only: exported files return float32,
+    int64, int32 or bool, not uint8; its int8 activations are compared through the compiled tests
+    above), and the bound of its output (as assert_matches)."""
+    gm, x, layers, converted = quantized["cnn"]
+    path = tmp_path_factory.mktemp("int8") / "cnn_int8.wasm"
+    twb.export(converted, (x,), str(path))
+    with torch.no_grad():
+        expected = converted(x)
+    x_scale, w = _last_linear(gm)
+    bound = x_scale * w.abs().sum(1) + MATMUL["atol"] + MATMUL["rtol"] * expected.abs()
+    return path, x, expected, bound, layers
+
+
+def test_quantized_cnn_exports_on_int8_kernels(exported_cnn):
+    """torch_wasm_backend.export fuses the same patterns: the file runs the int8 kernels (in
+    wasmtime) and matches eager within the same bounds."""
+    path, x, expected, bound, layers = exported_cnn
+    loaded = twb.load(str(path))
+    calls = loaded.metadata["kernel_calls"]
+    assert calls.get("QCONV2D", 0) + calls.get("QGEMM", 0) == layers
+    assert not any(op.startswith(("aten::convolution", "aten::addmm")) for op in loaded.metadata["ops"])
+    assert ((loaded(x) - expected).abs() <= bound).all()
+
+
+def test_quantized_cnn_runs_in_node(exported_cnn, tmp_path, monkeypatch):
+    """The same file in Node.js 20 through the shipped JS loader (tests/export's driver, whose
+    module imports its folder's helpers as top-level modules)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "export"))
+    from test_export_node import NODE, node
+    if NODE is None:
+        pytest.skip("Node.js is not installed (scripts/setup.sh installs it)")
+    path, x, expected, bound, _ = exported_cnn
+    x_file = tmp_path / "x.f32"
+    x_file.write_bytes(x.numpy().astype("<f4").tobytes())
+    result = node("run_model.mjs", path, 1, tmp_path, f"x={x_file}")
+    got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(expected.shape))
+    assert ((got - expected).abs() <= bound).all()
+
+
+def test_dynamic_batch_and_length_through_the_fused_linear():
+    """quantize_pt2e with dynamic dims: the views around each fused linear take symbolic sizes, and
+    new sizes reuse the dynamic graph (eager of the same converted graph as the reference)."""
+    torch.manual_seed(0)
+    dims = ({0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("length", min=1, max=64)},)
+    gm = quantize_pt2e(MLP(), (torch.randn(2, 5, 20),), dynamic_shapes=dims)
+    compiled = compile_wasm(gm)
+    for shape in [(2, 5, 20), (3, 7, 20), (4, 9, 20)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected, got = gm(x), compiled(x)
+        x_scale, w = _last_linear(gm)
+        assert ((got - expected).abs() <= x_scale * w.abs().sum(1) + MATMUL["atol"]
+                + MATMUL["rtol"] * expected.abs()).all()
+    s = twb.stats()
+    assert_ran_in_wasm(s)
+    assert s["graphs_compiled"] == 2  # the static first shape, then one dynamic graph for the others
