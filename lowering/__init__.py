@@ -1,4 +1,4 @@
-"""FX/ATen graph -> Plan: op registry, partitioning, memory planning, plan encoding.
+"""FX/ATen graph -> Plan: op registry, partitioning, lowering, fusion, arena offsets, plan encoding.
 
 This package knows ops, shapes, layouts and memory; it imports nothing else of torch_wasm_backend and
 never wasmtime. Imported as torch_wasm_backend.lowering: a wheel installs this folder there

@@ -5,25 +5,28 @@ recursion limit."""
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch.fx import Node
 
-from .abi import ABI
 from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, contiguous_strides
-from .shapes import TensorSpec, spec_plan
+from .shapes import TensorSpec
+from .state import ConstFn, LoweringState
 from .template import replay
 from .tracked import holds_tracked, pin
-from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, kernel_reason, op_name
+from .registry import REGISTRY, Unsupported, _foldable_target as _foldable, bind, kernel_reason, op_name
 from .walk import inputs_first
 
-ConstFn = Callable[[Sequence[torch.Tensor]], Any]
 _UNSET = object()
 
 
 class LoweringContext:
-    def __init__(self, gm: torch.fx.GraphModule, vals: dict[Node, Any], constant_inputs: set[int],
+    """Lowers one partition for one input signature into self.plan. state: what the partition's
+    earlier lowerings worked out (lowering/state.py), owned by the caller; vals: every node's
+    TensorSpec (or number) for this signature."""
+
+    def __init__(self, state: LoweringState, vals: dict[Node, Any], constant_inputs: set[int],
                  winograd: bool = True, at_largest: Callable[[Any], int] | None = None):
         self.winograd = winograd  # may 3x3 convs run by Winograd (faster, weights 16/9 larger)
         # Export with dynamic dims (torch_wasm_backend/export_dims.py): a file cannot compute a
@@ -33,29 +36,41 @@ class LoweringContext:
         self.at_largest = at_largest
         self._lowering: Node | None = None  # the node whose lowering emits records now
         self.size_constants: list[tuple[Buffer, tuple]] = []
-        self.gm = gm
+        self.state = state
+        self.gm = state.gm
         self.vals = vals
         self.plan = Plan()
-        self.placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        self.placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         self.constant_inputs = constant_inputs
         self.plan.constant_inputs = sorted(constant_inputs)
         self.plan.inputs = [None] * len(self.placeholders)
         self._values: dict[Node, Any] = {}
-        # Which nodes are constant does not depend on shapes: share the answers across the plans
-        # of this partition (one cache per set of constant inputs).
-        caches = gm.__dict__.setdefault("_twb_const_fns", {}).setdefault(frozenset(constant_inputs), {})
-        self._const_fns: dict[Node, ConstFn | None] = caches.setdefault("fns", {})
-        self._plan_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
-        # The last float32 UNARY / BINARY / MAP record, in the form ops/elementwise.py needs to
-        # merge the next elementwise op into it (see ops/elementwise.py fuse_into_chain).
+        # Which nodes are constant does not depend on shapes: the answers, the constants that do
+        # not depend on sizes (see shared_constant) and the structural keys of nodes are shared by
+        # the partition's plans (one cache per set of constant inputs).
+        self._folds = state.folds(constant_inputs)
+        self._const_fns = self._folds.const_fns
+        self._size_const_fns: dict[Node, ConstFn | None] = {}  # folds that use this plan's sizes
+        # The last float32 UNARY / BINARY / MAP record, in the form fusion.py needs to merge the
+        # next elementwise op into it (fusion.Chain, see fusion.fuse_into_chain).
         self.elementwise_chain = None
-        # Constants that do not depend on sizes (weights, folds and packings of them), made once
-        # and shared by the plans (see shared_constant), and the structural keys of nodes.
-        self._shared_constants: dict[Any, TensorRef] = caches.setdefault("constants", {})
-        self._structural_keys: dict[Node, int] = caches.setdefault("structural_keys", {})
-        self._interned_keys: dict[Any, int] = caches.setdefault("interned_keys", {})
+        # Weights packed into GEMM panels for this plan, by (structural key, layout)
+        # (ops/matmul.py): unrolled RNNs use one transpose per step, packed once.
+        self.packed_b: dict[Any, TensorRef] = {}
 
     # ---- values ------------------------------------------------------------------------------
+    def args(self, node: Node) -> dict[str, Any]:
+        """node's arguments by name, the schema's defaults filled in (registry.bind; bound once
+        per partition)."""
+        bound = self.state.bound.get(node)
+        if bound is None:
+            bound = self.state.bound[node] = bind(node)
+        return bound
+
+    def lowered_value(self, arg):
+        """arg's value if it is lowered already, else None (never lowers it)."""
+        return self._values.get(arg)
+
     def val(self, arg):
         """The concrete (fake) value of a node for this plan's input signature."""
         return self.vals[arg] if isinstance(arg, Node) else arg
@@ -78,12 +93,12 @@ class LoweringContext:
         fold = self.const_fn(node)
         if fold is not None and isinstance(concrete, TensorSpec):
             shape, dtype = concrete.shape, concrete.dtype
-            if node in self._plan_const_fns:
+            if node in self._size_const_fns:
                 # Export with dynamic dims computes what it can from sizes with kernels: a folded
                 # embedding of arange(seq) would store a [max, d] table, and few folds are slices
                 # of their largest value (at_largest); leaves (arange, full) stay folded.
                 if self.at_largest is None or kernel_reason(node) is not None:
-                    return self.constant(fold, shape, dtype, node.name, per_plan=True, replayable=True)
+                    return self.constant(fold, shape, dtype, node.name, per_shape=True, replayable=True)
             else:
                 return self.shared_constant((node, shape, dtype),
                                         lambda: self.constant(fold, shape, dtype, node.name))
@@ -127,10 +142,10 @@ class LoweringContext:
             return lambda ins: arg
         for node in inputs_first(arg, self._known_const_fn, self._fold_inputs):
             self._const_fn_given_inputs(node)
-        return self._plan_const_fns[arg] if arg in self._plan_const_fns else self._const_fns[arg]
+        return self._size_const_fns[arg] if arg in self._size_const_fns else self._const_fns[arg]
 
     def _known_const_fn(self, node: Node) -> bool:
-        return node in self._plan_const_fns or node in self._const_fns
+        return node in self._size_const_fns or node in self._const_fns
 
     def _is_size(self, node: Node) -> bool:
         """A number computed from sizes (already evaluated for this plan)."""
@@ -148,9 +163,9 @@ class LoweringContext:
     def _const_fn_given_inputs(self, arg: Node) -> None:
         """Records const_fn(arg), with the const_fn of its inputs already known."""
         fn: ConstFn | None = None
-        per_plan = False  # the value depends on this plan's sizes: not shared across plans
+        per_shape = False  # the value depends on this plan's sizes: not shared across plans
         if self._is_size(arg):
-            fn, per_plan = self.at_call_sizes(self.vals[arg]), True
+            fn, per_shape = self.at_call_sizes(self.vals[arg]), True
         elif arg.op == "placeholder":
             idx = self.placeholders.index(arg)
             if idx in self.constant_inputs:
@@ -162,14 +177,14 @@ class LoweringContext:
             arg_fns = [self._fold_tree(a) for a in arg.args]
             kw_fns = {k: self._fold_tree(v) for k, v in arg.kwargs.items()}
             if not any(_holds_none(f) for f in [*arg_fns, *kw_fns.values()]):
-                per_plan = any(self._depends_on_plan(a) for a in [*arg.args, *arg.kwargs.values()])
+                per_shape = any(self._depends_on_sizes(a) for a in [*arg.args, *arg.kwargs.values()])
                 fn = _Fold(arg.target, arg_fns, kw_fns)
-        (self._plan_const_fns if per_plan else self._const_fns)[arg] = fn
+        (self._size_const_fns if per_shape else self._const_fns)[arg] = fn
 
     def _fold_tree(self, a):
         """a with each node replaced by its (known) const_fn and each other leaf by _Literal(leaf)."""
         if isinstance(a, Node):
-            return self._plan_const_fns[a] if a in self._plan_const_fns else self._const_fns[a]
+            return self._size_const_fns[a] if a in self._size_const_fns else self._const_fns[a]
         if isinstance(a, (list, tuple)):
             return type(a)(self._fold_tree(x) for x in a)
         return _Literal(a)
@@ -181,7 +196,7 @@ class LoweringContext:
         functions, so a template can replay them at other sizes."""
         if not holds_tracked(value):
             return lambda ins: value
-        specs = spec_plan(self.gm)
+        specs = self.state.specs
         at_symbols = replay(value, len(specs.symbols))
         return lambda ins: at_symbols(*specs.symbol_values(ins))
 
@@ -195,7 +210,7 @@ class LoweringContext:
             return tuple(self.structural_key(a) for a in arg)
         if not isinstance(arg, Node):
             return ("lit", repr(arg))
-        keys = self._structural_keys
+        keys = self._folds.structural_keys
         leaves = ("placeholder", "get_attr")
         for node in inputs_first(arg, keys.__contains__,
                                  lambda n: [] if n.op in leaves else n.all_input_nodes):
@@ -206,17 +221,18 @@ class LoweringContext:
             else:
                 described = (str(node.target), self.structural_key(tuple(node.args)),
                              tuple(sorted((k, self.structural_key(v)) for k, v in node.kwargs.items())))
-            keys[node] = self._interned_keys.setdefault(described, len(self._interned_keys))
+            interned = self._folds.interned_keys
+            keys[node] = interned.setdefault(described, len(interned))
         return keys[arg]
 
-    def plan_dependent(self, arg) -> bool:
+    def size_dependent(self, arg) -> bool:
         """Whether a folded value uses this plan's sizes (call after const_fn(arg))."""
-        return isinstance(arg, Node) and arg in self._plan_const_fns
+        return isinstance(arg, Node) and arg in self._size_const_fns
 
-    def _depends_on_plan(self, a) -> bool:
+    def _depends_on_sizes(self, a) -> bool:
         if isinstance(a, (list, tuple)):
-            return any(self._depends_on_plan(x) for x in a)
-        return isinstance(a, Node) and a in self._plan_const_fns
+            return any(self._depends_on_sizes(x) for x in a)
+        return isinstance(a, Node) and a in self._size_const_fns
 
     # ---- buffers -----------------------------------------------------------------------------
     def new_buffer(self, shape, dtype=torch.float32, name="") -> TensorRef:
@@ -231,25 +247,25 @@ class LoweringContext:
         v = self.vals[node]
         return self.new_buffer(tuple(v.shape), v.dtype, node.name)
 
-    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_plan=False,
+    def constant(self, make: ConstFn, shape, dtype=torch.float32, name="", per_shape=False,
                  replayable=False) -> TensorRef:
         """A buffer uploaded once (and again when a parameter it derives from changes).
 
         Constants that do not depend on sizes are shared by the partition's plans, by name: the
-        name carries dtype and shape, so equal names mean equal values. per_plan: the value
+        name carries dtype and shape, so equal names mean equal values. per_shape: the value
         depends on this plan's sizes (arange(t), an index table); the runtime keeps it with the
         plan. replayable: make computes it from the call's inputs alone (sizes included), so a
-        plan template (lowering/template.py) may reuse it at other sizes; any other per-plan
+        plan template (lowering/template.py) may reuse it at other sizes; any other per-shape
         constant pins the template to this plan's sizes."""
         shape = tuple(s if isinstance(s, int) else int(s) for s in shape)  # (keeps tracked sizes)
         dtype_name = str(dtype).replace("torch.", "")
-        if per_plan and self.at_largest is not None:
+        if per_shape and self.at_largest is not None:
             return self._constant_at_largest(make, shape, dtype, f"{name}:{dtype_name}", replayable)
-        if per_plan and not replayable:
+        if per_shape and not replayable:
             pin(f"constant {name}, computed in Python from this plan's sizes")
-        elif not per_plan and holds_tracked(shape):
+        elif not per_shape and holds_tracked(shape):
             pin(f"constant {name}, shared by the plans but shaped by this plan's sizes")
-        name = f"{name}:{dtype_name}" + ("" if per_plan else f"{list(shape)}")
+        name = f"{name}:{dtype_name}" + ("" if per_shape else f"{list(shape)}")
 
         def make_contiguous(ins):
             t = torch.as_tensor(make(ins), dtype=dtype).detach()
@@ -259,7 +275,7 @@ class LoweringContext:
         numel = 1
         for s in shape:
             numel *= s
-        buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_plan)
+        buf = Buffer(numel * dtype.itemsize, make=make_contiguous, name=name, per_shape=per_shape)
         self.plan.constants.append(buf)
         return TensorRef(buf, shape, contiguous_strides(shape), 0, dtype)
 
@@ -286,9 +302,10 @@ class LoweringContext:
         this plan's sizes: made by the first plan that needs it and reused by the partition's later
         plans (key: what determines the value, shape and dtype included), so a new input signature
         does not rebuild the weights' constants. Call once per key and plan."""
-        ref = self._shared_constants.get(key)
+        shared = self._folds.constants
+        ref = shared.get(key)
         if ref is None:
-            ref = self._shared_constants[key] = create()
+            ref = shared[key] = create()
         else:
             self.plan.constants.append(ref.buffer)
         return ref
@@ -298,7 +315,7 @@ class LoweringContext:
         if holds_tracked(value):  # a size used as a number (x * x.shape[0]): made at each call's sizes
             at_call_sizes = self.at_call_sizes(value)
             return self.constant(lambda ins: torch.tensor(at_call_sizes(ins), dtype=dtype), (), dtype,
-                                 "scalar_from_sizes", per_plan=True, replayable=True)
+                                 "scalar_from_sizes", per_shape=True, replayable=True)
         if dtype == torch.float32:
             value = float(value)
         return self.constant(lambda ins: torch.tensor(value, dtype=dtype), (), dtype, f"scalar_{value!r}")
@@ -309,37 +326,6 @@ class LoweringContext:
         self.plan.record_nodes.append(self._lowering)
         self.plan.flops += flops
 
-    # Kernels with an activation epilogue, and the arg that holds their output.
-    _EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CONV3D": "out",
-                        "CHANNEL_AFFINE": "out"}
-
-    def producing_record(self, arg, outputs: dict[str, str] | None = None) -> tuple[str, dict] | None:
-        """The last emitted record if it alone produced arg's whole value and nothing else reads
-        that value (arg has this one user): a later op may then rewrite the record in place.
-        `outputs` maps the kernels considered to the arg holding their output (default: the
-        kernels with an activation epilogue)."""
-        if not isinstance(arg, Node) or len(arg.users) != 1 or not self.plan.records:
-            return None
-        ref = self._values.get(arg)
-        kernel, args = self.plan.records[-1]
-        field = (self._EPILOGUE_OUTPUT if outputs is None else outputs).get(kernel)
-        if field is None or not isinstance(ref, TensorRef) or ref.buffer.is_constant:
-            return None
-        out = args[field]
-        if out.buffer is not ref.buffer or out.byte_offset != 0 or ref.offset != 0 \
-                or not ref.is_contiguous() or ref.numel * ref.itemsize != ref.buffer.nbytes:
-            return None
-        return kernel, args
-
-    def fuse_activation(self, arg, act: str, p0: float = 0.0, p1: float = 0.0) -> TensorRef | None:
-        """Folds act into the epilogue of the record that produced arg (see producing_record);
-        returns arg's value, now activated, or None if it cannot."""
-        found = self.producing_record(arg)
-        if found is None or found[1]["act"] != ABI.unary["IDENTITY"]:
-            return None
-        found[1].update(act=ABI.unary[act], p0=p0, p1=p1)
-        return self._values[arg]
-
     def drop_constant(self, arg) -> None:
         """Forgets the constant holding arg's value after a fold replaced its only use (so it is
         not uploaded). Kept if arg has other users, which may still need it."""
@@ -348,15 +334,6 @@ class LoweringContext:
             return
         del self._values[arg]
         self.plan.constants = [b for b in self.plan.constants if b is not ref.buffer]
-
-    def contiguous(self, ref: TensorRef) -> TensorRef:
-        """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""
-        if ref.is_contiguous():
-            return ref
-        from .ops.elementwise import emit_copy
-        out = self.new_buffer(ref.shape, ref.dtype, ref.buffer.name + "_contig")
-        emit_copy(self, ref, out)
-        return out
 
     # ---- driver ------------------------------------------------------------------------------
     def lower_graph(self) -> None:

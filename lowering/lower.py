@@ -1,4 +1,5 @@
-"""Entry point: one partition GraphModule + the inputs of one call signature -> a memory-planned Plan."""
+"""Entry point: one partition (its LoweringState) + the inputs of one call signature -> a Plan with
+its arena offsets assigned."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -9,8 +10,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from . import ops  # noqa: F401  (fills the registry)
 from .context import LoweringContext
-from .plan import Plan, plan_memory
-from .shapes import TensorSpec, Unbound, concrete_specs
+from .plan import Plan, assign_offsets
+from .shapes import TensorSpec, Unbound
+from .state import LoweringState
 from .template import plan_from_template
 
 
@@ -47,14 +49,15 @@ def _meta_copy(t: torch.Tensor) -> torch.Tensor:
     return base.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
-def node_values(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
+def node_values(state: LoweringState, inputs: Sequence[Any]) -> dict[Node, Any]:
     """TensorSpecs of every node for these inputs: from the graph's symbolic meta values when they
     determine everything (fast), else by tracing with meta/fake tensors."""
-    try:
-        return concrete_specs(gm, inputs)
-    except Unbound:
-        pass
-    return {n: _to_spec(v) for n, v in concrete_values(gm, inputs).items()}
+    if state.specs is not None:
+        try:
+            return state.specs.values(inputs)
+        except Unbound:
+            pass
+    return {n: _to_spec(v) for n, v in concrete_values(state.gm, inputs).items()}
 
 
 def _to_spec(v):
@@ -65,22 +68,23 @@ def _to_spec(v):
     return v
 
 
-def lower_partition(gm: GraphModule, inputs: Sequence[Any], constant_inputs: set[int],
+def lower_partition(state: LoweringState, inputs: Sequence[Any], constant_inputs: set[int],
                     winograd: bool = True) -> Plan:
     """Raises registry.Unsupported (with the reason) if some node cannot run for these shapes.
     winograd=False keeps every conv on im2col + GEMM (smaller exported weights). A graph with
     symbolic sizes is lowered once per template (lowering/template.py); a new shape that fits a
-    template is only instantiated and memory-planned."""
+    template is only instantiated and its offsets assigned. state: the partition's LoweringState,
+    created once by the caller and passed to every lowering of that partition."""
     def lower(vals: dict[Node, Any]) -> Plan:
-        ctx = LoweringContext(gm, vals, constant_inputs, winograd)
+        ctx = LoweringContext(state, vals, constant_inputs, winograd)
         ctx.lower_graph()
         return ctx.plan
 
     try:
-        plan = plan_from_template(gm, inputs, (frozenset(constant_inputs), winograd), lower)
+        plan = plan_from_template(state, inputs, (frozenset(constant_inputs), winograd), lower)
     except Unbound:
         plan = None
     if plan is None:
-        plan = lower(node_values(gm, inputs))
-        plan_memory(plan)
+        plan = lower(node_values(state, inputs))
+        assign_offsets(plan)
     return plan

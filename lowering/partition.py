@@ -11,13 +11,13 @@ from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupportBase
 
 from .quant_fuse import fuse_quantized_patterns
-from .registry import op_name, support_reason
-from .ops.shape import is_view_op
+from .registry import is_view_op, op_name, support_reason
 
 
 class _RegistrySupport(OperatorSupportBase):
     def __init__(self):
         self.reasons: dict[Node, str] = {}
+        self.static: dict[Node, bool] = {}  # registry.is_static's answers for this graph
 
     def is_node_supported(self, submodules, node: Node) -> bool:
         if node.op != "call_function":
@@ -25,7 +25,7 @@ class _RegistrySupport(OperatorSupportBase):
         if node.target is operator.getitem:
             parent = node.args[0]
             return isinstance(parent, Node) and self.is_node_supported(submodules, parent)
-        reason = support_reason(node)
+        reason = support_reason(node, self.static)
         if reason is not None:
             self.reasons[node] = reason
         return reason is None

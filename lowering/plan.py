@@ -1,6 +1,6 @@
 """The Plan: what one partition runs in one call into wasm. Kernel records with symbolic pointers,
-the buffers they touch (arena intermediates, inputs, outputs, constants), and the memory plan
-(liveness -> arena offsets). Knows nothing about wasmtime: the runtime supplies base addresses."""
+the buffers they touch (arena intermediates, inputs, outputs, constants), and their arena offsets
+(assign_offsets: liveness -> offsets). Knows nothing about wasmtime: the runtime supplies base addresses."""
 from __future__ import annotations
 
 from collections import Counter
@@ -117,7 +117,7 @@ class Plan:
         return words_out
 
 
-def plan_memory(plan: Plan) -> None:
+def assign_offsets(plan: Plan) -> None:
     """Assigns arena offsets to non-constant buffers by liveness (first to last record that
     touches them; inputs live from the start, outputs to the end): greedy by size, lowest offset
     that does not overlap a buffer alive at the same time."""

@@ -4,7 +4,7 @@ coverage report, the docs table and the tests all read REGISTRY; there is no oth
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -33,6 +33,7 @@ class OpEntry:
     dtypes: tuple[torch.dtype, ...] = SUPPORTED_DTYPES
     notes: str = ""
     promotes: bool = False  # inputs of any dtype: the lowering converts them to the output's dtype
+    view: bool = False      # the output is a view of the first input: no kernel, no copy
 
     @property
     def name(self) -> str:
@@ -56,16 +57,45 @@ def op_name(target) -> str:
 _op_names: dict = {}
 
 
-def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False):
+def register(*targets, kernels=(), check=None, dtypes=SUPPORTED_DTYPES, notes="", promotes=False, view=False):
     """Decorator: registers `lower` for every target overload. promotes: tensor inputs may have any
-    of ALL_DTYPES (type promotion: the lowering casts them); `dtypes` then constrains the output."""
+    of ALL_DTYPES (type promotion: the lowering casts them); `dtypes` then constrains the output.
+    view: the ops return a view of their input (the partitioner does not count them as compute)."""
     def wrap(lower):
         for t in targets:
             if t in REGISTRY:
                 raise ValueError(f"{op_name(t)} registered twice")
-            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes, promotes)
+            REGISTRY[t] = OpEntry(t, lower, check, None, tuple(kernels), tuple(dtypes), notes, promotes, view)
         return lower
     return wrap
+
+
+def is_view_op(target) -> bool:
+    """Whether target is registered as a view (no kernel, no copy)."""
+    entry = REGISTRY.get(target)
+    return entry is not None and entry.view
+
+
+def bind(node: Node) -> dict[str, object]:
+    """node's arguments by name, as its op's schema names them: the positional and keyword ones it
+    has, and the schema's default for each one it leaves out (an argument without a default that
+    is left out is absent). Lowerings read arguments through this (LoweringContext.args), so none
+    has to know which ones a graph passes positionally."""
+    schema = _schemas.get(node.target)
+    if schema is None:
+        schema = _schemas[node.target] = tuple(
+            (a.name, a.default_value if a.has_default_value() else _REQUIRED)
+            for a in node.target._schema.arguments)
+    bound = dict(zip((name for name, _ in schema), node.args))
+    bound.update(node.kwargs)
+    for name, default in schema[len(node.args):]:
+        if name not in bound and default is not _REQUIRED:
+            bound[name] = default
+    return bound
+
+
+_schemas: dict = {}  # op overload -> ((argument name, default or _REQUIRED), ...)
+_REQUIRED = object()
 
 
 def register_decomposition(target, notes=""):
@@ -91,16 +121,16 @@ def _foldable_target(target) -> bool:
     return torch.Tag.nondeterministic_seeded not in target.tags and not target._schema.is_mutable
 
 
-def is_static(node: Node) -> bool:
+def is_static(node: Node, static: dict[Node, bool]) -> bool:
     """Whether node's value depends on no tensor input of the graph: factories (arange, ones, full,
     ...) and deterministic ops over them, with sizes that may come from the input signature. The
     lowering computes such nodes at compile time (per plan) into constants, whatever op or dtype
     they are, so the partitioner accepts them (e.g. a causal mask tril(ones(t, t))).
-    Answers are cached in node.meta; the producers are visited with an explicit stack, not by
-    recursion, so a graph thousands of ops deep is fine."""
-    for top in inputs_first(node, lambda n: "_twb_static" in n.meta, _static_inputs):
-        top.meta["_twb_static"] = _static_given_inputs(top)
-    return node.meta["_twb_static"]
+    static: the answers so far for this graph (the caller's, filled in here); the producers are
+    visited with an explicit stack, not by recursion, so a graph thousands of ops deep is fine."""
+    for top in inputs_first(node, static.__contains__, _static_inputs):
+        static[top] = _static_given_inputs(top, static)
+    return static[node]
 
 
 def _foldable_on_cpu(node: Node) -> bool:
@@ -115,13 +145,13 @@ def _static_inputs(node: Node) -> list[Node]:
     return [a for a in node.all_input_nodes if isinstance(a.meta.get("val"), (torch.Tensor, list, tuple))]
 
 
-def _static_given_inputs(node: Node) -> bool:
-    """is_static(node), with is_static of its tensor inputs already in their meta."""
+def _static_given_inputs(node: Node, static: dict[Node, bool]) -> bool:
+    """is_static(node), with is_static of its tensor inputs already in static."""
     if not _foldable_on_cpu(node):
         return node.op == "get_attr"  # a tensor constant of the graph
     for arg in node.all_input_nodes:
         if isinstance(arg.meta.get("val"), (torch.Tensor, list, tuple)):
-            if not arg.meta["_twb_static"]:
+            if not static[arg]:
                 return False
         elif arg.op == "call_function" and not _is_symbolic_size(arg):
             return False
@@ -133,12 +163,13 @@ def _is_symbolic_size(node: Node) -> bool:
     return isinstance(node.meta.get("val"), (int, float, bool, torch.SymInt, torch.SymFloat, torch.SymBool))
 
 
-def support_reason(node: Node) -> str | None:
+def support_reason(node: Node, static: dict[Node, bool]) -> str | None:
     """Why this node cannot run in wasm, or None if it can (as far as dtypes and the op's own check
-    can tell before concrete shapes are known)."""
+    can tell before concrete shapes are known). static: is_static's answers for this graph so far
+    (one dict per graph, kept by the caller)."""
     if node.op != "call_function":
         return None
-    if is_static(node):
+    if is_static(node, static):
         return None
     return kernel_reason(node)
 

@@ -149,7 +149,7 @@ class _Codegen:
                 *self.lines, f"return [{', '.join(results)}]"]
         source = "def evaluate(b):\n" + "".join(f"    {line}\n" for line in body)
         env = dict(self.env, Unbound=Unbound)
-        exec(compile(source, "<twb spec plan>", "exec"), env)
+        exec(compile(source, "<twb node specs>", "exec"), env)
         return env["evaluate"]
 
 
@@ -162,8 +162,10 @@ class _NoSource(Exception):
     """An expression the code generator does not write as Python (evaluated through sympy)."""
 
 
-class _SpecPlan:
-    """Per graph: the nodes and one generated function evaluating their meta values."""
+class SpecEvaluator:
+    """Per graph: the nodes and one generated function evaluating their meta values (TensorSpecs
+    and numbers) from the symbols' values. Made once per partition (LoweringState.specs); raises
+    Unbound if some node has no meta value."""
 
     def __init__(self, gm: GraphModule):
         self.nodes: list[Node] = []
@@ -225,25 +227,3 @@ class _SpecPlan:
             elif isinstance(actual, torch.Tensor):
                 bindings[symbol] = actual.shape[d] if kind == "size" else actual.stride(d)
         return bindings
-
-
-def spec_plan(gm: GraphModule) -> _SpecPlan | None:
-    """The graph's spec plan (made once per graph), or None if its meta values cannot be evaluated
-    from the inputs alone."""
-    plan = gm.__dict__.get("_twb_spec_plan")
-    if plan is None:
-        try:
-            plan = _SpecPlan(gm)
-        except Unbound:
-            plan = False
-        gm.__dict__["_twb_spec_plan"] = plan
-    return plan or None
-
-
-def concrete_specs(gm: GraphModule, inputs: Sequence[Any]) -> dict[Node, Any]:
-    """Every node's value (TensorSpec, tuple of them, or a number) for these inputs. Raises Unbound
-    when the graph's meta values cannot be evaluated from the inputs alone."""
-    plan = spec_plan(gm)
-    if plan is None:
-        raise Unbound("the graph's meta values do not determine its sizes")
-    return plan.values(inputs)

@@ -2,7 +2,7 @@
 with its sizes tracked (lowering/tracked.py); the result becomes two generated Python functions:
 one checks the guards the lowering recorded (which kernel, which fast path, which broadcast), one
 rebuilds the plan's records, buffers, inputs and outputs from the symbols' values. A new input
-shape then costs a guard check, one call of the builder and memory planning - not a lowering.
+shape then costs a guard check, one call of the builder and assigning offsets - not a lowering.
 
 Safety: a size used in a way that cannot be replayed (a constant computed in Python from sizes, a
 conversion to a plain number) pins the template: that partition goes back to lowering each shape.
@@ -18,10 +18,9 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.fx import GraphModule
 
-from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, plan_memory
-from .shapes import spec_plan
+from .plan import Addr, Buffer, OutputSpec, Plan, TensorRef, assign_offsets
+from .state import LoweringState
 from .tracked import FUNCTIONS, Recorder, TrackedInt, is_tracked
 
 log = logging.getLogger("torch_wasm_backend")
@@ -59,7 +58,7 @@ class PlanTemplate:
                     constant_inputs=list(self._constant_inputs),
                     outputs=outputs, constants=constants, aten_ops=Counter(self._aten_ops), flops=flops,
                     from_template=True)
-        plan_memory(plan)
+        assign_offsets(plan)
         return plan
 
 
@@ -154,19 +153,21 @@ class _PartitionTemplates:
         self.disabled: str | None = None  # why this partition lowers every shape
 
 
-def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs: Callable[[dict], Plan],
+def plan_from_template(state: LoweringState, inputs: Sequence[Any], key, lower_specs: Callable[[dict], Plan],
                        ) -> Plan | None:
     """A plan for these inputs from the partition's templates (making one if none applies), or
     None when the graph has no symbolic sizes or its templates are disabled: the caller then
     lowers. lower_specs(node specs) lowers the partition for the given node values."""
-    specs = spec_plan(gm)
+    specs = state.specs
     if specs is None or not specs.symbols:
         return None
-    state = gm.__dict__.setdefault("_twb_templates", {}).setdefault(key, _PartitionTemplates())
-    if state.disabled:
+    templates = state.templates.get(key)
+    if templates is None:
+        templates = state.templates[key] = _PartitionTemplates()
+    if templates.disabled:
         return None
     values = specs.symbol_values(inputs)
-    for template in state.templates:
+    for template in templates.templates:
         try:
             applies = template.check(*values)
         except ArithmeticError:  # a guard divides by a size that is 0 here: not this template
@@ -176,42 +177,42 @@ def plan_from_template(gm: GraphModule, inputs: Sequence[Any], key, lower_specs:
             if not template.verified:
                 difference = _difference(plan, lower_specs(specs.values(inputs)), inputs)
                 if difference:
-                    _disable(state, gm, f"its template differs from a full lowering: {difference}")
+                    _disable(templates, f"its template differs from a full lowering: {difference}")
                     return None
                 template.verified = True
             return plan
-    if len(state.templates) >= MAX_TEMPLATES:
+    if len(templates.templates) >= MAX_TEMPLATES:
         return None  # sizes cross more thresholds than we keep templates for: lower this one
     tracked = [TrackedInt(v, f"a{i}") for i, v in enumerate(values)]
     specs.values(inputs)  # (raises Unbound if the symbols do not reproduce the inputs)
     with Recorder() as recorder:
         tracked_plan = lower_specs(specs.values_for_symbols(tracked))
     if recorder.pins:
-        _disable(state, gm, f"its lowering cannot be replayed at other sizes ({recorder.pins[0]})")
+        _disable(templates, f"its lowering cannot be replayed at other sizes ({recorder.pins[0]})")
     try:
         template = PlanTemplate(tracked_plan, len(values), recorder.guards)
     except TemplateError as e:
-        _disable(state, gm, str(e))
+        _disable(templates, str(e))
         return None
-    if not state.disabled:
-        state.templates.insert(0, template)
+    if not templates.disabled:
+        templates.templates.insert(0, template)
         log.debug("dynamic shapes: plan template %d of a partition made, %d guards",
-                  len(state.templates), template.n_guards)
+                  len(templates.templates), template.n_guards)
     return template.instantiate(values)
 
 
-def _disable(state: _PartitionTemplates, gm: GraphModule, reason: str) -> None:
-    state.disabled = reason
-    state.templates.clear()
+def _disable(templates: _PartitionTemplates, reason: str) -> None:
+    templates.disabled = reason
+    templates.templates.clear()
     log.info("dynamic shapes: this partition lowers each new shape, because %s", reason)
 
 
-def template_status(gm: GraphModule) -> list[str]:
+def template_status(state: LoweringState) -> list[str]:
     """For tests and diagnostics: per template set, 'disabled: <why>' or '<n> templates'."""
     out = []
-    for state in gm.__dict__.get("_twb_templates", {}).values():
-        out.append(f"disabled: {state.disabled}" if state.disabled else
-                   f"{len(state.templates)} templates, {sum(t.verified for t in state.templates)} verified")
+    for templates in state.templates.values():
+        out.append(f"disabled: {templates.disabled}" if templates.disabled else
+                   f"{len(templates.templates)} templates, {sum(t.verified for t in templates.templates)} verified")
     return out
 
 

@@ -23,12 +23,11 @@ import random
 from dataclasses import dataclass
 
 import torch
-from torch.fx import GraphModule
 
 from torch_wasm_backend.lowering.context import LoweringContext
-from torch_wasm_backend.lowering.plan import Plan, plan_memory
+from torch_wasm_backend.lowering.plan import Plan, assign_offsets
 from torch_wasm_backend.lowering.registry import Unsupported
-from torch_wasm_backend.lowering.shapes import spec_plan
+from torch_wasm_backend.lowering.state import LoweringState
 from torch_wasm_backend.lowering.template import PlanTemplate, TemplateError, _difference, replay
 from torch_wasm_backend.lowering.tracked import Recorder, TrackedInt
 from .errors import WasmBackendError
@@ -59,11 +58,11 @@ class Variant:
     points: list[tuple[int, ...]]    # the sizes it serves among those checked
 
 
-def dims_of(gm: GraphModule, ep, user_dims: dict[int, dict[int, str]], values) -> Dims | None:
+def dims_of(state: LoweringState, ep, user_dims: dict[int, dict[int, str]], values) -> Dims | None:
     """The graph's dynamic dims with their names (from the Dims the user passed: user_dims maps a
     graph input's index to {axis: name}) and ranges (torch.export's range constraints, which may be
     narrower than asked). None if every size is static."""
-    specs = spec_plan(gm)
+    specs = state.specs
     if specs is None:
         raise WasmBackendError("cannot export with dynamic_shapes: the graph's sizes are not determined by "
                                "its inputs' shapes alone")
@@ -118,17 +117,17 @@ def _points(dims: Dims) -> list[tuple[int, ...]]:
     return sorted(points)
 
 
-def _lower_tracked(gm, specs, constants, winograd, point, at_largest) -> tuple[Plan, Recorder, LoweringContext]:
+def _lower_tracked(state, constants, winograd, point, at_largest) -> tuple[Plan, Recorder, LoweringContext]:
     tracked = [TrackedInt(v, f"a{i}") for i, v in enumerate(point)]
     with Recorder() as recorder:
-        ctx = LoweringContext(gm, specs.values_for_symbols(tracked), constants, winograd, at_largest)
+        ctx = LoweringContext(state, state.specs.values_for_symbols(tracked), constants, winograd, at_largest)
         ctx.lower_graph()
     return ctx.plan, recorder, ctx
 
 
-def lower_variants(gm: GraphModule, values: list, constants: set[int], winograd: bool, dims: Dims) -> list[Variant]:
+def lower_variants(state: LoweringState, values: list, constants: set[int], winograd: bool,
+                   dims: Dims) -> list[Variant]:
     """Variants covering every checked point of the dims' ranges, verified, memory planned."""
-    specs = spec_plan(gm)
     n = len(dims.names)
     largest = dims.largest()
 
@@ -146,7 +145,7 @@ def lower_variants(gm: GraphModule, values: list, constants: set[int], winograd:
                 f"{_show_dims(dims)} (e.g. at {_show_point(dims, uncovered[0])}); narrow the dims' ranges")
         point = uncovered[0]
         try:
-            plan, recorder, ctx = _lower_tracked(gm, specs, constants, winograd, point, at_largest)
+            plan, recorder, ctx = _lower_tracked(state, constants, winograd, point, at_largest)
         except Unsupported as e:
             raise WasmBackendError(f"cannot export: lowering failed at {_show_point(dims, point)}: {e}. "
                                    "Narrow the dims' ranges (dynamic_shapes) to sizes the model supports. "
@@ -166,8 +165,8 @@ def lower_variants(gm: GraphModule, values: list, constants: set[int], winograd:
         served_set = set(served)
         uncovered = [p for p in uncovered if p not in served_set]
         variant = Variant(plan, dict(recorder.guards), ctx.size_constants, served)
-        _verify(gm, specs, constants, winograd, dims, variant, template, at_largest)
-        _plan_memory_at_largest(variant, n)
+        _verify(state, constants, winograd, dims, variant, template, at_largest)
+        _assign_offsets_at_largest(variant, n)
         variants.append(variant)
     return variants
 
@@ -179,12 +178,12 @@ def _applies(template: PlanTemplate, point) -> bool:
         return False
 
 
-def _verify(gm, specs, constants, winograd, dims, variant: Variant, template, at_largest) -> None:
+def _verify(state, constants, winograd, dims, variant: Variant, template, at_largest) -> None:
     """The variant instantiated at a few other sizes it serves equals a full lowering there."""
     others = [p for p in variant.points if p != variant.points[0]]
     picks = {others[0], others[-1], others[len(others) // 2]} if others else set()
     for point in sorted(picks)[:VERIFY_POINTS]:
-        full, _, _ = _lower_tracked(gm, specs, constants, winograd, point, at_largest)
+        full, _, _ = _lower_tracked(state, constants, winograd, point, at_largest)
         difference = _difference(template.instantiate(point), full, [])
         if difference:
             raise WasmBackendError(
@@ -193,7 +192,7 @@ def _verify(gm, specs, constants, winograd, dims, variant: Variant, template, at
                 f"tracking missed ({difference}); export with static shapes, and please report this")
 
 
-def _plan_memory_at_largest(variant: Variant, n: int) -> None:
+def _assign_offsets_at_largest(variant: Variant, n: int) -> None:
     """Arena offsets for the largest size of every buffer over the sizes the variant serves."""
     plan = variant.plan
     buffers = {}
@@ -211,7 +210,7 @@ def _plan_memory_at_largest(variant: Variant, n: int) -> None:
         largest = [max(a, int(b)) for a, b in zip(largest, sizes(*point))]
     for buf, nbytes in zip(buffers.values(), largest):
         buf.nbytes = nbytes
-    plan_memory(plan)
+    assign_offsets(plan)
 
 
 def check_size_constants(variant: Variant, dims: Dims, values_at) -> None:

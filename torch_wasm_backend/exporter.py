@@ -28,7 +28,7 @@ from torch_wasm_backend.lowering.lower import lower_partition
 from torch_wasm_backend.lowering.quant_fuse import fuse_quantized_patterns
 from torch_wasm_backend.lowering.abi import f32_bits
 from torch_wasm_backend.lowering.registry import Unsupported, _is_symbolic_size, decomposition_table, op_name, support_reason
-from torch_wasm_backend.lowering.shapes import spec_plan
+from torch_wasm_backend.lowering.state import LoweringState
 from torch_wasm_backend.lowering.tracked import is_tracked, plain
 from . import export_dims, size_program, wasm_file
 from .errors import WasmBackendError
@@ -93,11 +93,11 @@ def _describe(node) -> str:
 
 def unsupported_nodes(gm: torch.fx.GraphModule) -> list[str]:
     """One line per node the registry cannot lower (op, shapes, reason, source line)."""
-    lines = []
+    lines, static = [], {}
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target is operator.getitem or _is_symbolic_size(node):
             continue  # (a size: evaluated from the dims, not run)
-        reason = support_reason(node)
+        reason = support_reason(node, static)
         if reason is not None:
             lines.append(f"{_describe(node)}: {reason}")
     return lines
@@ -300,14 +300,15 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
             raise WasmBackendError(f"input {name!r} is {_dtype_name(values[i].dtype)}; exported models take "
                                    f"{', '.join(wasm_file.DTYPES)} tensors (convert it before export)")
     dims = None
+    state = LoweringState(gm)  # the one graph's lowering state, for every lowering of it below
     if dynamic_shapes is not None:
-        dims = export_dims.dims_of(gm, ep, _user_dims(model, args, kwargs, dynamic_shapes, values), values)
+        dims = export_dims.dims_of(state, ep, _user_dims(model, args, kwargs, dynamic_shapes, values), values)
     if dims is None:
-        variants = [export_dims.Variant(_lower_static(gm, values, constants, winograd, args), {}, [], [()])]
+        variants = [export_dims.Variant(_lower_static(state, values, constants, winograd, args), {}, [], [()])]
         names, values_at = [], None
     else:
-        variants = export_dims.lower_variants(gm, values, constants, winograd, dims)
-        names, values_at = dims.names, _values_at(gm, values, constants)
+        variants = export_dims.lower_variants(state, values, constants, winograd, dims)
+        names, values_at = dims.names, _values_at(state, values, constants)
         for variant in variants:
             export_dims.check_size_constants(variant, dims, values_at)
     sizes = _SizeFields(names)
@@ -440,9 +441,9 @@ def _record_sources(plan) -> list:
     return sources
 
 
-def _lower_static(gm, values, constants, winograd, args):
+def _lower_static(state, values, constants, winograd, args):
     try:
-        return lower_partition(gm, values, constants, winograd=winograd)
+        return lower_partition(state, values, constants, winograd=winograd)
     except Unsupported as e:
         raise WasmBackendError(f"cannot export: lowering failed for the example shapes "
                                f"({_shapes(list(args))}): {e}. No file was written.") from e
@@ -452,11 +453,11 @@ def _lower_static(gm, values, constants, winograd, args):
                                "No file was written.") from e
 
 
-def _values_at(gm, values, constants):
+def _values_at(state, values, constants):
     """values_at(sizes) -> the graph inputs with each user input replaced by zeros of its shape at
     those dim sizes (what constants computed from sizes are made from)."""
-    specs = spec_plan(gm)
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    specs = state.specs
+    placeholders = [n for n in state.gm.graph.nodes if n.op == "placeholder"]
 
     def values_at(point):
         vals = specs.values_for_symbols(list(point))

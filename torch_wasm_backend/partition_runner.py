@@ -16,6 +16,7 @@ from torch.fx import GraphModule
 
 from torch_wasm_backend.lowering.lower import lower_partition
 from torch_wasm_backend.lowering.registry import Unsupported
+from torch_wasm_backend.lowering.state import LoweringState
 from . import metrics as stats
 from .errors import WasmBackendError, WasmInputError, WasmOutOfMemory, WasmTimeout, WasmTrap
 from .options import Options
@@ -45,6 +46,7 @@ class CompiledPartition:
 
     def __init__(self, gm: GraphModule, constant_inputs: set[int], options: Options, name: str):
         self.gm = gm
+        self.lowering = LoweringState(gm)  # what lowering keeps between this partition's plans
         self.name = name
         self.constant_inputs = constant_inputs
         self.options = options
@@ -142,7 +144,7 @@ class CompiledPartition:
     def _new_entry(self, args) -> Entry:
         start = time.perf_counter()
         try:
-            plan = lower_partition(self.gm, args, self.constant_inputs)
+            plan = lower_partition(self.lowering, args, self.constant_inputs)
         except Unsupported as e:
             return Entry(None, self._eager_reason(args, e, WasmBackendError))
         except Exception as e:  # a bug of the lowering, not of the model: eager runs it, loudly

@@ -10,7 +10,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import register
-from .elementwise import emit_copy
+from .elementwise import contiguous, emit_copy
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
@@ -140,7 +140,7 @@ def _transposed_as_direct(ctx: LoweringContext, node, x: TensorRef, w_arg, strid
     else:
         # A runtime weight: the same transform as one strided copy, through a 5-d view
         # [groups, c_out/g, c_in/g, kh, kw] with negative strides on the flipped kernel dims.
-        w = ctx.contiguous(ctx.value(w_arg))
+        w = contiguous(ctx, ctx.value(w_arg))
         st = (c_in_g * c_out_g * kh * kw, kh * kw, c_out_g * kh * kw, -kw, -1)
         view = TensorRef(w.buffer, (groups, c_out_g, c_in_g, kh, kw), st,
                          w.offset + (kh - 1) * kw + (kw - 1), w.dtype)
@@ -182,9 +182,9 @@ CONV3D_MIN_SCRATCH_PANELS = 64
 
 
 def _emit_conv3d(ctx: LoweringContext, node, x_arg, w_arg, b_arg, stride, padding, dilation, groups):
-    x = ctx.contiguous(ctx.value(x_arg))
-    w = ctx.contiguous(ctx.value(w_arg))
-    bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+    x = contiguous(ctx, ctx.value(x_arg))
+    w = contiguous(ctx, ctx.value(w_arg))
+    bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     out = ctx.out_for(node)
     n, c_in, d, h, wd = x.shape
     c_out, c_in_g, kd, kh, kw = w.shape
@@ -212,9 +212,9 @@ def _convolution(ctx: LoweringContext, node):
     if nd == 1:
         stride, padding, dilation = [1] + list(stride), [0] + list(padding), [1] + list(dilation)
         output_padding = [0] + list(output_padding)
-    x = _as_4d(ctx.contiguous(ctx.value(x_arg)))
+    x = _as_4d(contiguous(ctx, ctx.value(x_arg)))
     if _use_winograd(ctx, node, w_arg, stride, dilation, groups, transposed):
-        bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+        bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
         out = ctx.out_for(node)
         if out.numel:
             _emit_winograd(ctx, node, x, ctx.const_fn(w_arg), bias, out, padding)
@@ -223,8 +223,8 @@ def _convolution(ctx: LoweringContext, node):
         x, w = _transposed_as_direct(ctx, node, x, w_arg, stride, padding, dilation, output_padding, groups)
         stride, padding = [1, 1], [0, 0]
     else:
-        w = _as_4d(ctx.contiguous(ctx.value(w_arg)))
-    bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+        w = _as_4d(contiguous(ctx, ctx.value(w_arg)))
+    bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     out = ctx.out_for(node)
     out4 = _as_4d(out)
     n, c_in, h, wd = x.shape

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import math
-import struct
-from dataclasses import dataclass
 
 import torch
 
 from ..abi import ABI
-from ..context import LoweringContext, addr
+from ..context import LoweringContext
+from ..fusion import fuse_activation, fuse_into_chain, start_chain
 from ..plan import TensorRef
-from ..registry import ALL_DTYPES, Unsupported, register
-from ..tracked import is_tracked
+from ..registry import ALL_DTYPES, Unsupported, bind, register
+from ..strided import strided_args
 
 aten = torch.ops.aten
 
@@ -21,60 +20,11 @@ DTYPE_CODE = {torch.float32: ABI.dtype["F32"], torch.float64: ABI.dtype["F64"], 
               torch.uint8: ABI.dtype["U8"], torch.bool: ABI.dtype["BOOL"]}
 
 
-def broadcast_strides(ref: TensorRef, shape: tuple[int, ...]) -> list[int]:
-    """ref's element strides when broadcast to `shape` (0 on broadcast dims)."""
-    pad = len(shape) - len(ref.shape)
-    if pad < 0:
-        raise Unsupported(f"cannot broadcast {ref.shape} to {shape}")
-    strides = [0] * pad
-    for size, stride, want in zip(ref.shape, ref.strides, shape[pad:]):
-        if size == want:
-            strides.append(stride if want != 1 else 0)
-        elif size == 1:
-            strides.append(0)
-        else:
-            raise Unsupported(f"cannot broadcast {ref.shape} to {shape}")
-    return strides
-
-
-def collapse(shape, *stride_lists) -> tuple[list[int], list[list[int]]]:
-    """Drops size-1 dims and merges adjacent dims that are contiguous in every operand, then pads
-    to MAX_DIMS (outermost first). Raises Unsupported if more than MAX_DIMS dims remain."""
-    dims = [(s, [st[i] for st in stride_lists]) for i, s in enumerate(shape) if s != 1]
-    merged: list[tuple[int, list[int]]] = []
-    for size, strides in dims:
-        if merged:
-            psize, pstrides = merged[-1]
-            if all(ps == s * size for ps, s in zip(pstrides, strides)):
-                merged[-1] = (psize * size, strides)
-                continue
-        merged.append((size, strides))
-    if len(merged) > ABI.max_dims:
-        raise Unsupported(f"elementwise over {len(merged)} non-mergeable dims (max {ABI.max_dims})")
-    pad = ABI.max_dims - len(merged)
-    sizes = [1] * pad + [m[0] for m in merged]
-    out_strides = [[0] * pad + [m[1][k] for m in merged] for k in range(len(stride_lists))]
-    return sizes, out_strides
-
-
-def strided_args(out: TensorRef, **inputs: TensorRef) -> dict:
-    """The kernel args shared by every elementwise kernel (UNARY, BINARY, CAST, COMPARE, WHERE...):
-    the collapsed index space `size`, `out_stride`/`out`, and `<name>_stride`/`<name>` per input,
-    each input broadcast to out's shape."""
-    sizes, strides = collapse(out.shape, list(out.strides),
-                              *(broadcast_strides(ref, out.shape) for ref in inputs.values()))
-    args = {"size": sizes, "out_stride": strides[0], "out": addr(out)}
-    for (name, ref), stride in zip(inputs.items(), strides[1:]):
-        args[f"{name}_stride"] = stride
-        args[name] = addr(ref)
-    return args
-
-
 def emit_unary(ctx: LoweringContext, op: str, src: TensorRef, out: TensorRef, p0=0.0, p1=0.0) -> TensorRef:
     if out.numel == 0:
         return out
     ctx.emit("UNARY", flops=out.numel, op=ABI.unary[op], p0=p0, p1=p1, **strided_args(out, **{"in": src}))
-    ctx.elementwise_chain = _Chain(ctx.plan.records[-1][1], out, [src], [(_UNARY, ABI.unary[op], 0, 0, p0, p1)])
+    start_chain(ctx, out, [src], ABI.unary[op], binary=False, p0=p0, p1=p1)
     return out
 
 
@@ -82,91 +32,8 @@ def emit_binary(ctx: LoweringContext, op: str, a: TensorRef, b: TensorRef, out: 
     if out.numel == 0:
         return out
     ctx.emit("BINARY", flops=out.numel, op=ABI.binary[op], **strided_args(out, a=a, b=b))
-    inputs = [a] if b is a else [a, b]
-    ctx.elementwise_chain = _Chain(ctx.plan.records[-1][1], out, inputs, [(_BINARY, ABI.binary[op], 0, len(inputs) - 1, 0.0, 0.0)])
+    start_chain(ctx, out, [a] if b is a else [a, b], ABI.binary[op], binary=True)
     return out
-
-
-# ---- elementwise chains fused into one MAP record ------------------------------------------------
-_UNARY, _BINARY = 0, 1
-MAP_INPUTS = ABI.map_inputs  # registers 0..MAP_INPUTS - 1; instruction i's result is register MAP_INPUTS + i
-MAP_MAX_INSTR = ABI.map_max_instr
-MAP_IMMEDIATE = ABI.map_immediate  # operand register: the instruction's p0 as a broadcast scalar
-_CHAIN_OUTPUTS = {"UNARY": "out", "BINARY": "out", "MAP": "out"}
-
-
-@dataclass
-class _Chain:
-    """The last float32 UNARY / BINARY / MAP record with what is needed to append one more op:
-    its ABI args (the record's own dict, rewritten in place), its output, its inputs as they were
-    before collapsing (a new input changes which dims can merge) and its program."""
-    args: dict
-    out: TensorRef
-    inputs: list[TensorRef]
-    prog: list[tuple]  # (kind, sub-op, register a, register b, p0, p1)
-
-
-def fuse_into_chain(ctx: LoweringContext, node, arg, op: str, other=None, arg_first: bool = True,
-                    p0: float = 0.0, p1: float = 0.0) -> TensorRef | None:
-    """Appends node = op(arg) (unary; or op(arg, other) / op(other, arg) when arg_first is False;
-    `other` a TensorRef or a Python number, which becomes an immediate) to the record that produced arg, when that record is the last elementwise one, arg has no
-    other user and node's result has arg's shape: the chain then runs as one MAP pass and arg's
-    intermediate never goes to memory. Returns node's value (arg's buffer, now holding the
-    result) or None when it cannot fuse. The results are bit-equal to separate kernels."""
-    chain = ctx.elementwise_chain
-    found = ctx.producing_record(arg, _CHAIN_OUTPUTS)
-    if chain is None or found is None or found[1] is not chain.args or len(chain.prog) >= MAP_MAX_INSTR:
-        return None
-    out = chain.out
-    v = ctx.val(node)
-    if (tuple(v.shape) != out.shape or v.dtype != torch.float32 or out.dtype != torch.float32
-            or not out.is_contiguous() or out.offset or out.numel * out.itemsize != out.buffer.nbytes):
-        return None
-    result_reg = MAP_INPUTS + len(chain.prog) - 1
-    inputs = list(chain.inputs)
-    if other is None:
-        instr = (_UNARY, ABI.unary[op], result_reg, 0, p0, p1)
-    else:
-        imm = 0.0
-        if is_tracked(other):
-            return None  # a size: ctx.scalar makes it at each call's sizes (an immediate could not)
-        if isinstance(other, (int, float)) and not isinstance(other, bool):
-            # rounded to float32 as ctx.scalar rounds it: the same operand the BINARY kernel reads
-            other_reg, imm = MAP_IMMEDIATE, float(torch.tensor(float(other), dtype=torch.float32))
-        elif not isinstance(other, TensorRef):
-            return None
-        elif other is out:
-            other_reg = result_reg
-        elif other.buffer is out.buffer or other.dtype != torch.float32:
-            return None  # another view of the intermediate: it is never written to memory
-        else:
-            if other not in inputs:
-                if len(inputs) == MAP_INPUTS:
-                    return None
-                inputs.append(other)
-            other_reg = inputs.index(other)
-        a, b = (result_reg, other_reg) if arg_first else (other_reg, result_reg)
-        instr = (_BINARY, ABI.binary[op], a, b, imm, 0.0)
-    prog = chain.prog + [instr]
-    padded = inputs + [None] * (MAP_INPUTS - len(inputs))
-    strided = strided_args(out, **{f"in{k}": ref for k, ref in enumerate(inputs)})
-    words = []
-    for kind, sub_op, ra, rb, q0, q1 in prog:
-        words += [kind, sub_op, ra, rb, _f32_bits(q0), _f32_bits(q1)]
-    words += [0] * (6 * MAP_MAX_INSTR - len(words))
-    chain.args.clear()
-    chain.args.update(strided, n_instr=len(prog), prog=words)
-    for k, ref in enumerate(padded):
-        if ref is None:
-            chain.args.update({f"in{k}_stride": [0] * ABI.max_dims, f"in{k}": addr(None)})
-    ctx.plan.records[-1] = ("MAP", chain.args)
-    ctx.plan.flops += out.numel
-    chain.inputs, chain.prog = inputs, prog
-    return out
-
-
-def _f32_bits(x: float) -> int:
-    return struct.unpack("<i", struct.pack("<f", float(x)))[0]
 
 
 def emit_copy(ctx: LoweringContext, src: TensorRef, out: TensorRef) -> TensorRef:
@@ -178,6 +45,13 @@ def emit_copy(ctx: LoweringContext, src: TensorRef, out: TensorRef) -> TensorRef
     ctx.emit("CAST", flops=out.numel, out_dtype=DTYPE_CODE[out.dtype], in_dtype=DTYPE_CODE[src.dtype],
              **strided_args(out, **{"in": src}))
     return out
+
+
+def contiguous(ctx: LoweringContext, ref: TensorRef) -> TensorRef:
+    """ref itself if contiguous, else a contiguous copy (one strided-copy kernel)."""
+    if ref.is_contiguous():
+        return ref
+    return emit_copy(ctx, ref, ctx.new_buffer(ref.shape, ref.dtype, ref.buffer.name + "_contig"))
 
 
 def as_tensor_ref(ctx: LoweringContext, value, dtype: torch.dtype = torch.float32) -> TensorRef:
@@ -207,7 +81,7 @@ def _binary(op: str):
     def lower(ctx: LoweringContext, node):
         out = ctx.out_for(node)
         x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
-        alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+        alpha = ctx.args(node).get("alpha", 1)  # (maximum, minimum, div... have none)
         if out.dtype == torch.float32 and alpha == 1:
             # Join the chain that produced one operand (a Python number other operand becomes an
             # immediate; a tensor of another dtype would need a cast first, so no fusion).
@@ -232,7 +106,7 @@ _ARITH_DTYPES = (torch.float32,) + INT_DTYPES
 
 
 def _rounding_mode(node):
-    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    mode = bind(node)["rounding_mode"]
     if mode not in (None, "trunc", "floor"):
         return f"div with rounding_mode={mode!r}"
     return None
@@ -243,7 +117,7 @@ def _div_mode(ctx: LoweringContext, node):
     div_floor_floating, which the FLOOR_DIVIDE kernel reproduces step for step."""
     a = as_tensor_ref(ctx, ctx.value(node.args[0]))
     b = as_tensor_ref(ctx, ctx.value(node.args[1]))
-    mode = node.kwargs.get("rounding_mode", node.args[2] if len(node.args) > 2 else None)
+    mode = ctx.args(node)["rounding_mode"]
     out = ctx.out_for(node)
     if mode == "floor":
         return emit_binary(ctx, "FLOOR_DIVIDE", a, b, out)
@@ -274,7 +148,7 @@ register(aten.minimum.default, kernels=["BINARY", "INT_BINARY"], dtypes=_ARITH_D
 @register(aten.rsub.Scalar, aten.rsub.Tensor, kernels=["BINARY"], promotes=True)
 def _rsub(ctx, node):
     x, y = ctx.value(node.args[0]), ctx.value(node.args[1])
-    alpha = node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1)
+    alpha = ctx.args(node)["alpha"]
     if alpha == 1:  # y - x, joining the chain that produced x
         fused = fuse_into_chain(ctx, node, node.args[0], "SUB", y, arg_first=False)
         if fused is not None:
@@ -285,16 +159,11 @@ def _rsub(ctx, node):
     return emit_binary(ctx, "SUB", b, a, ctx.out_for(node))
 
 
-# Activations the GEMM / CONV2D / CONV2D_WINOGRAD / CHANNEL_AFFINE epilogues apply (elementwise.h
-# FOR_EACH_UNARY); an op outside this list is never fused.
-EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLAMP"}
-
-
 def emit_activation(ctx: LoweringContext, node, op: str, p0=0.0, p1=0.0) -> TensorRef:
     """act(x): fused into the epilogue of the kernel that produced x when possible (conv+relu,
     linear+gelu...: one pass over memory less), else a UNARY kernel."""
     src = as_tensor_ref(ctx, ctx.value(node.args[0]))
-    fused = ctx.fuse_activation(node.args[0], op, p0, p1) if op in EPILOGUE_OPS else None
+    fused = fuse_activation(ctx, node.args[0], op, p0, p1)
     if fused is None:
         fused = fuse_into_chain(ctx, node, node.args[0], op, p0=p0, p1=p1)
     if fused is not None:
@@ -334,7 +203,7 @@ register(aten.cos.default, kernels=["UNARY"], promotes=True)(_unary("COS"))
 @register(aten.round.decimals, kernels=["UNARY", "BINARY"], promotes=True)
 def _round_decimals(ctx, node):
     """Eager: nearbyint(x * 10^d) / 10^d, or nearbyint(x / 10^-d) * 10^-d for d < 0, in float32."""
-    decimals = int(node.kwargs.get("decimals", node.args[1] if len(node.args) > 1 else 0))
+    decimals = int(ctx.args(node)["decimals"])
     x = as_tensor_ref(ctx, ctx.value(node.args[0]))
     out = ctx.out_for(node)
     if decimals == 0:
@@ -347,7 +216,7 @@ def _round_decimals(ctx, node):
 
 @register(aten.leaky_relu.default, kernels=["UNARY"])
 def _leaky_relu(ctx, node):
-    slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+    slope = ctx.args(node)["negative_slope"]
     return emit_unary(ctx, "LEAKY_RELU", ctx.value(node.args[0]), ctx.out_for(node), float(slope))
 
 
@@ -387,7 +256,7 @@ def _pow(ctx, node):
 
 @register(aten.gelu.default, kernels=["UNARY"])
 def _gelu(ctx, node):
-    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    approximate = ctx.args(node)["approximate"]
     return emit_activation(ctx, node, "GELU_TANH" if approximate == "tanh" else "GELU_ERF")
 
 
@@ -399,8 +268,8 @@ def _clamp_bounds(lo, hi):
 def _clamp_tensor(ctx, node):
     """clamp(x, lo, hi) with tensor bounds = minimum(maximum(x, lo), hi), NaN-propagating like
     eager's vectorized clamp."""
-    args = list(node.args) + [None] * (3 - len(node.args))
-    lo, hi = node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2])
+    args = ctx.args(node)
+    lo, hi = args["min"], args["max"]
     out = ctx.out_for(node)
     x = as_tensor_ref(ctx, ctx.value(node.args[0]))
     if lo is None and hi is None:
@@ -414,19 +283,19 @@ def _clamp_tensor(ctx, node):
 
 @register(aten.clamp.default, kernels=["UNARY"])
 def _clamp(ctx, node):
-    args = list(node.args) + [None] * (3 - len(node.args))
-    lo, hi = _clamp_bounds(node.kwargs.get("min", args[1]), node.kwargs.get("max", args[2]))
+    args = ctx.args(node)
+    lo, hi = _clamp_bounds(args["min"], args["max"])
     return emit_activation(ctx, node, "CLAMP", lo, hi)
 
 
 @register(aten.hardtanh.default, kernels=["UNARY"])
 def _hardtanh(ctx, node):
-    args = list(node.args) + [-1.0, 1.0][len(node.args) - 1:]
-    return emit_activation(ctx, node, "CLAMP", float(args[1]), float(args[2]))
+    args = ctx.args(node)
+    return emit_activation(ctx, node, "CLAMP", float(args["min_val"]), float(args["max_val"]))
 
 
 def _copy_check(node):
-    layout = node.kwargs.get("layout")
+    layout = bind(node).get("layout")  # (clone has none)
     if layout not in (None, torch.strided):
         return f"_to_copy to layout {layout}"
     return None

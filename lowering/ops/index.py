@@ -11,7 +11,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy
+from .elementwise import DTYPE_CODE, contiguous, emit_copy
 
 aten = torch.ops.aten
 INDEX_DTYPES = (torch.int64, torch.int32)
@@ -29,8 +29,8 @@ def emit_index_select(ctx: LoweringContext, x: TensorRef, dim: int, idx: TensorR
     """out = x.index_select(dim, idx.flatten()), laid out contiguously as [outer, n_idx, inner].
     negative: a negative index counts from the end (advanced indexing); otherwise it is out of
     range, as for eager's embedding and index_select (the kernel reports it, eager's IndexError)."""
-    x = ctx.contiguous(x)
-    idx = ctx.contiguous(idx)
+    x = contiguous(ctx, x)
+    idx = contiguous(ctx, idx)
     outer, inner = _prod(x.shape[:dim]), _prod(x.shape[dim + 1:])
     if out.numel == 0:
         return out
@@ -94,7 +94,7 @@ def _index(ctx, node):
     index_select with its flattened values. Several: their combined flat index into the merged
     dims d..d+k-1, computed at compile time when the index tensors are static (upsampling, masks);
     several runtime ones go to INDEX_ND."""
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     indices = node.args[1]
     present = [i for i, t in enumerate(indices) if t is not None]
     d, k = present[0], len(present)
@@ -123,7 +123,7 @@ def _index(ctx, node):
         # an out-of-range component makes the flat index out of range: the kernel reports it
         return torch.where(bad, torch.full_like(flat, _prod(sizes)), flat)
 
-    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_plan=True,
+    idx = ctx.constant(flat_index, bshape, torch.int64, node.name + "_flat_index", per_shape=True,
                        replayable=True)
     return emit_index_select(ctx, xm, d, idx, out)
 
@@ -165,7 +165,7 @@ def _like_factory(ctx: LoweringContext, node):
         result = target(torch.zeros(shape(ins), dtype=dtype), *args(ins), **kwargs(ins))
         return result.zero_() if "empty" in target.name() else result  # empty: any value is right
 
-    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_plan=True, replayable=True)
+    return ctx.constant(make, tuple(out.shape), out.dtype, node.name, per_shape=True, replayable=True)
 
 
 register(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,
@@ -179,7 +179,7 @@ def _constant_pad(ctx, node):
     interior view."""
     x = ctx.value(node.args[0])
     pad = [p if isinstance(p, int) else int(p) for p in ctx.value(list(node.args[1]))]  # (tracked stay)
-    value = ctx.value(node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0))
+    value = ctx.value(ctx.args(node)["value"])
     out = ctx.out_for(node)
     nd = len(x.shape)
     in_offset, in_shape = x.offset, list(x.shape)
@@ -221,7 +221,7 @@ def _cumsum(ctx, node):
     x = ctx.value(node.args[0])
     if x.dtype != out.dtype:
         x = emit_copy(ctx, x, ctx.new_buffer(x.shape, out.dtype, node.name + "_cast"))
-    x = ctx.contiguous(x)
+    x = contiguous(ctx, x)
     if not x.shape:
         return emit_copy(ctx, x, out)
     dim = node.args[1] % len(x.shape)

@@ -10,7 +10,8 @@ from ..abi import ABI
 from ..context import LoweringContext
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy, strided_args
+from ..strided import strided_args
+from .elementwise import DTYPE_CODE, emit_copy
 
 aten = torch.ops.aten
 
@@ -149,7 +150,7 @@ def _masked_fill(ctx, node):
 def _triangle(upper: bool):
     def lower(ctx: LoweringContext, node):
         x = ctx.value(node.args[0])
-        diagonal = node.args[1] if len(node.args) > 1 else node.kwargs.get("diagonal", 0)
+        diagonal = ctx.args(node)["diagonal"]
         rows, cols = x.shape[-2:]
         fn = torch.triu if upper else torch.tril
         # the kept cells as a [rows, cols] bool constant, broadcast over the batch dims

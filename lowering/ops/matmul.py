@@ -7,8 +7,8 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
-from ..registry import Unsupported, register
-from .elementwise import emit_binary
+from ..registry import Unsupported, bind, register
+from .elementwise import contiguous, emit_binary
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
@@ -30,11 +30,11 @@ def packed_numel(k: int, n: int) -> int:
 def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, n: int) -> TensorRef:
     """B as packed panels: folded from constants when possible, else packed at run time."""
     fold = ctx.const_fn(b_arg)
-    if fold is not None and ctx.at_largest is not None and ctx.plan_dependent(b_arg):
+    if fold is not None and ctx.at_largest is not None and ctx.size_dependent(b_arg):
         fold = None  # export with dynamic dims: panels of a size-dependent B are not a slice of the
         #              largest ones (LoweringContext.at_largest), so PACK_B packs its view at run time
     if fold is not None:
-        cache = ctx.__dict__.setdefault("_packed_cache", {})
+        cache = ctx.packed_b
         key = (ctx.structural_key(b_arg), transpose, batch, k, n)
         if key in cache:
             return cache[key]
@@ -43,10 +43,10 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
             b = fold(ins).float()
             return pack_b(b.transpose(-1, -2) if transpose else b)
         shape = (batch, packed_numel(k, n)) if batch > 1 else (packed_numel(k, n),)
-        per_plan = ctx.plan_dependent(b_arg)
+        per_shape = ctx.size_dependent(b_arg)
         name = f"{getattr(b_arg, 'name', 'b')}_packed{'_t' if transpose else ''}"
-        if per_plan:
-            cache[key] = ctx.constant(make, shape, name=name, per_plan=True, replayable=True)
+        if per_shape:
+            cache[key] = ctx.constant(make, shape, name=name, per_shape=True, replayable=True)
         else:
             cache[key] = ctx.shared_constant(("packed",) + key, lambda: ctx.constant(make, shape, name=name))
         return cache[key]
@@ -65,10 +65,10 @@ def _packed_b(ctx: LoweringContext, b_arg, transpose: bool, batch: int, k: int, 
 def _rows(ctx: LoweringContext, a: TensorRef) -> TensorRef:
     """A with unit column stride and a single row stride over its leading dims."""
     if a.shape[-1] > 1 and a.strides[-1] != 1:
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     dims = [(s, st) for s, st in zip(a.shape[:-1], a.strides[:-1]) if s > 1]
     if any(outer[1] != inner[1] * inner[0] for outer, inner in zip(dims, dims[1:])):
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     return a
 
 
@@ -97,7 +97,7 @@ def _bias_mode(ctx: LoweringContext, bias_arg, m: int, n: int):
     """(bias ref, mode) when bias broadcasts along rows as a [n] vector, else None."""
     v = ctx.val(bias_arg)
     if v.dim() == 1 and v.shape[0] == n or v.dim() == 2 and v.shape[0] == 1 and v.shape[1] == n:
-        ref = ctx.contiguous(ctx.value(bias_arg))
+        ref = contiguous(ctx, ctx.value(bias_arg))
         return ref, 1
     return None
 
@@ -126,9 +126,10 @@ def _matmul_2d(ctx, node, a_arg, b_arg, bias_arg=None, b_transposed=False):
 
 
 def _alpha_beta_check(node):
+    args = bind(node)
     for name in ("alpha", "beta"):
-        if isinstance(node.kwargs.get(name, 1), (complex, torch.fx.Node)):
-            return f"addmm with a {type(node.kwargs[name]).__name__} {name}"
+        if isinstance(args[name], (complex, torch.fx.Node)):
+            return f"addmm with a {type(args[name]).__name__} {name}"
     return None
 
 
@@ -140,14 +141,15 @@ def _mm(ctx, node):
 @register(aten.addmm.default, kernels=["GEMM", "PACK_B", "BINARY"], check=_alpha_beta_check)
 def _addmm(ctx, node):
     """beta * bias + alpha * (a @ b); beta = 0 ignores bias entirely (NaN included), as eager."""
-    alpha, beta = node.kwargs.get("alpha", 1), node.kwargs.get("beta", 1)
+    a = ctx.args(node)
+    alpha, beta = a["alpha"], a["beta"]
     if alpha == 1 and beta == 1:
-        return _matmul_2d(ctx, node, node.args[1], node.args[2], bias_arg=node.args[0])
-    out = _matmul_2d(ctx, node, node.args[1], node.args[2])
+        return _matmul_2d(ctx, node, a["mat1"], a["mat2"], bias_arg=a["self"])
+    out = _matmul_2d(ctx, node, a["mat1"], a["mat2"])
     if alpha != 1:
         emit_binary(ctx, "MUL", out, ctx.scalar(float(alpha)), out)
     if beta != 0:
-        bias = ctx.value(node.args[0])
+        bias = ctx.value(a["self"])
         if beta != 1:
             bias = emit_binary(ctx, "MUL", bias, ctx.scalar(float(beta)), ctx.new_buffer(bias.shape, name=node.name + "_beta"))
         emit_binary(ctx, "ADD", out, bias, out)
@@ -156,15 +158,15 @@ def _addmm(ctx, node):
 
 @register(aten.linear.default, kernels=["GEMM", "PACK_B"])
 def _linear(ctx, node):
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    return _matmul_2d(ctx, node, node.args[0], node.args[1], bias_arg=bias, b_transposed=True)
+    a = ctx.args(node)
+    return _matmul_2d(ctx, node, a["input"], a["weight"], bias_arg=a["bias"], b_transposed=True)
 
 
 @register(aten.bmm.default, kernels=["GEMM", "PACK_B"])
 def _bmm(ctx, node):
     a = ctx.value(node.args[0])
     if a.shape[-1] > 1 and a.strides[-1] != 1:
-        a = ctx.contiguous(a)
+        a = contiguous(ctx, a)
     batch, m, k = a.shape
     out = ctx.out_for(node)
     n = out.shape[-1]

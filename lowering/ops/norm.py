@@ -10,9 +10,11 @@ import torch
 
 from ..abi import ABI
 from ..context import LoweringContext, addr
-from ..registry import Unsupported, register
+from ..registry import Unsupported, bind, register
 from ..tracked import holds_tracked
+from ..fusion import producing_record
 from .conv import refold_weight
+from .elementwise import as_tensor_ref, contiguous, emit_binary, emit_unary
 
 aten = torch.ops.aten
 
@@ -49,7 +51,6 @@ def emit_channel_affine(ctx: LoweringContext, node, x_arg, weight, bias, mean, v
 def _runtime_scale_shift(ctx: LoweringContext, node, weight, bias, mean, var, eps, channels):
     """Statistics or affine parameters computed at run time (not constants): scale = w / sqrt(var +
     eps), shift = b - mean * scale, as [channels] vectors by BINARY/UNARY kernels (eager's order)."""
-    from .elementwise import as_tensor_ref, emit_binary, emit_unary
     if mean is None or var is None:
         raise Unsupported("batch norm without running statistics")
     vec = lambda tag: ctx.new_buffer((channels,), name=f"{node.name}_{tag}")
@@ -67,7 +68,7 @@ def _runtime_scale_shift(ctx: LoweringContext, node, weight, bias, mean, var, ep
 
 
 def _emit_affine(ctx: LoweringContext, node, x_arg, scale, shift, channels):
-    x = ctx.contiguous(ctx.value(x_arg))
+    x = contiguous(ctx, ctx.value(x_arg))
     out = ctx.new_buffer(x.shape, name=node.name)
     if out.numel:
         ctx.emit("CHANNEL_AFFINE", flops=2 * out.numel, outer=x.shape[0], channels=channels,
@@ -82,7 +83,7 @@ def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
     if not (isinstance(x_arg, torch.fx.Node) and x_arg.target is aten.convolution.default):
         return None
     ctx.value(x_arg)  # lower the conv first: it must be the record just emitted
-    found = ctx.producing_record(x_arg)
+    found = producing_record(ctx, x_arg)
     if found is None or found[0] not in ("CONV2D", "CONV2D_WINOGRAD", "CONV3D"):
         return None
     w_fn, b_fn = ctx.const_fn(x_arg.args[1]), ctx.const_fn(x_arg.args[2])
@@ -149,7 +150,7 @@ def _empty_stats(ctx, node):
 @register(aten.native_layer_norm.default, kernels=["LAYERNORM"])
 def _layer_norm(ctx, node):
     x_arg, normalized_shape, w_arg, b_arg, eps = node.args
-    x = ctx.contiguous(ctx.value(x_arg))
+    x = contiguous(ctx, ctx.value(x_arg))
     cols = prod(normalized_shape)
     rows = x.numel // cols if cols else 0
     used = _used_outputs(node)
@@ -157,8 +158,8 @@ def _layer_norm(ctx, node):
     stat_shape = tuple(ctx.vals[node][1].shape)
     mean = ctx.new_buffer(stat_shape, name=node.name + "_mean") if 1 in used else None
     rstd = ctx.new_buffer(stat_shape, name=node.name + "_rstd") if 2 in used else None
-    w = ctx.contiguous(ctx.value(w_arg)) if w_arg is not None else None
-    b = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+    w = contiguous(ctx, ctx.value(w_arg)) if w_arg is not None else None
+    b = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     if x.numel:
         ctx.emit("LAYERNORM", flops=8 * x.numel, rows=rows, cols=cols, eps=float(eps), **{"in": addr(x)},
                  weight=addr(w), bias=addr(b), out=addr(out), mean=addr(mean), rstd=addr(rstd))
@@ -166,19 +167,19 @@ def _layer_norm(ctx, node):
 
 
 def _softmax_check(node):
-    if len(node.args) > 2 and node.args[2]:
+    if bind(node)["half_to_float"]:
         return "softmax with half_to_float"
     return None
 
 
 def _softmax(mode: int):
     def lower(ctx, node):
-        x = ctx.contiguous(ctx.value(node.args[0]))
+        x = contiguous(ctx, ctx.value(node.args[0]))
         out = ctx.new_buffer(x.shape, name=node.name)
         if not x.shape:
             shape, dim = (1,), 0
         else:
-            shape, dim = x.shape, node.args[1] % len(x.shape)
+            shape, dim = x.shape, ctx.args(node)["dim"] % len(x.shape)
         if out.numel:
             ctx.emit("SOFTMAX", flops=5 * out.numel, outer=prod(shape[:dim]), dim=shape[dim],
                      inner=prod(shape[dim + 1:]), mode=mode, **{"in": addr(x)}, out=addr(out))
@@ -189,7 +190,7 @@ def _softmax(mode: int):
 register(aten._softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(0))
 register(aten._log_softmax.default, kernels=["SOFTMAX"], check=_softmax_check)(_softmax(1))
 def _safe_softmax_check(node):
-    dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+    dtype = bind(node)["dtype"]
     return None if dtype in (None, torch.float32) else f"_safe_softmax to dtype {dtype}"
 
 
@@ -202,9 +203,9 @@ def _affine_params(ctx: LoweringContext, node, w_arg, b_arg, channels):
 
     def vec(arg, fill, tag):
         if arg is not None:
-            return ctx.contiguous(ctx.value(arg))
+            return contiguous(ctx, ctx.value(arg))
         return ctx.constant(lambda ins: torch.full((channels_at(ins),), fill), (channels,),
-                            name=f"{node.name}_{tag}", per_plan=holds_tracked(channels), replayable=True)
+                            name=f"{node.name}_{tag}", per_shape=holds_tracked(channels), replayable=True)
     return vec(w_arg, 1.0, "ones"), vec(b_arg, 0.0, "zeros")
 
 
@@ -233,7 +234,7 @@ def _group_norm(ctx, node):
     then the per-channel weight and bias as a CHANNEL_AFFINE."""
     x_arg, w_arg, b_arg, n, c, hw, groups, eps = node.args
     n, c, hw, groups = (ctx.value(v) for v in (n, c, hw, groups))  # ints (tracked ones stay tracked)
-    x = ctx.contiguous(ctx.value(x_arg))
+    x = contiguous(ctx, ctx.value(x_arg))
     normed, mean, rstd = _normalize_rows(ctx, node, x, n * groups, (c // groups) * hw, eps, (n, groups))
     scale, shift = _affine_params(ctx, node, w_arg, b_arg, c)
     out = _channel_affine(ctx, normed, ctx.new_buffer(x.shape, name=node.name), n, c, hw, scale, shift)
@@ -245,17 +246,17 @@ def _batch_norm_batch_stats(ctx, node):
     """Batch norm with the batch's own statistics (InstanceNorm, or BatchNorm without running stats):
     per channel over (N, spatial). N = 1 (InstanceNorm's [1, N*C, ...] view) is one LAYERNORM row
     per channel; a larger batch is first permuted to [C, N, spatial] (and back)."""
-    x_arg, w_arg, b_arg = node.args[:3]
-    eps = node.args[5] if len(node.args) > 5 else node.kwargs.get("eps", 1e-5)
+    a = ctx.args(node)
+    x_arg, w_arg, b_arg, eps = a["input"], a["weight"], a["bias"], a["eps"]
     x = ctx.value(x_arg)
     n, c = x.shape[0], x.shape[1]
     inner = prod(x.shape[2:])
     if n == 1:
-        src = ctx.contiguous(x)
+        src = contiguous(ctx, x)
     else:
         from ..plan import TensorRef
         from .elementwise import emit_copy
-        x = ctx.contiguous(x)
+        x = contiguous(ctx, x)
         view = TensorRef(x.buffer, (c, n, inner), (inner, c * inner, 1), x.offset, x.dtype)
         src = emit_copy(ctx, view, ctx.new_buffer((c, n, inner), name=node.name + "_cfirst"))
     normed, mean, rstd = _normalize_rows(ctx, node, src, c, n * inner, eps, (c,))

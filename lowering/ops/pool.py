@@ -9,6 +9,7 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import register
+from .elementwise import contiguous
 
 aten = torch.ops.aten
 
@@ -24,7 +25,7 @@ def _ntuple(v, n: int, default=None) -> tuple:
 
 def emit_pool(ctx: LoweringContext, node, mode: str, kernel=(1, 1), stride=(1, 1), padding=(0, 0),
               dilation=(1, 1), count_include_pad=True, divisor=0, indices=None):
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     out = ctx.new_buffer(tuple(ctx.vals[node][0].shape if isinstance(ctx.vals[node], tuple)
                                else ctx.vals[node].shape), name=node.name)
     h, w = x.shape[-2:]
@@ -54,7 +55,7 @@ def _float_input(node):
 # ---- 3-d pooling (video models) -------------------------------------------------------------------
 def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=(1, 1, 1), padding=(0, 0, 0),
                 dilation=(1, 1, 1), count_include_pad=True, divisor=0, indices=None):
-    x = ctx.contiguous(ctx.value(node.args[0]))
+    x = contiguous(ctx, ctx.value(node.args[0]))
     v = ctx.vals[node]
     out = ctx.new_buffer(tuple((v[0] if isinstance(v, tuple) else v).shape), name=node.name)
     d, h, w = x.shape[-3:]
@@ -72,20 +73,16 @@ def emit_pool3d(ctx: LoweringContext, node, mode: str, kernel=(1, 1, 1), stride=
 
 
 # ---- the lowerings, one set per rank ----------------------------------------------------------------
-def _max_pool_args(node, n: int) -> dict:
-    a = list(node.args) + [None] * (6 - len(node.args))
-    kernel = _ntuple(a[1], n)
-    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
-                dilation=_ntuple(a[4], n, 1))
+def _max_pool_args(a: dict, n: int) -> dict:
+    kernel = _ntuple(a["kernel_size"], n)
+    return dict(kernel=kernel, stride=_ntuple(a["stride"], n, kernel), padding=_ntuple(a["padding"], n, 0),
+                dilation=_ntuple(a["dilation"], n, 1))
 
 
-def _avg_pool_args(node, n: int) -> dict:
-    a = list(node.args) + [None] * (7 - len(node.args))
-    kernel = _ntuple(a[1], n)
-    include = a[5] if a[5] is not None else node.kwargs.get("count_include_pad", True)
-    divisor = a[6] if a[6] is not None else node.kwargs.get("divisor_override")
-    return dict(kernel=kernel, stride=_ntuple(a[2], n, kernel), padding=_ntuple(a[3], n, 0),
-                count_include_pad=include, divisor=divisor or 0)
+def _avg_pool_args(a: dict, n: int) -> dict:
+    kernel = _ntuple(a["kernel_size"], n)
+    return dict(kernel=kernel, stride=_ntuple(a["stride"], n, kernel), padding=_ntuple(a["padding"], n, 0),
+                count_include_pad=a["count_include_pad"], divisor=a["divisor_override"] or 0)
 
 
 def _register_pools(n: int, kernel: str, emit, max_with_indices, max_values, avg, adaptive_avg) -> None:
@@ -95,15 +92,15 @@ def _register_pools(n: int, kernel: str, emit, max_with_indices, max_values, avg
         indices = None
         if _indices_used(node):
             indices = ctx.new_buffer(tuple(ctx.vals[node][1].shape), torch.int64, node.name + "_indices")
-        return emit(ctx, node, "MAX", indices=indices, **_max_pool_args(node, n)), indices
+        return emit(ctx, node, "MAX", indices=indices, **_max_pool_args(ctx.args(node), n)), indices
 
     @register(max_values, kernels=[kernel])
     def _max_pool(ctx, node):
-        return emit(ctx, node, "MAX", **_max_pool_args(node, n))
+        return emit(ctx, node, "MAX", **_max_pool_args(ctx.args(node), n))
 
     @register(avg, kernels=[kernel])
     def _avg_pool(ctx, node):
-        return emit(ctx, node, "AVG", **_avg_pool_args(node, n))
+        return emit(ctx, node, "AVG", **_avg_pool_args(ctx.args(node), n))
 
     @register(*adaptive_avg, kernels=[kernel])
     def _adaptive_avg_pool(ctx, node):

@@ -19,7 +19,7 @@ from ..plan import TensorRef
 from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)
 from ..quant_fuse import QUANT_DTYPES
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE
+from .elementwise import DTYPE_CODE, contiguous
 
 K_BLOCK = 8   # QGEMM's k step (one i32x4.dot_i16x8_s over 8 widened elements)
 PANEL = 4     # columns per QPACK panel
@@ -99,7 +99,7 @@ def _register_qdq() -> None:
     @register(qd.quantize_per_tensor.default, kernels=["QUANTIZE"], check=quantize_check, dtypes=ALL_DTYPES)
     def _quantize(ctx: LoweringContext, node):
         _, scale, zp, qmin, qmax, dtype = node.args[:6]
-        x = ctx.contiguous(ctx.value(node.args[0]))
+        x = contiguous(ctx, ctx.value(node.args[0]))
         out = ctx.out_for(node)
         if out.numel:
             ctx.emit("QUANTIZE", flops=out.numel, n=out.numel, out_dtype=DTYPE_CODE[dtype],
@@ -114,7 +114,7 @@ def _register_qdq() -> None:
         return None
 
     def emit_dequantize(ctx, node, outer, channels, inner, scale: TensorRef, zp: TensorRef):
-        x = ctx.contiguous(ctx.value(node.args[0]))
+        x = contiguous(ctx, ctx.value(node.args[0]))
         out = ctx.out_for(node)
         if out.numel:
             ctx.emit("DEQUANTIZE", flops=out.numel, outer=outer, channels=channels, inner=inner,
@@ -146,7 +146,7 @@ def _register_qdq() -> None:
         inner = 1
         for s in shape[axis + 1:]:
             inner *= s
-        scale_ref = ctx.contiguous(ctx.value(scales))
+        scale_ref = contiguous(ctx, ctx.value(scales))
         if scale_ref.dtype != torch.float32:
             raise Unsupported("dequantize_per_channel with non-float32 scales")
         if zps is None:
@@ -190,7 +190,7 @@ def _packed_operands(ctx: LoweringContext, node, x_zp: int):
         f"{node.name}_acc_bias"))
     scale = ctx.shared_constant(key + ("scale",), lambda: ctx.constant(
         lambda ins: channel_scale(x_scale, ws_fn(ins)), (c_out,), torch.float32, f"{node.name}_scale"))
-    bias = ctx.contiguous(ctx.value(b_arg)) if b_arg is not None else None
+    bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     if bias is not None and bias.dtype != torch.float32:
         raise Unsupported("int8 linear/conv with a non-float32 bias")
     return weight, bias_i32, scale, bias, k
@@ -210,7 +210,7 @@ def _q_linear(ctx: LoweringContext, node):
     weight, bias_i32, scale, bias, k = _packed_operands(ctx, node, x_zp)
     x = ctx.value(x_arg)
     if x.strides[-1] != 1 and x.shape[-1] > 1:
-        x = ctx.contiguous(x)
+        x = contiguous(ctx, x)
     m, n = ctx.val(node).shape
     kp = weight.shape[1]
     out = ctx.out_for(node)
@@ -231,7 +231,7 @@ def _q_conv2d(ctx: LoweringContext, node):
     x_arg, x_scale, x_zp = node.args[:3]
     stride, padding, dilation, groups = node.args[7:11]
     weight, bias_i32, scale, bias, k = _packed_operands(ctx, node, x_zp)
-    x = ctx.contiguous(ctx.value(x_arg))
+    x = contiguous(ctx, ctx.value(x_arg))
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = ctx.val(node.args[3]).shape
     out = ctx.out_for(node)

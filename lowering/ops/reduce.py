@@ -9,14 +9,14 @@ import torch
 from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
-from ..registry import register, register_decomposition
-from .elementwise import DTYPE_CODE, emit_copy, emit_unary
+from ..registry import bind, register, register_decomposition
+from .elementwise import DTYPE_CODE, contiguous, emit_copy, emit_unary
 
 aten = torch.ops.aten
 
 
-def _dims(node, rank):
-    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+def _dims(args: dict, rank):
+    dims = args.get("dim")  # (sum.default and mean.default have none)
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         return list(range(rank))
     if isinstance(dims, int):
@@ -26,8 +26,9 @@ def _dims(node, rank):
 
 def _dtype_check(node):
     out = node.meta["val"].dtype
-    if node.kwargs.get("dtype") not in (None, torch.float32, torch.int64):
-        return f"reduction to dtype {node.kwargs['dtype']}"
+    dtype = bind(node).get("dtype")  # (amax and amin have none)
+    if dtype not in (None, torch.float32, torch.int64):
+        return f"reduction to dtype {dtype}"
     src = node.args[0].meta["val"].dtype
     if out == torch.float32 and src != torch.float32:
         return f"float reduction of a {src} tensor"
@@ -62,7 +63,7 @@ def _reduce(op: str):
         out = ctx.out_for(node)
         if rank == 0:
             return emit_copy(ctx, x, out)
-        x, outer, red, inner = reduction_layout(ctx, node, x, _dims(node, rank), out.dtype)
+        x, outer, red, inner = reduction_layout(ctx, node, x, _dims(ctx.args(node), rank), out.dtype)
         if out.numel and out.dtype == torch.int64:  # integer sums / extremes (bool sums promote)
             ctx.emit("INT_REDUCE", flops=x.numel, op=ABI.reduce[op], cumulative=0, outer=outer, red=red,
                      inner=inner, **{"in": addr(x)}, out=addr(out))
@@ -106,11 +107,11 @@ def _arg_check(node):
 def _arg_reduce(op: str):
     def lower(ctx: LoweringContext, node):
         x = ctx.value(node.args[0])
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dim = ctx.args(node)["dim"]
         out = ctx.out_for(node)
         dtype = torch.float32 if x.dtype == torch.float32 else torch.int64
         if dim is None or not x.shape:  # over the flattened tensor
-            x = ctx.contiguous(x) if x.dtype == dtype else emit_copy(ctx, x, ctx.new_buffer(x.shape, dtype, node.name + "_cast"))
+            x = contiguous(ctx, x) if x.dtype == dtype else emit_copy(ctx, x, ctx.new_buffer(x.shape, dtype, node.name + "_cast"))
             outer, red, inner = 1, x.numel, 1
         else:
             x, outer, red, inner = reduction_layout(ctx, node, x, [dim % len(x.shape)], dtype)

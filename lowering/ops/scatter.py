@@ -10,7 +10,7 @@ import torch
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from ..registry import ALL_DTYPES, Unsupported, register
-from .elementwise import DTYPE_CODE, emit_copy
+from .elementwise import DTYPE_CODE, contiguous, emit_copy
 from .shape import _fast_view
 
 aten = torch.ops.aten
@@ -34,12 +34,8 @@ def _scatter_into_view(ctx: LoweringContext, node, view_op, view_args) -> Tensor
 
 @register(aten.slice_scatter.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
 def _slice_scatter(ctx, node):
-    a = list(node.args) + [None] * (6 - len(node.args))
-    dim = node.kwargs.get("dim", a[2] if a[2] is not None else 0)
-    start = node.kwargs.get("start", a[3])
-    end = node.kwargs.get("end", a[4])
-    step = node.kwargs.get("step", a[5] if a[5] is not None else 1)
-    return _scatter_into_view(ctx, node, aten.slice.Tensor, ctx.value((dim, start, end, step)))
+    a = ctx.args(node)
+    return _scatter_into_view(ctx, node, aten.slice.Tensor, ctx.value((a["dim"], a["start"], a["end"], a["step"])))
 
 
 @register(aten.select_scatter.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
@@ -96,8 +92,8 @@ def _gather(ctx, node):
     if x.shape[dim] == 0:
         raise Unsupported("gather from an empty dimension (eager raises)")
     cut = tuple(x.shape[d] if d == dim else idx.shape[d] for d in range(len(x.shape)))
-    x = ctx.contiguous(TensorRef(x.buffer, cut, x.strides, x.offset, x.dtype))
-    idx = ctx.contiguous(idx)
+    x = contiguous(ctx, TensorRef(x.buffer, cut, x.strides, x.offset, x.dtype))
+    idx = contiguous(ctx, idx)
     outer = inner = 1
     for d in range(dim):
         outer *= idx.shape[d]

@@ -9,7 +9,7 @@ from ..context import LoweringContext
 from ..plan import TensorRef, contiguous_strides
 from ..registry import ALL_DTYPES, Unsupported, register
 from ..tracked import holds_tracked, pin
-from .elementwise import emit_copy
+from .elementwise import contiguous, emit_copy
 
 aten = torch.ops.aten
 
@@ -190,7 +190,7 @@ def _apply(target, src: TensorRef, args, kwargs):
     return tuple(wrap(t) for t in out) if isinstance(out, (list, tuple)) else wrap(out)
 
 
-@register(*dict.fromkeys(VIEW_OPS), kernels=[], dtypes=ALL_DTYPES, notes="view: no copy")
+@register(*dict.fromkeys(VIEW_OPS), kernels=[], dtypes=ALL_DTYPES, notes="view: no copy", view=True)
 def lower_view(ctx: LoweringContext, node: Node):
     src = ctx.value(node.args[0])
     args = ctx.value(node.args[1:])  # symbolic sizes arrive as nodes; these are their values
@@ -199,18 +199,13 @@ def lower_view(ctx: LoweringContext, node: Node):
         return _apply(node.target, src, args, kwargs)
     except RuntimeError:
         # Not expressible as a view of our layout (e.g. view() of a permuted tensor): copy first.
-        return _apply(node.target, ctx.contiguous(src), args, kwargs)
-
-
-def is_view_op(target) -> bool:
-    return target in VIEW_OPS
+        return _apply(node.target, contiguous(ctx, src), args, kwargs)
 
 
 @register(aten.cat.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
 def _cat(ctx: LoweringContext, node: Node):
     out = ctx.out_for(node)
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    dim %= max(len(out.shape), 1)
+    dim = ctx.args(node)["dim"] % max(len(out.shape), 1)
     start = 0
     for arg in node.args[0]:
         v = ctx.val(arg)
@@ -226,8 +221,7 @@ def _cat(ctx: LoweringContext, node: Node):
 @register(aten.stack.default, kernels=["UNARY", "CAST"], dtypes=ALL_DTYPES)
 def _stack(ctx: LoweringContext, node: Node):
     out = ctx.out_for(node)
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    dim %= max(len(out.shape), 1)
+    dim = ctx.args(node)["dim"] % max(len(out.shape), 1)
     for i, arg in enumerate(node.args[0]):
         # out.select(dim, i): the slot of input i
         piece = TensorRef(out.buffer, out.shape[:dim] + out.shape[dim + 1:],
@@ -250,7 +244,7 @@ def _flip(ctx: LoweringContext, node: Node):
     return emit_copy(ctx, view, ctx.out_for(node))
 
 
-__all__ = ["is_view_op", "Unsupported"]
+__all__ = ["Unsupported"]
 
 
 def _is_dense(shape, strides) -> bool:

@@ -161,7 +161,7 @@ def test_deep_chain_with_dynamic_shapes_plans_from_its_template(partitions):
     assert s["graphs_compiled"] == 1 and s["plans_lowered"] == 0 and s["plans_from_template"] == 4
     from torch_wasm_backend.lowering.template import template_status
     [partition] = partitions
-    assert template_status(partition.gm) == ["1 templates, 1 verified"]
+    assert template_status(partition.lowering) == ["1 templates, 1 verified"]
 
 
 @heavy

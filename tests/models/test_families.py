@@ -457,7 +457,7 @@ def test_families_with_dynamic_true_plan_new_sizes_from_templates(family, partit
             inputs = make(t)
             torch.testing.assert_close(compiled(*inputs), model(*inputs), **FAMILY_TOL)
     s = twb.stats()
-    statuses = [status for p in partitions for status in template_status(p.gm)]
+    statuses = [status for p in partitions for status in template_status(p.lowering)]
     assert statuses and not any(status.startswith("disabled") for status in statuses), statuses
     assert s["plans_lowered"] == 0 and s["plans_from_template"] == len(sizes) * s["partitions"]
     assert s["eager_partition_calls"] == 0 and s["graphs_compiled"] == 1

@@ -32,7 +32,7 @@ def broken_tanh(monkeypatch):
 @pytest.fixture
 def broken_partitioner(monkeypatch):
     """The partitioner's support check raises a KeyError (standing for any bug in partitioning)."""
-    def support_reason(node):
+    def support_reason(node, static):
         raise KeyError(MESSAGE)
     monkeypatch.setattr(torch_wasm_backend.lowering.partition, "support_reason", support_reason)
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import torch_wasm_backend.lowering.context
-import torch_wasm_backend.lowering.ops.elementwise
+import torch_wasm_backend.lowering.strided
 import torch_wasm_backend as twb
 import torch_wasm_backend.partition_runner as partition_runner
 from helpers import MATMUL
@@ -34,7 +34,7 @@ def lowerings(monkeypatch):
 
 
 def _status(partitions):
-    return [s for p in partitions for s in template_status(p.gm)]
+    return [s for p in partitions for s in template_status(p.lowering)]
 
 
 def _encoder():
@@ -138,13 +138,12 @@ def test_a_size_that_escapes_tracking_is_caught_by_the_verification(partitions, 
     """A lowering bug that bakes a size into a record (here: elementwise sizes copied through
     operator.index, which returns a plain int without telling anyone) must not give wrong answers
     at other lengths: the template's first reuse differs from a full lowering and is dropped."""
-    strided_args = torch_wasm_backend.lowering.ops.elementwise.strided_args
+    collapse = torch_wasm_backend.lowering.strided.collapse
 
-    def leaky(out, **inputs):
-        args = strided_args(out, **inputs)
-        args["size"] = [int.__index__(s) for s in args["size"]]
-        return args
-    monkeypatch.setattr(torch_wasm_backend.lowering.ops.elementwise, "strided_args", leaky)
+    def leaky(shape, *strides):
+        sizes, strides = collapse(shape, *strides)
+        return [int.__index__(s) for s in sizes], strides
+    monkeypatch.setattr(torch_wasm_backend.lowering.strided, "collapse", leaky)
     compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
     for length in [3, 5, 9, 17]:
         x = torch.randn(length, 4)
@@ -186,13 +185,12 @@ def test_constants_made_from_sizes_follow_the_sizes(partitions):
 def test_a_size_used_as_a_plain_number_pins_the_partition_to_lowering(partitions, monkeypatch, caplog):
     """A lowering that turns a size into a plain number (here: int() on the elementwise sizes)
     cannot be replayed at other sizes: the partition lowers each shape, and the log says where."""
-    strided_args = torch_wasm_backend.lowering.ops.elementwise.strided_args
+    collapse = torch_wasm_backend.lowering.strided.collapse
 
-    def converting(out, **inputs):
-        args = strided_args(out, **inputs)
-        args["size"] = [int(s) for s in args["size"]]
-        return args
-    monkeypatch.setattr(torch_wasm_backend.lowering.ops.elementwise, "strided_args", converting)
+    def converting(shape, *strides):
+        sizes, strides = collapse(shape, *strides)
+        return [int(s) for s in sizes], strides
+    monkeypatch.setattr(torch_wasm_backend.lowering.strided, "collapse", converting)
     compiled = torch.compile(lambda x: torch.relu(x) * 3, backend="wasm", dynamic=True)
     with caplog.at_level("INFO", logger="torch_wasm_backend"):
         for rows in [3, 5, 9]:
