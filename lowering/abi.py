@@ -55,6 +55,10 @@ class KernelAbi:
         for name, code, message in re.findall(r'\bRUN_ERROR\((\w+),\s*(-?\d+),\s*"([^"]*)"\)', text):
             self.run_error[name] = int(code)
             self.run_error_message[int(code)] = message
+        # The functions a host calls: name -> (param types, result types), all i32.
+        self.kernel_exports: dict[str, tuple[list[str], list[str]]] = {
+            name: (["i32"] * int(params), ["i32"] * int(results))
+            for name, params, results in re.findall(r"\bKERNEL_EXPORT\((\w+),\s*(\d+),\s*(\d+)\)", text)}
         self.unary = self._enum(text, "UNARY_OP")
         self.binary = self._enum(text, "BINARY_OP")
         self.reduce = self._enum(text, "REDUCE_OP")

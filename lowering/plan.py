@@ -99,17 +99,22 @@ class Plan:
     flops: int = 0
     from_template: bool = False  # built from a plan template (lowering/template.py), not lowered
 
+    def address(self, where: "Addr | TensorRef", arena_base: int, constant_addrs: dict[int, int]):
+        """The absolute byte address in wasm memory of an Addr or a TensorRef's first element: its
+        buffer's place (a constant's own, or the arena's base + the buffer's offset in it) + its
+        byte offset. The one place a buffer's address is computed (plans, host views, exported
+        views); a tracked size in the offset stays symbolic for the exporter."""
+        if isinstance(where, TensorRef):
+            where = where.addr()
+        b = where.buffer
+        base = constant_addrs[id(b)] if b.is_constant else arena_base + self.arena_offsets[id(b)]
+        return base + where.byte_offset
+
     def encode(self, arena_base: int, constant_addrs: dict[int, int], **words) -> list[int]:
         """The int32 words of the plan, with every Addr resolved to an absolute byte address.
         words: ABI.encode_into's word / f32_word (the exporter keeps tracked sizes symbolic)."""
-        offsets = self.arena_offsets
-
         def resolve(value):
-            if isinstance(value, Addr):
-                b = value.buffer
-                base = constant_addrs[id(b)] if b.is_constant else arena_base + offsets[id(b)]
-                return base + value.byte_offset
-            return value
+            return self.address(value, arena_base, constant_addrs) if isinstance(value, Addr) else value
 
         words_out: list[int] = []
         for op, args in self.records:

@@ -1,5 +1,5 @@
 """Writes torch_wasm_backend/js/abi_generated.mjs: the parts of kernels_cpp/kernel_abi.def the JS
-loader needs (run_plan's error codes), as a module. A browser cannot read the .def at run time, so
+loader needs (run_plan's error codes, the functions a kernel module exports), as a module. A browser cannot read the .def at run time, so
 the generated file is committed; `make kernels` runs this script (python3 scripts/gen_js_abi.py),
 and tests/kernels/test_abi_generated.py fails when the committed file is stale.
 """
@@ -25,6 +25,7 @@ def _kernel_abi():
 
 def render() -> str:
     abi = _kernel_abi()
+    exports = ", ".join(f"{name}: {len(params)}" for name, (params, _) in abi.kernel_exports.items())
     messages = ", ".join(f"{json.dumps(str(code))}: {json.dumps(text)}" for code, text in abi.run_error_message.items())
     return (
         "// Generated from kernels_cpp/kernel_abi.def by scripts/gen_js_abi.py (`make kernels`): do not edit.\n"
@@ -32,7 +33,9 @@ def render() -> str:
         "/** run_plan's error codes (RUN_ERROR in kernel_abi.def) -> what went wrong. */\n"
         f"export const RUN_PLAN_ERRORS = Object.freeze({{ {messages} }});\n"
         "/** run_plan's code for inputs a kernel rejected (an index out of range): the model stays usable. */\n"
-        f"export const INPUT_ERROR = {abi.run_error['INPUT']};\n")
+        f"export const INPUT_ERROR = {abi.run_error['INPUT']};\n"
+        "/** The functions a kernel module exports for its host (KERNEL_EXPORT), with their numbers of i32 parameters. */\n"
+        f"export const KERNEL_EXPORTS = Object.freeze({{ {exports} }});\n")
 
 
 if __name__ == "__main__":

@@ -353,9 +353,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
         terms = [src if want else f"not {src}" for src, want in variant.guards.items()]
 
         def view(ref, strides):
-            base = constant_addrs[id(ref.buffer)] if ref.buffer.is_constant \
-                else arena_at + plan.arena_offsets[id(ref.buffer)]
-            return {"offset": sizes.field(base + ref.offset * ref.itemsize), "strides": sizes.fields(strides)}
+            return {"offset": sizes.field(plan.address(ref, arena_at, constant_addrs)), "strides": sizes.fields(strides)}
 
         entries.append({
             "when": sizes.program(" and ".join(terms)) if terms else None,

@@ -76,8 +76,7 @@ class Residency:
             offset += length
 
         def view(ref, strides=None):
-            base = addrs[id(ref.buffer)] if ref.buffer.is_constant else arena + plan.arena_offsets[id(ref.buffer)]
-            return runtime.memory.view(base + ref.offset * ref.itemsize, ref.shape, ref.dtype, strides)
+            return runtime.memory.view(plan.address(ref, arena, addrs), ref.shape, ref.dtype, strides)
 
         inputs = [(i, view(ref)) for i, ref in enumerate(plan.inputs) if ref is not None]
         outputs = [view(spec.ref, spec.ref.strides) for spec in plan.outputs]

@@ -43,13 +43,8 @@ WORKER_IDLE_MS = 100         # worker_loop returns this often when idle; the hos
 WORKER_CHECK_SECONDS = 0.1   # how often a worker on an epoch engine checks that it may keep running
 SHUTDOWN_SECONDS = 5         # the deadline of pool_shutdown itself (a hostile module may loop)
 # The functions the layer calls, with their wasm signatures (params, results): every kernel module
-# (kernels.wasm, and each exported file's own) exports them.
-KERNEL_EXPORTS = {
-    "_initialize": ([], []), "abi_version": ([], ["i32"]), "heap_base": ([], ["i32"]),
-    "run_plan": (["i32"] * 4, ["i32"]), "worker_loop": (["i32", "i32"], ["i32"]),
-    "pool_register_worker": (["i32"], []), "pool_shutdown": ([], []), "pool_abort": ([], []),
-    "stackRestore": (["i32"], []),
-}
+# (kernels.wasm, and each exported file's own) exports them (KERNEL_EXPORT in kernel_abi.def).
+KERNEL_EXPORTS = ABI.kernel_exports
 _INPUT_ERROR = ABI.run_error["INPUT"]
 _UPDATE_DEADLINE_CONTINUE = 0  # wasmtime_update_deadline_kind_t: keep running with a new deadline
 # wasmtime_store_epoch_deadline_callback's callback: (context, env, *delta, *kind) -> error or 0.

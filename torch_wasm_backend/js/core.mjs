@@ -4,7 +4,7 @@
 // (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
 // The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
-import { INPUT_ERROR, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
+import { INPUT_ERROR, KERNEL_EXPORTS, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
 import { checkPrograms, evaluate, resolve } from "./sizes.mjs";
 
 export const FORMAT = "torch_wasm_backend.export";
@@ -16,11 +16,9 @@ const MAX_VARIANTS = 16, SIZES_KEPT = 8, MAX_SOURCE_CHARS = 400;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
 const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
-// The functions the loader calls (a module must export them; JS cannot see wasm signatures).
-// name -> parameter count (JS sees no wasm types; an i64 where i32 belongs throws a TypeError at the
-// call, which is reported like a trap).
+// The functions the loader calls are KERNEL_EXPORTS (kernel_abi.def): name -> parameter count (JS
+// sees no wasm types; an i64 where i32 belongs throws a TypeError at the call, reported like a trap).
 const SIMD_BUILDS = ["baseline", "relaxed"];  // the kernel builds a file may carry (metadata "simd"; absent: baseline)
-const REQUIRED_EXPORTS = { _initialize: 0, abi_version: 0, heap_base: 0, run_plan: 4, worker_loop: 2, pool_register_worker: 1, pool_shutdown: 0, pool_abort: 0, stackRestore: 1 };
 const HEADER = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 export const isNode = typeof process !== "undefined" && !!(process.versions && process.versions.node);
 
@@ -279,12 +277,12 @@ export function checkInterface(module, source = "model") {
     throw new ModelFileError(`${source} imports ${listed}; an exported model may import exactly one thing, the shared memory env.memory. Refusing to load it: it was not written by torch_wasm_backend.export (re-export the model)`);
   }
   const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
-  for (const name of Object.keys(REQUIRED_EXPORTS))
+  for (const name of Object.keys(KERNEL_EXPORTS))
     if (exports.get(name) !== "function") throw new ModelFileError(`${source}: its module lacks the kernel function ${name}; it was not written by torch_wasm_backend.export: re-export the model`);
 }
 
 function checkArity(ex, source) {
-  for (const [name, params] of Object.entries(REQUIRED_EXPORTS))
+  for (const [name, params] of Object.entries(KERNEL_EXPORTS))
     if (ex[name].length !== params) throw new ModelFileError(`${source}: its kernel function ${name} takes ${ex[name].length} arguments, not ${params}; it was not written by torch_wasm_backend.export: re-export the model`);
 }
 
