@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import bisect
+import functools
 import logging
 import os
 import threading
@@ -80,9 +81,10 @@ def _engine_module(timed: bool = False, simd: str | None = None) -> tuple[wasmti
         return engine, _modules[(timed, simd)]
 
 
+@functools.cache
 def kernel_heap_base(simd: str) -> int:
     """Where a kernel build's static data and stack end (its heap_base export): an exported file's
-    layout starts there. Read from a throwaway instance on its own memory."""
+    layout starts there. Read once per build and process, from a throwaway instance on its own memory."""
     engine, module = _engine_module(False, simd)
     pool = Pool(engine, module, Memory(engine, INITIAL_PAGES, MAX_PAGES))
     try:
