@@ -39,7 +39,7 @@ def _dynamic_linear(ctx: LoweringContext, node):
     weight = ctx.shared_constant(key + ("w",), lambda: ctx.constant(
         lambda ins: pack_weight(w_fn(ins), wz_fn(ins)), (n, kp), torch.int8, f"{node.name}_w"))
     row_sum = ctx.shared_constant(key + ("row_sum",), lambda: ctx.constant(
-        lambda ins: pack_weight(w_fn(ins), wz_fn(ins)).to(torch.int32).sum(1), (n,), torch.int32,
+        lambda ins: pack_weight(w_fn(ins), wz_fn(ins)).to(torch.int32).sum(1, dtype=torch.int32), (n,), torch.int32,
         f"{node.name}_row_sum"))
     w_scale = ctx.shared_constant(key + ("w_scale",), lambda: ctx.constant(
         lambda ins: ws_fn(ins).float(), (n,), torch.float32, f"{node.name}_w_scale"))
