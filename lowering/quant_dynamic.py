@@ -3,7 +3,7 @@ get_default_x86_inductor_quantization_config(is_dynamic=True)) leaves around eve
 
     choose_qparams.tensor(x) ─ getitem 0, 1 (scale, zero point: chosen at run time from x's range)
     quantize_per_tensor.tensor(x, scale, zp) ─ dequantize_per_tensor.tensor ─┐
-    dequantize_per_channel(w_q int8) ─ t ────────────────────────────────────┴─ [view] ─ addmm
+    dequantize_per_channel(w_q int8) ─ t ────────────────────────────────────┴─ [view] ─ addmm / mm
 
 becomes one `twb_quant::dynamic_linear` node on the float activation, whose eager implementation
 runs exactly the ops it replaces, and which lowers to QDYNPACK + QGEMM_DYN (ops/quant_dynamic.py).
@@ -69,11 +69,11 @@ def _dynamic_act(arg) -> tuple | None:
 
 
 def _fuse_addmm(gm: GraphModule, addmm: Node) -> list[Node] | None:
-    """Replaces one addmm of the pattern; returns the activation nodes it leaves (erased once no
-    other linear uses them), or None when addmm is not one."""
+    """Replaces one addmm (or mm: a linear without bias) of the pattern; returns the activation
+    nodes it leaves (erased once no other linear uses them), or None when addmm is not one."""
     if addmm.kwargs.get("alpha", 1) != 1 or addmm.kwargs.get("beta", 1) != 1:
         return None
-    bias, a, b = addmm.args
+    bias, a, b = addmm.args if addmm.target is aten.addmm.default else (None, *addmm.args)
     in_view = a if isinstance(a, Node) and a.target is aten.view.default and len(a.users) == 1 else None
     dq_x = in_view.args[0] if in_view is not None else a
     act = _dynamic_act(dq_x)
@@ -102,7 +102,7 @@ def fuse_dynamic_linears(gm: GraphModule) -> int:
     lints and recompiles gm."""
     fused, leftovers = 0, []
     for node in list(gm.graph.nodes):
-        if node.target is aten.addmm.default and (left := _fuse_addmm(gm, node)) is not None:
+        if node.target in (aten.addmm.default, aten.mm.default) and (left := _fuse_addmm(gm, node)) is not None:
             fused += 1
             leftovers.append(left)
     for left in leftovers:  # (in order dq, quantize, getitems, choose_qparams: users before producers)

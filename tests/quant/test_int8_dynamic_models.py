@@ -25,9 +25,10 @@ import torch
 
 import tv_import  # noqa: F401  (before transformers, which imports torchvision)
 import torch_wasm_backend as twb
-from helpers import assert_ran_in_wasm
+from helpers import MATMUL, assert_ran_in_wasm
 from kernels.kernel_testing import dot_rel
 from torch_wasm_backend.exporter import ALIGN
+from torch_wasm_backend.lowering.quant_dynamic import dynamic_linear
 from torch_wasm_backend.quantize import quantize_pt2e
 
 pytest.importorskip("torchao", reason="the int8 tests quantize with torchao (pip install torchao==0.18.0)")
@@ -174,3 +175,28 @@ def test_exported_file_runs_in_node(exported, tmp_path, monkeypatch):
     for got, e in zip(runs, (expected, other_expected)):
         (out,) = got.values()
         assert torch.equal(torch.tensor(out["data"], dtype=torch.float32).reshape(e.shape), e)
+
+
+def test_linear_without_bias_and_relu_between():
+    """nn.Linear(bias=False) decomposes to mm, not addmm: it fuses too. The second linear's input
+    (after the first linear and a relu) can differ from eager's by float rounding, so one of its
+    quantized values can sit one LSB away: its output is held to one input LSB on every input,
+    s_x * sum_k |w_f[n, k]| (s_x: the scale eager chose for that input; ours differs from it by
+    float rounding), plus MATMUL's float32 tolerance."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 33, bias=False), torch.nn.ReLU(), torch.nn.Linear(33, 5)).eval()
+    x = torch.randn(2, 5, 20)
+    gm = quantize_pt2e(model, (x,), calibration=[(x,)], dynamic=True)
+    compiled = torch.compile(gm, backend="wasm", options={"strict": True})
+    (first, _), (last, _) = _linears(gm)
+    with torch.no_grad():
+        got, expected = compiled(x), gm(x)
+        w1, ws1, wz1 = (operator.attrgetter(a.target)(gm) for a in first.args[1].args[:3])
+        eps = first.args[0].args[1].args[0].args[3]  # choose_qparams.tensor's eps
+        hidden = torch.relu(dynamic_linear(x.reshape(-1, 20), 0, 255, eps, torch.uint8, w1, ws1, wz1, None))
+    s = twb.stats()
+    assert s["lowered_by_op"].get("twb_quant::dynamic_linear", 0) == 2, dict(s["lowered_by_op"])
+    w, w_scale = (operator.attrgetter(a.target)(gm) for a in last.args[1].args[:2])
+    x_scale, _ = qd.choose_qparams.tensor(hidden, 0, 255, eps, torch.uint8)  # eager's scale of that input
+    bound = float(x_scale) * (w.float() * w_scale[:, None]).abs().sum(1) + MATMUL["atol"] + MATMUL["rtol"] * expected.abs()
+    assert ((got - expected).abs() <= bound).all()
