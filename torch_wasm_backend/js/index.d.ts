@@ -68,7 +68,7 @@ export interface LoadOptions {
   timeoutMs?: number;
   /** Run the model once on zero inputs at load (default true), so that V8 has compiled its kernels
    * with its optimizing compiler before the first run() (without it the first runs can be 1.5-2x
-   * slow). Skipped for models over 2 GFLOP per run; `info.warmUpMs` says what it cost. */
+   * slow). Skipped for models over 1 GFLOP per run; `info.warmUpMs` says what it cost. */
   warmUp?: boolean;
 }
 
