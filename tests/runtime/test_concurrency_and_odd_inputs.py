@@ -121,6 +121,24 @@ def test_output_keeps_eagers_memory_format():
     assert got.stride() == want.stride()
 
 
+def test_outputs_in_overlapping_layouts():
+    """Eager may return a layout that repeats elements: an expand (stride 0) or as_strided
+    (overlapping windows). No fresh tensor can be written through such a layout; the compiled
+    function still runs in wasm and returns eager's values (and eager's strides for an expand)."""
+    def expanded(x, y):
+        return (x * 2 + 1).expand(3, 5, 4), (y.sum(0, keepdim=True) + x).expand(6, 4)
+
+    x, y = torch.randn(1, 4), torch.randn(7, 4)
+    with torch.no_grad():
+        got = torch.compile(expanded, backend="wasm")(x, y)
+    for g, want in zip(got, expanded(x, y)):
+        torch.testing.assert_close(g, want, **REDUCTION)
+        assert g.stride() == want.stride()
+    assert_ran_in_wasm(twb.stats())
+    twb.reset_stats()
+    _check(lambda a: (a * 3).as_strided((4, 4), (2, 1)), torch.randn(11))
+
+
 def test_zero_size_inputs():
     _check(lambda a, b: (a @ b).relu() + 1, torch.randn(0, 5), torch.randn(5, 3), in_wasm=False)
     _check(lambda a: a.sum(dim=0) * 2, torch.randn(0, 4), in_wasm=False)
