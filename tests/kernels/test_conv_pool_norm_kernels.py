@@ -146,6 +146,12 @@ CONV_BLOCK_CASES = {
     "many_blocks_ragged": (2, 7, 30, 31, 13, (3, 3), (1, 1), (1, 1)),      # NC 930, 2 images
     "long_k_strided": (1, 64, 17, 15, 33, (3, 3), (2, 2), (1, 1)),        # K 576 (3 k slices), NC 72
     "1x1_strided_wide": (1, 130, 28, 28, 17, (1, 1), (2, 2), (0, 0)),      # K 130, NC 196
+    # Pointwise convs (their input planes packed as B, no im2col): K past the GEMM's 256-deep k
+    # slices, wide threaded layers with and without a ragged last panel, a single ragged panel.
+    "1x1_whole_strips_k_sliced": (1, 300, 4, 6, 10, (1, 1), (1, 1), (0, 0)),  # NC 24, K 300
+    "1x1_wide_whole_strips": (1, 24, 28, 28, 40, (1, 1), (1, 1), (0, 0)),     # NC 784
+    "1x1_ragged_strip_only": (2, 9, 1, 5, 7, (1, 1), (1, 1), (0, 0)),         # NC 5
+    "1x1_wide_ragged": (1, 24, 27, 29, 40, (1, 1), (1, 1), (0, 0)),           # NC 783
 }
 
 
