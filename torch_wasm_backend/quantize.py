@@ -10,6 +10,25 @@ from typing import Iterable
 import torch
 
 
+def _one_partition_per_call(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """gm with each call of a module that forward() calls more than once named apart in its
+    nn_module_stack (fqn "layer1.0.relu" -> "layer1.0.relu@1" on the second call, as export names
+    the stack entry's key).
+
+    Why: the quantizer groups nodes into source partitions by the innermost module's fqn, so the two
+    calls of torchvision's BasicBlock.relu (after bn1 and after the residual add) become one
+    partition with two outputs, and X86InductorQuantizer's conv+add+relu matcher raises "Input
+    partition has more than one output node" on ResNet-18. Only this metadata changes."""
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            key, (fqn, cls) = list(stack.items())[-1]
+            call = key.rpartition("@")[2] if "@" in key else ""
+            if call.isdigit() and not fqn.endswith("@" + call):
+                stack[key] = (f"{fqn}@{call}", cls)
+    return gm
+
+
 def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: Iterable[tuple] | None = None,
                   dynamic_shapes=None) -> torch.fx.GraphModule:
     """model quantized statically to int8. calibration: batches of inputs (tuples) the observers
@@ -23,8 +42,8 @@ def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: It
         raise ImportError("quantize_pt2e needs torchao: pip install torchao==0.18.0") from e
     quantizer = xiq.X86InductorQuantizer()
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(torch.export.export(model.eval(), tuple(example_inputs),
-                                                     dynamic_shapes=dynamic_shapes).module(), quantizer)
+    exported = torch.export.export(model.eval(), tuple(example_inputs), dynamic_shapes=dynamic_shapes).module()
+    prepared = prepare_pt2e(_one_partition_per_call(exported), quantizer)
     if calibration is None:
         calibration = [tuple(torch.randn_like(x) for x in example_inputs) for _ in range(8)]
     with torch.no_grad():
