@@ -14,6 +14,7 @@ All of it (custom ops, lowerings: ~60 ms of imports) is loaded when a graph firs
 quantized_decomposed nodes."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.fx import GraphModule, Node
 
@@ -115,9 +116,7 @@ class Chain:
         scale, zp, qmin, qmax, dtype = (a[k] for k in ("scale", "zero_point", "quant_min", "quant_max", "dtype"))
         if self.act is not None and self.act.target is aten.hardtanh.default:
             h = bind(self.act)
-            bounds = torch.tensor([float(h["min_val"]), float(h["max_val"])])  # eager's own rounding
-            lo, hi = qd.quantize_per_tensor.default(bounds, scale, zp, qmin, qmax, dtype).tolist()
-            qmin, qmax = max(qmin, lo), min(qmax, hi)
+            qmin, qmax = max(qmin, _quantized(h["min_val"], scale, zp)), min(qmax, _quantized(h["max_val"], scale, zp))
         return scale, zp, qmin, qmax, dtype
 
     def residual_params(self) -> tuple:
@@ -126,6 +125,12 @@ class Chain:
 
     def nodes(self) -> list:
         return [self.quant, self.act, self.view, self.add]
+
+
+def _quantized(v: float, scale: float, zp: int) -> int:
+    """round_half_even(v * (1 / scale)) + zp as eager's quantize_per_tensor computes it (float32
+    multiply by float32(1.0 / scale)), unclamped. (numpy: this runs under partitioning's fake mode.)"""
+    return int(np.rint(np.float32(v) * np.float32(1.0 / scale))) + zp
 
 
 def _is_act_quant(node: Node) -> bool:
