@@ -14,11 +14,13 @@ All of it (custom ops, lowerings: ~60 ms of imports) is loaded when a graph firs
 quantized_decomposed nodes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.fx import GraphModule, Node
 
-from .registry import bind
+from .registry import bind, op_name
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed  # (exists once a quantized graph does: see ops.register_int8)
@@ -161,32 +163,75 @@ def _replace(gm: GraphModule, anchor: Node, last: Node, target, args: tuple, val
     return fused
 
 
-def _fuse_conv(gm: GraphModule, conv: Node) -> bool:
+@dataclass
+class Int8Pattern:
+    """One conv / linear of a quantized graph as fuse_quantized_patterns saw it (explain lists them):
+    the int8 pattern it became, or why it stayed float."""
+    node: str       # the convolution / addmm node
+    fused: bool
+    pattern: str    # fused: e.g. "dq -> conv2d -> add(dq) -> relu -> q"; else ""
+    reason: str     # not fused: why; fused: what of the chain stayed float ("" if nothing)
+
+
+def _describe(kind: str, chain: Chain) -> str:
+    steps = ["dq", kind] + (["add(dq)"] if chain.add is not None else []) + \
+        ([op_name(chain.act.target).split("::")[1].split(".")[0]] if chain.act is not None else []) + \
+        (["q"] if chain.quant is not None else ["float32 out"])
+    return " -> ".join(steps)
+
+
+def _float_rest(chain: Chain) -> str:
+    """What follows the fused op in float when the chain ends without a quantize."""
+    if chain.quant is not None:
+        return ""
+    user = _sole_user(chain.last)
+    if user is not None and user.target in (aten.add.Tensor, aten.hardtanh.default):
+        return (f"{user.name} stays float32: {op_name(user.target)} fuses only when a quantize_per_tensor "
+                "follows it (the quantizer left this output unquantized)")
+    return ""
+
+
+def _fuse_conv(gm: GraphModule, conv: Node) -> Int8Pattern | None:
     a = bind(conv)
     dq_x, dq_w = _act_dequant(a["input"]), _weight_dequant(a["weight"])
-    if dq_x is None or dq_w is None or a["transposed"] or len(a["stride"]) != 2 or any(a["output_padding"]):
-        return False
+    if dq_x is None and dq_w is None:
+        return None  # a float conv, not part of a quantized pattern
+    if dq_x is None or dq_w is None:
+        return Int8Pattern(conv.name, False, "", _unfused_operands(dq_x, dq_w))
+    if a["transposed"] or len(a["stride"]) != 2 or any(a["output_padding"]):
+        return Int8Pattern(conv.name, False, "", "not a 2-d convolution (transposed or 1-d/3-d): no int8 kernel")
     chain = Chain(conv, allow_view=False, allow_add=True)
+    rest = _float_rest(chain)
     out = chain.out_params()
     val = chain.last.meta["val"].to(out[-1])
     _replace(gm, conv, chain.last, torch.ops.twb_quant.conv2d.default,
              (*_qparams(dq_x), *_qparams(dq_w), a["bias"], list(a["stride"]), list(a["padding"]),
               list(a["dilation"]), a["groups"], chain.relu, *out, *chain.residual_params()), val)
     _erase_dead(gm, chain.nodes() + [conv, dq_w, dq_x, chain.residual])
-    return True
+    return Int8Pattern(conv.name, True, _describe("conv2d", chain), rest)
 
 
-def _fuse_addmm(gm: GraphModule, addmm: Node) -> bool:
-    if addmm.kwargs.get("alpha", 1) != 1 or addmm.kwargs.get("beta", 1) != 1:
-        return False
+def _unfused_operands(dq_x, dq_w) -> str:
+    if dq_x is None:
+        return "its input is not a dequantize_per_tensor of uint8/int8 with number scale / zero point"
+    return ("its weight is not a dequantize_per_channel of a constant int8 tensor on axis 0 with range "
+            "[-128, 127] (per-tensor or asymmetric weights have no int8 path yet)")
+
+
+def _fuse_addmm(gm: GraphModule, addmm: Node) -> Int8Pattern | None:
     bias, a, b = addmm.args
     in_view = a if isinstance(a, Node) and a.target is aten.view.default and len(a.users) == 1 else None
     dq_x = _act_dequant(in_view.args[0] if in_view is not None else a)
     t = b if isinstance(b, Node) and b.target is aten.t.default else None
     dq_w = _weight_dequant(t.args[0]) if t is not None else None
+    if dq_x is None and dq_w is None:
+        return None
     if dq_x is None or dq_w is None:
-        return False
+        return Int8Pattern(addmm.name, False, "", _unfused_operands(dq_x, dq_w))
+    if addmm.kwargs.get("alpha", 1) != 1 or addmm.kwargs.get("beta", 1) != 1:
+        return Int8Pattern(addmm.name, False, "", "addmm with alpha or beta other than 1")
     chain = Chain(addmm, allow_view=True, allow_add=False)
+    rest = _float_rest(chain)
     out = chain.out_params()
     x_q, x_scale, x_zp = _qparams(dq_x)
     if in_view is not None:  # [..., K] -> [M, K] on the integer tensor instead of the float one
@@ -199,22 +244,24 @@ def _fuse_addmm(gm: GraphModule, addmm: Node) -> bool:
              (x_q, x_scale, x_zp, *_qparams(dq_w), bias, chain.relu, *out), val,
              view_sizes=chain.view.args[1] if chain.view is not None else None)
     _erase_dead(gm, chain.nodes() + [addmm, t, dq_w, in_view, dq_x])
-    return True
+    return Int8Pattern(addmm.name, True, _describe("linear", chain), rest)
 
 
-def fuse_quantized_patterns(gm: GraphModule) -> int:
-    """Rewrites gm in place (see the module docstring); returns how many patterns were fused."""
+def fuse_quantized_patterns(gm: GraphModule) -> list[Int8Pattern]:
+    """Rewrites gm in place (see the module docstring); returns each conv / linear that reads a
+    quantized operand, fused or not (and why not)."""
     if not any(getattr(n.target, "namespace", None) == "quantized_decomposed" for n in gm.graph.nodes):
-        return 0
+        return []
     from .ops import register_int8
     register_int8()
-    fused = 0
+    seen = []
     for node in list(gm.graph.nodes):  # (a fusion erases only its own chain, never another anchor)
         if node.target is aten.convolution.default:
-            fused += _fuse_conv(gm, node)
+            seen.append(_fuse_conv(gm, node))
         elif node.target is aten.addmm.default:
-            fused += _fuse_addmm(gm, node)
-    if fused:
+            seen.append(_fuse_addmm(gm, node))
+    seen = [p for p in seen if p is not None]
+    if any(p.fused for p in seen):
         gm.graph.lint()
         gm.recompile()
-    return fused
+    return seen

@@ -134,6 +134,15 @@ def test_explain_lists_the_int8_patterns(quantized):
     assert report.lowered_fraction == 1.0, report
     assert report.by_op["twb_quant::conv2d"]["lowered"] == 4 and report.by_op["twb_quant::linear"]["lowered"] == 1
     assert not any(op.startswith("quantized_decomposed::") and c["fallback"] for op, c in report.by_op.items())
+    # Each conv / linear by node: all five fused. The quantizer leaves the first conv's output (into
+    # max pooling) and the pointwise conv's residual add -> relu (into average pooling) unquantized:
+    # those return float32, and the add stays float32, which the report says.
+    assert len(report.int8) == layers and all(n.fused for n in report.int8)
+    assert [n.pattern for n in report.int8] == ["dq -> conv2d -> relu -> float32 out"] + ["dq -> conv2d -> relu -> q"] * 2 + [
+        "dq -> conv2d -> float32 out", "dq -> linear -> float32 out"]
+    assert "add" in report.int8[3].reason and "quantize_per_tensor" in report.int8[3].reason
+    assert "Int8 patterns: 5 of 5" in str(report)
+    assert type(report).from_dict(report.to_dict()).int8 == report.int8
 
 
 @pytest.fixture(scope="module")
