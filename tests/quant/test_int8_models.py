@@ -309,3 +309,23 @@ def test_torchvision_cnn_runs_on_int8_kernels(torchvision_quantized, name):
     assert sum(ops.get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear")) == layers, dict(ops)
     assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D")) == layers
     assert not any(op in ops for op in ("aten::add.Tensor", "aten::hardtanh", "aten::convolution", "aten::addmm"))
+
+
+def test_resnet18_exports_with_int8_weights(torchvision_quantized, tmp_path):
+    """The exported quantized ResNet-18: every conv / linear an int8 kernel call, weights ~4x
+    smaller than float32 (1 byte per weight; per output channel an int32 zero-point term and
+    float32 scale and bias; k padded to 8), and outputs equal to the compiled model's (the same
+    kernels on the same input: bit for bit)."""
+    _, x, layers, _, converted = torchvision_quantized["resnet18"]
+    path = tmp_path / "resnet18_int8.wasm"
+    twb.export(converted, (x,), str(path))
+    loaded = twb.load(str(path))
+    calls = loaded.metadata["kernel_calls"]
+    assert calls.get("QCONV2D", 0) + calls.get("QGEMM", 0) == layers
+    weights = [getattr(converted, n.args[0].target) for n in converted.graph.nodes
+               if n.target is torch.ops.quantized_decomposed.dequantize_per_channel.default]
+    float_bytes = 4 * sum(w.numel() for w in weights)
+    ratio = float_bytes / loaded.metadata["layout"]["weights_bytes"]
+    assert 3.5 < ratio <= 4.0, ratio
+    with torch.no_grad():
+        assert torch.equal(loaded(x), compile_wasm(converted)(x))
