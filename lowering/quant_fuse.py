@@ -181,14 +181,19 @@ def _describe(kind: str, chain: Chain) -> str:
 
 
 def _float_rest(chain: Chain) -> str:
-    """What follows the fused op in float when the chain ends without a quantize."""
+    """What reads the fused op's output in float32 when the chain ends without a quantize."""
     if chain.quant is not None:
         return ""
-    user = _sole_user(chain.last)
-    if user is not None and user.target in (aten.add.Tensor, aten.hardtanh.default):
+    users = list(chain.last.users)
+    if len(users) != 1:
+        return f"{len(users)} nodes read the float32 output (a fused chain continues through one)"
+    user = users[0]
+    if user.target in (aten.add.Tensor, aten.hardtanh.default):
         return (f"{user.name} stays float32: {op_name(user.target)} fuses only when a quantize_per_tensor "
                 "follows it (the quantizer left this output unquantized)")
-    return ""
+    if user.op == "output":
+        return ""
+    return f"{user.name} ({op_name(user.target)}) runs in float32: it has no int8 form in a fused chain"
 
 
 def _fuse_conv(gm: GraphModule, conv: Node) -> Int8Pattern | None:
