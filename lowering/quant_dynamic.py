@@ -19,7 +19,7 @@ import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed)
 from torch.fx import GraphModule, Node
 
-from .quant_fuse import QUANT_DTYPES, _erase_dead, _weight_dequant
+from .quant_fuse import QUANT_DTYPES, Int8Pattern, _erase_dead, _weight_dequant
 
 aten = torch.ops.aten
 qd = torch.ops.quantized_decomposed
@@ -97,13 +97,13 @@ def _fuse_addmm(gm: GraphModule, addmm: Node) -> list[Node] | None:
     return [dq_x, quantize, scale, zp, scale.args[0]]
 
 
-def fuse_dynamic_linears(gm: GraphModule) -> int:
-    """Rewrites gm's dynamic int8 linears in place (module docstring); returns how many. The caller
-    lints and recompiles gm."""
-    fused, leftovers = 0, []
+def fuse_dynamic_linears(gm: GraphModule) -> list[Int8Pattern]:
+    """Rewrites gm's dynamic int8 linears in place (module docstring); returns one record per fused
+    linear (explain lists them). The caller lints and recompiles gm."""
+    fused, leftovers = [], []
     for node in list(gm.graph.nodes):
         if node.target in (aten.addmm.default, aten.mm.default) and (left := _fuse_addmm(gm, node)) is not None:
-            fused += 1
+            fused.append(Int8Pattern(node.name, True, "choose_qparams -> q -> dq -> linear -> float32 out", ""))
             leftovers.append(left)
     for left in leftovers:  # (in order dq, quantize, getitems, choose_qparams: users before producers)
         _erase_dead(gm, [n for n in left if not n._erased])  # (shared by linears fused before)

@@ -18,11 +18,30 @@ from typing import Iterable
 import torch
 
 
+def _one_partition_per_call(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """gm with each call of a module that forward() calls more than once named apart in its
+    nn_module_stack (fqn "layer1.0.relu" -> "layer1.0.relu@1" on the second call, as export names
+    the stack entry's key).
+
+    Why: the quantizer groups nodes into source partitions by the innermost module's fqn, so the two
+    calls of torchvision's BasicBlock.relu (after bn1 and after the residual add) become one
+    partition with two outputs, and X86InductorQuantizer's conv+add+relu matcher raises "Input
+    partition has more than one output node" on ResNet-18. Only this metadata changes."""
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            key, (fqn, cls) = list(stack.items())[-1]
+            call = key.rpartition("@")[2] if "@" in key else ""
+            if call.isdigit() and not fqn.endswith("@" + call):
+                stack[key] = (f"{fqn}@{call}", cls)
+    return gm
+
+
 def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: Iterable[tuple] | None = None,
                   dynamic_shapes=None, dynamic: bool = False) -> torch.fx.GraphModule:
     """model quantized to int8. calibration: batches of inputs (tuples) the observers see; default:
-    8 batches of standard normal noise shaped like example_inputs (fine for tests and benchmarks,
-    not for accuracy: calibrate on real data); a dynamic model runs them too but keeps no
+    8 batches of standard normal noise shaped like example_inputs' float tensors, the others as
+    given (fine for tests and benchmarks, not for accuracy: calibrate on real data); a dynamic model runs them too but keeps no
     activation ranges. dynamic_shapes: as torch.export.export's (without it the quantized module
     accepts only the example's shapes). dynamic: quantize the linears' activations at run time
     (module docstring) instead of with calibrated scales."""
@@ -38,9 +57,10 @@ def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: It
     # are returned) make X86InductorQuantizer fail (IndexError in _get_output_nodes_of_partitions).
     exported.graph.eliminate_dead_code()
     exported.recompile()
-    prepared = prepare_pt2e(exported, quantizer)
-    if calibration is None:
-        calibration = [tuple(torch.randn_like(x) for x in example_inputs) for _ in range(8)]
+    prepared = prepare_pt2e(_one_partition_per_call(exported), quantizer)
+    if calibration is None:  # (integer inputs, e.g. token ids, are kept: noise would be no ids)
+        calibration = [tuple(torch.randn_like(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+                             for x in example_inputs) for _ in range(8)]
     with torch.no_grad():
         for batch in calibration:
             prepared(*batch)

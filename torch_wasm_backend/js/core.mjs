@@ -11,7 +11,7 @@ export const FORMAT = "torch_wasm_backend.export";
 export const FORMAT_VERSION = 3;
 const READABLE_VERSIONS = [2, 3];
 // dtype -> the typed array holding it
-export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array };
+export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array, uint8: Uint8Array, int8: Int8Array };
 const MAX_VARIANTS = 16, SIZES_KEPT = 8, MAX_SOURCE_CHARS = 400;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;

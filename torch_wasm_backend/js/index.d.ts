@@ -6,6 +6,9 @@ export interface DtypeArrays {
   int64: BigInt64Array;
   int32: Int32Array;
   bool: Uint8Array;
+  /** uint8 / int8: a quantized model's integer tensors (dequantize: (q - zero_point) * scale). */
+  uint8: Uint8Array;
+  int8: Int8Array;
 }
 export type Dtype = keyof DtypeArrays;
 export type TensorData = DtypeArrays[Dtype];
@@ -24,7 +27,7 @@ export type InputValue = TensorData | TensorInput;
  * `out.logits[0]` and `const { data, shape } = out.logits` work. */
 export type Output<T extends TensorData = TensorData> = T & { readonly shape: number[]; readonly data: T };
 /** Each possible output array type: narrow with `instanceof` (e.g. `out.logits instanceof Float32Array`). */
-export type AnyOutput = Output<Float32Array> | Output<BigInt64Array> | Output<Int32Array> | Output<Uint8Array>;
+export type AnyOutput = Output<Float32Array> | Output<BigInt64Array> | Output<Int32Array> | Output<Uint8Array> | Output<Int8Array>;
 
 /** An input or output as the file declares it; a dynamic dim appears by its name (see `dims`). */
 export interface TensorSpec {

@@ -6,7 +6,7 @@
 //   const { logits } = await model.run({ input_ids: { data: BigInt64Array.from(ids, BigInt), shape: [1, ids.length] } });
 //
 // Inputs: a typed array of the input's dtype (Float32Array, BigInt64Array or Int32Array for int64,
-// Int32Array, Uint8Array for bool), or {data, shape} (needed for inputs with dynamic dims). Outputs:
+// Int32Array, Uint8Array for bool and uint8, Int8Array for int8), or {data, shape} (needed for inputs with dynamic dims). Outputs:
 // typed arrays of their dtype, each with `.shape` (and `.data`, itself).
 //
 // The file is untrusted input: parsed and validated here (core.mjs), compiled here, instantiated and
