@@ -32,8 +32,17 @@ struct Requant {
   const float* bias;
   bool relu;
   int out_dtype;
-  float inv_out_scale, out_zp, qmin, qmax;  // quantized outputs only
+  float inv_out_scale;  // quantized outputs only:
+  float lo, hi;         // qmin - out_zp, qmax - out_zp: the clamp before the zero point is added
+  int32_t magic_zp;     // kMagicBits - out_zp
 };
+
+// round-half-even of an integer-valued float v in [-2^22, 2^22] and its conversion to int32 in one
+// float add: v + 1.5 * 2^23 has exponent 2^23, so its mantissa holds 2^22 + round(v) (the add rounds
+// half to even) and its bits are kMagicBits + round(v). Replaces f32x4.nearest + i32x4.trunc_sat
+// (~8 x86 instructions with its NaN and overflow fix-ups).
+constexpr float kMagic = 12582912.0f;
+constexpr int32_t kMagicBits = 0x4B400000;
 
 inline int elem_size(int dtype) { return dtype == DT_F32 ? 4 : 1; }
 
@@ -55,7 +64,7 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
   v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, wasm_i32x4_splat(rq.acc_bias[i])));
   y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.scale[i]));
   if (rq.bias) y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.bias[i]));
-  if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
+  if (rq.relu) y = wasm_f32x4_pmax(wasm_f32x4_splat(0.0f), y);  // (y is never NaN: finite inputs)
   uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
   if (rq.out_dtype == DT_F32) {
     if (nc == 4 && sj == 4) {  // contiguous columns (conv): one store
@@ -67,11 +76,14 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
     for (int c = 0; c < nc; ++c) memcpy(o + (ptrdiff_t)c * sj, &f[c], 4);
     return;
   }
-  y = wasm_f32x4_nearest(wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale)));
-  y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.out_zp));
-  y = wasm_f32x4_min(wasm_f32x4_max(y, wasm_f32x4_splat(rq.qmin)), wasm_f32x4_splat(rq.qmax));
+  // eager: clamp(round(y * inv) + zp, qmin, qmax) = round(clamp(y * inv, qmin - zp, qmax - zp)) + zp
+  // (round is monotone and fixes the integer bounds). pmin/pmax are single x86 instructions, where
+  // f32x4.min/max's NaN rules cost ~7 each; y is never NaN.
+  y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale));
+  y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, wasm_f32x4_splat(rq.lo)), wasm_f32x4_splat(rq.hi));
+  const v128_t q32 = wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(rq.magic_zp));
   // In [qmin, qmax] already, so the saturating narrows are exact: 4 bytes in lane 0.
-  const v128_t q16 = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(y), wasm_i32x4_splat(0));
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(q32, q32);
   const v128_t q8 = rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16);
   if (nc == 4 && sj == 1) {  // contiguous columns (conv): one 32-bit store (not 4 byte stores, after
     wasm_v128_store32_lane(o, q8, 0);  // each of which the compiler reloads everything: char aliases all)
@@ -150,13 +162,13 @@ void qgemm_dispatch(int x_dtype, int rows, int cols, int kp, const int8_t* w, co
 
 Requant requant_of(const int32_t* acc_bias, const float* scale, const float* bias, int relu, int out_dtype,
                    float inv_out_scale, int out_zp, int qmin, int qmax) {
-  Requant rq{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)out_zp, (float)qmin, (float)qmax};
-  if (rq.relu && out_dtype != DT_F32) {
+  if (relu && out_dtype != DT_F32) {
     // round, + zp and clamp are monotone and map 0 to out_zp: relu before them = clamp at out_zp.
-    rq.relu = false;
-    if (rq.qmin < rq.out_zp) rq.qmin = rq.out_zp;
+    relu = 0;
+    if (qmin < out_zp) qmin = out_zp;
   }
-  return rq;
+  return Requant{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)(qmin - out_zp),
+                 (float)(qmax - out_zp), kMagicBits - out_zp};
 }
 
 }  // namespace
@@ -419,12 +431,14 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
   }
 }
 
-template <bool kSigned>
+// kPairs: the tap pair count when known at compile time (3x3: 5, loop unrolled, source pointers in
+// registers), 0 when read from the record.
+template <bool kSigned, int kPairs>
 void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
                       uint8_t* out, int es) {
   const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
   const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
-  const int P = OH * OW, T = KH * KW, pairs = (T + 1) / 2, len = dw_phase_len(a), ring = (KH - 1) * DH + 1;
+  const int P = OH * OW, T = KH * KW, pairs = kPairs ? kPairs : (T + 1) / 2, len = dw_phase_len(a), ring = (KH - 1) * DH + 1;
   const int16_t zp = (int16_t)a->x_zp;
   auto plane = [&](int c) {
     alignas(16) int16_t rows[kDwRing][kDwMaxRow];
@@ -501,9 +515,10 @@ void k_QCONV2D(const QCONV2D_args* a) {
     for (int img = 0; img < a->n; ++img) {
       const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
-      const bool pairs = dw_pairs_fit(a);
-      if (a->x_dtype == DT_I8) (pairs ? qdepthwise_pairs<true> : qdepthwise<true>)(a, iin, weight, rq, iout, es);
-      else (pairs ? qdepthwise_pairs<false> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
+      const bool s8 = a->x_dtype == DT_I8, three = a->kh * a->kw == 9;
+      if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
+      else if (three) (s8 ? qdepthwise_pairs<true, 5> : qdepthwise_pairs<false, 5>)(a, iin, weight, rq, iout, es);
+      else (s8 ? qdepthwise_pairs<true, 0> : qdepthwise_pairs<false, 0>)(a, iin, weight, rq, iout, es);
     }
     return;
   }
