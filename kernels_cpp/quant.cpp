@@ -390,7 +390,7 @@ void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, 
 // does 8 multiply-adds: 2 taps x 4 pixels. Products fit int16 (|u8 * i8| <= 32640), sums do not,
 // hence the dot into int32. The last (kh-1)*dh+1 widened rows stay in a ring, so each input row is
 // widened once per channel.
-constexpr int kDwRing = 8;       // input rows alive at once: (kh - 1) * dh + 1 <= kDwRing
+constexpr int kDwRing = 8;       // input rows alive at once: (kh - 1) * dh + 1 <= kDwRing (a power of 2)
 constexpr int kDwMaxRow = 2048;  // int16 per ring row (all phases)
 
 // Length of one phase of a widened row: 8-pixel blocks of output plus the taps' reach.
@@ -424,10 +424,11 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
                                                                  : wasm_u16x8_extend_low_u8x16(odd));
     }
   }
+  const int shift = sw - 1;  // sw is 1 or 2: no divisions per element
   for (; ix < w; ++ix) {
     const int t = pw + ix;
-    if (t / sw >= len) break;
-    dst[(t % sw) * len + t / sw] = kSigned ? (int16_t)(int8_t)x[ix] : (int16_t)x[ix];
+    if ((t >> shift) >= len) break;
+    dst[(t & shift) * len + (t >> shift)] = kSigned ? (int16_t)(int8_t)x[ix] : (int16_t)x[ix];
   }
 }
 
@@ -438,13 +439,22 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
                       uint8_t* out, int es) {
   const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
   const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
-  const int P = OH * OW, T = KH * KW, pairs = kPairs ? kPairs : (T + 1) / 2, len = dw_phase_len(a), ring = (KH - 1) * DH + 1;
+  const int P = OH * OW, T = KH * KW, pairs = kPairs ? kPairs : (T + 1) / 2, len = dw_phase_len(a);
   const int16_t zp = (int16_t)a->x_zp;
+  // Per tap (the odd tap's partner, weight 0, repeats the last): its kernel row and its offset in a
+  // widened row. Computed once: divisions per tap and output row cost more than the 3x3 dots of a
+  // 7x7 plane.
+  int tap_ky[2 * ((kMaxTaps + 1) / 2)], tap_off[2 * ((kMaxTaps + 1) / 2)];
+  for (int t = 0; t < 2 * pairs; ++t) {
+    const int tt = t < T ? t : T - 1, kx = tt % KW;
+    tap_ky[t] = tt / KW;
+    tap_off[t] = ((kx * DW) % SW) * len + (kx * DW) / SW;
+  }
   auto plane = [&](int c) {
     alignas(16) int16_t rows[kDwRing][kDwMaxRow];
     alignas(16) int16_t zrow[kDwMaxRow];  // a row of the vertical padding
     int tag[kDwRing];
-    for (int r = 0; r < ring; ++r) tag[r] = -1;
+    for (int r = 0; r < kDwRing; ++r) tag[r] = -1;
     for (int j = 0; j < SW * len; ++j) zrow[j] = zp;
     const uint8_t* x = in + (ptrdiff_t)c * H * W;
     int32_t wp[(kMaxTaps + 1) / 2];  // tap pairs' weights as (low, high) int16 in one int32
@@ -453,22 +463,22 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
       const int16_t w1 = 2 * p + 1 < T ? weight[(ptrdiff_t)c * kp + 2 * p + 1] : 0;
       wp[p] = (int32_t)(uint16_t)w0 | ((int32_t)(uint16_t)w1 << 16);
     }
+    const int16_t* rowp[kMaxTaps];
     const int16_t* src[2 * ((kMaxTaps + 1) / 2)];
     for (int oy = 0; oy < OH; ++oy) {
-      for (int t = 0; t < 2 * pairs; ++t) {
-        const int tt = t < T ? t : T - 1;  // the odd tap's partner (weight 0) reads the same row
-        const int ky = tt / KW, kx = tt % KW, iy = oy * SH - PH + ky * DH;
-        const int16_t* row = zrow;
+      for (int ky = 0; ky < KH; ++ky) {
+        const int iy = oy * SH - PH + ky * DH;
+        rowp[ky] = zrow;
         if ((unsigned)iy < (unsigned)H) {
-          const int r = iy % ring;
+          const int r = iy & (kDwRing - 1);  // the rows of one output row span <= kDwRing: distinct slots
           if (tag[r] != iy) {
             dw_widen_row<kSigned>(x + (ptrdiff_t)iy * W, W, PW, SW, len, zp, rows[r]);
             tag[r] = iy;
           }
-          row = rows[r];
+          rowp[ky] = rows[r];
         }
-        src[t] = row + ((kx * DW) % SW) * len + (kx * DW) / SW;
       }
+      for (int t = 0; t < 2 * pairs; ++t) src[t] = rowp[tap_ky[t]] + tap_off[t];
       for (int ox = 0; ox < OW; ox += 8) {
         v128_t acc0 = wasm_i32x4_splat(0), acc1 = wasm_i32x4_splat(0);
         for (int p = 0; p < pairs; ++p) {
