@@ -154,7 +154,8 @@ def fuse_quantized_patterns(gm: GraphModule) -> int:
         return 0
     from .ops import register_int8
     register_int8()
-    fused = 0
+    from .quant_dynamic import fuse_dynamic_linears  # (PT2E's dynamic config: issue #15 part 2)
+    fused = fuse_dynamic_linears(gm)
     for node in list(gm.graph.nodes):  # (a fusion erases only its own chain, never another anchor)
         if node.target is aten.convolution.default:
             fused += _fuse_conv(gm, node)

@@ -307,7 +307,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
         variants = [export_dims.Variant(_lower_static(state, values, constants, winograd, args), {}, [], [()])]
         names, values_at = [], None
     else:
-        variants = export_dims.lower_variants(state, values, constants, winograd, dims)
+        variants = export_dims.lower_variants(state, constants, winograd, dims)
         names, values_at = dims.names, _values_at(state, values, constants)
         for variant in variants:
             export_dims.check_size_constants(variant, dims, values_at)

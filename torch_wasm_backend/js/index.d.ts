@@ -53,6 +53,8 @@ export interface ModelInfo {
   threads: number;
   sharedMemory: boolean;
   fileBytes: number;
+  /** Milliseconds the warm-up at load took (`LoadOptions.warmUp`); null when it did not run. */
+  warmUpMs: number | null;
   /** The file's layout (memory, variants, size programs): read by the loader itself. */
   [field: string]: unknown;
 }
@@ -64,6 +66,10 @@ export interface LoadOptions {
   source?: string;
   /** Limit for loading and for each run(), in ms (default 10000; 0 or Infinity: none). */
   timeoutMs?: number;
+  /** Run the model once on zero inputs at load (default true), so that V8 has compiled its kernels
+   * with its optimizing compiler before the first run() (without it the first runs can be 1.5-2x
+   * slow). Skipped for models over 1 GFLOP per run; `info.warmUpMs` says what it cost. */
+  warmUp?: boolean;
 }
 
 export interface Model {
