@@ -195,6 +195,10 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 5, 11, 9, 5, 5, 3, 3, 1, 1, 1),  # depthwise, interior vector loads and border lanes
     (1, 4, 9, 10, 4, 4, 3, 3, 2, 1, 1),  # depthwise, strided
     (1, 3, 8, 9, 3, 3, 3, 2, 1, 2, 2),   # depthwise, dilated, wide padding, non-square kernel
+    (1, 3, 7, 37, 3, 3, 3, 3, 2, 1, 1),  # depthwise, stride 2 over >= 16 columns (vector row split), odd pad
+    (1, 2, 6, 34, 2, 2, 5, 5, 2, 2, 1),  # depthwise 5x5, stride 2, even pad
+    (1, 2, 5, 21, 2, 2, 3, 3, 1, 0, 1),  # depthwise, no padding, 8-pixel blocks and a tail
+    (1, 2, 7, 9, 2, 2, 3, 3, 3, 1, 1),   # depthwise, stride 3: the general kernel
     (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise; c_in/groups a multiple of 8: channels-last im2col
     (1, 16, 7, 5, 4, 2, 3, 3, 2, 1, 1),  # 8 channels per group, channels-last, strided
     (2, 24, 5, 6, 4, 1, 3, 2, 1, 2, 2),  # channels-last, dilated, padding wider than the kernel reach
