@@ -1,21 +1,29 @@
-"""Side by side with ONNX Runtime Web: the same models exported to ONNX (torch.onnx) and run by the
-npm package onnxruntime-web (wasm backend, SIMD) in Node.js, next to our exported .wasm run by our JS
-loader, at 1 and 2 threads, in one run. Ours runs twice: the default export (baseline SIMD) and the
-same model exported with simd="relaxed" (f32x4.relaxed_madd; Node.js 20 gets
---experimental-wasm-relaxed-simd, which Chrome 114+ does not need). Outputs of all are checked
-against eager; file sizes too.
+"""Side by side with the other wasm runtimes in Node.js (`make bench-web`): the same models, same
+weights, run by our exported .wasm through our JS loader, by ONNX Runtime Web (npm onnxruntime-web,
+wasm backend, SIMD; the model exported by torch.onnx) and by TensorFlow.js's wasm backend (npm
+@tensorflow/tfjs-backend-wasm, XNNPACK kernels; the model written as a TF.js op list by
+tfjs_export.py and run by tfjs_graph.mjs), all in one Node.js process per thread count (1 and 2),
+alternating round by round. Ours runs twice: the default export (baseline SIMD) and the same model
+exported with simd="relaxed" (f32x4.relaxed_madd; Node.js 20 gets --experimental-wasm-relaxed-simd,
+which Chrome 114+ does not need). Every runtime is warmed up alike (V8 starts wasm in Liftoff) and
+reported with its warm-up; times are medians with quartiles and min/max of all alternating runs.
+Outputs of all are checked against eager; file sizes too.
 
-    cd benchmarks/ort_web && npm ci && cd ../.. && python benchmarks/ort_web/compare.py [--quick]
+    cd benchmarks/web && npm ci && cd ../.. && python benchmarks/web/compare.py [--quick]
 
-The models: an MLP, ResNet-18, a small nn.TransformerEncoder (float inputs, static shapes) and two
-transformers BertModels (int64 input_ids + attention_mask in, last_hidden_state + pooler_output out)
-exported by both with a dynamic sequence dim: one of BERT-base's shape, and one with BERT-base's
-graph at tiny widths, where a run is short enough for a new length's planning cost to show. For
-those the run also times the first call at sequence lengths never run before, and both files are
-checked to have a symbolic sequence dim. --quick: smaller models, fewer iterations.
+The models (default): an MLP, torchvision's MobileNetV2, MobileNetV3-Large and EfficientNet-B0 (random
+weights, 224x224), ResNet-18 and a BERT-style nn.TransformerEncoder (d256 x4, seq 128), float inputs,
+static shapes. On request (--models, ours and ORT-web only): two transformers BertModels (int64
+input_ids + attention_mask in, last_hidden_state + pooler_output out) exported with a dynamic sequence
+dim: one of BERT-base's shape, and one with BERT-base's graph at tiny widths, where a run is short
+enough for a new length's planning cost to show. For those the run also times the first call at
+sequence lengths never run before, and both files are checked to have a symbolic sequence dim.
+--quick: smaller inputs and models, fewer iterations (a smoke test).
 
-Needs `onnx` and `onnxscript` (pip) for torch.onnx. Results: markdown tables on stdout and
-.benchmarks/ort_web.json. Ratios are only meaningful within one run (shared machine).
+TF.js at 2 threads: its threaded build, which it never picks under Node, is loaded through a
+worker_threads shim (tfjs_graph.mjs says how). Needs `onnx` and `onnxscript` (pip) for torch.onnx.
+Results: markdown tables on stdout and .benchmarks/web.json. Ratios are only meaningful within one
+run (shared machine).
 """
 from __future__ import annotations
 
@@ -28,7 +36,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
 import torch
 import torch.nn as nn
 from torch.export import Dim
@@ -40,10 +47,12 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 from model_zoo import resnet18  # noqa: E402  (the benchmarks' shared model definitions)
+from tfjs_export import export_tfjs  # noqa: E402  (this directory)
 
 LOADER = Path(twb.__file__).resolve().parent / "js" / "loader.mjs"
 ORT_DIST = HERE / "node_modules" / "onnxruntime-web" / "dist"
-# Both runtimes' outputs must equal eager within 1e-4 of the output's scale (max |eager|), the
+TFJS_DIST = HERE / "node_modules" / "@tensorflow" / "tfjs-backend-wasm" / "dist"
+# All runtimes' outputs must equal eager within 1e-4 of the output's scale (max |eager|), the
 # model zoo's bound (tests/zoo/zoo_run.py): blocked SIMD sums in another order than eager's add
 # ~1e-7..1e-6 relative noise per layer, normalization keeps it from compounding, and a real bug (a
 # wrong index, mask or stride) moves outputs by >= 1e-2 of their scale.
@@ -59,6 +68,7 @@ class Case:
     inputs: dict                   # forward's keyword arguments of the timed run
     dynamic_shapes: dict | None = None
     new_inputs: list = field(default_factory=list)   # inputs at sizes the timed run never saw
+    tfjs: bool = True              # also run by TF.js (tfjs_export.py knows its ops)
 
 
 def bert(name: str, what: str, config, lengths) -> Case:
@@ -78,7 +88,7 @@ def bert(name: str, what: str, config, lengths) -> Case:
 
     seq = Dim("seq", min=1, max=config.max_position_embeddings)
     return Case(name, f"BertModel {what}, 1x128, dynamic seq", model, inputs(128),
-                {"input_ids": {1: seq}, "attention_mask": {1: seq}}, [inputs(n) for n in lengths])
+                {"input_ids": {1: seq}, "attention_mask": {1: seq}}, [inputs(n) for n in lengths], tfjs=False)
 
 
 def berts(quick: bool) -> list[Case]:
@@ -97,7 +107,14 @@ def berts(quick: bool) -> list[Case]:
                  (3, 17, 33, 77, 100, 129, 200, 256, 300, 511))]
 
 
-def cases(quick: bool) -> list[Case]:
+DEFAULT_MODELS = ("mlp", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "resnet18", "bert")
+ALL_MODELS = (*DEFAULT_MODELS, "bert_base", "bert_narrow")
+
+
+def cases(quick: bool, names: tuple[str, ...]) -> list[Case]:
+    """The benchmark's models named in `names` (inputs smaller with `quick`)."""
+    import tv_import  # noqa: F401  (torchvision next to the CPU torch: tests/tv_import.py)
+    import torchvision.models as tvm
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, batch_first=True, activation="gelu")
@@ -106,11 +123,17 @@ def cases(quick: bool) -> list[Case]:
         for p in encoder.parameters():   # (identical ones would be stored once in our file, flattering it)
             p.add_(torch.randn_like(p) * 0.02)
     side = 112 if quick else 224
-    return [Case("mlp", "mlp 256-512-512-10, batch 32", mlp, {"input": torch.randn(32, 256)}),
-            Case("resnet18", f"resnet18 1x3x{side}x{side}", resnet18(), {"input": torch.randn(1, 3, side, side)}),
-            Case("bert", f"bert-style encoder {'2' if quick else '4'}x(d256 h4 ff1024), 1x128", encoder,
-                 {"src": torch.randn(1, 128, 256)}),
-            *berts(quick)]
+    image = torch.randn(1, 3, side, side)   # (torchvision's forwards name it x, nn.Sequential's input)
+    every = [Case("mlp", "mlp 256-512-512-10, batch 32", mlp, {"input": torch.randn(32, 256)}),
+             Case("mobilenet_v2", f"MobileNetV2 1x3x{side}x{side}", tvm.mobilenet_v2(), {"x": image}),
+             Case("mobilenet_v3_large", f"MobileNetV3-Large 1x3x{side}x{side}", tvm.mobilenet_v3_large(), {"x": image}),
+             Case("efficientnet_b0", f"EfficientNet-B0 1x3x{side}x{side}", tvm.efficientnet_b0(), {"x": image}),
+             Case("resnet18", f"ResNet-18 1x3x{side}x{side}", resnet18(), {"input": image}),
+             Case("bert", f"bert-style encoder {'2' if quick else '4'}x(d256 h4 ff1024), 1x128", encoder,
+                  {"src": torch.randn(1, 128, 256)})]
+    if any(n.startswith("bert_") for n in names):
+        every += berts(quick)
+    return [c for c in every if c.name in names]
 
 
 def _outputs(out, names: list[str]) -> list[torch.Tensor]:
@@ -135,6 +158,7 @@ def _write(tensors: dict, stem: Path) -> list[dict]:
 
 def _check_symbolic(onnx_path: Path, dynamic_shapes: dict) -> dict:
     """The ONNX inputs' dynamic axes must be symbolic (dim_param), not fixed to the example's size."""
+    import onnx  # (pip's bench extra; imported here so that tests can import RTOL without it)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
     dims = {v.name: v.type.tensor_type.shape.dim for v in graph.input}
     found = {}
@@ -148,7 +172,7 @@ def _check_symbolic(onnx_path: Path, dynamic_shapes: dict) -> dict:
     return found
 
 
-def export_both(case: Case, out: Path, relaxed: bool) -> dict:
+def export_all(case: Case, out: Path, relaxed: bool) -> dict:
     model = case.model.eval()
     for m in model.modules():  # non-trivial batch-norm statistics, as in a trained model
         if isinstance(m, nn.BatchNorm2d):
@@ -166,6 +190,9 @@ def export_both(case: Case, out: Path, relaxed: bool) -> dict:
     torch.onnx.export(model, (), str(onnx_path), kwargs=case.inputs, output_names=names, dynamo=True,
                       external_data=False, verbose=False, dynamic_shapes=case.dynamic_shapes)
     symbolic = _check_symbolic(onnx_path, case.dynamic_shapes) if case.dynamic_shapes else {}
+    tfjs = out / case.name
+    if case.tfjs:
+        export_tfjs(model, tuple(case.inputs.values()), tfjs)
 
     def run_case(inputs: dict, tag: str) -> dict:
         with torch.no_grad():
@@ -174,9 +201,11 @@ def export_both(case: Case, out: Path, relaxed: bool) -> dict:
         return {"inputs": _write(inputs, stem), "outputs": _write(expected, stem)}
 
     new = [{"length": next(iter(x.values())).shape[-1], **run_case(x, f"new{i}")} for i, x in enumerate(case.new_inputs)]
-    return {"name": case.name, "ours": str(ours), "ours_relaxed": str(ours_relaxed) if relaxed else None, "onnx": str(onnx_path), **run_case(case.inputs, "main"),
+    return {"name": case.name, "ours": str(ours), "ours_relaxed": str(ours_relaxed) if relaxed else None, "onnx": str(onnx_path),
+            "tfjs": str(tfjs) if case.tfjs else None, **run_case(case.inputs, "main"),
             "new_lengths": new, "symbolic_dims": symbolic, "ours_bytes": ours.stat().st_size,
             "onnx_bytes": onnx_path.stat().st_size,
+            "tfjs_bytes": tfjs.with_name(f"{tfjs.name}.tfjs.bin").stat().st_size + tfjs.with_name(f"{tfjs.name}.tfjs.json").stat().st_size if case.tfjs else None,
             "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
 
 
@@ -189,24 +218,51 @@ def _rel_errors(result: dict, config: dict) -> dict:
     return {side: max(d / (scales[k] or 1.0) for k, d in diffs.items()) for side, diffs in result["max_abs_diff"].items()}
 
 
-def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
-    print("| model | threads | ours ms | ours relaxed-SIMD ms | ORT-web ms | ours / ORT | relaxed / ORT "
-          "| max error / scale (ours / relaxed / ORT) |")
-    print("|---|---|---|---|---|---|---|---|")
+SIDES = {"ours": "ours", "ours_relaxed": "ours relaxed-SIMD", "ort": "ORT-web", "tfjs": "TF.js-wasm"}
+
+
+def _cell(r: dict, side: str) -> str:
+    """A side's median with its quartiles and min-max, or '-' when it did not run."""
+    t = r.get(side)
+    if not t:
+        return "-"
+    return f"{t['median_ms']:.2f} ({t['p25_ms']:.2f}-{t['p75_ms']:.2f}; {t['min_ms']:.2f}-{t['max_ms']:.2f})"
+
+
+def _ratio(r: dict, a: str, b: str) -> str:
+    return f"{r[a]['median_ms'] / r[b]['median_ms']:.2f}" if r.get(a) and r.get(b) else "-"
+
+
+def print_tables(results, configs, labels, runtime_bytes, our_js) -> None:
+    print("Times: median ms (quartiles; min-max) of all alternating runs\n")
+    print("| model | threads | " + " | ".join(SIDES.values()) + " | ours / ORT | ours / TF.js | relaxed / ORT | relaxed / TF.js "
+          "| max error / scale (ours / relaxed / ORT / TF.js) |")
+    print("|---|---|" + "---|" * (len(SIDES) + 5))
     for r in results:
-        ort_ms, relaxed = r["ort"]["median_ms"], r.get("ours_relaxed")
-        print(f"| {labels[r['model']]} | {r['threads']} | {r['ours']['median_ms']:.3f} | "
-              + (f"{relaxed['median_ms']:.3f}" if relaxed else "-") + f" | {ort_ms:.3f} | {r['ours']['median_ms'] / ort_ms:.2f} | "
-              + (f"{relaxed['median_ms'] / ort_ms:.2f}" if relaxed else "-") + " | "
-              + " / ".join(f"{r['rel_err'][side]:.1e}" if side in r["rel_err"] else "-" for side in ("ours", "ours_relaxed", "ort")) + " |")
-    print("\nWarm-up (V8 starts wasm in its baseline compiler): first run, runs until 3 in a row are within 10%, their time")
-    print("\n| model | threads | ours: first ms, runs, s | relaxed: first ms, runs, s | ORT-web: first ms, runs, s |")
-    print("|---|---|---|---|---|")
+        print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(_cell(r, side) for side in SIDES) + " | "
+              + " | ".join(_ratio(r, a, b) for a, b in (("ours", "ort"), ("ours", "tfjs"), ("ours_relaxed", "ort"), ("ours_relaxed", "tfjs")))
+              + " | " + " / ".join(f"{r['rel_err'][side]:.1e}" if side in r["rel_err"] else "-" for side in SIDES) + " |")
+    by_key = {(r["model"], r["threads"]): r for r in results}
+    pairs = [(by_key[(m, 1)], by_key[(m, 2)]) for m in labels if (m, 1) in by_key and (m, 2) in by_key]
+    if pairs:
+        print("\n2-thread speedup (1-thread median / 2-thread median)\n")
+        print("| model | " + " | ".join(SIDES.values()) + " |")
+        print("|---|" + "---|" * len(SIDES))
+        for one, two in pairs:
+            print(f"| {labels[one['model']]} | " + " | ".join(
+                f"{one[s]['median_ms'] / two[s]['median_ms']:.2f}x" if one.get(s) and two.get(s) else "-" for s in SIDES) + " |")
+    tf_info = {r["threads"]: r["tfjs_info"] for r in results}
+    print("\nTF.js: " + "; ".join(f"{t} thread(s): " + (f"{i['build']}, {i['threads']} XNNPACK thread(s)" if "build" in i else f"not run ({i['error']})")
+                                  for t, i in sorted(tf_info.items())))
+    print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs >= the warm-up time, then until"
+          "\n5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled at the cap)")
+    print("\n| model | threads | " + " | ".join(SIDES.values()) + " |")
+    print("|---|---|" + "---|" * len(SIDES))
     for r in results:
         w = r["warmup"]
         print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(
-            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" if s in w else "-"
-            for s in ("ours", "ours_relaxed", "ort")) + " |")
+            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" + ("" if w[s]["settled"] else "*") if s in w else "-"
+            for s in SIDES) + " |")
     dyn = [r for r in results if r["new_lengths"]]
     if dyn:
         print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms);"
@@ -222,14 +278,15 @@ def print_tables(results, configs, labels, ort_runtime, our_js) -> None:
             plan = r["planning_ms"]
             cells += [f"{plan['cold_ms']:.2f}", ", ".join(f"{t:.2f}" for t in plan["ms"]), f"{statistics.median(plan['ms']):.2f}"]
             print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(cells) + " |")
-    print("\n| model | fp32 weights | ours: .wasm (kernels + weights) | ours - weights | ORT-web: .onnx | + ORT-web runtime (wasm + JS) |")
+    print("\n| model | fp32 weights | ours: .wasm (kernels + weights) | ours - weights | ORT-web: .onnx | TF.js: op list + weights |")
     print("|---|---|---|---|---|---|")
     for c in configs:
         ours, onnx_bytes = c["ours_bytes"], c["onnx_bytes"]
         print(f"| {labels[c['name']]} | {c['weight_bytes'] / 1e6:.2f} MB | {ours / 1e6:.2f} MB | "
-              f"{(ours - c['weight_bytes']) / 1e6:+.2f} MB | {onnx_bytes / 1e6:.2f} MB | {sum(ort_runtime.values()) / 1e6:.2f} MB |")
-    print(f"\nour JS loader: {sum(our_js.values()) / 1e3:.1f} kB ({', '.join(our_js)}); "
-          f"ORT-web runtime files: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in ort_runtime.items()))
+              f"{(ours - c['weight_bytes']) / 1e6:+.2f} MB | {onnx_bytes / 1e6:.2f} MB | "
+              + (f"{c['tfjs_bytes'] / 1e6:.2f} MB" if c["tfjs_bytes"] else "-") + " |")
+    print(f"\nruntimes: our JS loader {sum(our_js.values()) / 1e3:.1f} kB ({', '.join(our_js)}) + kernels inside each .wasm; "
+          + "; ".join(f"{name}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in files.items()) for name, files in runtime_bytes.items()))
 
 
 def node_flags() -> list[str]:
@@ -240,10 +297,11 @@ def node_flags() -> list[str]:
 
 
 def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
-    """One Node process (ORT-web's numThreads is per process) timing every model at `threads`."""
-    cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "min_warmup": 2,
-           "max_warmup": 10 if quick else 20, "min_iters": 3 if quick else 5, "max_iters": 200,
-           "min_seconds": 0.5 if quick else 2.0, "rounds": 1 if quick else 2, "new_length_iters": 3 if quick else 5}
+    """One Node process (ORT-web's numThreads and TF.js's thread pool are per process) timing every
+    model at `threads`."""
+    cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "warmup_seconds": 0.5 if quick else 3.0,
+           "max_warmup": 30 if quick else 300, "min_iters": 3 if quick else 5, "max_iters": 200,
+           "round_seconds": 0.2 if quick else 0.5, "rounds": 2 if quick else 6, "new_length_iters": 3 if quick else 5}
     cfg_path = work / f"config{threads}.json"
     cfg_path.write_text(json.dumps(cfg))
     run = subprocess.run(["node", *node_flags(), str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
@@ -252,38 +310,51 @@ def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def _versions() -> dict:
+    """The npm packages' versions (from their package.json) and Node's."""
+    pkgs = {name: json.loads((HERE / "node_modules" / name / "package.json").read_text())["version"]
+            for name in ("onnxruntime-web", "@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-wasm")}
+    return {"node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(), **pkgs}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller models and fewer iterations")
+    parser.add_argument("--quick", action="store_true", help="smaller inputs and models, fewer iterations (smoke test)")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--models", help="comma-separated names of the models to run (default: all): "
-                        "mlp, resnet18, bert, bert_base, bert_narrow")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help=f"comma-separated names of the models to run: {', '.join(ALL_MODELS)} (default: {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--no-relaxed", action="store_true",
                         help="time only our default (baseline SIMD) files, not also their simd='relaxed' exports")
     args = parser.parse_args(argv)
-    if not ORT_DIST.exists():
-        sys.exit(f"onnxruntime-web is not installed: run `npm ci` in {HERE}")
+    names = tuple(args.models.split(","))
+    unknown = set(names) - set(ALL_MODELS)
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALL_MODELS)}")
+    if not ORT_DIST.exists() or not TFJS_DIST.exists():
+        sys.exit(f"onnxruntime-web / @tensorflow/tfjs-backend-wasm are not installed: run `npm ci` in {HERE}")
     labels, configs, results = {}, [], []
-    with tempfile.TemporaryDirectory(prefix="twb-ort-") as tmp:  # (BERT-base: ~0.9 GB of files)
-        for case in cases(args.quick):
-            if args.models and case.name not in args.models.split(","):
-                continue
+    with tempfile.TemporaryDirectory(prefix="twb-web-") as tmp:  # (BERT-base: ~0.9 GB of files)
+        for case in cases(args.quick, names):
             labels[case.name] = case.label
-            configs.append(export_both(case, Path(tmp), relaxed=not args.no_relaxed))
+            configs.append(export_all(case, Path(tmp), relaxed=not args.no_relaxed))
         for threads in [int(t) for t in args.threads.split(",")]:
             results += timing_run(args.quick, threads, configs, Path(tmp))
     by_name = {c["name"]: c for c in configs}
     for r in results:
         r["rel_err"] = _rel_errors(r, by_name[r["model"]])
-    ort_runtime = {f: (ORT_DIST / f).stat().st_size for f in ("ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs", "ort.wasm.min.mjs")}
+    runtime_bytes = {
+        "ORT-web": {f: (ORT_DIST / f).stat().st_size for f in ("ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs", "ort.wasm.min.mjs")},
+        "TF.js-wasm": {f: (TFJS_DIST / f).stat().st_size for f in ("tfjs-backend-wasm-simd.wasm", "tfjs-backend-wasm-threaded-simd.wasm", "tf-backend-wasm.min.js")}}
     our_js = {p.name: p.stat().st_size for p in LOADER.parent.glob("*.mjs")}
-    print_tables(results, configs, labels, ort_runtime, our_js)
+    versions = _versions()
     out = ROOT / ".benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "ort_web.json").write_text(json.dumps({
-        "results": results, "labels": labels, "ort_runtime_bytes": ort_runtime, "our_js_bytes": our_js,
-        "files": {c["name"]: {"ours": c["ours_bytes"], "onnx": c["onnx_bytes"], "fp32_weights": c["weight_bytes"],
-                              "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}, indent=1))
+    (out / "web.json").write_text(json.dumps({
+        "results": results, "labels": labels, "versions": versions, "runtime_bytes": runtime_bytes, "our_js_bytes": our_js,
+        "files": {c["name"]: {"ours": c["ours_bytes"], "onnx": c["onnx_bytes"], "tfjs": c["tfjs_bytes"],
+                              "fp32_weights": c["weight_bytes"], "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}, indent=1))
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "\n")
+    print_tables(results, configs, labels, runtime_bytes, our_js)
     failed = [f"{labels[r['model']]} at {r['threads']} thread(s): {side} {err:.1e}" for r in results
               for side, err in r["rel_err"].items() if err > RTOL]
     if failed:
