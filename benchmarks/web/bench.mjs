@@ -67,15 +67,15 @@ async function timed(fn) {
 
 // V8 compiles wasm functions with its baseline compiler (Liftoff) at first and tiers hot ones up to
 // TurboFan in the background, so the first runs are slower. Every runtime gets the same warm-up:
-// at least warmup_seconds of runs, then until the last 5 are within 10% of each other (at most
-// max_warmup runs); how many runs and seconds that took is reported.
+// at least warmup_seconds of runs, then until the last 5 are within 10% of each other (for at most
+// max_warmup_seconds in all); how many runs and seconds that took is reported.
 async function warmUp(fn, firstMs) {
   const times = [firstMs];
-  const start = performance.now() - firstMs;
+  const start = performance.now() - firstMs, elapsed = () => (performance.now() - start) / 1e3;
   const settled = () => { const last = times.slice(-5); return last.length === 5 && Math.max(...last) <= 1.1 * Math.min(...last); };
-  while (times.length < config.max_warmup && (performance.now() - start < config.warmup_seconds * 1000 || !settled()))
+  while (elapsed() < config.warmup_seconds || (!settled() && elapsed() < config.max_warmup_seconds))
     times.push((await timed(fn))[0]);
-  return { first_ms: firstMs, runs: times.length, settled: settled(), seconds: (performance.now() - start) / 1e3, times_ms: times };
+  return { first_ms: firstMs, runs: times.length, settled: settled(), seconds: elapsed(), times_ms: times };
 }
 
 /** One round's block of runs of one side: at least min_iters, and round_seconds long. */

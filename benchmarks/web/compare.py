@@ -254,8 +254,8 @@ def print_tables(results, configs, labels, runtime_bytes, our_js) -> None:
     tf_info = {r["threads"]: r["tfjs_info"] for r in results}
     print("\nTF.js: " + "; ".join(f"{t} thread(s): " + (f"{i['build']}, {i['threads']} XNNPACK thread(s)" if "build" in i else f"not run ({i['error']})")
                                   for t, i in sorted(tf_info.items())))
-    print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs >= the warm-up time, then until"
-          "\n5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled at the cap)")
+    print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs for the same minimum time, then"
+          "\nuntil 5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled by the time cap)")
     print("\n| model | threads | " + " | ".join(SIDES.values()) + " |")
     print("|---|---|" + "---|" * len(SIDES))
     for r in results:
@@ -300,7 +300,7 @@ def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
     """One Node process (ORT-web's numThreads and TF.js's thread pool are per process) timing every
     model at `threads`."""
     cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "warmup_seconds": 0.5 if quick else 3.0,
-           "max_warmup": 30 if quick else 300, "min_iters": 3 if quick else 5, "max_iters": 200,
+           "max_warmup_seconds": 2.0 if quick else 12.0, "min_iters": 3 if quick else 5, "max_iters": 200,
            "round_seconds": 0.2 if quick else 0.5, "rounds": 2 if quick else 6, "new_length_iters": 3 if quick else 5}
     cfg_path = work / f"config{threads}.json"
     cfg_path.write_text(json.dumps(cfg))
