@@ -31,8 +31,8 @@ help:
 	@echo "make demo    setup, then run examples/demo.py"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmark suites"
-	@echo "make bench-web  exported .wasm vs ONNX Runtime Web vs TensorFlow.js wasm in Node.js (npm + pip installs first;"
-	@echo "                BENCH_WEB_ARGS=--quick for a smoke run); bench-ort is the same"
+	@echo "make bench-web  exported .wasm vs ONNX Runtime Web vs TensorFlow.js wasm in Node.js, into BENCHMARKS.md"
+	@echo "                (npm + pip installs first; a smoke run: python benchmarks/web/compare.py --quick); bench-ort: the same"
 
 kernels: $(WASM) $(WASM_RELAXED) $(JS_ABI)
 
@@ -78,7 +78,7 @@ bench:
 bench-web:
 	$(PYTHON) -m pip install -q -e ".[bench]"
 	cd benchmarks/web && npm ci --prefer-offline --no-audit --no-fund
-	$(PYTHON) benchmarks/web/compare.py $(BENCH_WEB_ARGS)
+	$(PYTHON) benchmarks/web/compare.py --write
 
 bench-ort: bench-web
 

@@ -4,8 +4,8 @@
 // our exported .wasm through the shipped loader, alternating, and prints JSON results: each
 // runtime's max |output - eager| per output, its warm-up, its times (median, quartiles, min, max)
 // and, for models with a dynamic dim, its first run at each length never run before next to its
-// steady time there.
-import { readFileSync } from "node:fs";
+// steady time there, as JSON into the file config.out.
+import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
 import { initTfjs, loadGraph } from "./tfjs_graph.mjs";
@@ -156,5 +156,6 @@ for (const m of config.models) {
   if (graph) { run.tfjs.dispose(); graph.dispose(); }
   await session.release();
 }
-console.log(JSON.stringify(results));
-process.exit(0);  // ORT's worker threads would otherwise keep the process alive
+// To a file: stdout to a pipe is written asynchronously, and process.exit would cut it at 64 kB.
+writeFileSync(config.out, JSON.stringify(results));
+process.exit(0);  // ORT's and TF.js's worker threads would otherwise keep the process alive

@@ -28,7 +28,12 @@ run (shared machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import io
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -233,7 +238,12 @@ def _ratio(r: dict, a: str, b: str) -> str:
     return f"{r[a]['median_ms'] / r[b]['median_ms']:.2f}" if r.get(a) and r.get(b) else "-"
 
 
-def print_tables(results, configs, labels, runtime_bytes, our_js) -> None:
+def print_tables(report: dict) -> None:
+    """The run's markdown (what --write puts into BENCHMARKS.md) from its .benchmarks/web.json."""
+    results, labels = report["results"], report["labels"]
+    print(f"`{report['command']}` on {report['date']}, {report['machine']}; load average (1 min) "
+          f"{report['load_average'][0]:.1f} at the start, {report['load_average'][1]:.1f} at the end; "
+          + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".\n")
     print("Times: median ms (quartiles; min-max) of all alternating runs\n")
     print("| model | threads | " + " | ".join(SIDES.values()) + " | ours / ORT | ours / TF.js | relaxed / ORT | relaxed / TF.js "
           "| max error / scale (ours / relaxed / ORT / TF.js) |")
@@ -280,13 +290,13 @@ def print_tables(results, configs, labels, runtime_bytes, our_js) -> None:
             print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(cells) + " |")
     print("\n| model | fp32 weights | ours: .wasm (kernels + weights) | ours - weights | ORT-web: .onnx | TF.js: op list + weights |")
     print("|---|---|---|---|---|---|")
-    for c in configs:
-        ours, onnx_bytes = c["ours_bytes"], c["onnx_bytes"]
-        print(f"| {labels[c['name']]} | {c['weight_bytes'] / 1e6:.2f} MB | {ours / 1e6:.2f} MB | "
-              f"{(ours - c['weight_bytes']) / 1e6:+.2f} MB | {onnx_bytes / 1e6:.2f} MB | "
-              + (f"{c['tfjs_bytes'] / 1e6:.2f} MB" if c["tfjs_bytes"] else "-") + " |")
+    for name, f in report["files"].items():
+        print(f"| {labels[name]} | {f['fp32_weights'] / 1e6:.2f} MB | {f['ours'] / 1e6:.2f} MB | "
+              f"{(f['ours'] - f['fp32_weights']) / 1e6:+.2f} MB | {f['onnx'] / 1e6:.2f} MB | "
+              + (f"{f['tfjs'] / 1e6:.2f} MB" if f["tfjs"] else "-") + " |")
+    our_js = report["our_js_bytes"]
     print(f"\nruntimes: our JS loader {sum(our_js.values()) / 1e3:.1f} kB ({', '.join(our_js)}) + kernels inside each .wasm; "
-          + "; ".join(f"{name}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in files.items()) for name, files in runtime_bytes.items()))
+          + "; ".join(f"{name}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in files.items()) for name, files in report["runtime_bytes"].items()))
 
 
 def node_flags() -> list[str]:
@@ -299,15 +309,16 @@ def node_flags() -> list[str]:
 def timing_run(quick: bool, threads: int, configs: list, work: Path) -> list:
     """One Node process (ORT-web's numThreads and TF.js's thread pool are per process) timing every
     model at `threads`."""
-    cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "warmup_seconds": 0.5 if quick else 3.0,
-           "max_warmup_seconds": 2.0 if quick else 12.0, "min_iters": 3 if quick else 5, "max_iters": 200,
-           "round_seconds": 0.2 if quick else 0.5, "rounds": 2 if quick else 6, "new_length_iters": 3 if quick else 5}
+    cfg = {"loader": str(LOADER), "threads": threads, "models": configs, "out": str(work / f"results{threads}.json"),
+           "warmup_seconds": 0.5 if quick else 3.0, "max_warmup_seconds": 2.0 if quick else 8.0,
+           "min_iters": 3 if quick else 5, "max_iters": 200,
+           "round_seconds": 0.2 if quick else 0.4, "rounds": 2 if quick else 5, "new_length_iters": 3 if quick else 5}
     cfg_path = work / f"config{threads}.json"
     cfg_path.write_text(json.dumps(cfg))
     run = subprocess.run(["node", *node_flags(), str(HERE / "bench.mjs"), str(cfg_path)], capture_output=True, text=True, cwd=HERE)
     if run.returncode != 0:
         sys.exit(f"bench.mjs failed:\n{run.stderr}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(Path(cfg["out"]).read_text())
 
 
 def _versions() -> dict:
@@ -315,6 +326,27 @@ def _versions() -> dict:
     pkgs = {name: json.loads((HERE / "node_modules" / name / "package.json").read_text())["version"]
             for name in ("onnxruntime-web", "@tensorflow/tfjs-core", "@tensorflow/tfjs-backend-wasm")}
     return {"node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip(), **pkgs}
+
+
+WEB_SECTION = "## Web runtimes"   # BENCHMARKS.md's section of this benchmark (benchmarks/report.py keeps it)
+
+
+def render(report: dict, write: bool) -> int:
+    """Prints the run's tables; `write`: BENCHMARKS.md's web section becomes them (the rest stays)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        print_tables(report)
+    text = buffer.getvalue()
+    print(text)
+    if write:
+        path = ROOT / "BENCHMARKS.md"
+        old = path.read_text()
+        head, _, rest = old.partition(WEB_SECTION)
+        tail = rest[rest.index("\n## "):] if "\n## " in rest else ""   # a section after ours stays
+        path.write_text(head.rstrip("\n") + f"\n\n{WEB_SECTION}\n\nGenerated by `make bench-web` (benchmarks/web/compare.py"
+                        " --write): ours vs ONNX Runtime Web vs TensorFlow.js (wasm backends), same weights, one Node.js process per"
+                        " thread count, alternating; ratios compare numbers of this one run.\n\n" + text + tail)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -325,7 +357,13 @@ def main(argv=None) -> int:
                         help=f"comma-separated names of the models to run: {', '.join(ALL_MODELS)} (default: {', '.join(DEFAULT_MODELS)})")
     parser.add_argument("--no-relaxed", action="store_true",
                         help="time only our default (baseline SIMD) files, not also their simd='relaxed' exports")
+    parser.add_argument("--report", metavar="JSON", help="print (and with --write, write) the tables of an earlier run's JSON, run nothing")
+    parser.add_argument("--write", action="store_true", help=f"also put the tables into BENCHMARKS.md's '{WEB_SECTION}' section")
     args = parser.parse_args(argv)
+    if args.quick and args.write:
+        parser.error("--quick is a smoke test: BENCHMARKS.md takes full runs only (drop --write)")
+    if args.report:
+        return render(json.loads(Path(args.report).read_text()), args.write)
     names = tuple(args.models.split(","))
     unknown = set(names) - set(ALL_MODELS)
     if unknown:
@@ -333,6 +371,7 @@ def main(argv=None) -> int:
     if not ORT_DIST.exists() or not TFJS_DIST.exists():
         sys.exit(f"onnxruntime-web / @tensorflow/tfjs-backend-wasm are not installed: run `npm ci` in {HERE}")
     labels, configs, results = {}, [], []
+    start = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load=os.getloadavg()[0])
     with tempfile.TemporaryDirectory(prefix="twb-web-") as tmp:  # (BERT-base: ~0.9 GB of files)
         for case in cases(args.quick, names):
             labels[case.name] = case.label
@@ -346,15 +385,16 @@ def main(argv=None) -> int:
         "ORT-web": {f: (ORT_DIST / f).stat().st_size for f in ("ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs", "ort.wasm.min.mjs")},
         "TF.js-wasm": {f: (TFJS_DIST / f).stat().st_size for f in ("tfjs-backend-wasm-simd.wasm", "tfjs-backend-wasm-threaded-simd.wasm", "tf-backend-wasm.min.js")}}
     our_js = {p.name: p.stat().st_size for p in LOADER.parent.glob("*.mjs")}
-    versions = _versions()
+    report = {"command": "python benchmarks/web/compare.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "date": start["date"], "load_average": [start["load"], os.getloadavg()[0]],
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "results": results, "labels": labels, "versions": _versions(), "runtime_bytes": runtime_bytes, "our_js_bytes": our_js,
+              "files": {c["name"]: {"ours": c["ours_bytes"], "onnx": c["onnx_bytes"], "tfjs": c["tfjs_bytes"],
+                                    "fp32_weights": c["weight_bytes"], "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}
     out = ROOT / ".benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "web.json").write_text(json.dumps({
-        "results": results, "labels": labels, "versions": versions, "runtime_bytes": runtime_bytes, "our_js_bytes": our_js,
-        "files": {c["name"]: {"ours": c["ours_bytes"], "onnx": c["onnx_bytes"], "tfjs": c["tfjs_bytes"],
-                              "fp32_weights": c["weight_bytes"], "onnx_symbolic_dims": c["symbolic_dims"]} for c in configs}}, indent=1))
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "\n")
-    print_tables(results, configs, labels, runtime_bytes, our_js)
+    (out / "web.json").write_text(json.dumps(report, indent=1))
+    render(report, args.write)
     failed = [f"{labels[r['model']]} at {r['threads']} thread(s): {side} {err:.1e}" for r in results
               for side, err in r["rel_err"].items() if err > RTOL]
     if failed:
