@@ -263,7 +263,10 @@ def print_tables(report: dict) -> None:
                 f"{one[s]['median_ms'] / two[s]['median_ms']:.2f}x" if one.get(s) and two.get(s) else "-" for s in SIDES) + " |")
     tf_info = {r["threads"]: r["tfjs_info"] for r in results}
     print("\nTF.js: " + "; ".join(f"{t} thread(s): " + (f"{i['build']}, {i['threads']} XNNPACK thread(s)" if "build" in i else f"not run ({i['error']})")
-                                  for t, i in sorted(tf_info.items())))
+                                  for t, i in sorted(tf_info.items()))
+          + ". (TF.js 4.22.0 caps its XNNPACK pool at half the logical cores it sees, taking them for hyperthreads, so on a"
+          " 2-core machine without hyperthreads it runs 1 thread in a browser too; the shim shows it twice the cores: the"
+          " 2-thread TF.js column is what it runs on a 2-core, 4-thread CPU.)")
     print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs for the same minimum time, then"
           "\nuntil 5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled by the time cap)")
     print("\n| model | threads | " + " | ".join(SIDES.values()) + " |")
