@@ -10,7 +10,14 @@ COMPILE_FLAGS := -O3 -std=c++17 -msimd128 -matomics -mbulk-memory -fno-exception
 LINK_FLAGS := -s STANDALONE_WASM=1 -s IMPORTED_MEMORY=1 -s INITIAL_MEMORY=16MB -s MAXIMUM_MEMORY=4GB \
   -s ALLOW_MEMORY_GROWTH=1 -s TOTAL_STACK=1MB -s EXPORTED_FUNCTIONS=stackRestore,stackSave \
   -Wl,--shared-memory --no-entry -matomics -mbulk-memory
-EMCC_FLAGS := $(COMPILE_FLAGS) $(LINK_FLAGS)
+# Keep each kernel its own wasm function: wasm-opt -O3 inlines every function with one caller, and
+# each k_* kernel has one (run_plan's switch), which made run_plan a 110 KB function. V8 runs a
+# function's first calls in its baseline compiler (Liftoff) and swaps in optimized (TurboFan) code
+# only at the function's next call: run_plan is called once per run, and its TurboFan compile took
+# 0.7 s here, so a model ran up to 2x slow for its first runs. (The relaxed build is linked without
+# wasm-opt and never inlined them.) 100: small helpers with one caller are still inlined.
+NO_KERNEL_INLINING := -s BINARYEN_EXTRA_PASSES=--one-caller-inline-max-function-size=100
+EMCC_FLAGS := $(COMPILE_FLAGS) $(LINK_FLAGS) $(NO_KERNEL_INLINING)
 
 # The relaxed-SIMD build (f32x4.relaxed_madd in GEMM and convolution; docs/design.md decision 4):
 # Debian's emcc 3.1.6 ships clang 14, which has no relaxed SIMD, so it is pointed at Debian's

@@ -1,4 +1,4 @@
-"""Kernels against the machine, measured in one run: the module's SIMD128 peak loop; GEMM on square
+"""Kernels against the machine, measured in one run: the module's SIMD128 peak loops; GEMM on square
 shapes and on linear-layer shapes (M = 1, 8, 64 rows against a pre-packed weight, with a bias), as a
 fraction of that peak; the memory bandwidth wasm reaches streaming a buffer of each weight's size
 (the roofline of the memory-bound small-M shapes); ResNet-18's conv layers. Each at 1 and 2 threads,
@@ -16,6 +16,8 @@ from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.lowering.ops.conv import winograd_tile_block, winograd_weight
 from torch_wasm_backend.lowering.ops.matmul import pack_b
 from torch_wasm_backend.kernel_call import KernelSession
+from torch_wasm_backend.runtime import INITIAL_PAGES, _engine_module
+from torch_wasm_backend.wasm_layer import KERNEL_EXPORTS, MAX_PAGES, Instance, Memory
 
 THREADS = [1, 2]
 PEAK_ITERS = 200_000
@@ -29,13 +31,21 @@ CONVS = [("3x3 56x56x64", 64, 56, 64, 3, 1, 1), ("3x3 28x28x128", 128, 28, 128, 
          ("1x1/2 28x28x128->256", 128, 28, 256, 1, 2, 0)]
 
 
-def test_peak_simd128(benchmark):
-    with KernelSession(threads=1) as ks:
-        flops = ks.runtime.peak_flops(1)  # warm up; returns flops per call for 1 iter
-        benchmark.group = "gemm vs peak"
-        benchmark.extra_info.update(kind="peak", flops=ks.runtime.peak_flops(PEAK_ITERS))
-        benchmark(ks.runtime.peak_flops, PEAK_ITERS)
-        assert flops > 0
+@pytest.mark.parametrize("simd", ["baseline", "relaxed"])
+@pytest.mark.parametrize("loop", ["peak_flops", "peak_flops_chains"])
+def test_peak_simd128(benchmark, loop, simd):
+    """The yardsticks in kernels_cpp/peak.cpp, on one instance of each kernel build: peak_flops (the
+    GEMM micro-kernel's shape, 2 loads per step) and peak_flops_chains (12 mul+add chains, no
+    loads: the highest rate a wasm loop reaches)."""
+    engine, module = _engine_module(simd=simd)
+    memory = Memory(engine, INITIAL_PAGES, MAX_PAGES)
+    instance = Instance(engine, module, memory, (*KERNEL_EXPORTS, loop))  # (kept alive: fn holds raw pointers)
+    run = instance.fn[loop]
+    flops = run(1)[0].f64  # warm up; returns flops per call for 1 iter
+    benchmark.group = "gemm vs peak"
+    benchmark.extra_info.update(kind="peak", loop=loop, simd=simd, flops=run(PEAK_ITERS)[0].f64)
+    benchmark(run, PEAK_ITERS)
+    assert flops > 0
 
 
 def _bench_gemm(benchmark, threads, m, n, k, bias_mode, group, **info):

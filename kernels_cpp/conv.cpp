@@ -65,6 +65,131 @@ void depthwise_plane(const CONV2D_args* a, const float* in, const float* w, floa
   activation_inplace(out, (long)OH * OW, a->act, a->p0, a->p1);
 }
 
+// The activation of a depthwise output vector: specialised at compile time for the ones mobile CNNs
+// fuse (ACT >= 0), through apply_activation's switch otherwise (ACT = -1). Both give unary_v's bits.
+template <int ACT>
+inline v128_t depthwise_act(v128_t v, int act, float p0, float p1) {
+  if constexpr (ACT >= 0) return unary_v<ACT>(v, p0, p1);
+  else return apply_activation(v, act, p0, p1);
+}
+
+// Floats of stack one depthwise_plane_k call uses for its zero-padded input lines (32 KiB: worker
+// stacks are 256 KiB); a plane whose lines do not fit runs depthwise_plane.
+constexpr int kDepthwiseLineFloats = 8192;
+
+// Floats per padded input line of depthwise_plane_k<K, S> for output width ow: stride 1 keeps the
+// padded row (ow rounded up to 4, plus K - 1 columns of reach); stride 2 keeps it deinterleaved,
+// even columns then odd ones, `half` floats each.
+inline int depthwise_line(int K, int S, int ow) {
+  const int ow4 = (ow + 3) / 4 * 4;
+  return S == 1 ? ow4 + K - 1 : 2 * (ow4 + K / 2 + 1);
+}
+
+// One output plane of a K x K depthwise conv (K = 3 or 5), stride S (1 or 2), dilation 1, any
+// padding, 4 output columns per vector (XNNPACK's CHW depthwise kernels work the same way). Each
+// input row the plane reads is copied once into a zero-padded line (a ring of K lines; rows above
+// and below the input read one line of zeros), so every block of 4 outputs loads its taps straight
+// from the lines: no edge cases, no per-tap bounds checks. Stride 2 lines are stored deinterleaved
+// (even, odd padded columns), so tap kx of outputs ox..ox+3 is one plain load at ox + kx / 2 of the
+// even or odd half, where a strided load would need two loads and a shuffle per tap. The K*K
+// weights are splatted once per plane, and bias and activation are applied in registers before
+// the one store. Taps add in (ky, kx) order, padding taps included (as zeros).
+template <int K, int S, int ACT>
+void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, float bias, float* out) {
+  const int H = a->h, W = a->w, OH = a->oh, OW = a->ow, ph = a->ph, pw = a->pw, act = a->act;
+  const float p0 = a->p0, p1 = a->p1;
+  const int L = depthwise_line(K, S, OW), half = L / 2;
+  alignas(16) float lines[kDepthwiseLineFloats];  // K ring slots of L floats, then a zero line
+  memset(lines, 0, sizeof(float) * (K + 1) * L);  // the pads are never written after this
+  const float* zero = lines + K * L;
+  int held[K];  // padded row index held by each ring slot
+  for (int i = 0; i < K; ++i) held[i] = -1;
+  v128_t wv[K * K];
+  for (int i = 0; i < K * K; ++i) wv[i] = wasm_f32x4_splat(w[i]);
+  const v128_t vbias = wasm_f32x4_splat(bias);
+
+  // The line of padded row prow (input row prow - ph), filled into its ring slot if not there yet.
+  auto line = [&](int prow) -> const float* {
+    const int iy = prow - ph;
+    if (iy < 0 || iy >= H) return zero;
+    float* dst = lines + (prow % K) * L;
+    if (held[prow % K] == prow) return dst;
+    held[prow % K] = prow;
+    const float* src = in + (ptrdiff_t)iy * W;
+    if constexpr (S == 1) {
+      const int n = W < L - pw ? W : L - pw;
+      if (n > 0) memcpy(dst + pw, src, sizeof(float) * n);
+    } else {
+      // Padded column pw + q goes to dst[(pw + q) / 2] (even) or dst[half + (pw + q) / 2] (odd).
+      float* ev = dst;
+      float* od = dst + half;
+      float* to_even_q = (pw & 1) ? od : ev;  // where the even q land
+      float* to_odd_q = (pw & 1) ? ev : od;
+      int q = 0;
+      for (; q + 8 <= W && ((pw + q + 1) >> 1) + 4 <= half; q += 8) {
+        const v128_t lo = wasm_v128_load(src + q), hi = wasm_v128_load(src + q + 4);
+        wasm_v128_store(to_even_q + ((pw + q) >> 1), wasm_i32x4_shuffle(lo, hi, 0, 2, 4, 6));
+        wasm_v128_store(to_odd_q + ((pw + q + 1) >> 1), wasm_i32x4_shuffle(lo, hi, 1, 3, 5, 7));
+      }
+      for (; q < W; ++q) {
+        const int idx = pw + q;
+        if ((idx >> 1) >= half) break;
+        ((idx & 1) ? od : ev)[idx >> 1] = src[q];
+      }
+    }
+    return dst;
+  };
+
+  for (int oy = 0; oy < OH; ++oy) {
+    const float* rows[K];
+    for (int ky = 0; ky < K; ++ky) rows[ky] = line(oy * S + ky);
+    float* orow = out + (ptrdiff_t)oy * OW;
+    auto block = [&](int ox) {
+      v128_t acc = vbias;
+      for (int ky = 0; ky < K; ++ky) {
+        const float* r = rows[ky] + ox;
+        for (int kx = 0; kx < K; ++kx) {
+          const float* tap = S == 1 ? r + kx : r + (kx & 1) * half + kx / 2;
+          acc = simd_math::madd(wv[ky * K + kx], wasm_v128_load(tap), acc);
+        }
+      }
+      return depthwise_act<ACT>(acc, act, p0, p1);
+    };
+    int ox = 0;
+    for (; ox + 4 <= OW; ox += 4) wasm_v128_store(orow + ox, block(ox));
+    if (ox < OW) {
+      alignas(16) float buf[4];
+      wasm_v128_store(buf, block(ox));
+      for (int j = 0; ox + j < OW; ++j) orow[ox + j] = buf[j];
+    }
+  }
+}
+
+using DepthwisePlane = void (*)(const CONV2D_args*, const float*, const float*, float, float*);
+
+template <int K, int S>
+DepthwisePlane depthwise_for_act(int act) {
+  switch (act) {
+    case UNARY_IDENTITY: return depthwise_plane_k<K, S, UNARY_IDENTITY>;
+    case UNARY_RELU: return depthwise_plane_k<K, S, UNARY_RELU>;
+    case UNARY_CLAMP: return depthwise_plane_k<K, S, UNARY_CLAMP>;  // ReLU6
+    case UNARY_HARDSWISH: return depthwise_plane_k<K, S, UNARY_HARDSWISH>;
+    default: return depthwise_plane_k<K, S, -1>;
+  }
+}
+
+// The vectorised plane kernel for this conv, or the general depthwise_plane.
+DepthwisePlane depthwise_kernel(const CONV2D_args* a) {
+  if (a->kh != a->kw || a->sh != a->sw || a->dh != 1 || a->dw != 1 ||
+      (a->kh + 1) * depthwise_line(a->kh, a->sh, a->ow) > kDepthwiseLineFloats)
+    return depthwise_plane;
+  if (a->kh == 3 && a->sh == 1) return depthwise_for_act<3, 1>(a->act);
+  if (a->kh == 3 && a->sh == 2) return depthwise_for_act<3, 2>(a->act);
+  if (a->kh == 5 && a->sh == 1) return depthwise_for_act<5, 1>(a->act);
+  if (a->kh == 5 && a->sh == 2) return depthwise_for_act<5, 2>(a->act);
+  return depthwise_plane;
+}
+
 // im2col of output columns [c0, c1) straight into GEMM panel layout: element (r, q) of the
 // [K, c1 - c0] block goes to dst[((q - c0) / NR) * K * NR + r * NR + (q - c0) % NR]; taps outside
 // the input and columns past c1 (up to the block's last full panel) are zero.
@@ -136,9 +261,10 @@ void k_CONV2D(const CONV2D_args* a) {
 
   if (cin_g == 1 && cout_g == 1) {
     const int planes = N * CO;
+    const DepthwisePlane kernel = depthwise_kernel(a);
     auto plane = [&](int t) {
       const int c = t % CO;
-      depthwise_plane(a, in + (ptrdiff_t)t * in_plane, weight + (ptrdiff_t)c * KHW,
+      kernel(a, in + (ptrdiff_t)t * in_plane, weight + (ptrdiff_t)c * KHW,
                       bias ? bias[c] : 0.0f, out + (ptrdiff_t)t * out_plane);
     };
     if (pool_threads() > 1 && worth_threading(2.0 * planes * out_plane * KHW))

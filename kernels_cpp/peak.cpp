@@ -49,6 +49,30 @@ extern "C" __attribute__((export_name("peak_flops"))) double peak_flops(int32_t 
   return (double)iters * 8 * 4 * 2;
 }
 
+// peak_flops_chains: the highest multiply-add rate a wasm loop reaches on this machine, the yardstick
+// next to peak_flops (whose two loads per step and 8 chains leave it ~25% short of it in wasmtime):
+// 12 independent chains c = c * m + d (simd_math::madd: mul + add, or relaxed_madd) and no loads.
+// 12 chains cover the mul + add latency (8 cycles) at two vector ops per cycle, and 12 accumulators
+// + m + d + one product temporary fit the 16 xmm registers (checked with `wasm-tools print`: the loop
+// body is 12 madds on locals, no loads or stores). Guarding against the compiler: the multiply takes
+// the accumulator, so it cannot be hoisted out of the loop; m and d are read through a volatile (no
+// constant folding); the chains start from distinct values (equal ones would be CSE'd into one);
+// m < 1 keeps them finite (they converge to d / (1 - m), no denormals); the sum goes to a volatile.
+extern "C" __attribute__((export_name("peak_flops_chains"))) double peak_flops_chains(int32_t iters) {
+  const float seed = g_seed;
+  const v128_t m = wasm_f32x4_splat(1.0f - seed), d = wasm_f32x4_splat(seed);
+  v128_t c[12];
+  for (int i = 0; i < 12; ++i) c[i] = wasm_f32x4_splat(seed * (float)(i + 1));
+  for (int32_t it = 0; it < iters; ++it) {
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 12; ++i) c[i] = simd_math::madd(c[i], m, d);
+  }
+  v128_t s = c[0];
+  for (int i = 1; i < 12; ++i) s = wasm_f32x4_add(s, c[i]);
+  g_checksum = wasm_f32x4_extract_lane(s, 0) + wasm_f32x4_extract_lane(s, 3);
+  return (double)iters * 12 * 4 * 2;
+}
+
 // read_bandwidth: the other yardstick, for kernels that stream an operand from memory (a GEMV reads
 // each weight once per call). Reads nbytes at ptr `passes` times, split in contiguous chunks over
 // `threads` threads of the pool (each re-reads its own chunk, as a kernel whose operand stays in its

@@ -33,6 +33,10 @@ struct Requant {
   bool relu;
   int out_dtype;
   float inv_out_scale, out_zp, qmin, qmax;  // quantized outputs only
+  // QCONV2D's residual (quantized outputs only): laid out as out, at out's address + res_delta.
+  ptrdiff_t res_delta;
+  bool has_res, res_signed;
+  float res_scale, res_zp;
 };
 
 inline int elem_size(int dtype) { return dtype == DT_F32 ? 4 : 1; }
@@ -55,8 +59,18 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
   v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, wasm_i32x4_splat(rq.acc_bias[i])));
   y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.scale[i]));
   if (rq.bias) y = wasm_f32x4_add(y, wasm_f32x4_splat(rq.bias[i]));
-  if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
   uint8_t* o = out + (ptrdiff_t)i * si + (ptrdiff_t)j0 * sj;
+  if (rq.has_res) {  // + dequantized residual, (r - zp) * scale in float32 as eager's dequantize
+    alignas(16) float r[4] = {0, 0, 0, 0};
+    const uint8_t* rp = o + rq.res_delta;
+    for (int c = 0; c < nc; ++c) {
+      const uint8_t b = rp[(ptrdiff_t)c * sj];
+      r[c] = (float)(rq.res_signed ? (int32_t)(int8_t)b : (int32_t)b);
+    }
+    const v128_t rv = wasm_f32x4_sub(wasm_v128_load(r), wasm_f32x4_splat(rq.res_zp));
+    y = wasm_f32x4_add(y, wasm_f32x4_mul(rv, wasm_f32x4_splat(rq.res_scale)));
+  }
+  if (rq.relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));  // (y is never NaN: finite inputs)
   if (rq.out_dtype == DT_F32) {
     if (nc == 4 && sj == 4) {  // contiguous columns (conv): one store
       wasm_v128_store(o, y);
@@ -150,7 +164,8 @@ void qgemm_dispatch(int x_dtype, int rows, int cols, int kp, const int8_t* w, co
 
 Requant requant_of(const int32_t* acc_bias, const float* scale, const float* bias, int relu, int out_dtype,
                    float inv_out_scale, int out_zp, int qmin, int qmax) {
-  Requant rq{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)out_zp, (float)qmin, (float)qmax};
+  Requant rq{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)out_zp, (float)qmin, (float)qmax,
+             0, false, false, 1.0f, 0.0f};
   if (rq.relu && out_dtype != DT_F32) {
     // round, + zp and clamp are monotone and map 0 to out_zp: relu before them = clamp at out_zp.
     rq.relu = false;
@@ -366,6 +381,18 @@ void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, 
   else for (int c = 0; c < C; ++c) plane(c);
 }
 
+// rq with QCONV2D's residual, if the record has one: at the same element offset as out (both 1-byte
+// elements), so one address difference locates it from any output position.
+Requant with_residual(const QCONV2D_args* a, Requant rq) {
+  if (!a->res) return rq;
+  rq.has_res = true;
+  rq.res_delta = at<const uint8_t>(a->res) - at<const uint8_t>(a->out);
+  rq.res_signed = a->res_dtype == DT_I8;
+  rq.res_scale = a->res_scale;
+  rq.res_zp = (float)a->res_zp;
+  return rq;
+}
+
 }  // namespace
 
 void k_QCONV2D(const QCONV2D_args* a) {
@@ -388,8 +415,8 @@ void k_QCONV2D(const QCONV2D_args* a) {
   const bool channels_last = cin_g % kKBlock == 0;
   uint8_t* nhwc = scratch + (ptrdiff_t)panels * kCols * a->kp;
   if (cin_g == 1 && cout_g == 1 && a->kh * a->kw <= kMaxTaps) {
-    const Requant rq = requant_of(acc_bias, scale, bias, a->relu, a->out_dtype, a->inv_out_scale, a->out_zp,
-                                  a->qmin, a->qmax);
+    const Requant rq = with_residual(a, requant_of(acc_bias, scale, bias, a->relu, a->out_dtype,
+                                                   a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
     for (int img = 0; img < a->n; ++img) {
       const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
@@ -402,8 +429,8 @@ void k_QCONV2D(const QCONV2D_args* a) {
     for (int g = 0; g < G; ++g) {
       const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;
       const int c0 = g * cout_g;
-      const Requant rq = requant_of(acc_bias + c0, scale + c0, bias ? bias + c0 : nullptr, a->relu, a->out_dtype,
-                                    a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+      const Requant rq = with_residual(a, requant_of(acc_bias + c0, scale + c0, bias ? bias + c0 : nullptr, a->relu,
+                                                     a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
       uint8_t* gout = out + ((ptrdiff_t)img * a->c_out + c0) * P * es;
       const int8_t* gw = weight + (ptrdiff_t)c0 * a->kp;
       if (channels_last) to_channels_last(gin, cin_g, a->h * a->w, nhwc);

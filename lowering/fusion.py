@@ -32,7 +32,7 @@ EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CONV
                    "CHANNEL_AFFINE": "out"}
 # Activations those epilogues apply (elementwise.h FOR_EACH_UNARY); an op outside this list is
 # never fused into an epilogue.
-EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLAMP"}
+EPILOGUE_OPS = {"RELU", "GELU_ERF", "GELU_TANH", "SILU", "SIGMOID", "TANH", "CLAMP", "HARDSWISH"}
 
 
 def producing_record(ctx: LoweringContext, arg, outputs: dict[str, str] | None = None) -> tuple[str, dict] | None:

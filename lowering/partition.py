@@ -37,6 +37,7 @@ class PartitionResult:
     partitions: list[str] = field(default_factory=list)  # submodule names
     fallback: dict[str, tuple[str, str]] = field(default_factory=dict)  # node name -> (op, reason)
     total_nodes: int = 0
+    int8: list = field(default_factory=list)             # [quant_fuse.Int8Pattern]: quantized convs / linears
 
 
 def is_compute(node: Node) -> bool:
@@ -53,7 +54,7 @@ def is_tensor_op(node: Node) -> bool:
 
 
 def partition_graph(gm: GraphModule, min_partition_size: int = 1) -> PartitionResult:
-    fuse_quantized_patterns(gm)  # PT2E's int8 dq/op/q chains -> one int8 op each
+    int8 = fuse_quantized_patterns(gm)  # PT2E's int8 dq/op/q chains -> one int8 op each
     support = _RegistrySupport()
     partitioner = CapabilityBasedPartitioner(gm, support, allows_single_node_partition=True)
     proposed = partitioner.propose_partitions()
@@ -78,4 +79,4 @@ def partition_graph(gm: GraphModule, min_partition_size: int = 1) -> PartitionRe
             fallback[n.name] = (op_name(n.target), reason)
     fused = partitioner.fuse_partitions(kept) if kept else gm
     names = [n.target for n in fused.graph.nodes if n.op == "call_module"]
-    return PartitionResult(fused, names, fallback, len(compute_nodes))
+    return PartitionResult(fused, names, fallback, len(compute_nodes), int8)

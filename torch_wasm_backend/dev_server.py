@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
-import posixpath
 import re
 import urllib.parse
 from http import HTTPStatus

@@ -43,6 +43,16 @@ class Partition:
 
 
 @dataclass
+class Int8Node:
+    """A conv / linear of a quantized graph: the int8 pattern it runs as, or why it stays float32."""
+    graph: int
+    node: str
+    fused: bool
+    pattern: str                # e.g. "dq -> conv2d -> add(dq) -> relu -> q" ("" if not fused)
+    reason: str = ""            # not fused: why; fused: what next to it stays float32 ("" if nothing)
+
+
+@dataclass
 class GraphBreak:
     reason: str
     source: str = ""
@@ -55,6 +65,7 @@ class ExplainReport:
     partitions: list = field(default_factory=list)           # [Partition]
     fallback: list = field(default_factory=list)             # [FallbackNode]
     by_op: dict = field(default_factory=dict)                # op -> {"lowered": n, "fallback": m}
+    int8: list = field(default_factory=list)                 # [Int8Node] (quantized graphs only)
 
     @property
     def total_nodes(self) -> int:
@@ -83,7 +94,8 @@ class ExplainReport:
                    graph_breaks=[GraphBreak(**b) for b in d["graph_breaks"]],
                    partitions=[Partition(**p) for p in d["partitions"]],
                    fallback=[FallbackNode(**f) for f in d["fallback"]],
-                   by_op={op: dict(c) for op, c in d["by_op"].items()})
+                   by_op={op: dict(c) for op, c in d["by_op"].items()},
+                   int8=[Int8Node(**n) for n in d.get("int8", [])])
 
     def __str__(self) -> str:
         out = [f"{self.lowered_nodes} of {self.total_nodes} ATen nodes run in wasm "
@@ -102,6 +114,11 @@ class ExplainReport:
                 ["graph", "node", "op", "reason", "source"],
                 [[f.graph, f.node, f.op, f.reason, f"{f.source}: {f.code}" if f.code else f.source]
                  for f in self.fallback])
+        if self.int8:
+            fused = sum(n.fused for n in self.int8)
+            out += ["", f"Int8 patterns: {fused} of {len(self.int8)} quantized conv/linear nodes on int8 kernels:"] + _table(
+                ["graph", "node", "int8 pattern", "float32 (why)"],
+                [[n.graph, n.node, n.pattern or "-", n.reason] for n in self.int8])
         if self.graph_breaks:
             out += ["", "Graph breaks (Dynamo):"] + _table(
                 ["reason", "source"],
@@ -156,6 +173,7 @@ class _Capture:
                 self.report.partitions.append(Partition(
                     graph, node.target, sum(ops.values()),
                     sum(1 for n in sub.graph.nodes if is_compute(n) and is_tensor_op(n)), dict(ops)))
+        self.report.int8 += [Int8Node(graph, p.node, p.fused, p.pattern, p.reason) for p in result.int8]
         nodes = {n.name: n for n in top.graph.nodes}
         fallback: Counter = Counter()
         for name, (op, reason) in result.fallback.items():

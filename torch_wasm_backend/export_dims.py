@@ -125,7 +125,7 @@ def _lower_tracked(state, constants, winograd, point, at_largest) -> tuple[Plan,
     return ctx.plan, recorder, ctx
 
 
-def lower_variants(state: LoweringState, values: list, constants: set[int], winograd: bool,
+def lower_variants(state: LoweringState, constants: set[int], winograd: bool,
                    dims: Dims) -> list[Variant]:
     """Variants covering every checked point of the dims' ranges, verified, memory planned."""
     n = len(dims.names)

@@ -105,7 +105,8 @@ def _loading(source: str, what: str, timeout_s: float | None):
                                         "not a torch_wasm_backend export: re-export it") from e
 
 
-_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+_TORCH_DTYPES = {"float32": torch.float32, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
+                 "uint8": torch.uint8, "int8": torch.int8}  # (uint8 / int8: quantized models' integer tensors)
 
 
 def _as_tensor(value, spec: dict) -> torch.Tensor:

@@ -254,7 +254,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
     """Exports `model` called on `args` (and `kwargs`) to one standalone .wasm at `path`; returns
     its metadata.
 
-    Inputs are float32, int64, int32 or bool tensors, named after forward's parameters. Outputs
+    Inputs are float32, int64, int32, bool, uint8 or int8 tensors, named after forward's parameters. Outputs
     (a tensor, or tuples, lists, dicts, ModelOutputs of them) are named by their keys
     ('last_hidden_state', 'logits') or output_0, output_1, ... Shapes are those of the examples,
     except the dims `dynamic_shapes` declares (torch.export's spelling, e.g.
@@ -307,7 +307,7 @@ def export(model: torch.nn.Module, args, path, *, kwargs: dict | None = None, dy
         variants = [export_dims.Variant(_lower_static(state, values, constants, winograd, args), {}, [], [()])]
         names, values_at = [], None
     else:
-        variants = export_dims.lower_variants(state, values, constants, winograd, dims)
+        variants = export_dims.lower_variants(state, constants, winograd, dims)
         names, values_at = dims.names, _values_at(state, values, constants)
         for variant in variants:
             export_dims.check_size_constants(variant, dims, values_at)

@@ -223,8 +223,7 @@ class CompiledPartition:
         if loaded.output_views is not None:
             outputs = list(map(_clone, loaded.output_views))
         else:
-            outputs = [view.clone() if same_layout else
-                       torch.empty_strided(spec.shape, spec.strides, dtype=view.dtype).copy_(view)
+            outputs = [view.clone() if same_layout else _copy_in_layout(view, spec.shape, spec.strides)
                        for spec, view, same_layout in loaded.outputs]
         if entry.evicted:  # evicted during the call (after the sweep above): its memory is ours to free
             residency.unload(runtime, entry)
@@ -269,3 +268,18 @@ class CompiledPartition:
             log.warning("partition %s %s", self.name, self.disabled_reason)
             stats.record_fallback(self.name, "*", "partition", self.disabled_reason)
         return self.gm(*args) if eager_result is None else eager_result
+
+
+def _copy_in_layout(view: torch.Tensor, shape, strides) -> torch.Tensor:
+    """view copied into eager's layout (shape, strides). That layout may repeat elements (eager
+    returned an expand: stride 0), and a fresh tensor cannot be written through a repeating
+    layout: such dims are copied once and expanded, as eager's are. Any other overlap (rare) gets a
+    contiguous copy: right values, another layout."""
+    repeated = [d for d, (size, stride) in enumerate(zip(shape, strides)) if stride == 0 and size > 1]
+    source = view
+    for d in repeated:
+        source = source.narrow(d, 0, 1)
+    out = torch.empty_strided(source.shape, strides, dtype=view.dtype)
+    if torch._debug_has_internal_overlap(out) != 0:
+        return view.clone(memory_format=torch.contiguous_format)
+    return out.copy_(source).expand(shape)

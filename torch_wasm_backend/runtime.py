@@ -163,7 +163,7 @@ class Runtime:
         # What each user (a compiled partition) keeps in this memory: its weights and loaded plans.
         # Read and written only under self.lock; dropped with the runtime or the user.
         self.users_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.pool = Pool(engine, module, self.memory, ("peak_flops", "read_bandwidth"))
+        self.pool = Pool(engine, module, self.memory, ("read_bandwidth",))
         version = self.pool.main.fn["abi_version"]()[0].i32
         if version != ABI.version:
             raise WasmBackendError(
@@ -211,10 +211,6 @@ class Runtime:
             # A worker may still be in a kernel and memory is in an unknown state.
             retire(self, pool.broken or str(e))
             raise
-
-    def peak_flops(self, iters: int) -> float:
-        with self.lock:
-            return self.pool.main.fn["peak_flops"](iters)[0].f64
 
     def read_bandwidth(self, offset: int, nbytes: int, passes: int, threads: int) -> float:
         """Reads nbytes (a multiple of 128) at offset `passes` times on `threads` threads; returns

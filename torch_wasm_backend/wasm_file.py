@@ -8,7 +8,7 @@ section comes last. Its `content_hash` is the sha256 of the WHOLE file with the 
 the hash itself replaced by '0's (format version 2; version 1 hashed only the bytes before the
 metadata, so its metadata could be damaged unnoticed: such files are refused with "re-export").
 
-Format version 3 adds dtypes (float32, int64, int32, bool) and dynamic dims: `dims` names each
+Format version 3 adds dtypes (float32, int64, int32, bool; uint8 and int8 since quantized models) and dynamic dims: `dims` names each
 dynamic dim with its range; a size field (a shape entry, stride or offset) is an int, a dim's name,
 or "#k", the value of size program k (`exprs`, see size_program.py); the plan comes in `variants`,
 each with the guard selecting it (`when`), its words in the plan section and `patches` (plan word
@@ -36,7 +36,7 @@ FORMAT = "torch_wasm_backend.export"
 FORMAT_VERSION = 3
 SIMD_BUILDS = ("baseline", "relaxed")  # the kernel builds a file may carry (metadata "simd")
 READABLE_VERSIONS = (2, 3)
-DTYPES = {"float32": 4, "int64": 8, "int32": 4, "bool": 1}   # name -> bytes per element
+DTYPES = {"float32": 4, "int64": 8, "int32": 4, "bool": 1, "uint8": 1, "int8": 1}   # name -> bytes per element
 MAX_VARIANTS = 16
 MAX_SOURCE_CHARS = 400  # one entry of a variant's "sources" (where a record came from)
 HASH_PREFIX = "sha256:"

@@ -3,5 +3,6 @@ from . import elementwise, matmul, conv, norm, pool, reduce, shape, transformer,
 
 
 def register_int8() -> None:
-    """Registers the int8 lowerings (ops/quant.py; imported on first need, see there)."""
-    from . import quant  # noqa: F401
+    """Registers the int8 lowerings (ops/quant.py, ops/quant_dynamic.py; imported on first need,
+    see there)."""
+    from . import quant, quant_dynamic  # noqa: F401

@@ -5,7 +5,6 @@ full, ...) need no entry here: the lowering computes them at compile time (regis
 from __future__ import annotations
 
 import torch
-from torch.fx import Node
 
 from ..abi import ABI
 from ..context import LoweringContext, addr

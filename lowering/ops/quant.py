@@ -1,6 +1,6 @@
 """Quantized (int8) ops: PyTorch's quantized_decomposed quantize / dequantize nodes as elementwise
 kernels (QUANTIZE, DEQUANTIZE), and the fused int8 linear / conv2d ops that lowering/quant_fuse.py
-makes of PT2E's dq -> linear/conv -> [relu] -> q chains, on the int8 GEMM (QPACK + QGEMM, QCONV2D).
+makes of PT2E's dq -> linear/conv -> [add dq] -> [relu/hardtanh] -> q chains, on the int8 GEMM (QPACK + QGEMM, QCONV2D).
 
 Weights are packed at compile time: int8 rows [c_out, kp] with their zero points subtracted (kp:
 K rounded up to the GEMM's 8-deep k blocks, zero padded), the activation zero point folded into a
@@ -18,7 +18,7 @@ from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)
 from ..quant_fuse import QUANT_DTYPES
-from ..registry import ALL_DTYPES, Unsupported, register
+from ..registry import ALL_DTYPES, Unsupported, bind, register
 from .elementwise import DTYPE_CODE, contiguous
 
 K_BLOCK = 8   # QGEMM's k step (one i32x4.dot_i16x8_s over 8 widened elements)
@@ -65,6 +65,9 @@ def channel_scale(x_scale: float, w_scale: torch.Tensor) -> torch.Tensor:
     """x_scale * w_scale[c], from the float32 values eager multiplies by, rounded once."""
     x32 = torch.tensor(x_scale, dtype=torch.float32).double()
     return (x32 * w_scale.float().double()).float()
+
+
+REQUANT = ("relu", "out_scale", "out_zp", "out_qmin", "out_qmax", "out_dtype")  # fused ops' argument names
 
 
 def requant_args(relu: bool, out_scale: float, out_zp: int, out_qmin: int, out_qmax: int,
@@ -175,7 +178,8 @@ def _constant(ctx: LoweringContext, arg, what: str):
 def _packed_operands(ctx: LoweringContext, node, x_zp: int):
     """(weight rows, acc_bias, channel scale, bias) constants of a fused node (weights packed once
     per partition, shared by its plans)."""
-    _, x_scale, _, w_arg, ws_arg, wz_arg, b_arg = node.args[:7]
+    a = ctx.args(node)
+    x_scale, w_arg, ws_arg, wz_arg, b_arg = (a[k] for k in ("x_scale", "w", "w_scale", "w_zp", "bias"))
     w_fn, ws_fn, wz_fn = (_constant(ctx, a, name) for a, name in
                           ((w_arg, "weight"), (ws_arg, "weight scale"), (wz_arg, "weight zero point")))
     w_val = ctx.val(w_arg)
@@ -197,16 +201,19 @@ def _packed_operands(ctx: LoweringContext, node, x_zp: int):
 
 
 def _fused_check(node):
-    x = node.args[0].meta["val"]
-    if x.dtype not in QUANT_DTYPES or node.args[3].meta["val"].dtype != torch.int8:
+    a = bind(node)
+    if a["x"].meta["val"].dtype not in QUANT_DTYPES or a["w"].meta["val"].dtype != torch.int8:
         return "int8 op with activations other than uint8/int8 or weights other than int8"
+    if a.get("res") is not None and (a["res"].meta["val"].dtype not in QUANT_DTYPES or a["out_dtype"] == torch.float32):
+        return "int8 conv + residual add with a residual other than uint8/int8 or a float32 output"
     return None
 
 
 @register(torch.ops.twb_quant.linear.default, kernels=["QPACK", "QGEMM"], check=_fused_check, dtypes=ALL_DTYPES,
           notes="PT2E dq -> linear -> [relu] -> [q]")
 def _q_linear(ctx: LoweringContext, node):
-    x_arg, x_scale, x_zp = node.args[:3]
+    a = ctx.args(node)
+    x_arg, x_zp = a["x"], a["x_zp"]
     weight, bias_i32, scale, bias, k = _packed_operands(ctx, node, x_zp)
     x = ctx.value(x_arg)
     if x.strides[-1] != 1 and x.shape[-1] > 1:
@@ -221,19 +228,20 @@ def _q_linear(ctx: LoweringContext, node):
              row_stride=x.strides[0] if m > 1 else k, out=addr(packed))
     ctx.emit("QGEMM", flops=2 * m * n * k, rows=n, cols=m, kp=kp, x_dtype=DTYPE_CODE[x.dtype], w=addr(weight),
              x=addr(packed), acc_bias=addr(bias_i32), scale=addr(scale), bias=addr(bias),
-             **requant_args(*node.args[7:13]), out=addr(out), out_stride_i=1, out_stride_j=n)
+             **requant_args(*(a[k] for k in REQUANT)), out=addr(out), out_stride_i=1, out_stride_j=n)
     return out
 
 
 @register(torch.ops.twb_quant.conv2d.default, kernels=["QCONV2D"], check=_fused_check, dtypes=ALL_DTYPES,
-          notes="PT2E dq -> conv2d -> [relu] -> [q]")
+          notes="PT2E dq -> conv2d -> [add dq] -> [relu | hardtanh] -> [q]")
 def _q_conv2d(ctx: LoweringContext, node):
-    x_arg, x_scale, x_zp = node.args[:3]
-    stride, padding, dilation, groups = node.args[7:11]
+    a = ctx.args(node)
+    x_arg, x_zp, stride, padding, dilation, groups = (
+        a[k] for k in ("x", "x_zp", "stride", "padding", "dilation", "groups"))
     weight, bias_i32, scale, bias, k = _packed_operands(ctx, node, x_zp)
     x = contiguous(ctx, ctx.value(x_arg))
     n, c_in, h, w = x.shape
-    c_out, _, kh, kw = ctx.val(node.args[3]).shape
+    c_out, _, kh, kw = ctx.val(a["w"]).shape
     out = ctx.out_for(node)
     oh, ow = out.shape[2:]
     kp = weight.shape[1]
@@ -241,9 +249,12 @@ def _q_conv2d(ctx: LoweringContext, node):
         return out
     scratch = ctx.new_buffer((conv_scratch_numel(c_in // groups, h, w, oh * ow, kp),), torch.uint8,
                              node.name + "_im2col")
+    res = contiguous(ctx, ctx.value(a["res"])) if a["res"] is not None else None
     ctx.emit("QCONV2D", flops=2 * n * c_out * oh * ow * k, n=n, c_in=c_in, h=h, w=w, c_out=c_out, groups=groups,
              kh=kh, kw=kw, sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
              dw=dilation[1], oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x.dtype], x_zp=x_zp, **{"in": addr(x)},
              weight=addr(weight), scratch=addr(scratch), acc_bias=addr(bias_i32), scale=addr(scale),
-             bias=addr(bias), **requant_args(*node.args[11:17]), out=addr(out))
+             bias=addr(bias), **requant_args(*(a[k] for k in REQUANT)), out=addr(out), res=addr(res),
+             res_dtype=DTYPE_CODE[res.dtype] if res is not None else 0, res_scale=a["res_scale"],
+             res_zp=a["res_zp"])
     return out

@@ -10,7 +10,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import bind, register, register_decomposition
-from .elementwise import DTYPE_CODE, contiguous, emit_copy, emit_unary
+from .elementwise import DTYPE_CODE, contiguous, emit_copy
 
 aten = torch.ops.aten
 

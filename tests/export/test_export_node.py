@@ -43,6 +43,20 @@ def test_node_matches_eager(exported, tmp_path, name, threads):
     torch.testing.assert_close(got, e.expected, **MATMUL)
 
 
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_node_warm_up(exported, tmp_path, warm_up):
+    """loadModel runs the model once on zeros at load (the default; info.warmUpMs says how long) or
+    not (warmUp: false); either way, at 2 threads, the runs that follow give eager's numbers."""
+    e = exported["encoder"]
+    x_file = tmp_path / "x.f32"
+    x_file.write_bytes(e.x.numpy().astype("<f4").tobytes())
+    result = node("run_model.mjs", e.path, 2, tmp_path, f"--warm-up={str(warm_up).lower()}", f"{input_name(e)}={x_file}")
+    warm_up_ms = result["info"]["warmUpMs"]
+    assert (isinstance(warm_up_ms, float | int) and warm_up_ms > 0) if warm_up else warm_up_ms is None
+    got = torch.from_numpy(np.fromfile(result["outputs"]["output"], dtype="<f4").reshape(e.expected.shape))
+    torch.testing.assert_close(got, e.expected, **MATMUL)
+
+
 def test_node_two_inputs_two_outputs(tmp_path):
     """Inputs by name, several outputs, one read back through its strides (a transposed view)."""
     m = TwoInTwoOut().eval()

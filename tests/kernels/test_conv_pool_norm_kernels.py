@@ -99,6 +99,41 @@ def test_conv2d(s1, case):
     check_conv(run_conv(s1, x, wt, bias, st, p, d, g, act, p0, p1), x, wt, bias, st, p, d, g, act, p0, p1)
 
 
+# The vectorised depthwise planes (kernels_cpp/conv.cpp depthwise_plane_k: K in {3, 5}, stride 1 or 2,
+# dilation 1): 4-wide output blocks that load straight from a row only when their whole input span is
+# inside it, the rest from a zero-filled copy. Widths around the block and span sizes (1 to 4 blocks,
+# a 1-column tail), heights of 1, padding 0 / 1 / 2 / larger than the kernel's reach, odd channel counts.
+DEPTHWISE_CASES = {
+    # name: (n, c, h, w, k, stride, padding)
+    "3x3_s1_w1": (1, 3, 5, 1, 3, 1, 1),
+    "3x3_s1_w4": (1, 5, 4, 4, 3, 1, 1),
+    "3x3_s1_w9": (2, 3, 7, 9, 3, 1, 1),
+    "3x3_s1_w14": (1, 7, 14, 14, 3, 1, 1),
+    "3x3_s1_h1_nopad": (1, 2, 3, 21, 3, 1, 0),
+    "3x3_s1_pad2": (1, 3, 6, 13, 3, 1, 2),
+    "3x3_s2_w7": (1, 5, 7, 7, 3, 2, 1),
+    "3x3_s2_w16": (1, 3, 16, 16, 3, 2, 1),
+    "3x3_s2_w29_nopad": (1, 3, 9, 29, 3, 2, 0),
+    "3x3_s2_w2": (1, 2, 2, 2, 3, 2, 1),
+    "5x5_s1_w7": (1, 3, 7, 7, 5, 1, 2),
+    "5x5_s1_w19": (1, 5, 6, 19, 5, 1, 2),
+    "5x5_s2_w14": (1, 3, 14, 14, 5, 2, 2),
+    "5x5_s2_w31_pad1": (2, 3, 11, 31, 5, 2, 1),
+    "5x5_s1_w3_pad3": (1, 2, 3, 3, 5, 1, 3),
+}
+
+
+@pytest.mark.parametrize("case", list(DEPTHWISE_CASES))
+def test_conv2d_depthwise_vectorised(s1, case):
+    n, c, h, w, k, st, p = DEPTHWISE_CASES[case]
+    i = list(DEPTHWISE_CASES).index(case)
+    x, wt = torch.randn(n, c, h, w), torch.randn(c, 1, k, k)
+    bias = torch.randn(c) if i % 2 == 0 else None
+    act, p0, p1 = CONV_ACTS[i % 3]
+    args = ((st, st), (p, p), (1, 1), c)
+    check_conv(run_conv(s1, x, wt, bias, *args, act, p0, p1, scratch=False), x, wt, bias, *args, act, p0, p1)
+
+
 # Shapes around the im2col column blocking and its threading (kernels_cpp/conv.cpp): on 2 threads a
 # conv with >= 8 output panels (of NR = 8 columns) runs whole column blocks per task, fewer panels
 # split the GEMM rows; blocks hold >= 8 panels, shrunk to ~4 per thread when threaded. All are
@@ -111,6 +146,12 @@ CONV_BLOCK_CASES = {
     "many_blocks_ragged": (2, 7, 30, 31, 13, (3, 3), (1, 1), (1, 1)),      # NC 930, 2 images
     "long_k_strided": (1, 64, 17, 15, 33, (3, 3), (2, 2), (1, 1)),        # K 576 (3 k slices), NC 72
     "1x1_strided_wide": (1, 130, 28, 28, 17, (1, 1), (2, 2), (0, 0)),      # K 130, NC 196
+    # Pointwise convs (their input planes packed as B, no im2col): K past the GEMM's 256-deep k
+    # slices, wide threaded layers with and without a ragged last panel, a single ragged panel.
+    "1x1_whole_strips_k_sliced": (1, 300, 4, 6, 10, (1, 1), (1, 1), (0, 0)),  # NC 24, K 300
+    "1x1_wide_whole_strips": (1, 24, 28, 28, 40, (1, 1), (1, 1), (0, 0)),     # NC 784
+    "1x1_ragged_strip_only": (2, 9, 1, 5, 7, (1, 1), (1, 1), (0, 0)),         # NC 5
+    "1x1_wide_ragged": (1, 24, 27, 29, 40, (1, 1), (1, 1), (0, 0)),           # NC 783
 }
 
 
@@ -132,8 +173,8 @@ def test_conv2d_depthwise_without_scratch(s1):
     check_conv(run_conv(s1, x, wt, bias, *args, scratch=False), x, wt, bias, *args)
 
 
-@pytest.mark.parametrize("case", ["3x3", "1x1_pointwise", "depthwise_3x3", "grouped"])
-@pytest.mark.parametrize("act", ["RELU", "CLAMP", "SILU", "GELU_ERF"])
+@pytest.mark.parametrize("case", ["3x3", "1x1_pointwise", "depthwise_3x3", "depthwise_5x5_wide", "grouped"])
+@pytest.mark.parametrize("act", ["RELU", "CLAMP", "SILU", "GELU_ERF", "HARDSWISH"])
 def test_conv2d_fused_activation_matches_unary(s1, case, act):
     """elementwise.h: a fused epilogue activation gives the same bits as a separate UNARY op."""
     n, ci, h, w, co, g, k, st, p, d = CONV_CASES[case]

@@ -201,7 +201,7 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
 ]
 
 
-def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out):
+def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out, res=(None, 1.0, 0)):
     n, c_in, h, wd, c_out, groups, kh, kw, st, pad, dil = cfg
     oh = (h + 2 * pad - dil * (kh - 1) - 1) // st + 1
     ow = (wd + 2 * pad - dil * (kw - 1) - 1) // st + 1
@@ -213,7 +213,8 @@ def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, 
     got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
         "QCONV2D", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, groups=groups, kh=kh, kw=kw, sh=st, sw=st, ph=pad,
         pw=pad, dh=dil, dw=dil, oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs,
-        **requant_args(relu, *out), out=o))
+        **requant_args(relu, *out), out=o, res=s.put(res[0]) if res[0] is not None else 0,
+        res_dtype=DTYPE_CODE[res[0].dtype] if res[0] is not None else 0, res_scale=res[1], res_zp=res[2]))
     return got.reshape(n, c_out, oh, ow)
 
 
@@ -252,6 +253,35 @@ def test_qconv2d_against_pytorch(s1, x_dtype, x_zp, cfg, per_channel, relu):
                                          [dil, dil], groups, relu, *out)
         got = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out)
         _check(got, ref, magnitude, k)
+
+
+RESIDUAL_CONVS = [CONVS[1], CONVS[4], CONVS[5], CONVS[8], CONVS[10]]  # im2col, depthwise, channels-last
+
+
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("cfg", RESIDUAL_CONVS, ids=str)
+@pytest.mark.parametrize("res_dtype,res_zp", [(torch.uint8, 0), (torch.uint8, 128), (torch.int8, -3)])
+def test_qconv2d_residual_against_pytorch(s1, x_dtype, x_zp, cfg, res_dtype, res_zp):
+    """conv + dequantized residual -> [relu] -> requantize (PT2E's conv -> add -> [relu] -> q),
+    quantized outputs only; the narrowed [qmin, qmax] is how a fused hardtanh (ReLU6) arrives.
+    Within 1 LSB: the residual is dequantized and added in float32 as eager does, so the only
+    difference left is the conv's own float rounding (test_qconv2d_against_pytorch's bound)."""
+    x_scale, res_scale = 0.017, 0.031
+    x, w, w_scale, w_zp = _conv_inputs(cfg, x_dtype)
+    bias = torch.randn(w.shape[0])
+    st, pad, dil, groups = cfg[8], cfg[9], cfg[10], cfg[5]
+    shape = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, bias, [st, st], [pad, pad], [dil, dil],
+                                       groups, False, 1.0, 0, 0, 0, torch.float32).shape
+    res = _random_q(shape, res_dtype)
+    xf, wf = (x.float() - x_zp) * x_scale, w.float() * w_scale[:, None, None, None]
+    magnitude = torch.nn.functional.conv2d(xf.abs(), wf.abs(), bias.abs(), st, pad, dil, groups)
+    for relu, out in [(True, (0.05, 3, 0, 255, torch.uint8)), (False, (0.04, -5, -128, 127, torch.int8)),
+                      (False, (0.03, 10, 10, 210, torch.uint8))]:  # the last: ReLU6 at scale 0.03, zp 10
+        ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, bias, [st, st], [pad, pad],
+                                         [dil, dil], groups, relu, *out, res, res_scale, res_zp)
+        got = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out,
+                         (res, res_scale, res_zp))
+        _check(got, ref, magnitude, w[0].numel())
 
 
 # ---- threads ------------------------------------------------------------------------------------

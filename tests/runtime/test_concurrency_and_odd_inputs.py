@@ -1,6 +1,7 @@
 """One compiled model called from 8 Python threads; odd inputs (non-contiguous, channels-last,
 zero-size, NaN/Inf, other dtypes, requires_grad); soaks that bound the growth of resident
 memory, live objects and wasm allocations over later windows of calls."""
+import gc
 import threading
 
 import pytest
@@ -55,6 +56,16 @@ def test_eight_python_threads_share_one_compiled_model(threads):
     assert s["calls"] == 1 + 8 * 20 and s["eager_partition_calls"] == 0
 
 
+def _let_dropped_partitions_release() -> None:
+    """Partitions of earlier tests in this process that are garbage give their memory back from
+    a thread of their own (residency.release_dropped): collect them and wait for those threads,
+    so that they do not free memory between this test's two measurements."""
+    gc.collect()
+    for thread in threading.enumerate():
+        if thread.name == "wasm-release-dropped":
+            thread.join()
+
+
 def test_threads_evicting_each_others_plans_leave_no_memory_behind():
     """8 threads, 8 lengths, room for one plan (dynamic=True: all from one template): plans are
     evicted while other threads run them. Every answer is right, and once the dust settles the
@@ -68,6 +79,7 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
         expected = [model(x) for x in inputs]
         compiled(inputs[0])
     runtime, _ = get_runtime(1, False)
+    _let_dropped_partitions_release()
     baseline = runtime.allocator.in_use
 
     def caller(i):
@@ -78,6 +90,7 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
     _in_eight_threads(caller)
     with torch.no_grad():
         compiled(inputs[0])
+    _let_dropped_partitions_release()
     assert runtime.allocator.in_use == baseline
     assert twb.stats()["eager_partition_calls"] == 0
 
@@ -106,6 +119,24 @@ def test_output_keeps_eagers_memory_format():
     with torch.no_grad():
         got, want = torch.compile(lambda t: conv(t).relu(), backend="wasm")(x), conv(x).relu()
     assert got.stride() == want.stride()
+
+
+def test_outputs_in_overlapping_layouts():
+    """Eager may return a layout that repeats elements: an expand (stride 0) or as_strided
+    (overlapping windows). No fresh tensor can be written through such a layout; the compiled
+    function still runs in wasm and returns eager's values (and eager's strides for an expand)."""
+    def expanded(x, y):
+        return (x * 2 + 1).expand(3, 5, 4), (y.sum(0, keepdim=True) + x).expand(6, 4)
+
+    x, y = torch.randn(1, 4), torch.randn(7, 4)
+    with torch.no_grad():
+        got = torch.compile(expanded, backend="wasm")(x, y)
+    for g, want in zip(got, expanded(x, y)):
+        torch.testing.assert_close(g, want, **REDUCTION)
+        assert g.stride() == want.stride()
+    assert_ran_in_wasm(twb.stats())
+    twb.reset_stats()
+    _check(lambda a: (a * 3).as_strided((4, 4), (2, 1)), torch.randn(11))
 
 
 def test_zero_size_inputs():

@@ -11,8 +11,8 @@ async function handle(data) {
   try {
     if (data.type === "init") {
       const file = parseFile(data.bytes, data.source);
-      runner = await createRunner(data.module, file, data.threads, data.shared, data.source);
-      port.postMessage({ type: "ready", id: data.id });
+      runner = await createRunner(data.module, file, data.threads, data.shared, data.source, data.warmUp);
+      port.postMessage({ type: "ready", id: data.id, warmUpMs: runner.warmUpMs });
     } else if (data.type === "run") {
       const { outputs, shapes } = runner.run(data.inputs);
       port.postMessage({ type: "result", id: data.id, outputs, shapes }, Object.values(outputs).map((a) => a.buffer));

@@ -11,10 +11,14 @@ export const FORMAT = "torch_wasm_backend.export";
 export const FORMAT_VERSION = 3;
 const READABLE_VERSIONS = [2, 3];
 // dtype -> the typed array holding it
-export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array };
+export const DTYPES = { float32: Float32Array, int64: BigInt64Array, int32: Int32Array, bool: Uint8Array, uint8: Uint8Array, int8: Int8Array };
 const MAX_VARIANTS = 16, SIZES_KEPT = 8, MAX_SOURCE_CHARS = 400;
 const HASH_PREFIX = "sha256:";
 const MEMORY_LIMIT = 2 ** 32, MAX_TENSORS = 4096, MAX_DIMS = 32, MAX_WORKER_STACK = 64 * 2 ** 20;
+// Models up to this many flops per run (MobileNetV2 224x224 has 0.6 G, a 4-layer d256 encoder at
+// seq 128 0.9 G) are warmed up at load (Engine.warmUp): one run on zeros costs about 1.5-2 steady
+// runs, < ~100 ms for these on an idle core; a bigger model's first run mostly tiers itself up.
+const WARM_UP_MAX_FLOPS = 1e9;
 const BROADCAST_OUTPUT_BYTES = 64 * 2 ** 20;  // see wasm_file.py: only stride-0 outputs exceed the arena
 // The functions the loader calls are KERNEL_EXPORTS (kernel_abi.def): name -> parameter count (JS
 // sees no wasm types; an i64 where i32 belongs throws a TypeError at the call, reported like a trap).
@@ -535,6 +539,30 @@ export class Engine {
     return { outputs, shapes };
   }
 
+  /** Runs the plan once on zero inputs, at the dims' smallest sizes (the cheapest run), so that V8
+   * has compiled the kernels the model calls and spent their tier-up budgets before the first
+   * run(): V8 runs a wasm function in its baseline compiler (Liftoff, ~1.5-2x slower here) until the
+   * function has executed enough code, then compiles it with TurboFan in the background and uses
+   * that code from its next call on. Skipped (returns null) for models over WARM_UP_MAX_FLOPS, whose
+   * one run would cost more than the warm-up saves; returns the milliseconds spent otherwise. */
+  warmUp() {
+    const meta = this.meta;
+    if (meta.flops > WARM_UP_MAX_FLOPS) return null;
+    const dims = Object.fromEntries(Object.entries(meta.dims).map(([name, r]) => [name, r.min]));
+    const values = evaluate(meta.exprs, dims);
+    const inputs = {};
+    for (const spec of meta.inputs) {
+      const shape = spec.shape.map((v) => resolve(v, dims, values));
+      inputs[spec.name] = { data: new DTYPES[spec.dtype](prod(shape)), shape };
+    }
+    const start = performance.now();
+    try { this.run(inputs); }
+    catch (e) {  // zeros may be out of a derived dim's range or an index's: nothing to warm up then
+      if (!(e instanceof ModelInputError)) throw e;
+    }
+    return performance.now() - start;
+  }
+
   register(delta) { this.ex.pool_register_worker(delta); }
   shutdown() { this.ex.pool_shutdown(); }
 }
@@ -550,8 +578,9 @@ async function spawnWorker(url) {
   return { post: (m) => w.postMessage(m), onMessage: (f) => { w.onmessage = (e) => f(e.data); }, onError: (f) => { w.onerror = (e) => f(e); }, terminate: () => w.terminate() };
 }
 
-/** Memory + main Engine + (threads - 1) pool workers parked in worker_loop. */
-export async function createRunner(module, file, threads, shared, source = "model") {
+/** Memory + main Engine + (threads - 1) pool workers parked in worker_loop; warmUp: run the plan
+ * once on zeros first (Engine.warmUp). */
+export async function createRunner(module, file, threads, shared, source = "model", warmUp = true) {
   const { meta } = file;
   const pages = memoryPages(meta, threads);
   if (pages > MEMORY_LIMIT / 65536) throw new ModelFileError(`${source} with ${threads} threads needs more than 4 GiB of memory (wasm32); use fewer threads`);
@@ -566,9 +595,11 @@ export async function createRunner(module, file, threads, shared, source = "mode
     engine.register(1);  // counted at once; tasks it has not joined yet are run by the others
     workers.push(w);
   }
+  const warmUpMs = warmUp ? engine.warmUp() : null;
   return {
     engine,
     memory,
+    warmUpMs,
     run: (checked) => engine.run(checked),
     close: () => { if (workers.length) { engine.shutdown(); for (const w of workers) w.terminate(); workers.length = 0; } },
   };

@@ -6,6 +6,9 @@ export interface DtypeArrays {
   int64: BigInt64Array;
   int32: Int32Array;
   bool: Uint8Array;
+  /** uint8 / int8: a quantized model's integer tensors (dequantize: (q - zero_point) * scale). */
+  uint8: Uint8Array;
+  int8: Int8Array;
 }
 export type Dtype = keyof DtypeArrays;
 export type TensorData = DtypeArrays[Dtype];
@@ -24,7 +27,7 @@ export type InputValue = TensorData | TensorInput;
  * `out.logits[0]` and `const { data, shape } = out.logits` work. */
 export type Output<T extends TensorData = TensorData> = T & { readonly shape: number[]; readonly data: T };
 /** Each possible output array type: narrow with `instanceof` (e.g. `out.logits instanceof Float32Array`). */
-export type AnyOutput = Output<Float32Array> | Output<BigInt64Array> | Output<Int32Array> | Output<Uint8Array>;
+export type AnyOutput = Output<Float32Array> | Output<BigInt64Array> | Output<Int32Array> | Output<Uint8Array> | Output<Int8Array>;
 
 /** An input or output as the file declares it; a dynamic dim appears by its name (see `dims`). */
 export interface TensorSpec {
@@ -53,6 +56,8 @@ export interface ModelInfo {
   threads: number;
   sharedMemory: boolean;
   fileBytes: number;
+  /** Milliseconds the warm-up at load took (`LoadOptions.warmUp`); null when it did not run. */
+  warmUpMs: number | null;
   /** The file's layout (memory, variants, size programs): read by the loader itself. */
   [field: string]: unknown;
 }
@@ -64,6 +69,10 @@ export interface LoadOptions {
   source?: string;
   /** Limit for loading and for each run(), in ms (default 10000; 0 or Infinity: none). */
   timeoutMs?: number;
+  /** Run the model once on zero inputs at load (default true), so that V8 has compiled its kernels
+   * with its optimizing compiler before the first run() (without it the first runs can be 1.5-2x
+   * slow). Skipped for models over 1 GFLOP per run; `info.warmUpMs` says what it cost. */
+  warmUp?: boolean;
 }
 
 export interface Model {

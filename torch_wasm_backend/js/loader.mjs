@@ -6,7 +6,7 @@
 //   const { logits } = await model.run({ input_ids: { data: BigInt64Array.from(ids, BigInt), shape: [1, ids.length] } });
 //
 // Inputs: a typed array of the input's dtype (Float32Array, BigInt64Array or Int32Array for int64,
-// Int32Array, Uint8Array for bool), or {data, shape} (needed for inputs with dynamic dims). Outputs:
+// Int32Array, Uint8Array for bool and uint8, Int8Array for int8), or {data, shape} (needed for inputs with dynamic dims). Outputs:
 // typed arrays of their dtype, each with `.shape` (and `.data`, itself).
 //
 // The file is untrusted input: parsed and validated here (core.mjs), compiled here, instantiated and
@@ -74,7 +74,7 @@ function connect(worker, source, timeoutMs) {
     clearTimeout(p.timer);
     busy(-1);
     if (data.type === "error") p.reject(new (ERRORS[data.name] || Error)(data.message));
-    else p.resolve(data.type === "result" ? withShapes(data.outputs, data.shapes) : undefined);
+    else p.resolve(data.type === "result" ? withShapes(data.outputs, data.shapes) : data);
   });
   worker.onError((e) => { if (!state.closed) stop(`the worker failed: ${e && e.message || e}`); });
   const call = (message, timeoutError) => new Promise((resolve, reject) => {
@@ -91,8 +91,10 @@ function connect(worker, source, timeoutMs) {
 
 /**
  * @param {ArrayBuffer|Uint8Array} bytes  the exported .wasm
- * @param {{threads?: number, source?: string, timeoutMs?: number}} options  threads: 1 (default) or
- *   more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity: none)
+ * @param {{threads?: number, source?: string, timeoutMs?: number, warmUp?: boolean}} options  threads: 1
+ *   (default) or more; timeoutMs: limit for loading and for each run() (default 10000; 0 or Infinity:
+ *   none); warmUp: run the model once on zeros at load so that its first run() runs V8's optimized
+ *   code (default true; see Engine.warmUp in core.mjs); info.warmUpMs says what it cost (null: skipped)
  * @returns {Promise<{run(inputs: Object<string, TypedArray|{data: TypedArray, shape: number[]}>): Promise<Object<string, TypedArray & {shape: number[]}>>, info: object, close(): void}>}
  */
 export async function loadModel(bytes, options = {}) {
@@ -100,6 +102,8 @@ export async function loadModel(bytes, options = {}) {
   let threads = Math.max(1, Math.floor(options.threads || 1));
   const timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
   if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) throw new TypeError(`timeoutMs: ${timeoutMs}; pass milliseconds (0 for no limit)`);
+  const warmUp = options.warmUp === undefined ? true : options.warmUp;
+  if (typeof warmUp !== "boolean") throw new TypeError(`warmUp: ${warmUp}; pass true (run the model once on zeros at load, the default) or false`);
   const file = parseFile(bytes, source);
   await verifyHash(file, source);
   const meta = file.meta;
@@ -118,8 +122,9 @@ export async function loadModel(bytes, options = {}) {
   let nextId = 1;
   // The controller re-parses the bytes it gets (cheap) and instantiates the module compiled here.
   try {
-    await call({ type: "init", id: 0, module, bytes: file.bytes, source, threads, shared },
-      () => new ModelFileError(`${source} did not finish loading within ${timeoutMs} ms (timeoutMs); its start function or _initialize runs too long or loops forever. Re-export the model, or pass a larger timeoutMs if the file is trusted`));
+    const ready = await call({ type: "init", id: 0, module, bytes: file.bytes, source, threads, shared, warmUp },
+      () => new ModelFileError(`${source} did not finish loading within ${timeoutMs} ms (timeoutMs); its start function, _initialize or the warm-up run loops forever or runs too long. Re-export the model, or pass a larger timeoutMs (or warmUp: false) if the file is trusted`));
+    info.warmUpMs = ready.warmUpMs;
   } catch (e) {
     stop(`loading failed: ${e.message}`);
     throw e instanceof ModelFileError ? e : new ModelFileError(`${source}: loading failed: ${e.message}`);

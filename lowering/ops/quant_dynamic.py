@@ -1,0 +1,65 @@
+"""The dynamic int8 linear (lowering/quant_dynamic.py's twb_quant::dynamic_linear) on the int8 GEMM:
+QDYNPACK quantizes the float activation with parameters chosen from its range at run time and packs
+it into QGEMM's panels, QGEMM_DYN multiplies it by the weight packed at compile time (int8 rows minus
+their zero points, as the static path's) and writes float32 with the bias fused.
+
+Compile-time constants per weight (shared by a partition's plans): the packed rows, their sums
+(the activation zero point's share of the accumulator is -zp * row sum, known only at run time) and
+the per-channel scales in float32. Imported by lowering.ops.register_int8() only."""
+from __future__ import annotations
+
+import torch
+
+from ..context import LoweringContext, addr
+from ..quant_dynamic import dynamic_linear  # noqa: F401  (defines twb_quant::dynamic_linear)
+from ..quant_fuse import QUANT_DTYPES
+from ..registry import ALL_DTYPES, Unsupported, register
+from .elementwise import DTYPE_CODE, contiguous
+from .quant import _constant, pack_weight, packed_panels_numel, padded_k
+
+
+def _check(node):
+    x, w = node.args[0].meta["val"], node.args[5].meta["val"]
+    if x.dtype != torch.float32 or w.dtype != torch.int8 or node.args[4] not in QUANT_DTYPES:
+        return "dynamic int8 linear with activations other than float32 or weights other than int8"
+    if x.shape[-1] == 0:
+        return "dynamic int8 linear over k = 0 (choose_qparams of an empty tensor)"
+    return None
+
+
+@register(torch.ops.twb_quant.dynamic_linear.default, kernels=["QDYNPACK", "QGEMM_DYN"], check=_check,
+          dtypes=ALL_DTYPES, notes="PT2E dynamic: choose_qparams -> q -> dq -> linear")
+def _dynamic_linear(ctx: LoweringContext, node):
+    x_arg, qmin, qmax, eps, dtype, w_arg, ws_arg, wz_arg, b_arg = node.args
+    w_fn, ws_fn, wz_fn = (_constant(ctx, a, name) for a, name in
+                          ((w_arg, "weight"), (ws_arg, "weight scale"), (wz_arg, "weight zero point")))
+    n, k = ctx.val(w_arg).shape
+    kp = padded_k(k)
+    key = ("int8 dynamic", ctx.structural_key((w_arg, ws_arg, wz_arg)))
+    weight = ctx.shared_constant(key + ("w",), lambda: ctx.constant(
+        lambda ins: pack_weight(w_fn(ins), wz_fn(ins)), (n, kp), torch.int8, f"{node.name}_w"))
+    row_sum = ctx.shared_constant(key + ("row_sum",), lambda: ctx.constant(
+        lambda ins: pack_weight(w_fn(ins), wz_fn(ins)).to(torch.int32).sum(1, dtype=torch.int32), (n,), torch.int32,
+        f"{node.name}_row_sum"))
+    w_scale = ctx.shared_constant(key + ("w_scale",), lambda: ctx.constant(
+        lambda ins: ws_fn(ins).float(), (n,), torch.float32, f"{node.name}_w_scale"))
+    bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
+    if bias is not None and bias.dtype != torch.float32:
+        raise Unsupported("dynamic int8 linear with a non-float32 bias")
+    x = ctx.value(x_arg)
+    if x.strides[-1] != 1 and x.shape[-1] > 1:
+        x = contiguous(ctx, x)
+    m = ctx.val(node).shape[0]
+    out = ctx.out_for(node)
+    if out.numel == 0:
+        return out
+    packed = ctx.new_buffer((packed_panels_numel(m, kp),), torch.uint8, node.name + "_xpack")
+    qparams = ctx.new_buffer((2,), torch.int32, node.name + "_qparams")  # [scale float32, zp int32]
+    scratch = ctx.new_buffer((2 * n,), torch.int32, node.name + "_epilogue")
+    ctx.emit("QDYNPACK", flops=3 * m * k, cols=m, k=k, kp=kp, row_stride=x.strides[0] if m > 1 else k,
+             x_dtype=DTYPE_CODE[dtype], qmin=qmin, qmax=qmax, eps=eps, **{"in": addr(x)}, qparams=addr(qparams),
+             out=addr(packed))
+    ctx.emit("QGEMM_DYN", flops=2 * m * n * k, rows=n, cols=m, kp=kp, x_dtype=DTYPE_CODE[dtype], w=addr(weight),
+             x=addr(packed), qparams=addr(qparams), row_sum=addr(row_sum), w_scale=addr(w_scale), bias=addr(bias),
+             scratch=addr(scratch), out=addr(out))
+    return out
