@@ -31,14 +31,15 @@ RELAXED_BUILD := build/relaxed
 RELAXED_OBJECTS := $(patsubst kernels_cpp/%.cpp,$(RELAXED_BUILD)/%.o,$(wildcard kernels_cpp/*.cpp))
 RELAXED_ENV := EM_LLVM_ROOT=$(abspath $(RELAXED_BUILD)/llvm) EMCC_READ_METADATA=python
 
-.PHONY: help kernels setup demo test bench bench-ort clean
+.PHONY: help kernels setup demo test bench bench-web bench-ort clean
 
 help:
 	@echo "make setup   install system + Python dependencies, build the kernels, install the package"
 	@echo "make demo    setup, then run examples/demo.py"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmark suites"
-	@echo "make bench-ort  exported .wasm vs ONNX Runtime Web in Node.js (npm + pip installs first)"
+	@echo "make bench-web  exported .wasm vs ONNX Runtime Web vs TensorFlow.js wasm in Node.js, into BENCHMARKS.md"
+	@echo "                (npm + pip installs first; a smoke run: python benchmarks/web/compare.py --quick); bench-ort: the same"
 
 kernels: $(WASM) $(WASM_RELAXED) $(JS_ABI)
 
@@ -80,10 +81,13 @@ bench:
 	$(PYTHON) -m pytest -q benchmarks --benchmark-only --benchmark-json=.benchmarks/all.json
 	$(PYTHON) benchmarks/report.py .benchmarks/all.json --write
 
-bench-ort:
+# issue 13: ours vs ONNX Runtime Web vs TensorFlow.js (wasm) in one Node.js process per thread count.
+bench-web:
 	$(PYTHON) -m pip install -q -e ".[bench]"
-	cd benchmarks/ort_web && npm ci --no-audit --no-fund
-	$(PYTHON) benchmarks/ort_web/compare.py
+	cd benchmarks/web && npm ci --prefer-offline --no-audit --no-fund
+	$(PYTHON) benchmarks/web/compare.py --write
+
+bench-ort: bench-web
 
 clean:
 	rm -rf $(WASM) $(WASM_RELAXED) $(RELAXED_BUILD)

@@ -1,11 +1,14 @@
-// One timing process of benchmarks/ort_web/compare.py: for one thread count, runs every model with
-// ONNX Runtime Web (wasm backend, SIMD; numThreads is per process, hence one process per count) and
-// with our exported .wasm through the shipped loader, alternating, and prints JSON results: each
-// runtime's max |output - eager| per output, its warm-up, its median time and, for models with a
-// dynamic dim, its first run at each length never run before next to its steady time there.
-import { readFileSync } from "node:fs";
+// One timing process of benchmarks/web/compare.py: for one thread count, runs every model with
+// ONNX Runtime Web (wasm backend, SIMD; numThreads is per process, hence one process per count),
+// TensorFlow.js's wasm backend (XNNPACK; the op list tfjs_export.py wrote, see tfjs_graph.mjs) and
+// our exported .wasm through the shipped loader, alternating, and prints JSON results: each
+// runtime's max |output - eager| per output, its warm-up, its times (median, quartiles, min, max)
+// and, for models with a dynamic dim, its first run at each length never run before next to its
+// steady time there, as JSON into the file config.out.
+import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
+import { initTfjs, loadGraph } from "./tfjs_graph.mjs";
 
 const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const loaderUrl = pathToFileURL(config.loader);
@@ -13,14 +16,18 @@ const { loadModel } = await import(loaderUrl.href);
 const { Engine, parseFile } = await import(new URL("./core.mjs", loaderUrl).href);
 ort.env.wasm.numThreads = config.threads;
 ort.env.wasm.simd = true;
+// TF.js's backend is set up once per process (its thread count is fixed at initialization).
+let tfjs = null, tfjsError = null;
+try { tfjs = await initTfjs(config.threads); } catch (e) { tfjsError = String(e && e.message ? e.message : e); }
 
 const ARRAYS = { float32: Float32Array, int64: BigInt64Array };
 const read = (spec) => { const b = readFileSync(spec.file); return new ARRAYS[spec.dtype](b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)); };
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
+const median = (xs) => quantile(xs, 0.5);
 
-/** Run functions of every side (ORT-web and each of our loaded files) on one set of inputs; each
- * resolves to {output name: typed array}. */
-function runners(session, ours, inputs) {
+/** Run functions of every side (ORT-web, TF.js if `graph`, each of our loaded files) on one set of
+ * inputs; each resolves to {output name: typed array} (TF.js's outputs come in the order of `outputs`). */
+function runners(session, ours, graph, inputs, outputs) {
   const ortFeeds = {}, ourFeeds = {};
   for (const spec of inputs) {
     const data = read(spec);
@@ -31,6 +38,11 @@ function runners(session, ours, inputs) {
   const dataOf = (outs) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v.data]));
   const run = { ort: async () => dataOf(await session.run(ortFeeds)) };
   for (const [side, model] of Object.entries(ours)) run[side] = async () => dataOf(await model.run(ourFeeds));
+  if (graph) {  // TF.js: input tensors made once (NCHW -> NHWC), as ORT's Tensors are; outputs in order
+    const prepared = graph.prepare(inputs.map((spec) => ({ data: read(spec), shape: spec.shape })));
+    run.tfjs = async () => Object.fromEntries((await graph.run(prepared)).map((d, i) => [outputs[i].name, d]));
+    run.tfjs.dispose = () => prepared.forEach((t) => t.dispose());
+  }
   return run;
 }
 
@@ -54,22 +66,29 @@ async function timed(fn) {
 }
 
 // V8 compiles wasm functions with its baseline compiler (Liftoff) at first and tiers hot ones up to
-// TurboFan in the background, so the first runs are slower: run until 3 in a row are within 10%.
+// TurboFan in the background, so the first runs are slower. Every runtime gets the same warm-up:
+// at least warmup_seconds of runs, then until the last 5 are within 10% of each other (for at most
+// max_warmup_seconds in all); how many runs and seconds that took is reported.
 async function warmUp(fn, firstMs) {
   const times = [firstMs];
-  const start = performance.now();
-  const settled = () => { const last = times.slice(-3); return last.length === 3 && Math.max(...last) <= 1.1 * Math.min(...last); };
-  while (times.length < config.max_warmup && (times.length < config.min_warmup || !settled())) times.push((await timed(fn))[0]);
-  return { first_ms: firstMs, runs: times.length, settled: settled(), seconds: (firstMs + performance.now() - start) / 1e3, times_ms: times };
+  const start = performance.now() - firstMs, elapsed = () => (performance.now() - start) / 1e3;
+  const settled = () => { const last = times.slice(-5); return last.length === 5 && Math.max(...last) <= 1.1 * Math.min(...last); };
+  while (elapsed() < config.warmup_seconds || (!settled() && elapsed() < config.max_warmup_seconds))
+    times.push((await timed(fn))[0]);
+  return { first_ms: firstMs, runs: times.length, settled: settled(), seconds: elapsed(), times_ms: times };
 }
 
-async function time(fn) {
+/** One round's block of runs of one side: at least min_iters, and round_seconds long. */
+async function block(fn) {
   const times = [];
   const start = performance.now();
-  while (times.length < config.min_iters || (performance.now() - start < config.min_seconds * 1000 && times.length < config.max_iters))
+  while (times.length < config.min_iters || (performance.now() - start < config.round_seconds * 1000 && times.length < config.max_iters))
     times.push((await timed(fn))[0]);
-  return { median_ms: median(times), min_ms: Math.min(...times), iters: times.length };
+  return times;
 }
+
+const stats = (times) => ({ median_ms: median(times), p25_ms: quantile(times, 0.25), p75_ms: quantile(times, 0.75),
+                            min_ms: Math.min(...times), max_ms: Math.max(...times), iters: times.length });
 
 const idle = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -101,37 +120,42 @@ function planning(bytes, m) {
 }
 
 const results = [];
+const tfjsInfo = tfjs ? { threads: tfjs.threads, build: tfjs.build, version: tfjs.tf.version_core } : { error: tfjsError };
 for (const m of config.models) {
   const session = await ort.InferenceSession.create(m.onnx, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   const bytes = readFileSync(m.ours);
   // "ours": the default (baseline SIMD) file; "ours_relaxed": the same model exported with simd="relaxed".
   const ours = { ours: await loadModel(bytes, { threads: config.threads, timeoutMs: 0 }) };
   if (m.ours_relaxed) ours.ours_relaxed = await loadModel(readFileSync(m.ours_relaxed), { threads: config.threads, timeoutMs: 0 });
-  const sides = [...Object.keys(ours), "ort"];
-  const run = runners(session, ours, m.inputs);
+  const graph = tfjs && m.tfjs ? loadGraph(tfjs.tf, m.tfjs) : null;
+  const sides = [...Object.keys(ours), "ort", ...(graph ? ["tfjs"] : [])];
+  const run = runners(session, ours, graph, m.inputs, m.outputs);
   const diffs = Object.fromEntries(sides.map((side) => [side, {}])), warmup = {};
   for (const side of sides) {
     const [first, out] = await timed(run[side]);
     Object.assign(diffs[side], maxDiffs(out, m.outputs));
     warmup[side] = await warmUp(run[side], first);
   }
-  // Alternate the sides so that a noisy neighbour on the machine hits all alike.
+  // Alternate the sides, round by round, so that a noisy neighbour on the machine hits all alike;
+  // 50 ms idle before each block: ORT's thread pool spins a while after its runs.
   const times = Object.fromEntries(sides.map((side) => [side, []]));
-  for (let round = 0; round < config.rounds; round++) for (const side of sides) times[side].push(await time(run[side]));
-  const best = (ts) => ts.reduce((a, b) => (b.median_ms < a.median_ms ? b : a));
+  for (let round = 0; round < config.rounds; round++) for (const side of sides) { await idle(50); times[side].push(...(await block(run[side]))); }
   const newLengths = [];
   for (const n of m.new_lengths) {
-    const at = runners(session, ours, n.inputs), entry = { length: n.length };
-    for (const side of sides) {
+    const at = runners(session, ours, null, n.inputs, n.outputs), entry = { length: n.length };
+    for (const side of sides.filter((s) => at[s])) {
       entry[side] = await newSize(at[side], n.outputs, `@${n.length}`);
       Object.assign(diffs[side], entry[side].diffs);
     }
     newLengths.push(entry);
   }
-  results.push({ model: m.name, threads: config.threads, ...Object.fromEntries(sides.map((side) => [side, best(times[side])])),
-                 max_abs_diff: diffs, warmup, new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null });
+  results.push({ model: m.name, threads: config.threads, ...Object.fromEntries(sides.map((side) => [side, stats(times[side])])),
+                 max_abs_diff: diffs, warmup, new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null,
+                 tfjs_info: tfjsInfo });
   for (const model of Object.values(ours)) model.close();
+  if (graph) { run.tfjs.dispose(); graph.dispose(); }
   await session.release();
 }
-console.log(JSON.stringify(results));
-process.exit(0);  // ORT's worker threads would otherwise keep the process alive
+// To a file: stdout to a pipe is written asynchronously, and process.exit would cut it at 64 kB.
+writeFileSync(config.out, JSON.stringify(results));
+process.exit(0);  // ORT's and TF.js's worker threads would otherwise keep the process alive
