@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..plan import TensorRef
 from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)

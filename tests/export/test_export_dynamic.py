@@ -6,7 +6,6 @@ import json
 import random
 import subprocess
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

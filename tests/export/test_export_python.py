@@ -1,6 +1,5 @@
 """export() -> one valid .wasm; load() runs it in wasmtime and matches eager (MLP, CNN, encoder) with
 1 and 2 threads; metadata is readable without running; the CLI's info and run commands."""
-import json
 import subprocess
 import sys
 

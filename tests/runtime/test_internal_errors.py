@@ -111,7 +111,7 @@ def test_partitioning_error_runs_the_whole_graph_in_eager_loudly(broken_partitio
 
 def test_partitioning_error_in_strict_mode_raises_chained_to_the_cause(broken_partitioner):
     compiled = torch.compile(mlp(), backend="wasm", options={"strict": True})
-    with torch.no_grad(), pytest.raises(Exception, match=f"internal error while partitioning: KeyError") as info:
+    with torch.no_grad(), pytest.raises(Exception, match="internal error while partitioning: KeyError") as info:
         compiled(torch.randn(4, 6))
     error = info.value  # Dynamo wraps what a backend raises at compile time; ours is in the chain
     while error is not None and not isinstance(error, twb.WasmBackendError):
