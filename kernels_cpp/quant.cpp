@@ -19,12 +19,13 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "quant_panels.h"
 #include "threadpool.h"
 
 namespace {
 
-constexpr int kCols = 4;   // columns per activation panel
-constexpr int kKBlock = 8;  // k elements per dot_i16x8 step
+using quant_panels::kCols;
+using quant_panels::kKBlock;
 
 struct Requant {
   const int32_t* acc_bias;

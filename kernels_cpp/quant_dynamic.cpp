@@ -8,12 +8,13 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "quant_panels.h"
 #include "threadpool.h"
 
 namespace {
 
-constexpr int kCols = 4;    // columns per QGEMM panel (quant.cpp)
-constexpr int kKBlock = 8;  // k elements per dot_i16x8 step (quant.cpp)
+using quant_panels::kCols;
+using quant_panels::kKBlock;
 
 // min and max of the [cols, k] rows (NaN propagates as in torch.aminmax, through f32x4.min/max;
 // the output is then meaningless, as eager's).
