@@ -63,7 +63,7 @@ def _pool_args(core: Node) -> tuple | None:
     output_size) of a pooling node reading a dequantized tensor, else None."""
     if core.target is operator.getitem and core.args[1] == 0 and \
             core.args[0].target is aten.max_pool2d_with_indices.default and \
-            all(u.target is operator.getitem and u.args[1] == 0 for u in core.args[0].users):
+            all(u.target is operator.getitem and (u.args[1] == 0 or not u.users) for u in core.args[0].users):
         a = bind(core.args[0])
         return ("max", _act_dequant(a["self"]), a["kernel_size"], a["stride"], a["padding"], a["dilation"],
                 a["ceil_mode"], True, 0, [])
@@ -110,7 +110,8 @@ def _fuse_one(gm: GraphModule, q: Node) -> Int8Pattern | None:
         if is_mean and tuple(val.shape) != shape:  # mean(keepdim=False): [N, C]
             result = _new(gm, q, aten.view.default, (result, list(val.shape)), val.to(out[-1]), core)
         steps = ["dq", "mean(H, W)" if is_mean else mode + "_pool2d"]
-        erase += [core, core.args[0] if mode == "max" else None, dq]
+        pooled = [u for u in core.args[0].users if u is not core] + [core.args[0]] if mode == "max" else []
+        erase += [core] + pooled + [dq]  # (max: the unused indices' getitem, then max_pool2d_with_indices)
     elif core.target is aten.cat.default:
         a = bind(core)
         dqs = [_act_dequant(t) for t in a["tensors"]]
@@ -132,12 +133,13 @@ def _fuse_one(gm: GraphModule, q: Node) -> Int8Pattern | None:
                       core.meta["val"].to(out[-1]), add)
         steps = ["dq, dq", "add"] + (["relu"] if relu else [])
         erase += [core] + ([add] if relu else []) + [dqa, dqb]
+    anchor = ((views[0] if views else core) if steps == ["dq"] else
+              core.args[0] if core.target is operator.getitem else core).name  # (before the erasing)
     for v in views:
         result = _new(gm, q, v.target, (result, *v.args[1:]), v.meta["val"].to(out[-1]), v)
     q.replace_all_uses_with(result)
     _erase_dead(gm, list(dict.fromkeys(erase)))  # (x + x, cat([x, x]): one dq twice)
-    anchor = (views[0] if views else core) if steps == ["dq"] else core.args[0] if core.target is operator.getitem else core
-    return Int8Pattern(anchor.name, True, " -> ".join(steps + view_names + ["q"]), "")
+    return Int8Pattern(anchor, True, " -> ".join(steps + view_names + ["q"]), "")
 
 
 def fuse_between(gm: GraphModule) -> list[Int8Pattern]:
@@ -152,7 +154,7 @@ def fuse_between(gm: GraphModule) -> list[Int8Pattern]:
         if _act_dequant(dq) is None:
             continue
         for user in dq.users:
-            if user.name in named or getattr(user.target, "namespace", None) in ("quantized_decomposed", "twb_quant"):
+            if user.op != "call_function" or user.name in named or getattr(user.target, "namespace", None) in ("quantized_decomposed", "twb_quant"):
                 continue
             named.add(user.name)
             why = "its output is not quantized" if not any(
