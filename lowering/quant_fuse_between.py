@@ -154,8 +154,11 @@ def fuse_between(gm: GraphModule) -> list[Int8Pattern]:
         if _act_dequant(dq) is None:
             continue
         for user in dq.users:
-            if user.op != "call_function" or user.name in named or getattr(user.target, "namespace", None) in ("quantized_decomposed", "twb_quant"):
-                continue
+            if user.op != "call_function" or user.name in named or \
+                    user.target in (aten.convolution.default, aten.addmm.default) or \
+                    getattr(user.target, "namespace", None) in ("quantized_decomposed", "twb_quant") or \
+                    any(getattr(i.target, "namespace", None) == "twb_quant" for i in user.all_input_nodes):
+                continue  # (a conv / linear, or a float op after a fused one: their rows say it; a Q/DQ node)
             named.add(user.name)
             why = "its output is not quantized" if not any(
                 u.target is qd.quantize_per_tensor.default for u in user.users) else "no int8 form for this pattern"
