@@ -166,9 +166,9 @@ def _replace(gm: GraphModule, anchor: Node, last: Node, target, args: tuple, val
 
 @dataclass
 class Int8Pattern:
-    """One conv / linear of a quantized graph as fuse_quantized_patterns saw it (explain lists them):
-    the int8 pattern it became, or why it stayed float."""
-    node: str       # the convolution / addmm node
+    """One conv / linear / pool / add / cat / view of a quantized graph as fuse_quantized_patterns
+    saw it (explain lists them): the int8 pattern it became, or why it stayed float."""
+    node: str       # the convolution / addmm / pooling / add / cat node (a view chain: its first view)
     fused: bool
     pattern: str    # fused: e.g. "dq -> conv2d -> add(dq) -> relu -> q"; else ""
     reason: str     # not fused: why; fused: what of the chain stayed float ("" if nothing)

@@ -1,5 +1,6 @@
 """The fused int8 ops that lowering/quant_fuse.py puts in place of PT2E's dq -> conv/linear ->
-[add dq(r)] -> [relu/hardtanh] -> [q] chains: torch.library custom ops whose eager implementation runs exactly the ops they
+[add dq(r)] -> [relu/hardtanh] -> [q] chains, and lowering/quant_fuse_between.py in place of the
+pool / add / requantize chains between them: torch.library custom ops whose eager implementation runs exactly the ops they
 replace, so a fused node that cannot run in wasm (say its weight is not a constant) runs in eager
 with eager's numbers. (Defining them costs ~45 ms: imported only for quantized graphs.)"""
 from __future__ import annotations

@@ -61,7 +61,7 @@ _MODES = {"max": "MAX", "avg": "AVG", "adaptive_avg": "ADAPTIVE_AVG"}
 
 
 @register(torch.ops.twb_quant.pool2d.default, kernels=["QPOOL2D"], check=_int8_inputs("x"), dtypes=ALL_DTYPES,
-          notes="PT2E dq -> max_pool2d | avg_pool2d | adaptive_avg_pool2d (mean over H, W) -> q")
+          notes="PT2E dq -> max_pool2d, avg_pool2d or adaptive_avg_pool2d (mean over H, W) -> q")
 def _q_pool2d(ctx: LoweringContext, node):
     a = ctx.args(node)
     x = contiguous(ctx, ctx.value(a["x"]))

@@ -18,13 +18,19 @@ one when y / scale sits on a rounding half (frequent here: a mean of integers wi
 lands on k + 0.5 whenever the count is even)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers quantized_decomposed)
 
 import torch_wasm_backend as twb
 from helpers import assert_ran_in_wasm, compile_wasm
+from test_int8_models import assert_matches, expose_quantized, teacher_forced
+from torch_wasm_backend.quantize import quantize_pt2e
 
 qd = torch.ops.quantized_decomposed
 RANGE = {torch.uint8: (0, 255), torch.int8: (-128, 127)}
@@ -197,3 +203,74 @@ def test_threads_split_the_work_to_the_same_result():
         return torch.cat([_q(m, 0.04, 0, torch.uint8), _q(_dq(b[:, :, ::2, ::2], 0.03, 0), 0.04, 0, torch.uint8)], 1)
     a, b = _random_q((2, 32, 64, 64), torch.uint8), _random_q((2, 32, 64, 64), torch.int8)
     _run(fn, a, b, kernel=("QADD", "QPOOL2D", "QREQUANT"), threads=2)
+
+
+# ---- a quantized Inception-style CNN ---------------------------------------------------------------
+class InceptionNet(nn.Module):
+    """GoogLeNet's shapes in miniature, with functional relu as torchvision's BasicConv2d: a stem conv,
+    a ceil_mode max pool, a block of four branches (1x1, 3x3, 5x5, max pool -> 1x1) concatenated,
+    an average pool, a 1x1 conv, adaptive average pooling, flatten, dropout and a linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1, self.b3, self.b5, self.bp = (nn.Conv2d(8, c, k, padding=k // 2) for c, k in ((5, 1), (7, 3), (3, 5), (4, 1)))
+        self.mix = nn.Conv2d(19, 24, 1)
+        self.drop = nn.Dropout(0.2)
+        self.fc = nn.Linear(24, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2, ceil_mode=True)
+        x = torch.cat([F.relu(self.b1(x)), F.relu(self.b3(x)), F.relu(self.b5(x)),
+                       F.relu(self.bp(F.max_pool2d(x, 3, 1, 1)))], 1)
+        x = F.relu(self.mix(F.avg_pool2d(x, 2, ceil_mode=True)))
+        return self.fc(self.drop(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+
+
+@pytest.fixture(scope="module")
+def inception():
+    """(quantized InceptionNet with its int8 activations as extra outputs, input, conv + linear
+    layers, the converted GraphModule)."""
+    pytest.importorskip("torchao", reason="quantize_pt2e needs torchao (pip install torchao==0.18.0)")
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 19, 17)
+    converted = quantize_pt2e(InceptionNet(), (x,))
+    gm = copy.deepcopy(converted)
+    expose_quantized(gm)
+    return gm, x, 7, converted
+
+
+def test_inception_style_cnn_runs_on_int8_kernels(inception):
+    """Every pool, the cat and the flatten of the quantized net are int8 patterns (explain lists
+    them, nothing reads a dequantized tensor in float32), no float pooling or cat is left, and every
+    int8 activation is within 1 LSB of eager's, layer by layer (test_int8_models.teacher_forced:
+    fed eager's inputs, each layer is held to its own rounding; the mean of adaptive pooling can
+    differ by 1 LSB, module docstring)."""
+    gm, x, layers, converted = inception
+    report = twb.explain(converted, x)
+    assert report.lowered_fraction == 1.0 and all(p.fused for p in report.int8), str(report)
+    patterns = [p.pattern for p in report.int8]
+    assert patterns.count("dq -> max_pool2d -> q") == 2 and "dq x4 -> cat -> q" in patterns, patterns
+    assert {"dq -> avg_pool2d -> q", "dq -> mean(H, W) -> q", "dq -> view -> clone -> q"} <= set(patterns), patterns
+    twb.reset_stats()
+    with torch.no_grad():
+        expected = gm(x)
+        got = compile_wasm(teacher_forced(gm))(x, *expected[1:])
+    assert_matches(gm, got, expected, layers)
+    s = twb.stats()
+    assert_ran_in_wasm(s)
+    assert not any(op in s["lowered_by_op"] for op in ("aten::max_pool2d_with_indices", "aten::avg_pool2d",
+                                                        "aten::mean.dim")), dict(s["lowered_by_op"])
+    assert s["plan_kernels"]["QPOOL2D"] == 4
+
+
+def test_inception_style_cnn_exports(inception, tmp_path):
+    """The exported file (in wasmtime) runs the same int8 kernels: outputs bit-equal to the
+    compiled model's."""
+    _, x, _, converted = inception
+    path = tmp_path / "inception_int8.wasm"
+    twb.export(converted, (x,), str(path))
+    loaded = twb.load(str(path))
+    assert loaded.metadata["kernel_calls"].get("QPOOL2D") == 4
+    with torch.no_grad():
+        assert torch.equal(loaded(x), compile_wasm(converted)(x))
