@@ -29,20 +29,16 @@ PASSTHROUGH = {aten.view.default, aten._unsafe_view.default, aten.reshape.defaul
                aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default, aten.flatten.using_ints}
 
 
-def _out_params(q: Node) -> tuple:
-    a = bind(q)
+def _params(node: Node) -> tuple:
+    """(scale, zero_point, quant_min, quant_max, dtype) of a quantize / dequantize_per_tensor node
+    (the two schemas name them alike)."""
+    a = bind(node)
     return tuple(a[k] for k in ("scale", "zero_point", "quant_min", "quant_max", "dtype"))
 
 
-def _in_params(dq: Node) -> tuple:
-    """dq's parameters in _out_params' order."""
-    a = bind(dq)
-    return tuple(a[k] for k in ("scale", "zero_point", "quant_min", "quant_max", "dtype"))
-
-
-def _new(gm: GraphModule, before: Node, target, args: tuple, val, meta_from: Node) -> Node:
+def _new(gm: GraphModule, before: Node, target, args: tuple, val, meta_from: Node, kwargs=None) -> Node:
     with gm.graph.inserting_before(before):
-        n = gm.graph.call_function(target, args)
+        n = gm.graph.call_function(target, args, kwargs)
     n.meta.update({k: v for k, v in meta_from.meta.items() if k != "val"})
     n.meta["val"] = val
     return n
@@ -51,9 +47,9 @@ def _new(gm: GraphModule, before: Node, target, args: tuple, val, meta_from: Nod
 def _as_out(gm: GraphModule, q: Node, dq: Node) -> Node:
     """dq's integer tensor in q's parameters: itself if they are equal, else requantized."""
     x = dq.args[0]
-    if _in_params(dq) == _out_params(q):
+    out = _params(q)
+    if _params(dq) == out:
         return x
-    out = _out_params(q)
     return _new(gm, q, torch.ops.twb_quant.requantize.default, (x, *_qparams(dq)[1:], *out),
                 x.meta["val"].to(out[-1]), dq)
 
@@ -91,14 +87,14 @@ def _fuse_one(gm: GraphModule, q: Node) -> Int8Pattern | None:
         core = core.args[0]
     if not isinstance(core, Node) or len(core.users) != 1:
         return None
-    out = _out_params(q)
+    out = _params(q)
     view_names = [op_name(v.target).split("::")[1].split(".")[0] for v in views]
     erase = [q] + views[::-1]
     if (dq := _act_dequant(core)) is not None:
-        if not views and _in_params(dq) == out:
+        if not views and _params(dq) == out:
             return None  # an isolated dq -> q pair: the Q/DQ kernels run it
         result, steps, erase = _as_out(gm, q, dq), ["dq"], erase + [dq]
-    elif (pool := _pool_args(core)) is not None and pool[1] is not None:
+    elif (pool := _pool_args(core)) is not None and pool[1] is not None and pool[1].meta["val"].dim() == 4:
         mode, dq = pool[:2]
         is_mean = core.target is aten.mean.dim
         val = core.meta["val"]
@@ -136,7 +132,7 @@ def _fuse_one(gm: GraphModule, q: Node) -> Int8Pattern | None:
     anchor = ((views[0] if views else core) if steps == ["dq"] else
               core.args[0] if core.target is operator.getitem else core).name  # (before the erasing)
     for v in views:
-        result = _new(gm, q, v.target, (result, *v.args[1:]), v.meta["val"].to(out[-1]), v)
+        result = _new(gm, q, v.target, (result, *v.args[1:]), v.meta["val"].to(out[-1]), v, v.kwargs)
     q.replace_all_uses_with(result)
     _erase_dead(gm, list(dict.fromkeys(erase)))  # (x + x, cat([x, x]): one dq twice)
     return Int8Pattern(anchor, True, " -> ".join(steps + view_names + ["q"]), "")
