@@ -274,3 +274,15 @@ def test_inception_style_cnn_exports(inception, tmp_path):
     assert loaded.metadata["kernel_calls"].get("QPOOL2D") == 4
     with torch.no_grad():
         assert torch.equal(loaded(x), compile_wasm(converted)(x))
+
+
+def test_explain_names_float_ops_between_qdq():
+    """An op with no int8 form between a dequantize and a quantize (here sigmoid) runs in float32
+    between the Q/DQ kernels, and explain says so next to the int8 patterns it found."""
+    def fn(x):
+        y = _dq(x, 0.02, 128)
+        return _q(torch.sigmoid(y), 1 / 256, 0, torch.uint8), _q(torch.nn.functional.max_pool2d(y, 2), 0.02, 128, torch.uint8)
+    report = twb.explain(fn, _random_q((1, 3, 6, 6), torch.uint8))
+    rows = {(n.fused, n.pattern, n.reason.split(" (")[0]) for n in report.int8}
+    assert rows == {(True, "dq -> max_pool2d -> q", ""),
+                    (False, "", "aten::sigmoid reads a dequantized int8 tensor and runs in float32")}, rows
