@@ -5,7 +5,7 @@ quantize_per_tensor), compiled strict with backend="wasm", at awkward shapes (od
 a multiple of 16, rows with a 16-element tail, size-1 dims, broadcasting, ceil_mode, padding,
 dilation, windows that reach past the input, rows wider than QPOOL2D's 4096-byte row buffer), zero
 points 0 / 128 / 255 (uint8) and -128 / 0 / 5 (int8), on 1 thread and on 2 at shapes large enough to
-split.
+split; then a quantize_pt2e-quantized Inception-style net, compiled and exported, and explain's rows.
 
 Tolerances: exact (torch.equal) for all but adaptive average pooling. The kernels compute eager's
 float32 operations in eager's order (dequantize, add / relu / max / window sum, divide, quantize:
