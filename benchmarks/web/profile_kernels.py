@@ -1,7 +1,8 @@
 """Where each web runtime spends its time, per kernel class, for the models that miss a target of
 issue #13 (MobileNetV2, MobileNetV3-Large, EfficientNet-B0 vs TF.js-wasm; the BERT-style encoder vs
 ONNX Runtime Web; ResNet-18 vs both): ours, ORT-web and TF.js-wasm on the same weights in ONE
-Node.js process (profile_kernels.mjs), so the three run on the same engine (V8):
+Node.js process (profile_kernels.mjs), so the three run on the same engine (V8); results also in
+.benchmarks/profiles.json:
 
     cd benchmarks/web && npm ci && cd ../.. && python benchmarks/web/profile_kernels.py --model mobilenet_v2 [--threads 1] [--write]
 
@@ -204,7 +205,18 @@ def table(p: dict) -> str:
         + " | -" * len(ratios) + " |")
     others = "; ".join(f"{RUNTIMES[r]}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(p[r]["other_kernels"].items(), key=lambda kv: -kv[1])[:5])
                        for r in present if p[r]["other_kernels"])
-    return "\n".join(lines) + (f"\n\n'other' is: {others} (ms)" if others else "")
+    return "\n".join(lines) + "".join(f"\n\n{gap(p, t)}" for t in ratios) + (f"\n\n'other' is: {others} (ms)" if others else "")
+
+
+def gap(p: dict, target: str) -> str:
+    """One line: how far ours is from `target` (plain runs) and the classes where ours spends more."""
+    ours, them = p["ours"], p[target]
+    diffs = sorted(((ours["classes"].get(c, 0.0) - them["classes"].get(c, 0.0), c) for c in CLASSES), reverse=True)
+    worse = [f"{c} {d:+.2f} ms" + (f" ({ours['classes'][c] / them['classes'][c]:.2f}x)" if them["classes"].get(c) and c in ours["classes"] else "")
+             for d, c in diffs if d > 0][:3]
+    better = [f"{c} {d:+.2f} ms" for d, c in reversed(diffs) if d < 0][:2]
+    return (f"vs {RUNTIMES[target]}: ours runs {ours['run_ms'] / them['run_ms']:.2f}x its time ({ours['run_ms'] - them['run_ms']:+.2f} ms); "
+            f"ours spends more in {', '.join(worse) or 'no class'}; less in {', '.join(better) or 'no class'}.")
 
 
 def render(report: dict) -> str:
@@ -243,7 +255,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds (each: 5 plain + 1 profiled run per runtime)")
     parser.add_argument("--warmup-seconds", type=float, default=3.0)
     parser.add_argument("--write", action="store_true", help=f"put the tables into BENCHMARKS.md's '{SECTION}'")
+    parser.add_argument("--report", metavar="JSON", help="print (and with --write, write) the tables of an earlier run's JSON, run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        return show(json.loads(Path(args.report).read_text()), args.write)
     names = args.model.split(",")
     unknown = set(names) - set(TARGETS)
     if unknown:
@@ -257,9 +272,17 @@ def main(argv=None) -> int:
     report = {"command": "python benchmarks/web/profile_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "date": date, "machine": f"{os.cpu_count()} cores", "load": [load, os.getloadavg()[0]],
               "versions": compare._versions(), "rounds": args.rounds, "profiles": profiles}
+    out = ROOT / ".benchmarks"
+    out.mkdir(exist_ok=True)
+    (out / "profiles.json").write_text(json.dumps(report, indent=1))
+    return show(report, args.write)
+
+
+def show(report: dict, write: bool) -> int:
+    """Prints a run's tables (its .benchmarks/profiles.json); `write`: into BENCHMARKS.md too."""
     text = render(report)
     print(text)
-    if args.write:
+    if write:
         write_section(text)
     return 0
 
