@@ -238,7 +238,12 @@ def write_section(text: str) -> None:
             "Node.js process (V8), timed by the runtime's own profiler (ours: `Model.profile()` of the JS loader; "
             "ORT-web: its session profiler; TF.js: `tf.profile`), grouped into classes. Shares are of that runtime's "
             "kernel time; the residue is the median plain run minus the median kernel sum (time outside kernels, and "
-            "the profilers' own cost, negative when profiled kernels run slower than plain ones).\n\n" + text)
+            "the profilers' own cost, negative when profiled kernels run slower than plain ones). Read conv and "
+            "elementwise classes together: ours fuses activations (ReLU6, SiLU, hardswish, sigmoid, GELU) into its conv and GEMM "
+            "records, TF.js fuses only relu/relu6 into its convs and linears and ORT-web some, so their activations land in "
+            "'elementwise/activation' and ours in the conv and linear classes. Classes: a conv reading the 3-channel image is the "
+            "stem; a linear multiplies by a weight, attention by two activations; pooling includes global average "
+            "pools (also squeeze-excite squeezes).\n\n" + text)
     if SECTION in old:
         head, _, rest = old.partition(SECTION)
         tail = rest[rest.index("\n## "):] if "\n## " in rest else ""
