@@ -216,7 +216,8 @@ def gap(p: dict, target: str) -> str:
              for d, c in diffs if d > 0][:3]
     better = [f"{c} {d:+.2f} ms" for d, c in reversed(diffs) if d < 0][:2]
     return (f"vs {RUNTIMES[target]}: ours runs {ours['run_ms'] / them['run_ms']:.2f}x its time ({ours['run_ms'] - them['run_ms']:+.2f} ms); "
-            f"ours spends more in {', '.join(worse) or 'no class'}; less in {', '.join(better) or 'no class'}.")
+            + (f"ours spends more in {', '.join(worse)}" if worse else "no class takes ours longer")
+            + (f"; less in {', '.join(better)}." if better else "; none takes ours less."))
 
 
 def render(report: dict) -> str:
