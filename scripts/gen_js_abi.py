@@ -1,6 +1,7 @@
 """Writes torch_wasm_backend/js/abi_generated.mjs: the parts of kernels_cpp/kernel_abi.def the JS
-loader needs (run_plan's error codes, the functions a kernel module exports), as a module. A browser cannot read the .def at run time, so
-the generated file is committed; `make kernels` runs this script (python3 scripts/gen_js_abi.py),
+loader needs (run_plan's error codes, the functions a kernel module exports, the op names that
+Model.profile() reports), as a module. A browser cannot read the .def at run time, so the generated
+file is committed; `make kernels` runs this script (python3 scripts/gen_js_abi.py),
 and tests/kernels/test_abi_generated.py fails when the committed file is stale.
 """
 from __future__ import annotations
