@@ -5,8 +5,8 @@ torch_wasm_backend.quantize.quantize_pt2e (torchao's PT2E recipe), and a BERT-st
 (quantize_pt2e(..., dynamic=True)). The ratio float32 time / int8 time is what the int8 path buys
 (issue #15's targets: MobileNetV2 / ResNet-18 >= 1.8x, the BERT-style encoder >= 1.4x).
 
-Both 224 models are benchmarks/model_zoo.py's (torchvision's layer shapes, random batch norm
-statistics), not torchvision's own: torchao 0.18's X86InductorQuantizer rejects torchvision's
+Both 224 models are benchmarks/model_zoo.py's (torchvision's layer shapes, batch-norm statistics
+measured on noise by calibrate_batch_norm), not torchvision's own: torchao 0.18's X86InductorQuantizer rejects torchvision's
 ResNet BasicBlock, which calls one ReLU module twice ("Input partition has more than one output
 node"), and torchvision's MobileNetV2 at its random initialization quantizes to all-zero logits.
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from model_zoo import mobilenet_v2, randomize_batch_norm, resnet18
+from model_zoo import calibrate_batch_norm, mobilenet_v2, resnet18
 
 pytest.importorskip("torchao", reason="pip install torchao==0.18.0")
 from torch_wasm_backend.quantize import quantize_pt2e  # noqa: E402
@@ -61,8 +61,8 @@ def token_ids(shape):
 MODELS = {"cnn_3x64x64": (cnn, torch.randn, (1, 3, 64, 64), False),
           "mlp_256_1024x2_batch8": (mlp, torch.randn, (8, 256), False),
           "bert_256x4_seq128_dynamic": (BertEncoder, token_ids, (1, 128), True),
-          "mobilenet_v2_224": (lambda: randomize_batch_norm(mobilenet_v2()), torch.randn, (1, 3, 224, 224), False),
-          "resnet18_224": (lambda: randomize_batch_norm(resnet18()), torch.randn, (1, 3, 224, 224), False)}
+          "mobilenet_v2_224": (lambda: calibrate_batch_norm(mobilenet_v2(), (1, 3, 224, 224)), torch.randn, (1, 3, 224, 224), False),
+          "resnet18_224": (lambda: calibrate_batch_norm(resnet18(), (1, 3, 224, 224)), torch.randn, (1, 3, 224, 224), False)}
 _quantized = {}
 
 

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from model_zoo import resnet18  # noqa: E402  (the benchmarks' shared model definitions)
+from model_zoo import calibrate_batch_norm, resnet18  # noqa: E402  (the benchmarks' shared model definitions)
 from tfjs_export import export_tfjs  # noqa: E402  (this directory)
 
 LOADER = Path(twb.__file__).resolve().parent / "js" / "loader.mjs"
@@ -178,11 +178,8 @@ def _check_symbolic(onnx_path: Path, dynamic_shapes: dict) -> dict:
 
 
 def export_all(case: Case, out: Path, relaxed: bool) -> dict:
-    model = case.model.eval()
-    for m in model.modules():  # non-trivial batch-norm statistics, as in a trained model
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
+    # CNNs: batch-norm statistics as training leaves them (model_zoo.calibrate_batch_norm says why)
+    model = calibrate_batch_norm(case.model, next(iter(case.inputs.values())).shape)
     ours = out / f"{case.name}.wasm"
     meta = twb.export(model, (), ours, kwargs=case.inputs, dynamic_shapes=case.dynamic_shapes)
     names = [o["name"] for o in meta["outputs"]]
