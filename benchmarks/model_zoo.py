@@ -77,11 +77,14 @@ def calibrate_batch_norm(model, shape, batches=2, seed=0):
     stochastic depth stay in eval mode.
 
     Why: random-init convs do not keep unit variance, so eval-mode BN with the initial statistics
-    scales activations down block after block: in torchvision's MobileNetV2 / EfficientNet-B0 the
-    mean |activation| at the last BNs is ~1e-9 / ~1e-11 (1e-13 at worst), the logits are the
-    classifier's bias whatever the image, and PT2E-quantized MobileNetV2 outputs zeros. Measured,
-    mean |activation| at every BN is 0.7-0.85 (no float32 denormals before or after: counted in
-    every module's output with forward hooks)."""
+    scales activations down block after block (mean |activation| at the last BNs of torchvision's
+    MobileNetV2 / EfficientNet-B0: ~1e-9 / ~1e-11), and PT2E-quantized MobileNetV2 outputs zeros;
+    with randomized running means (uniform +-0.2, what compare.py had) those means swamp the
+    shrunken signal and the network computes a constant: two noise images' logits (bias-free)
+    differ by 1e-7 of their norm, float rounding, in torchvision's MobileNetV2, MobileNetV3-Large and
+    EfficientNet-B0. Measured after this: mean |activation| 0.7-0.85 at every BN, logits differing
+    by 0.35-1.0 of their norm. (No float32 denormals in any of these: counted in every module's
+    output with forward hooks.)"""
     model.eval()
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
