@@ -65,6 +65,25 @@ def bert_encoder(hidden=256, layers=4, heads=4):
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+class BertEncoder(nn.Module):
+    """transformers' BertModel (random weights; d256 h4 ff1024, vocab 1000) on token ids, its last
+    hidden state (one tensor, so that every runtime's file names its output alike)."""
+
+    def __init__(self, layers=4):
+        super().__init__()
+        import tv_import  # noqa: F401  (tests/: before transformers, which imports torchvision)
+        from transformers import BertConfig, BertModel
+        config = BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=layers, num_attention_heads=4,
+                            intermediate_size=1024)
+        self.bert = BertModel(config, add_pooling_layer=False).eval()
+        with torch.no_grad():  # BERT's init makes every bias 0 and every LayerNorm weight 1: equal tensors
+            for p in self.bert.parameters():   # are stored once in our file, which would flatter its size
+                p.add_(torch.randn_like(p) * 0.02)
+
+    def forward(self, input_ids):
+        return self.bert(input_ids=input_ids).last_hidden_state
+
+
 def small_mlp():
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from model_zoo import calibrate_batch_norm, mobilenet_v2, resnet18
+from model_zoo import BertEncoder, calibrate_batch_norm, mobilenet_v2, resnet18
 
 pytest.importorskip("torchao", reason="pip install torchao==0.18.0")
 from torch_wasm_backend.quantize import quantize_pt2e  # noqa: E402
@@ -36,21 +36,6 @@ def cnn():
 
 def mlp():
     return nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
-
-
-class BertEncoder(nn.Module):
-    """transformers' BertModel (random weights), its last hidden state."""
-
-    def __init__(self):
-        super().__init__()
-        import tv_import  # noqa: F401  (tests/: before transformers, which imports torchvision)
-        import transformers
-        config = transformers.BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                         intermediate_size=1024, max_position_embeddings=512)
-        self.bert = transformers.BertModel(config, add_pooling_layer=False)
-
-    def forward(self, ids):
-        return self.bert(input_ids=ids).last_hidden_state
 
 
 def token_ids(shape):
