@@ -213,7 +213,7 @@ def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, 
     kp = packed.shape[1]
     ptrs = dict(weight=s.put(packed), acc_bias=s.put(acc_bias(packed, x_zp)),
                 scale=s.put(channel_scale(x_scale, w_scale)), bias=s.put(bias) if bias is not None else 0,
-                scratch=s.alloc(conv_scratch_numel(c_in // groups, h, wd, oh * ow, kp)), **{"in": s.put(x)})
+                scratch=s.alloc(conv_scratch_numel(c_out // groups, oh * ow, kp)), **{"in": s.put(x)})
     got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
         "QCONV2D", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, groups=groups, kh=kh, kw=kw, sh=st, sw=st, ph=pad,
         pw=pad, dh=dil, dw=dil, oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs,
