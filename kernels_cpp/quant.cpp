@@ -619,7 +619,7 @@ void k_QCONV2D(const QCONV2D_args* a) {
         const int pstride = kpairs * 2 * kNR;
         pack_cols(a, gin, cin_g, K, kpairs, j0, j1, panels, pstride);
         (a->x_dtype == DT_I8 ? gemm_cols<true> : gemm_cols<false>)(wq, cout_g, a->kp, kpairs, panels, pstride, j0,
-                                                                  j1 - j0, rq, gout + (ptrdiff_t)j0 * es, P * es, es);
+                                                                  j1 - j0, rq, gout, P * es, es);
       };
       if (threaded) parallel_for(blocks, run_block);
       else for (int b = 0; b < blocks; ++b) run_block(b);

@@ -202,6 +202,12 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise; c_in/groups a multiple of 8: channels-last im2col
     (1, 16, 7, 5, 4, 2, 3, 3, 2, 1, 1),  # 8 channels per group, channels-last, strided
     (2, 24, 5, 6, 4, 1, 3, 2, 1, 2, 2),  # channels-last, dilated, padding wider than the kernel reach
+    # the pixels-in-lanes GEMM's edges: 8-column panels, 4-row tiles, k pairs, 512-column blocks
+    (1, 1, 5, 7, 1, 1, 1, 1, 1, 0, 1),     # K = 1 (one k pair, zero partner), M = 1, 35 columns
+    (1, 3, 25, 23, 7, 1, 1, 1, 1, 0, 1),   # pointwise, K odd, 575 columns: 2 blocks, rows read in place
+    (1, 16, 13, 15, 6, 1, 1, 1, 2, 0, 1),  # pointwise, stride 2 (ResNet's downsample)
+    (1, 5, 30, 23, 9, 1, 3, 3, 1, 1, 1),   # 3x3, K = 45, 690 columns: 2 blocks
+    (1, 12, 9, 11, 6, 3, 1, 1, 1, 0, 1),   # grouped pointwise, 4 channels per group
 ]
 
 
