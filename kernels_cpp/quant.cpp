@@ -269,24 +269,25 @@ constexpr int kMR = 4;               // weight rows per micro-tile: 8 accumulato
 constexpr int kMaxBlockCols = 512;   // im2col row buffers on the stack
 constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while every weight row sweeps them
 
-// Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1).
+// Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1); wt: the rows' tile of
+// widened weights, [kpairs][4 rows][2] int16.
 template <bool kSigned, int MR>
-void micro_cols(const int16_t* wq, int kp, int kpairs, const uint8_t* panel, int i0, int j0, int nc,
-                const Requant& rq, uint8_t* out, int si, int sj) {
+void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+                uint8_t* out, int si, int sj) {
   v128_t acc0[MR], acc1[MR];
-  const int16_t* wr[MR];
-  for (int r = 0; r < MR; ++r) {
-    acc0[r] = acc1[r] = wasm_i32x4_splat(0);
-    wr[r] = wq + (ptrdiff_t)(i0 + r) * kp;
-  }
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
   for (int kk = 0; kk < kpairs; ++kk) {
     const uint8_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
     const v128_t b0 = load_widen<kSigned>(p), b1 = load_widen<kSigned>(p + 8);
-    for (int r = 0; r < MR; ++r) {
-      const v128_t a = wasm_v128_load32_splat(wr[r] + 2 * kk);
-      acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));
-      acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));
-    }
+    const v128_t w4 = wasm_v128_load(wt + (ptrdiff_t)kk * 2 * kMR);
+#define TWB_ROW(r)                                                                   \
+  if (r < MR) {                                                                      \
+    const v128_t a = wasm_i32x4_shuffle(w4, w4, r, r, r, r);                         \
+    acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));                  \
+    acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));                  \
+  }
+    TWB_ROW(0) TWB_ROW(1) TWB_ROW(2) TWB_ROW(3)
+#undef TWB_ROW
   }
   for (int r = 0; r < MR; ++r) {
     store_row(acc0[r], i0 + r, j0, nc < 4 ? nc : 4, rq, out, si, sj);
@@ -300,14 +301,15 @@ void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* p
                int cols, const Requant& rq, uint8_t* out, int si, int sj) {
   for (int i0 = 0; i0 < rows; i0 += kMR) {
     const int mr = rows - i0 < kMR ? rows - i0 : kMR;
+    const int16_t* wt = wq + (ptrdiff_t)i0 * kp;
     for (int j = 0; j < cols; j += kNR) {
       const uint8_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
       const int nc = cols - j < kNR ? cols - j : kNR;
       switch (mr) {
-        case 4: micro_cols<kSigned, 4>(wq, kp, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 3: micro_cols<kSigned, 3>(wq, kp, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 2: micro_cols<kSigned, 2>(wq, kp, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        default: micro_cols<kSigned, 1>(wq, kp, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
+        case 4: micro_cols<kSigned, 4>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 3: micro_cols<kSigned, 3>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 2: micro_cols<kSigned, 2>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        default: micro_cols<kSigned, 1>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
       }
     }
   }
@@ -378,11 +380,26 @@ void pack_cols(const QCONV2D_args* a, const uint8_t* gin, int cin_g, int K, int 
   }
 }
 
-// int8 weight rows [rows, kp] -> int16 (the pair splats' source).
+// int8 weight rows [rows, kp] -> int16 tiles of 4 rows, [rows/4][kp/2][4][2] (one load holds a
+// k pair of 4 rows; rows past the last are zero): per 8 k, a 4x4 transpose of (row, pair) int32s.
 void widen_weights(const int8_t* w, int rows, int kp, int16_t* wq) {
-  for (ptrdiff_t e = 0; e < (ptrdiff_t)rows * kp; e += kKBlock)
-    wasm_v128_store(wq + e, wasm_i16x8_load8x8(w + e));
+  for (int i0 = 0; i0 < rows; i0 += kMR) {
+    int16_t* tile = wq + (ptrdiff_t)i0 * kp;  // (4 rows x kp int16)
+    for (int kb = 0; kb < kp; kb += kKBlock) {
+      v128_t v[kMR];
+      for (int r = 0; r < kMR; ++r)
+        v[r] = i0 + r < rows ? wasm_i16x8_load8x8(w + (ptrdiff_t)(i0 + r) * kp + kb) : wasm_i32x4_splat(0);
+      const v128_t t0 = wasm_i32x4_shuffle(v[0], v[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(v[2], v[3], 0, 4, 1, 5);
+      const v128_t t2 = wasm_i32x4_shuffle(v[0], v[1], 2, 6, 3, 7), t3 = wasm_i32x4_shuffle(v[2], v[3], 2, 6, 3, 7);
+      int16_t* d = tile + (ptrdiff_t)kb * kMR;  // pair kb / 2: 2 * kMR int16 each
+      wasm_v128_store(d, wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5));
+      wasm_v128_store(d + 8, wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+      wasm_v128_store(d + 16, wasm_i32x4_shuffle(t2, t3, 0, 1, 4, 5));
+      wasm_v128_store(d + 24, wasm_i32x4_shuffle(t2, t3, 2, 3, 6, 7));
+    }
+  }
 }
+
 // 4 input bytes (unsigned or signed) widened to i32x4.
 template <bool kSigned>
 inline v128_t load4_widen(const uint8_t* p) {
@@ -582,12 +599,12 @@ void k_QCONV2D(const QCONV2D_args* a) {
   const int32_t* acc_bias = at<const int32_t>(a->acc_bias);
   const float* scale = at<const float>(a->scale);
   const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
-  // Column blocks of ~96 KiB of panels (at least 32 columns: each block sweeps all the weights):
+  // Column blocks of ~96 KiB of panels (at least 64 columns: each block sweeps all the weights):
   // im2col of a block, then the GEMM on it while it is in L2. Threads take whole blocks (into their
   // own part of scratch, at the block's first column * kp bytes; the GEMM runs inline).
   const int K = cin_g * a->kh * a->kw, kpairs = (K + 1) / 2;
   int block = kBlockBytes / (2 * kpairs) / kNR * kNR;
-  block = block < 4 * kNR ? 4 * kNR : block > kMaxBlockCols ? kMaxBlockCols : block;
+  block = block < 8 * kNR ? 8 * kNR : block > kMaxBlockCols ? kMaxBlockCols : block;
   const int blocks = (P + block - 1) / block;
   const bool threaded = pool_threads() > 1 && blocks > 1 && worth_threading(2.0 * cout_g * P * a->kp);
   if (cin_g == 1 && cout_g == 1 && a->kh * a->kw <= kMaxTaps) {
