@@ -269,30 +269,37 @@ constexpr int kMR = 4;               // weight rows per micro-tile: 8 accumulato
 constexpr int kMaxBlockCols = 512;   // im2col row buffers on the stack
 constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while every weight row sweeps them
 
-// Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1); wt: the rows' tile of
-// widened weights, [kpairs][4 rows][2] int16.
-template <bool kSigned, int MR>
+// Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
+// computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
+template <bool kSigned, int MR, int NV>
 void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
                 uint8_t* out, int si, int sj) {
   v128_t acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
   for (int kk = 0; kk < kpairs; ++kk) {
     const uint8_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
-    const v128_t b0 = load_widen<kSigned>(p), b1 = load_widen<kSigned>(p + 8);
+    const v128_t b0 = load_widen<kSigned>(p), b1 = NV == 2 ? load_widen<kSigned>(p + 8) : b0;
     const v128_t w4 = wasm_v128_load(wt + (ptrdiff_t)kk * 2 * kMR);
-#define TWB_ROW(r)                                                                   \
-  if (r < MR) {                                                                      \
-    const v128_t a = wasm_i32x4_shuffle(w4, w4, r, r, r, r);                         \
-    acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));                  \
-    acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));                  \
+#define TWB_ROW(r)                                                                      \
+  if (r < MR) {                                                                         \
+    const v128_t a = wasm_i32x4_shuffle(w4, w4, r, r, r, r);                            \
+    acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));                     \
+    if (NV == 2) acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));        \
   }
     TWB_ROW(0) TWB_ROW(1) TWB_ROW(2) TWB_ROW(3)
 #undef TWB_ROW
   }
   for (int r = 0; r < MR; ++r) {
     store_row(acc0[r], i0 + r, j0, nc < 4 ? nc : 4, rq, out, si, sj);
-    if (nc > 4) store_row(acc1[r], i0 + r, j0 + 4, nc - 4, rq, out, si, sj);
+    if (NV == 2 && nc > 4) store_row(acc1[r], i0 + r, j0 + 4, nc - 4, rq, out, si, sj);
   }
+}
+
+template <bool kSigned, int MR>
+void micro_cols_nc(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+                   uint8_t* out, int si, int sj) {
+  if (nc > 4) micro_cols<kSigned, MR, 2>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  else micro_cols<kSigned, MR, 1>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
 }
 
 // Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride bytes apart).
@@ -306,10 +313,10 @@ void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* p
       const uint8_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
       const int nc = cols - j < kNR ? cols - j : kNR;
       switch (mr) {
-        case 4: micro_cols<kSigned, 4>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 3: micro_cols<kSigned, 3>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 2: micro_cols<kSigned, 2>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        default: micro_cols<kSigned, 1>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
+        case 4: micro_cols_nc<kSigned, 4>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 3: micro_cols_nc<kSigned, 3>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 2: micro_cols_nc<kSigned, 2>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        default: micro_cols_nc<kSigned, 1>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
       }
     }
   }
