@@ -1,5 +1,6 @@
-// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise)
-// and the int8 GEMM behind QGEMM (linear) and QCONV2D (im2col + GEMM).
+// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise),
+// the k-in-lanes int8 GEMM behind QGEMM (linear; described here) and QCONV2D (im2col + a
+// pixels-in-lanes GEMM, described at its section below; depthwise convs run direct kernels).
 //
 // Where int8 speed comes from in wasm: i32x4.dot_i16x8_s multiplies 8 int16 pairs and adds adjacent
 // products into 4 int32 lanes (8 multiply-adds per instruction). int8/uint8 operands are widened to

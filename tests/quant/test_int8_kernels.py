@@ -305,7 +305,9 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
     assert torch.equal(one, two)
     ref = torch.ops.twb_quant.linear(x, x_scale, x_zp, w, w_scale, w_zp, bias, True, *out)
     _check(one, ref, None, 150)
-    for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1)]:  # + depthwise
+    # + 1600 pixels: 4 column blocks, each thread packing into its own part of scratch; + depthwise
+    for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 16, 40, 40, 24, 1, 3, 3, 1, 1, 1),
+                (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1)]:
         x, w, w_scale, w_zp = _conv_inputs(cfg, torch.uint8)
         b = bias[:cfg[4]]
         one, two = (_run_qconv(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, b, cfg, True, out)
@@ -314,3 +316,4 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
         ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, b, [1, 1], [1, 1], [1, 1], cfg[5],
                                          True, *out)
         _check(one, ref, None, w[0].numel())
+
