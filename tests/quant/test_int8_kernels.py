@@ -235,7 +235,7 @@ def _conv_inputs(cfg, x_dtype, per_channel=True):
     return x, w, w_scale, w_zp
 
 
-@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS + [(torch.uint8, 255)])  # (255: the padding taps at the top)
 @pytest.mark.parametrize("cfg", CONVS, ids=str)
 def test_qconv2d_accumulator_exact(s1, x_dtype, x_zp, cfg):
     """scale 1, no bias, float output: the accumulator, padding taps included (they read x_zp)."""
