@@ -2,12 +2,9 @@
 //
 // Micro-kernel: MR rows x NP panels (NP*8 columns) in 2*MR*NP f32x4 accumulators. Per k step it
 // loads one 8-float row from each B panel and broadcasts one A element per row; each update is
-// simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The broadcast is the overhead to minimise
-// (it competes with the arithmetic for the same ports), which is why two panels share each
-// broadcast. Shapes measured on wasmtime 50 / x86 (512^3, single thread, GFLOP/s, peak loop 36):
-// 4x8: 28-30, 6x8: 28-29, 5x8: 29-30, 3x16: 30-32, 2x16: 30-32; 2x16 was picked for its small
-// register footprint (8 accumulators; wasmtime's allocator spills readily past ~14 live vectors)
-// and because it leaves no row tail for even m.
+// simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The
+// tile (6x8, see GEMM_MR) was measured in V8 (Node.js 20) and wasmtime, the two engines exported
+// files run in; V8 is favoured where they disagree, since the web runtimes compared are judged there.
 //
 // Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
 // sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
@@ -22,24 +19,23 @@
 namespace {
 
 constexpr int NR = kGemmNR;
-// The relaxed build's tile is 6x8: one fused madd per update leaves the broadcasts and loads as the
-// cost per k step, which 6 rows x 1 panel amortize best. A/B of exported Linear layers, one Node.js 20
-// process alternating the builds (machine loaded, so ratios only; 2026-12-03), speedup over the
-// baseline build's 2x16: 128x768x3072 1.50, 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18,
-// 784x1152x128 1.28 (2x16 relaxed: 1.19, 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16.
+// The tile is 6x8 (6 rows x 1 panel, 12 accumulators) in both builds. Relaxed: one fused madd per
+// update leaves the broadcasts and loads as the cost per k step, which 6 rows x 1 panel amortize
+// best. A/B of exported Linear layers, one Node.js 20 process alternating the builds (machine loaded,
+// so ratios only; 2026-12-03), speedup over the baseline build's then 2x16: 128x768x3072 1.50,
+// 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18, 784x1152x128 1.28 (2x16 relaxed: 1.19,
+// 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16. Baseline (mul + add): 6x8 over 2x16 is 1.3-1.5x
+// in V8 and 1.05-1.15x in wasmtime on MobileNetV2's pointwise convs, the encoder's and the MLP's
+// linears (build/gbench-style standalone GEMM, one process alternating tiles, min of 15 rounds,
+// load average 4-5, 2026-12-03; 4x8 and 5x8 land between). Broadcasting by load32_splat instead of
+// the shuffle is 5-15% faster in V8 (whose vbroadcastss is a plain load, and 12 accumulators + 6
+// A vectors exceed its 16 xmm registers) but 20-25% slower in wasmtime (load + shuffle); one file
+// serves both, so the shuffle stays.
 #ifndef GEMM_MR
-#ifdef __wasm_relaxed_simd__
 #define GEMM_MR 6
-#else
-#define GEMM_MR 2
-#endif
 #endif
 #ifndef GEMM_NP
-#ifdef __wasm_relaxed_simd__
 #define GEMM_NP 1
-#else
-#define GEMM_NP 2
-#endif
 #endif
 constexpr int MR = GEMM_MR;
 #ifndef GEMM_KC
@@ -232,7 +228,7 @@ Grid make_grid(int m, int panels, int threads, double flops) {
     g.pt = panels < want ? panels : want;
     if (g.pt < 1) g.pt = 1;
     g.pc = (panels + g.pt - 1) / g.pt;
-    g.pc = (g.pc + GEMM_NP - 1) / GEMM_NP * GEMM_NP;  // keep panel pairs together
+    g.pc = (g.pc + GEMM_NP - 1) / GEMM_NP * GEMM_NP;  // keep a tile's panels together
     g.pt = (panels + g.pc - 1) / g.pc;
   }
   return g;
