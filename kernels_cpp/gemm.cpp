@@ -27,10 +27,8 @@ constexpr int NR = kGemmNR;
 // 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16. Baseline (mul + add): 6x8 over 2x16 is 1.3-1.5x
 // in V8 and 1.05-1.15x in wasmtime on MobileNetV2's pointwise convs, the encoder's and the MLP's
 // linears (build/gbench-style standalone GEMM, one process alternating tiles, min of 15 rounds,
-// load average 4-5, 2026-12-03; 4x8 and 5x8 land between). Broadcasting by load32_splat instead of
-// the shuffle is 5-15% faster in V8 (whose vbroadcastss is a plain load, and 12 accumulators + 6
-// A vectors exceed its 16 xmm registers) but 20-25% slower in wasmtime (load + shuffle); one file
-// serves both, so the shuffle stays.
+// load average 4-5, 2026-12-03; 4x8 and 5x8 land between). How A elements are broadcast is chosen
+// at run time (g_load_splat), as the engines disagree.
 #ifndef GEMM_MR
 #define GEMM_MR 6
 #endif
@@ -45,6 +43,16 @@ constexpr int KC = GEMM_KC;  // k slice
 constexpr int NCB = 32;   // panels per L2 block (KC x 256 floats = 256 KiB)
 
 static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
+
+// Broadcast each A element with v128.load32_splat (1) or by one v128 load per 4 k and
+// i32x4.shuffle (0, the default). V8 lowers load32_splat to vbroadcastss, a plain load, and the
+// shuffle form's 6 live A vectors next to 12 accumulators overflow its 16 xmm registers (its
+// TurboFan code spills): load32_splat is 1.10-1.15x faster there. wasmtime (Cranelift) lowers
+// load32_splat to a load plus a shuffle: there it is 1.3x slower. (Standalone 6x8 GEMM at the
+// shapes of MobileNetV2's pointwise convs and the encoder's linears, one process alternating, min of
+// 11-15 rounds, 2026-12-03.) The JS loader sets it (set_gemm_load_splat); the compile path and
+// wasmtime keep the default. It lives in linear memory, so it holds for every thread.
+int g_load_splat = 0;
 
 struct Epilogue {
   const float* bias;  // already offset to this C block's row/col origin
@@ -101,10 +109,8 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
 }
 
 // One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
-// bps = distance between panels in floats. The main loop reads 4 k values of each A row with one
-// v128 load and broadcasts lanes with i32x4.shuffle: wasmtime lowers load32_splat to a load plus a
-// shuffle, so this saves a load per broadcast (measured +35%).
-template <int MR_, int NP>
+// bps = distance between panels in floats. SPLAT: how the main loop broadcasts A (g_load_splat).
+template <int MR_, int NP, bool SPLAT>
 inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
                        int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
                        const Epilogue& e, int row0, int col0) {
@@ -116,11 +122,14 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
   int kk = 0;
   for (; kk + 4 <= kc; kk += 4) {
     v128_t av[MR_];
-    for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
+    if constexpr (!SPLAT)
+      for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
 #define STEP(L)                                                                    \
     {                                                                              \
       v128_t s[MR_];                                                               \
-      for (int i = 0; i < MR_; ++i) s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L); \
+      for (int i = 0; i < MR_; ++i)                                                \
+        if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);        \
+        else s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L);                  \
       for (int p = 0; p < NP; ++p) {                                               \
         const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
         const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
@@ -154,15 +163,16 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
-template <int MR_>
+template <int MR_, bool SPLAT>
 inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
                      int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
-  if (two) micro_tile<MR_, GEMM_NP>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
-  else micro_tile<MR_, 1>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  if (two) micro_tile<MR_, GEMM_NP, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  else micro_tile<MR_, 1, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
 }
 
 // Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
-void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+template <bool SPLAT>
+void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
                 const float* bp, float* c, int ldc, const Epilogue& e) {
   const int bps = k * NR;
   for (int pb = p_lo; pb < p_hi; pb += NCB) {
@@ -183,19 +193,19 @@ void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const floa
           const float* bpp = bp + (ptrdiff_t)p * bps + (ptrdiff_t)k0 * NR;
           switch (mr) {
 #if GEMM_MR >= 6
-            case 6: tile_row<6>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 6: tile_row<6, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 5
-            case 5: tile_row<5>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 5: tile_row<5, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 4
-            case 4: tile_row<4>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 4: tile_row<4, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 3
-            case 3: tile_row<3>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 3: tile_row<3, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
-            case 2: tile_row<2>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            default: tile_row<1>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 2: tile_row<2, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            default: tile_row<1, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
           }
           p += step;
         }
@@ -203,6 +213,12 @@ void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const floa
       k0 += kc;
     } while (k0 < k);
   }
+}
+
+void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+                const float* bp, float* c, int ldc, const Epilogue& e) {
+  if (g_load_splat) gemm_block_t<true>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
+  else gemm_block_t<false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
 }
 
 // Task grid for a GEMM: m cut into chunks of mc rows (multiple of MR), panels into chunks of pc.
@@ -278,6 +294,10 @@ void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out
       }
     }
   }
+}
+
+extern "C" __attribute__((export_name("set_gemm_load_splat"))) void set_gemm_load_splat(int32_t on) {
+  g_load_splat = on != 0;
 }
 
 void k_GEMM(const GEMM_args* a) {
