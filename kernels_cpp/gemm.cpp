@@ -3,8 +3,8 @@
 // Micro-kernel: MR rows x NP panels (NP*8 columns) in 2*MR*NP f32x4 accumulators. Per k step it
 // loads one 8-float row from each B panel and broadcasts one A element per row; each update is
 // simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The
-// tile (6x8, see GEMM_MR) was measured in V8 (Node.js 20) and wasmtime, the two engines exported
-// files run in; V8 is favoured where they disagree, since the web runtimes compared are judged there.
+// tile (6x8, see GEMM_MR) and the broadcast (g_load_splat) were measured in V8 (Node.js 20) and
+// wasmtime, the two engines exported files run in: the tile wins in both, the broadcast is per engine.
 //
 // Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
 // sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
