@@ -129,7 +129,8 @@ def test_example_page(tmp_path):
     the page logs its difference to eager on the console (read from chromium's log)."""
     site = tmp_path / "site"
     site.mkdir()
-    subprocess.run([sys.executable, str(EXAMPLE / "export_model.py"), str(site)], check=True, capture_output=True)
+    exported = subprocess.run([sys.executable, str(EXAMPLE / "export_model.py"), str(site)], capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr[-3000:]  # the cause of a failure, not only its exit code
     shutil.copy(EXAMPLE / "index.html", site / "index.html")
     server = make_server(site, 0, True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
