@@ -26,7 +26,7 @@ constexpr int NR = kGemmNR;
 // 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18, 784x1152x128 1.28 (2x16 relaxed: 1.19,
 // 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16. Baseline (mul + add): 6x8 over 2x16 is 1.3-1.5x
 // in V8 and 1.05-1.15x in wasmtime on MobileNetV2's pointwise convs, the encoder's and the MLP's
-// linears (build/gbench-style standalone GEMM, one process alternating tiles, min of 15 rounds,
+// linears (benchmarks/gemm_micro, one process alternating tiles, min of 15 rounds,
 // load average 4-5, 2026-12-03; 4x8 and 5x8 land between). How A elements are broadcast is chosen
 // at run time (g_load_splat), as the engines disagree.
 #ifndef GEMM_MR
