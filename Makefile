@@ -38,7 +38,8 @@ help:
 	@echo "make demo    setup, then run examples/demo.py"
 	@echo "make test    run the whole test suite"
 	@echo "make bench   run the benchmark suites"
-	@echo "make bench-web  exported .wasm vs ONNX Runtime Web vs TensorFlow.js wasm in Node.js, into BENCHMARKS.md"
+	@echo "make bench-web  exported .wasm vs ONNX Runtime Web vs TensorFlow.js wasm in Node.js, into BENCHMARKS.md; then"
+	@echo "                our int8 files vs ORT-web's int8 (QDQ / dynamic) ones, each next to its float32 file (compare.py --int8)"
 	@echo "                (npm + pip installs first; a smoke run: python benchmarks/web/compare.py --quick); bench-ort: the same"
 
 kernels: $(WASM) $(WASM_RELAXED) $(JS_ABI)
@@ -86,6 +87,7 @@ bench-web:
 	$(PYTHON) -m pip install -q -e ".[bench]"
 	cd benchmarks/web && npm ci --prefer-offline --no-audit --no-fund
 	$(PYTHON) benchmarks/web/compare.py --write
+	$(PYTHON) benchmarks/web/compare.py --int8 --write
 
 bench-ort: bench-web
 

@@ -65,16 +65,60 @@ def bert_encoder(hidden=256, layers=4, heads=4):
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+class BertEncoder(nn.Module):
+    """transformers' BertModel (random weights; d256 h4 ff1024, vocab 1000) on token ids, its last
+    hidden state (one tensor, so that every runtime's file names its output alike)."""
+
+    def __init__(self, layers=4):
+        super().__init__()
+        import tv_import  # noqa: F401  (tests/: before transformers, which imports torchvision)
+        from transformers import BertConfig, BertModel
+        config = BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=layers, num_attention_heads=4,
+                            intermediate_size=1024)
+        self.bert = BertModel(config, add_pooling_layer=False).eval()
+        with torch.no_grad():  # BERT's init makes every bias 0 and every LayerNorm weight 1: equal tensors
+            for p in self.bert.parameters():   # are stored once in our file, which would flatter its size
+                p.add_(torch.randn_like(p) * 0.02)
+
+    def forward(self, input_ids):
+        return self.bert(input_ids=input_ids).last_hidden_state
+
+
 def small_mlp():
     return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def randomize_batch_norm(model):
-    torch.manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
+def calibrate_batch_norm(model, shape, batches=2, seed=0):
+    """model in eval mode with batch-norm statistics measured, as training leaves them, instead of
+    the initial mean 0 / variance 1: `batches` forwards of seeded standard-normal images (`shape`
+    with its batch dim set to 8) with only the BatchNorm layers in train mode and momentum None
+    (a cumulative average over the batches); affine weights stay as initialized. Dropout and
+    stochastic depth stay in eval mode.
+
+    Why: random-init convs do not keep unit variance, so eval-mode BN with the initial statistics
+    scales activations down block after block (mean |activation| at the last BNs of torchvision's
+    MobileNetV2 / EfficientNet-B0: ~1e-9 / ~1e-11), and PT2E-quantized MobileNetV2 outputs zeros;
+    with randomized running means (uniform +-0.2, what compare.py had) those means swamp the
+    shrunken signal and the network computes a constant: two noise images' logits (bias-free)
+    differ by 1e-7 of their norm, float rounding, in torchvision's MobileNetV2, MobileNetV3-Large and
+    EfficientNet-B0. Measured after this: mean |activation| 0.7-0.85 at every BN, logits differing
+    by 0.35-1.0 of their norm. (No float32 denormals in any of these: counted in every module's
+    output with forward hooks.)"""
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    momenta = [m.momentum for m in norms]
+    gen = torch.Generator().manual_seed(seed)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn(8, *shape[1:], generator=gen))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
     return model.eval()
 
 

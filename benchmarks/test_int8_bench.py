@@ -5,8 +5,8 @@ torch_wasm_backend.quantize.quantize_pt2e (torchao's PT2E recipe), and a BERT-st
 (quantize_pt2e(..., dynamic=True)). The ratio float32 time / int8 time is what the int8 path buys
 (issue #15's targets: MobileNetV2 / ResNet-18 >= 1.8x, the BERT-style encoder >= 1.4x).
 
-Both 224 models are benchmarks/model_zoo.py's (torchvision's layer shapes, random batch norm
-statistics), not torchvision's own: torchao 0.18's X86InductorQuantizer rejects torchvision's
+Both 224 models are benchmarks/model_zoo.py's (torchvision's layer shapes, batch-norm statistics
+measured on noise by calibrate_batch_norm), not torchvision's own: torchao 0.18's X86InductorQuantizer rejects torchvision's
 ResNet BasicBlock, which calls one ReLU module twice ("Input partition has more than one output
 node"), and torchvision's MobileNetV2 at its random initialization quantizes to all-zero logits.
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from model_zoo import mobilenet_v2, randomize_batch_norm, resnet18
+from model_zoo import BertEncoder, calibrate_batch_norm, mobilenet_v2, resnet18
 
 pytest.importorskip("torchao", reason="pip install torchao==0.18.0")
 from torch_wasm_backend.quantize import quantize_pt2e  # noqa: E402
@@ -38,21 +38,6 @@ def mlp():
     return nn.Sequential(nn.Linear(256, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10))
 
 
-class BertEncoder(nn.Module):
-    """transformers' BertModel (random weights), its last hidden state."""
-
-    def __init__(self):
-        super().__init__()
-        import tv_import  # noqa: F401  (tests/: before transformers, which imports torchvision)
-        import transformers
-        config = transformers.BertConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                                         intermediate_size=1024, max_position_embeddings=512)
-        self.bert = transformers.BertModel(config, add_pooling_layer=False)
-
-    def forward(self, ids):
-        return self.bert(input_ids=ids).last_hidden_state
-
-
 def token_ids(shape):
     return torch.randint(0, 1000, shape)
 
@@ -61,8 +46,8 @@ def token_ids(shape):
 MODELS = {"cnn_3x64x64": (cnn, torch.randn, (1, 3, 64, 64), False),
           "mlp_256_1024x2_batch8": (mlp, torch.randn, (8, 256), False),
           "bert_256x4_seq128_dynamic": (BertEncoder, token_ids, (1, 128), True),
-          "mobilenet_v2_224": (lambda: randomize_batch_norm(mobilenet_v2()), torch.randn, (1, 3, 224, 224), False),
-          "resnet18_224": (lambda: randomize_batch_norm(resnet18()), torch.randn, (1, 3, 224, 224), False)}
+          "mobilenet_v2_224": (lambda: calibrate_batch_norm(mobilenet_v2(), (1, 3, 224, 224)), torch.randn, (1, 3, 224, 224), False),
+          "resnet18_224": (lambda: calibrate_batch_norm(resnet18(), (1, 3, 224, 224)), torch.randn, (1, 3, 224, 224), False)}
 _quantized = {}
 
 

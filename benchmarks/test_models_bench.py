@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import torch_wasm_backend as twb
-from model_zoo import MODELS, randomize_batch_norm
+from model_zoo import MODELS, calibrate_batch_norm
 
 ROUNDS = {"resnet18_224": 5, "mobilenet_v2_224": 5, "bert_256x4_seq128": 10}
 
@@ -14,7 +14,7 @@ ROUNDS = {"resnet18_224": 5, "mobilenet_v2_224": 5, "bert_256x4_seq128": 10}
 def test_model(benchmark, engine, name, threads):
     factory, shape = MODELS[name]
     torch.manual_seed(0)
-    model, x = randomize_batch_norm(factory()), torch.randn(shape)
+    model, x = calibrate_batch_norm(factory(), shape), torch.randn(shape)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

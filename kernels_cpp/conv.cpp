@@ -315,10 +315,8 @@ void k_CONV2D(const CONV2D_args* a) {
           // Wide outputs: threads take whole column blocks (im2col + GEMM each, into their own part
           // of scratch; the nested GEMM runs inline). Splitting each block's im2col and GEMM
           // instead cost a join per block and ran the small im2cols serially (ResNet-18's
-          // 56x56 layer: 1.35x on 2 threads). Blocks shrink to give each thread ~4 of them, but
-          // keep whole panel pairs (the GEMM's 2 x 16 tiles).
-          int per_task = (panels + 4 * threads - 1) / (4 * threads);
-          per_task += per_task & 1;
+          // 56x56 layer: 1.35x on 2 threads). Blocks shrink to give each thread ~4 of them.
+          const int per_task = (panels + 4 * threads - 1) / (4 * threads);
           if (block > per_task) block = per_task;
           parallel_for((panels + block - 1) / block, [&](int t) {
             const int p0 = t * block, c0 = p0 * NR, c1 = (p0 + block) * NR < NC ? (p0 + block) * NR : NC;

@@ -105,8 +105,7 @@ void k_CONV3D(const CONV3D_args* a) {
         // Threads take whole column blocks (vol2col + GEMM each, into their own scratch slot; the
         // nested GEMM runs inline), as CONV2D does for wide outputs, in waves of as many blocks as
         // the scratch holds.
-        int per_task = (panels + 4 * threads - 1) / (4 * threads);
-        per_task += per_task & 1;
+        const int per_task = (panels + 4 * threads - 1) / (4 * threads);
         if (blk > per_task) blk = per_task;
         const int n_blocks = (panels + blk - 1) / blk, per_wave = slots / blk;
         for (int first = 0; first < n_blocks; first += per_wave) {

@@ -2,12 +2,9 @@
 //
 // Micro-kernel: MR rows x NP panels (NP*8 columns) in 2*MR*NP f32x4 accumulators. Per k step it
 // loads one 8-float row from each B panel and broadcasts one A element per row; each update is
-// simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The broadcast is the overhead to minimise
-// (it competes with the arithmetic for the same ports), which is why two panels share each
-// broadcast. Shapes measured on wasmtime 50 / x86 (512^3, single thread, GFLOP/s, peak loop 36):
-// 4x8: 28-30, 6x8: 28-29, 5x8: 29-30, 3x16: 30-32, 2x16: 30-32; 2x16 was picked for its small
-// register footprint (8 accumulators; wasmtime's allocator spills readily past ~14 live vectors)
-// and because it leaves no row tail for even m.
+// simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The
+// tile (6x8, see GEMM_MR) and the broadcast (g_load_splat) were measured in V8 (Node.js 20) and
+// wasmtime, the two engines exported files run in: the tile wins in both, the broadcast is per engine.
 //
 // Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
 // sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
@@ -22,24 +19,21 @@
 namespace {
 
 constexpr int NR = kGemmNR;
-// The relaxed build's tile is 6x8: one fused madd per update leaves the broadcasts and loads as the
-// cost per k step, which 6 rows x 1 panel amortize best. A/B of exported Linear layers, one Node.js 20
-// process alternating the builds (machine loaded, so ratios only; 2026-12-03), speedup over the
-// baseline build's 2x16: 128x768x3072 1.50, 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18,
-// 784x1152x128 1.28 (2x16 relaxed: 1.19, 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16.
+// The tile is 6x8 (6 rows x 1 panel, 12 accumulators) in both builds. Relaxed: one fused madd per
+// update leaves the broadcasts and loads as the cost per k step, which 6 rows x 1 panel amortize
+// best. A/B of exported Linear layers, one Node.js 20 process alternating the builds (machine loaded,
+// so ratios only; 2026-12-03), speedup over the baseline build's then 2x16: 128x768x3072 1.50,
+// 128x3072x768 1.49, 3136x96x24 1.27, 3136x24x144 1.18, 784x1152x128 1.28 (2x16 relaxed: 1.19,
+// 1.04, 1.11, 0.40, 1.15); in wasmtime 0.96-1.16. Baseline (mul + add): 6x8 over 2x16 is 1.3-1.5x
+// in V8 and 1.05-1.15x in wasmtime on MobileNetV2's pointwise convs, the encoder's and the MLP's
+// linears (benchmarks/gemm_micro, one process alternating tiles, min of 15 rounds,
+// load average 4-5, 2026-12-03; 4x8 and 5x8 land between). How A elements are broadcast is chosen
+// at run time (g_load_splat), as the engines disagree.
 #ifndef GEMM_MR
-#ifdef __wasm_relaxed_simd__
 #define GEMM_MR 6
-#else
-#define GEMM_MR 2
-#endif
 #endif
 #ifndef GEMM_NP
-#ifdef __wasm_relaxed_simd__
 #define GEMM_NP 1
-#else
-#define GEMM_NP 2
-#endif
 #endif
 constexpr int MR = GEMM_MR;
 #ifndef GEMM_KC
@@ -49,6 +43,22 @@ constexpr int KC = GEMM_KC;  // k slice
 constexpr int NCB = 32;   // panels per L2 block (KC x 256 floats = 256 KiB)
 
 static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
+
+// Broadcast each A element with v128.load32_splat (1) or by one v128 load per 4 k and
+// i32x4.shuffle (0, the default). V8 lowers load32_splat to vbroadcastss, a plain load, and the
+// shuffle form's 6 live A vectors next to 12 accumulators overflow its 16 xmm registers (its
+// TurboFan code spills): load32_splat is 1.10-1.15x faster there. wasmtime (Cranelift) lowers
+// load32_splat to a load plus a shuffle: there it is 1.3x slower. (Standalone 6x8 GEMM at the
+// shapes of MobileNetV2's pointwise convs and the encoder's linears, one process alternating, min of
+// 11-15 rounds, 2026-12-03.) The JS loader sets it (set_gemm_load_splat); the compile path and
+// wasmtime keep the default. It lives in linear memory, so it holds for every thread. The relaxed
+// build ignores it: with relaxed_madd the shuffle is the faster one in V8 too (1.08-1.4x, same run).
+int g_load_splat = 0;
+#ifdef __wasm_relaxed_simd__
+constexpr bool kLoadSplatPays = false;
+#else
+constexpr bool kLoadSplatPays = true;
+#endif
 
 struct Epilogue {
   const float* bias;  // already offset to this C block's row/col origin
@@ -105,10 +115,8 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
 }
 
 // One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
-// bps = distance between panels in floats. The main loop reads 4 k values of each A row with one
-// v128 load and broadcasts lanes with i32x4.shuffle: wasmtime lowers load32_splat to a load plus a
-// shuffle, so this saves a load per broadcast (measured +35%).
-template <int MR_, int NP>
+// bps = distance between panels in floats. SPLAT: how the main loop broadcasts A (g_load_splat).
+template <int MR_, int NP, bool SPLAT>
 inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
                        int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
                        const Epilogue& e, int row0, int col0) {
@@ -120,11 +128,14 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
   int kk = 0;
   for (; kk + 4 <= kc; kk += 4) {
     v128_t av[MR_];
-    for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
+    if constexpr (!SPLAT)
+      for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
 #define STEP(L)                                                                    \
     {                                                                              \
       v128_t s[MR_];                                                               \
-      for (int i = 0; i < MR_; ++i) s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L); \
+      for (int i = 0; i < MR_; ++i)                                                \
+        if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);        \
+        else s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L);                  \
       for (int p = 0; p < NP; ++p) {                                               \
         const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
         const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
@@ -158,15 +169,16 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
-template <int MR_>
+template <int MR_, bool SPLAT>
 inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
                      int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
-  if (two) micro_tile<MR_, GEMM_NP>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
-  else micro_tile<MR_, 1>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  if (two) micro_tile<MR_, GEMM_NP, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  else micro_tile<MR_, 1, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
 }
 
 // Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
-void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+template <bool SPLAT>
+void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
                 const float* bp, float* c, int ldc, const Epilogue& e) {
   const int bps = k * NR;
   for (int pb = p_lo; pb < p_hi; pb += NCB) {
@@ -187,19 +199,19 @@ void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const floa
           const float* bpp = bp + (ptrdiff_t)p * bps + (ptrdiff_t)k0 * NR;
           switch (mr) {
 #if GEMM_MR >= 6
-            case 6: tile_row<6>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 6: tile_row<6, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 5
-            case 5: tile_row<5>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 5: tile_row<5, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 4
-            case 4: tile_row<4>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 4: tile_row<4, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
 #if GEMM_MR >= 3
-            case 3: tile_row<3>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 3: tile_row<3, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
 #endif
-            case 2: tile_row<2>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            default: tile_row<1>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            case 2: tile_row<2, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            default: tile_row<1, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
           }
           p += step;
         }
@@ -207,6 +219,12 @@ void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const floa
       k0 += kc;
     } while (k0 < k);
   }
+}
+
+void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+                const float* bp, float* c, int ldc, const Epilogue& e) {
+  if (kLoadSplatPays && g_load_splat) gemm_block_t<true>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
+  else gemm_block_t<false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
 }
 
 // Task grid for a GEMM: m cut into chunks of mc rows (multiple of MR), panels into chunks of pc.
@@ -232,7 +250,7 @@ Grid make_grid(int m, int panels, int threads, double flops) {
     g.pt = panels < want ? panels : want;
     if (g.pt < 1) g.pt = 1;
     g.pc = (panels + g.pt - 1) / g.pt;
-    g.pc = (g.pc + GEMM_NP - 1) / GEMM_NP * GEMM_NP;  // keep panel pairs together
+    g.pc = (g.pc + GEMM_NP - 1) / GEMM_NP * GEMM_NP;  // keep a tile's panels together
     g.pt = (panels + g.pc - 1) / g.pc;
   }
   return g;
@@ -282,6 +300,10 @@ void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out
       }
     }
   }
+}
+
+extern "C" __attribute__((export_name("set_gemm_load_splat"))) void set_gemm_load_splat(int32_t on) {
+  g_load_splat = on != 0;
 }
 
 void k_GEMM(const GEMM_args* a) {

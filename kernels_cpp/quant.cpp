@@ -1,5 +1,6 @@
-// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise)
-// and the int8 GEMM behind QGEMM (linear) and QCONV2D (im2col + GEMM).
+// Int8 (quantized) kernels: QUANTIZE / DEQUANTIZE (PyTorch's quantized_decomposed ops, elementwise),
+// the k-in-lanes int8 GEMM behind QGEMM (linear; described here) and QCONV2D (im2col + a
+// pixels-in-lanes GEMM, described at its section below; depthwise convs run direct kernels).
 //
 // Where int8 speed comes from in wasm: i32x4.dot_i16x8_s multiplies 8 int16 pairs and adds adjacent
 // products into 4 int32 lanes (8 multiply-adds per instruction). int8/uint8 operands are widened to
@@ -254,87 +255,156 @@ void k_QGEMM(const QGEMM_args* a) {
 
 namespace {
 
-// Calls fill(dst, iy0, ix0) for each output pixel of panels p0 .. p1-1 (dst: where its first k
-// block goes; iy0, ix0: the top-left input position of its window), and zero-fills the columns
-// past oh * ow. The im2col variants below fill one pixel's k blocks at a time: its panel (4 * kp
-// bytes) stays in L1 while it fills. (k outer, pixels inner, a byte store at a time, swept the
-// block's panels once per k and ran at ~12 ns per byte.)
-template <class F>
-void for_each_pixel(const QCONV2D_args* a, int p0, int p1, uint8_t* cols, F&& fill) {
-  const int OW = a->ow, kp = a->kp, P = a->oh * OW;
-  for (int pn = p0; pn < p1; ++pn) {
-    for (int c = 0; c < kCols; ++c) {
-      uint8_t* dst = cols + (ptrdiff_t)pn * kCols * kp + c * kKBlock;
-      const int p = pn * kCols + c;
-      if (p >= P) {
-        for (int kb = 0; kb < kp; kb += kKBlock) memset(dst + kb * kCols, 0, kKBlock);
-        continue;
+// ---- QCONV2D's GEMM: output columns (pixels) in lanes ---------------------------------------------
+// An NCHW conv is out[c_out, pixels] = W[c_out, K] x B[K, pixels], B's rows (im2col rows: one input
+// plane shifted by a tap) contiguous. Packing pairs of B rows interleaved, [k/2][8 columns][2] bytes
+// per 8-column panel, makes one widened 8-byte load hold (x(k0, n), x(k1, n)) for 4 columns, and
+// i32x4.dot_i16x8_s against the splatted weight pair (w(m, k0), w(m, k1)) adds both products into
+// each column's own lane: 4 pixels' partial sums, no horizontal reduce, and requantization runs on
+// 4 pixels of one output row at once. (QGEMM's layout, k in lanes, reduces every output across
+// lanes: at MobileNet's K = 16..96 the reduce and its transposed packing cost as much as the dots.)
+// Weights are widened to int16 once per call (scratch), so each pair splat is one load32_splat.
+
+constexpr int kNR = 8;               // columns per panel: 2 vectors of 4 lanes
+constexpr int kMR = 4;               // weight rows per micro-tile: 8 accumulators + 2 panel vectors + 1 splat
+constexpr int kMaxBlockCols = 512;   // im2col row buffers on the stack
+constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while every weight row sweeps them
+
+// Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
+// computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
+template <bool kSigned, int MR, int NV>
+void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+                uint8_t* out, int si, int sj) {
+  v128_t acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
+  for (int kk = 0; kk < kpairs; ++kk) {
+    const uint8_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
+    const v128_t b0 = load_widen<kSigned>(p), b1 = NV == 2 ? load_widen<kSigned>(p + 8) : b0;
+    const v128_t w4 = wasm_v128_load(wt + (ptrdiff_t)kk * 2 * kMR);
+#define TWB_ROW(r)                                                                      \
+  if (r < MR) {                                                                         \
+    const v128_t a = wasm_i32x4_shuffle(w4, w4, r, r, r, r);                            \
+    acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));                     \
+    if (NV == 2) acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));        \
+  }
+    TWB_ROW(0) TWB_ROW(1) TWB_ROW(2) TWB_ROW(3)
+#undef TWB_ROW
+  }
+  for (int r = 0; r < MR; ++r) {
+    store_row(acc0[r], i0 + r, j0, nc < 4 ? nc : 4, rq, out, si, sj);
+    if (NV == 2 && nc > 4) store_row(acc1[r], i0 + r, j0 + 4, nc - 4, rq, out, si, sj);
+  }
+}
+
+template <bool kSigned, int MR>
+void micro_cols_nc(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+                   uint8_t* out, int si, int sj) {
+  if (nc > 4) micro_cols<kSigned, MR, 2>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  else micro_cols<kSigned, MR, 1>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+}
+
+// Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride bytes apart).
+template <bool kSigned>
+void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* panels, int pstride, int j0,
+               int cols, const Requant& rq, uint8_t* out, int si, int sj) {
+  for (int i0 = 0; i0 < rows; i0 += kMR) {
+    const int mr = rows - i0 < kMR ? rows - i0 : kMR;
+    const int16_t* wt = wq + (ptrdiff_t)i0 * kp;
+    for (int j = 0; j < cols; j += kNR) {
+      const uint8_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
+      const int nc = cols - j < kNR ? cols - j : kNR;
+      switch (mr) {
+        case 4: micro_cols_nc<kSigned, 4>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 3: micro_cols_nc<kSigned, 3>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 2: micro_cols_nc<kSigned, 2>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        default: micro_cols_nc<kSigned, 1>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
       }
-      fill(dst, (p / OW) * a->sh - a->ph, (p % OW) * a->sw - a->pw);
     }
   }
 }
 
-// im2col of one (image, group) into QGEMM panels p0 .. p1-1, k ordered (ci, ky, kx): each 8-deep k
-// block gathered into one 64-bit word. Taps in the padding read x_zp (eager pads the dequantized
-// input with 0.0 = x_zp), k >= K reads 0.
-void qim2col(const QCONV2D_args* a, const uint8_t* in, int cin_g, int p0, int p1, uint8_t* cols) {
-  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw, kp = a->kp;
-  const int K = cin_g * KH * KW;
+// Row k of one (image, group)'s im2col matrix, columns [j0, j1), into dst (taps in the padding read
+// x_zp: eager pads the dequantized input with 0.0 = x_zp), or a pointer into the input itself when
+// the row is a plain slice of it (1x1, stride 1, no padding) and the 16-byte reads past j1 stay in
+// the plane. k is ordered as the weight rows: (ky, kx, ci) when c_in/groups is a multiple of 8, else
+// (ci, ky, kx). Rows k >= K (the odd K's partner) are zeros: their weights are 0.
+const uint8_t* im2col_row(const QCONV2D_args* a, const uint8_t* gin, int cin_g, int K, int k, int j0, int j1,
+                          uint8_t* dst) {
+  const int H = a->h, W = a->w, OW = a->ow, KH = a->kh, KW = a->kw, T = KH * KW;
   const ptrdiff_t HW = (ptrdiff_t)H * W;
-  const uint64_t pad = (uint8_t)a->x_zp;
-  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
-    const bool interior = iy0 >= 0 && iy0 + (KH - 1) * DH < H && ix0 >= 0 && ix0 + (KW - 1) * DW < W;
-    int ci = 0, ky = 0, kx = 0;
+  if (k >= K) {
+    memset(dst, 0, (size_t)(j1 - j0));
+    return dst;
+  }
+  const bool tap_major = cin_g % kKBlock == 0;
+  const int ci = tap_major ? k % cin_g : k / T, t = tap_major ? k / cin_g : k % T, ky = t / KW, kx = t % KW;
+  const uint8_t* plane = gin + ci * HW;
+  const bool identity = T == 1 && a->sh == 1 && a->sw == 1 && a->ph == 0 && a->pw == 0 && OW == W;
+  if (identity && j0 + (j1 - j0 + 15) / 16 * 16 <= HW) return plane + j0;
+  const uint8_t zp = (uint8_t)a->x_zp;
+  int oy = j0 / OW, ox = j0 % OW;
+  uint8_t* d = dst;
+  for (int j = j0; j < j1; ++oy, ox = 0) {
+    const int seg = OW - ox < j1 - j ? OW - ox : j1 - j;
+    const int iy = oy * a->sh - a->ph + ky * a->dh;
+    if ((unsigned)iy >= (unsigned)H) {
+      memset(d, zp, (size_t)seg);
+    } else {
+      const uint8_t* row = plane + (ptrdiff_t)iy * W;
+      const int ix0 = ox * a->sw - a->pw + kx * a->dw;
+      if (a->sw == 1) {  // pad | copy | pad
+        int lo = -ix0 > 0 ? -ix0 : 0, hi = W - ix0 < seg ? W - ix0 : seg;
+        if (lo > seg) lo = seg;
+        if (hi < lo) hi = lo;
+        memset(d, zp, (size_t)lo);
+        memcpy(d + lo, row + ix0 + lo, (size_t)(hi - lo));
+        memset(d + hi, zp, (size_t)(seg - hi));
+      } else {
+        for (int c = 0, ix = ix0; c < seg; ++c, ix += a->sw) d[c] = (unsigned)ix < (unsigned)W ? row[ix] : zp;
+      }
+    }
+    d += seg;
+    j += seg;
+  }
+  return dst;
+}
+
+// Columns [j0, j1) of the im2col matrix as interleaved-pair panels (pstride bytes apart).
+void pack_cols(const QCONV2D_args* a, const uint8_t* gin, int cin_g, int K, int kpairs, int j0, int j1,
+               uint8_t* panels, int pstride) {
+  alignas(16) uint8_t buf0[kMaxBlockCols + 16], buf1[kMaxBlockCols + 16];
+  const int n = j1 - j0, n8 = (n + kNR - 1) / kNR * kNR;
+  for (int kk = 0; kk < kpairs; ++kk) {
+    const uint8_t* r0 = im2col_row(a, gin, cin_g, K, 2 * kk, j0, j1, buf0);
+    const uint8_t* r1 = im2col_row(a, gin, cin_g, K, 2 * kk + 1, j0, j1, buf1);
+    uint8_t* dst = panels + (ptrdiff_t)kk * 2 * kNR;
+    for (int j = 0; j < n8; j += 16, dst += 2 * pstride) {  // (bytes past n: garbage columns, never stored)
+      const v128_t v0 = wasm_v128_load(r0 + j), v1 = wasm_v128_load(r1 + j);
+      wasm_v128_store(dst, wasm_i8x16_shuffle(v0, v1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
+      if (j + kNR < n8)
+        wasm_v128_store(dst + pstride,
+                        wasm_i8x16_shuffle(v0, v1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+    }
+  }
+}
+
+// int8 weight rows [rows, kp] -> int16 tiles of 4 rows, [rows/4][kp/2][4][2] (one load holds a
+// k pair of 4 rows; rows past the last are zero): per 8 k, a 4x4 transpose of (row, pair) int32s.
+void widen_weights(const int8_t* w, int rows, int kp, int16_t* wq) {
+  for (int i0 = 0; i0 < rows; i0 += kMR) {
+    int16_t* tile = wq + (ptrdiff_t)i0 * kp;  // (4 rows x kp int16)
     for (int kb = 0; kb < kp; kb += kKBlock) {
-      uint64_t word = 0;
-      const int e_end = K - kb < kKBlock ? K - kb : kKBlock;
-      for (int e = 0; e < e_end; ++e) {
-        const int iy = iy0 + ky * DH, ix = ix0 + kx * DW;
-        uint64_t v;
-        if (interior || ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W)) v = in[ci * HW + (ptrdiff_t)iy * W + ix];
-        else v = pad;
-        word |= v << (8 * e);
-        if (++kx == KW) {
-          kx = 0;
-          if (++ky == KH) {
-            ky = 0;
-            ++ci;
-          }
-        }
-      }
-      memcpy(dst + kb * kCols, &word, kKBlock);
+      v128_t v[kMR];
+      for (int r = 0; r < kMR; ++r)
+        v[r] = i0 + r < rows ? wasm_i16x8_load8x8(w + (ptrdiff_t)(i0 + r) * kp + kb) : wasm_i32x4_splat(0);
+      const v128_t t0 = wasm_i32x4_shuffle(v[0], v[1], 0, 4, 1, 5), t1 = wasm_i32x4_shuffle(v[2], v[3], 0, 4, 1, 5);
+      const v128_t t2 = wasm_i32x4_shuffle(v[0], v[1], 2, 6, 3, 7), t3 = wasm_i32x4_shuffle(v[2], v[3], 2, 6, 3, 7);
+      int16_t* d = tile + (ptrdiff_t)kb * kMR;  // pair kb / 2: 2 * kMR int16 each
+      wasm_v128_store(d, wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5));
+      wasm_v128_store(d + 8, wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
+      wasm_v128_store(d + 16, wasm_i32x4_shuffle(t2, t3, 0, 1, 4, 5));
+      wasm_v128_store(d + 24, wasm_i32x4_shuffle(t2, t3, 2, 3, 6, 7));
     }
-  });
-}
-
-// im2col when k is ordered (ky, kx, ci) (c_in/groups a multiple of 8): from the (image, group)
-// input transposed to channels-last (nhwc: [h * w][cin_g]), every 8-deep k block is 8 consecutive
-// channels of one tap, copied as one 64-bit word (a padding tap: 8 x x_zp).
-void qim2col_channels_last(const QCONV2D_args* a, const uint8_t* nhwc, int cin_g, int p0, int p1, uint8_t* cols) {
-  const int H = a->h, W = a->w, KH = a->kh, KW = a->kw, DH = a->dh, DW = a->dw;
-  const uint64_t pad = (uint64_t)(uint8_t)a->x_zp * 0x0101010101010101ull;
-  for_each_pixel(a, p0, p1, cols, [&](uint8_t* dst, int iy0, int ix0) {
-    for (int ky = 0; ky < KH; ++ky) {
-      const int iy = iy0 + ky * DH;
-      for (int kx = 0; kx < KW; ++kx) {
-        const int ix = ix0 + kx * DW;
-        if ((unsigned)iy < (unsigned)H && (unsigned)ix < (unsigned)W) {
-          const uint8_t* src = nhwc + ((ptrdiff_t)iy * W + ix) * cin_g;
-          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, src + ci, kKBlock);
-        } else {
-          for (int ci = 0; ci < cin_g; ci += kKBlock, dst += kKBlock * kCols) memcpy(dst, &pad, kKBlock);
-        }
-      }
-    }
-  });
-}
-
-// [cin_g][hw] -> [hw][cin_g] (bytes).
-void to_channels_last(const uint8_t* in, int cin_g, int hw, uint8_t* out) {
-  for (int ci = 0; ci < cin_g; ++ci) {
-    const uint8_t* plane = in + (ptrdiff_t)ci * hw;
-    for (int i = 0; i < hw; ++i) out[(ptrdiff_t)i * cin_g + ci] = plane[i];
   }
 }
 
@@ -529,7 +599,7 @@ Requant with_residual(const QCONV2D_args* a, Requant rq) {
 
 void k_QCONV2D(const QCONV2D_args* a) {
   const int G = a->groups, cin_g = a->c_in / G, cout_g = a->c_out / G, P = a->oh * a->ow;
-  const int panels = (P + kCols - 1) / kCols, es = elem_size(a->out_dtype);
+  const int es = elem_size(a->out_dtype);
   const uint8_t* in = at<const uint8_t>(a->in);
   uint8_t* out = at<uint8_t>(a->out);
   uint8_t* scratch = at<uint8_t>(a->scratch);
@@ -537,15 +607,14 @@ void k_QCONV2D(const QCONV2D_args* a) {
   const int32_t* acc_bias = at<const int32_t>(a->acc_bias);
   const float* scale = at<const float>(a->scale);
   const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
-  // Column blocks of ~64 KiB of panels: im2col of a block, then the GEMM on it while it is in L2.
-  // im2col of a whole 56x56x64 layer first (1.8 MB, swept once per k) made the conv 3.5x slower
-  // than its GEMM. Threads take whole blocks (into their own part of scratch; the GEMM runs inline).
-  int block = (64 * 1024) / (kCols * a->kp);
-  block = block < 1 ? 1 : block > panels ? panels : block;
-  const int blocks = (panels + block - 1) / block;
+  // Column blocks of ~96 KiB of panels (at least 64 columns: each block sweeps all the weights):
+  // im2col of a block, then the GEMM on it while it is in L2. Threads take whole blocks (into their
+  // own part of scratch, at the block's first column * kp bytes; the GEMM runs inline).
+  const int K = cin_g * a->kh * a->kw, kpairs = (K + 1) / 2;
+  int block = kBlockBytes / (2 * kpairs) / kNR * kNR;
+  block = block < 8 * kNR ? 8 * kNR : block > kMaxBlockCols ? kMaxBlockCols : block;
+  const int blocks = (P + block - 1) / block;
   const bool threaded = pool_threads() > 1 && blocks > 1 && worth_threading(2.0 * cout_g * P * a->kp);
-  const bool channels_last = cin_g % kKBlock == 0;
-  uint8_t* nhwc = scratch + (ptrdiff_t)panels * kCols * a->kp;
   if (cin_g == 1 && cout_g == 1 && a->kh * a->kw <= kMaxTaps) {
     const Requant rq = with_residual(a, requant_of(acc_bias, scale, bias, a->relu, a->out_dtype,
                                                    a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
@@ -559,6 +628,7 @@ void k_QCONV2D(const QCONV2D_args* a) {
     }
     return;
   }
+  int16_t* wq = reinterpret_cast<int16_t*>(scratch + (ptrdiff_t)(P + kNR - 1) / kNR * kNR * a->kp);
   for (int img = 0; img < a->n; ++img) {
     for (int g = 0; g < G; ++g) {
       const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;
@@ -567,14 +637,14 @@ void k_QCONV2D(const QCONV2D_args* a) {
                                                      a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
       uint8_t* gout = out + ((ptrdiff_t)img * a->c_out + c0) * P * es;
       const int8_t* gw = weight + (ptrdiff_t)c0 * a->kp;
-      if (channels_last) to_channels_last(gin, cin_g, a->h * a->w, nhwc);
+      widen_weights(gw, cout_g, a->kp, wq);
       auto run_block = [&](int b) {
-        const int p0 = b * block, p1 = p0 + block < panels ? p0 + block : panels;
-        const int j0 = p0 * kCols, j1 = p1 * kCols < P ? p1 * kCols : P;
-        if (channels_last) qim2col_channels_last(a, nhwc, cin_g, p0, p1, scratch);
-        else qim2col(a, gin, cin_g, p0, p1, scratch);
-        qgemm_dispatch(a->x_dtype, cout_g, j1 - j0, a->kp, gw, scratch + (ptrdiff_t)p0 * kCols * a->kp, rq,
-                       gout + (ptrdiff_t)j0 * es, P * es, es);
+        const int j0 = b * block, j1 = j0 + block < P ? j0 + block : P;
+        uint8_t* panels = scratch + (ptrdiff_t)j0 * a->kp;
+        const int pstride = kpairs * 2 * kNR;
+        pack_cols(a, gin, cin_g, K, kpairs, j0, j1, panels, pstride);
+        (a->x_dtype == DT_I8 ? gemm_cols<true> : gemm_cols<false>)(wq, cout_g, a->kp, kpairs, panels, pstride, j0,
+                                                                  j1 - j0, rq, gout, P * es, es);
       };
       if (threaded) parallel_for(blocks, run_block);
       else for (int b = 0; b < blocks; ++b) run_block(b);

@@ -9,6 +9,7 @@ int8 kernel (lowering/ops/quant.py):
 becomes `twb_quant::conv2d` / `twb_quant::linear` on the integer tensors (lowering/quant_ops.py),
 with an int8/uint8 output when a quantize_per_tensor ends the chain and a float32 output otherwise
 (the residual add and hardtanh fuse only into a quantized output: see Chain).
+Then lowering/quant_fuse_between.py rewrites the int8 pools, adds, concats and views between them.
 Everything else (isolated quantize / dequantize nodes) is left to the elementwise Q/DQ lowerings.
 All of it (custom ops, lowerings: ~60 ms of imports) is loaded when a graph first holds
 quantized_decomposed nodes."""
@@ -165,9 +166,9 @@ def _replace(gm: GraphModule, anchor: Node, last: Node, target, args: tuple, val
 
 @dataclass
 class Int8Pattern:
-    """One conv / linear of a quantized graph as fuse_quantized_patterns saw it (explain lists them):
-    the int8 pattern it became, or why it stayed float."""
-    node: str       # the convolution / addmm node
+    """One conv / linear / pool / add / cat / view of a quantized graph as fuse_quantized_patterns
+    saw it (explain lists them): the int8 pattern it became, or why it stayed float."""
+    node: str       # the convolution / addmm / pooling / add / cat node (a view chain: its first view)
     fused: bool
     pattern: str    # fused: e.g. "dq -> conv2d -> add(dq) -> relu -> q"; else ""
     reason: str     # not fused: why; fused: what of the chain stayed float ("" if nothing)
@@ -193,7 +194,8 @@ def _float_rest(chain: Chain) -> str:
                 "follows it (the quantizer left this output unquantized)")
     if user.op == "output":
         return ""
-    return f"{user.name} ({op_name(user.target)}) runs in float32: it has no int8 form in a fused chain"
+    return (f"{user.name} ({op_name(user.target)}) runs in float32: the quantizer left this output unquantized "
+            "(no quantize_per_tensor after the conv / linear)")
 
 
 def _fuse_conv(gm: GraphModule, conv: Node) -> Int8Pattern | None:
@@ -266,7 +268,8 @@ def fuse_quantized_patterns(gm: GraphModule) -> list[Int8Pattern]:
             seen.append(_fuse_conv(gm, node))
         elif node.target is aten.addmm.default:
             seen.append(_fuse_addmm(gm, node))
-    seen = [p for p in seen if p is not None]
+    from .quant_fuse_between import fuse_between  # pools, add, cat, views: after the convs took their dqs
+    seen = [p for p in seen if p is not None] + fuse_between(gm)
     if any(p.fused for p in seen):
         gm.graph.lint()
         gm.recompile()

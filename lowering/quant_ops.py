@@ -1,5 +1,6 @@
 """The fused int8 ops that lowering/quant_fuse.py puts in place of PT2E's dq -> conv/linear ->
-[add dq(r)] -> [relu/hardtanh] -> [q] chains: torch.library custom ops whose eager implementation runs exactly the ops they
+[add dq(r)] -> [relu/hardtanh] -> [q] chains, and lowering/quant_fuse_between.py in place of the
+pool / add / requantize chains between them: torch.library custom ops whose eager implementation runs exactly the ops they
 replace, so a fused node that cannot run in wasm (say its weight is not a constant) runs in eager
 with eager's numbers. (Defining them costs ~45 ms: imported only for quantized graphs.)"""
 from __future__ import annotations
@@ -70,3 +71,47 @@ def _(x, x_scale, x_zp, w, w_scale, w_zp, bias, stride, padding, dilation, group
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     return x.new_empty((n, w.shape[0], oh, ow), dtype=out_dtype)
+
+
+# ---- the int8 ops between convolutions (lowering/quant_fuse_between.py) ---------------------------
+def _dq(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    return qd.dequantize_per_tensor.default(x, scale, zp, *_QRANGE[x.dtype], x.dtype)
+
+
+@torch.library.custom_op("twb_quant::requantize", mutates_args=())
+def q_requantize(x: torch.Tensor, x_scale: float, x_zp: int, out_scale: float, out_zp: int, out_qmin: int,
+                 out_qmax: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """quantize(dequantize(x)) with other output parameters (a concat input, a flatten between two
+    observers)."""
+    return _finish(_dq(x, x_scale, x_zp), False, out_scale, out_zp, out_qmin, out_qmax, out_dtype)
+
+
+@torch.library.custom_op("twb_quant::add", mutates_args=())
+def q_add(a: torch.Tensor, a_scale: float, a_zp: int, b: torch.Tensor, b_scale: float, b_zp: int, relu: bool,
+          out_scale: float, out_zp: int, out_qmin: int, out_qmax: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """quantize([relu](dequantize(a) + dequantize(b))), broadcasting a and b."""
+    return _finish(_dq(a, a_scale, a_zp) + _dq(b, b_scale, b_zp), relu, out_scale, out_zp, out_qmin, out_qmax,
+                   out_dtype)
+
+
+@torch.library.custom_op("twb_quant::pool2d", mutates_args=())
+def q_pool2d(x: torch.Tensor, x_scale: float, x_zp: int, mode: str, kernel_size: list[int], stride: list[int],
+             padding: list[int], dilation: list[int], ceil_mode: bool, count_include_pad: bool, divisor: int,
+             output_size: list[int], out_scale: float, out_zp: int, out_qmin: int, out_qmax: int,
+             out_dtype: torch.dtype) -> torch.Tensor:
+    """quantize(pool(dequantize(x))), pool by mode: "max" (max_pool2d), "avg" (avg_pool2d; divisor 0:
+    none) or "adaptive_avg" (adaptive_avg_pool2d to output_size; also a mean over H and W)."""
+    xf = _dq(x, x_scale, x_zp)
+    if mode == "max":
+        y = aten.max_pool2d_with_indices.default(xf, kernel_size, stride, padding, dilation, ceil_mode)[0]
+    elif mode == "avg":
+        y = aten.avg_pool2d.default(xf, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor or None)
+    else:
+        y = aten._adaptive_avg_pool2d.default(xf, output_size)
+    return _finish(y, False, out_scale, out_zp, out_qmin, out_qmax, out_dtype)
+
+
+# (Every op above has a meta implementation: the eager code computes the fake result too.)
+q_requantize.register_fake(q_requantize._init_fn)
+q_add.register_fake(q_add._init_fn)
+q_pool2d.register_fake(q_pool2d._init_fn)

@@ -116,7 +116,7 @@ class ExplainReport:
                  for f in self.fallback])
         if self.int8:
             fused = sum(n.fused for n in self.int8)
-            out += ["", f"Int8 patterns: {fused} of {len(self.int8)} quantized conv/linear nodes on int8 kernels:"] + _table(
+            out += ["", f"Int8 patterns: {fused} of {len(self.int8)} quantized nodes (conv, linear, pool, add, cat, views) on int8 kernels:"] + _table(
                 ["graph", "node", "int8 pattern", "float32 (why)"],
                 [[n.graph, n.node, n.pattern or "-", n.reason] for n in self.int8])
         if self.graph_breaks:

@@ -37,6 +37,28 @@ def _one_partition_per_call(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+# torch_fn names of the functional activations X86InductorQuantizer fuses into a conv as their modules.
+_FUNCTIONAL_ACTIVATIONS = ("relu", "relu_", "hardtanh", "hardtanh_")
+
+
+def _functional_activations_as_sources(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """gm with each F.relu / F.hardtanh node given the source_fn_stack entry (name, F.relu) that
+    torch.export no longer records.
+
+    Why: the quantizer finds conv -> relu by source partitions; without source_fn_stack, torch's
+    get_source_partitions compares the "function.relu" string of the torch_fn metadata with the
+    function F.relu (never equal) and falls back to the innermost module (GoogLeNet's BasicConv2d,
+    not a ReLU). So a functional relu after a conv goes unmatched, the conv's output unquantized,
+    and every max pool and cat after it float32 (GoogLeNet: all 13 pools and 9 cats). Only this
+    metadata changes."""
+    for node in gm.graph.nodes:
+        torch_fn = node.meta.get("torch_fn")
+        if node.op == "call_function" and "source_fn_stack" not in node.meta and torch_fn and \
+                torch_fn[1].partition(".")[2] in _FUNCTIONAL_ACTIVATIONS:
+            node.meta["source_fn_stack"] = [(torch_fn[0], getattr(torch.nn.functional, torch_fn[1].partition(".")[2]))]
+    return gm
+
+
 def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: Iterable[tuple] | None = None,
                   dynamic_shapes=None, dynamic: bool = False) -> torch.fx.GraphModule:
     """model quantized to int8. calibration: batches of inputs (tuples) the observers see; default:
@@ -57,7 +79,7 @@ def quantize_pt2e(model: torch.nn.Module, example_inputs: tuple, calibration: It
     # are returned) make X86InductorQuantizer fail (IndexError in _get_output_nodes_of_partitions).
     exported.graph.eliminate_dead_code()
     exported.recompile()
-    prepared = prepare_pt2e(_one_partition_per_call(exported), quantizer)
+    prepared = prepare_pt2e(_functional_activations_as_sources(_one_partition_per_call(exported)), quantizer)
     if calibration is None:  # (integer inputs, e.g. token ids, are kept: noise would be no ids)
         calibration = [tuple(torch.randn_like(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
                              for x in example_inputs) for _ in range(8)]

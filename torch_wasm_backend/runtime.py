@@ -163,7 +163,7 @@ class Runtime:
         # What each user (a compiled partition) keeps in this memory: its weights and loaded plans.
         # Read and written only under self.lock; dropped with the runtime or the user.
         self.users_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.pool = Pool(engine, module, self.memory, ("read_bandwidth",))
+        self.pool = Pool(engine, module, self.memory, ("read_bandwidth", "set_gemm_load_splat"))
         version = self.pool.main.fn["abi_version"]()[0].i32
         if version != ABI.version:
             raise WasmBackendError(
@@ -211,6 +211,12 @@ class Runtime:
             # A worker may still be in a kernel and memory is in an unknown state.
             retire(self, pool.broken or str(e))
             raise
+
+    def set_gemm_load_splat(self, on: bool) -> None:
+        """Makes the GEMM micro-kernel broadcast A by load32_splat (the JS loader's choice, faster
+        in V8) instead of load + shuffle (the default, faster in wasmtime): kernels_cpp/gemm.cpp."""
+        with self.lock:
+            self.pool.main.fn["set_gemm_load_splat"](1 if on else 0)
 
     def read_bandwidth(self, offset: int, nbytes: int, passes: int, threads: int) -> float:
         """Reads nbytes (a multiple of 128) at offset `passes` times on `threads` threads; returns

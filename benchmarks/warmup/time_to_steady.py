@@ -29,7 +29,7 @@ import torch_wasm_backend as twb
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from model_zoo import bert_encoder, mobilenet_v2, randomize_batch_norm  # noqa: E402
+from model_zoo import bert_encoder, calibrate_batch_norm, mobilenet_v2  # noqa: E402
 
 LOADER = Path(twb.__file__).resolve().parent / "js" / "loader.mjs"
 VARIANTS = [("default flags", [], True), ("default flags", [], False),
@@ -38,7 +38,7 @@ VARIANTS = [("default flags", [], True), ("default flags", [], False),
 
 def export_models(out: Path) -> dict[str, Path]:
     torch.manual_seed(0)
-    cnn = randomize_batch_norm(mobilenet_v2())
+    cnn = calibrate_batch_norm(mobilenet_v2(), (1, 3, 224, 224))
     encoder = bert_encoder().eval()
     with torch.no_grad():  # TransformerEncoder deep-copies one layer: make the layers' weights differ
         for p in encoder.parameters():

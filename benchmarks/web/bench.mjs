@@ -4,7 +4,10 @@
 // our exported .wasm through the shipped loader, alternating, and prints JSON results: each
 // runtime's max |output - eager| per output, its warm-up, its times (median, quartiles, min, max)
 // and, for models with a dynamic dim, its first run at each length never run before next to its
-// steady time there, as JSON into the file config.out.
+// steady time there, as JSON into the file config.out. A model's "ours" and "onnx" map side names
+// to files (the float table: ours, ours_relaxed / ort; the int8 table: ours, ours_int8 / ort,
+// ort_int8); with "save_outputs" each side's first outputs are also written to raw files there, for
+// compare.py to check against each side's own reference.
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
@@ -25,9 +28,10 @@ const read = (spec) => { const b = readFileSync(spec.file); return new ARRAYS[sp
 const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))];
 const median = (xs) => quantile(xs, 0.5);
 
-/** Run functions of every side (ORT-web, TF.js if `graph`, each of our loaded files) on one set of
- * inputs; each resolves to {output name: typed array} (TF.js's outputs come in the order of `outputs`). */
-function runners(session, ours, graph, inputs, outputs) {
+/** Run functions of every side (each ORT-web session, TF.js if `graph`, each of our loaded files) on
+ * one set of inputs; each resolves to {output name: typed array} (TF.js's outputs come in the order of
+ * `outputs`). */
+function runners(sessions, ours, graph, inputs, outputs) {
   const ortFeeds = {}, ourFeeds = {};
   for (const spec of inputs) {
     const data = read(spec);
@@ -36,7 +40,8 @@ function runners(session, ours, graph, inputs, outputs) {
   }
   // ORT's outputs are Tensors, ours typed arrays: both have .data
   const dataOf = (outs) => Object.fromEntries(Object.entries(outs).map(([k, v]) => [k, v.data]));
-  const run = { ort: async () => dataOf(await session.run(ortFeeds)) };
+  const run = {};
+  for (const [side, session] of Object.entries(sessions)) run[side] = async () => dataOf(await session.run(ortFeeds));
   for (const [side, model] of Object.entries(ours)) run[side] = async () => dataOf(await model.run(ourFeeds));
   if (graph) {  // TF.js: input tensors made once (NCHW -> NHWC), as ORT's Tensors are; outputs in order
     const prepared = graph.prepare(inputs.map((spec) => ({ data: read(spec), shape: spec.shape })));
@@ -122,18 +127,20 @@ function planning(bytes, m) {
 const results = [];
 const tfjsInfo = tfjs ? { threads: tfjs.threads, build: tfjs.build, version: tfjs.tf.version_core } : { error: tfjsError };
 for (const m of config.models) {
-  const session = await ort.InferenceSession.create(m.onnx, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
-  const bytes = readFileSync(m.ours);
-  // "ours": the default (baseline SIMD) file; "ours_relaxed": the same model exported with simd="relaxed".
-  const ours = { ours: await loadModel(bytes, { threads: config.threads, timeoutMs: 0 }) };
-  if (m.ours_relaxed) ours.ours_relaxed = await loadModel(readFileSync(m.ours_relaxed), { threads: config.threads, timeoutMs: 0 });
+  const sessions = {}, ours = {};
+  for (const [side, file] of Object.entries(m.onnx))
+    sessions[side] = await ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  for (const [side, file] of Object.entries(m.ours)) ours[side] = await loadModel(readFileSync(file), { threads: config.threads, timeoutMs: 0 });
   const graph = tfjs && m.tfjs ? loadGraph(tfjs.tf, m.tfjs) : null;
-  const sides = [...Object.keys(ours), "ort", ...(graph ? ["tfjs"] : [])];
-  const run = runners(session, ours, graph, m.inputs, m.outputs);
+  const sides = [...Object.keys(ours), ...Object.keys(sessions), ...(graph ? ["tfjs"] : [])];
+  const run = runners(sessions, ours, graph, m.inputs, m.outputs);
   const diffs = Object.fromEntries(sides.map((side) => [side, {}])), warmup = {};
   for (const side of sides) {
     const [first, out] = await timed(run[side]);
     Object.assign(diffs[side], maxDiffs(out, m.outputs));
+    if (m.save_outputs)
+      for (const [name, data] of Object.entries(out))
+        writeFileSync(`${m.save_outputs}.${config.threads}.${side}.${name}.bin`, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     warmup[side] = await warmUp(run[side], first);
   }
   // Alternate the sides, round by round, so that a noisy neighbour on the machine hits all alike;
@@ -142,7 +149,7 @@ for (const m of config.models) {
   for (let round = 0; round < config.rounds; round++) for (const side of sides) { await idle(50); times[side].push(...(await block(run[side]))); }
   const newLengths = [];
   for (const n of m.new_lengths) {
-    const at = runners(session, ours, null, n.inputs, n.outputs), entry = { length: n.length };
+    const at = runners(sessions, ours, null, n.inputs, n.outputs), entry = { length: n.length };
     for (const side of sides.filter((s) => at[s])) {
       entry[side] = await newSize(at[side], n.outputs, `@${n.length}`);
       Object.assign(diffs[side], entry[side].diffs);
@@ -150,11 +157,11 @@ for (const m of config.models) {
     newLengths.push(entry);
   }
   results.push({ model: m.name, threads: config.threads, ...Object.fromEntries(sides.map((side) => [side, stats(times[side])])),
-                 max_abs_diff: diffs, warmup, new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(bytes, m) : null,
+                 max_abs_diff: diffs, warmup, new_lengths: newLengths, planning_ms: m.new_lengths.length ? planning(readFileSync(m.ours.ours), m) : null,
                  tfjs_info: tfjsInfo });
   for (const model of Object.values(ours)) model.close();
   if (graph) { run.tfjs.dispose(); graph.dispose(); }
-  await session.release();
+  for (const session of Object.values(sessions)) await session.release();
 }
 // To a file: stdout to a pipe is written asynchronously, and process.exit would cut it at 64 kB.
 writeFileSync(config.out, JSON.stringify(results));

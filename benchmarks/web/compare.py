@@ -18,7 +18,9 @@ input_ids + attention_mask in, last_hidden_state + pooler_output out) exported w
 dim: one of BERT-base's shape, and one with BERT-base's graph at tiny widths, where a run is short
 enough for a new length's planning cost to show. For those the run also times the first call at
 sequence lengths never run before, and both files are checked to have a symbolic sequence dim.
---quick: smaller inputs and models, fewer iterations (a smoke test).
+--quick: smaller inputs and models, fewer iterations (a smoke test). --int8: the int8 table instead
+(compare_int8.py): our int8 files vs ONNX Runtime Web's int8 ones, each next to its float32 file.
+CNNs get batch-norm statistics measured on noise (model_zoo.calibrate_batch_norm says why).
 
 TF.js at 2 threads: its threaded build, which it never picks under Node, is loaded through a
 worker_threads shim (tfjs_graph.mjs says how). Needs `onnx` and `onnxscript` (pip) for torch.onnx.
@@ -51,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from model_zoo import resnet18  # noqa: E402  (the benchmarks' shared model definitions)
+from model_zoo import calibrate_batch_norm, resnet18  # noqa: E402  (the benchmarks' shared model definitions)
 from tfjs_export import export_tfjs  # noqa: E402  (this directory)
 
 LOADER = Path(twb.__file__).resolve().parent / "js" / "loader.mjs"
@@ -178,11 +180,8 @@ def _check_symbolic(onnx_path: Path, dynamic_shapes: dict) -> dict:
 
 
 def export_all(case: Case, out: Path, relaxed: bool) -> dict:
-    model = case.model.eval()
-    for m in model.modules():  # non-trivial batch-norm statistics, as in a trained model
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
+    # CNNs: batch-norm statistics as training leaves them (model_zoo.calibrate_batch_norm says why)
+    model = calibrate_batch_norm(case.model, next(iter(case.inputs.values())).shape)
     ours = out / f"{case.name}.wasm"
     meta = twb.export(model, (), ours, kwargs=case.inputs, dynamic_shapes=case.dynamic_shapes)
     names = [o["name"] for o in meta["outputs"]]
@@ -206,7 +205,8 @@ def export_all(case: Case, out: Path, relaxed: bool) -> dict:
         return {"inputs": _write(inputs, stem), "outputs": _write(expected, stem)}
 
     new = [{"length": next(iter(x.values())).shape[-1], **run_case(x, f"new{i}")} for i, x in enumerate(case.new_inputs)]
-    return {"name": case.name, "ours": str(ours), "ours_relaxed": str(ours_relaxed) if relaxed else None, "onnx": str(onnx_path),
+    return {"name": case.name, "ours": {"ours": str(ours), **({"ours_relaxed": str(ours_relaxed)} if relaxed else {})},
+            "onnx": {"ort": str(onnx_path)},
             "tfjs": str(tfjs) if case.tfjs else None, **run_case(case.inputs, "main"),
             "new_lengths": new, "symbolic_dims": symbolic, "ours_bytes": ours.stat().st_size,
             "onnx_bytes": onnx_path.stat().st_size,
@@ -267,15 +267,7 @@ def print_tables(report: dict) -> None:
           + ". (TF.js 4.22.0 caps its XNNPACK pool at half the logical cores it sees, taking them for hyperthreads, so on a"
           " 2-core machine without hyperthreads it runs 1 thread in a browser too; the shim shows it twice the cores: the"
           " 2-thread TF.js column is what it runs on a 2-core, 4-thread CPU.)")
-    print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs for the same minimum time, then"
-          "\nuntil 5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled by the time cap)")
-    print("\n| model | threads | " + " | ".join(SIDES.values()) + " |")
-    print("|---|---|" + "---|" * len(SIDES))
-    for r in results:
-        w = r["warmup"]
-        print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(
-            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" + ("" if w[s]["settled"] else "*") if s in w else "-"
-            for s in SIDES) + " |")
+    warmup_table(results, labels, SIDES)
     dyn = [r for r in results if r["new_lengths"]]
     if dyn:
         print("\nFirst run at a sequence length never run before, minus the median of the next runs at that length (ms);"
@@ -300,6 +292,19 @@ def print_tables(report: dict) -> None:
     our_js = report["our_js_bytes"]
     print(f"\nruntimes: our JS loader {sum(our_js.values()) / 1e3:.1f} kB ({', '.join(our_js)}) + kernels inside each .wasm; "
           + "; ".join(f"{name}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in files.items()) for name, files in report["runtime_bytes"].items()))
+
+
+def warmup_table(results: list, labels: dict, sides: dict) -> None:
+    """Each side's warm-up before the timed rounds, as bench.mjs's warmUp() did it."""
+    print("\nWarm-up (V8 starts wasm in its baseline compiler, Liftoff): each runtime runs for the same minimum time, then"
+          "\nuntil 5 runs in a row are within 10%: first run ms, runs, seconds (* = had not settled by the time cap)")
+    print("\n| model | threads | " + " | ".join(sides.values()) + " |")
+    print("|---|---|" + "---|" * len(sides))
+    for r in results:
+        w = r["warmup"]
+        print(f"| {labels[r['model']]} | {r['threads']} | " + " | ".join(
+            f"{w[s]['first_ms']:.1f}, {w[s]['runs']}, {w[s]['seconds']:.1f}" + ("" if w[s]["settled"] else "*") if s in w else "-"
+            for s in sides) + " |")
 
 
 def node_flags() -> list[str]:
@@ -332,23 +337,32 @@ def _versions() -> dict:
 
 
 WEB_SECTION = "## Web runtimes"   # BENCHMARKS.md's section of this benchmark (benchmarks/report.py keeps it)
+INT8_SECTION = "## Web runtimes: int8"   # the --int8 run's section, after it (benchmarks/report.py keeps it too)
+INT8_MODELS = ("mobilenet_v2", "resnet18", "bert")   # --int8's models (compare_int8.py)
 
 
 def render(report: dict, write: bool) -> int:
-    """Prints the run's tables; `write`: BENCHMARKS.md's web section becomes them (the rest stays)."""
+    """Prints the run's tables; `write`: BENCHMARKS.md's web section (or its int8 section, for an
+    --int8 run) becomes them (the other sections stay)."""
+    if report.get("int8"):
+        from compare_int8 import INT8_INTRO, print_int8_tables  # (this directory)
+        printer, section, intro = print_int8_tables, INT8_SECTION, INT8_INTRO
+    else:
+        printer, section = print_tables, WEB_SECTION
+        intro = ("Generated by `make bench-web` (benchmarks/web/compare.py --write): ours vs ONNX Runtime Web vs TensorFlow.js"
+                 " (wasm backends), same weights, one Node.js process per thread count, alternating; ratios compare numbers of"
+                 " this one run.")
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        print_tables(report)
+        printer(report)
     text = buffer.getvalue()
     print(text)
     if write:
         path = ROOT / "BENCHMARKS.md"
-        old = path.read_text()
-        head, _, rest = old.partition(WEB_SECTION)
-        tail = rest[rest.index("\n## "):] if "\n## " in rest else ""   # a section after ours stays
-        path.write_text(head.rstrip("\n") + f"\n\n{WEB_SECTION}\n\nGenerated by `make bench-web` (benchmarks/web/compare.py"
-                        " --write): ours vs ONNX Runtime Web vs TensorFlow.js (wasm backends), same weights, one Node.js process per"
-                        " thread count, alternating; ratios compare numbers of this one run.\n\n" + text + tail)
+        old, marker = path.read_text(), f"\n{section}\n"
+        head, found, rest = old.partition(marker)
+        tail = rest[rest.index("\n## "):] if found and "\n## " in rest else ""   # a section after this one stays
+        path.write_text(head.rstrip("\n") + f"\n\n{section}\n\n{intro}\n\n" + text + tail)
     return 0
 
 
@@ -356,23 +370,30 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs and models, fewer iterations (smoke test)")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help=f"comma-separated names of the models to run: {', '.join(ALL_MODELS)} (default: {', '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--models", help=f"comma-separated names of the models to run: {', '.join(ALL_MODELS)} (default: "
+                        f"{', '.join(DEFAULT_MODELS)}; with --int8: {', '.join(INT8_MODELS)}, of which any)")
+    parser.add_argument("--int8", action="store_true", help="the int8 table instead: ours int8 vs ORT-web int8 (QDQ) and both "
+                        f"float32 (compare_int8.py), into BENCHMARKS.md's '{INT8_SECTION}' section with --write")
     parser.add_argument("--no-relaxed", action="store_true",
                         help="time only our default (baseline SIMD) files, not also their simd='relaxed' exports")
     parser.add_argument("--report", metavar="JSON", help="print (and with --write, write) the tables of an earlier run's JSON, run nothing")
-    parser.add_argument("--write", action="store_true", help=f"also put the tables into BENCHMARKS.md's '{WEB_SECTION}' section")
+    parser.add_argument("--write", action="store_true",
+                        help=f"also put the tables into BENCHMARKS.md's '{WEB_SECTION}' section (with --int8: '{INT8_SECTION}')")
     args = parser.parse_args(argv)
     if args.quick and args.write:
         parser.error("--quick is a smoke test: BENCHMARKS.md takes full runs only (drop --write)")
     if args.report:
         return render(json.loads(Path(args.report).read_text()), args.write)
-    names = tuple(args.models.split(","))
-    unknown = set(names) - set(ALL_MODELS)
+    choices = INT8_MODELS if args.int8 else ALL_MODELS
+    names = tuple(args.models.split(",")) if args.models else (INT8_MODELS if args.int8 else DEFAULT_MODELS)
+    unknown = set(names) - set(choices)
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALL_MODELS)}")
+        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}{' for --int8' if args.int8 else ''}: choose from {', '.join(choices)}")
     if not ORT_DIST.exists() or not TFJS_DIST.exists():
         sys.exit(f"onnxruntime-web / @tensorflow/tfjs-backend-wasm are not installed: run `npm ci` in {HERE}")
+    if args.int8:
+        from compare_int8 import run_int8   # (this directory; it imports this module's helpers)
+        return run_int8(args, names, argv)
     labels, configs, results = {}, [], []
     start = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), load=os.getloadavg()[0])
     with tempfile.TemporaryDirectory(prefix="twb-web-") as tmp:  # (BERT-base: ~0.9 GB of files)

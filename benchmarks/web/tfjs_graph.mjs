@@ -137,5 +137,7 @@ export function loadGraph(tf, stem) {
   function dispose() {
     for (const t of [...Object.values(weights), ...scalars.values()]) t.dispose();
   }
-  return { prepare, run, dispose, graph };
+  // apply: one op of graph.ops on the values so far (name -> tensor); profile_kernels.mjs times
+  // the kernels of each op apart, so that they are classed by the layer that issued them
+  return { prepare, run, dispose, graph, apply: (v, o) => OPS[o.op](v, o) };
 }

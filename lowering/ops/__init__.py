@@ -3,6 +3,6 @@ from . import elementwise, matmul, conv, norm, pool, reduce, shape, transformer,
 
 
 def register_int8() -> None:
-    """Registers the int8 lowerings (ops/quant.py, ops/quant_dynamic.py; imported on first need,
+    """Registers the int8 lowerings (ops/quant.py, ops/quant_between.py, ops/quant_dynamic.py; imported on first need,
     see there)."""
-    from . import quant, quant_dynamic  # noqa: F401
+    from . import quant, quant_between, quant_dynamic  # noqa: F401

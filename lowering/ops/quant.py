@@ -50,9 +50,10 @@ def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
     return w.permute(0, 2, 3, 1) if w.shape[1] % K_BLOCK == 0 else w
 
 
-def conv_scratch_numel(c_in_g: int, h: int, w: int, out_pixels: int, kp: int) -> int:
-    """Bytes of QCONV2D's scratch: im2col panels, then the channels-last input copy if used."""
-    return packed_panels_numel(out_pixels, kp) + (h * w * c_in_g if c_in_g % K_BLOCK == 0 else 0)
+def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
+    """Bytes of QCONV2D's scratch: im2col panels (8-column panels, kp bytes a column), then one
+    group's weight rows widened to int16 (in tiles of 4 rows)."""
+    return (out_pixels + 7) // 8 * 8 * kp + 2 * (c_out_g + 3) // 4 * 4 * kp
 
 
 def acc_bias(packed: torch.Tensor, x_zp: int) -> torch.Tensor:
@@ -246,7 +247,7 @@ def _q_conv2d(ctx: LoweringContext, node):
     kp = weight.shape[1]
     if out.numel == 0:
         return out
-    scratch = ctx.new_buffer((conv_scratch_numel(c_in // groups, h, w, oh * ow, kp),), torch.uint8,
+    scratch = ctx.new_buffer((conv_scratch_numel(c_out // groups, oh * ow, kp),), torch.uint8,
                              node.name + "_im2col")
     res = contiguous(ctx, ctx.value(a["res"])) if a["res"] is not None else None
     ctx.emit("QCONV2D", flops=2 * n * c_out * oh * ow * k, n=n, c_in=c_in, h=h, w=w, c_out=c_out, groups=groups,

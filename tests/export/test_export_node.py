@@ -4,12 +4,16 @@ inputs or files get clear errors."""
 import json
 import os
 import shutil
+import statistics
 import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import torch_wasm_backend
 from torch_wasm_backend import wasm_file
@@ -102,3 +106,42 @@ def test_node_errors(exported, tmp_path):
     assert "damaged" in r[str(damaged)]
     assert "export format version 7" in r[str(future)] and "torch_wasm_backend 0.1.0" in r[str(future)]
     assert "not a torch_wasm_backend export" in r[str(foreign)]
+
+
+def test_node_profile(exported, tmp_path):
+    """Model.profile(), the loader's per-kernel timing (benchmarks/web/profile_kernels.py reads it): on
+    the small conv net, profiled runs give run()'s outputs bit for bit (the driver checks) and so
+    eager's; one step per plan record, named by its kernel, in plan order; the steps add up to most of
+    the call; and profile_kernels.py classes each record as its layer (stem, depthwise, other conv,
+    pooling, linear)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "web"))
+    from profile_kernels import OurPlan, conv_class
+    e = exported["cnn"]
+    path, meta = e.path, wasm_file.read_metadata(e.path)
+    (tmp_path / "x.f32").write_bytes(e.x.numpy().astype("<f4").tobytes())
+    result = node("profile_model.mjs", path, 1, tmp_path / "out.f32", 9, f"{input_name(e)}={tmp_path / 'x.f32'}")
+    got = torch.from_numpy(np.fromfile(tmp_path / "out.f32", dtype="<f4").reshape(e.expected.shape))
+    torch.testing.assert_close(got, e.expected, **MATMUL)
+    plan = OurPlan(path)
+    words, record = [], 0
+    while record < len(plan.words):   # the plan's records: [op code, n_args, args...]
+        words.append(record)
+        record += 2 + int(plan.words[record + 1])
+    shares = []
+    for p in result["profiles"]:
+        assert [s["word"] for s in p["steps"]] == words
+        assert Counter(s["op"] for s in p["steps"]) == Counter(meta["kernel_calls"])
+        kernels = sum(s["ms"] for s in p["steps"])
+        assert all(s["ms"] >= 0 for s in p["steps"]) and kernels <= p["ms"]   # the steps run inside the call
+        shares.append(kernels / p["ms"])
+    # Outside the steps: the input copied in, the output sliced out, the steps listed: ~0.05-0.1 ms
+    # here, against ~0.3 ms of kernels (these runs: 70-85% in steps); half is a bound that a median
+    # of 9 runs keeps on a loaded machine, and that a profile missing records or timing the wrong
+    # span (the Worker round trip, say) would not meet.
+    assert statistics.median(shares) > 0.5, shares
+    classes = {plan.classify(s["op"], s["word"]) for s in result["profiles"][0]["steps"]}
+    layers = {conv_class(m.in_channels, m.groups, *m.kernel_size) for m in e.model.modules() if isinstance(m, nn.Conv2d)}
+    layers |= {"pooling"} | {"linear/GEMM"}   # (small_cnn: max, average and adaptive pools; a linear head)
+    assert layers == {"stem conv", "other conv", "depthwise 3x3", "pooling", "linear/GEMM"}
+    # batch norms fold into the convolutions and ReLUs fuse into them, or stay records of their own
+    assert layers <= classes <= layers | {"norm", "elementwise/activation"}, classes

@@ -73,6 +73,8 @@ def test_typescript_consumer_type_checks_and_matches_eager(project, tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["inputs"] == ["ids", "keep"]
     assert result["errors"] == {"file": "ModelFileError", "input": "ModelInputError"}
+    assert result["profile"]["same"]   # profile(): run()'s outputs, and steps named by the file's kernels
+    assert result["profile"]["ops"] and set(result["profile"]["ops"]) <= set(twb.wasm_file.read_metadata(path)["kernel_calls"])
     for (ids, keep), got in zip(cases, result["runs"]):
         with torch.no_grad():
             expected = model(ids, keep)

@@ -24,6 +24,7 @@ import torch
 from kernel_testing import NAN, SENTINEL, Session, assert_exact, assert_within, dot_rel
 from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.lowering.ops.matmul import pack_b, packed_numel
+from torch_wasm_backend.runtime import get_runtime
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 100]
 ACTS = {"IDENTITY": (0.0, 0.0), "RELU": (0.0, 0.0), "CLAMP": (-0.5, 0.7)}
@@ -106,8 +107,18 @@ def gemm_case(s, m, n, k, rnd: random.Random):
     check_gemm(got, a, b, bias, bias_mode, act)
 
 
+@pytest.fixture(params=["shuffle", "load_splat"])
+def broadcast(request):
+    """Both ways the micro-kernel broadcasts A (wasmtime's default and the JS loader's choice), on
+    the runtime the sessions share (tests/kernels/conftest.py)."""
+    runtime, _ = get_runtime(2)
+    runtime.set_gemm_load_splat(request.param == "load_splat")
+    yield request.param
+    runtime.set_gemm_load_splat(False)
+
+
 @pytest.mark.parametrize("m", SIZES)
-def test_gemm_tile_boundaries(s1, m):
+def test_gemm_tile_boundaries(s1, broadcast, m):
     """All n, k in SIZES for this m; layout/bias/act options drawn per case from a seeded RNG."""
     rnd = random.Random(m)
     failures = []
@@ -122,7 +133,7 @@ def test_gemm_tile_boundaries(s1, m):
 
 @pytest.mark.parametrize("bias_mode", [0, 1, 2])
 @pytest.mark.parametrize("act", list(ACTS))
-def test_gemm_epilogues(s1, act, bias_mode):
+def test_gemm_epilogues(s1, broadcast, act, bias_mode):
     """Each bias mode x activation on one shape with every kind of edge (m, n tails, two k slices)."""
     a, b = torch.randn(2, 19, 300), torch.randn(2, 300, 21)
     bias = torch.randn(21 if bias_mode == 1 else 19) * 3 if bias_mode else None
@@ -133,7 +144,7 @@ def test_gemm_epilogues(s1, act, bias_mode):
 @pytest.mark.parametrize("m,n,k", [(37, 300, 700), (130, 45, 513), (5, 1000, 257), (64, 264, 256),
                                    (2, 7, 1025), (1, 1000, 300), (8, 520, 64), (14, 2001, 33),
                                    (16, 2001, 33), (1, 9, 20000)])
-def test_gemm_large(s12, m, n, k):
+def test_gemm_large(s12, broadcast, m, n, k):
     """Several k slices (KC = 256) and L2 blocks of panels (n > 256), with 1 and 2 threads; on 2
     threads m < 16 (fewer row pairs than the 8 tasks wanted) splits n only, m >= 16 splits rows."""
     a, b, bias = torch.randn(1, m, k), torch.randn(1, k, n), torch.randn(n)

@@ -32,10 +32,13 @@ def _records(s):
         "CHANNEL_AFFINE": dict(outer=1, channels=4, inner=1, **{"in": x}, out=out, scale=x, shift=x, act=UNKNOWN, p0=0.0, p1=0.0),
         "POOL2D": dict(mode=UNKNOWN, planes=1, h=2, w=2, oh=1, ow=1, kh=2, kw=2, sh=1, sw=1, ph=0, pw=0, dh=1, dw=1,
                        count_include_pad=1, divisor=0, **{"in": x}, out=out, indices=0),
+        "QPOOL2D": dict(mode=UNKNOWN, planes=1, h=2, w=2, oh=1, ow=1, kh=2, kw=2, sh=1, sw=1, ph=0, pw=0, dh=1, dw=1,
+                        count_include_pad=1, divisor=0, in_dtype=ABI.dtype["U8"], in_scale=1.0, in_zp=0,
+                        out_dtype=ABI.dtype["U8"], inv_out_scale=1.0, out_zp=0, qmin=0, qmax=255, **{"in": x}, out=out),
     }
 
 
-@pytest.mark.parametrize("op", ["UNARY", "BINARY", "REDUCE", "CHANNEL_AFFINE", "POOL2D"])
+@pytest.mark.parametrize("op", ["UNARY", "BINARY", "REDUCE", "CHANNEL_AFFINE", "POOL2D", "QPOOL2D"])
 def test_unknown_sub_op_traps(session, op):
     args = _records(session)[op]
     assert set(args) == {f.name for f in ABI.ops[op].fields}

@@ -202,6 +202,12 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 16, 6, 6, 9, 1, 1, 1, 1, 0, 1),  # pointwise; c_in/groups a multiple of 8: channels-last im2col
     (1, 16, 7, 5, 4, 2, 3, 3, 2, 1, 1),  # 8 channels per group, channels-last, strided
     (2, 24, 5, 6, 4, 1, 3, 2, 1, 2, 2),  # channels-last, dilated, padding wider than the kernel reach
+    # the pixels-in-lanes GEMM's edges: 8-column panels, 4-row tiles, k pairs, 512-column blocks
+    (1, 1, 5, 7, 1, 1, 1, 1, 1, 0, 1),     # K = 1 (one k pair, zero partner), M = 1, 35 columns
+    (1, 3, 25, 23, 7, 1, 1, 1, 1, 0, 1),   # pointwise, K odd, 575 columns: 2 blocks, rows read in place
+    (1, 16, 13, 15, 6, 1, 1, 1, 2, 0, 1),  # pointwise, stride 2 (ResNet's downsample)
+    (1, 5, 30, 23, 9, 1, 3, 3, 1, 1, 1),   # 3x3, K = 45, 690 columns: 2 blocks
+    (1, 12, 9, 11, 6, 3, 1, 1, 1, 0, 1),   # grouped pointwise, 4 channels per group
 ]
 
 
@@ -213,7 +219,7 @@ def _run_qconv(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, 
     kp = packed.shape[1]
     ptrs = dict(weight=s.put(packed), acc_bias=s.put(acc_bias(packed, x_zp)),
                 scale=s.put(channel_scale(x_scale, w_scale)), bias=s.put(bias) if bias is not None else 0,
-                scratch=s.alloc(conv_scratch_numel(c_in // groups, h, wd, oh * ow, kp)), **{"in": s.put(x)})
+                scratch=s.alloc(conv_scratch_numel(c_out // groups, oh * ow, kp)), **{"in": s.put(x)})
     got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
         "QCONV2D", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, groups=groups, kh=kh, kw=kw, sh=st, sw=st, ph=pad,
         pw=pad, dh=dil, dw=dil, oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs,
@@ -229,7 +235,7 @@ def _conv_inputs(cfg, x_dtype, per_channel=True):
     return x, w, w_scale, w_zp
 
 
-@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS + [(torch.uint8, 255)])  # (255: the padding taps at the top)
 @pytest.mark.parametrize("cfg", CONVS, ids=str)
 def test_qconv2d_accumulator_exact(s1, x_dtype, x_zp, cfg):
     """scale 1, no bias, float output: the accumulator, padding taps included (they read x_zp)."""
@@ -299,7 +305,9 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
     assert torch.equal(one, two)
     ref = torch.ops.twb_quant.linear(x, x_scale, x_zp, w, w_scale, w_zp, bias, True, *out)
     _check(one, ref, None, 150)
-    for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1)]:  # + depthwise
+    # + 1600 pixels: 4 column blocks, each thread packing into its own part of scratch; + depthwise
+    for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 16, 40, 40, 24, 1, 3, 3, 1, 1, 1),
+                (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1)]:
         x, w, w_scale, w_zp = _conv_inputs(cfg, torch.uint8)
         b = bias[:cfg[4]]
         one, two = (_run_qconv(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, b, cfg, True, out)
@@ -308,3 +316,4 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
         ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, b, [1, 1], [1, 1], [1, 1], cfg[5],
                                          True, *out)
         _check(one, ref, None, w[0].numel())
+

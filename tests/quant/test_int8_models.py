@@ -129,19 +129,18 @@ def _last_linear(gm) -> tuple[float, torch.Tensor]:
 
 
 def test_explain_lists_the_int8_patterns(quantized):
-    gm, x, layers, _ = quantized["cnn"]
+    gm, x, _, _ = quantized["cnn"]
     report = twb.explain(gm, x)
     assert report.lowered_fraction == 1.0, report
     assert report.by_op["twb_quant::conv2d"]["lowered"] == 4 and report.by_op["twb_quant::linear"]["lowered"] == 1
     assert not any(op.startswith("quantized_decomposed::") and c["fallback"] for op, c in report.by_op.items())
-    # Each conv / linear by node: all five fused. The quantizer leaves the first conv's output (into
-    # max pooling) and the pointwise conv's residual add -> relu (into average pooling) unquantized:
-    # those return float32, and the add stays float32, which the report says.
-    assert len(report.int8) == layers and all(n.fused for n in report.int8)
-    assert [n.pattern for n in report.int8] == ["dq -> conv2d -> relu -> float32 out"] + ["dq -> conv2d -> relu -> q"] * 2 + [
-        "dq -> conv2d -> float32 out", "dq -> linear -> float32 out"]
-    assert "add" in report.int8[3].reason and "quantize_per_tensor" in report.int8[3].reason
-    assert "Int8 patterns: 5 of 5" in str(report)
+    # Each conv / linear by node, then the pools and the flatten between them: all fused. (quantize_pt2e
+    # restores the conv -> F.relu match, so every conv output but the linear's is quantized.)
+    assert all(n.fused for n in report.int8)
+    assert [n.pattern for n in report.int8] == ["dq -> conv2d -> relu -> q"] * 3 + [
+        "dq -> conv2d -> add(dq) -> relu -> q", "dq -> linear -> float32 out", "dq -> max_pool2d -> q",
+        "dq -> mean(H, W) -> q", "dq -> view -> q"]
+    assert "Int8 patterns: 8 of 8" in str(report)
     assert type(report).from_dict(report.to_dict()).int8 == report.int8
 
 
@@ -294,7 +293,7 @@ def teacher_forced(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
 def test_torchvision_cnn_runs_on_int8_kernels(torchvision_quantized, name):
     """Compiled strict: every conv and linear is an int8 kernel, every residual add and ReLU6 fused
-    into one (no float add or hardtanh left), and every int8 activation within 1 LSB of eager's
+    into one (no float add or hardtanh left), the pools int8 too, and every int8 activation within 1 LSB of eager's
     execution of the same graph, layer by layer (teacher_forced; assert_matches)."""
     gm, x, layers, adds, _ = torchvision_quantized[name]
     assert adds > 0
@@ -308,7 +307,9 @@ def test_torchvision_cnn_runs_on_int8_kernels(torchvision_quantized, name):
     ops = s["lowered_by_op"]
     assert sum(ops.get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear")) == layers, dict(ops)
     assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D")) == layers
-    assert not any(op in ops for op in ("aten::add.Tensor", "aten::hardtanh", "aten::convolution", "aten::addmm"))
+    assert not any(op in ops for op in ("aten::add.Tensor", "aten::hardtanh", "aten::convolution", "aten::addmm",
+                                        "aten::max_pool2d_with_indices", "aten::mean.dim")), dict(ops)
+    assert s["plan_kernels"]["QPOOL2D"] == (2 if name == "resnet18" else 1)  # (max pool), global average pool
 
 
 def test_resnet18_exports_with_int8_weights(torchvision_quantized, tmp_path):

@@ -13,9 +13,9 @@ async function handle(data) {
       const file = parseFile(data.bytes, data.source);
       runner = await createRunner(data.module, file, data.threads, data.shared, data.source, data.warmUp);
       port.postMessage({ type: "ready", id: data.id, warmUpMs: runner.warmUpMs });
-    } else if (data.type === "run") {
-      const { outputs, shapes } = runner.run(data.inputs);
-      port.postMessage({ type: "result", id: data.id, outputs, shapes }, Object.values(outputs).map((a) => a.buffer));
+    } else if (data.type === "run" || data.type === "profile") {
+      const { outputs, shapes, steps, ms } = data.type === "run" ? runner.run(data.inputs) : runner.engine.profile(data.inputs);
+      port.postMessage({ type: "result", id: data.id, outputs, shapes, steps, ms }, Object.values(outputs).map((a) => a.buffer));
     } else if (data.type === "close") {
       if (runner) runner.close();
       if (isNode) process.exit(0); else self.close();

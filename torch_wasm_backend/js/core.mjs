@@ -4,7 +4,7 @@
 // (plus parked pool workers for threads > 1). Runs where blocking is allowed: a Worker (controller.mjs).
 // The file layout and checks are those of torch_wasm_backend/wasm_file.py; keep FORMAT_VERSION in step.
 
-import { INPUT_ERROR, KERNEL_EXPORTS, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
+import { INPUT_ERROR, KERNEL_EXPORTS, OP_NAMES, RUN_PLAN_ERRORS } from "./abi_generated.mjs";
 import { checkPrograms, evaluate, resolve } from "./sizes.mjs";
 
 export const FORMAT = "torch_wasm_backend.export";
@@ -447,6 +447,9 @@ export class Engine {
       this.ex = this.instance.exports;
       checkArity(this.ex, source);
       this.ex._initialize();
+      // GEMM broadcasts by load32_splat: 1.10-1.15x faster in V8 (kernels_cpp/gemm.cpp,
+      // g_load_splat); files exported before the switch existed lack it.
+      if (typeof this.ex.set_gemm_load_splat === "function") this.ex.set_gemm_load_splat(1);
       abi = this.ex.abi_version(); heapBase = this.ex.heap_base() >>> 0;
     } catch (e) {
       if (e instanceof ModelFileError) throw e;
@@ -503,6 +506,34 @@ export class Engine {
 
   /** checked: checkInputs' result. Returns {name: typed array}, with each output's shape in `shapes`. */
   run(checked) {
+    const sizes = this.enter(checked), lay = this.meta.layout;
+    this.check(this.call(lay.plan_at, sizes.words.length), 0, sizes);
+    return this.collect(sizes);
+  }
+
+  /** run(), timing each plan record on its own: one run_plan call per record, each between two
+   * performance.now() reads (the kernel call sequence is the plan's). Returns run()'s result plus
+   * `steps`: [{op, word, ms}] in plan order (op: the kernel's name in kernel_abi.def, word: the
+   * record's first word in the plan) and `ms`: the whole call. Opt-in (Model.profile): run() itself
+   * stays one run_plan call. */
+  profile(checked) {
+    const start = performance.now();
+    const sizes = this.enter(checked), lay = this.meta.layout, words = sizes.words, steps = [];
+    for (let at = 0; at < words.length;) {
+      // (a record whose length is negative or runs past the plan is run_plan's to reject: given the
+      // rest of the plan, it reports a wrong argument count or truncation)
+      const n = words[at + 1] >= 0 ? 2 + words[at + 1] : words.length - at, from = performance.now();
+      const rc = this.call(lay.plan_at + 4 * at, Math.min(n, words.length - at));
+      steps.push({ op: OP_NAMES[words[at]] || `op ${words[at]}`, word: at, ms: performance.now() - from });
+      this.check(rc, at, sizes);
+      at += n;
+    }
+    const result = this.collect(sizes);
+    return { ...result, steps, ms: performance.now() - start };
+  }
+
+  /** Puts the plan for these inputs' sizes and the inputs into memory; returns the sizes entry. */
+  enter(checked) {
     if (this.broken) throw new Error(`model unusable after an earlier failure (${this.broken}); load it again`);
     const lay = this.meta.layout;
     const sizes = this.sizesFor(this.meta.inputs.map((spec) => checked[spec.name].shape));
@@ -513,22 +544,34 @@ export class Engine {
       if (isContiguous(spec.shape, spec.strides)) mem.set(src, at);
       else copyStrided(mem, at, spec.strides, src, 0, contiguousStrides(spec.shape), spec.shape);
     }
-    let rc;
-    try { rc = this.ex.run_plan(lay.plan_at, sizes.words.length, this.threads, lay.error_at); }
-    catch (e) {  // a trap in the file's own code: damaged, hostile, or a kernel bug
+    return sizes;
+  }
+
+  /** run_plan on the n_words plan words at byte planAt; a trap in the file's own code (damaged,
+   * hostile, or a kernel bug) breaks the model. */
+  call(planAt, nWords) {
+    try { return this.ex.run_plan(planAt, nWords, this.threads, this.meta.layout.error_at); }
+    catch (e) {
       this.broken = String(e && e.message || e);
       throw new ModelFileError(`${this.source}: the model's code trapped while running (${this.broken}); load it again`);
     }
+  }
+
+  /** Raises for run_plan's code `rc` of a plan (part) starting at plan word `base`. */
+  check(rc, base, sizes) {
+    if (rc === 0) return;
+    const at = base + new Int32Array(this.memory.buffer, this.meta.layout.error_at, 1)[0];
     if (rc === INPUT_ERROR) {
-      const at = new Int32Array(this.memory.buffer, lay.error_at, 1)[0];
       let where = null;  // what the plan word belongs to, if the file says (variant.sources)
       for (const [start, text] of sizes.variant.sources) { if (start > at) break; where = text; }
       throw new ModelInputError(`${this.source}: an index in the inputs is out of range (at plan word ${at}${where ? `, in ${where}` : ""}); nothing was computed`);
     }
-    if (rc !== 0) {
-      this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${new Int32Array(this.memory.buffer, lay.error_at, 1)[0]}`;
-      throw new ModelFileError(`${this.source}: run_plan failed: ${this.broken}; the file is damaged: re-export it`);
-    }
+    this.broken = `${RUN_PLAN_ERRORS[rc] || rc} at plan word ${at}`;
+    throw new ModelFileError(`${this.source}: run_plan failed: ${this.broken}; the file is damaged: re-export it`);
+  }
+
+  /** The outputs of the run just done, as run() returns them. */
+  collect(sizes) {
     const outputs = {}, shapes = {};
     for (const spec of sizes.outputs) {
       const mem = this.arrays[spec.dtype], n = prod(spec.shape), at = spec.offset / mem.BYTES_PER_ELEMENT;

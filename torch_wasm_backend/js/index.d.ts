@@ -75,11 +75,24 @@ export interface LoadOptions {
   warmUp?: boolean;
 }
 
+/** Model.profile()'s result: the outputs, each kernel call's time in plan order, the whole call's. */
+export interface Profile {
+  outputs: Record<string, AnyOutput>;
+  /** op: the kernel (kernel_abi.def's name, e.g. "CONV2D"); word: the record's first plan word. */
+  steps: { op: string; word: number; ms: number }[];
+  /** The whole call in the Worker (inputs in, every kernel, outputs out), in ms. */
+  ms: number;
+}
+
 export interface Model {
   readonly info: ModelInfo;
   /** Runs the model on inputs named as in `info.inputs`; resolves to the outputs by name. Rejects
    * with ModelInputError for a wrong name, dtype or shape, ModelTimeoutError past `timeoutMs`. */
   run(inputs: Record<string, InputValue>): Promise<Record<string, AnyOutput>>;
+  /** run() with each kernel timed: one call per plan record, each between two performance.now()
+   * reads (a few microseconds of overhead per record; coarser clocks in a page that is not
+   * cross-origin isolated). For finding where the time goes; run() itself stays one call. */
+  profile(inputs: Record<string, InputValue>): Promise<Profile>;
   /** Frees the model's Workers; later run() calls reject. */
   close(): void;
 }

@@ -74,13 +74,13 @@ function connect(worker, source, timeoutMs) {
     clearTimeout(p.timer);
     busy(-1);
     if (data.type === "error") p.reject(new (ERRORS[data.name] || Error)(data.message));
-    else p.resolve(data.type === "result" ? withShapes(data.outputs, data.shapes) : data);
+    else p.resolve(data.type === "result" ? p.result(data) : data);
   });
   worker.onError((e) => { if (!state.closed) stop(`the worker failed: ${e && e.message || e}`); });
-  const call = (message, timeoutError) => new Promise((resolve, reject) => {
+  const call = (message, timeoutError, result = (data) => withShapes(data.outputs, data.shapes)) => new Promise((resolve, reject) => {
     if (state.failed) return reject(new Error(`${source}: unusable (${state.failed}); load it again`));
     if (state.closed) return reject(new Error(`${source}: the model was closed; load it again`));
-    const p = { resolve, reject, error: (why) => new Error(`${source}: ${why}`), timer: null };
+    const p = { resolve, reject, result, error: (why) => new Error(`${source}: ${why}`), timer: null };
     if (limited) p.timer = setTimeout(() => { p.error = timeoutError; stop(`timed out after ${timeoutMs} ms`); }, timeoutMs);
     pending.set(message.id, p);
     busy(1);
@@ -129,14 +129,17 @@ export async function loadModel(bytes, options = {}) {
     stop(`loading failed: ${e.message}`);
     throw e instanceof ModelFileError ? e : new ModelFileError(`${source}: loading failed: ${e.message}`);
   }
+  const request = (type, inputs, result) => {
+    let checked;
+    try { checked = checkInputs(meta, inputs); } catch (e) { return Promise.reject(e); }
+    return call({ type, id: nextId++, inputs: checked },
+      () => new ModelTimeoutError(`${source}: ${type}() exceeded the time limit of ${timeoutMs} ms (timeoutMs); the model was stopped: load it again`), result);
+  };
   const model = {
     info,
-    run(inputs) {
-      let checked;
-      try { checked = checkInputs(meta, inputs); } catch (e) { return Promise.reject(e); }
-      return call({ type: "run", id: nextId++, inputs: checked },
-        () => new ModelTimeoutError(`${source}: run() exceeded the time limit of ${timeoutMs} ms (timeoutMs); the model was stopped: load it again`));
-    },
+    run: (inputs) => request("run", inputs),
+    // run() with each kernel timed (Engine.profile in core.mjs): {outputs, steps: [{op, word, ms}], ms}
+    profile: (inputs) => request("profile", inputs, (data) => ({ outputs: withShapes(data.outputs, data.shapes), steps: data.steps, ms: data.ms })),
     close() {
       if (state.closed) return;
       state.closed = true;

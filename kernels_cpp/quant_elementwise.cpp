@@ -1,0 +1,289 @@
+// Int8 kernels for the ops between a quantized CNN's convolutions: requantization (QREQUANT: a
+// dequantize -> quantize pair with other output parameters, e.g. a concat input), the int8 add
+// (QADD) and int8 pooling (QPOOL2D: max, average, adaptive average).
+//
+// Every kernel computes what eager's decomposed graph computes, in the same float32 operations:
+// dequantize (float32(x) - zp) * scale, the float op (add / relu / max / window sum / divide),
+// then quantize clamp(round_half_even(y * inv_out_scale) + out_zp, qmin, qmax). So QREQUANT, QADD
+// and max pooling equal eager exactly, and average pooling too wherever eager sums its window in
+// the same (row-major) order. The elementwise paths run 16 elements at a time: one v128 of
+// uint8/int8, widened to four f32x4 and narrowed back.
+#include <math.h>
+#include <string.h>
+#include <wasm_simd128.h>
+#include "abi.h"
+#include "threadpool.h"
+
+namespace {
+
+// round-half-even and conversion to int32 in one float add (see quant.cpp: kMagic).
+constexpr float kMagic = 12582912.0f;
+constexpr int32_t kMagicBits = 0x4B400000;
+
+// Dequantization of one uint8/int8 operand.
+struct Deq {
+  bool is_signed;
+  float zp, scale;
+};
+
+// Quantization of float32 values to out_dtype: y * inv clamped to [qmin - zp, qmax - zp] (round is
+// monotone, so clamping before rounding equals eager's clamp after it), rounded, + zp.
+struct Quant {
+  bool is_signed;
+  float inv, lo, hi;
+  int32_t magic_zp;  // kMagicBits - zp
+  Quant(int dtype, float inv_scale, int zp, int qmin, int qmax)
+      : is_signed(dtype == DT_I8), inv(inv_scale), lo((float)(qmin - zp)), hi((float)(qmax - zp)),
+        magic_zp(kMagicBits - zp) {}
+  int32_t one(float y) const {
+    float v = y * inv;
+    v = v < lo ? lo : (v > hi ? hi : v);  // (also maps -inf, an all-padding max window, to qmin)
+    float m = v + kMagic;
+    int32_t bits;
+    memcpy(&bits, &m, 4);
+    return bits - magic_zp;
+  }
+  v128_t four(v128_t y) const {
+    y = wasm_f32x4_mul(y, wasm_f32x4_splat(inv));
+    y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, wasm_f32x4_splat(lo)), wasm_f32x4_splat(hi));
+    return wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(magic_zp));
+  }
+  // Four i32x4 already in [qmin, qmax] -> 16 bytes (the saturating narrows are exact there).
+  v128_t narrow(const v128_t q[4]) const {
+    const v128_t a = wasm_i16x8_narrow_i32x4(q[0], q[1]), b = wasm_i16x8_narrow_i32x4(q[2], q[3]);
+    return is_signed ? wasm_i8x16_narrow_i16x8(a, b) : wasm_u8x16_narrow_i16x8(a, b);
+  }
+};
+
+inline int32_t load1(const uint8_t* p, bool is_signed) { return is_signed ? (int32_t)(int8_t)*p : (int32_t)*p; }
+
+inline float deq1(const uint8_t* p, const Deq& d) { return ((float)load1(p, d.is_signed) - d.zp) * d.scale; }
+
+// 16 bytes -> four f32x4 of dequantized values.
+inline void deq16(v128_t v, const Deq& d, v128_t f[4]) {
+  const v128_t lo = d.is_signed ? wasm_i16x8_extend_low_i8x16(v) : wasm_u16x8_extend_low_u8x16(v);
+  const v128_t hi = d.is_signed ? wasm_i16x8_extend_high_i8x16(v) : wasm_u16x8_extend_high_u8x16(v);
+  const v128_t i32[4] = {wasm_i32x4_extend_low_i16x8(lo), wasm_i32x4_extend_high_i16x8(lo),
+                         wasm_i32x4_extend_low_i16x8(hi), wasm_i32x4_extend_high_i16x8(hi)};
+  for (int k = 0; k < 4; ++k)
+    f[k] = wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_convert_i32x4(i32[k]), wasm_f32x4_splat(d.zp)),
+                          wasm_f32x4_splat(d.scale));
+}
+
+// Runs body(lo, hi) over [0, n) items, split over the pool's threads when `work` (elements
+// touched) is worth it.
+template <class F>
+void split(long n, double work, F&& body) {
+  int tasks = 1;
+  if (pool_threads() > 1 && worth_threading(work)) {
+    tasks = pool_threads() * 4;
+    if (tasks > n) tasks = (int)n;
+  }
+  if (tasks <= 1) {
+    body(0, n);
+    return;
+  }
+  parallel_for(tasks, [&](int t) {
+    body((long)((int64_t)n * t / tasks), (long)((int64_t)n * (t + 1) / tasks));
+  });
+}
+
+// The 6-d index space of the elementwise kernels (kernel_abi.def: UNARY): rows of the innermost
+// dim, each handed to row(out, a, b, len, out_stride, a_stride, b_stride) with byte pointers.
+template <class Row>
+void for_rows(const int32_t* size, const int32_t* os, const int32_t* as, const int32_t* bs, uint8_t* out,
+              const uint8_t* a, const uint8_t* b, Row&& row) {
+  long rows = 1;
+  for (int d = 0; d < kMaxDims - 1; ++d) rows *= size[d];
+  const int len = size[kMaxDims - 1];
+  if (rows <= 0 || len <= 0) return;
+  split(rows, (double)rows * len, [&](long lo, long hi) {
+    for (long r = lo; r < hi; ++r) {
+      long rem = r;
+      ptrdiff_t oo = 0, ao = 0, bo = 0;
+      for (int d = kMaxDims - 2; d >= 0; --d) {
+        const long i = rem % size[d];
+        rem /= size[d];
+        oo += i * os[d];
+        ao += i * as[d];
+        bo += i * (bs ? bs[d] : 0);
+      }
+      row(out + oo, a + ao, b ? b + bo : nullptr, len, os[kMaxDims - 1], as[kMaxDims - 1],
+          bs ? bs[kMaxDims - 1] : 0);
+    }
+  });
+}
+
+}  // namespace
+
+void k_QREQUANT(const QREQUANT_args* a) {
+  const Deq d{a->in_dtype == DT_I8, (float)a->in_zp, a->in_scale};
+  const Quant q(a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+  for_rows(a->size, a->out_stride, a->in_stride, nullptr, at<uint8_t>(a->out), at<const uint8_t>(a->in), nullptr,
+           [&](uint8_t* o, const uint8_t* x, const uint8_t*, int len, int so, int sx, int) {
+             int i = 0;
+             if (so == 1 && sx == 1) {
+               for (; i + 16 <= len; i += 16) {
+                 v128_t f[4], r[4];
+                 deq16(wasm_v128_load(x + i), d, f);
+                 for (int k = 0; k < 4; ++k) r[k] = q.four(f[k]);
+                 wasm_v128_store(o + i, q.narrow(r));
+               }
+             }
+             for (; i < len; ++i) o[(ptrdiff_t)i * so] = (uint8_t)q.one(deq1(x + (ptrdiff_t)i * sx, d));
+           });
+}
+
+void k_QADD(const QADD_args* a) {
+  const Deq da{a->a_dtype == DT_I8, (float)a->a_zp, a->a_scale}, db{a->b_dtype == DT_I8, (float)a->b_zp, a->b_scale};
+  const Quant q(a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+  const bool relu = a->relu != 0;
+  for_rows(a->size, a->out_stride, a->a_stride, a->b_stride, at<uint8_t>(a->out), at<const uint8_t>(a->a),
+           at<const uint8_t>(a->b), [&](uint8_t* o, const uint8_t* x, const uint8_t* y, int len, int so, int sx, int sy) {
+             int i = 0;
+             if (so == 1 && sx == 1 && (sy == 1 || sy == 0)) {  // (sy 0: b broadcast along the row)
+               v128_t fb[4];
+               if (sy == 0) deq16(wasm_u8x16_splat(*y), db, fb);
+               for (; i + 16 <= len; i += 16) {
+                 v128_t fa[4], r[4];
+                 deq16(wasm_v128_load(x + i), da, fa);
+                 if (sy == 1) deq16(wasm_v128_load(y + i), db, fb);
+                 for (int k = 0; k < 4; ++k) {
+                   v128_t s = wasm_f32x4_add(fa[k], fb[k]);
+                   if (relu) s = wasm_f32x4_pmax(wasm_f32x4_splat(0.0f), s);
+                   r[k] = q.four(s);
+                 }
+                 wasm_v128_store(o + i, q.narrow(r));
+               }
+             }
+             for (; i < len; ++i) {
+               float s = deq1(x + (ptrdiff_t)i * sx, da) + deq1(y + (ptrdiff_t)i * sy, db);
+               if (relu && s < 0.0f) s = 0.0f;
+               o[(ptrdiff_t)i * so] = (uint8_t)q.one(s);
+             }
+           });
+}
+
+namespace {
+
+struct Window {
+  int H, W, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW;
+};
+
+// The max over the in-bounds tap rows of output row oy, 16 columns at a time (u8x16 / i8x16 max),
+// into colmax[0, W). Returns false (colmax unused) when no tap row lies inside the input.
+bool column_max(const Window& g, const uint8_t* plane, bool is_signed, int oy, uint8_t* colmax) {
+  bool any = false;
+  for (int ky = 0; ky < g.KH; ++ky) {
+    const int y = oy * g.SH - g.PH + ky * g.DH;
+    if (y < 0 || y >= g.H) continue;
+    const uint8_t* r = plane + (ptrdiff_t)y * g.W;
+    if (!any) {
+      memcpy(colmax, r, g.W);
+      any = true;
+      continue;
+    }
+    int x = 0;
+    for (; x + 16 <= g.W; x += 16) {
+      const v128_t m = wasm_v128_load(colmax + x), v = wasm_v128_load(r + x);
+      wasm_v128_store(colmax + x, is_signed ? wasm_i8x16_max(m, v) : wasm_u8x16_max(m, v));
+    }
+    for (; x < g.W; ++x) {
+      if (load1(r + x, is_signed) > load1(colmax + x, is_signed)) colmax[x] = r[x];
+    }
+  }
+  return any;
+}
+
+// The max over output column ox's in-bounds taps of one row of W bytes (colmax, or an input row);
+// INT32_MIN if none is in bounds.
+int32_t window_max(const Window& g, const uint8_t* row, int ox, bool is_signed) {
+  int32_t best = INT32_MIN;
+  for (int kx = 0; kx < g.KW; ++kx) {
+    const int x = ox * g.SW - g.PW + kx * g.DW;
+    if (x >= 0 && x < g.W && load1(row + x, is_signed) > best) best = load1(row + x, is_signed);
+  }
+  return best;
+}
+
+}  // namespace
+
+void k_QPOOL2D(const QPOOL2D_args* a) {
+  const Window g{a->h, a->w, a->oh, a->ow, a->kh, a->kw, a->sh, a->sw, a->ph, a->pw,
+                 a->dh > 0 ? a->dh : 1, a->dw > 0 ? a->dw : 1};
+  const int mode = a->mode;
+  if (mode != POOL_MAX && mode != POOL_AVG && mode != POOL_ADAPTIVE_AVG) __builtin_trap();  // a damaged plan
+  const long rows = (long)a->planes * g.OH;
+  if (rows <= 0 || g.OW <= 0) return;
+  const Deq d{a->in_dtype == DT_I8, (float)a->in_zp, a->in_scale};
+  const Quant q(a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax);
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const bool include_pad = a->count_include_pad != 0;
+  double work = (double)rows * g.OW;
+  work *= mode == POOL_ADAPTIVE_AVG ? (double)(g.H / g.OH + 1) * (g.W / g.OW + 1) : (double)g.KH * g.KW;
+  split(rows, work, [&](long lo, long hi) {
+    // Per-thread row buffers, in chunks of the output row when it is wider than they are.
+    constexpr int kChunk = 256;
+    alignas(16) float ys[kChunk];
+    alignas(16) uint8_t colmax_buf[4096];
+    uint8_t* colmax = mode == POOL_MAX && g.W <= (int)sizeof colmax_buf ? colmax_buf : nullptr;
+    for (long r = lo; r < hi; ++r) {
+      const long p = r / g.OH;
+      const int oy = (int)(r % g.OH);
+      const uint8_t* plane = in + p * (ptrdiff_t)g.H * g.W;
+      uint8_t* orow = out + r * (ptrdiff_t)g.OW;
+      const bool have_rows = colmax && column_max(g, plane, d.is_signed, oy, colmax);
+      for (int c0 = 0; c0 < g.OW; c0 += kChunk) {
+        const int nc = g.OW - c0 < kChunk ? g.OW - c0 : kChunk;
+        if (mode == POOL_MAX) {
+          // max commutes with the increasing dequantization: the max integer, dequantized once
+          for (int i = 0; i < nc; ++i) {
+            int32_t best = INT32_MIN;
+            if (colmax) {
+              if (have_rows) best = window_max(g, colmax, c0 + i, d.is_signed);
+            } else {  // (rows wider than the buffer: every tap row of the input)
+              for (int ky = 0; ky < g.KH; ++ky) {
+                const int y = oy * g.SH - g.PH + ky * g.DH;
+                if (y < 0 || y >= g.H) continue;
+                const int32_t v = window_max(g, plane + (ptrdiff_t)y * g.W, c0 + i, d.is_signed);
+                if (v > best) best = v;
+              }
+            }
+            ys[i] = best == INT32_MIN ? -INFINITY : ((float)best - d.zp) * d.scale;
+          }
+        } else if (mode == POOL_AVG) {
+          // eager's NCHW kernel: float32 sum of the dequantized in-bounds taps, row-major, / divisor
+          const int y0 = oy * g.SH - g.PH;
+          const int ye = y0 + g.KH < g.H + g.PH ? y0 + g.KH : g.H + g.PH;
+          const int ya = y0 > 0 ? y0 : 0, yb = ye < g.H ? ye : g.H;
+          for (int i = 0; i < nc; ++i) {
+            const int x0 = (c0 + i) * g.SW - g.PW;
+            const int xe = x0 + g.KW < g.W + g.PW ? x0 + g.KW : g.W + g.PW;
+            const int xa = x0 > 0 ? x0 : 0, xb = xe < g.W ? xe : g.W;
+            float sum = 0.0f;
+            for (int y = ya; y < yb; ++y)
+              for (int x = xa; x < xb; ++x) sum += deq1(plane + (ptrdiff_t)y * g.W + x, d);
+            const int count = a->divisor ? a->divisor
+                              : include_pad ? (ye - y0) * (xe - x0)
+                                            : (yb - ya) * (xb - xa);
+            ys[i] = sum / (float)count;
+          }
+        } else {  // ADAPTIVE_AVG: window i = [floor(i*H/OH), ceil((i+1)*H/OH)), / kh / kw as eager
+          const int y0 = (int)((int64_t)oy * g.H / g.OH);
+          const int y1 = (int)(((int64_t)(oy + 1) * g.H + g.OH - 1) / g.OH);
+          for (int i = 0; i < nc; ++i) {
+            const int ox = c0 + i;
+            const int x0 = (int)((int64_t)ox * g.W / g.OW);
+            const int x1 = (int)(((int64_t)(ox + 1) * g.W + g.OW - 1) / g.OW);
+            float sum = 0.0f;
+            for (int y = y0; y < y1; ++y)
+              for (int x = x0; x < x1; ++x) sum += deq1(plane + (ptrdiff_t)y * g.W + x, d);
+            ys[i] = sum / (float)(y1 - y0) / (float)(x1 - x0);
+          }
+        }
+        for (int i = 0; i < nc; ++i) orow[c0 + i] = (uint8_t)q.one(ys[i]);
+      }
+    }
+  });
+}
