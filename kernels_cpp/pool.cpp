@@ -39,20 +39,27 @@ inline v128_t load_strided4(const float* p, int sw) {
   return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);  // sw == 2
 }
 
-// One max window whose top-left tap is (iy0, ix0), torch's rule tap for tap (see the header).
-inline float max_scalar(const P& q, const float* in, int iy0, int ix0) {
-  float acc = -INFINITY;
+// Calls f(v) for each tap of the window whose top-left tap is (iy0, ix0) that lies inside the
+// input, in row-major order (torch's order).
+template <class F>
+inline void for_each_tap(const P& q, const float* in, int iy0, int ix0, F f) {
   for (int ky = 0; ky < q.KH; ++ky) {
     const int iy = iy0 + ky * q.dh;
     if (iy < 0 || iy >= q.H) continue;
     const float* r = in + (ptrdiff_t)iy * q.W;
     for (int kx = 0; kx < q.KW; ++kx) {
       const int ix = ix0 + kx * q.dw;
-      if (ix < 0 || ix >= q.W) continue;
-      const float v = r[ix];
-      if (v > acc || v != v) acc = v;
+      if (ix >= 0 && ix < q.W) f(r[ix]);
     }
   }
+}
+
+// One max window, torch's rule tap for tap (see the header).
+inline float max_scalar(const P& q, const float* in, int iy0, int ix0) {
+  float acc = -INFINITY;
+  for_each_tap(q, in, iy0, ix0, [&](float v) {
+    if (v > acc || v != v) acc = v;
+  });
   return acc;
 }
 
@@ -149,16 +156,7 @@ void avg_row(const P& q, const float* in, float* orow, int oy, bool include_pad,
       continue;
     }
     float acc = 0.0f;
-    for (int ky = 0; ky < q.KH; ++ky) {
-      const int iy = iy0 + ky * q.dh;
-      if (iy < 0 || iy >= q.H) continue;
-      const float* r = in + (ptrdiff_t)iy * q.W;
-      for (int kx = 0; kx < q.KW; ++kx) {
-        const int ix = ix0 + kx * q.dw;
-        if (ix < 0 || ix >= q.W) continue;
-        acc = acc + r[ix];
-      }
-    }
+    for_each_tap(q, in, iy0, ix0, [&](float v) { acc = acc + v; });
     int vx, px;
     axis_counts(ix0, q.KW, q.dw, q.W, q.pw, &vx, &px);
     const int div = divisor != 0 ? divisor : (include_pad ? py * px : vy * vx);
