@@ -2,9 +2,13 @@
 //
 // Max and average pooling run four output columns at once wherever all their taps lie inside the
 // input row (stride 1: plain loads; stride 2: two loads de-interleaved with a shuffle), and a
-// scalar loop at the borders. Both paths visit taps in the same order, so results do not depend on
-// the path. Semantics follow torch: padding never wins a max (an all-padding window gives -inf),
-// NaN wins a max; the average divisor counts cells inside the padded bounds (count_include_pad) or
+// scalar loop at the borders. Semantics follow torch's cpu_max_pool (`if (v > acc || isnan(v))
+// acc = v`, taps in row-major order): padding never wins a max (an all-padding window gives
+// -inf); of equal values (-0 and +0 included) the first wins; a NaN wins, the last NaN if
+// several. The vector max path gives exactly that with f32x4.pmax(acc, v) = acc < v ? v : acc
+// (one x86 maxps; f32x4.max's NaN and signed-zero rules cost V8 and Cranelift ~8 instructions and
+// make +0 beat an earlier -0), which skips NaNs: a chunk whose taps hold a NaN is redone by the
+// scalar loop. The average divisor counts cells inside the padded bounds (count_include_pad) or
 // inside the input, unless `divisor` overrides it.
 #include <math.h>
 #include <stdint.h>
@@ -35,8 +39,99 @@ inline v128_t load_strided4(const float* p, int sw) {
   return wasm_i32x4_shuffle(wasm_v128_load(p), wasm_v128_load(p + 4), 0, 2, 4, 6);  // sw == 2
 }
 
-template <bool MAX>
-void pool_row(const P& q, const float* in, float* orow, int oy, bool include_pad, int divisor) {
+// Calls f(v) for each tap of the window whose top-left tap is (iy0, ix0) that lies inside the
+// input, in row-major order (torch's order).
+template <class F>
+inline void for_each_tap(const P& q, const float* in, int iy0, int ix0, F f) {
+  for (int ky = 0; ky < q.KH; ++ky) {
+    const int iy = iy0 + ky * q.dh;
+    if (iy < 0 || iy >= q.H) continue;
+    const float* r = in + (ptrdiff_t)iy * q.W;
+    for (int kx = 0; kx < q.KW; ++kx) {
+      const int ix = ix0 + kx * q.dw;
+      if (ix >= 0 && ix < q.W) f(r[ix]);
+    }
+  }
+}
+
+// One max window, torch's rule tap for tap (see the header).
+inline float max_scalar(const P& q, const float* in, int iy0, int ix0) {
+  float acc = -INFINITY;
+  for_each_tap(q, in, iy0, ix0, [&](float v) {
+    if (v > acc || v != v) acc = v;
+  });
+  return acc;
+}
+
+constexpr int kMaxVectorKH = 16;  // taller max windows take the scalar loop
+
+// The taps of four outputs in one input row (r: the first output's first tap), left to right, into
+// acc by pmax. `probe` sums every element read: it ends NaN if one of them is. KW = 0: q.KW taps at
+// dilation q.dw (any stride SW); otherwise KW taps at dilation 1, at compile-time offsets.
+template <int KW, int SW>
+inline v128_t row_max4(const P& q, const float* r, v128_t acc, v128_t* probe) {
+  if (KW == 3 && SW == 2) {  // ResNet's pool: taps 2j, 2j+1, 2j+2 = even, odd, even shifted by one
+    const v128_t a = wasm_v128_load(r), b = wasm_v128_load(r + 4), c = wasm_v128_load32_splat(r + 8);
+    const v128_t even = wasm_i32x4_shuffle(a, b, 0, 2, 4, 6), odd = wasm_i32x4_shuffle(a, b, 1, 3, 5, 7);
+    const v128_t even1 = wasm_i32x4_shuffle(even, c, 1, 2, 3, 4);
+    *probe = wasm_f32x4_add(*probe, wasm_f32x4_add(wasm_f32x4_add(a, b), c));
+    return wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_pmax(acc, even), odd), even1);
+  }
+  const int kw = KW ? KW : q.KW, dw = KW ? 1 : q.dw;
+  for (int kx = 0; kx < kw; ++kx) {
+    const v128_t v = load_strided4(r + kx * dw, SW);
+    *probe = wasm_f32x4_add(*probe, v);
+    acc = wasm_f32x4_pmax(acc, v);
+  }
+  return acc;
+}
+
+// Outputs [lo, hi) of a max row, four at a time; every tap of them lies inside the input row. A
+// chunk whose probe is NaN (a NaN tap, or a false alarm where +inf meets -inf) is redone by
+// max_scalar, so a NaN wins exactly as in torch.
+template <int KW, int SW>
+void max_chunks(const P& q, const float* in, float* orow, int iy0, int lo, int hi) {
+  const float* rows[kMaxVectorKH];  // the window's rows inside the input
+  int nrows = 0;
+  for (int ky = 0; ky < q.KH; ++ky) {
+    const int iy = iy0 + ky * q.dh;
+    if (iy >= 0 && iy < q.H) rows[nrows++] = in + (ptrdiff_t)iy * q.W;
+  }
+  for (int ox = lo; ox + 4 <= hi; ox += 4) {
+    const int ix0 = ox * q.sw - q.pw;
+    v128_t acc = wasm_f32x4_splat(-INFINITY), probe = wasm_f32x4_splat(0.0f);
+    for (int k = 0; k < nrows; ++k) acc = row_max4<KW, SW>(q, rows[k] + ix0, acc, &probe);
+    if (wasm_v128_any_true(wasm_f32x4_ne(probe, probe))) {
+      for (int j = 0; j < 4; ++j) orow[ox + j] = max_scalar(q, in, iy0, ix0 + j * q.sw);
+    } else {
+      wasm_v128_store(orow + ox, acc);
+    }
+  }
+}
+
+void max_row(const P& q, const float* in, float* orow, int oy) {
+  const int iy0 = oy * q.sh - q.ph;
+  // Outputs [lo, hi) have all their taps inside the row, and every element a vector chunk reads
+  // (sw == 2 also reads the odd lane after its last tap).
+  int lo = (q.pw + q.sw - 1) / q.sw, hi = lo;
+  if ((q.sw == 1 || q.sw == 2) && q.KH <= kMaxVectorKH) {
+    const int last_read = (q.KW - 1) * q.dw + (q.sw == 2 ? 1 : 0);  // past the output's first tap
+    const int room = q.W - 1 - last_read + q.pw;                    // ox * sw <= room
+    hi = room < 0 ? lo : room / q.sw + 1;
+    if (hi > q.OW) hi = q.OW;
+    if (hi < lo) hi = lo;
+    hi = lo + (hi - lo) / 4 * 4;
+  }
+  for (int ox = 0; ox < lo && ox < q.OW; ++ox) orow[ox] = max_scalar(q, in, iy0, ox * q.sw - q.pw);
+  if (hi > lo) {
+    if (q.sw == 2 && q.dw == 1 && q.KW == 3) max_chunks<3, 2>(q, in, orow, iy0, lo, hi);
+    else if (q.sw == 2) max_chunks<0, 2>(q, in, orow, iy0, lo, hi);
+    else max_chunks<0, 1>(q, in, orow, iy0, lo, hi);
+  }
+  for (int ox = hi; ox < q.OW; ++ox) orow[ox] = max_scalar(q, in, iy0, ox * q.sw - q.pw);
+}
+
+void avg_row(const P& q, const float* in, float* orow, int oy, bool include_pad, int divisor) {
   const int iy0 = oy * q.sh - q.ph;
   int vy, py;
   axis_counts(iy0, q.KH, q.dh, q.H, q.ph, &vy, &py);
@@ -48,47 +143,24 @@ void pool_row(const P& q, const float* in, float* orow, int oy, bool include_pad
     const int ix0 = ox * q.sw - q.pw;
     if (vec_ok && ox + 4 <= q.OW && ix0 >= 0 &&
         (ox + 3) * q.sw - q.pw + (q.KW - 1) * q.dw + extra <= q.W - 1) {
-      v128_t acc = wasm_f32x4_splat(MAX ? -INFINITY : 0.0f);
+      v128_t acc = wasm_f32x4_splat(0.0f);
       for (int ky = 0; ky < q.KH; ++ky) {
         const int iy = iy0 + ky * q.dh;
         if (iy < 0 || iy >= q.H) continue;
         const float* r = in + (ptrdiff_t)iy * q.W + ix0;
-        for (int kx = 0; kx < q.KW; ++kx) {
-          const v128_t v = load_strided4(r + kx * q.dw, q.sw);
-          acc = MAX ? wasm_f32x4_max(acc, v) : wasm_f32x4_add(acc, v);
-        }
+        for (int kx = 0; kx < q.KW; ++kx) acc = wasm_f32x4_add(acc, load_strided4(r + kx * q.dw, q.sw));
       }
-      if (!MAX) {
-        const int div = divisor != 0 ? divisor : (include_pad ? py : vy) * q.KW;
-        acc = wasm_f32x4_div(acc, wasm_f32x4_splat((float)div));
-      }
-      wasm_v128_store(orow + ox, acc);
+      const int div = divisor != 0 ? divisor : (include_pad ? py : vy) * q.KW;
+      wasm_v128_store(orow + ox, wasm_f32x4_div(acc, wasm_f32x4_splat((float)div)));
       ox += 4;
       continue;
     }
-    float acc = MAX ? -INFINITY : 0.0f;
-    for (int ky = 0; ky < q.KH; ++ky) {
-      const int iy = iy0 + ky * q.dh;
-      if (iy < 0 || iy >= q.H) continue;
-      const float* r = in + (ptrdiff_t)iy * q.W;
-      for (int kx = 0; kx < q.KW; ++kx) {
-        const int ix = ix0 + kx * q.dw;
-        if (ix < 0 || ix >= q.W) continue;
-        const float v = r[ix];
-        if (MAX) {
-          if (v > acc || v != v) acc = v;
-        } else {
-          acc = acc + v;
-        }
-      }
-    }
-    if (!MAX) {
-      int vx, px;
-      axis_counts(ix0, q.KW, q.dw, q.W, q.pw, &vx, &px);
-      const int div = divisor != 0 ? divisor : (include_pad ? py * px : vy * vx);
-      acc = acc / (float)div;
-    }
-    orow[ox] = acc;
+    float acc = 0.0f;
+    for_each_tap(q, in, iy0, ix0, [&](float v) { acc = acc + v; });
+    int vx, px;
+    axis_counts(ix0, q.KW, q.dw, q.W, q.pw, &vx, &px);
+    const int div = divisor != 0 ? divisor : (include_pad ? py * px : vy * vx);
+    orow[ox] = acc / (float)div;
     ++ox;
   }
 }
@@ -155,8 +227,8 @@ void k_POOL2D(const POOL2D_args* a) {
       const float* pin = in + p * (ptrdiff_t)q.H * q.W;
       float* orow = out + r * (ptrdiff_t)q.OW;
       if (mode == POOL_MAX && indices) max_index_row(q, pin, orow, indices + r * (ptrdiff_t)q.OW, oy);
-      else if (mode == POOL_MAX) pool_row<true>(q, pin, orow, oy, include_pad, divisor);
-      else if (mode == POOL_AVG) pool_row<false>(q, pin, orow, oy, include_pad, divisor);
+      else if (mode == POOL_MAX) max_row(q, pin, orow, oy);
+      else if (mode == POOL_AVG) avg_row(q, pin, orow, oy, include_pad, divisor);
       else if (mode == POOL_ADAPTIVE_AVG) adaptive_row(q, pin, orow, oy);
     }
   };

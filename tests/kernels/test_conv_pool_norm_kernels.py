@@ -243,6 +243,32 @@ def test_max_pool2d_with_indices(s1, case):
     assert torch.equal(s1.get(idx, (planes, oh, ow), torch.int64), ref_idx)
 
 
+MAX_SPECIAL_CASES = {**POOL_CASES, "all_padding_windows": (2, 2, 10, (2, 2), (1, 1), (1, 1), (3, 3), False)}
+
+
+def _nan(payload: int) -> torch.Tensor:
+    return torch.tensor([0x7FC00000 | payload], dtype=torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("case", list(MAX_SPECIAL_CASES))
+def test_max_pool2d_specials_bitwise(s1, case):
+    """Bit-for-bit equal to torch where bits are all that differ: inputs of -1, -0 and +0 (the
+    maximum is mostly a zero, and torch keeps the first of equal values, so -0 or +0 by position),
+    NaNs with distinct payloads (torch keeps the last NaN of a window) in a SIMD chunk, at the row
+    borders and two in one window, +inf next to -inf (a sum of taps would be NaN: must not become
+    NaN), and windows of padding only (-inf)."""
+    planes, h, w, k, st, p, d, ceil = MAX_SPECIAL_CASES[case]
+    x = torch.tensor([-1.0, -0.0, 0.0])[torch.randint(0, 3, (planes, h, w))]
+    if h * w >= 16:
+        x[0, h // 2, w // 2] = _nan(1)  # inside a vector chunk
+        x[0, h // 2, w // 2 + 1] = _nan(2)  # a second NaN in the same windows: the last one wins
+        x[-1, 0, 0] = _nan(3)  # top-left border
+        x[-1, h - 1, w - 1] = _nan(4)  # bottom-right border
+        x[0, h - 1, w // 2], x[0, h - 1, w // 2 + 1] = INF, -INF
+    ref = F.max_pool2d(x, k, st, p, d, ceil_mode=ceil)
+    assert_bits_equal(run_pool(s1, "MAX", x, ref.shape[1], ref.shape[2], k, st, p, d), ref)
+
+
 def avg_bound(x, k, st, p, ceil, cip, div):
     """A window average is a sum of <= kh*kw terms then one division: within
     (kh*kw + 1) * EPS * (the same average of |x|)."""
