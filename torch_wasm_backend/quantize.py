@@ -55,7 +55,10 @@ def _functional_activations_as_sources(gm: torch.fx.GraphModule) -> torch.fx.Gra
         torch_fn = node.meta.get("torch_fn")
         if node.op == "call_function" and "source_fn_stack" not in node.meta and torch_fn and \
                 torch_fn[1].partition(".")[2] in _FUNCTIONAL_ACTIVATIONS:
-            node.meta["source_fn_stack"] = [(torch_fn[0], getattr(torch.nn.functional, torch_fn[1].partition(".")[2]))]
+            # Keyed by the node's own (unique) name: torch_fn's name can repeat another call's (an
+            # nn.ReLU's relu and the next torch.relu both came out 'relu_1'), which would make the two
+            # one partition with two outputs, and the quantizer raise.
+            node.meta["source_fn_stack"] = [(node.name, getattr(torch.nn.functional, torch_fn[1].partition(".")[2]))]
     return gm
 
 

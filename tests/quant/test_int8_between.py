@@ -286,3 +286,35 @@ def test_explain_names_float_ops_between_qdq():
     rows = {(n.fused, n.pattern, n.reason.split(" (")[0]) for n in report.int8}
     assert rows == {(True, "dq -> max_pool2d -> q", ""),
                     (False, "", "aten::sigmoid reads a dequantized int8 tensor and runs in float32")}, rows
+
+
+class ModuleThenFunctionalRelu(nn.Module):
+    """An nn.ReLU followed by torch.relu calls, as benchmarks/model_zoo.py's ResNet blocks: export
+    named the module's relu and the first torch.relu alike ('relu_1' in torch_fn), which made
+    quantize_pt2e's restored metadata one partition with two outputs (the quantizer raised)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.act = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()
+        self.conv1, self.conv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.act(self.stem(x))
+        y = torch.relu(self.conv1(x))
+        return torch.relu(self.conv2(y) + x)
+
+
+def test_module_relu_then_functional_relus_quantize_and_run_on_int8_kernels():
+    pytest.importorskip("torchao", reason="quantize_pt2e needs torchao (pip install torchao==0.18.0)")
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 9, 11)
+    converted = quantize_pt2e(ModuleThenFunctionalRelu(), (x,))
+    report = twb.explain(converted, x)
+    assert report.lowered_fraction == 1.0 and len(report.int8) == 3 and all(p.fused for p in report.int8), str(report)
+    with torch.no_grad():
+        expected = converted(x)
+        got = compile_wasm(converted)(x)
+    # float output after an int8 chain: within one output LSB's worth (the README's stated tolerance
+    # for float outputs of quantized graphs); the int8 activations are checked layer by layer elsewhere.
+    scale = (expected.abs().max() / 127).item()
+    torch.testing.assert_close(got, expected, atol=scale, rtol=0)
