@@ -149,7 +149,7 @@ def profile(case: compare.Case, threads: int, rounds: int, warmup_seconds: float
     kernel entry: {runtime: {"run_ms", "kernel_ms", "classes": {class: ms}, "other_kernels": {name: ms}}}."""
     with tempfile.TemporaryDirectory(prefix="twb-profile-") as tmp:
         files = compare.export_all(case, Path(tmp), relaxed=False)
-        cfg = {"loader": str(compare.LOADER), "threads": threads, "ours": files["ours"], "onnx": files["onnx"],
+        cfg = {"loader": str(compare.LOADER), "threads": threads, "ours": files["ours"]["ours"], "onnx": files["onnx"]["ort"],
                "tfjs": files["tfjs"], "inputs": files["inputs"], "warmup_seconds": warmup_seconds,
                "rounds": rounds, "runs_per_round": 5, "out": str(Path(tmp) / "profile.json")}
         (Path(tmp) / "config.json").write_text(json.dumps(cfg))
@@ -158,7 +158,7 @@ def profile(case: compare.Case, threads: int, rounds: int, warmup_seconds: float
         if run.returncode != 0:
             sys.exit(f"profile_kernels.mjs failed:\n{run.stderr}")
         raw = json.loads(Path(cfg["out"]).read_text())
-        plan = OurPlan(Path(files["ours"]))
+        plan = OurPlan(Path(files["ours"]["ours"]))
         tfjs_graph = json.loads(Path(f"{files['tfjs']}.tfjs.json").read_text()) if files["tfjs"] else None
     classify = {"ours": lambda e: plan.classify(e["op"], e["word"]), "ort": ort_class,
                 "tfjs": lambda e: tfjs_class(tfjs_graph["ops"][e["index"]], tfjs_graph["weights"])}
