@@ -1,5 +1,6 @@
-// The int8 GEMM's activation panel layout, shared by the kernels that write panels (QPACK, QCONV2D's
-// im2col in quant.cpp, QDYNPACK in quant_dynamic.cpp) and the GEMM that reads them: declared once,
+// The int8 GEMM's activation panel layout, shared by the kernels that write panels (QPACK in
+// quant.cpp, QDYNPACK in quant_dynamic.cpp) and the GEMM that reads them (QCONV2D has its own
+// pixels-in-lanes panels: kNR / kMR in quant.cpp): declared once,
 // because a writer and the reader that disagree give wrong numbers, not a trap.
 #pragma once
 

@@ -52,7 +52,8 @@ def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
 
 def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
     """Bytes of QCONV2D's scratch: im2col panels (8-column panels, kp bytes a column), then one
-    group's weight rows widened to int16 (in tiles of 4 rows)."""
+    group's weight rows widened to int16 (in tiles of 4 rows). 8 and 4 are kNR and kMR of
+    kernels_cpp/quant.cpp, which must agree with this size (no second declaration yet)."""
     return (out_pixels + 7) // 8 * 8 * kp + 2 * (c_out_g + 3) // 4 * 4 * kp
 
 
