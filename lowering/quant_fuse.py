@@ -257,12 +257,17 @@ def _fuse_addmm(gm: GraphModule, addmm: Node) -> Int8Pattern | None:
 def fuse_quantized_patterns(gm: GraphModule) -> list[Int8Pattern]:
     """Rewrites gm in place (see the module docstring); returns each conv / linear that reads a
     quantized operand, fused or not (and why not)."""
+    from .quant_weight_only import fuse_weight_only_linears  # (torchao's Int8WeightOnlyConfig: no Q/DQ nodes)
+    weight_only = fuse_weight_only_linears(gm)
     if not any(getattr(n.target, "namespace", None) == "quantized_decomposed" for n in gm.graph.nodes):
-        return []
+        if any(p.fused for p in weight_only):
+            gm.graph.lint()
+            gm.recompile()
+        return weight_only
     from .ops import register_int8
     register_int8()
     from .quant_dynamic import fuse_dynamic_linears  # (PT2E's dynamic config: issue #15 part 2)
-    seen = fuse_dynamic_linears(gm)
+    seen = weight_only + fuse_dynamic_linears(gm)
     for node in list(gm.graph.nodes):  # (a fusion erases only its own chain, never another anchor)
         if node.target is aten.convolution.default:
             seen.append(_fuse_conv(gm, node))

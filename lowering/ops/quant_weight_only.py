@@ -1,0 +1,56 @@
+"""The weight-only int8 linear (lowering/quant_weight_only.py's twb_quant::weight_only_linear) on
+WOLINEAR: the int8 weight packed at compile time into panels of 8 output channels, k-major (the
+order the kernel's inner loop reads: one 8-byte load per k step), float32 activations, scale and
+bias read as they are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
+from __future__ import annotations
+
+import torch
+
+from ..context import LoweringContext, addr
+from ..quant_weight_only import weight_only_linear  # noqa: F401  (defines twb_quant::weight_only_linear)
+from ..registry import ALL_DTYPES, Unsupported, register
+from .elementwise import contiguous
+from .quant import _constant
+
+PANEL = 8  # output channels per panel: quant_weight_only.cpp's kNR
+
+
+def pack_panels(w: torch.Tensor) -> torch.Tensor:
+    """int8 [n, k] -> [ceil(n / 8), k, 8] int8 (rows past n zero), WOLINEAR's weight layout."""
+    n, k = w.shape
+    panels = -(-n // PANEL)
+    padded = torch.zeros((panels * PANEL, k), dtype=torch.int8)
+    padded[:n] = w
+    return padded.view(panels, PANEL, k).transpose(1, 2).contiguous()
+
+
+def _check(node):
+    x, w = node.args[0].meta["val"], node.args[1].meta["val"]
+    if x.dtype != torch.float32 or w.dtype != torch.int8:
+        return "weight-only int8 linear with activations other than float32 or weights other than int8"
+    return None
+
+
+@register(torch.ops.twb_quant.weight_only_linear.default, kernels=["WOLINEAR"], check=_check, dtypes=ALL_DTYPES,
+          notes="torchao Int8WeightOnlyConfig: int8 w -> mm -> mul(scale) -> add(bias)")
+def _weight_only_linear(ctx: LoweringContext, node):
+    x_arg, w_arg, s_arg, b_arg = node.args
+    w_fn = _constant(ctx, w_arg, "weight")
+    n, k = ctx.val(w_arg).shape
+    panels = -(-n // PANEL)
+    weight = ctx.shared_constant(("int8 weight-only", ctx.structural_key(w_arg)), lambda: ctx.constant(
+        lambda ins: pack_panels(w_fn(ins)), (panels, k, PANEL), torch.int8, f"{node.name}_w"))
+    scale = contiguous(ctx, ctx.value(s_arg))
+    bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
+    if bias is not None and bias.dtype != torch.float32 or scale.dtype != torch.float32:
+        raise Unsupported("weight-only int8 linear with a non-float32 scale or bias")
+    x = ctx.value(x_arg)
+    if x.strides[-1] != 1 and x.shape[-1] > 1:
+        x = contiguous(ctx, x)
+    m = ctx.val(node).shape[0]
+    out = ctx.out_for(node)
+    if out.numel == 0:
+        return out
+    ctx.emit("WOLINEAR", flops=2 * m * n * k, m=m, n=n, k=k, x_stride=x.strides[0] if m > 1 else k,
+             x=addr(x), w=addr(weight), scale=addr(scale), bias=addr(bias), out=addr(out))
+    return out
