@@ -7,14 +7,15 @@
 #include <stddef.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "gemm.h"
 #include "simd_math.h"
 #include "threadpool.h"
 
 namespace {
 
 constexpr int kNR = 8;   // output channels per packed panel: two f32x4 accumulators per row
-constexpr int kMR = 4;   // activation rows per tile: 8 accumulators + 2 widened weights + 1 splat
-constexpr int kMB = 16;  // rows of x kept hot (in L1 for k <= 512) while a thread walks its panels
+constexpr int kBlockPanels = 8;  // panels widened per float GEMM call: kernel_abi.def's scratch size
+constexpr int kGemmRows = 6;     // rows from which the widened copy + float GEMM pays (its 6-row tile)
 
 // The 8 int8 weights of one k step of a panel, as two f32x4 (exact: int8 fits float32).
 inline void widen8(const int8_t* p, v128_t* lo, v128_t* hi) {
@@ -72,32 +73,9 @@ inline void gemv_panel(const float* x, const int8_t* w, int K, v128_t* o0, v128_
   *o1 = wasm_f32x4_add(wasm_f32x4_add(acc[0][1], acc[1][1]), wasm_f32x4_add(acc[2][1], acc[3][1]));
 }
 
-// MR rows of x against one panel: each k step's weights are widened once and used by MR rows.
-template <int MR>
-inline void tile(const float* x, int x_stride, const int8_t* w, int K, v128_t (*acc)[2]) {
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = wasm_f32x4_splat(0.0f);
-  for (int k = 0; k < K; ++k) {
-    v128_t w0, w1;
-    widen8(w + (ptrdiff_t)k * kNR, &w0, &w1);
-    for (int i = 0; i < MR; ++i) {
-      const v128_t xs = wasm_f32x4_splat(x[(ptrdiff_t)i * x_stride + k]);
-      acc[i][0] = simd_math::madd(xs, w0, acc[i][0]);
-      acc[i][1] = simd_math::madd(xs, w1, acc[i][1]);
-    }
-  }
-}
-
-template <int MR>
-inline void tile_store(const WOLINEAR_args* a, const float* x, const int8_t* w, float* out, const float* scale,
-                       const float* bias, int nr) {
-  v128_t acc[MR][2];
-  tile<MR>(x, a->x_stride, w, a->k, acc);
-  for (int i = 0; i < MR; ++i) store_row(out + (ptrdiff_t)i * a->n, acc[i][0], acc[i][1], scale, bias, nr);
-}
-
-// Rows [i0, i1) of x against panels [p0, p1).
-void run_block(const WOLINEAR_args* a, int i0, int i1, int p0, int p1) {
-  const float* x = at<const float>(a->x);
+// Panels [p0, p1), each row a GEMV that widens the panel in registers (m < kGemmRows: there are
+// too few rows to share a widened copy with).
+void gemv_panels(const WOLINEAR_args* a, int p0, int p1) {
   const int8_t* w = at<const int8_t>(a->w);
   const float* scale = at<const float>(a->scale);
   const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
@@ -105,23 +83,47 @@ void run_block(const WOLINEAR_args* a, int i0, int i1, int p0, int p1) {
   for (int p = p0; p < p1; ++p) {
     const int n0 = p * kNR, nr = a->n - n0 < kNR ? a->n - n0 : kNR;
     const int8_t* panel = w + (ptrdiff_t)p * a->k * kNR;
-    const float* sc = scale + n0;
-    const float* bi = bias ? bias + n0 : nullptr;
-    int i = i0;
-    for (; i + kMR <= i1; i += kMR)
-      tile_store<kMR>(a, x + (ptrdiff_t)i * a->x_stride, panel, out + (ptrdiff_t)i * a->n + n0, sc, bi, nr);
-    const float* xi = x + (ptrdiff_t)i * a->x_stride;
-    float* oi = out + (ptrdiff_t)i * a->n + n0;
-    switch (i1 - i) {
-      case 3: tile_store<3>(a, xi, panel, oi, sc, bi, nr); break;
-      case 2: tile_store<2>(a, xi, panel, oi, sc, bi, nr); break;
-      case 1: {
-        v128_t o0, o1;
-        gemv_panel(xi, panel, a->k, &o0, &o1);
-        store_row(oi, o0, o1, sc, bi, nr);
-        break;
+    for (int i = 0; i < a->m; ++i) {
+      v128_t o0, o1;
+      gemv_panel(at<const float>(a->x) + (ptrdiff_t)i * a->x_stride, panel, a->k, &o0, &o1);
+      store_row(out + (ptrdiff_t)i * a->n + n0, o0, o1, scale + n0, bias ? bias + n0 : nullptr, nr);
+    }
+  }
+}
+
+// m >= kGemmRows: kBlockPanels panels at a time are widened to float32 into scratch (the float
+// GEMM's packed-B layout: its panels are 8 columns, k-major, as ours) and multiplied by the float
+// GEMM (gemm_packed, which splits the rows over the threads), then scaled: the widening is paid
+// once per weight and call, as the float GEMM pays its loads, and the inner loop is the float one.
+void gemm_blocks(const WOLINEAR_args* a) {
+  const int8_t* w = at<const int8_t>(a->w);
+  const float* scale = at<const float>(a->scale);
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  float* out = at<float>(a->out);
+  float* wide = at<float>(a->scratch);
+  const int panels = (a->n + kNR - 1) / kNR;
+  for (int p0 = 0; p0 < panels; p0 += kBlockPanels) {
+    const int p1 = p0 + kBlockPanels < panels ? p0 + kBlockPanels : panels;
+    const int n0 = p0 * kNR, nc = (a->n < p1 * kNR ? a->n : p1 * kNR) - n0;
+    const int8_t* src = w + (ptrdiff_t)p0 * a->k * kNR;
+    const int64_t steps = (int64_t)(p1 - p0) * a->k;
+    for (int64_t s = 0; s < steps; ++s) {
+      v128_t w0, w1;
+      widen8(src + s * kNR, &w0, &w1);
+      wasm_v128_store(wide + s * kNR, w0);
+      wasm_v128_store(wide + s * kNR + 4, w1);
+    }
+    gemm_packed(a->m, nc, a->k, at<const float>(a->x), a->x_stride, wide, out + n0, a->n, nullptr, 0,
+                UNARY_IDENTITY, 0.0f, 0.0f);
+    for (int i = 0; i < a->m; ++i) {  // sum * scale, then + bias: eager's mul and add
+      float* o = out + (ptrdiff_t)i * a->n + n0;
+      int c = 0;
+      for (; c + 4 <= nc; c += 4) {
+        v128_t y = wasm_f32x4_mul(wasm_v128_load(o + c), wasm_v128_load(scale + n0 + c));
+        if (bias) y = wasm_f32x4_add(y, wasm_v128_load(bias + n0 + c));
+        wasm_v128_store(o + c, y);
       }
-      default: break;
+      for (; c < nc; ++c) o[c] = bias ? o[c] * scale[n0 + c] + bias[n0 + c] : o[c] * scale[n0 + c];
     }
   }
 }
@@ -129,10 +131,11 @@ void run_block(const WOLINEAR_args* a, int i0, int i1, int p0, int p1) {
 }  // namespace
 
 void k_WOLINEAR(const WOLINEAR_args* a) {
-  const int panels = (a->n + kNR - 1) / kNR;
-  // Threads split the output channels (each reads only its share of the weights, once per block
-  // of kMB rows); rows go in blocks of kMB so a block of x stays in cache across the panels.
-  parallel_rows(panels, 2.0 * a->m * a->n * a->k, [&](int64_t p0, int64_t p1) {
-    for (int i0 = 0; i0 < a->m; i0 += kMB) run_block(a, i0, i0 + kMB < a->m ? i0 + kMB : a->m, (int)p0, (int)p1);
-  });
+  if (a->m >= kGemmRows && a->k > 0) {
+    gemm_blocks(a);
+    return;
+  }
+  // Threads split the output channels: each reads only its share of the weights, once.
+  parallel_rows((a->n + kNR - 1) / kNR, 2.0 * a->m * a->n * a->k,
+                [&](int64_t p0, int64_t p1) { gemv_panels(a, (int)p0, (int)p1); });
 }

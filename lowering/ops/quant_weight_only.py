@@ -1,7 +1,7 @@
 """The weight-only int8 linear (lowering/quant_weight_only.py's twb_quant::weight_only_linear) on
 WOLINEAR: the int8 weight packed at compile time into panels of 8 output channels, k-major (the
-order the kernel's inner loop reads: one 8-byte load per k step), float32 activations, scale and
-bias read as they are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
+order the kernel's inner loop reads: one 8-byte load per k step, and the float GEMM's packed-B
+layout once widened), float32 activations, scale and bias read as they are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
 from __future__ import annotations
 
 import torch
@@ -13,6 +13,7 @@ from .elementwise import contiguous
 from .quant import _constant
 
 PANEL = 8  # output channels per panel: quant_weight_only.cpp's kNR
+SCRATCH_PANELS, GEMM_ROWS = 8, 6  # its kBlockPanels and kGemmRows (kernel_abi.def's scratch size)
 
 
 def pack_panels(w: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,8 @@ def _weight_only_linear(ctx: LoweringContext, node):
     out = ctx.out_for(node)
     if out.numel == 0:
         return out
+    scratch = ctx.new_buffer((SCRATCH_PANELS * PANEL * k,), torch.float32, node.name + "_widened") \
+        if m >= GEMM_ROWS and k > 0 else None
     ctx.emit("WOLINEAR", flops=2 * m * n * k, m=m, n=n, k=k, x_stride=x.strides[0] if m > 1 else k,
-             x=addr(x), w=addr(weight), scale=addr(scale), bias=addr(bias), out=addr(out))
+             x=addr(x), w=addr(weight), scale=addr(scale), bias=addr(bias), scratch=addr(scratch), out=addr(out))
     return out

@@ -1,7 +1,8 @@
 """WOLINEAR (the weight-only int8 linear's kernel) against twb_quant::weight_only_linear's eager
 implementation (torchao Int8WeightOnlyConfig's chain: mm(x, w.t().float()) * scale + bias) at awkward
 shapes: K not a multiple of 4, 8 or 16 (the GEMV's unroll and the panel's load), N odd and not a
-multiple of the 8-channel panel, M 1 (the GEMV), 3 (a row tail) and 129 (row blocks and a tail),
+multiple of the 8-channel panel, N past one 8-panel block of the widened path (70, 130), M 1 and 3
+(the GEMV path), 6 and 129 (the widened panels on the float GEMM, 129 with a row tail),
 with and without bias, K = 0; rows of x further apart than K (the gap must not be read); 1 thread and
 2 threads.
 
@@ -16,7 +17,7 @@ import torch
 
 from kernels.kernel_testing import dot_rel
 from test_int8_kernels import _run_twice
-from torch_wasm_backend.lowering.ops.quant_weight_only import pack_panels
+from torch_wasm_backend.lowering.ops.quant_weight_only import PANEL, SCRATCH_PANELS, pack_panels
 from torch_wasm_backend.lowering.quant_weight_only import weight_only_linear
 
 
@@ -35,7 +36,7 @@ def _run_wolinear(s, x, w, scale, bias, row_stride: int | None = None) -> torch.
     wide[:, :k] = x
     packed = pack_panels(w)
     ptrs = dict(x=s.put(wide), w=s.put(packed) if packed.numel() else s.alloc(16), scale=s.put(scale),
-                bias=s.put(bias) if bias is not None else 0)
+                bias=s.put(bias) if bias is not None else 0, scratch=s.alloc(4 * SCRATCH_PANELS * PANEL * k + 16))
     got = _run_twice(s, m * n, torch.float32, lambda out: s.record(
         "WOLINEAR", m=m, n=n, k=k, x_stride=stride, **ptrs, out=out))
     return got.reshape(m, n)
@@ -48,8 +49,8 @@ def _check_against_eager(got, x, w, scale, bias):
     assert ((got.double() - ref.double()).abs() <= bound).all(), (got, ref)
 
 
-@pytest.mark.parametrize("m", [1, 3, 129])
-@pytest.mark.parametrize("n,k", [(1, 1), (5, 7), (8, 16), (17, 33), (31, 130)])
+@pytest.mark.parametrize("m", [1, 3, 6, 129])
+@pytest.mark.parametrize("n,k", [(1, 1), (5, 7), (8, 16), (17, 33), (31, 130), (70, 9)])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_wolinear_against_pytorch(s1, m, n, k, with_bias):
     torch.manual_seed(m * 1000 + n * 10 + k)
