@@ -1,19 +1,35 @@
-"""The weight-only int8 linear (lowering/quant_weight_only.py's twb_quant::weight_only_linear) on
-WOLINEAR: the int8 weight packed at compile time into panels of 8 output channels, k-major (the
-order the kernel's inner loop reads: one 8-byte load per k step, and the float GEMM's packed-B
-layout once widened), float32 activations, scale and bias read as they are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
+"""twb_quant::weight_only_linear (the op lowering/quant_weight_only.py fuses torchao's weight-only
+int8 linears into) and its lowering on WOLINEAR: the int8 weight packed at compile time into panels
+of 8 output channels, k-major (the order the kernel's inner loop reads: one 8-byte load per k step,
+and the float GEMM's packed-B layout once widened), float32 activations, scale and bias read as they
+are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
 from ..context import LoweringContext, addr
-from ..quant_weight_only import weight_only_linear  # noqa: F401  (defines twb_quant::weight_only_linear)
 from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
 from .quant import _constant
 
 PANEL = 8  # output channels per panel: quant_weight_only.cpp's kNR
 SCRATCH_PANELS, GEMM_ROWS = 8, 6  # its kBlockPanels and kGemmRows (kernel_abi.def's scratch size)
+
+
+@torch.library.custom_op("twb_quant::weight_only_linear", mutates_args=())
+def weight_only_linear(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor,
+                       bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x [M, K] float32, w [N, K] int8, scale [N] float32 -> float32 [M, N]: what the replaced
+    t / _to_copy / mm / mul / add nodes compute, in their order (the scale multiplies the sum)."""
+    y = torch.mm(x, w.t().to(torch.float32)) * scale
+    return y if bias is None else y + bias
+
+
+@weight_only_linear.register_fake
+def _(x, w, scale, bias):
+    return x.new_empty((x.shape[0], w.shape[0]))
 
 
 def pack_panels(w: torch.Tensor) -> torch.Tensor:

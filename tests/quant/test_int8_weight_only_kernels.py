@@ -17,8 +17,7 @@ import torch
 
 from kernels.kernel_testing import dot_rel
 from test_int8_kernels import _run_twice
-from torch_wasm_backend.lowering.ops.quant_weight_only import PANEL, SCRATCH_PANELS, pack_panels
-from torch_wasm_backend.lowering.quant_weight_only import weight_only_linear
+from torch_wasm_backend.lowering.ops.quant_weight_only import PANEL, SCRATCH_PANELS, pack_panels, weight_only_linear
 
 
 def _operands(m: int, n: int, k: int, with_bias: bool):
