@@ -43,34 +43,53 @@ inline void store_row(float* out, v128_t a0, v128_t a1, const float* scale, cons
   for (int c = 0; c < nr; ++c) out[c] = bias ? acc[c] * scale[c] + bias[c] : acc[c] * scale[c];
 }
 
+// 4 bytes of v (lanes 4g..4g+3) moved to the top byte of each i32 lane (the rest zero) and
+// converted: 2^24 times the int8 weights, exactly (8 significant bits). One swizzle and one
+// convert per 4 weights, where sign extension takes two extends and a convert.
+template <int G>
+inline v128_t top_bytes(v128_t v) {
+  const v128_t idx = wasm_i8x16_make(-1, -1, -1, 4 * G, -1, -1, -1, 4 * G + 1, -1, -1, -1, 4 * G + 2, -1, -1, -1, 4 * G + 3);
+#ifdef __wasm_relaxed_simd__
+  return wasm_f32x4_convert_i32x4(wasm_i8x16_relaxed_swizzle(v, idx));
+#else
+  return wasm_f32x4_convert_i32x4(wasm_i8x16_swizzle(v, idx));
+#endif
+}
+
 // One row of x against one panel (the M = 1 decoding case): k unrolled by 4 into four independent
 // accumulator pairs, so the adds of consecutive k steps do not wait on each other; one 16-byte load
-// holds two k steps of the panel.
+// holds two k steps of the panel. The sums are 2^24 times the dot products (top_bytes): exact
+// scaling, undone in the epilogue (kTopScale).
 inline void gemv_panel(const float* x, const int8_t* w, int K, v128_t* o0, v128_t* o1) {
   v128_t acc[4][2];
   for (auto& a : acc) a[0] = a[1] = wasm_f32x4_splat(0.0f);
   int k = 0;
   for (; k + 4 <= K; k += 4) {
-    const v128_t pair[2] = {wasm_v128_load(w + (ptrdiff_t)k * kNR), wasm_v128_load(w + (ptrdiff_t)k * kNR + 16)};
-    for (int h = 0; h < 2; ++h) {
-      const v128_t w16[2] = {wasm_i16x8_extend_low_i8x16(pair[h]), wasm_i16x8_extend_high_i8x16(pair[h])};
-      for (int s = 0; s < 2; ++s) {
-        const int step = 2 * h + s;
-        const v128_t xs = wasm_f32x4_splat(x[k + step]);
-        acc[step][0] = simd_math::madd(xs, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(w16[s])), acc[step][0]);
-        acc[step][1] = simd_math::madd(xs, wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(w16[s])), acc[step][1]);
-      }
-    }
+    const v128_t pa = wasm_v128_load(w + (ptrdiff_t)k * kNR), pb = wasm_v128_load(w + (ptrdiff_t)k * kNR + 16);
+    v128_t xs = wasm_f32x4_splat(x[k]);
+    acc[0][0] = simd_math::madd(xs, top_bytes<0>(pa), acc[0][0]);
+    acc[0][1] = simd_math::madd(xs, top_bytes<1>(pa), acc[0][1]);
+    xs = wasm_f32x4_splat(x[k + 1]);
+    acc[1][0] = simd_math::madd(xs, top_bytes<2>(pa), acc[1][0]);
+    acc[1][1] = simd_math::madd(xs, top_bytes<3>(pa), acc[1][1]);
+    xs = wasm_f32x4_splat(x[k + 2]);
+    acc[2][0] = simd_math::madd(xs, top_bytes<0>(pb), acc[2][0]);
+    acc[2][1] = simd_math::madd(xs, top_bytes<1>(pb), acc[2][1]);
+    xs = wasm_f32x4_splat(x[k + 3]);
+    acc[3][0] = simd_math::madd(xs, top_bytes<2>(pb), acc[3][0]);
+    acc[3][1] = simd_math::madd(xs, top_bytes<3>(pb), acc[3][1]);
   }
+  const v128_t top = wasm_f32x4_splat(16777216.0f);
   for (; k < K; ++k) {
     v128_t w0, w1;
     widen8(w + (ptrdiff_t)k * kNR, &w0, &w1);
     const v128_t xs = wasm_f32x4_splat(x[k]);
-    acc[0][0] = simd_math::madd(xs, w0, acc[0][0]);
-    acc[0][1] = simd_math::madd(xs, w1, acc[0][1]);
+    acc[0][0] = simd_math::madd(xs, wasm_f32x4_mul(w0, top), acc[0][0]);
+    acc[0][1] = simd_math::madd(xs, wasm_f32x4_mul(w1, top), acc[0][1]);
   }
-  *o0 = wasm_f32x4_add(wasm_f32x4_add(acc[0][0], acc[1][0]), wasm_f32x4_add(acc[2][0], acc[3][0]));
-  *o1 = wasm_f32x4_add(wasm_f32x4_add(acc[0][1], acc[1][1]), wasm_f32x4_add(acc[2][1], acc[3][1]));
+  const v128_t undo = wasm_f32x4_splat(1.0f / 16777216.0f);
+  *o0 = wasm_f32x4_mul(wasm_f32x4_add(wasm_f32x4_add(acc[0][0], acc[1][0]), wasm_f32x4_add(acc[2][0], acc[3][0])), undo);
+  *o1 = wasm_f32x4_mul(wasm_f32x4_add(wasm_f32x4_add(acc[0][1], acc[1][1]), wasm_f32x4_add(acc[2][1], acc[3][1])), undo);
 }
 
 // Panels [p0, p1), each row a GEMV that widens the panel in registers (m < kGemmRows: there are

@@ -141,3 +141,26 @@ def test_unmatched_cast_weight_stays_float_and_says_so():
     (row,) = report.int8
     assert not row.fused and "per-output-channel scale" in row.reason
     assert not report.fallback
+
+
+def test_decoding_step_gemv_in_node_equals_wasmtime(tmp_path, monkeypatch):
+    """One row (a batch-1 decoding step: WOLINEAR's GEMV path, which the BERT above at 9 tokens does
+    not take) exported and run in Node.js: equal to wasmtime's run of the same file (same kernels,
+    1 thread), and within MATMUL of eager's run of the same int8-weight model."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "export"))
+    from test_export_dynamic import _node_runs, _runs_json
+    from test_export_node import NODE
+    if NODE is None:
+        pytest.skip("Node.js is not installed (scripts/setup.sh installs it)")
+    torch.manual_seed(0)
+    qmodel = weight_only(torch.nn.Sequential(torch.nn.Linear(37, 70), torch.nn.GELU(), torch.nn.Linear(70, 29)).eval())
+    x = torch.randn(1, 37)
+    path = tmp_path / "mlp_wo_int8.wasm"
+    meta = twb.export(qmodel, (x,), str(path))
+    assert meta["kernel_calls"].get("WOLINEAR", 0) == 2
+    expected = twb.load(str(path), threads=1)(x)
+    with torch.no_grad():
+        torch.testing.assert_close(expected, qmodel(x), **MATMUL)
+    (got,) = _node_runs(path, 1, _runs_json(tmp_path, [{"input": ("float32", x)}]))
+    (out,) = got.values()
+    assert torch.equal(torch.tensor(out["data"], dtype=torch.float32).reshape(expected.shape), expected)
