@@ -11,6 +11,8 @@ with an int8/uint8 output when a quantize_per_tensor ends the chain and a float3
 (the residual add and hardtanh fuse only into a quantized output: see Chain).
 Then lowering/quant_fuse_between.py rewrites the int8 pools, adds, concats and views between them.
 Everything else (isolated quantize / dequantize nodes) is left to the elementwise Q/DQ lowerings.
+Before all of it, lowering/quant_weight_only.py fuses torchao's weight-only int8 linears (int8
+weights cast to float32 for an mm: no quantized_decomposed nodes), on any graph.
 All of it (custom ops, lowerings: ~60 ms of imports) is loaded when a graph first holds
 quantized_decomposed nodes."""
 from __future__ import annotations
