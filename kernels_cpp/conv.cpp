@@ -4,6 +4,7 @@
 // the per-output-channel bias and the fused activation.
 #include <string.h>
 #include "abi.h"
+#include "conv_small_cin.h"
 #include "elementwise.h"
 #include "gemm.h"
 #include "threadpool.h"
@@ -271,6 +272,10 @@ void k_CONV2D(const CONV2D_args* a) {
       parallel_for(planes, plane);
     else
       for (int t = 0; t < planes; ++t) plane(t);
+    return;
+  }
+  if (small_cin_conv_applies(a)) {  // the image-reading first conv (conv_small_cin.cpp)
+    small_cin_conv(a);
     return;
   }
 
