@@ -1,14 +1,14 @@
 // Direct NCHW convolution for c_in <= 4 (groups 1): the first conv of a CNN, which reads the
-// 3-channel image. Its im2col + GEMM has K = c_in * kh * kw = 27 for a 3x3 stem, so short a k-loop
-// that packing the columns and the GEMM's per-tile overhead cost as much as the multiply-adds.
+// 3-channel image. Its im2col + GEMM has K = c_in * kh * kw = 27 for a 3x3 stem: a k-loop so short
+// that the column packing and the GEMM's per-tile work weigh heavily next to the multiply-adds.
 //
 // Here, per output row, each input row the row's taps read is copied once per channel into a
 // zero-padded line (a ring of kh lines per channel, on the stack; stride 2 lines deinterleaved into
 // even and odd padded columns, as the depthwise kernel in conv.cpp does), so the 4 output columns
 // of a vector load each tap with one plain load, with no bounds checks. A block of kOCB output
 // channels x kCV vectors of 4 columns accumulates in registers: per tap, kCV input loads and kOCB
-// weights splat-loaded from a copy packed [channel block][tap][kOCB] feed kOCB * kCV multiply-adds. Bias and
-// the fused activation are applied in registers before the one store per vector.
+// weights splat-loaded from a copy packed [channel block][tap][kOCB] feed kOCB * kCV multiply-adds.
+// Bias and the fused activation are applied in registers before the one store per vector.
 #include <string.h>
 #include "conv_small_cin.h"
 #include "elementwise.h"
@@ -19,8 +19,9 @@ namespace {
 
 constexpr int kMaxCin = 4;
 // A block of output: kOCB channels x kCV vectors of 4 columns, kOCB * kCV accumulator registers.
-// 4 x 2 ran MobileNetV2's / V3's stems 0.82x / 0.74x main's time in V8, 8 x 1 0.96x / 0.82x, 6 x 2
-// and 4 x 3 in between (one Node process alternating, 10th percentile of 200 profiled runs).
+// 4 x 2 ran MobileNetV2's / V3's stems 0.82x / 0.74x the im2col + GEMM path's time in V8; 8 x 1,
+// 6 x 2 and 4 x 3 1.07-1.19x 4 x 2's time there, 0.93-0.94x on EfficientNet-B0's SiLU stem (one
+// Node process alternating, 10th percentile of 200 profiled runs).
 constexpr int kOCB = 4;
 constexpr int kCV = 2;
 // The most taps (c_in * kh * kw) it runs: 3x3 stems (27) ran 0.74-0.84x the im2col + GEMM path's
