@@ -198,16 +198,14 @@ void small_cin_conv(const CONV2D_args* a) {
   const Conv c{a, at<const float>(a->in), at<float>(a->out), wpack, bpack};
   const RowsFn rows = a->sh == 1 ? rows_for<1>(a) : rows_for<2>(a);
 
-  const int N = a->n, OH = a->oh;
-  const int threads = pool_threads();
-  if (threads > 1 && worth_threading(2.0 * N * CO * OH * a->ow * taps)) {
-    // Row bands of ~4 per thread per image (each band refills its ring: kh lines per channel).
-    const int bands = OH < 4 * threads ? OH : 4 * threads;
-    parallel_for(N * bands, [&](int t) {
-      const int img = t / bands, band = t % bands;
-      rows(c, img, (int)((int64_t)OH * band / bands), (int)((int64_t)OH * (band + 1) / bands));
-    });
-  } else {
-    for (int img = 0; img < N; ++img) rows(c, img, 0, OH);
-  }
+  // Threads take bands of output rows (numbered across the batch); each band refills its ring.
+  const int OH = a->oh;
+  parallel_rows((int64_t)a->n * OH, 2.0 * a->n * CO * OH * a->ow * taps, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi;) {
+      const int img = (int)(r / OH), oy = (int)(r % OH);
+      const int end = hi - (int64_t)img * OH < OH ? (int)(hi - (int64_t)img * OH) : OH;
+      rows(c, img, oy, end);
+      r += end - oy;
+    }
+  });
 }
