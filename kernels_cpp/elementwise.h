@@ -27,7 +27,7 @@ static inline v128_t unary_v(v128_t x, float p0, float p1) {
       return wasm_f32x4_mul(wasm_f32x4_mul(x, splat(0.5f)), wasm_f32x4_add(splat(1.0f), tanh_v(inner)));
     }
     case UNARY_SILU:
-      return wasm_f32x4_div(x, wasm_f32x4_add(splat(1.0f), exp_v(wasm_f32x4_neg(x))));
+      return wasm_f32x4_div(x, wasm_f32x4_add(splat(1.0f), exp_sat_v(wasm_f32x4_neg(x))));
     case UNARY_SIGMOID: return sigmoid_v(x);
     case UNARY_TANH: return tanh_v(x);
     case UNARY_EXP: return exp_v(x);

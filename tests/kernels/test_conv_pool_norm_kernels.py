@@ -134,6 +134,27 @@ def test_conv2d_depthwise_vectorised(s1, case):
     check_conv(run_conv(s1, x, wt, bias, *args, act, p0, p1, scratch=False), x, wt, bias, *args, act, p0, p1)
 
 
+@pytest.mark.parametrize("case", list(DEPTHWISE_CASES))
+def test_conv2d_depthwise_silu(s1, case):
+    """SiLU's own depthwise planes (conv.cpp: each output row written raw, then SiLU over it, the
+    row's last partial block in registers) at every vectorised shape: within the conv + silu bound of
+    eager on inputs wide enough (|conv| up to ~100) to reach exp_sat_v's clamps, and with NaN / +-inf
+    inputs the same values as the identity conv followed by a separate UNARY SILU."""
+    n, c, h, w, k, st, p = DEPTHWISE_CASES[case]
+    x, wt, bias = torch.randn(n, c, h, w) * 15, torch.randn(c, 1, k, k), torch.randn(c)
+    args = ((st, st), (p, p), (1, 1), c)
+    check_conv(run_conv(s1, x, wt, bias, *args, "SILU", scratch=False), x, wt, bias, *args, "SILU")
+    flat = x.view(-1)
+    flat[torch.linspace(0, flat.numel() - 1, 4).long()] = torch.tensor([NAN, INF, -INF, 1e30])
+    fused = run_conv(s1, x, wt, bias, *args, "SILU", scratch=False)
+    plain = run_conv(s1, x, wt, bias, *args, scratch=False)
+    out = s1.out(plain.numel())
+    size = [1] * 5 + [plain.numel()]
+    s1.record("UNARY", op=U["SILU"], size=size, out_stride=[0] * 5 + [1], in_stride=[0] * 5 + [1],
+              out=out.ptr, p0=0.0, p1=0.0, **{"in": s1.put_guarded(plain)})
+    assert_exact(fused, out.read(plain.shape))
+
+
 # Shapes around the im2col column blocking and its threading (kernels_cpp/conv.cpp): on 2 threads a
 # conv with >= 8 output panels (of NR = 8 columns) runs whole column blocks per task, fewer panels
 # split the GEMM rows; blocks hold >= 8 panels, shrunk to ~4 per thread when threaded. All are
