@@ -5,12 +5,13 @@
 // Where the speed comes from: i32x4.dot_i16x8_s (8 multiply-adds per instruction) with output
 // features in lanes. The weight is packed at compile time in panels of 8 output features whose k
 // pairs sit side by side ([kp/2][8][2] int8: one widening load8x8_s gives (w(i, k0), w(i, k1)) for
-// 4 features); the activation is quantized into int16 rows minus its zero point, so one
+// 4 features); the activation is quantized into int16 minus its zero point, so one
 // load32_splat gives the pair (x(j, k0) - zp, x(j, k1) - zp) in every lane, and the dot adds both
-// products into each feature's own lane. Per k pair a tile of 4 tokens x 8 features costs 2
-// widening loads, 4 splat loads (load-port only) and 8 dot + 8 add for 64 multiply-adds, with no
-// horizontal reduce, no zero-point correction (the int16 rows already hold x_q - zp) and one
-// contiguous 8-float store per token. (The k-in-lanes QGEMM this replaced widened 6 operands per 64
+// products into each feature's own lane. The activation rows are interleaved in panels of 4 tokens
+// ([kp/2][4][2] int16), so a tile's operands sit at constant offsets from two pointers. Per k pair a
+// tile of 4 tokens x 8 features costs 2 widening loads, 4 splat loads (load-port only) and 8 dot +
+// 8 add for 64 multiply-adds, with no horizontal reduce, no zero-point correction (the int16 values
+// already hold x_q - zp) and one contiguous 8-float store per token. (The k-in-lanes QGEMM this replaced widened 6 operands per 64
 // multiply-adds on the shuffle port, reduced every output across lanes and stored the [tokens,
 // features] output column by column: ~1.2x float32 at the encoder's shapes in V8.)
 #include <math.h>
@@ -74,43 +75,58 @@ struct Quantizer {
   }
 };
 
-// Rows [j0, j1) of x quantized into int16 rows of kp (zero padded past k).
+// Rows [j0, j1) of x (j0 a multiple of kMR) quantized into token panels: int16 [kp/2][kMR][2] per
+// kMR rows, zero padded past k (and past cols, in the last panel).
 void quantize_rows(const QDYNPACK_args* a, const float* in, const Quantizer& q, float inv, float lo, float hi,
                    int j0, int j1, int16_t* out) {
-  for (int j = j0; j < j1; ++j) {
-    const float* row = in + (ptrdiff_t)j * a->row_stride;
-    int16_t* dst = out + (ptrdiff_t)j * a->kp;
-    int k = 0;
-    for (; k + 8 <= a->k; k += 8)  // values in [qmin - zp, qmax - zp] ⊂ [-255, 255]: the narrow is exact
-      wasm_v128_store(dst + k, wasm_i16x8_narrow_i32x4(q.q4(row + k), q.q4(row + k + 4)));
-    for (; k < a->k; ++k) {
-      float y = row[k] * inv;
-      y = y > lo ? y : lo;
-      y = y < hi ? y : hi;
-      dst[k] = (int16_t)nearbyintf(y);
+  const int panel_end = (j1 + kMR - 1) / kMR * kMR;
+  for (int j = j0; j < panel_end; ++j) {
+    int16_t* dst = out + (ptrdiff_t)(j / kMR) * kMR * a->kp + (j % kMR) * 2;  // pair p at dst + p * 2 * kMR
+    if (j >= a->cols) {
+      for (int k = 0; k < a->kp; k += 2) memset(dst + k * kMR, 0, 4);
+      continue;
     }
-    for (; k < a->kp; ++k) dst[k] = 0;
+    const float* row = in + (ptrdiff_t)j * a->row_stride;
+    int k = 0;
+    for (; k + 8 <= a->k; k += 8) {  // values in [qmin - zp, qmax - zp] ⊂ [-255, 255]: the narrow is exact
+      const v128_t v = wasm_i16x8_narrow_i32x4(q.q4(row + k), q.q4(row + k + 4));
+      wasm_v128_store32_lane(dst + k * kMR, v, 0);
+      wasm_v128_store32_lane(dst + (k + 2) * kMR, v, 1);
+      wasm_v128_store32_lane(dst + (k + 4) * kMR, v, 2);
+      wasm_v128_store32_lane(dst + (k + 6) * kMR, v, 3);
+    }
+    for (; k < a->kp; ++k) {
+      int16_t v = 0;
+      if (k < a->k) {
+        float y = row[k] * inv;
+        y = y > lo ? y : lo;
+        y = y < hi ? y : hi;
+        v = (int16_t)nearbyintf(y);
+      }
+      dst[(k & ~1) * kMR + (k & 1)] = v;
+    }
   }
 }
 
-// Tokens [j0, j0 + MR) x one weight panel (features i0 .. i0 + nf - 1): out = acc * scale + bias.
-template <int MR>
-void micro(const int8_t* wp, const int16_t* x, int kp, int j0, int i0, int nf, const float* scale,
+// Token panel `xp` (tokens j0 .. j0 + nt - 1) x weight panel `wp` (features i0 .. i0 + nf - 1):
+// out = acc * scale + bias.
+void micro(const int8_t* wp, const int16_t* xp, int kp, int j0, int nt, int i0, int nf, const float* scale,
            const float* bias, float* out, int rows) {
-  v128_t acc[MR][2];
-  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = wasm_i32x4_splat(0);
-  const int16_t* xr = x + (ptrdiff_t)j0 * kp;
-  for (int k = 0; k < kp; k += 2) {
-    const v128_t w0 = wasm_i16x8_load8x8(wp + k * kNR), w1 = wasm_i16x8_load8x8(wp + k * kNR + 8);
-    for (int r = 0; r < MR; ++r) {
-      const v128_t s = wasm_v128_load32_splat(xr + (ptrdiff_t)r * kp + k);
+  v128_t acc[kMR][2];
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = wasm_i32x4_splat(0);
+  for (int k = 0; k < kp; k += 2) {  // one base per operand, constant offsets: no address math per load
+    const int8_t* w = wp + k * kNR;
+    const int16_t* x = xp + k * kMR;
+    const v128_t w0 = wasm_i16x8_load8x8(w), w1 = wasm_i16x8_load8x8(w + 8);
+    for (int r = 0; r < kMR; ++r) {
+      const v128_t s = wasm_v128_load32_splat(x + 2 * r);
       acc[r][0] = wasm_i32x4_add(acc[r][0], wasm_i32x4_dot_i16x8(w0, s));
       acc[r][1] = wasm_i32x4_add(acc[r][1], wasm_i32x4_dot_i16x8(w1, s));
     }
   }
   const v128_t s0 = wasm_v128_load(scale), s1 = wasm_v128_load(scale + 4);
   const v128_t b0 = wasm_v128_load(bias), b1 = wasm_v128_load(bias + 4);
-  for (int r = 0; r < MR; ++r) {
+  for (int r = 0; r < nt; ++r) {
     const v128_t y0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][0]), s0), b0);
     const v128_t y1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][1]), s1), b1);
     float* o = out + (ptrdiff_t)(j0 + r) * rows + i0;
@@ -152,9 +168,10 @@ void k_QDYNPACK(const QDYNPACK_args* a) {
   const float inv = (float)(1.0 / (double)scale), lo = (float)(a->qmin - zp), hi = (float)(a->qmax - zp);
   const Quantizer q{wasm_f32x4_splat(inv), wasm_f32x4_splat(lo), wasm_f32x4_splat(hi)};
   const int threads = pool_threads();
-  if (threads > 1 && a->cols >= 2 * threads && worth_threading(8.0 * a->cols * a->k)) {
+  const int panels = (a->cols + kMR - 1) / kMR;
+  if (threads > 1 && panels >= 2 * threads && worth_threading(8.0 * a->cols * a->k)) {
     parallel_for(threads, [&](int t) {
-      quantize_rows(a, in, q, inv, lo, hi, a->cols * t / threads, a->cols * (t + 1) / threads, out);
+      quantize_rows(a, in, q, inv, lo, hi, panels * t / threads * kMR, panels * (t + 1) / threads * kMR, out);
     });
   } else {
     quantize_rows(a, in, q, inv, lo, hi, 0, a->cols, out);
@@ -180,14 +197,8 @@ void k_QGEMM_DYN(const QGEMM_DYN_args* a) {
         bs[c] = bias ? bias[i0 + c] : 0.0f;
       }
       const int8_t* wp = w + (ptrdiff_t)p * kNR * kp;
-      int j = 0;
-      for (; j + kMR <= cols; j += kMR) micro<kMR>(wp, x, kp, j, i0, nf, sc, bs, out, rows);
-      switch (cols - j) {
-        case 3: micro<3>(wp, x, kp, j, i0, nf, sc, bs, out, rows); break;
-        case 2: micro<2>(wp, x, kp, j, i0, nf, sc, bs, out, rows); break;
-        case 1: micro<1>(wp, x, kp, j, i0, nf, sc, bs, out, rows); break;
-        default: break;
-      }
+      for (int j = 0; j < cols; j += kMR)
+        micro(wp, x + (ptrdiff_t)j * kp, kp, j, cols - j < kMR ? cols - j : kMR, i0, nf, sc, bs, out, rows);
     }
   };
   const int threads = pool_threads();

@@ -1,6 +1,6 @@
 """The dynamic int8 linear (lowering/quant_dynamic.py's twb_quant::dynamic_linear) on the int8 GEMM:
 QDYNPACK quantizes the float activation with parameters chosen from its range at run time into int16
-rows minus its zero point, QGEMM_DYN multiplies them by the weight packed at compile time (int8,
+panels of 4 rows minus its zero point, QGEMM_DYN multiplies them by the weight packed at compile time (int8,
 zero points subtracted, in panels of 8 output features with k pairs side by side: kernels_cpp/
 quant_dynamic.cpp says why) and writes float32 with the bias fused.
 
@@ -17,7 +17,8 @@ from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
 from .quant import _constant, pack_weight
 
-PANEL_ROWS = 8  # output features per weight panel (quant_dynamic.cpp's kNR)
+PANEL_ROWS = 8    # output features per weight panel (quant_dynamic.cpp's kNR)
+PANEL_TOKENS = 4  # activation rows per QDYNPACK panel (its kMR)
 
 
 def pair_k(k: int) -> int:
@@ -68,7 +69,7 @@ def _dynamic_linear(ctx: LoweringContext, node):
     out = ctx.out_for(node)
     if out.numel == 0:
         return out
-    packed = ctx.new_buffer((m, kp), torch.int16, node.name + "_xq")
+    packed = ctx.new_buffer((-(-m // PANEL_TOKENS) * PANEL_TOKENS * kp,), torch.int16, node.name + "_xq")
     qparams = ctx.new_buffer((2,), torch.int32, node.name + "_qparams")  # [scale float32, zp int32]
     ctx.emit("QDYNPACK", flops=3 * m * k, cols=m, k=k, kp=kp, row_stride=x.strides[0] if m > 1 else k,
              qmin=qmin, qmax=qmax, eps=eps, **{"in": addr(x)}, qparams=addr(qparams), out=addr(packed))

@@ -41,8 +41,8 @@ def _inputs(m: int, k: int, kind: str) -> torch.Tensor:
 
 
 def _run_qdynpack(s, x: torch.Tensor, dtype: torch.dtype, row_stride: int | None = None):
-    """(scale, zp, int16 rows [m, kp], kp) QDYNPACK writes for x [m, k] (rows row_stride apart in
-    memory)."""
+    """(scale, zp, int16 rows [ceil(m/4) * 4, kp] unpacked from its panels, kp) QDYNPACK writes for
+    x [m, k] (rows row_stride apart in memory)."""
     m, k = x.shape
     kp = pair_k(k)
     lo, hi = RANGE[dtype]
@@ -51,12 +51,13 @@ def _run_qdynpack(s, x: torch.Tensor, dtype: torch.dtype, row_stride: int | None
     wide[:, :k] = x
     x_ptr = s.put(wide)
     qparams = s.alloc(8)
-    rows = _run_twice(s, m * kp, torch.int16, lambda out: s.record(
+    m4 = -(-m // 4) * 4
+    panels = _run_twice(s, m4 * kp, torch.int16, lambda out: s.record(
         "QDYNPACK", cols=m, k=k, kp=kp, row_stride=stride, qmin=lo, qmax=hi, eps=EPS,
         **{"in": x_ptr}, qparams=qparams, out=out))
     scale = float(s.get(qparams, (1,), torch.float32))
     zp = int(s.get(qparams + 4, (1,), torch.int32))
-    return scale, zp, rows.reshape(m, kp), kp
+    return scale, zp, panels.reshape(m4 // 4, kp // 2, 4, 2).permute(0, 2, 1, 3).reshape(m4, kp), kp
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.int8])
@@ -70,7 +71,8 @@ def test_qdynpack_matches_choose_qparams_and_quantize(s1, dtype, m, k, kind):
     ref_q = qd.quantize_per_tensor.tensor(x, ref_scale, ref_zp, lo, hi, dtype)
     scale, zp, rows, kp = _run_qdynpack(s1, x, dtype, row_stride=k + 3)
     assert (scale, zp) == (float(ref_scale), int(ref_zp))
-    assert torch.equal(rows[:, :k], ref_q.to(torch.int16) - zp) and not rows[:, k:].any()
+    assert torch.equal(rows[:m, :k], ref_q.to(torch.int16) - zp)
+    assert not rows[:, k:].any() and not rows[m:].any()  # the padding is zero
 
 
 def _run_dynamic_linear(s, x, dtype, w, w_scale, w_zp, bias) -> torch.Tensor:
@@ -79,7 +81,7 @@ def _run_dynamic_linear(s, x, dtype, w, w_scale, w_zp, bias) -> torch.Tensor:
     n = w.shape[0]
     kp = pair_k(k)
     lo, hi = RANGE[dtype]
-    x_rows, qparams = s.alloc(2 * m * kp), s.alloc(8)
+    x_rows, qparams = s.alloc(2 * -(-m // 4) * 4 * kp), s.alloc(8)
     s.record("QDYNPACK", cols=m, k=k, kp=kp, row_stride=k, qmin=lo, qmax=hi, eps=EPS,
              **{"in": s.put(x)}, qparams=qparams, out=x_rows)
     ptrs = dict(w=s.put(pack_dynamic_weight(w, w_zp)), x=x_rows, qparams=qparams, w_scale=s.put(w_scale.float()),
