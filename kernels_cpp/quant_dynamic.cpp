@@ -30,35 +30,41 @@ constexpr int kMR = 4;  // tokens per micro-tile: 8 accumulators + 2 weight vect
 constexpr float kMagic = 12582912.0f;
 constexpr int32_t kMagicBits = 0x4B400000;
 
-// min and max of the [cols, k] rows (NaN propagates as in torch.aminmax, through f32x4.min/max).
+// min and max of the [cols, k] rows; both NaN if any element is (torch.aminmax's NaN propagation).
+// pmin / pmax are one x86 instruction each where f32x4.min / max (NaN-propagating) are ~6, so NaN is
+// tracked apart, by a lane mask of x != x.
 void min_max(const QDYNPACK_args* a, const float* in, float* mn_out, float* mx_out) {
-  v128_t mn = wasm_f32x4_splat(INFINITY), mx = wasm_f32x4_splat(-INFINITY);
-  v128_t mn2 = mn, mx2 = mx;  // two chains: f32x4.min/max are ~6 dependent x86 instructions each
+  v128_t mn = wasm_f32x4_splat(INFINITY), mx = wasm_f32x4_splat(-INFINITY), nan = wasm_i32x4_splat(0);
+  v128_t mn2 = mn, mx2 = mx;  // two chains
   for (int j = 0; j < a->cols; ++j) {
     const float* row = in + (ptrdiff_t)j * a->row_stride;
     int k = 0;
     for (; k + 8 <= a->k; k += 8) {
       const v128_t v = wasm_v128_load(row + k), u = wasm_v128_load(row + k + 4);
-      mn = wasm_f32x4_min(mn, v);
-      mx = wasm_f32x4_max(mx, v);
-      mn2 = wasm_f32x4_min(mn2, u);
-      mx2 = wasm_f32x4_max(mx2, u);
+      mn = wasm_f32x4_pmin(mn, v);
+      mx = wasm_f32x4_pmax(mx, v);
+      mn2 = wasm_f32x4_pmin(mn2, u);
+      mx2 = wasm_f32x4_pmax(mx2, u);
+      nan = wasm_v128_or(nan, wasm_v128_or(wasm_f32x4_ne(v, v), wasm_f32x4_ne(u, u)));
     }
     for (; k < a->k; ++k) {
-      mn = wasm_f32x4_min(mn, wasm_f32x4_splat(row[k]));
-      mx = wasm_f32x4_max(mx, wasm_f32x4_splat(row[k]));
+      const v128_t v = wasm_f32x4_splat(row[k]);
+      mn = wasm_f32x4_pmin(mn, v);
+      mx = wasm_f32x4_pmax(mx, v);
+      nan = wasm_v128_or(nan, wasm_f32x4_ne(v, v));
     }
   }
-  mn = wasm_f32x4_min(mn, mn2);
-  mx = wasm_f32x4_max(mx, mx2);
+  mn = wasm_f32x4_pmin(mn, mn2);
+  mx = wasm_f32x4_pmax(mx, mx2);
   alignas(16) float lo[4], hi[4];
   wasm_v128_store(lo, mn);
   wasm_v128_store(hi, mx);
   float smn = INFINITY, smx = -INFINITY;
   for (int l = 0; l < 4; ++l) {
-    smn = (lo[l] < smn || lo[l] != lo[l]) ? lo[l] : smn;
-    smx = (hi[l] > smx || hi[l] != hi[l]) ? hi[l] : smx;
+    smn = lo[l] < smn ? lo[l] : smn;
+    smx = hi[l] > smx ? hi[l] : smx;
   }
+  if (wasm_v128_any_true(nan)) smn = smx = NAN;
   *mn_out = smn;
   *mx_out = smx;
 }
