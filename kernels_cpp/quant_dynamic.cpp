@@ -81,12 +81,11 @@ struct Quantizer {
   }
 };
 
-// Rows [j0, j1) of x (j0 a multiple of kMR) quantized into token panels: int16 [kp/2][kMR][2] per
-// kMR rows, zero padded past k (and past cols, in the last panel).
+// Rows [j0, j1) of x (multiples of kMR) quantized into token panels: int16 [kp/2][kMR][2] per kMR
+// rows, zero padded past k (and past cols, in the last panel).
 void quantize_rows(const QDYNPACK_args* a, const float* in, const Quantizer& q, float inv, float lo, float hi,
                    int j0, int j1, int16_t* out) {
-  const int panel_end = (j1 + kMR - 1) / kMR * kMR;
-  for (int j = j0; j < panel_end; ++j) {
+  for (int j = j0; j < j1; ++j) {
     int16_t* dst = out + (ptrdiff_t)(j / kMR) * kMR * a->kp + (j % kMR) * 2;  // pair p at dst + p * 2 * kMR
     if (j >= a->cols) {
       for (int k = 0; k < a->kp; k += 2) memset(dst + k * kMR, 0, 4);
@@ -173,15 +172,9 @@ void k_QDYNPACK(const QDYNPACK_args* a) {
   // quantize_per_tensor: x * float32(1.0 / double(scale)) (eager's inv_scale is a Python float).
   const float inv = (float)(1.0 / (double)scale), lo = (float)(a->qmin - zp), hi = (float)(a->qmax - zp);
   const Quantizer q{wasm_f32x4_splat(inv), wasm_f32x4_splat(lo), wasm_f32x4_splat(hi)};
-  const int threads = pool_threads();
-  const int panels = (a->cols + kMR - 1) / kMR;
-  if (threads > 1 && panels >= 2 * threads && worth_threading(8.0 * a->cols * a->k)) {
-    parallel_for(threads, [&](int t) {
-      quantize_rows(a, in, q, inv, lo, hi, panels * t / threads * kMR, panels * (t + 1) / threads * kMR, out);
-    });
-  } else {
-    quantize_rows(a, in, q, inv, lo, hi, 0, a->cols, out);
-  }
+  parallel_rows((a->cols + kMR - 1) / kMR, 8.0 * a->cols * a->k, [&](int64_t p0, int64_t p1) {
+    quantize_rows(a, in, q, inv, lo, hi, (int)p0 * kMR, (int)p1 * kMR, out);
+  });
 }
 
 void k_QGEMM_DYN(const QGEMM_DYN_args* a) {
@@ -193,9 +186,9 @@ void k_QGEMM_DYN(const QGEMM_DYN_args* a) {
   float* out = at<float>(a->out);
   const int rows = a->rows, cols = a->cols, kp = a->kp, panels = (rows + kNR - 1) / kNR;
   if (rows <= 0 || cols <= 0) return;
-  // Panels [p0, p1): each panel's 8 * kp weight bytes stay in L1 while all tokens sweep it.
-  auto run = [&](int p0, int p1) {
-    for (int p = p0; p < p1; ++p) {
+  // Weight panels [p0, p1): each panel's 8 * kp bytes stay in L1 while all tokens sweep it.
+  parallel_rows(panels, 2.0 * rows * cols * kp, [&](int64_t p0, int64_t p1) {
+    for (int p = (int)p0; p < (int)p1; ++p) {
       const int i0 = p * kNR, nf = rows - i0 < kNR ? rows - i0 : kNR;
       alignas(16) float sc[kNR] = {}, bs[kNR] = {};
       for (int c = 0; c < nf; ++c) {
@@ -206,12 +199,5 @@ void k_QGEMM_DYN(const QGEMM_DYN_args* a) {
       for (int j = 0; j < cols; j += kMR)
         micro(wp, x + (ptrdiff_t)j * kp, kp, j, cols - j < kMR ? cols - j : kMR, i0, nf, sc, bs, out, rows);
     }
-  };
-  const int threads = pool_threads();
-  if (threads > 1 && panels >= 2 * threads && worth_threading(2.0 * rows * cols * kp)) {
-    const int tasks = panels < 4 * threads ? panels : 4 * threads;
-    parallel_for(tasks, [&](int t) { run(panels * t / tasks, panels * (t + 1) / tasks); });
-  } else {
-    run(0, panels);
-  }
+  });
 }
