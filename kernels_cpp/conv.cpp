@@ -67,14 +67,6 @@ void depthwise_plane(const CONV2D_args* a, const float* in, const float* w, floa
   activation_inplace(out, (long)OH * OW, a->act, a->p0, a->p1);
 }
 
-// The activation of a depthwise output vector: specialised at compile time for the ones mobile CNNs
-// fuse (ACT >= 0), through apply_activation's switch otherwise (ACT = -1). Both give unary_v's bits.
-template <int ACT>
-inline v128_t depthwise_act(v128_t v, int act, float p0, float p1) {
-  if constexpr (ACT >= 0) return unary_v<ACT>(v, p0, p1);
-  else return apply_activation(v, act, p0, p1);
-}
-
 // Floats of stack one depthwise_plane_k call uses for its zero-padded input lines (32 KiB: worker
 // stacks are 256 KiB); a plane whose lines do not fit runs depthwise_plane.
 constexpr int kDepthwiseLineFloats = 8192;
@@ -157,7 +149,7 @@ void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, fl
         }
       }
       if constexpr (kRowPass) return acc;
-      else return depthwise_act<ACT>(acc, act, p0, p1);
+      else return fused_act<ACT>(acc, act, p0, p1);
     };
     int ox = 0;
     for (; ox + 4 <= OW; ox += 4) wasm_v128_store(orow + ox, block(ox));
@@ -187,16 +179,18 @@ void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, fl
 
 using DepthwisePlane = void (*)(const CONV2D_args*, const float*, const float*, float, float*);
 
+// depthwise_plane_k<K, S, ACT> as for_fused_act wants it.
+template <int K, int S>
+struct DepthwisePlanes {
+  template <int ACT>
+  struct For {
+    static constexpr DepthwisePlane fn = depthwise_plane_k<K, S, ACT>;
+  };
+};
+
 template <int K, int S>
 DepthwisePlane depthwise_for_act(int act) {
-  switch (act) {
-    case UNARY_IDENTITY: return depthwise_plane_k<K, S, UNARY_IDENTITY>;
-    case UNARY_RELU: return depthwise_plane_k<K, S, UNARY_RELU>;
-    case UNARY_CLAMP: return depthwise_plane_k<K, S, UNARY_CLAMP>;  // ReLU6
-    case UNARY_HARDSWISH: return depthwise_plane_k<K, S, UNARY_HARDSWISH>;
-    case UNARY_SILU: return depthwise_plane_k<K, S, UNARY_SILU>;  // EfficientNet
-    default: return depthwise_plane_k<K, S, -1>;
-  }
+  return for_fused_act<DepthwisePlanes<K, S>::template For>(act);
 }
 
 // The vectorised plane kernel for this conv, or the general depthwise_plane.

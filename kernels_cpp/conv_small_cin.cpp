@@ -52,14 +52,6 @@ struct Conv {
   const float* bpack;     // [blocks * kOCB], zero past c_out (and without bias)
 };
 
-// Activation of one output vector: compile-time for the ones stems fuse, apply_activation's switch
-// otherwise (ACT = -1); both give unary_v's bits, as a separate UNARY op would.
-template <int ACT>
-inline v128_t act_v(v128_t v, int act, float p0, float p1) {
-  if constexpr (ACT >= 0) return unary_v<ACT>(v, p0, p1);
-  else return apply_activation(v, act, p0, p1);
-}
-
 // Output rows [oy_lo, oy_hi) of image img. KT: the kernel size when known at compile time
 // (kh == kw == KT), 0 for any kh x kw. Taps add in (channel, ky, kx) order, padding taps included
 // (as zeros), the order of the im2col + GEMM path's k loop.
@@ -139,11 +131,11 @@ void conv_rows(const Conv& c, int img, int oy_lo, int oy_hi) {
           const int x0 = ox + 4 * v;
           if (x0 + 4 <= OW) {
             for (int o = 0; o < n_oc; ++o)
-              wasm_v128_store(ob + o * out_plane + x0, act_v<ACT>(acc[o][v], act, p0, p1));
+              wasm_v128_store(ob + o * out_plane + x0, fused_act<ACT>(acc[o][v], act, p0, p1));
           } else if (x0 < OW) {
             alignas(16) float buf[4];
             for (int o = 0; o < n_oc; ++o) {
-              wasm_v128_store(buf, act_v<ACT>(acc[o][v], act, p0, p1));
+              wasm_v128_store(buf, fused_act<ACT>(acc[o][v], act, p0, p1));
               for (int j = 0; x0 + j < OW; ++j) ob[o * out_plane + x0 + j] = buf[j];
             }
           }
@@ -155,16 +147,18 @@ void conv_rows(const Conv& c, int img, int oy_lo, int oy_hi) {
 
 using RowsFn = void (*)(const Conv&, int, int, int);
 
+// conv_rows<KT, S, ACT> as for_fused_act wants it.
+template <int KT, int S>
+struct ConvRows {
+  template <int ACT>
+  struct For {
+    static constexpr RowsFn fn = conv_rows<KT, S, ACT>;
+  };
+};
+
 template <int KT, int S>
 RowsFn rows_for_act(int act) {
-  switch (act) {
-    case UNARY_IDENTITY: return conv_rows<KT, S, UNARY_IDENTITY>;
-    case UNARY_RELU: return conv_rows<KT, S, UNARY_RELU>;
-    case UNARY_CLAMP: return conv_rows<KT, S, UNARY_CLAMP>;  // ReLU6
-    case UNARY_HARDSWISH: return conv_rows<KT, S, UNARY_HARDSWISH>;
-    case UNARY_SILU: return conv_rows<KT, S, UNARY_SILU>;
-    default: return conv_rows<KT, S, -1>;
-  }
+  return for_fused_act<ConvRows<KT, S>::template For>(act);
 }
 
 template <int S>
