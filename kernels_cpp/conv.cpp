@@ -243,41 +243,7 @@ void im2col_block(const CONV2D_args* a, const float* in, int K, int r_lo, int r_
   }
 }
 
-// The input planes of a pointwise conv already are B[k = c_in, n = hw] (row stride hw); packs
-// them into GEMM panels at scratch (16 tasks of whole panels when threads pay).
-void pack_pointwise_input(const float* in, int k, int hw, float* scratch) {
-  const int panels = (hw + NR - 1) / NR;
-  auto pack = [&](int t) {
-    const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
-    if (p_lo < p_hi)
-      pack_b(k, (p_hi * NR < hw ? p_hi * NR : hw) - p_lo * NR, in + p_lo * NR, hw, 1,
-             scratch + (ptrdiff_t)p_lo * k * NR);
-  };
-  if (pool_threads() > 1 && panels >= 16 && worth_threading((double)k * hw)) parallel_for(16, pack);
-  else pack_b(k, hw, in, hw, 1, scratch);
-}
-
 }  // namespace
-
-// k_CONV2D_PW: a pointwise conv whose weight was packed into GEMM A panels at compile time, so the
-// micro-kernel broadcasts its weights from one pointer at constant offsets (V8: 1.15-1.3x the
-// GEMM rate of CONV2D's row-major weight at MobileNetV2's pointwise shapes, docs/design.md
-// decision 4). The input still goes through one B-panel pack per image.
-void k_CONV2D_PW(const CONV2D_PW_args* a) {
-  const int N = a->n, K = a->c_in, NC = a->hw, CO = a->c_out;
-  if (N <= 0 || CO <= 0 || NC <= 0) return;
-  const float* in = at<const float>(a->in);
-  const float* weight = at<const float>(a->weight);
-  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
-  float* out = at<float>(a->out);
-  float* scratch = at<float>(a->scratch);
-  for (int img = 0; img < N; ++img) {
-    const float* iin = in + (ptrdiff_t)img * K * NC;
-    if (K > 0) pack_pointwise_input(iin, K, NC, scratch);
-    gemm_panels(CO, NC, K, weight, scratch, out + (ptrdiff_t)img * CO * NC, NC, bias, bias ? 2 : 0,
-                a->act, a->p0, a->p1);
-  }
-}
 
 constexpr int kBlockFloats = 64 * 1024;  // 256 KiB of im2col panels per column block
 
@@ -324,7 +290,16 @@ void k_CONV2D(const CONV2D_args* a) {
         continue;
       }
       if (pointwise) {
-        pack_pointwise_input(gin, K, NC, scratch);
+        // The input planes already are B[K = c_in_g, N = h*w]; only the panel pack remains.
+        const int panels = (NC + NR - 1) / NR;
+        auto pack = [&](int t) {
+          const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
+          if (p_lo < p_hi)
+            pack_b(K, (p_hi * NR < NC ? p_hi * NR : NC) - p_lo * NR, gin + p_lo * NR, (int)in_plane, 1,
+                   scratch + (ptrdiff_t)p_lo * K * NR);
+        };
+        if (pool_threads() > 1 && panels >= 16 && worth_threading((double)K * NC)) parallel_for(16, pack);
+        else pack_b(K, NC, gin, (int)in_plane, 1, scratch);
       } else {
         // Column blocks small enough (kBlockFloats) that the im2col panels of a block are still in
         // cache while the GEMM reads them; im2col of the whole output first made the GEMM stream B

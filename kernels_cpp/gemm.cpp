@@ -29,13 +29,13 @@ constexpr int NR = kGemmNR;
 // linears (benchmarks/gemm_micro, one process alternating tiles, min of 15 rounds,
 // load average 4-5, 2026-12-03; 4x8 and 5x8 land between). How A elements are broadcast is chosen
 // at run time (g_load_splat), as the engines disagree.
+#ifndef GEMM_MR
+#define GEMM_MR 6
+#endif
 #ifndef GEMM_NP
 #define GEMM_NP 1
 #endif
-// The tile's rows are an ABI constant (GEMM_MR in kernel_abi.def): CONV2D_PW's weights are packed
-// in panels of that many rows at compile time.
-constexpr int MR = kGemmMR;
-static_assert(MR == 6, "gemm_block_t's row dispatch and the A-panel loads assume 6-row tiles");
+constexpr int MR = GEMM_MR;
 #ifndef GEMM_KC
 #define GEMM_KC 256
 #endif
@@ -114,57 +114,31 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
   for (int j = 0; j < nc; ++j) cr[j] = buf[j];
 }
 
-// Lane `lane` of v in all four lanes (lane is a constant once the callers' loops are unrolled).
-inline v128_t lane_splat(v128_t v, int lane) {
-  switch (lane) {
-    case 0: return wasm_i32x4_shuffle(v, v, 0, 0, 0, 0);
-    case 1: return wasm_i32x4_shuffle(v, v, 1, 1, 1, 1);
-    case 2: return wasm_i32x4_shuffle(v, v, 2, 2, 2, 2);
-    default: return wasm_i32x4_shuffle(v, v, 3, 3, 3, 3);
-  }
-}
-
 // One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
 // bps = distance between panels in floats. SPLAT: how the main loop broadcasts A (g_load_splat).
-// APACK: A is one MR-row panel ([kc][MR], a at its row 0, lda unused) instead of MR_ rows lda
-// apart: every broadcast then addresses one pointer at a constant offset, where MR_ row pointers
-// cost V8 an address computation (and, with its 16 general registers, spills) per broadcast.
-template <int MR_, int NP, bool SPLAT, bool APACK>
+template <int MR_, int NP, bool SPLAT>
 inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
                        int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
                        const Epilogue& e, int row0, int col0) {
   v128_t acc[MR_][2 * NP];
   for (int i = 0; i < MR_; ++i)
     for (int j = 0; j < 2 * NP; ++j) acc[i][j] = wasm_f32x4_splat(0.0f);
-  constexpr int KA = APACK ? MR : 1;  // distance between an A row's consecutive k, in floats
   const float* ap[MR_];
-  for (int i = 0; i < MR_; ++i) ap[i] = APACK ? a + i : a + i * lda;
+  for (int i = 0; i < MR_; ++i) ap[i] = a + i * lda;
   int kk = 0;
   for (; kk + 4 <= kc; kk += 4) {
-    // Shuffle form: the A values of 4 k steps in MR_ vectors (row-major A: one per row; A panel:
-    // the 4 x MR floats [kk, kk + 4) x [0, MR) are MR consecutive vectors).
-    // These 4 k steps' A panel rows and B panel rows: every load below is one of two pointers plus
-    // a constant (a wasm load offset), where ap[i] + kk indexing kept MR_ pointers.
-    const float* pk = a + kk * MR;
-    const float* bk = b + kk * NR;
-    v128_t av[MR];
-    if constexpr (!SPLAT) {
-      if constexpr (APACK)
-        for (int j = 0; j < MR; ++j) av[j] = wasm_v128_load(pk + 4 * j);
-      else
-        for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
-    }
+    v128_t av[MR_];
+    if constexpr (!SPLAT)
+      for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
 #define STEP(L)                                                                    \
     {                                                                              \
       v128_t s[MR_];                                                               \
       for (int i = 0; i < MR_; ++i)                                                \
-        if constexpr (SPLAT && APACK) s[i] = wasm_v128_load32_splat(pk + L * MR + i); \
-        else if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);   \
-        else if constexpr (APACK) s[i] = lane_splat(av[(L * MR + i) / 4], (L * MR + i) % 4); \
+        if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);        \
         else s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L);                  \
       for (int p = 0; p < NP; ++p) {                                               \
-        const v128_t b0 = wasm_v128_load(bk + p * bps + L * NR);                   \
-        const v128_t b1 = wasm_v128_load(bk + p * bps + L * NR + 4);               \
+        const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
+        const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
         for (int i = 0; i < MR_; ++i) {                                            \
           acc[i][2 * p] = simd_math::madd(s[i], b0, acc[i][2 * p]);  \
           acc[i][2 * p + 1] = simd_math::madd(s[i], b1, acc[i][2 * p + 1]); \
@@ -176,7 +150,7 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
   }
   for (; kk < kc; ++kk) {
     v128_t s[MR_];
-    for (int i = 0; i < MR_; ++i) s[i] = wasm_v128_load32_splat(ap[i] + kk * KA);
+    for (int i = 0; i < MR_; ++i) s[i] = wasm_v128_load32_splat(ap[i] + kk);
     for (int p = 0; p < NP; ++p) {
       const v128_t b0 = wasm_v128_load(b + p * bps + kk * NR);
       const v128_t b1 = wasm_v128_load(b + p * bps + kk * NR + 4);
@@ -195,16 +169,15 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
-template <int MR_, bool SPLAT, bool APACK>
+template <int MR_, bool SPLAT>
 inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
                      int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
-  if (two) micro_tile<MR_, GEMM_NP, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
-  else micro_tile<MR_, 1, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  if (two) micro_tile<MR_, GEMM_NP, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  else micro_tile<MR_, 1, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
 }
 
-// Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing. APACK: a is in A panels
-// (m_lo a multiple of MR).
-template <bool SPLAT, bool APACK>
+// Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
+template <bool SPLAT>
 void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
                 const float* bp, float* c, int ldc, const Epilogue& e) {
   const int bps = k * NR;
@@ -216,7 +189,7 @@ void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const fl
       const bool first = k0 == 0, last = k0 + kc >= k;
       for (int i0 = m_lo; i0 < m_hi; i0 += MR) {
         const int mr = m_hi - i0 < MR ? m_hi - i0 : MR;
-        const float* ai = APACK ? a + ((ptrdiff_t)(i0 / MR) * k + k0) * MR : a + (ptrdiff_t)i0 * lda + k0;
+        const float* ai = a + (ptrdiff_t)i0 * lda + k0;
         float* ci = c + (ptrdiff_t)i0 * ldc;
         for (int p = pb; p < pe;) {
           const bool two = p + GEMM_NP <= pe;
@@ -225,12 +198,20 @@ void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const fl
           const int nc = n - col0;
           const float* bpp = bp + (ptrdiff_t)p * bps + (ptrdiff_t)k0 * NR;
           switch (mr) {
-            case 6: tile_row<6, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            case 5: tile_row<5, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            case 4: tile_row<4, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            case 3: tile_row<3, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            case 2: tile_row<2, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
-            default: tile_row<1, SPLAT, APACK>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#if GEMM_MR >= 6
+            case 6: tile_row<6, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 5
+            case 5: tile_row<5, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 4
+            case 4: tile_row<4, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+#if GEMM_MR >= 3
+            case 3: tile_row<3, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+#endif
+            case 2: tile_row<2, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
+            default: tile_row<1, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
           }
           p += step;
         }
@@ -240,17 +221,10 @@ void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const fl
   }
 }
 
-// apack: a is in A panels (lda unused).
-void gemm_block(bool apack, int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
+void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const float* a, int lda,
                 const float* bp, float* c, int ldc, const Epilogue& e) {
-  const bool splat = kLoadSplatPays && g_load_splat;
-  if (apack) {
-    if (splat) gemm_block_t<true, true>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
-    else gemm_block_t<false, true>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
-  } else {
-    if (splat) gemm_block_t<true, false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
-    else gemm_block_t<false, false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
-  }
+  if (kLoadSplatPays && g_load_splat) gemm_block_t<true>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
+  else gemm_block_t<false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
 }
 
 // Task grid for a GEMM: m cut into chunks of mc rows (multiple of MR), panels into chunks of pc.
@@ -282,37 +256,25 @@ Grid make_grid(int m, int panels, int threads, double flops) {
   return g;
 }
 
+}  // namespace
 
-// gemm_packed, or gemm_panels for apack.
-void gemm_run(bool apack, int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
-              const float* bias, int bias_mode, int act, float p0, float p1) {
+void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
+                 const float* bias, int bias_mode, int act, float p0, float p1) {
   if (m <= 0 || n <= 0) return;
   if (k < 0) k = 0;
   const Epilogue e{bias, bias ? bias_mode : 0, act, p0, p1};
   const int panels = (n + NR - 1) / NR;
   const Grid g = make_grid(m, panels, pool_threads(), 2.0 * m * n * (double)k);
   if (g.mt * g.pt == 1) {
-    gemm_block(apack, 0, m, 0, panels, n, k, a, lda, bp, c, ldc, e);
+    gemm_block(0, m, 0, panels, n, k, a, lda, bp, c, ldc, e);
     return;
   }
   parallel_for(g.mt * g.pt, [&](int t) {
     const int mi = t / g.pt, pi = t % g.pt;
     const int m_lo = mi * g.mc, m_hi = m_lo + g.mc < m ? m_lo + g.mc : m;
     const int p_lo = pi * g.pc, p_hi = p_lo + g.pc < panels ? p_lo + g.pc : panels;
-    if (m_lo < m_hi && p_lo < p_hi) gemm_block(apack, m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
+    if (m_lo < m_hi && p_lo < p_hi) gemm_block(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
   });
-}
-
-}  // namespace
-
-void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
-                 const float* bias, int bias_mode, int act, float p0, float p1) {
-  gemm_run(false, m, n, k, a, lda, bp, c, ldc, bias, bias_mode, act, p0, p1);
-}
-
-void gemm_panels(int m, int n, int k, const float* ap, const float* bp, float* c, int ldc,
-                 const float* bias, int bias_mode, int act, float p0, float p1) {
-  gemm_run(true, m, n, k, ap, 0, bp, c, ldc, bias, bias_mode, act, p0, p1);
 }
 
 void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out) {

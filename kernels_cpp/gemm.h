@@ -9,11 +9,6 @@
 void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
                  const float* bias, int bias_mode, int act, float p0, float p1);
 
-// gemm_packed with A in panels of MR = kGemmMR rows (CONV2D_PW's weight, packed at compile time):
-// ceil(m/MR) panels of [k][MR] floats, rows past m zero.
-void gemm_panels(int m, int n, int k, const float* ap, const float* bp, float* c, int ldc,
-                 const float* bias, int bias_mode, int act, float p0, float p1);
-
 // Packs B[k, n] (element strides stride_k, stride_n) into panel layout at out
 // (ceil(n/NR)*NR*k floats, zero padded past n).
 void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out);

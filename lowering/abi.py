@@ -46,7 +46,6 @@ class KernelAbi:
         self.version = int(re.search(r"ABI_VERSION\((\d+)\)", text).group(1))
         self.max_dims = int(re.search(r"MAX_DIMS\((\d+)\)", text).group(1))
         self.gemm_nr = int(re.search(r"GEMM_NR\((\d+)\)", text).group(1))
-        self.gemm_mr = int(re.search(r"GEMM_MR\((\d+)\)", text).group(1))
         limits = re.search(r"MAP_LIMITS\((\d+),\s*(\d+),\s*(\d+)\)", text)
         # MAP: most instructions, input registers, the operand register meaning "the scalar p0"
         self.map_max_instr, self.map_inputs, self.map_immediate = (int(g) for g in limits.groups())

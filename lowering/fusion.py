@@ -1,7 +1,7 @@
 """Fusion: rewriting the record just emitted so that the next op costs no pass over memory.
 
 Two kinds, both bit-equal to running the ops one by one:
-- epilogues: an activation (relu, gelu...) after GEMM / CONV2D / CONV2D_PW / CONV2D_WINOGRAD / CONV3D /
+- epilogues: an activation (relu, gelu...) after GEMM / CONV2D / CONV2D_WINOGRAD / CONV3D /
   CHANNEL_AFFINE becomes that record's `act` field (fuse_activation); a batch norm after a conv
   rewrites the conv's weights (ops/norm.py, through producing_record);
 - elementwise chains: float32 UNARY / BINARY ops that each consume the previous one's only use
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # ---- epilogues -----------------------------------------------------------------------------------
 # Kernels with an activation epilogue, and the arg that holds their output.
-EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_PW": "out", "CONV2D_WINOGRAD": "out", "CONV3D": "out",
+EPILOGUE_OUTPUT = {"GEMM": "c", "CONV2D": "out", "CONV2D_WINOGRAD": "out", "CONV3D": "out",
                    "CHANNEL_AFFINE": "out"}
 # Activations those epilogues apply (elementwise.h FOR_EACH_UNARY); an op outside this list is
 # never fused into an epilogue.

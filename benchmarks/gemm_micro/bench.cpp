@@ -3,20 +3,18 @@
 // wasmtime). The tile shapes and broadcast of docs/design.md decision 4 were chosen with it.
 #include <stdlib.h>
 #include <stdint.h>
-#include "abi.h"
 #include "gemm.h"
 #include "threadpool.h"
 int pool_threads() { return 1; }
 void set_pool_threads(int) {}
 void parallel_for_raw(int n, task_fn fn, void* ctx) { for (int t = 0; t < n; ++t) fn(ctx, t); }
-static float *A, *Ap, *B, *Bin, *C, *bias; static int M, N, K;
-// set_mode: 0 = gemm_packed, A row-major, B packed once in setup (a linear: constant B); 1 = B
-// packed on every run from the row-major [K, N] (CONV2D's pointwise path); 2 = as 1 with A in
-// 6-row panels packed once, gemm_panels (CONV2D_PW).
+static float *A, *B, *Bin, *C, *bias; static int M, N, K;
+// set_mode: 0 = B packed once in setup (a linear: its constant B); 1 = B packed on every run from
+// the row-major [K, N], as CONV2D's pointwise path packs its input planes.
 static int mode = 0;
 extern "C" __attribute__((export_name("set_mode"))) void set_mode(int m) { mode = m; }
 extern "C" __attribute__((export_name("setup"))) void setup(int m, int n, int k) {
-  free(A); free(Ap); free(B); free(Bin); free(C); free(bias);
+  free(A); free(B); free(Bin); free(C); free(bias);
   M = m; N = n; K = k;
   A = (float*)malloc(4 * (size_t)m * k); float* b = Bin = (float*)malloc(4 * (size_t)k * n);
   B = (float*)malloc(4 * (size_t)k * ((n + 7) / 8 * 8)); C = (float*)malloc(4 * (size_t)m * n);
@@ -25,16 +23,11 @@ extern "C" __attribute__((export_name("setup"))) void setup(int m, int n, int k)
   for (long i = 0; i < (long)k * n; ++i) b[i] = (float)((i * 5) % 11) * 0.01f;
   for (int i = 0; i < (m > n ? m : n); ++i) bias[i] = 0.1f;
   pack_b(k, n, b, n, 1, B);
-  Ap = (float*)calloc((size_t)(m + kGemmMR - 1) / kGemmMR * kGemmMR * k, 4);  // [m/MR][k][MR]
-  for (int i = 0; i < m; ++i)
-    for (int kk = 0; kk < k; ++kk)
-      Ap[((size_t)(i / kGemmMR) * k + kk) * kGemmMR + i % kGemmMR] = A[(size_t)i * k + kk];
 }
 extern "C" __attribute__((export_name("run"))) float run(int reps, int bias_mode) {
   for (int r = 0; r < reps; ++r) {
-    if (mode >= 1) pack_b(K, N, Bin, N, 1, B);
-    if (mode == 2) gemm_panels(M, N, K, Ap, B, C, N, bias, bias_mode, 0, 0, 0);
-    else gemm_packed(M, N, K, A, K, B, C, N, bias, bias_mode, 0, 0, 0);
+    if (mode == 1) pack_b(K, N, Bin, N, 1, B);
+    gemm_packed(M, N, K, A, K, B, C, N, bias, bias_mode, 0, 0, 0);
   }
   return C[0] + C[(long)M * N - 1];
 }

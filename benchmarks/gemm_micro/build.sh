@@ -1,11 +1,11 @@
 #!/bin/bash
 # Builds the standalone GEMM micro-benchmark (bench.cpp + the real kernels_cpp/gemm.cpp) into
 # build/gemm_micro/NAME.wasm. Extra arguments go to the compiler, e.g. tile shapes:
-#   benchmarks/gemm_micro/build.sh t1x16 -DGEMM_NP=2   (the tile rows are GEMM_MR in kernel_abi.def)
+#   benchmarks/gemm_micro/build.sh t2x16 -DGEMM_MR=2 -DGEMM_NP=2
 #   benchmarks/gemm_micro/build.sh t6x8
 # then, one process alternating the files (file:splat turns set_gemm_load_splat on, as the JS loader does):
-#   node --no-liftoff benchmarks/gemm_micro/run.mjs 21 build/gemm_micro/t1x16.wasm build/gemm_micro/t6x8.wasm:splat
-#   python3 benchmarks/gemm_micro/run.py 21 build/gemm_micro/t1x16.wasm build/gemm_micro/t6x8.wasm
+#   node --no-liftoff benchmarks/gemm_micro/run.mjs 21 build/gemm_micro/t2x16.wasm build/gemm_micro/t6x8.wasm:splat
+#   python3 benchmarks/gemm_micro/run.py 21 build/gemm_micro/t2x16.wasm build/gemm_micro/t6x8.wasm
 set -e
 here=$(cd "$(dirname "$0")" && pwd); root=$here/../..; name=$1; shift
 mkdir -p "$root/build/gemm_micro"

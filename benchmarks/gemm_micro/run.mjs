@@ -1,8 +1,8 @@
 // node --no-liftoff run.mjs ROUNDS a.wasm b.wasm[:splat] ...: GFLOP/s of each build/gemm_micro file at
 // the shapes of shapes.json ([m, n, k]: MobileNetV2's pointwise convs as Cout x H*W x Cin, the
 // encoder's and the MLP's linears, 512^3), in one V8 process alternating the files round by round.
-// ":splat" turns set_gemm_load_splat on in that instance, as the JS loader does; ":m1" / ":m2" set
-// bench.cpp's set_mode (B packed per run; and A in panels, as CONV2D_PW). Each figure is the
+// ":splat" turns set_gemm_load_splat on in that instance, as the JS loader does; ":m1" sets
+// bench.cpp's set_mode (B packed on every run, as a pointwise conv packs its input). Each figure is the
 // fastest of the rounds: on a shared machine the least-disturbed run is the estimate of the code's
 // speed (medians move with the other processes' load). The peak line is peak_flops_chains.
 import fs from "node:fs";

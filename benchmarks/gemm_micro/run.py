@@ -11,7 +11,7 @@ rounds, files = int(sys.argv[1]), sys.argv[2:]
 engine = wasmtime.Engine(wasmtime.Config())
 inst = []
 for spec in files:
-    f, *modes = spec.split(":")  # ":m1" / ":m2": bench.cpp's set_mode, as in run.mjs
+    f, *modes = spec.split(":")  # ":m1": bench.cpp's set_mode, as in run.mjs
     store = wasmtime.Store(engine)
     module = wasmtime.Module.from_file(engine, f)
     # emscripten's standalone WASI imports; never called by the benchmark

@@ -4,8 +4,6 @@ as 2-D with height 1. 3-D convs (not transposed) -> CONV3D on NCDHW. Weights mus
 are used as given."""
 from __future__ import annotations
 
-from math import prod
-
 import torch
 
 from ..abi import ABI
@@ -13,7 +11,6 @@ from ..context import LoweringContext, addr
 from ..plan import TensorRef, contiguous_strides
 from ..registry import register
 from .elementwise import contiguous, emit_copy
-from .matmul import MR, pack_a
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
@@ -46,14 +43,9 @@ WINOGRAD_MIN_BLOCK = 16
 
 def conv_weight(ctx: LoweringContext, kind: str, make, weight_shape, name: str) -> TensorRef:
     """The constant weight operand of a `kind` conv record, from make(ins) -> the [c_out, c_in/g,
-    kh, kw] filter: as is for CONV2D, transformed (winograd_weight) for CONV2D_WINOGRAD, in GEMM A
-    panels (pack_a) for CONV2D_PW."""
+    kh, kw] filter: as is for CONV2D, transformed (winograd_weight) for CONV2D_WINOGRAD."""
     if kind == "CONV2D_WINOGRAD":
         return ctx.constant(lambda ins: winograd_weight(make(ins)), (16, *weight_shape[:2]), name=name + "_wino")
-    if kind == "CONV2D_PW":
-        c_out, c_in = weight_shape[:2]
-        return ctx.constant(lambda ins: pack_a(make(ins).float().reshape(c_out, c_in)),
-                            ((c_out + MR - 1) // MR, c_in, MR), name=name + "_panels")
     return ctx.constant(make, weight_shape, name=name)
 
 
@@ -63,7 +55,7 @@ def refold_weight(ctx: LoweringContext, kind: str, record: dict, make, weight_sh
     have other users)."""
     old = record["weight"].buffer
     record["weight"] = conv_weight(ctx, kind, make, weight_shape, name).addr()
-    if kind in ("CONV2D_WINOGRAD", "CONV2D_PW"):
+    if kind == "CONV2D_WINOGRAD":
         ctx.plan.constants = [b for b in ctx.plan.constants if b is not old]
 
 
@@ -95,25 +87,6 @@ def _use_winograd(ctx: LoweringContext, node, w_arg, stride, dilation, groups, t
     tiles = ov.shape[0] * ((ov.shape[2] + 1) // 2) * ((ov.shape[3] + 1) // 2)
     return (list(stride) == [1, 1] and list(dilation) == [1, 1] and tiles >= WINOGRAD_MIN_TILES
             and min(wv.shape[0], wv.shape[1]) >= WINOGRAD_MIN_CHANNELS and ctx.const_fn(w_arg) is not None)
-
-
-def _use_pointwise(ctx: LoweringContext, w_arg, stride, padding, groups, transposed) -> bool:
-    """CONV2D_PW: a 1x1, stride 1, unpadded, ungrouped conv with a constant weight (packed into A
-    panels at compile time)."""
-    wv = ctx.val(w_arg)
-    return (not transposed and groups == 1 and all(s == 1 for s in wv.shape[2:]) and all(s == 1 for s in stride)
-            and all(p == 0 for p in padding) and ctx.const_fn(w_arg) is not None)
-
-
-def _emit_pointwise(ctx: LoweringContext, node, x: TensorRef, w_arg, bias, out: TensorRef) -> None:
-    n, c_in = x.shape[:2]
-    hw = prod(x.shape[2:])
-    c_out = ctx.val(w_arg).shape[0]
-    weight = conv_weight(ctx, "CONV2D_PW", ctx.const_fn(w_arg), tuple(ctx.val(w_arg).shape), node.name + "_weight")
-    scratch = ctx.new_buffer(((hw + NR - 1) // NR * NR * c_in,), name=node.name + "_panels")
-    ctx.emit("CONV2D_PW", flops=2 * n * c_out * hw * c_in, n=n, c_in=c_in, hw=hw, c_out=c_out, **{"in": addr(x)},
-             weight=addr(weight), bias=addr(bias), out=addr(out), scratch=addr(scratch),
-             act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
 
 
 def _check(node):
@@ -228,7 +201,7 @@ def _emit_conv3d(ctx: LoweringContext, node, x_arg, w_arg, b_arg, stride, paddin
     return out
 
 
-@register(aten.convolution.default, kernels=["CONV2D", "CONV2D_PW", "CONV2D_WINOGRAD", "CONV3D"], check=_check)
+@register(aten.convolution.default, kernels=["CONV2D", "CONV2D_WINOGRAD", "CONV3D"], check=_check)
 def _convolution(ctx: LoweringContext, node):
     x_arg, w_arg, b_arg, stride, padding, dilation, transposed, output_padding, groups = node.args
     nd = ctx.val(w_arg).dim() - 2
@@ -245,12 +218,6 @@ def _convolution(ctx: LoweringContext, node):
         out = ctx.out_for(node)
         if out.numel:
             _emit_winograd(ctx, node, x, ctx.const_fn(w_arg), bias, out, padding)
-        return out
-    if _use_pointwise(ctx, w_arg, stride, padding, groups, transposed):
-        bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
-        out = ctx.out_for(node)
-        if out.numel:
-            _emit_pointwise(ctx, node, x, w_arg, bias, out)
         return out
     if transposed:
         x, w = _transposed_as_direct(ctx, node, x, w_arg, stride, padding, dilation, output_padding, groups)

@@ -12,7 +12,6 @@ from .elementwise import contiguous, emit_binary
 
 aten = torch.ops.aten
 NR = ABI.gemm_nr
-MR = ABI.gemm_mr
 
 
 def pack_b(b: torch.Tensor) -> torch.Tensor:
@@ -22,16 +21,6 @@ def pack_b(b: torch.Tensor) -> torch.Tensor:
     padded = torch.zeros(*batch, k, panels * NR, dtype=torch.float32)
     padded[..., :n] = b
     return padded.reshape(*batch, k, panels, NR).transpose(-3, -2).contiguous()
-
-
-def pack_a(a: torch.Tensor) -> torch.Tensor:
-    """[M, K] -> [ceil(M/MR), K, MR], zero padded: the GEMM kernel's A panel layout (CONV2D_PW's
-    weight; the micro-kernel then broadcasts A from one pointer at constant offsets)."""
-    m, k = a.shape
-    panels = (m + MR - 1) // MR
-    padded = torch.zeros(panels * MR, k, dtype=torch.float32)
-    padded[:m] = a
-    return padded.reshape(panels, MR, k).transpose(1, 2).contiguous()
 
 
 def packed_numel(k: int, n: int) -> int:
@@ -185,4 +174,4 @@ def _bmm(ctx, node):
     return emit_gemm(ctx, a, b_packed, out, batch, m, n, k, a_batch_stride=a.strides[0] if batch > 1 else 0)
 
 
-__all__ = ["emit_gemm", "pack_a", "pack_b", "packed_numel", "Unsupported"]
+__all__ = ["emit_gemm", "pack_b", "packed_numel", "Unsupported"]

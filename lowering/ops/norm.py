@@ -84,7 +84,7 @@ def _fold_into_conv(ctx: LoweringContext, node, x_arg, scale_shift):
         return None
     ctx.value(x_arg)  # lower the conv first: it must be the record just emitted
     found = producing_record(ctx, x_arg)
-    if found is None or found[0] not in ("CONV2D", "CONV2D_PW", "CONV2D_WINOGRAD", "CONV3D"):
+    if found is None or found[0] not in ("CONV2D", "CONV2D_WINOGRAD", "CONV3D"):
         return None
     w_fn, b_fn = ctx.const_fn(x_arg.args[1]), ctx.const_fn(x_arg.args[2])
     if w_fn is None or b_fn is None:
@@ -118,7 +118,7 @@ def _bn_check(node):
     return None
 
 
-_BN_KERNELS = ["CHANNEL_AFFINE", "CONV2D", "CONV2D_PW", "CONV2D_WINOGRAD", "CONV3D"]
+_BN_KERNELS = ["CHANNEL_AFFINE", "CONV2D", "CONV2D_WINOGRAD", "CONV3D"]
 
 
 @register(aten._native_batch_norm_legit_no_training.default, kernels=_BN_KERNELS, check=_bn_check,

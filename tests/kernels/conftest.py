@@ -37,16 +37,6 @@ def s12(request):
         yield s
 
 
-@pytest.fixture(params=["shuffle", "load_splat"])
-def broadcast(request):
-    """Both ways the GEMM micro-kernel broadcasts A (wasmtime's default and the JS loader's choice),
-    on the runtime the sessions share."""
-    runtime, _ = get_runtime(2)
-    runtime.set_gemm_load_splat(request.param == "load_splat")
-    yield request.param
-    runtime.set_gemm_load_splat(False)
-
-
 @pytest.fixture(autouse=True, scope="module")
 def single_threaded_torch():
     # The torch references are small; torch's OpenMP workers spinning between them would compete

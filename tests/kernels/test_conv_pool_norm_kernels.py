@@ -1,4 +1,4 @@
-"""CONV2D, CONV2D_PW, POOL2D, SOFTMAX, LAYERNORM, CHANNEL_AFFINE and REDUCE kernels against torch.
+"""CONV2D, POOL2D, SOFTMAX, LAYERNORM, CHANNEL_AFFINE and REDUCE kernels against torch.
 
 Inputs sit between NaN guard bands (an out-of-bounds read, e.g. a padding tap read from memory,
 poisons the result) and outputs start NaN-filled between sentinel guards (every element must be
@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from kernel_testing import (EPS, INF, NAN, NR, Session, assert_bits_equal, assert_exact, assert_within,
                             dot_rel, ulp32)
 from torch_wasm_backend.lowering.abi import ABI
-from torch_wasm_backend.lowering.ops.matmul import pack_a
 
 U = ABI.unary
 
@@ -188,59 +187,6 @@ def test_conv2d_fused_activation_matches_unary(s1, case, act):
     s1.record("UNARY", op=U[act], size=size, out_stride=[0] * 5 + [1], in_stride=[0] * 5 + [1],
               out=out.ptr, p0=p0, p1=p1, **{"in": s1.put_guarded(plain)})
     assert_bits_equal(fused, out.read(plain.shape))
-
-
-# ---- CONV2D_PW -----------------------------------------------------------------------------------
-def run_conv_pw(s: Session, x, w, bias, act="IDENTITY", p0=0.0, p1=0.0):
-    """CONV2D_PW on x [n, c_in, h, w] with the [c_out, c_in, 1, 1] filter w, packed as the lowering
-    packs it (pack_a)."""
-    n, ci, h, wd = x.shape
-    co = w.shape[0]
-    out = s.out(n * co * h * wd)
-    scratch = s.out(math.ceil(h * wd / NR) * NR * ci)  # NaN-filled: every float read must be written
-    s.record("CONV2D_PW", n=n, c_in=ci, hw=h * wd, c_out=co, weight=s.put_guarded(pack_a(w.reshape(co, ci))),
-             bias=s.put_guarded(bias) if bias is not None else 0, out=out.ptr, scratch=scratch.ptr,
-             act=U[act], p0=p0, p1=p1, **{"in": s.put_guarded(x)})
-    return out.read((n, co, h, wd))
-
-
-# Around the 6-row weight panels (c_out: a whole panel, 1-row and 5-row tails, a single row) and the
-# 8-column B panels (hw: whole, 1-column tail, fewer than 8), K past the GEMM's 256-deep k slices,
-# and a wide layer that both GEMM paths split over 2 threads (s12).
-CONV_PW_CASES = {
-    # name: (n, c_in, h, w, c_out)
-    "whole_panels": (1, 16, 4, 6, 12),
-    "ragged_rows_and_columns": (2, 9, 7, 7, 13),
-    "five_row_tail": (1, 24, 3, 3, 11),
-    "one_of_each": (1, 1, 1, 1, 1),
-    "k_sliced": (1, 300, 3, 5, 7),
-    "wide_threaded": (1, 24, 28, 29, 40),
-}
-
-
-@pytest.mark.parametrize("case", list(CONV_PW_CASES))
-def test_conv2d_pw(s12, broadcast, case):
-    n, ci, h, w, co = CONV_PW_CASES[case]
-    i = list(CONV_PW_CASES).index(case)
-    x, wt = torch.randn(n, ci, h, w), torch.randn(co, ci, 1, 1)
-    bias = torch.randn(co) if i % 2 == 0 else None
-    act, p0, p1 = CONV_ACTS[i % 3]
-    args = ((1, 1), (0, 0), (1, 1), 1)
-    check_conv(run_conv_pw(s12, x, wt, bias, act, p0, p1), x, wt, bias, *args, act, p0, p1)
-
-
-def test_conv2d_pw_matches_conv2d(s1, broadcast):
-    """Same conv as CONV2D with the row-major weight: the same products summed in the same order."""
-    x, wt, bias = torch.randn(2, 37, 5, 9), torch.randn(19, 37, 1, 1), torch.randn(19)
-    plain = run_conv(s1, x, wt, bias, (1, 1), (0, 0), (1, 1), 1, "CLAMP", 0.0, 6.0)
-    assert_bits_equal(run_conv_pw(s1, x, wt, bias, "CLAMP", 0.0, 6.0), plain)
-
-
-def test_conv2d_pw_no_input_channels(s1):
-    """c_in = 0: every output is act(bias) (the GEMM runs with k = 0 and reads no input)."""
-    bias = torch.randn(7)
-    got = run_conv_pw(s1, torch.randn(1, 0, 3, 4), torch.randn(7, 0, 1, 1), bias, "RELU")
-    assert_exact(got, bias.clamp_min(0).reshape(1, 7, 1, 1).expand(1, 7, 3, 4))
 
 
 # ---- POOL2D --------------------------------------------------------------------------------------

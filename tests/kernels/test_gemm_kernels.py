@@ -24,6 +24,7 @@ import torch
 from kernel_testing import NAN, SENTINEL, Session, assert_exact, assert_within, dot_rel
 from torch_wasm_backend.lowering.abi import ABI
 from torch_wasm_backend.lowering.ops.matmul import pack_b, packed_numel
+from torch_wasm_backend.runtime import get_runtime
 
 SIZES = [0, 1, 3, 4, 5, 7, 8, 9, 16, 17, 33, 64, 100]
 ACTS = {"IDENTITY": (0.0, 0.0), "RELU": (0.0, 0.0), "CLAMP": (-0.5, 0.7)}
@@ -104,6 +105,16 @@ def gemm_case(s, m, n, k, rnd: random.Random):
               a_gap=rnd.choice([0, 7]), b_gap=rnd.choice([0, 8]), c_gap=rnd.choice([0, 2]))
     got = run_gemm(s, a, b, bias, bias_mode, act, a_bcast=a_bcast, b_bcast=b_bcast, **kw)
     check_gemm(got, a, b, bias, bias_mode, act)
+
+
+@pytest.fixture(params=["shuffle", "load_splat"])
+def broadcast(request):
+    """Both ways the micro-kernel broadcasts A (wasmtime's default and the JS loader's choice), on
+    the runtime the sessions share (tests/kernels/conftest.py)."""
+    runtime, _ = get_runtime(2)
+    runtime.set_gemm_load_splat(request.param == "load_splat")
+    yield request.param
+    runtime.set_gemm_load_splat(False)
 
 
 @pytest.mark.parametrize("m", SIZES)
