@@ -1,9 +1,11 @@
 // k_CONV2D: NCHW 2-D convolution. Depthwise convolutions run a direct kernel (their GEMM would have
-// k = kh*kw, far too thin to pay for an im2col); everything else becomes, per (image, group), an
+// k = kh*kw, far too thin to pay for an im2col), and so do the first convs that read the image (c_in
+// <= 4: conv_small_cin.cpp); everything else becomes, per (image, group), an
 // im2col written straight into GEMM panel layout followed by one packed GEMM whose epilogue adds
 // the per-output-channel bias and the fused activation.
 #include <string.h>
 #include "abi.h"
+#include "conv_small_cin.h"
 #include "elementwise.h"
 #include "gemm.h"
 #include "threadpool.h"
@@ -271,6 +273,10 @@ void k_CONV2D(const CONV2D_args* a) {
       parallel_for(planes, plane);
     else
       for (int t = 0; t < planes; ++t) plane(t);
+    return;
+  }
+  if (small_cin_conv_applies(a)) {  // the image-reading first conv (conv_small_cin.cpp)
+    small_cin_conv(a);
     return;
   }
 
