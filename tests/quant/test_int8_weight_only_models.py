@@ -21,27 +21,14 @@ import torch
 import tv_import  # noqa: F401  (before transformers, which imports torchvision)
 import torch_wasm_backend as twb
 from helpers import MATMUL, assert_ran_in_wasm
+from test_int8_dynamic_models import LAYERS, LastHidden
 from torch_wasm_backend.exporter import ALIGN
 
 torchao_quant = pytest.importorskip("torchao.quantization", reason="pip install torchao==0.18.0")
 transformers = pytest.importorskip("transformers")
 
-LAYERS, HIDDEN, INTERMEDIATE, SEQ = 2, 64, 96, 9
+HIDDEN, INTERMEDIATE, SEQ = 64, 96, 9
 LINEARS = LAYERS * 6  # q, k, v, attention output, intermediate, output
-
-
-class LastHidden(torch.nn.Module):
-    """BertModel's last hidden state (one tensor output, as exported files return)."""
-
-    def __init__(self):
-        super().__init__()
-        config = transformers.BertConfig(vocab_size=100, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                         num_attention_heads=2, intermediate_size=INTERMEDIATE,
-                                         max_position_embeddings=32)
-        self.bert = transformers.BertModel(config, add_pooling_layer=False)
-
-    def forward(self, ids):
-        return self.bert(input_ids=ids).last_hidden_state
 
 
 def weight_only(model: torch.nn.Module) -> torch.nn.Module:
@@ -55,7 +42,7 @@ def weight_only(model: torch.nn.Module) -> torch.nn.Module:
 def bert():
     """(float model, its weight-only int8 copy, ids, the int8 copy's eager output)."""
     torch.manual_seed(0)
-    model = LastHidden().eval()
+    model = LastHidden(HIDDEN, INTERMEDIATE).eval()
     qmodel = weight_only(model)
     ids = torch.randint(0, 100, (1, SEQ))
     with torch.no_grad():
