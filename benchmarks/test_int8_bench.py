@@ -12,6 +12,7 @@ node"), and torchvision's MobileNetV2 at its random initialization quantizes to 
 
     python3 -m pytest benchmarks/test_int8_bench.py --benchmark-group-by=group
 """
+import copy
 import statistics
 import time
 
@@ -121,3 +122,40 @@ def test_int8_speedup_alternating(benchmark, name):
         ratio_wall=round(med["float32"]["wall"] / med["int8"]["wall"], 3))
     s = twb.stats()
     assert s["calls"] > 0 and s["eager_partition_calls"] == 0 and s["lowered_fraction"] == 1.0, s
+
+
+@pytest.mark.parametrize("rows", [1, 128])
+def test_weight_only_int8_alternating(benchmark, rows):
+    """torchao's Int8WeightOnlyConfig (int8 weights, float activations: twb_quant::weight_only_linear
+    on WOLINEAR) against the float32 model, on a stack of 8 Linear(512, 512): rows 1 is a batch-1
+    decoding step (a GEMV per layer: each weight read once), rows 128 a prompt. Alternating as above;
+    extra_info also holds each side's weight bytes read per second (8 MB float32, 2 MB int8)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(512, 512) for _ in range(8)]).eval()
+    qmodel = copy.deepcopy(model)
+    quantize_(qmodel, Int8WeightOnlyConfig())
+    x = torch.randn(rows, 512)
+    compiled = {p: torch.compile(m, backend="wasm", options={"threads": 1, "strict": True})
+                for p, m in (("float32", model), ("int8", qmodel))}
+    times = {p: [] for p in compiled}
+
+    def pair():
+        for precision, c in compiled.items():
+            cpu = time.thread_time()
+            c(x)
+            times[precision].append(time.thread_time() - cpu)
+
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled["int8"](x), qmodel(x), rtol=1e-4, atol=1e-4)  # (tests/quant holds it to its bound)
+        compiled["float32"](x)
+        benchmark.group = f"weight-only int8 vs float32: 8 x Linear(512, 512), {rows} row(s)"
+        benchmark.pedantic(pair, rounds=20, iterations=1)
+    med = {p: statistics.median(t) for p, t in times.items()}
+    weight_bytes = {"float32": 4 * 8 * 512 * 512, "int8": 8 * 512 * 512}
+    benchmark.extra_info.update(kind="int8", model=f"linear_512x8_rows{rows}_weight_only", threads=1,
+                                **{f"{p}_cpu_ms": round(1e3 * v, 3) for p, v in med.items()},
+                                **{f"{p}_weight_GBps": round(weight_bytes[p] / v / 1e9, 2) for p, v in med.items()},
+                                ratio_cpu=round(med["float32"] / med["int8"], 3))
+    s = twb.stats()
+    assert s["plan_kernels"].get("WOLINEAR", 0) == 8 and s["eager_partition_calls"] == 0, s

@@ -11,6 +11,8 @@ with an int8/uint8 output when a quantize_per_tensor ends the chain and a float3
 (the residual add and hardtanh fuse only into a quantized output: see Chain).
 Then lowering/quant_fuse_between.py rewrites the int8 pools, adds, concats and views between them.
 Everything else (isolated quantize / dequantize nodes) is left to the elementwise Q/DQ lowerings.
+Before all of it, lowering/quant_weight_only.py fuses torchao's weight-only int8 linears (int8
+weights cast to float32 for an mm: no quantized_decomposed nodes), on any graph.
 All of it (custom ops, lowerings: ~60 ms of imports) is loaded when a graph first holds
 quantized_decomposed nodes."""
 from __future__ import annotations
@@ -257,12 +259,17 @@ def _fuse_addmm(gm: GraphModule, addmm: Node) -> Int8Pattern | None:
 def fuse_quantized_patterns(gm: GraphModule) -> list[Int8Pattern]:
     """Rewrites gm in place (see the module docstring); returns each conv / linear that reads a
     quantized operand, fused or not (and why not)."""
+    from .quant_weight_only import fuse_weight_only_linears  # (torchao's Int8WeightOnlyConfig: no Q/DQ nodes)
+    weight_only = fuse_weight_only_linears(gm)
     if not any(getattr(n.target, "namespace", None) == "quantized_decomposed" for n in gm.graph.nodes):
-        return []
+        if any(p.fused for p in weight_only):
+            gm.graph.lint()
+            gm.recompile()
+        return weight_only
     from .ops import register_int8
     register_int8()
     from .quant_dynamic import fuse_dynamic_linears  # (PT2E's dynamic config: issue #15 part 2)
-    seen = fuse_dynamic_linears(gm)
+    seen = weight_only + fuse_dynamic_linears(gm)
     for node in list(gm.graph.nodes):  # (a fusion erases only its own chain, never another anchor)
         if node.target is aten.convolution.default:
             seen.append(_fuse_conv(gm, node))

@@ -158,6 +158,15 @@ def _wrappers_are_identity(gm: GraphModule, example_inputs, fw_gm: GraphModule) 
         return False
 
 
+def _dynamo_input_index(desc) -> int | None:
+    """The index of the Dynamo graph input an aot_autograd forward placeholder comes from: a tensor
+    subclass parameter (torchao's Int8Tensor weight) arrives as one placeholder per inner tensor
+    (qdata, scale), each described by its attribute of the subclass input."""
+    while hasattr(desc, "base") and not hasattr(desc, "idx"):
+        desc = desc.base
+    return getattr(desc, "idx", None)
+
+
 _graph_counter = 0
 
 
@@ -182,8 +191,7 @@ def wasm_backend(gm: GraphModule, example_inputs, options: dict | None = None, o
     def forward_compiler(fw_gm: GraphModule, fw_inputs):
         constants = set()
         for j, node in enumerate(_placeholders(fw_gm)):
-            idx = getattr(node.meta.get("desc"), "idx", None)
-            if idx in dynamo_constants:
+            if _dynamo_input_index(node.meta.get("desc")) in dynamo_constants:
                 constants.add(j)
         top = compile_aten_graph(fw_gm, constants, opts, f"graph{graph_id}", on_partition)
         # top.forward, not top: nn.Module.__call__ would add ~2 us per call for hooks nobody set.

@@ -43,10 +43,10 @@ LINEARS = LAYERS * 6  # q, k, v, attention output, intermediate, output
 class LastHidden(torch.nn.Module):
     """BertModel's last hidden state (one tensor output, as exported files return)."""
 
-    def __init__(self):
+    def __init__(self, hidden: int = HIDDEN, intermediate: int = INTERMEDIATE):
         super().__init__()
-        config = transformers.BertConfig(vocab_size=100, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                         num_attention_heads=2, intermediate_size=INTERMEDIATE,
+        config = transformers.BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=LAYERS,
+                                         num_attention_heads=2, intermediate_size=intermediate,
                                          max_position_embeddings=32)
         self.bert = transformers.BertModel(config, add_pooling_layer=False)
 
