@@ -2,7 +2,8 @@
 int8 linears into) and its lowering on WOLINEAR: the int8 weight packed at compile time into panels
 of 8 output channels, k-major (the order the kernel's inner loop reads: one 8-byte load per k step,
 and the float GEMM's packed-B layout once widened), float32 activations, scale and bias read as they
-are. Imported by lowering.quant_weight_only when a graph holds the pattern."""
+are. Imported by lowering.quant_weight_only when a graph holds the pattern, and by
+lowering.ops.register_int8 with the other int8 lowerings."""
 from __future__ import annotations
 
 from typing import Optional
