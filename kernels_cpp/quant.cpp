@@ -273,7 +273,7 @@ constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while
 // Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
 // computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
 template <bool kSigned, int MR, int NV>
-void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+__attribute__((noinline)) void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
                 uint8_t* out, int si, int sj) {
   v128_t acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
