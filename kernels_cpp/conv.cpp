@@ -1,9 +1,11 @@
 // k_CONV2D: NCHW 2-D convolution. Depthwise convolutions run a direct kernel (their GEMM would have
-// k = kh*kw, far too thin to pay for an im2col); everything else becomes, per (image, group), an
+// k = kh*kw, far too thin to pay for an im2col), and so do the first convs that read the image (c_in
+// <= 4: conv_small_cin.cpp); everything else becomes, per (image, group), an
 // im2col written straight into GEMM panel layout followed by one packed GEMM whose epilogue adds
 // the per-output-channel bias and the fused activation.
 #include <string.h>
 #include "abi.h"
+#include "conv_small_cin.h"
 #include "elementwise.h"
 #include "gemm.h"
 #include "threadpool.h"
@@ -65,14 +67,6 @@ void depthwise_plane(const CONV2D_args* a, const float* in, const float* w, floa
   activation_inplace(out, (long)OH * OW, a->act, a->p0, a->p1);
 }
 
-// The activation of a depthwise output vector: specialised at compile time for the ones mobile CNNs
-// fuse (ACT >= 0), through apply_activation's switch otherwise (ACT = -1). Both give unary_v's bits.
-template <int ACT>
-inline v128_t depthwise_act(v128_t v, int act, float p0, float p1) {
-  if constexpr (ACT >= 0) return unary_v<ACT>(v, p0, p1);
-  else return apply_activation(v, act, p0, p1);
-}
-
 // Floats of stack one depthwise_plane_k call uses for its zero-padded input lines (32 KiB: worker
 // stacks are 256 KiB); a plane whose lines do not fit runs depthwise_plane.
 constexpr int kDepthwiseLineFloats = 8192;
@@ -93,7 +87,7 @@ inline int depthwise_line(int K, int S, int ow) {
 // (even, odd padded columns), so tap kx of outputs ox..ox+3 is one plain load at ox + kx / 2 of the
 // even or odd half, where a strided load would need two loads and a shuffle per tap. The K*K
 // weights are splatted once per plane, and bias and activation are applied in registers before
-// the one store. Taps add in (ky, kx) order, padding taps included (as zeros).
+// the one store, except SiLU (below). Taps add in (ky, kx) order, padding taps included (as zeros).
 template <int K, int S, int ACT>
 void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, float bias, float* out) {
   const int H = a->h, W = a->w, OH = a->oh, OW = a->ow, ph = a->ph, pw = a->pw, act = a->act;
@@ -107,6 +101,7 @@ void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, fl
   v128_t wv[K * K];
   for (int i = 0; i < K * K; ++i) wv[i] = wasm_f32x4_splat(w[i]);
   const v128_t vbias = wasm_f32x4_splat(bias);
+  constexpr bool kRowPass = ACT == UNARY_SILU;
 
   // The line of padded row prow (input row prow - ph), filled into its ring slot if not there yet.
   auto line = [&](int prow) -> const float* {
@@ -153,29 +148,49 @@ void depthwise_plane_k(const CONV2D_args* a, const float* in, const float* w, fl
           acc = simd_math::madd(wv[ky * K + kx], wasm_v128_load(tap), acc);
         }
       }
-      return depthwise_act<ACT>(acc, act, p0, p1);
+      if constexpr (kRowPass) return acc;
+      else return fused_act<ACT>(acc, act, p0, p1);
     };
     int ox = 0;
     for (; ox + 4 <= OW; ox += 4) wasm_v128_store(orow + ox, block(ox));
     if (ox < OW) {
       alignas(16) float buf[4];
       wasm_v128_store(buf, block(ox));
+      if constexpr (kRowPass) wasm_v128_store(buf, unary_v<ACT>(wasm_v128_load(buf), p0, p1));
       for (int j = 0; ox + j < OW; ++j) orow[ox + j] = buf[j];
+    }
+    if constexpr (kRowPass) {
+      // SiLU (EfficientNet's activation: exp, divide, ~30 dependent ops per vector, about twice a
+      // 3x3 block's taps) runs as a second pass over the row just written, still in L1, two
+      // independent vectors at a time. Fused into each block it left the CPU one long chain per
+      // block next to the taps' loads; this pass made EfficientNet-B0 8-12% faster in V8 and
+      // wasmtime (docs/design.md). Same unary_v bits either way.
+      int j = 0;
+      for (; j + 8 <= OW; j += 8) {
+        const v128_t a0 = unary_v<ACT>(wasm_v128_load(orow + j), p0, p1);
+        const v128_t a1 = unary_v<ACT>(wasm_v128_load(orow + j + 4), p0, p1);
+        wasm_v128_store(orow + j, a0);
+        wasm_v128_store(orow + j + 4, a1);
+      }
+      for (; j + 4 <= OW; j += 4) wasm_v128_store(orow + j, unary_v<ACT>(wasm_v128_load(orow + j), p0, p1));
     }
   }
 }
 
 using DepthwisePlane = void (*)(const CONV2D_args*, const float*, const float*, float, float*);
 
+// depthwise_plane_k<K, S, ACT> as for_fused_act wants it.
+template <int K, int S>
+struct DepthwisePlanes {
+  template <int ACT>
+  struct For {
+    static constexpr DepthwisePlane fn = depthwise_plane_k<K, S, ACT>;
+  };
+};
+
 template <int K, int S>
 DepthwisePlane depthwise_for_act(int act) {
-  switch (act) {
-    case UNARY_IDENTITY: return depthwise_plane_k<K, S, UNARY_IDENTITY>;
-    case UNARY_RELU: return depthwise_plane_k<K, S, UNARY_RELU>;
-    case UNARY_CLAMP: return depthwise_plane_k<K, S, UNARY_CLAMP>;  // ReLU6
-    case UNARY_HARDSWISH: return depthwise_plane_k<K, S, UNARY_HARDSWISH>;
-    default: return depthwise_plane_k<K, S, -1>;
-  }
+  return for_fused_act<DepthwisePlanes<K, S>::template For>(act);
 }
 
 // The vectorised plane kernel for this conv, or the general depthwise_plane.
@@ -271,6 +286,10 @@ void k_CONV2D(const CONV2D_args* a) {
       parallel_for(planes, plane);
     else
       for (int t = 0; t < planes; ++t) plane(t);
+    return;
+  }
+  if (small_cin_conv_applies(a)) {  // the image-reading first conv (conv_small_cin.cpp)
+    small_cin_conv(a);
     return;
   }
 

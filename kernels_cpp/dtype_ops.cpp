@@ -223,16 +223,7 @@ void k_INDEX_SELECT(const INDEX_SELECT_args* a) {
       memcpy(out + (size_t)r * row, in + ((size_t)o * dim + v) * row, row);
     }
   };
-  int n_tasks = 1;
-  if (pool_threads() > 1 && worth_threading((double)rows * row)) {
-    n_tasks = pool_threads() * 4;
-    if (rows < n_tasks) n_tasks = (int)rows;
-  }
-  if (n_tasks == 1) {
-    copy_rows(0, rows);
-    return;
-  }
-  parallel_for(n_tasks, [&](int t) { copy_rows(rows * t / n_tasks, rows * (t + 1) / n_tasks); });
+  parallel_rows(rows, (double)rows * row, copy_rows);
 }
 
 void k_INDEX_ND(const INDEX_ND_args* a) {
@@ -448,16 +439,7 @@ void gather(const GATHER_args* a) {
       default: __builtin_trap();
     }
   };
-  int n_tasks = 1;
-  if (pool_threads() > 1 && worth_threading((double)rows * a->inner * 4)) {
-    n_tasks = pool_threads() * 4;
-    if (rows < n_tasks) n_tasks = (int)rows;
-  }
-  if (n_tasks <= 1) {
-    run(0, rows);
-    return;
-  }
-  parallel_for(n_tasks, [&](int t) { run(rows * t / n_tasks, rows * (t + 1) / n_tasks); });
+  parallel_rows(rows, (double)rows * a->inner * 4, run);
 }
 
 }  // namespace

@@ -27,7 +27,7 @@ static inline v128_t unary_v(v128_t x, float p0, float p1) {
       return wasm_f32x4_mul(wasm_f32x4_mul(x, splat(0.5f)), wasm_f32x4_add(splat(1.0f), tanh_v(inner)));
     }
     case UNARY_SILU:
-      return wasm_f32x4_div(x, wasm_f32x4_add(splat(1.0f), exp_v(wasm_f32x4_neg(x))));
+      return wasm_f32x4_div(x, wasm_f32x4_add(splat(1.0f), exp_sat_v(wasm_f32x4_neg(x))));
     case UNARY_SIGMOID: return sigmoid_v(x);
     case UNARY_TANH: return tanh_v(x);
     case UNARY_EXP: return exp_v(x);
@@ -77,6 +77,29 @@ static inline v128_t apply_activation(v128_t v, int act, float p0, float p1) {
 
 static inline float apply_activation_s(float x, int act, float p0, float p1) {
   return wasm_f32x4_extract_lane(apply_activation(wasm_f32x4_splat(x), act, p0, p1), 0);
+}
+
+// The activation of an output vector in a kernel specialised for activation ACT: compiled in for
+// the ones CNNs fuse into convs (ACT >= 0), apply_activation's switch otherwise (ACT = -1); both
+// give unary_v's bits, as a separate UNARY op would.
+template <int ACT>
+inline v128_t fused_act(v128_t v, int act, float p0, float p1) {
+  if constexpr (ACT >= 0) return unary_v<ACT>(v, p0, p1);
+  else return apply_activation(v, act, p0, p1);
+}
+
+// Kernel<ACT>::fn for the activations CNNs fuse into convs, Kernel<-1>::fn (fused_act's runtime
+// switch) for any other: picks a conv kernel specialised for the record's activation.
+template <template <int> class Kernel>
+inline auto for_fused_act(int act) {
+  switch (act) {
+    case UNARY_IDENTITY: return Kernel<UNARY_IDENTITY>::fn;
+    case UNARY_RELU: return Kernel<UNARY_RELU>::fn;
+    case UNARY_CLAMP: return Kernel<UNARY_CLAMP>::fn;  // ReLU6
+    case UNARY_HARDSWISH: return Kernel<UNARY_HARDSWISH>::fn;  // MobileNetV3
+    case UNARY_SILU: return Kernel<UNARY_SILU>::fn;  // EfficientNet
+    default: return Kernel<-1>::fn;
+  }
 }
 
 // Applies `act` in place to n contiguous floats (tail through a padded vector so tails match).

@@ -85,25 +85,6 @@ double sqdev_contig(const float* p, long n, float mean) {
   return total;
 }
 
-// Runs body(lo, hi) over [0, n) items, split over threads when the work is big enough.
-template <class F>
-void split_rows(long n, double flops, F&& body) {
-  if (n <= 0) return;
-  int tasks = 1;
-  if (pool_threads() > 1 && worth_threading(flops)) {
-    tasks = pool_threads() * 4;
-    if (tasks > n) tasks = (int)n;
-  }
-  if (tasks == 1) {
-    body(0L, n);
-    return;
-  }
-  parallel_for(tasks, [&](int t) {
-    const long lo = (long)((int64_t)n * t / tasks), hi = (long)((int64_t)n * (t + 1) / tasks);
-    if (lo < hi) body(lo, hi);
-  });
-}
-
 template <int ACT>
 void affine_rows(const CHANNEL_AFFINE_args* a, long lo, long hi) {
   const long C = a->channels, I = a->inner;
@@ -142,7 +123,7 @@ void affine_rows(const CHANNEL_AFFINE_args* a, long lo, long hi) {
 template <int ACT>
 void affine(const CHANNEL_AFFINE_args* a) {
   const long rows = a->inner == 1 ? a->outer : (long)a->outer * a->channels;
-  split_rows(rows, 2.0 * a->outer * a->channels * (double)a->inner,
+  parallel_rows(rows, 2.0 * a->outer * a->channels * (double)a->inner,
              [&](long lo, long hi) { affine_rows<ACT>(a, lo, hi); });
 }
 
@@ -277,7 +258,7 @@ void reduce_impl(const REDUCE_args* a) {
   float* out = at<float>(a->out);
   const bool is_sum = OP == REDUCE_SUM || OP == REDUCE_MEAN;
   if (inner == 1) {
-    split_rows(outer, (double)outer * red, [&](long lo, long hi) {
+    parallel_rows(outer, (double)outer * red, [&](long lo, long hi) {
       for (long o = lo; o < hi; ++o) {
         const float* x = in + o * red;
         float r;
@@ -298,7 +279,7 @@ void reduce_impl(const REDUCE_args* a) {
   }
   // inner > 1: columns of one outer slice in blocks, accumulated across red; sums blocked over red.
   const long iblocks = (inner + kInnerBlock - 1) / kInnerBlock;
-  split_rows(outer * iblocks, (double)outer * red * inner, [&](long lo, long hi) {
+  parallel_rows(outer * iblocks, (double)outer * red * inner, [&](long lo, long hi) {
     for (long t = lo; t < hi; ++t) {
       const long o = t / iblocks, i0 = (t % iblocks) * kInnerBlock;
       const long w = inner - i0 < kInnerBlock ? inner - i0 : kInnerBlock;
@@ -343,13 +324,13 @@ void k_SOFTMAX(const SOFTMAX_args* a) {
   const bool log_ = a->mode == 1, safe = a->mode == 2;
   const double flops = 40.0 * outer * dim * (double)inner;
   if (inner == 1) {
-    split_rows(outer, flops, [&](long lo, long hi) {
+    parallel_rows(outer, flops, [&](long lo, long hi) {
       for (long o = lo; o < hi; ++o) softmax_row(in + o * dim, out + o * dim, dim, log_, safe);
     });
     return;
   }
   const long iblocks = (inner + kInnerBlock - 1) / kInnerBlock;
-  split_rows(outer * iblocks, flops, [&](long lo, long hi) {
+  parallel_rows(outer * iblocks, flops, [&](long lo, long hi) {
     for (long t = lo; t < hi; ++t) {
       const long o = t / iblocks, i0 = (t % iblocks) * kInnerBlock;
       const long i1 = i0 + kInnerBlock < inner ? i0 + kInnerBlock : inner;
@@ -368,7 +349,7 @@ void k_LAYERNORM(const LAYERNORM_args* a) {
   float* mean_out = a->mean ? at<float>(a->mean) : nullptr;
   float* rstd_out = a->rstd ? at<float>(a->rstd) : nullptr;
   const float eps = a->eps;
-  split_rows(rows, 8.0 * rows * (double)cols, [&](long lo, long hi) {
+  parallel_rows(rows, 8.0 * rows * (double)cols, [&](long lo, long hi) {
     for (long r = lo; r < hi; ++r) {
       const float* x = in + r * cols;
       float* y = out + r * cols;

@@ -235,17 +235,5 @@ void k_POOL2D(const POOL2D_args* a) {
   double work = (double)rows * q.OW;
   if (mode == POOL_ADAPTIVE_AVG) work *= (double)(q.H / q.OH + 1) * (q.W / q.OW + 1);
   else work *= (double)q.KH * q.KW;
-  int tasks = 1;
-  if (pool_threads() > 1 && worth_threading(work)) {
-    tasks = pool_threads() * 4;
-    if (tasks > rows) tasks = (int)rows;
-  }
-  if (tasks == 1) {
-    body(0, rows);
-    return;
-  }
-  parallel_for(tasks, [&](int t) {
-    const long lo = (long)((int64_t)rows * t / tasks), hi = (long)((int64_t)rows * (t + 1) / tasks);
-    if (lo < hi) body(lo, hi);
-  });
+  parallel_rows(rows, work, body);
 }

@@ -1,88 +1,148 @@
 // Dynamic int8 linear (PT2E's dynamic config: X86InductorQuantizer with is_dynamic=True): the float
 // activation is quantized per tensor at run time with parameters chosen from its own range
-// (QDYNPACK), then multiplied on the static path's int8 GEMM (QGEMM_DYN: k_QGEMM with an epilogue
-// whose activation scale / zero point are only known now). The GEMM stays on i32x4.dot_i16x8_s,
-// which is where the speed over float32 comes from; quantizing costs two passes over the
-// activation (min/max, then quantize + pack), small next to the GEMM's k-fold reuse of it.
+// (QDYNPACK), then multiplied by the int8 weight (QGEMM_DYN), float32 out.
+//
+// Where the speed comes from: i32x4.dot_i16x8_s (8 multiply-adds per instruction) with output
+// features in lanes. The weight is packed at compile time in panels of 8 output features whose k
+// pairs sit side by side ([kp/2][8][2] int8: one widening load8x8_s gives (w(i, k0), w(i, k1)) for
+// 4 features); the activation is quantized into int16 minus its zero point, so one
+// load32_splat gives the pair (x(j, k0) - zp, x(j, k1) - zp) in every lane, and the dot adds both
+// products into each feature's own lane. The activation rows are interleaved in panels of 4 tokens
+// ([kp/2][4][2] int16), so a tile's operands sit at constant offsets from two pointers. Per k pair a
+// tile of 4 tokens x 8 features costs 2 widening loads, 4 splat loads (load-port only) and 8 dot +
+// 8 add for 64 multiply-adds, with no horizontal reduce, no zero-point correction (the int16 values
+// already hold x_q - zp) and one contiguous 8-float store per token. (The k-in-lanes QGEMM this replaced widened 6 operands per 64
+// multiply-adds on the shuffle port, reduced every output across lanes and stored the [tokens,
+// features] output column by column: ~1.2x float32 at the encoder's shapes in V8.)
 #include <math.h>
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
-#include "quant_panels.h"
 #include "threadpool.h"
 
 namespace {
 
-using quant_panels::kCols;
-using quant_panels::kKBlock;
+constexpr int kNR = 8;  // output features per weight panel: 2 vectors of 4 lanes
+constexpr int kMR = 4;  // tokens per micro-tile: 8 accumulators + 2 weight vectors + 1 splat
 
-// min and max of the [cols, k] rows (NaN propagates as in torch.aminmax, through f32x4.min/max;
-// the output is then meaningless, as eager's).
+// round-half-even of a float v with |v| <= 2^22 and its conversion to int32 in one add: v + 1.5 *
+// 2^23 has exponent 2^23, so its bits are kMagicBits + round(v) (as quant.cpp's requantization).
+constexpr float kMagic = 12582912.0f;
+constexpr int32_t kMagicBits = 0x4B400000;
+
+// min and max of the [cols, k] rows; both NaN if any element is (torch.aminmax's NaN propagation).
+// pmin / pmax are one x86 instruction each where f32x4.min / max (NaN-propagating) are ~6, so NaN is
+// tracked apart, by a lane mask of x != x.
 void min_max(const QDYNPACK_args* a, const float* in, float* mn_out, float* mx_out) {
-  v128_t mn = wasm_f32x4_splat(INFINITY), mx = wasm_f32x4_splat(-INFINITY);
-  float smn = INFINITY, smx = -INFINITY;
+  v128_t mn = wasm_f32x4_splat(INFINITY), mx = wasm_f32x4_splat(-INFINITY), nan = wasm_i32x4_splat(0);
+  v128_t mn2 = mn, mx2 = mx;  // two chains
   for (int j = 0; j < a->cols; ++j) {
     const float* row = in + (ptrdiff_t)j * a->row_stride;
     int k = 0;
-    for (; k + 4 <= a->k; k += 4) {
-      const v128_t v = wasm_v128_load(row + k);
-      mn = wasm_f32x4_min(mn, v);
-      mx = wasm_f32x4_max(mx, v);
+    for (; k + 8 <= a->k; k += 8) {
+      const v128_t v = wasm_v128_load(row + k), u = wasm_v128_load(row + k + 4);
+      mn = wasm_f32x4_pmin(mn, v);
+      mx = wasm_f32x4_pmax(mx, v);
+      mn2 = wasm_f32x4_pmin(mn2, u);
+      mx2 = wasm_f32x4_pmax(mx2, u);
+      nan = wasm_v128_or(nan, wasm_v128_or(wasm_f32x4_ne(v, v), wasm_f32x4_ne(u, u)));
     }
     for (; k < a->k; ++k) {
-      mn = wasm_f32x4_min(mn, wasm_f32x4_splat(row[k]));
-      mx = wasm_f32x4_max(mx, wasm_f32x4_splat(row[k]));
+      const v128_t v = wasm_f32x4_splat(row[k]);
+      mn = wasm_f32x4_pmin(mn, v);
+      mx = wasm_f32x4_pmax(mx, v);
+      nan = wasm_v128_or(nan, wasm_f32x4_ne(v, v));
     }
   }
+  mn = wasm_f32x4_pmin(mn, mn2);
+  mx = wasm_f32x4_pmax(mx, mx2);
   alignas(16) float lo[4], hi[4];
   wasm_v128_store(lo, mn);
   wasm_v128_store(hi, mx);
+  float smn = INFINITY, smx = -INFINITY;
   for (int l = 0; l < 4; ++l) {
-    smn = (lo[l] < smn || lo[l] != lo[l]) ? lo[l] : smn;
-    smx = (hi[l] > smx || hi[l] != hi[l]) ? hi[l] : smx;
+    smn = lo[l] < smn ? lo[l] : smn;
+    smx = hi[l] > smx ? hi[l] : smx;
   }
+  if (wasm_v128_any_true(nan)) smn = smx = NAN;
   *mn_out = smn;
   *mx_out = smx;
 }
 
-// Quantizes 8 floats (round(x * inv) + zp, clamped, as QUANTIZE) into 8 bytes at dst.
-template <bool kSigned>
-inline void quantize8(const float* x, v128_t inv, v128_t zp, v128_t lo, v128_t hi, uint8_t* dst) {
-  v128_t y0 = wasm_f32x4_add(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x), inv)), zp);
-  v128_t y1 = wasm_f32x4_add(wasm_f32x4_nearest(wasm_f32x4_mul(wasm_v128_load(x + 4), inv)), zp);
-  y0 = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_min(wasm_f32x4_max(y0, lo), hi));
-  y1 = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_min(wasm_f32x4_max(y1, lo), hi));
-  const v128_t q16 = wasm_i16x8_narrow_i32x4(y0, y1);  // in [qmin, qmax]: the narrows are exact
-  const v128_t q8 = kSigned ? wasm_i8x16_narrow_i16x8(q16, q16) : wasm_u8x16_narrow_i16x8(q16, q16);
-  wasm_v128_store64_lane(dst, q8, 0);
-}
+// Quantized values minus the zero point: eager's clamp(round(x * inv) + zp, qmin, qmax) - zp =
+// round(clamp(x * inv, qmin - zp, qmax - zp)) (round is monotone and fixes the integer bounds).
+// pmax/pmin: a NaN product becomes lo (eager's byte for NaN is unspecified; the scale is NaN then,
+// so every output is NaN either way).
+struct Quantizer {
+  v128_t inv, lo, hi;
+  inline v128_t q4(const float* x) const {
+    const v128_t y = wasm_f32x4_pmin(wasm_f32x4_pmax(lo, wasm_f32x4_mul(wasm_v128_load(x), inv)), hi);
+    return wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(kMagicBits));
+  }
+};
 
-// Quantizes and packs columns [j0, j1) (whole panels; columns past cols are zero filled).
-template <bool kSigned>
-void quantize_pack(const QDYNPACK_args* a, const float* in, float inv_scale, int zp, int j0, int j1,
-                   uint8_t* out) {
-  const v128_t inv = wasm_f32x4_splat(inv_scale), zpv = wasm_f32x4_splat((float)zp);
-  const v128_t lo = wasm_f32x4_splat((float)a->qmin), hi = wasm_f32x4_splat((float)a->qmax);
-  const int K = a->k, kp = a->kp, full = K / kKBlock * kKBlock;
+// Rows [j0, j1) of x (multiples of kMR) quantized into token panels: int16 [kp/2][kMR][2] per kMR
+// rows, zero padded past k (and past cols, in the last panel).
+void quantize_rows(const QDYNPACK_args* a, const float* in, const Quantizer& q, float inv, float lo, float hi,
+                   int j0, int j1, int16_t* out) {
   for (int j = j0; j < j1; ++j) {
-    uint8_t* dst = out + (ptrdiff_t)(j / kCols) * kCols * kp + (j % kCols) * kKBlock;
+    int16_t* dst = out + (ptrdiff_t)(j / kMR) * kMR * a->kp + (j % kMR) * 2;  // pair p at dst + p * 2 * kMR
     if (j >= a->cols) {
-      for (int kb = 0; kb < kp; kb += kKBlock) memset(dst + kb * kCols, 0, kKBlock);
+      for (int k = 0; k < a->kp; k += 2) memset(dst + k * kMR, 0, 4);
       continue;
     }
     const float* row = in + (ptrdiff_t)j * a->row_stride;
-    for (int kb = 0; kb < full; kb += kKBlock) quantize8<kSigned>(row + kb, inv, zpv, lo, hi, dst + kb * kCols);
-    for (int kb = full; kb < kp; kb += kKBlock) {  // the k tail, zero padded to kp
-      uint8_t* d = dst + kb * kCols;
-      for (int e = 0; e < kKBlock; ++e) {
-        if (kb + e >= K) {
-          d[e] = 0;
-          continue;
-        }
-        float y = nearbyintf(row[kb + e] * inv_scale) + (float)zp;
-        y = y < (float)a->qmin ? (float)a->qmin : y > (float)a->qmax ? (float)a->qmax : y;
-        d[e] = (uint8_t)(int32_t)y;
+    int k = 0;
+    for (; k + 8 <= a->k; k += 8) {  // values in [qmin - zp, qmax - zp] ⊂ [-255, 255]: the narrow is exact
+      const v128_t v = wasm_i16x8_narrow_i32x4(q.q4(row + k), q.q4(row + k + 4));
+      wasm_v128_store32_lane(dst + k * kMR, v, 0);
+      wasm_v128_store32_lane(dst + (k + 2) * kMR, v, 1);
+      wasm_v128_store32_lane(dst + (k + 4) * kMR, v, 2);
+      wasm_v128_store32_lane(dst + (k + 6) * kMR, v, 3);
+    }
+    for (; k < a->kp; ++k) {
+      int16_t v = 0;
+      if (k < a->k) {
+        float y = row[k] * inv;
+        y = y > lo ? y : lo;
+        y = y < hi ? y : hi;
+        v = (int16_t)nearbyintf(y);
       }
+      dst[(k & ~1) * kMR + (k & 1)] = v;
+    }
+  }
+}
+
+// Token panel `xp` (tokens j0 .. j0 + nt - 1) x weight panel `wp` (features i0 .. i0 + nf - 1):
+// out = acc * scale + bias.
+void micro(const int8_t* wp, const int16_t* xp, int kp, int j0, int nt, int i0, int nf, const float* scale,
+           const float* bias, float* out, int rows) {
+  v128_t acc[kMR][2];
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = wasm_i32x4_splat(0);
+  for (int k = 0; k < kp; k += 2) {  // one base per operand, constant offsets: no address math per load
+    const int8_t* w = wp + k * kNR;
+    const int16_t* x = xp + k * kMR;
+    const v128_t w0 = wasm_i16x8_load8x8(w), w1 = wasm_i16x8_load8x8(w + 8);
+    for (int r = 0; r < kMR; ++r) {
+      const v128_t s = wasm_v128_load32_splat(x + 2 * r);
+      acc[r][0] = wasm_i32x4_add(acc[r][0], wasm_i32x4_dot_i16x8(w0, s));
+      acc[r][1] = wasm_i32x4_add(acc[r][1], wasm_i32x4_dot_i16x8(w1, s));
+    }
+  }
+  const v128_t s0 = wasm_v128_load(scale), s1 = wasm_v128_load(scale + 4);
+  const v128_t b0 = wasm_v128_load(bias), b1 = wasm_v128_load(bias + 4);
+  for (int r = 0; r < nt; ++r) {
+    const v128_t y0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][0]), s0), b0);
+    const v128_t y1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(acc[r][1]), s1), b1);
+    float* o = out + (ptrdiff_t)(j0 + r) * rows + i0;
+    if (nf == kNR) {
+      wasm_v128_store(o, y0);
+      wasm_v128_store(o + 4, y1);
+    } else {
+      alignas(16) float f[kNR];
+      wasm_v128_store(f, y0);
+      wasm_v128_store(f + 4, y1);
+      memcpy(o, f, 4 * (size_t)nf);
     }
   }
 }
@@ -91,60 +151,53 @@ void quantize_pack(const QDYNPACK_args* a, const float* in, float inv_scale, int
 
 void k_QDYNPACK(const QDYNPACK_args* a) {
   const float* in = at<const float>(a->in);
-  uint8_t* out = at<uint8_t>(a->out);
+  int16_t* out = at<int16_t>(a->out);
   // choose_qparams.tensor in float32, step by step as torch/ao/quantization/utils.py's
-  // determine_qparams computes it (per_tensor_affine).
+  // determine_qparams computes it (per_tensor_affine); a NaN (or infinite) range gives a NaN (or
+  // infinite) scale, as eager's, so the linear's output is NaN as eager's.
   float mn, mx;
   min_max(a, in, &mn, &mx);
-  const float min_neg = mn < 0.0f ? mn : 0.0f, max_pos = mx > 0.0f ? mx : 0.0f;
+  const float min_neg = (mn < 0.0f || mn != mn) ? mn : 0.0f;  // torch.min / max propagate NaN
+  const float max_pos = (mx > 0.0f || mx != mx) ? mx : 0.0f;
   float scale = (max_pos - min_neg) / (float)(a->qmax - a->qmin);
-  scale = scale > a->eps ? scale : a->eps;
-  int zp = a->qmin - (int)nearbyintf(min_neg / scale);
-  zp = zp < a->qmin ? a->qmin : zp > a->qmax ? a->qmax : zp;
+  if (scale <= a->eps) scale = a->eps;
+  int zp = 0;
+  if (scale == scale && scale != INFINITY) {
+    zp = a->qmin - (int)nearbyintf(min_neg / scale);
+    zp = zp < a->qmin ? a->qmin : zp > a->qmax ? a->qmax : zp;
+  }
   float* qparams = at<float>(a->qparams);
   qparams[0] = scale;
   memcpy(qparams + 1, &zp, 4);
   // quantize_per_tensor: x * float32(1.0 / double(scale)) (eager's inv_scale is a Python float).
-  const float inv_scale = (float)(1.0 / (double)scale);
-  const int panels = (a->cols + kCols - 1) / kCols;
-  auto run = [&](int p0, int p1) {
-    if (a->x_dtype == DT_I8) quantize_pack<true>(a, in, inv_scale, zp, p0 * kCols, p1 * kCols, out);
-    else quantize_pack<false>(a, in, inv_scale, zp, p0 * kCols, p1 * kCols, out);
-  };
-  const int threads = pool_threads();
-  if (threads > 1 && panels >= 2 * threads && worth_threading(8.0 * a->cols * a->k)) {
-    parallel_for(threads, [&](int t) { run(panels * t / threads, panels * (t + 1) / threads); });
-  } else {
-    run(0, panels);
-  }
+  const float inv = (float)(1.0 / (double)scale), lo = (float)(a->qmin - zp), hi = (float)(a->qmax - zp);
+  const Quantizer q{wasm_f32x4_splat(inv), wasm_f32x4_splat(lo), wasm_f32x4_splat(hi)};
+  parallel_rows((a->cols + kMR - 1) / kMR, 8.0 * a->cols * a->k, [&](int64_t p0, int64_t p1) {
+    quantize_rows(a, in, q, inv, lo, hi, (int)p0 * kMR, (int)p1 * kMR, out);
+  });
 }
 
 void k_QGEMM_DYN(const QGEMM_DYN_args* a) {
   const float x_scale = at<const float>(a->qparams)[0];
-  const int32_t x_zp = at<const int32_t>(a->qparams)[1];
-  const int32_t* row_sum = at<const int32_t>(a->row_sum);
   const float* w_scale = at<const float>(a->w_scale);
-  int32_t* acc_bias = at<int32_t>(a->scratch);
-  float* scale = reinterpret_cast<float*>(acc_bias + a->rows);
-  for (int i = 0; i < a->rows; ++i) {
-    acc_bias[i] = -x_zp * row_sum[i];
-    scale[i] = (float)((double)x_scale * (double)w_scale[i]);  // rounded once, as the static path's
-  }
-  QGEMM_args g;
-  memset(&g, 0, sizeof g);
-  g.rows = a->rows;
-  g.cols = a->cols;
-  g.kp = a->kp;
-  g.x_dtype = a->x_dtype;
-  g.w = a->w;
-  g.x = a->x;
-  g.acc_bias = a->scratch;
-  g.scale = a->scratch + 4u * (uint32_t)a->rows;
-  g.bias = a->bias;
-  g.out_dtype = DT_F32;
-  g.inv_out_scale = 1.0f;
-  g.out = a->out;
-  g.out_stride_i = 1;
-  g.out_stride_j = a->rows;
-  k_QGEMM(&g);
+  const float* bias = a->bias ? at<const float>(a->bias) : nullptr;
+  const int8_t* w = at<const int8_t>(a->w);
+  const int16_t* x = at<const int16_t>(a->x);
+  float* out = at<float>(a->out);
+  const int rows = a->rows, cols = a->cols, kp = a->kp, panels = (rows + kNR - 1) / kNR;
+  if (rows <= 0 || cols <= 0) return;
+  // Weight panels [p0, p1): each panel's 8 * kp bytes stay in L1 while all tokens sweep it.
+  parallel_rows(panels, 2.0 * rows * cols * kp, [&](int64_t p0, int64_t p1) {
+    for (int p = (int)p0; p < (int)p1; ++p) {
+      const int i0 = p * kNR, nf = rows - i0 < kNR ? rows - i0 : kNR;
+      alignas(16) float sc[kNR] = {}, bs[kNR] = {};
+      for (int c = 0; c < nf; ++c) {
+        sc[c] = (float)((double)x_scale * (double)w_scale[i0 + c]);  // rounded once, as the static path's
+        bs[c] = bias ? bias[i0 + c] : 0.0f;
+      }
+      const int8_t* wp = w + (ptrdiff_t)p * kNR * kp;
+      for (int j = 0; j < cols; j += kMR)
+        micro(wp, x + (ptrdiff_t)j * kp, kp, j, cols - j < kMR ? cols - j : kMR, i0, nf, sc, bs, out, rows);
+    }
+  });
 }

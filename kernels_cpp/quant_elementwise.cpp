@@ -12,6 +12,7 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "strided.h"
 #include "threadpool.h"
 
 namespace {
@@ -70,47 +71,19 @@ inline void deq16(v128_t v, const Deq& d, v128_t f[4]) {
                           wasm_f32x4_splat(d.scale));
 }
 
-// Runs body(lo, hi) over [0, n) items, split over the pool's threads when `work` (elements
-// touched) is worth it.
-template <class F>
-void split(long n, double work, F&& body) {
-  int tasks = 1;
-  if (pool_threads() > 1 && worth_threading(work)) {
-    tasks = pool_threads() * 4;
-    if (tasks > n) tasks = (int)n;
-  }
-  if (tasks <= 1) {
-    body(0, n);
-    return;
-  }
-  parallel_for(tasks, [&](int t) {
-    body((long)((int64_t)n * t / tasks), (long)((int64_t)n * (t + 1) / tasks));
-  });
-}
-
-// The 6-d index space of the elementwise kernels (kernel_abi.def: UNARY): rows of the innermost
-// dim, each handed to row(out, a, b, len, out_stride, a_stride, b_stride) with byte pointers.
+// The 6-d index space of the elementwise kernels (kernel_abi.def: UNARY) collapsed and split over
+// threads by strided.h; each contiguous piece of a row goes to row(out, a, b, len, out_stride,
+// a_stride, b_stride) as byte pointers (the operands are bytes, so element strides are byte strides).
 template <class Row>
 void for_rows(const int32_t* size, const int32_t* os, const int32_t* as, const int32_t* bs, uint8_t* out,
               const uint8_t* a, const uint8_t* b, Row&& row) {
-  long rows = 1;
-  for (int d = 0; d < kMaxDims - 1; ++d) rows *= size[d];
-  const int len = size[kMaxDims - 1];
-  if (rows <= 0 || len <= 0) return;
-  split(rows, (double)rows * len, [&](long lo, long hi) {
-    for (long r = lo; r < hi; ++r) {
-      long rem = r;
-      ptrdiff_t oo = 0, ao = 0, bo = 0;
-      for (int d = kMaxDims - 2; d >= 0; --d) {
-        const long i = rem % size[d];
-        rem /= size[d];
-        oo += i * os[d];
-        ao += i * as[d];
-        bo += i * (bs ? bs[d] : 0);
-      }
-      row(out + oo, a + ao, b ? b + bo : nullptr, len, os[kMaxDims - 1], as[kMaxDims - 1],
-          bs ? bs[kMaxDims - 1] : 0);
-    }
+  static const int32_t kNoStrides[kMaxDims] = {0};
+  const int32_t* strides[3] = {os, as, bs ? bs : kNoStrides};
+  const Space s = collapse(size, strides, 3);
+  const int inner = s.nd - 1;
+  // (8 flops per element: two dequantizes, the add, the quantize)
+  run_space(s, 3, 8.0, [&](const ptrdiff_t* o, int32_t len) {
+    row(out + o[0], a + o[1], b ? b + o[2] : nullptr, len, s.st[0][inner], s.st[1][inner], s.st[2][inner]);
   });
 }
 
@@ -222,14 +195,14 @@ void k_QPOOL2D(const QPOOL2D_args* a) {
   const bool include_pad = a->count_include_pad != 0;
   double work = (double)rows * g.OW;
   work *= mode == POOL_ADAPTIVE_AVG ? (double)(g.H / g.OH + 1) * (g.W / g.OW + 1) : (double)g.KH * g.KW;
-  split(rows, work, [&](long lo, long hi) {
+  parallel_rows(rows, work, [&](int64_t lo, int64_t hi) {
     // Per-thread row buffers, in chunks of the output row when it is wider than they are.
     constexpr int kChunk = 256;
     alignas(16) float ys[kChunk];
     alignas(16) uint8_t colmax_buf[4096];
     uint8_t* colmax = mode == POOL_MAX && g.W <= (int)sizeof colmax_buf ? colmax_buf : nullptr;
-    for (long r = lo; r < hi; ++r) {
-      const long p = r / g.OH;
+    for (int64_t r = lo; r < hi; ++r) {
+      const int64_t p = r / g.OH;
       const int oy = (int)(r % g.OH);
       const uint8_t* plane = in + p * (ptrdiff_t)g.H * g.W;
       uint8_t* orow = out + r * (ptrdiff_t)g.OW;

@@ -13,6 +13,7 @@
 //              relative terms; 1 - 2/(exp(2|x|)+1) above, saturating to exactly +-1).
 //   erf_v:     abs 4.2e-7, 7 ulp (rational approximation on [-4, 4] as in Eigen; +-1 outside).
 //   sigmoid_v: abs 8.9e-8, 2.5 ulp (1 / (1 + exp(-x)); exactly 0 / 1 in the far tails).
+//   (sigmoid, silu and tanh take exp_sat_v: exp_v's bits wherever they can differ in the result)
 //   sincos_v:  1.52 ulp over [-5.2e5, 5.2e5] (1.0 ulp at multiples of pi/2), 1.14 ulp beyond.
 // The polynomials are mul+add in both kernel builds (the accuracy figures above are for that);
 // only the multiply-accumulate loops of GEMM and convolution use madd below.
@@ -52,6 +53,18 @@ static inline v128_t ldexp_v(v128_t p, v128_t n) {
   return wasm_f32x4_mul(wasm_f32x4_mul(p, s1), s2);
 }
 
+// e^r for |r| <= ln(2)/2 + a little (Cephes expf's polynomial): 1 + r + r^2 P(r).
+static inline v128_t exp_poly(v128_t r) {
+  const v128_t r2 = wasm_f32x4_mul(r, r);
+  v128_t p = splat(1.9875691500E-4f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.3981999507E-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(8.3334519073E-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(4.1665795894E-2f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.6666665459E-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(5.0000001201E-1f));
+  return wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, r2), r), splat(1.0f));
+}
+
 static inline v128_t exp_v(v128_t x) {
   // The clamp bounds n so ldexp_v gets overflow (exp(89) = inf) and underflow (exp(-104) = 0)
   // right. pmin/pmax with x first return x when it is NaN, and cost one instruction on x86, where
@@ -61,28 +74,41 @@ static inline v128_t exp_v(v128_t x) {
   // Cody-Waite: ln2 split so n*ln2_hi is exact for |n| < 2^8.
   v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
   r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
-  const v128_t r2 = wasm_f32x4_mul(r, r);
-  v128_t p = splat(1.9875691500E-4f);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.3981999507E-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(8.3334519073E-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(4.1665795894E-2f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.6666665459E-1f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(5.0000001201E-1f));
-  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(p, r2), r), splat(1.0f));
-  // NaN lanes convert to 0 here; p is already NaN so the result stays NaN.
-  return ldexp_v(p, wasm_i32x4_trunc_sat_f32x4(n));
+  // NaN lanes convert to 0 here; the polynomial is already NaN so the result stays NaN.
+  return ldexp_v(exp_poly(r), wasm_i32x4_trunc_sat_f32x4(n));
+}
+
+// exp_v for callers that only add its result to 1 or more (sigmoid, silu, tanh): bit-identical to
+// exp_v for x in [-87.68, 88.38]; inf above (also for x in (88.38, 88.72], where e^x < FLT_MAX:
+// a quotient by 1 + e^x there is below 1e-36 in these callers, so 0 is as good); below -87.68 it
+// returns e^-87.68 (~1e-38, and 1 + it rounds to 1 like 1 + e^x does). That range lets the
+// scale 2^n be built with one shift from the rounding add (no nearest, no float->int conversion,
+// which V8 expands to ~8 instructions on x86) and applied with one multiply (no two-factor ldexp).
+static inline v128_t exp_sat_v(v128_t x) {
+  x = clamp_keep_nan(x, -87.68f, 88.72f);
+  // 1.5 * 2^23 + 127: adding it rounds x * log2(e) to the nearest integer n (ties to even, as
+  // f32x4.nearest) and leaves n + 127, in [1, 255] here, in the low mantissa bits; shifted into the
+  // exponent field that is 2^n (n = 128 gives inf). A NaN x shifts to 0, and NaN * 0 stays NaN.
+  const v128_t magic = splat(12583039.0f);
+  const v128_t nb = wasm_f32x4_add(wasm_f32x4_mul(x, splat(1.44269504088896341f)), magic);
+  const v128_t scale = wasm_i32x4_shl(nb, 23);
+  const v128_t n = wasm_f32x4_sub(nb, magic);
+  // From here on as exp_v: Cody-Waite reduction and the same polynomial.
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
+  return wasm_f32x4_mul(exp_poly(r), scale);
 }
 
 static inline v128_t sigmoid_v(v128_t x) {
   // exp(-x) = inf for very negative x gives 1/inf = 0, the right limit.
-  return wasm_f32x4_div(splat(1.0f), wasm_f32x4_add(splat(1.0f), exp_v(wasm_f32x4_neg(x))));
+  return wasm_f32x4_div(splat(1.0f), wasm_f32x4_add(splat(1.0f), exp_sat_v(wasm_f32x4_neg(x))));
 }
 
 static inline v128_t tanh_v(v128_t x) {
   const v128_t sign = wasm_v128_and(x, wasm_i32x4_splat(INT32_MIN));
   const v128_t ax = wasm_f32x4_abs(x);
   // Large |x|: 1 - 2/(e^{2|x|} + 1); e^{2|x|} = inf saturates to exactly 1.
-  const v128_t e = exp_v(wasm_f32x4_add(ax, ax));
+  const v128_t e = exp_sat_v(wasm_f32x4_add(ax, ax));
   const v128_t big = wasm_f32x4_sub(splat(1.0f), wasm_f32x4_div(splat(2.0f), wasm_f32x4_add(e, splat(1.0f))));
   // Small |x|: the formula above cancels catastrophically, so use the Cephes odd polynomial.
   const v128_t z = wasm_f32x4_mul(ax, ax);

@@ -1,6 +1,7 @@
 // Host-driven worker pool inside wasm (docs/design.md decision 2). The host parks N-1 threads in
 // worker_loop(); parallel_for() on the calling thread hands out tasks to them and joins.
 #pragma once
+#include <stdint.h>
 #include <type_traits>
 
 typedef void (*task_fn)(void* ctx, int task);
@@ -23,3 +24,23 @@ inline void parallel_for(int n_tasks, F&& fn) {
 
 // Whether work of this many floating-point operations is worth waking the other threads for.
 inline bool worth_threading(double flops) { return flops >= 200000.0; }
+
+// Runs body(lo, hi) over the rows [0, n), split into contiguous ranges over the threads (4 tasks
+// per thread, for balance) when `work` (flops or elements touched) is worth waking them for.
+template <class F>
+void parallel_rows(int64_t n, double work, F&& body) {
+  if (n <= 0) return;
+  int tasks = 1;
+  if (pool_threads() > 1 && worth_threading(work)) {
+    tasks = pool_threads() * 4;
+    if (tasks > n) tasks = (int)n;
+  }
+  if (tasks == 1) {
+    body((int64_t)0, n);
+    return;
+  }
+  parallel_for(tasks, [&](int t) {
+    const int64_t lo = n * t / tasks, hi = n * (t + 1) / tasks;
+    if (lo < hi) body(lo, hi);
+  });
+}

@@ -1,7 +1,8 @@
 // node --no-liftoff run.mjs ROUNDS a.wasm b.wasm[:splat] ...: GFLOP/s of each build/gemm_micro file at
 // the shapes of shapes.json ([m, n, k]: MobileNetV2's pointwise convs as Cout x H*W x Cin, the
 // encoder's and the MLP's linears, 512^3), in one V8 process alternating the files round by round.
-// ":splat" turns set_gemm_load_splat on in that instance, as the JS loader does. Each figure is the
+// ":splat" turns set_gemm_load_splat on in that instance, as the JS loader does; ":m1" sets
+// bench.cpp's set_mode (B packed on every run, as a pointwise conv packs its input). Each figure is the
 // fastest of the rounds: on a shared machine the least-disturbed run is the estimate of the code's
 // speed (medians move with the other processes' load). The peak line is peak_flops_chains.
 import fs from "node:fs";
@@ -9,12 +10,13 @@ const [rounds, ...files] = process.argv.slice(2);
 const shapes = JSON.parse(fs.readFileSync(new URL("./shapes.json", import.meta.url)));
 const inst = [];
 for (const spec of files) {
-  const [file, mode] = spec.split(":");
+  const [file, ...modes] = spec.split(":");
   const module = await WebAssembly.compile(fs.readFileSync(file));
   const imports = {};  // emscripten's standalone WASI imports; never called by the benchmark
   for (const imp of WebAssembly.Module.imports(module)) (imports[imp.module] ??= {})[imp.name] = () => 0;
   const ex = (await WebAssembly.instantiate(module, imports)).exports;
-  if (mode === "splat") ex.set_gemm_load_splat(1);
+  if (modes.includes("splat")) ex.set_gemm_load_splat(1);
+  for (const m of modes) if (m.startsWith("m")) ex.set_mode(+m.slice(1));
   inst.push(ex);
 }
 const best = (a) => Math.min(...a);

@@ -10,13 +10,18 @@ import wasmtime
 rounds, files = int(sys.argv[1]), sys.argv[2:]
 engine = wasmtime.Engine(wasmtime.Config())
 inst = []
-for f in files:
+for spec in files:
+    f, *modes = spec.split(":")  # ":m1": bench.cpp's set_mode, as in run.mjs
     store = wasmtime.Store(engine)
     module = wasmtime.Module.from_file(engine, f)
     # emscripten's standalone WASI imports; never called by the benchmark
     stubs = [wasmtime.Func(store, imp.type, lambda *a, n=len(imp.type.results): 0 if n else None)
              for imp in module.imports]
-    inst.append((store, wasmtime.Instance(store, module, stubs).exports(store)))
+    ex = wasmtime.Instance(store, module, stubs).exports(store)
+    for m in modes:
+        if m.startswith("m"):
+            ex["set_mode"](store, int(m[1:]))
+    inst.append((store, ex))
 
 
 def peak(store, ex):

@@ -358,12 +358,17 @@ def render(report: dict, write: bool) -> int:
     text = buffer.getvalue()
     print(text)
     if write:
-        path = ROOT / "BENCHMARKS.md"
-        old, marker = path.read_text(), f"\n{section}\n"
-        head, found, rest = old.partition(marker)
-        tail = rest[rest.index("\n## "):] if found and "\n## " in rest else ""   # a section after this one stays
-        path.write_text(head.rstrip("\n") + f"\n\n{section}\n\n{intro}\n\n" + text + tail)
+        write_section(section, f"{intro}\n\n{text}")
     return 0
+
+
+def write_section(heading: str, body: str) -> None:
+    """BENCHMARKS.md's section `heading` becomes `body`; the sections before and after it stay (a
+    missing section is appended). Also profile_kernels.py's writer."""
+    path = ROOT / "BENCHMARKS.md"
+    head, found, rest = path.read_text().partition(f"\n{heading}\n")
+    tail = rest[rest.index("\n## "):] if found and "\n## " in rest else ""
+    path.write_text(head.rstrip("\n") + f"\n\n{heading}\n\n{body.rstrip()}\n" + tail)
 
 
 def main(argv=None) -> int:

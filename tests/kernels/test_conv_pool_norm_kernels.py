@@ -134,6 +134,27 @@ def test_conv2d_depthwise_vectorised(s1, case):
     check_conv(run_conv(s1, x, wt, bias, *args, act, p0, p1, scratch=False), x, wt, bias, *args, act, p0, p1)
 
 
+@pytest.mark.parametrize("case", list(DEPTHWISE_CASES))
+def test_conv2d_depthwise_silu(s1, case):
+    """SiLU's own depthwise planes (conv.cpp: each output row written raw, then SiLU over it, the
+    row's last partial block in registers) at every vectorised shape: within the conv + silu bound of
+    eager on inputs wide enough (|conv| up to ~100) to reach exp_sat_v's clamps, and with NaN / +-inf
+    inputs the same values as the identity conv followed by a separate UNARY SILU."""
+    n, c, h, w, k, st, p = DEPTHWISE_CASES[case]
+    x, wt, bias = torch.randn(n, c, h, w) * 15, torch.randn(c, 1, k, k), torch.randn(c)
+    args = ((st, st), (p, p), (1, 1), c)
+    check_conv(run_conv(s1, x, wt, bias, *args, "SILU", scratch=False), x, wt, bias, *args, "SILU")
+    flat = x.view(-1)
+    flat[torch.linspace(0, flat.numel() - 1, 4).long()] = torch.tensor([NAN, INF, -INF, 1e30])
+    fused = run_conv(s1, x, wt, bias, *args, "SILU", scratch=False)
+    plain = run_conv(s1, x, wt, bias, *args, scratch=False)
+    out = s1.out(plain.numel())
+    size = [1] * 5 + [plain.numel()]
+    s1.record("UNARY", op=U["SILU"], size=size, out_stride=[0] * 5 + [1], in_stride=[0] * 5 + [1],
+              out=out.ptr, p0=0.0, p1=0.0, **{"in": s1.put_guarded(plain)})
+    assert_exact(fused, out.read(plain.shape))
+
+
 # Shapes around the im2col column blocking and its threading (kernels_cpp/conv.cpp): on 2 threads a
 # conv with >= 8 output panels (of NR = 8 columns) runs whole column blocks per task, fewer panels
 # split the GEMM rows; blocks hold >= 8 panels, shrunk to ~4 per thread when threaded. All are
@@ -171,6 +192,64 @@ def test_conv2d_depthwise_without_scratch(s1):
     x, wt, bias = torch.randn(2, 5, 11, 13), torch.randn(5, 1, 3, 3), torch.randn(5)
     args = ((1, 1), (1, 1), (1, 1), 5)
     check_conv(run_conv(s1, x, wt, bias, *args, scratch=False), x, wt, bias, *args)
+
+
+# The direct kernel for c_in <= 4 (kernels_cpp/conv_small_cin.cpp: groups 1, the same stride 1 or 2
+# both ways, dilation 1): output vectors of 4 columns (widths 1 to 23, a ragged last vector), blocks
+# of output channels (c_out 2 to 17, a ragged last block), c_in 1 to 4, kernels 1x1 to 5x5 and
+# non-square, padding 0 to 3 and asymmetric, kernels reaching past the input, batches, row bands on
+# 2 threads. The last cases are ones the kernel leaves to im2col + GEMM.
+SMALL_CIN_CASES = {
+    # name: (n, c_in, h, w, c_out, (kh, kw), stride, (ph, pw), dilation)
+    "c1_3x3_s1_w1": (1, 1, 5, 1, 3, (3, 3), 1, (1, 1), 1),
+    "c2_3x3_s2_w9_nopad": (1, 2, 9, 9, 5, (3, 3), 2, (0, 0), 1),
+    "c3_3x3_s2_batch_threaded": (2, 3, 17, 23, 21, (3, 3), 2, (1, 1), 1),  # 2.4e5 flops: bands cross images
+    "c3_3x3_s2_threaded": (1, 3, 40, 37, 16, (3, 3), 2, (1, 1), 1),  # 3.3e5 flops: 2 threads split rows
+    "c3_3x3_s1_w10": (1, 3, 6, 10, 17, (3, 3), 1, (1, 1), 1),
+    "c4_3x3_s1_pad2": (1, 4, 7, 11, 8, (3, 3), 1, (2, 2), 1),
+    "c1_5x5_s2_pad3": (1, 1, 9, 14, 6, (5, 5), 2, (3, 3), 1),
+    "c1_1x7_s1_pad3_h1": (1, 1, 1, 6, 4, (1, 7), 1, (0, 3), 1),
+    "c2_2x5_s2_asym_pad": (1, 2, 8, 14, 16, (2, 5), 2, (0, 2), 1),
+    "c1_1x1_s2": (2, 1, 6, 7, 2, (1, 1), 2, (0, 0), 1),
+    "c1_kernel_past_input": (1, 1, 3, 2, 7, (5, 5), 1, (2, 2), 1),
+    # im2col + GEMM: more than 36 taps (c_in * kh * kw), dilation, stride 3
+    "c3_7x7_s2_resnet_stem": (1, 3, 19, 21, 9, (7, 7), 2, (3, 3), 1),
+    "c3_3x3_dilated": (1, 3, 11, 13, 6, (3, 3), 1, (2, 2), 2),
+    "c3_3x3_s3": (1, 3, 11, 13, 6, (3, 3), 3, (1, 1), 1),
+}
+SMALL_CIN_ACTS = ["IDENTITY", "RELU", "CLAMP", "HARDSWISH", "SILU", "GELU_ERF"]
+
+
+@pytest.mark.parametrize("case", list(SMALL_CIN_CASES))
+def test_conv2d_small_cin(s12, case):
+    """Against float64 eager (check_conv's dot-product bound); a fused activation, one per case in
+    turn (the kernel specialises IDENTITY to SILU and takes GELU_ERF through its runtime switch),
+    must give the bits of the unfused conv followed by a UNARY op."""
+    n, ci, h, w, co, k, st, p, d = SMALL_CIN_CASES[case]
+    i = list(SMALL_CIN_CASES).index(case)
+    x, wt = torch.randn(n, ci, h, w), torch.randn(co, ci, *k)
+    bias = torch.randn(co) if i % 2 == 0 else None
+    args = ((st, st), p, (d, d), 1)
+    plain = run_conv(s12, x, wt, bias, *args)
+    check_conv(plain, x, wt, bias, *args)
+    act = SMALL_CIN_ACTS[i % len(SMALL_CIN_ACTS)]
+    p0, p1 = (-0.3, 0.9) if act == "CLAMP" else (0.0, 0.0)
+    fused = run_conv(s12, x, wt, bias, *args, act, p0, p1)
+    out = s12.out(plain.numel())
+    s12.record("UNARY", op=U[act], size=[1] * 5 + [plain.numel()], out_stride=[0] * 5 + [1],
+               in_stride=[0] * 5 + [1], out=out.ptr, p0=p0, p1=p1, **{"in": s12.put_guarded(plain)})
+    assert_bits_equal(fused, out.read(plain.shape))
+
+
+def test_conv2d_small_cin_nan_input(s1):
+    """A NaN pixel poisons exactly the outputs whose window covers it (padding taps are zeros, never
+    read from memory: the NaN guard bands around the input must not leak in)."""
+    x, wt, bias = torch.randn(1, 3, 13, 15), torch.randn(10, 3, 3, 3), torch.randn(10)
+    x[0, 1, 6, 0] = NAN
+    args = ((2, 2), (1, 1), (1, 1), 1)
+    got = run_conv(s1, x, wt, bias, *args, "RELU")
+    assert bool(got.isnan().any())
+    check_conv(got, x, wt, bias, *args, "RELU")
 
 
 @pytest.mark.parametrize("case", ["3x3", "1x1_pointwise", "depthwise_3x3", "depthwise_5x5_wide", "grouped"])

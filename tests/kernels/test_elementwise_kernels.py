@@ -212,6 +212,9 @@ def _sweep():
         torch.linspace(-110, 90, 200001),
         torch.linspace(-20, 20, 400001),
         torch.linspace(-1e-3, 1e-3, 10001),
+        # around simd_math.h exp_sat_v's clamps (-87.68, 88.72) and 2^n's ends (n = -126, 128)
+        torch.linspace(-89.5, -86.5, 30001),
+        torch.linspace(86.5, 89.5, 30001),
         torch.randn(100000, generator=g) * 3,
         torch.tensor(SPECIALS),
         torch.tensor([2.0 ** -130, -(2.0 ** -130), 1e-38, 5.0, -5.0, 5.66, -5.66, 9.0, -9.0, 0.625, -0.625]),
