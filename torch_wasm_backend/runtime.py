@@ -163,7 +163,8 @@ class Runtime:
         # What each user (a compiled partition) keeps in this memory: its weights and loaded plans.
         # Read and written only under self.lock; dropped with the runtime or the user.
         self.users_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.pool = Pool(engine, module, self.memory, ("read_bandwidth", "set_gemm_load_splat", "set_qconv_split_tiles"))
+        self.pool = Pool(engine, module, self.memory,
+                         ("read_bandwidth", "set_gemm_load_splat", "set_qconv_split_tiles"))
         version = self.pool.main.fn["abi_version"]()[0].i32
         if version != ABI.version:
             raise WasmBackendError(
