@@ -110,6 +110,37 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
   for (int c = 0; c < nc; ++c) o[(ptrdiff_t)c * sj] = q[c];
 }
 
+// store_row's arithmetic for one output channel with its constants splatted once: the common
+// case (quantized output, no residual; requant_of folds a ReLU into lo) of the pixels-in-lanes
+// kernels, which requantize 8 pixels of one channel at a time. store_row loads each Requant field
+// and branches on its flags per 4 outputs; in V8 that epilogue, inlined into the depthwise loop,
+// cost several times the loop's dots (its TurboFan code reloads and spills the fields).
+struct ChannelRequant {
+  v128_t acc_bias, scale, bias, inv, lo, hi, magic, magic_zp;
+};
+
+inline bool channel_requant_fits(const Requant& rq) { return rq.out_dtype != DT_F32 && !rq.has_res; }
+
+inline ChannelRequant channel_requant(const Requant& rq, int i) {
+  // (+ 0.0f for no bias: it changes only a -0.0f to +0.0f, and both quantize to the zero point)
+  return ChannelRequant{wasm_i32x4_splat(rq.acc_bias[i]), wasm_f32x4_splat(rq.scale[i]),
+                        wasm_f32x4_splat(rq.bias ? rq.bias[i] : 0.0f), wasm_f32x4_splat(rq.inv_out_scale),
+                        wasm_f32x4_splat(rq.lo), wasm_f32x4_splat(rq.hi), wasm_f32x4_splat(kMagic),
+                        wasm_i32x4_splat(rq.magic_zp)};
+}
+
+// 8 accumulators of one channel (a0: pixels 0-3, a1: 4-7) requantized as store_row does, 8 bytes to o.
+inline void store8(v128_t a0, v128_t a1, const ChannelRequant& c, bool u8, uint8_t* o) {
+  auto q = [&c](v128_t acc) {
+    v128_t y = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, c.acc_bias)), c.scale);
+    y = wasm_f32x4_mul(wasm_f32x4_add(y, c.bias), c.inv);
+    y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, c.lo), c.hi);
+    return wasm_i32x4_sub(wasm_f32x4_add(y, c.magic), c.magic_zp);
+  };
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0), q(a1));
+  wasm_v128_store64_lane(o, u8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
+}
+
 // Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
 template <bool kSigned, int MR>
 void micro(const int8_t* w, int kp, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
@@ -255,6 +286,10 @@ void k_QGEMM(const QGEMM_args* a) {
 
 namespace {
 
+// Whether QCONV2D's tiles run as functions of their own (micro_cols_call): the JS loader turns it on
+// (set_qconv_split_tiles), wasmtime keeps the default. In linear memory: every thread sees it.
+int g_qconv_split_tiles = 0;
+
 // ---- QCONV2D's GEMM: output columns (pixels) in lanes ---------------------------------------------
 // An NCHW conv is out[c_out, pixels] = W[c_out, K] x B[K, pixels], B's rows (im2col rows: one input
 // plane shifted by a tap) contiguous. Packing pairs of B rows interleaved, [k/2][8 columns][2] bytes
@@ -273,8 +308,9 @@ constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while
 // Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
 // computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
 template <bool kSigned, int MR, int NV>
-void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
-                uint8_t* out, int si, int sj) {
+__attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0,
+                                                      int j0, int nc, const Requant& rq, uint8_t* out, int si,
+                                                      int sj) {
   v128_t acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
   for (int kk = 0; kk < kpairs; ++kk) {
@@ -290,21 +326,38 @@ void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int
     TWB_ROW(0) TWB_ROW(1) TWB_ROW(2) TWB_ROW(3)
 #undef TWB_ROW
   }
+  if (NV == 2 && nc == kNR && channel_requant_fits(rq)) {  // (quantized output: sj is 1)
+    for (int r = 0; r < MR; ++r)
+      store8(acc0[r], acc1[r], channel_requant(rq, i0 + r), rq.out_dtype == DT_U8, out + (ptrdiff_t)(i0 + r) * si + j0);
+    return;
+  }
   for (int r = 0; r < MR; ++r) {
     store_row(acc0[r], i0 + r, j0, nc < 4 ? nc : 4, rq, out, si, sj);
     if (NV == 2 && nc > 4) store_row(acc1[r], i0 + r, j0 + 4, nc - 4, rq, out, si, sj);
   }
 }
 
-template <bool kSigned, int MR>
+// The tile as a function of its own, for V8 (g_qconv_split_tiles): inlined into gemm_cols (one function
+// with every tile variant), V8's TurboFan kept 5 of the 8 accumulators on the stack (a load and a store
+// each per k pair); alone, its loop stays in registers. Cranelift does the opposite: inlined is 1.2x
+// faster there (a 64-channel 3x3 56x56 conv, one process alternating, 2026-12-03).
+template <bool kSigned, int MR, int NV>
+__attribute__((noinline)) void micro_cols_call(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0,
+                                               int nc, const Requant& rq, uint8_t* out, int si, int sj) {
+  micro_cols<kSigned, MR, NV>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+}
+
+template <bool kSigned, int MR, bool kSplit>
 void micro_cols_nc(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
                    uint8_t* out, int si, int sj) {
-  if (nc > 4) micro_cols<kSigned, MR, 2>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
-  else micro_cols<kSigned, MR, 1>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  if (nc > 4) (kSplit ? micro_cols_call<kSigned, MR, 2> : micro_cols<kSigned, MR, 2>)(wt, kpairs, panel, i0, j0, nc,
+                                                                                     rq, out, si, sj);
+  else (kSplit ? micro_cols_call<kSigned, MR, 1> : micro_cols<kSigned, MR, 1>)(wt, kpairs, panel, i0, j0, nc, rq,
+                                                                               out, si, sj);
 }
 
 // Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride bytes apart).
-template <bool kSigned>
+template <bool kSigned, bool kSplit>
 void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* panels, int pstride, int j0,
                int cols, const Requant& rq, uint8_t* out, int si, int sj) {
   for (int i0 = 0; i0 < rows; i0 += kMR) {
@@ -314,10 +367,10 @@ void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* p
       const uint8_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
       const int nc = cols - j < kNR ? cols - j : kNR;
       switch (mr) {
-        case 4: micro_cols_nc<kSigned, 4>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 3: micro_cols_nc<kSigned, 3>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 2: micro_cols_nc<kSigned, 2>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        default: micro_cols_nc<kSigned, 1>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
+        case 4: micro_cols_nc<kSigned, 4, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 3: micro_cols_nc<kSigned, 3, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 2: micro_cols_nc<kSigned, 2, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        default: micro_cols_nc<kSigned, 1, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
       }
     }
   }
@@ -526,6 +579,7 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
   const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
   const int P = OH * OW, T = KH * KW, pairs = kPairs ? kPairs : (T + 1) / 2, len = dw_phase_len(a);
   const int16_t zp = (int16_t)a->x_zp;
+  const bool fast = channel_requant_fits(rq), u8 = rq.out_dtype == DT_U8;
   // Per tap (the odd tap's partner, weight 0, repeats the last): its kernel row and its offset in a
   // widened row. Computed once: divisions per tap and output row cost more than the 3x3 dots of a
   // 7x7 plane.
@@ -550,6 +604,7 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
     }
     const int16_t* rowp[kMaxTaps];
     const int16_t* src[2 * ((kMaxTaps + 1) / 2)];
+    const ChannelRequant cr = fast ? channel_requant(rq, c) : ChannelRequant{};
     for (int oy = 0; oy < OH; ++oy) {
       for (int ky = 0; ky < KH; ++ky) {
         const int iy = oy * SH - PH + ky * DH;
@@ -573,6 +628,10 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
           acc1 = wasm_i32x4_add(acc1, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u, v, 4, 12, 5, 13, 6, 14, 7, 15), w));
         }
         const int nc = OW - ox;
+        if (fast && nc >= 8) {
+          store8(acc0, acc1, cr, u8, out + (ptrdiff_t)c * P + oy * OW + ox);
+          continue;
+        }
         store_row(acc0, c, oy * OW + ox, nc < kCols ? nc : kCols, rq, out, P * es, es);
         if (nc > kCols) store_row(acc1, c, oy * OW + ox + kCols, nc - kCols < kCols ? nc - kCols : kCols, rq, out,
                                  P * es, es);
@@ -643,11 +702,17 @@ void k_QCONV2D(const QCONV2D_args* a) {
         uint8_t* panels = scratch + (ptrdiff_t)j0 * a->kp;
         const int pstride = kpairs * 2 * kNR;
         pack_cols(a, gin, cin_g, K, kpairs, j0, j1, panels, pstride);
-        (a->x_dtype == DT_I8 ? gemm_cols<true> : gemm_cols<false>)(wq, cout_g, a->kp, kpairs, panels, pstride, j0,
-                                                                  j1 - j0, rq, gout, P * es, es);
+        const bool s8 = a->x_dtype == DT_I8;
+        (g_qconv_split_tiles ? (s8 ? gemm_cols<true, true> : gemm_cols<false, true>)
+                             : (s8 ? gemm_cols<true, false> : gemm_cols<false, false>))(
+            wq, cout_g, a->kp, kpairs, panels, pstride, j0, j1 - j0, rq, gout, P * es, es);
       };
       if (threaded) parallel_for(blocks, run_block);
       else for (int b = 0; b < blocks; ++b) run_block(b);
     }
   }
+}
+
+extern "C" __attribute__((export_name("set_qconv_split_tiles"))) void set_qconv_split_tiles(int32_t on) {
+  g_qconv_split_tiles = on != 0;
 }

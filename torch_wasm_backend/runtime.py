@@ -163,7 +163,8 @@ class Runtime:
         # What each user (a compiled partition) keeps in this memory: its weights and loaded plans.
         # Read and written only under self.lock; dropped with the runtime or the user.
         self.users_state: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.pool = Pool(engine, module, self.memory, ("read_bandwidth", "set_gemm_load_splat"))
+        self.pool = Pool(engine, module, self.memory,
+                         ("read_bandwidth", "set_gemm_load_splat", "set_qconv_split_tiles"))
         version = self.pool.main.fn["abi_version"]()[0].i32
         if version != ABI.version:
             raise WasmBackendError(
@@ -217,6 +218,12 @@ class Runtime:
         in V8) instead of load + shuffle (the default, faster in wasmtime): kernels_cpp/gemm.cpp."""
         with self.lock:
             self.pool.main.fn["set_gemm_load_splat"](1 if on else 0)
+
+    def set_qconv_split_tiles(self, on: bool) -> None:
+        """Makes QCONV2D run each tile as a function of its own (the JS loader's choice, faster in
+        V8) instead of inlined (the default, faster in wasmtime): kernels_cpp/quant.cpp."""
+        with self.lock:
+            self.pool.main.fn["set_qconv_split_tiles"](1 if on else 0)
 
     def read_bandwidth(self, offset: int, nbytes: int, passes: int, threads: int) -> float:
         """Reads nbytes (a multiple of 128) at offset `passes` times on `threads` threads; returns

@@ -20,6 +20,7 @@ import torch
 
 from kernels.kernel_testing import assert_exact, dot_rel
 from torch_wasm_backend.lowering.ops.elementwise import DTYPE_CODE
+from torch_wasm_backend.runtime import get_runtime
 from torch_wasm_backend.lowering.ops.quant import (acc_bias, channel_scale, conv_scratch_numel, conv_weight_rows,
                                                    pack_weight, packed_panels_numel, padded_k, requant_args)
 
@@ -263,6 +264,52 @@ def test_qconv2d_against_pytorch(s1, x_dtype, x_zp, cfg, per_channel, relu):
                                          [dil, dil], groups, relu, *out)
         got = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out)
         _check(got, ref, magnitude, k)
+
+
+# The 8-pixel requantization (quant.cpp's store8): depthwise rows with 8-pixel blocks and a tail, stride
+# 2 over a wide row, and pixels-in-lanes panels over two column blocks.
+NO_BIAS_CONVS = [CONVS[8], CONVS[10], CONVS[18]]
+
+
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("cfg", NO_BIAS_CONVS, ids=str)
+def test_qconv2d_without_bias_against_pytorch(s1, x_dtype, x_zp, cfg):
+    """No bias: the full-tile path adds a 0.0 bias instead (it changes a -0.0 to +0.0 only, which
+    quantizes alike), so quantized outputs stay within 1 LSB of eager's as with a bias."""
+    x_scale = 0.017
+    x, w, w_scale, w_zp = _conv_inputs(cfg, x_dtype)
+    st, pad, dil, groups = cfg[8], cfg[9], cfg[10], cfg[5]
+    xf, wf = (x.float() - x_zp) * x_scale, w.float() * w_scale[:, None, None, None]
+    magnitude = torch.nn.functional.conv2d(xf.abs(), wf.abs(), None, st, pad, dil, groups)
+    for relu in (False, True):
+        for out in _outputs(relu)[1:]:   # quantized outputs: the 8-pixel path's
+            ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, None, [st, st], [pad, pad],
+                                             [dil, dil], groups, relu, *out)
+            got = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, None, cfg, relu, out)
+            _check(got, ref, magnitude, w[0].numel())
+
+
+# The pixels-in-lanes GEMM's shapes: tile edges, K odd, two column blocks, groups.
+SPLIT_TILE_CONVS = [CONVS[1], CONVS[2], CONVS[13], CONVS[15], CONVS[16], CONVS[18], CONVS[19]]
+
+
+@pytest.mark.parametrize("cfg", SPLIT_TILE_CONVS, ids=str)
+def test_qconv2d_split_tiles_equal_inlined(s1, cfg):
+    """set_qconv_split_tiles (the JS loader's choice: each tile a function of its own) runs the same
+    arithmetic as the inlined default: outputs equal bit for bit, float32 and quantized."""
+    x_dtype, x_zp, x_scale = torch.uint8, 128, 0.017
+    x, w, w_scale, w_zp = _conv_inputs(cfg, x_dtype)
+    bias = torch.randn(w.shape[0])
+    runtime = get_runtime(2)[0]
+    for out in _outputs(False):
+        got = {}
+        for split in (False, True):
+            runtime.set_qconv_split_tiles(split)
+            try:
+                got[split] = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, False, out)
+            finally:
+                runtime.set_qconv_split_tiles(False)
+        assert torch.equal(got[False], got[True])
 
 
 RESIDUAL_CONVS = [CONVS[1], CONVS[4], CONVS[5], CONVS[8], CONVS[10]]  # im2col, depthwise, channels-last

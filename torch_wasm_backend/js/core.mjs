@@ -450,6 +450,9 @@ export class Engine {
       // GEMM broadcasts by load32_splat: 1.10-1.15x faster in V8 (kernels_cpp/gemm.cpp,
       // g_load_splat); files exported before the switch existed lack it.
       if (typeof this.ex.set_gemm_load_splat === "function") this.ex.set_gemm_load_splat(1);
+      // int8 conv tiles as functions of their own: V8 keeps their accumulators in registers then
+      // (kernels_cpp/quant.cpp, g_qconv_split_tiles).
+      if (typeof this.ex.set_qconv_split_tiles === "function") this.ex.set_qconv_split_tiles(1);
       abi = this.ex.abi_version(); heapBase = this.ex.heap_base() >>> 0;
     } catch (e) {
       if (e instanceof ModelFileError) throw e;
