@@ -21,6 +21,7 @@
 #include <wasm_simd128.h>
 #include "abi.h"
 #include "quant_panels.h"
+#include "quant_round.h"
 #include "threadpool.h"
 
 namespace {
@@ -36,19 +37,12 @@ struct Requant {
   int out_dtype;
   float inv_out_scale;  // quantized outputs only:
   float lo, hi;         // qmin - out_zp, qmax - out_zp: the clamp before the zero point is added
-  int32_t magic_zp;     // kMagicBits - out_zp
+  int32_t magic_zp;     // magic_minus_zp(out_zp) (quant_round.h)
   // QCONV2D's residual (quantized outputs only): laid out as out, at out's address + res_delta.
   ptrdiff_t res_delta;
   bool has_res, res_signed;
   float res_scale, res_zp;
 };
-
-// round-half-even of an integer-valued float v in [-2^22, 2^22] and its conversion to int32 in one
-// float add: v + 1.5 * 2^23 has exponent 2^23, so its mantissa holds 2^22 + round(v) (the add rounds
-// half to even) and its bits are kMagicBits + round(v). Replaces f32x4.nearest + i32x4.trunc_sat
-// (~8 x86 instructions with its NaN and overflow fix-ups).
-constexpr float kMagic = 12582912.0f;
-constexpr int32_t kMagicBits = 0x4B400000;
 
 inline int elem_size(int dtype) { return dtype == DT_F32 ? 4 : 1; }
 
@@ -97,7 +91,7 @@ inline void store_row(v128_t acc, int i, int j0, int nc, const Requant& rq, uint
   // f32x4.min/max's NaN rules cost ~7 each; y is never NaN.
   y = wasm_f32x4_mul(y, wasm_f32x4_splat(rq.inv_out_scale));
   y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, wasm_f32x4_splat(rq.lo)), wasm_f32x4_splat(rq.hi));
-  const v128_t q32 = wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(rq.magic_zp));
+  const v128_t q32 = round_plus_zp(y, rq.magic_zp);
   // In [qmin, qmax] already, so the saturating narrows are exact: 4 bytes in lane 0.
   const v128_t q16 = wasm_i16x8_narrow_i32x4(q32, q32);
   const v128_t q8 = rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16);
@@ -215,7 +209,7 @@ Requant requant_of(const int32_t* acc_bias, const float* scale, const float* bia
     if (qmin < out_zp) qmin = out_zp;
   }
   return Requant{acc_bias, scale, bias, relu != 0, out_dtype, inv_out_scale, (float)(qmin - out_zp),
-                 (float)(qmax - out_zp), kMagicBits - out_zp, 0, false, false, 1.0f, 0.0f};
+                 (float)(qmax - out_zp), magic_minus_zp(out_zp), 0, false, false, 1.0f, 0.0f};
 }
 
 }  // namespace

@@ -18,17 +18,13 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "quant_round.h"
 #include "threadpool.h"
 
 namespace {
 
 constexpr int kNR = 8;  // output features per weight panel: 2 vectors of 4 lanes
 constexpr int kMR = 4;  // tokens per micro-tile: 8 accumulators + 2 weight vectors + 1 splat
-
-// round-half-even of a float v with |v| <= 2^22 and its conversion to int32 in one add: v + 1.5 *
-// 2^23 has exponent 2^23, so its bits are kMagicBits + round(v) (as quant.cpp's requantization).
-constexpr float kMagic = 12582912.0f;
-constexpr int32_t kMagicBits = 0x4B400000;
 
 // min and max of the [cols, k] rows; both NaN if any element is (torch.aminmax's NaN propagation).
 // pmin / pmax are one x86 instruction each where f32x4.min / max (NaN-propagating) are ~6, so NaN is
@@ -77,7 +73,7 @@ struct Quantizer {
   v128_t inv, lo, hi;
   inline v128_t q4(const float* x) const {
     const v128_t y = wasm_f32x4_pmin(wasm_f32x4_pmax(lo, wasm_f32x4_mul(wasm_v128_load(x), inv)), hi);
-    return wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(kMagicBits));
+    return round_plus_zp(y, magic_minus_zp(0));
   }
 };
 

@@ -12,14 +12,11 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
+#include "quant_round.h"
 #include "strided.h"
 #include "threadpool.h"
 
 namespace {
-
-// round-half-even and conversion to int32 in one float add (see quant.cpp: kMagic).
-constexpr float kMagic = 12582912.0f;
-constexpr int32_t kMagicBits = 0x4B400000;
 
 // Dequantization of one uint8/int8 operand.
 struct Deq {
@@ -32,22 +29,19 @@ struct Deq {
 struct Quant {
   bool is_signed;
   float inv, lo, hi;
-  int32_t magic_zp;  // kMagicBits - zp
+  int32_t magic_zp;  // magic_minus_zp(zp)
   Quant(int dtype, float inv_scale, int zp, int qmin, int qmax)
       : is_signed(dtype == DT_I8), inv(inv_scale), lo((float)(qmin - zp)), hi((float)(qmax - zp)),
-        magic_zp(kMagicBits - zp) {}
+        magic_zp(magic_minus_zp(zp)) {}
   int32_t one(float y) const {
     float v = y * inv;
     v = v < lo ? lo : (v > hi ? hi : v);  // (also maps -inf, an all-padding max window, to qmin)
-    float m = v + kMagic;
-    int32_t bits;
-    memcpy(&bits, &m, 4);
-    return bits - magic_zp;
+    return round_plus_zp(v, magic_zp);
   }
   v128_t four(v128_t y) const {
     y = wasm_f32x4_mul(y, wasm_f32x4_splat(inv));
     y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, wasm_f32x4_splat(lo)), wasm_f32x4_splat(hi));
-    return wasm_i32x4_sub(wasm_f32x4_add(y, wasm_f32x4_splat(kMagic)), wasm_i32x4_splat(magic_zp));
+    return round_plus_zp(y, magic_zp);
   }
   // Four i32x4 already in [qmin, qmax] -> 16 bytes (the saturating narrows are exact there).
   v128_t narrow(const v128_t q[4]) const {
