@@ -8,6 +8,7 @@
 #define ABI_VERSION(v) enum { kAbiVersion = v };
 #define MAX_DIMS(n) enum { kMaxDims = n };
 #define GEMM_NR(n) enum { kGemmNR = n };
+#define QCONV_TILE(cols, rows) enum { kQconvCols = cols, kQconvRows = rows };
 #define MAP_LIMITS(max_instr, inputs, immediate) \
   enum { kMapMaxInstr = max_instr, kMapInputs = inputs, kMapImmediate = immediate };
 #define ARG(x) int32_t x;

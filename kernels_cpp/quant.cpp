@@ -294,8 +294,8 @@ int g_qconv_split_tiles = 0;
 // lanes: at MobileNet's K = 16..96 the reduce and its transposed packing cost as much as the dots.)
 // Weights are widened to int16 once per call (scratch), so each pair splat is one load32_splat.
 
-constexpr int kNR = 8;               // columns per panel: 2 vectors of 4 lanes
-constexpr int kMR = 4;               // weight rows per micro-tile: 8 accumulators + 2 panel vectors + 1 splat
+constexpr int kNR = kQconvCols;      // columns per panel (8): 2 vectors of 4 lanes
+constexpr int kMR = kQconvRows;      // weight rows per micro-tile (4): 8 accumulators + 2 panel vectors + 1 splat
 constexpr int kMaxBlockCols = 512;   // im2col row buffers on the stack
 constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while every weight row sweeps them
 

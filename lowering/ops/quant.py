@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..context import LoweringContext, addr
+from ..abi import ABI
 from ..plan import TensorRef
 from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)
 from ..quant_fuse import QUANT_DTYPES
@@ -51,10 +52,10 @@ def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
 
 
 def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
-    """Bytes of QCONV2D's scratch: im2col panels (8-column panels, kp bytes a column), then one
-    group's weight rows widened to int16 (in tiles of 4 rows). 8 and 4 are kNR and kMR of
-    kernels_cpp/quant.cpp, which must agree with this size (no second declaration yet)."""
-    return (out_pixels + 7) // 8 * 8 * kp + 2 * (c_out_g + 3) // 4 * 4 * kp
+    """Bytes of QCONV2D's scratch: im2col panels (QCONV_TILE's cols pixels a panel, kp bytes a
+    pixel), then one group's weight rows widened to int16 (in tiles of QCONV_TILE's rows)."""
+    cols, rows = ABI.qconv_cols, ABI.qconv_rows
+    return -(-out_pixels // cols) * cols * kp + 2 * -(-c_out_g // rows) * rows * kp
 
 
 def acc_bias(packed: torch.Tensor, x_zp: int) -> torch.Tensor:
