@@ -7,8 +7,7 @@
 // nothing; the .def undefines all of them at its end).
 #define ABI_VERSION(v) enum { kAbiVersion = v };
 #define MAX_DIMS(n) enum { kMaxDims = n };
-#define GEMM_NR(n) enum { kGemmNR = n };
-#define QCONV_TILE(cols, rows) enum { kQconvCols = cols, kQconvRows = rows };
+#define LAYOUT(name, value) enum { k##name = value };
 #define MAP_LIMITS(max_instr, inputs, immediate) \
   enum { kMapMaxInstr = max_instr, kMapInputs = inputs, kMapImmediate = immediate };
 #define ARG(x) int32_t x;

@@ -23,8 +23,8 @@
 
 namespace {
 
-constexpr int kNR = 8;  // output features per weight panel: 2 vectors of 4 lanes
-constexpr int kMR = 4;  // tokens per micro-tile: 8 accumulators + 2 weight vectors + 1 splat
+constexpr int kNR = kQdynFeatures;  // output features per weight panel (8): 2 vectors of 4 lanes
+constexpr int kMR = kQdynTokens;    // tokens per micro-tile (4): 8 accumulators + 2 weight vectors + 1 splat
 
 // min and max of the [cols, k] rows; both NaN if any element is (torch.aminmax's NaN propagation).
 // pmin / pmax are one x86 instruction each where f32x4.min / max (NaN-propagating) are ~6, so NaN is

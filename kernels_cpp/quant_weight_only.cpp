@@ -13,9 +13,9 @@
 
 namespace {
 
-constexpr int kNR = 8;   // output channels per packed panel: two f32x4 accumulators per row
-constexpr int kBlockPanels = 8;  // panels widened per float GEMM call: kernel_abi.def's scratch size
-constexpr int kGemmRows = 6;     // rows from which the widened copy + float GEMM pays (its 6-row tile)
+constexpr int kNR = kWoPanel;            // output channels per packed panel (8): two f32x4 accumulators per row
+constexpr int kBlockPanels = kWoScratchPanels;  // panels widened per float GEMM call (8)
+constexpr int kGemmRows = kWoGemmRows;   // rows from which the widened copy + float GEMM pays (6: its 6-row tile)
 
 // The 8 int8 weights of one k step of a panel, as two f32x4 (exact: int8 fits float32).
 inline void widen8(const int8_t* p, v128_t* lo, v128_t* hi) {

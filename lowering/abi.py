@@ -45,8 +45,9 @@ class KernelAbi:
         text = _strip_comments(path.read_text())
         self.version = int(re.search(r"ABI_VERSION\((\d+)\)", text).group(1))
         self.max_dims = int(re.search(r"MAX_DIMS\((\d+)\)", text).group(1))
-        self.gemm_nr = int(re.search(r"GEMM_NR\((\d+)\)", text).group(1))
-        self.qconv_cols, self.qconv_rows = (int(g) for g in re.search(r"QCONV_TILE\((\d+),\s*(\d+)\)", text).groups())
+        # layout constants shared with the kernels (packed constants, scratch sizes): name -> value
+        self.layout: dict[str, int] = {name: int(v) for name, v in re.findall(r"\bLAYOUT\((\w+),\s*(\d+)\)", text)}
+        self.gemm_nr = self.layout["GemmNR"]
         limits = re.search(r"MAP_LIMITS\((\d+),\s*(\d+),\s*(\d+)\)", text)
         # MAP: most instructions, input registers, the operand register meaning "the scalar p0"
         self.map_max_instr, self.map_inputs, self.map_immediate = (int(g) for g in limits.groups())

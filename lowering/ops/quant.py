@@ -52,9 +52,9 @@ def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
 
 
 def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
-    """Bytes of QCONV2D's scratch: im2col panels (QCONV_TILE's cols pixels a panel, kp bytes a
-    pixel), then one group's weight rows widened to int16 (in tiles of QCONV_TILE's rows)."""
-    cols, rows = ABI.qconv_cols, ABI.qconv_rows
+    """Bytes of QCONV2D's scratch: im2col panels (QconvCols pixels a panel, kp bytes a pixel), then
+    one group's weight rows widened to int16 (in tiles of QconvRows rows)."""
+    cols, rows = ABI.layout["QconvCols"], ABI.layout["QconvRows"]
     return -(-out_pixels // cols) * cols * kp + 2 * -(-c_out_g // rows) * rows * kp
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..quant_dynamic import dynamic_linear  # noqa: F401  (defines twb_quant::dynamic_linear)
 from ..quant_fuse import QUANT_DTYPES
@@ -17,8 +18,8 @@ from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
 from .quant import _constant, pack_weight
 
-PANEL_ROWS = 8    # output features per weight panel (quant_dynamic.cpp's kNR)
-PANEL_TOKENS = 4  # activation rows per QDYNPACK panel (its kMR)
+PANEL_ROWS = ABI.layout["QdynFeatures"]   # output features per weight panel
+PANEL_TOKENS = ABI.layout["QdynTokens"]   # activation rows per QDYNPACK panel
 
 
 def pair_k(k: int) -> int:

@@ -10,13 +10,15 @@ from typing import Optional
 
 import torch
 
+from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
 from .quant import _constant
 
-PANEL = 8  # output channels per panel: quant_weight_only.cpp's kNR
-SCRATCH_PANELS, GEMM_ROWS = 8, 6  # its kBlockPanels and kGemmRows (kernel_abi.def's scratch size)
+PANEL = ABI.layout["WoPanel"]  # output channels per packed weight panel
+SCRATCH_PANELS = ABI.layout["WoScratchPanels"]  # panels widened to float32 per GEMM call (the scratch)
+GEMM_ROWS = ABI.layout["WoGemmRows"]  # rows from which the widen + float GEMM path runs
 
 
 @torch.library.custom_op("twb_quant::weight_only_linear", mutates_args=())
