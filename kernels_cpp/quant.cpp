@@ -20,14 +20,13 @@
 #include <string.h>
 #include <wasm_simd128.h>
 #include "abi.h"
-#include "quant_panels.h"
 #include "quant_round.h"
 #include "threadpool.h"
 
 namespace {
 
-using quant_panels::kCols;
-using quant_panels::kKBlock;
+constexpr int kCols = kQgemmCols;      // QPACK / QGEMM activation columns per panel (4)
+constexpr int kKBlock = kQgemmKBlock;  // k elements per dot_i16x8 step (8)
 
 struct Requant {
   const int32_t* acc_bias;

@@ -21,8 +21,8 @@ from ..quant_fuse import QUANT_DTYPES
 from ..registry import ALL_DTYPES, Unsupported, bind, register
 from .elementwise import DTYPE_CODE, contiguous
 
-K_BLOCK = 8   # QGEMM's k step (one i32x4.dot_i16x8_s over 8 widened elements)
-PANEL = 4     # columns per QPACK panel
+K_BLOCK = ABI.layout["QgemmKBlock"]   # QGEMM's k step (one i32x4.dot_i16x8_s over 8 widened elements)
+PANEL = ABI.layout["QgemmCols"]       # columns per QPACK panel
 
 
 def padded_k(k: int) -> int:
