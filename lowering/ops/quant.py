@@ -211,15 +211,22 @@ def _fused_check(node):
     return None
 
 
+def linear_input(ctx: LoweringContext, x_arg, k: int) -> tuple[TensorRef, int]:
+    """An int8 linear's activation [m, k] with unit column stride (copied if it has none) and its row
+    stride (k for a single row), as QPACK, QDYNPACK and WOLINEAR read it."""
+    x = ctx.value(x_arg)
+    if x.strides[-1] != 1 and x.shape[-1] > 1:
+        x = contiguous(ctx, x)
+    return x, (x.strides[0] if x.shape[0] > 1 else k)
+
+
 @register(torch.ops.twb_quant.linear.default, kernels=["QPACK", "QGEMM"], check=_fused_check, dtypes=ALL_DTYPES,
           notes="PT2E dq -> linear -> [relu] -> [q]")
 def _q_linear(ctx: LoweringContext, node):
     a = ctx.args(node)
     x_arg, x_zp = a["x"], a["x_zp"]
     weight, bias_i32, scale, bias, k = _packed_operands(ctx, node, x_zp)
-    x = ctx.value(x_arg)
-    if x.strides[-1] != 1 and x.shape[-1] > 1:
-        x = contiguous(ctx, x)
+    x, x_row_stride = linear_input(ctx, x_arg, k)
     m, n = ctx.val(node).shape
     kp = weight.shape[1]
     out = ctx.out_for(node)
@@ -227,7 +234,7 @@ def _q_linear(ctx: LoweringContext, node):
         return out
     packed = ctx.new_buffer((packed_panels_numel(m, kp),), torch.uint8, node.name + "_xpack")
     ctx.emit("QPACK", flops=m * k, cols=m, k=k, kp=kp, **{"in": addr(x)},
-             row_stride=x.strides[0] if m > 1 else k, out=addr(packed))
+             row_stride=x_row_stride, out=addr(packed))
     ctx.emit("QGEMM", flops=2 * m * n * k, rows=n, cols=m, kp=kp, x_dtype=DTYPE_CODE[x.dtype], w=addr(weight),
              x=addr(packed), acc_bias=addr(bias_i32), scale=addr(scale), bias=addr(bias),
              **requant_args(*(a[k] for k in REQUANT)), out=addr(out), out_stride_i=1, out_stride_j=n)

@@ -16,7 +16,7 @@ from ..quant_dynamic import dynamic_linear  # noqa: F401  (defines twb_quant::dy
 from ..quant_fuse import QUANT_DTYPES
 from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
-from .quant import _constant, pack_weight
+from .quant import _constant, linear_input, pack_weight
 
 PANEL_ROWS = ABI.layout["QdynFeatures"]   # output features per weight panel
 PANEL_TOKENS = ABI.layout["QdynTokens"]   # activation rows per QDYNPACK panel
@@ -63,16 +63,14 @@ def _dynamic_linear(ctx: LoweringContext, node):
     bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     if bias is not None and bias.dtype != torch.float32:
         raise Unsupported("dynamic int8 linear with a non-float32 bias")
-    x = ctx.value(x_arg)
-    if x.strides[-1] != 1 and x.shape[-1] > 1:
-        x = contiguous(ctx, x)
+    x, x_row_stride = linear_input(ctx, x_arg, k)
     m = ctx.val(node).shape[0]
     out = ctx.out_for(node)
     if out.numel == 0:
         return out
     packed = ctx.new_buffer((-(-m // PANEL_TOKENS) * PANEL_TOKENS * kp,), torch.int16, node.name + "_xq")
     qparams = ctx.new_buffer((2,), torch.int32, node.name + "_qparams")  # [scale float32, zp int32]
-    ctx.emit("QDYNPACK", flops=3 * m * k, cols=m, k=k, kp=kp, row_stride=x.strides[0] if m > 1 else k,
+    ctx.emit("QDYNPACK", flops=3 * m * k, cols=m, k=k, kp=kp, row_stride=x_row_stride,
              qmin=qmin, qmax=qmax, eps=eps, **{"in": addr(x)}, qparams=addr(qparams), out=addr(packed))
     ctx.emit("QGEMM_DYN", flops=2 * m * n * k, rows=n, cols=m, kp=kp, w=addr(weight), x=addr(packed),
              qparams=addr(qparams), w_scale=addr(w_scale), bias=addr(bias), out=addr(out))

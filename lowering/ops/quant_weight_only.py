@@ -14,7 +14,7 @@ from ..abi import ABI
 from ..context import LoweringContext, addr
 from ..registry import ALL_DTYPES, Unsupported, register
 from .elementwise import contiguous
-from .quant import _constant
+from .quant import _constant, linear_input
 
 PANEL = ABI.layout["WoPanel"]  # output channels per packed weight panel
 SCRATCH_PANELS = ABI.layout["WoScratchPanels"]  # panels widened to float32 per GEMM call (the scratch)
@@ -64,15 +64,13 @@ def _weight_only_linear(ctx: LoweringContext, node):
     bias = contiguous(ctx, ctx.value(b_arg)) if b_arg is not None else None
     if bias is not None and bias.dtype != torch.float32 or scale.dtype != torch.float32:
         raise Unsupported("weight-only int8 linear with a non-float32 scale or bias")
-    x = ctx.value(x_arg)
-    if x.strides[-1] != 1 and x.shape[-1] > 1:
-        x = contiguous(ctx, x)
+    x, x_row_stride = linear_input(ctx, x_arg, k)
     m = ctx.val(node).shape[0]
     out = ctx.out_for(node)
     if out.numel == 0:
         return out
     scratch = ctx.new_buffer((SCRATCH_PANELS * PANEL * k,), torch.float32, node.name + "_widened") \
         if m >= GEMM_ROWS and k > 0 else None
-    ctx.emit("WOLINEAR", flops=2 * m * n * k, m=m, n=n, k=k, x_stride=x.strides[0] if m > 1 else k,
+    ctx.emit("WOLINEAR", flops=2 * m * n * k, m=m, n=n, k=k, x_stride=x_row_stride,
              x=addr(x), w=addr(weight), scale=addr(scale), bias=addr(bias), scratch=addr(scratch), out=addr(out))
     return out
