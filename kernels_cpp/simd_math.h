@@ -53,8 +53,11 @@ static inline v128_t ldexp_v(v128_t p, v128_t n) {
   return wasm_f32x4_mul(wasm_f32x4_mul(p, s1), s2);
 }
 
-// e^r for |r| <= ln(2)/2 + a little (Cephes expf's polynomial): 1 + r + r^2 P(r).
-static inline v128_t exp_poly(v128_t r) {
+// e^(x - n ln2) for n = round(x / ln2), so |x - n ln2| <= ln(2)/2 + a little: Cody-Waite reduction
+// (ln2 split so n * ln2_hi is exact for |n| < 2^8), then Cephes expf's polynomial 1 + r + r^2 P(r).
+static inline v128_t exp_remainder(v128_t x, v128_t n) {
+  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
+  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
   const v128_t r2 = wasm_f32x4_mul(r, r);
   v128_t p = splat(1.9875691500E-4f);
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.3981999507E-3f));
@@ -71,11 +74,8 @@ static inline v128_t exp_v(v128_t x) {
   // the NaN-propagating f32x4.min/max expand to a long sequence.
   x = clamp_keep_nan(x, -104.0f, 89.0f);
   const v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(x, splat(1.44269504088896341f)));
-  // Cody-Waite: ln2 split so n*ln2_hi is exact for |n| < 2^8.
-  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
   // NaN lanes convert to 0 here; the polynomial is already NaN so the result stays NaN.
-  return ldexp_v(exp_poly(r), wasm_i32x4_trunc_sat_f32x4(n));
+  return ldexp_v(exp_remainder(x, n), wasm_i32x4_trunc_sat_f32x4(n));
 }
 
 // exp_v for callers that only add its result to 1 or more (sigmoid, silu, tanh): bit-identical to
@@ -93,10 +93,7 @@ static inline v128_t exp_sat_v(v128_t x) {
   const v128_t nb = wasm_f32x4_add(wasm_f32x4_mul(x, splat(1.44269504088896341f)), magic);
   const v128_t scale = wasm_i32x4_shl(nb, 23);
   const v128_t n = wasm_f32x4_sub(nb, magic);
-  // From here on as exp_v: Cody-Waite reduction and the same polynomial.
-  v128_t r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
-  return wasm_f32x4_mul(exp_poly(r), scale);
+  return wasm_f32x4_mul(exp_remainder(x, n), scale);  // (the same reduction and polynomial as exp_v)
 }
 
 static inline v128_t sigmoid_v(v128_t x) {
