@@ -715,8 +715,8 @@ extern "C" __attribute__((export_name("set_qconv_split_tiles"))) void set_qconv_
 // conv_winograd.cpp's algorithm (read its header) on integers, so the accumulators equal QCONV2D's:
 // - inputs d = q - x_zp (|d| <= 255; 0 in the padding, where QCONV2D's taps read x_zp), transformed
 //   by B^T d B (entries 0, +-1): |V| <= 4 * 255, int16;
-// - weights (QCONV2D's packed rows, transformed at run time, so the exported file keeps 1 byte per
-//   weight) by 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]] on both sides, U = (2G) w (2G)^T:
+// - weights (QCONV2D's packed rows, transformed at run time, 4 output channels at a time, so the
+//   exported file keeps 1 byte per weight) by 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]] on both sides, U = (2G) w (2G)^T:
 //   integers, |U| <= 9 * 128, int16;
 // - 16 GEMMs M[xi] = U[xi] V[xi] over input channel pairs on i32x4.dot_i16x8_s, QCONV2D's
 //   pixels-in-lanes micro-kernel with tiles in lanes (panels [c_in/2][8 tiles][2] int16);
@@ -760,14 +760,16 @@ inline void wino_2g(v128_t g0, v128_t g1, v128_t g2, v128_t o[4]) {
   o[3] = wasm_i16x8_shl(g2, 1);
 }
 
-// Output channels [co_lo, co_hi) of U [16][CO4][Cp] int16 from QCONV2D's packed rows (k order
-// (ky, kx, ci) when c_in is a multiple of 8, else (ci, ky, kx)), 8 input channels per vector. Rows
-// past c_out and the channel past an odd c_in are zero.
-void wino_weights(const WinoGeom& g, const int8_t* w, int kp, int16_t* U, int co_lo, int co_hi) {
-  const ptrdiff_t us = (ptrdiff_t)g.CO4 * g.Cp;
+// U [16][kWinoRows][Cp] int16 of output channels [co0, co0 + kWinoRows) from QCONV2D's packed rows
+// (k order (ky, kx, ci) when c_in is a multiple of 8, else (ci, ky, kx)), 8 input channels per
+// vector. Rows past c_out and the channel past an odd c_in are zero. Transformed per micro-tile
+// row group, right before its GEMMs, so U stays in cache: all of a 512-channel layer's U at once
+// (8 MB, 16/9 x 2 the int8 weights) cost 2.2 of its 4.1 ms in V8 (ResNet-18's 512x7x7 conv).
+void wino_weights(const WinoGeom& g, const int8_t* w, int kp, int co0, int16_t* U) {
+  const ptrdiff_t us = (ptrdiff_t)kWinoRows * g.Cp;
   const bool tap_major = g.C % kKBlock == 0;
-  for (int co = co_lo; co < co_hi; ++co) {
-    int16_t* u = U + (ptrdiff_t)co * g.Cp;
+  for (int co = co0; co < co0 + kWinoRows; ++co) {
+    int16_t* u = U + (ptrdiff_t)(co - co0) * g.Cp;
     if (co >= g.CO) {
       for (int xi = 0; xi < 16; ++xi) memset(u + xi * us, 0, (size_t)g.Cp * 2);
       continue;
@@ -969,18 +971,14 @@ void k_QCONV2D_WINO(const QCONV2D_WINO_args* a) {
   const Requant rq = with_residual(a, requant_of(at<const int32_t>(a->acc_bias), at<const float>(a->scale),
                                                  a->bias ? at<const float>(a->bias) : nullptr, a->relu,
                                                  a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
+  constexpr int kMaxChunks = 16;
+  const ptrdiff_t utile = (ptrdiff_t)16 * kWinoRows * Cp;  // one chunk's U (int16)
   int16_t* U = at<int16_t>(a->scratch);
-  int16_t* V = U + (ptrdiff_t)16 * CO4 * Cp;
+  int16_t* V = U + kMaxChunks * utile;
   int32_t* M = reinterpret_cast<int32_t*>(V + (ptrdiff_t)16 * block * Cp);
   const bool threaded = pool_threads() > 1;
   const int8_t* w = at<const int8_t>(a->weight);
-  const int rtiles = CO4 / kWinoRows, wtasks = rtiles < 16 ? rtiles : 16;
-  auto wtask = [&](int t) {
-    wino_weights(g, w, a->kp, U, kWinoRows * (int)((int64_t)rtiles * t / wtasks),
-                 kWinoRows * (int)((int64_t)rtiles * (t + 1) / wtasks));
-  };
-  if (threaded && wtasks > 1 && worth_threading(40.0 * CO4 * Cp)) parallel_for(wtasks, wtask);
-  else wino_weights(g, w, a->kp, U, 0, CO4);
+  const int rtiles = CO4 / kWinoRows;
   const uint8_t* in = at<const uint8_t>(a->in);
   uint8_t* out = at<uint8_t>(a->out);
   const bool s8 = a->x_dtype == DT_I8;
@@ -998,18 +996,21 @@ void k_QCONV2D_WINO(const QCONV2D_WINO_args* a) {
     if (threaded && in_tasks > 1 && worth_threading(32.0 * g.C * nt)) parallel_for(in_tasks, in_task);
     else (s8 ? wino_input<true> : wino_input<false>)(g, in, a->x_zp, t0, nt, nt_pad, 0, cpairs, V);
     // Phases 2 + 3 by chunks of output channels (whole micro-tiles), as conv_winograd.cpp.
-    const int chunks = rtiles / 2 < 1 ? 1 : (rtiles / 2 > 16 ? 16 : rtiles / 2);
+    // Each chunk transforms the weights of one micro-tile row group at a time into its own U.
+    const int chunks = rtiles / 2 < 1 ? 1 : (rtiles / 2 > kMaxChunks ? kMaxChunks : rtiles / 2);
     auto rows = [&](int t) {
       const int co_lo = kWinoRows * (int)((int64_t)rtiles * t / chunks);
       const int co_hi = kWinoRows * (int)((int64_t)rtiles * (t + 1) / chunks);
-      for (int xi = 0; xi < 16; ++xi) {
-        const int16_t* Ux = U + (ptrdiff_t)xi * CO4 * Cp;
-        const int16_t* Vx = V + (ptrdiff_t)xi * nt_pad * Cp;
-        int32_t* Mx = M + (ptrdiff_t)xi * CO4 * nt_pad;
-        for (int i0 = co_lo; i0 < co_hi; i0 += kWinoRows)
+      int16_t* Ut = U + t * utile;
+      for (int i0 = co_lo; i0 < co_hi; i0 += kWinoRows) {
+        wino_weights(g, w, a->kp, i0, Ut);
+        for (int xi = 0; xi < 16; ++xi) {
+          const int16_t* Vx = V + (ptrdiff_t)xi * nt_pad * Cp;
+          int32_t* Mx = M + ((ptrdiff_t)xi * CO4 + i0) * nt_pad;
           for (int pn = 0; pn < nt_pad / kWinoTiles; ++pn)
-            wino_micro(Ux + (ptrdiff_t)i0 * Cp, Cp, Vx + (ptrdiff_t)pn * Cp * kWinoTiles, cpairs,
-                       Mx + (ptrdiff_t)i0 * nt_pad + pn * kWinoTiles, nt_pad);
+            wino_micro(Ut + xi * kWinoRows * Cp, Cp, Vx + (ptrdiff_t)pn * Cp * kWinoTiles, cpairs, Mx + pn * kWinoTiles,
+                       nt_pad);
+        }
       }
       wino_output(g, M, nt_pad, rq, t0, nt, co_lo, co_hi < g.CO ? co_hi : g.CO, out, es);
     };
