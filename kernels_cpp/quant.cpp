@@ -731,6 +731,13 @@ constexpr int kWinoTiles = kQconvCols;  // tiles per panel (8): 2 vectors of 4 l
 constexpr int kWinoRows = kQconvRows;   // output channels per micro-tile (4)
 constexpr int kWinoMaxCin = 1827;       // the int32 bound above
 
+// The 16 components' strides (U, V, M) are padded by 64 bytes: at ResNet's power-of-2 sizes they were
+// multiples of 4 KB, so the transforms' 16 loads / stores per vector all hit one L1 set.
+constexpr int kWinoSkewBytes = 64;
+inline ptrdiff_t wino_ustride(int Cp) { return (ptrdiff_t)kWinoRows * Cp + kWinoSkewBytes / 2; }       // int16
+inline ptrdiff_t wino_vstride(int nt_pad, int Cp) { return (ptrdiff_t)nt_pad * Cp + kWinoSkewBytes / 2; }  // int16
+inline ptrdiff_t wino_mstride(int CO4, int nt_pad) { return (ptrdiff_t)CO4 * nt_pad + kWinoSkewBytes / 4; }  // int32
+
 struct WinoGeom {
   int C, CO, H, W, OH, OW, ph, pw, TH, TW, Cp, CO4;
 };
@@ -766,7 +773,7 @@ inline void wino_2g(v128_t g0, v128_t g1, v128_t g2, v128_t o[4]) {
 // row group, right before its GEMMs, so U stays in cache: all of a 512-channel layer's U at once
 // (8 MB, 16/9 x 2 the int8 weights) cost 2.2 of its 4.1 ms in V8 (ResNet-18's 512x7x7 conv).
 void wino_weights(const WinoGeom& g, const int8_t* w, int kp, int co0, int16_t* U) {
-  const ptrdiff_t us = (ptrdiff_t)kWinoRows * g.Cp;
+  const ptrdiff_t us = wino_ustride(g.Cp);
   const bool tap_major = g.C % kKBlock == 0;
   for (int co = co0; co < co0 + kWinoRows; ++co) {
     int16_t* u = U + (ptrdiff_t)(co - co0) * g.Cp;
@@ -840,7 +847,7 @@ inline void wino_row(const uint8_t* plane, const WinoGeom& g, int iy, int x0, in
 template <bool kSigned>
 void wino_input(const WinoGeom& g, const uint8_t* in, int zp, ptrdiff_t t0, int nt, int nt_pad, int p_lo, int p_hi,
                 int16_t* V) {
-  const ptrdiff_t vstride = (ptrdiff_t)nt_pad * g.Cp, plane_size = (ptrdiff_t)g.H * g.W;
+  const ptrdiff_t vstride = wino_vstride(nt_pad, g.Cp), plane_size = (ptrdiff_t)g.H * g.W;
   for (int q = 0; q < nt_pad; q += kWinoTiles) {
     const WinoPos p = wino_pos(g, t0 + q);
     const bool row_group = q + kWinoTiles <= nt && p.tx + kWinoTiles <= g.TW;
@@ -918,7 +925,7 @@ __attribute__((noinline)) void wino_micro(const int16_t* u, int ldu, const int16
 // 4 tiles of one tile row (2 output rows of up to 8 pixels) at a time, clipped to the output.
 void wino_output(const WinoGeom& g, const int32_t* M, int ldm, const Requant& rq, ptrdiff_t t0, int nt, int co_lo,
                  int co_hi, uint8_t* out, int es) {
-  const ptrdiff_t ms = (ptrdiff_t)g.CO4 * ldm, P = (ptrdiff_t)g.OH * g.OW;
+  const ptrdiff_t ms = wino_mstride(g.CO4, ldm), P = (ptrdiff_t)g.OH * g.OW;
   const bool fast = channel_requant_fits(rq), u8 = rq.out_dtype == DT_U8;
   for (int co = co_lo; co < co_hi; ++co) {
     const v128_t ab = wasm_i32x4_splat(rq.acc_bias[co]);
@@ -972,10 +979,10 @@ void k_QCONV2D_WINO(const QCONV2D_WINO_args* a) {
                                                  a->bias ? at<const float>(a->bias) : nullptr, a->relu,
                                                  a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
   constexpr int kMaxChunks = 16;
-  const ptrdiff_t utile = (ptrdiff_t)16 * kWinoRows * Cp;  // one chunk's U (int16)
+  const ptrdiff_t utile = 16 * wino_ustride(Cp);  // one chunk's U (int16)
   int16_t* U = at<int16_t>(a->scratch);
   int16_t* V = U + kMaxChunks * utile;
-  int32_t* M = reinterpret_cast<int32_t*>(V + (ptrdiff_t)16 * block * Cp);
+  int32_t* M = reinterpret_cast<int32_t*>(V + 16 * wino_vstride(block, Cp));
   const bool threaded = pool_threads() > 1;
   const int8_t* w = at<const int8_t>(a->weight);
   const int rtiles = CO4 / kWinoRows;
@@ -1005,10 +1012,10 @@ void k_QCONV2D_WINO(const QCONV2D_WINO_args* a) {
       for (int i0 = co_lo; i0 < co_hi; i0 += kWinoRows) {
         wino_weights(g, w, a->kp, i0, Ut);
         for (int xi = 0; xi < 16; ++xi) {
-          const int16_t* Vx = V + (ptrdiff_t)xi * nt_pad * Cp;
-          int32_t* Mx = M + ((ptrdiff_t)xi * CO4 + i0) * nt_pad;
+          const int16_t* Vx = V + xi * wino_vstride(nt_pad, Cp);
+          int32_t* Mx = M + xi * wino_mstride(CO4, nt_pad) + (ptrdiff_t)i0 * nt_pad;
           for (int pn = 0; pn < nt_pad / kWinoTiles; ++pn)
-            wino_micro(Ut + xi * kWinoRows * Cp, Cp, Vx + (ptrdiff_t)pn * Cp * kWinoTiles, cpairs, Mx + pn * kWinoTiles,
+            wino_micro(Ut + xi * wino_ustride(Cp), Cp, Vx + (ptrdiff_t)pn * Cp * kWinoTiles, cpairs, Mx + pn * kWinoTiles,
                        nt_pad);
         }
       }
