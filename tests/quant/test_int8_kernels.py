@@ -391,14 +391,15 @@ WINO_CONVS = [
 
 def _run_qwino(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out, res=(None, 1.0, 0), block=None):
     n, c_in, h, wd, c_out, pad = cfg
-    oh, ow = h + 2 * pad - 2, wd + 2 * pad - 2
+    ph, pw = pad if isinstance(pad, tuple) else (pad, pad)
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
     packed = pack_weight(conv_weight_rows(w), w_zp)
     block = block or winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
     ptrs = dict(weight=s.put(packed), acc_bias=s.put(acc_bias(packed, x_zp)),
                 scale=s.put(channel_scale(x_scale, w_scale)), bias=s.put(bias) if bias is not None else 0,
                 scratch=s.alloc(qwino_scratch_numel(c_in, c_out, block)), **{"in": s.put(x)})
     got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
-        "QCONV2D_WINO", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, ph=pad, pw=pad, oh=oh, ow=ow, kp=packed.shape[1],
+        "QCONV2D_WINO", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, ph=ph, pw=pw, oh=oh, ow=ow, kp=packed.shape[1],
         tile_block=block, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs, **requant_args(relu, *out), out=o,
         res=s.put(res[0]) if res[0] is not None else 0, res_dtype=DTYPE_CODE[res[0].dtype] if res[0] is not None else 0,
         res_scale=res[1], res_zp=res[2]))
@@ -422,6 +423,14 @@ def test_qwino_accumulator_exact(s1, x_dtype, x_zp, cfg):
                          _outputs(False)[0], block=block)
         exact = torch.nn.functional.conv2d(x.double() - x_zp, w.double(), None, 1, cfg[5])
         assert torch.equal(got.double(), exact)
+
+
+@pytest.mark.parametrize("cfg", [(2, 5, 7, 9, 6, (1, 0)), (1, 16, 6, 11, 5, (0, 1))], ids=str)
+def test_qwino_accumulator_exact_with_padding_differing_by_axis(s1, cfg):
+    """ph != pw (a conv with padding=(1, 0)): each axis its own padding."""
+    x, w, _, w_zp = _conv_inputs(_as_qconv_cfg(cfg[:5] + (0,)), torch.uint8)
+    got = _run_qwino(s1, x, torch.uint8, 77, 1.0, w, torch.ones(w.shape[0]), w_zp, None, cfg, False, _outputs(False)[0])
+    assert torch.equal(got.double(), torch.nn.functional.conv2d(x.double() - 77, w.double(), None, 1, cfg[5]))
 
 
 @pytest.mark.parametrize("x_dtype,x_zp", ACTS)
