@@ -635,9 +635,10 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
   else for (int c = 0; c < C; ++c) plane(c);
 }
 
-// rq with QCONV2D's residual, if the record has one: at the same element offset as out (both 1-byte
-// elements), so one address difference locates it from any output position.
-Requant with_residual(const QCONV2D_args* a, Requant rq) {
+// rq with QCONV2D's (or QCONV2D_WINO's) residual, if the record has one: at the same element offset
+// as out (both 1-byte elements), so one address difference locates it from any output position.
+template <class Args>
+Requant with_residual(const Args* a, Requant rq) {
   if (!a->res) return rq;
   rq.has_res = true;
   rq.res_delta = at<const uint8_t>(a->res) - at<const uint8_t>(a->out);
@@ -708,4 +709,319 @@ void k_QCONV2D(const QCONV2D_args* a) {
 
 extern "C" __attribute__((export_name("set_qconv_split_tiles"))) void set_qconv_split_tiles(int32_t on) {
   g_qconv_split_tiles = on != 0;
+}
+
+// ---- QCONV2D_WINO: 3x3 stride-1 convs by Winograd F(2x2, 3x3) on exact integers ------------------
+// conv_winograd.cpp's algorithm (read its header) on integers, so the accumulators equal QCONV2D's:
+// - inputs d = q - x_zp (|d| <= 255; 0 in the padding, where QCONV2D's taps read x_zp), transformed
+//   by B^T d B (entries 0, +-1): |V| <= 4 * 255, int16;
+// - weights (QCONV2D's packed rows, transformed at run time, 4 output channels at a time, so the
+//   exported file keeps 1 byte per weight) by 2G = [[2,0,0],[1,1,1],[1,-1,1],[0,0,2]] on both sides, U = (2G) w (2G)^T:
+//   integers, |U| <= 9 * 128, int16;
+// - 16 GEMMs M[xi] = U[xi] V[xi] over input channel pairs on i32x4.dot_i16x8_s, QCONV2D's
+//   pixels-in-lanes micro-kernel with tiles in lanes (panels [c_in/2][8 tiles][2] int16);
+// - A^T M A = 4 * (the integer conv sum S) exactly (2G carries a factor 2 per dimension); >> 2.
+//   All of it is linear arithmetic modulo 2^32 (i32 adds wrap), so 4 * S comes out exact whenever it
+//   fits in int32: c_in * 4 * 9 * 255 * 128 < 2^31, c_in <= 1827 (the lowering's limit).
+// S is what QCONV2D's accumulator + acc_bias equals (sum w (q - zp)), so the output is requantized
+// by QCONV2D's own store8 / store_row from S - acc_bias[c]: the same floats, bit for bit.
+namespace {
+
+constexpr int kWinoTiles = kQconvCols;  // tiles per panel (8): 2 vectors of 4 lanes
+constexpr int kWinoRows = kQconvRows;   // output channels per micro-tile (4)
+constexpr int kWinoMaxCin = 1827;       // the int32 bound above
+
+// The 16 components' strides (U, V, M) are padded by 64 bytes: at ResNet's power-of-2 sizes they were
+// multiples of 4 KB, so the transforms' 16 loads / stores per vector all hit one L1 set.
+constexpr int kWinoSkewBytes = 64;
+inline ptrdiff_t wino_ustride(int Cp) { return (ptrdiff_t)kWinoRows * Cp + kWinoSkewBytes / 2; }       // int16
+inline ptrdiff_t wino_vstride(int nt_pad, int Cp) { return (ptrdiff_t)nt_pad * Cp + kWinoSkewBytes / 2; }  // int16
+inline ptrdiff_t wino_mstride(int CO4, int nt_pad) { return (ptrdiff_t)CO4 * nt_pad + kWinoSkewBytes / 4; }  // int32
+
+struct WinoGeom {
+  int C, CO, H, W, OH, OW, ph, pw, TH, TW, Cp, CO4;
+};
+
+struct WinoPos {
+  int img, ty, tx;
+};
+inline WinoPos wino_pos(const WinoGeom& g, ptrdiff_t t) {
+  const ptrdiff_t per = (ptrdiff_t)g.TH * g.TW;
+  const int r = (int)(t % per);
+  return {(int)(t / per), r / g.TW, r % g.TW};
+}
+
+// One 4x4 F(2,3) transform step on 4 int16 vectors: v0 - v2, v1 + v2, v2 - v1, v1 - v3 (B^T).
+inline void wino_bt(v128_t& v0, v128_t& v1, v128_t& v2, v128_t& v3) {
+  const v128_t a = wasm_i16x8_sub(v0, v2), b = wasm_i16x8_add(v1, v2), c = wasm_i16x8_sub(v2, v1);
+  v3 = wasm_i16x8_sub(v1, v3);
+  v0 = a, v1 = b, v2 = c;
+}
+
+// (2G) applied to 3 int16 vectors: 2 g0, g0 + g1 + g2, g0 - g1 + g2, 2 g2.
+inline void wino_2g(v128_t g0, v128_t g1, v128_t g2, v128_t o[4]) {
+  const v128_t s = wasm_i16x8_add(g0, g2);
+  o[0] = wasm_i16x8_shl(g0, 1);
+  o[1] = wasm_i16x8_add(s, g1);
+  o[2] = wasm_i16x8_sub(s, g1);
+  o[3] = wasm_i16x8_shl(g2, 1);
+}
+
+// U [16][kWinoRows][Cp] int16 of output channels [co0, co0 + kWinoRows) from QCONV2D's packed rows
+// (k order (ky, kx, ci) when c_in is a multiple of 8, else (ci, ky, kx)), 8 input channels per
+// vector. Rows past c_out and the channel past an odd c_in are zero. Transformed per micro-tile
+// row group, right before its GEMMs, so U stays in cache: all of a 512-channel layer's U at once
+// (8 MB, 16/9 x 2 the int8 weights) cost 2.2 of its 4.1 ms in V8 (ResNet-18's 512x7x7 conv).
+void wino_weights(const WinoGeom& g, const int8_t* w, int kp, int co0, int16_t* U) {
+  const ptrdiff_t us = wino_ustride(g.Cp);
+  const bool tap_major = g.C % kKBlock == 0;
+  for (int co = co0; co < co0 + kWinoRows; ++co) {
+    int16_t* u = U + (ptrdiff_t)(co - co0) * g.Cp;
+    if (co >= g.CO) {
+      for (int xi = 0; xi < 16; ++xi) memset(u + xi * us, 0, (size_t)g.Cp * 2);
+      continue;
+    }
+    const int8_t* row = w + (ptrdiff_t)co * kp;
+    for (int ci = 0; ci < g.Cp; ci += 8) {
+      const int nc = g.C - ci < 8 ? g.C - ci : 8;
+      v128_t t[9];
+      if (tap_major) {
+        for (int k = 0; k < 9; ++k) t[k] = wasm_i16x8_load8x8(row + k * g.C + ci);
+      } else {
+        alignas(16) int16_t buf[9][8] = {};
+        for (int l = 0; l < nc; ++l)
+          for (int k = 0; k < 9; ++k) buf[k][l] = row[(ci + l) * 9 + k];
+        for (int k = 0; k < 9; ++k) t[k] = wasm_v128_load(buf[k]);
+      }
+      v128_t c[4][3], o[4];  // c[r][kx]: (2G) over ky
+      for (int kx = 0; kx < 3; ++kx) {
+        wino_2g(t[kx], t[3 + kx], t[6 + kx], o);
+        for (int r = 0; r < 4; ++r) c[r][kx] = o[r];
+      }
+      alignas(16) int16_t ub[16][8];
+      for (int r = 0; r < 4; ++r) {  // (2G) over kx
+        wino_2g(c[r][0], c[r][1], c[r][2], o);
+        for (int j = 0; j < 4; ++j) {
+          if (nc == 8) wasm_v128_store(u + (4 * r + j) * us + ci, o[j]);
+          else wasm_v128_store(ub[4 * r + j], o[j]);
+        }
+      }
+      if (nc < 8)
+        for (int xi = 0; xi < 16; ++xi)
+          for (int l = 0; l < g.Cp - ci; ++l) u[xi * us + ci + l] = l < nc ? ub[xi][l] : 0;
+    }
+  }
+}
+
+// d for 8 tiles of one tile row from input row iy: c[j] lane l = d(iy, x0 + 2l + j) (0 outside).
+template <bool kSigned>
+inline void wino_row(const uint8_t* plane, const WinoGeom& g, int iy, int x0, int zp, v128_t c[4]) {
+  if ((unsigned)iy >= (unsigned)g.H) {
+    c[0] = c[1] = c[2] = c[3] = wasm_i16x8_splat(0);
+    return;
+  }
+  const uint8_t* row = plane + (ptrdiff_t)iy * g.W;
+  v128_t v0, v1;
+  if (x0 >= 0 && x0 + 18 <= g.W) {
+    v0 = wasm_v128_load(row + x0);
+    v1 = wasm_v128_load(row + x0 + 2);
+  } else {  // the padding reads x_zp, so d = 0 there
+    alignas(16) uint8_t buf[32];
+    memset(buf, zp, sizeof buf);
+    for (int j = 0; j < 18; ++j)
+      if ((unsigned)(x0 + j) < (unsigned)g.W) buf[j] = row[x0 + j];
+    v0 = wasm_v128_load(buf);
+    v1 = wasm_v128_load(buf + 2);
+  }
+  const v128_t z = wasm_i16x8_splat((int16_t)zp);
+  const v128_t e0 = wasm_i8x16_shuffle(v0, v0, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const v128_t e1 = wasm_i8x16_shuffle(v1, v1, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  c[0] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_low_i8x16(e0) : wasm_u16x8_extend_low_u8x16(e0), z);
+  c[1] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_high_i8x16(e0) : wasm_u16x8_extend_high_u8x16(e0), z);
+  c[2] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_low_i8x16(e1) : wasm_u16x8_extend_low_u8x16(e1), z);
+  c[3] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_high_i8x16(e1) : wasm_u16x8_extend_high_u8x16(e1), z);
+}
+
+// Phase 1, channel pairs [p_lo, p_hi) of the block's tiles [t0, t0 + nt): V[xi] = [nt_pad / 8
+// panels][Cp / 2 pairs][8 tiles][2] int16, zero for tiles past nt.
+template <bool kSigned>
+void wino_input(const WinoGeom& g, const uint8_t* in, int zp, ptrdiff_t t0, int nt, int nt_pad, int p_lo, int p_hi,
+                int16_t* V) {
+  const ptrdiff_t vstride = wino_vstride(nt_pad, g.Cp), plane_size = (ptrdiff_t)g.H * g.W;
+  for (int q = 0; q < nt_pad; q += kWinoTiles) {
+    const WinoPos p = wino_pos(g, t0 + q);
+    const bool row_group = q + kWinoTiles <= nt && p.tx + kWinoTiles <= g.TW;
+    WinoPos lanes[kWinoTiles];
+    if (!row_group)
+      for (int l = 0; l < kWinoTiles; ++l) lanes[l] = wino_pos(g, t0 + q + l);
+    int16_t* dst = V + (ptrdiff_t)(q / kWinoTiles) * g.Cp * kWinoTiles;
+    for (int cp = p_lo; cp < p_hi; ++cp) {
+      v128_t d[2][4][4];
+      for (int h = 0; h < 2; ++h) {
+        const int ci = 2 * cp + h;
+        if (ci >= g.C) {
+          for (int r = 0; r < 4; ++r) d[h][r][0] = d[h][r][1] = d[h][r][2] = d[h][r][3] = wasm_i16x8_splat(0);
+          continue;
+        }
+        if (row_group) {
+          const uint8_t* plane = in + ((ptrdiff_t)p.img * g.C + ci) * plane_size;
+          for (int r = 0; r < 4; ++r) wino_row<kSigned>(plane, g, 2 * p.ty - g.ph + r, 2 * p.tx - g.pw, zp, d[h][r]);
+        } else {
+          alignas(16) int16_t buf[4][4][kWinoTiles];  // [row][col][lane]
+          for (int l = 0; l < kWinoTiles; ++l) {
+            const WinoPos& tp = lanes[l];
+            const uint8_t* plane = in + ((ptrdiff_t)tp.img * g.C + ci) * plane_size;
+            for (int r = 0; r < 4; ++r)
+              for (int j = 0; j < 4; ++j) {
+                const int iy = 2 * tp.ty - g.ph + r, ix = 2 * tp.tx - g.pw + j;
+                int v = 0;
+                if (q + l < nt && (unsigned)iy < (unsigned)g.H && (unsigned)ix < (unsigned)g.W) {
+                  const uint8_t b = plane[(ptrdiff_t)iy * g.W + ix];
+                  v = (kSigned ? (int)(int8_t)b : (int)b) - zp;
+                }
+                buf[r][j][l] = (int16_t)v;
+              }
+          }
+          for (int r = 0; r < 4; ++r)
+            for (int j = 0; j < 4; ++j) d[h][r][j] = wasm_v128_load(buf[r][j]);
+        }
+        for (int r = 0; r < 4; ++r) wino_bt(d[h][r][0], d[h][r][1], d[h][r][2], d[h][r][3]);  // d B
+        for (int j = 0; j < 4; ++j) wino_bt(d[h][0][j], d[h][1][j], d[h][2][j], d[h][3][j]);  // B^T (d B)
+      }
+      int16_t* dc = dst + (ptrdiff_t)cp * 2 * kWinoTiles;
+      for (int xi = 0; xi < 16; ++xi) {
+        const v128_t a = d[0][xi / 4][xi % 4], b = d[1][xi / 4][xi % 4];
+        wasm_v128_store(dc + xi * vstride, wasm_i16x8_shuffle(a, b, 0, 8, 1, 9, 2, 10, 3, 11));
+        wasm_v128_store(dc + xi * vstride + 8, wasm_i16x8_shuffle(a, b, 4, 12, 5, 13, 6, 14, 7, 15));
+      }
+    }
+  }
+}
+
+// Phase 2's micro-kernel: 4 rows of U[xi] (ldu int16 apart) x one panel of 8 tiles -> M (4 rows,
+// ldm int32 apart). A function of its own (not inlined) for V8's register allocation, as
+// micro_cols_call.
+__attribute__((noinline)) void wino_micro(const int16_t* u, int ldu, const int16_t* panel, int cpairs, int32_t* m,
+                                          int ldm) {
+  v128_t acc0[kWinoRows], acc1[kWinoRows];
+  for (int r = 0; r < kWinoRows; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
+  const int16_t* ur[kWinoRows];
+  for (int r = 0; r < kWinoRows; ++r) ur[r] = u + (ptrdiff_t)r * ldu;
+  for (int kk = 0; kk < cpairs; ++kk) {
+    const v128_t b0 = wasm_v128_load(panel + kk * 2 * kWinoTiles), b1 = wasm_v128_load(panel + kk * 2 * kWinoTiles + 8);
+    for (int r = 0; r < kWinoRows; ++r) {
+      const v128_t a = wasm_v128_load32_splat(ur[r] + 2 * kk);
+      acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));
+      acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));
+    }
+  }
+  for (int r = 0; r < kWinoRows; ++r) {
+    wasm_v128_store(m + (ptrdiff_t)r * ldm, acc0[r]);
+    wasm_v128_store(m + (ptrdiff_t)r * ldm + 4, acc1[r]);
+  }
+}
+
+// Phase 3 for output channels [co_lo, co_hi): S = (A^T M A) >> 2, requantized by store8 / store_row,
+// 4 tiles of one tile row (2 output rows of up to 8 pixels) at a time, clipped to the output.
+void wino_output(const WinoGeom& g, const int32_t* M, int ldm, const Requant& rq, ptrdiff_t t0, int nt, int co_lo,
+                 int co_hi, uint8_t* out, int es) {
+  const ptrdiff_t ms = wino_mstride(g.CO4, ldm), P = (ptrdiff_t)g.OH * g.OW;
+  const bool fast = channel_requant_fits(rq), u8 = rq.out_dtype == DT_U8;
+  for (int co = co_lo; co < co_hi; ++co) {
+    const v128_t ab = wasm_i32x4_splat(rq.acc_bias[co]);
+    const ChannelRequant cr = fast ? channel_requant(rq, co) : ChannelRequant{};
+    for (int q = 0; q < nt;) {
+      const WinoPos p = wino_pos(g, t0 + q);
+      int n4 = nt - q < 4 ? nt - q : 4;
+      if (g.TW - p.tx < n4) n4 = g.TW - p.tx;
+      const int32_t* m = M + (ptrdiff_t)co * ldm + q;  // lanes past n4: other tiles' (never stored)
+      v128_t s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {  // A^T m, A^T = [[1,1,1,0],[0,1,-1,-1]]
+        const v128_t m0 = wasm_v128_load(m + j * ms), m1 = wasm_v128_load(m + (4 + j) * ms);
+        const v128_t m2 = wasm_v128_load(m + (8 + j) * ms), m3 = wasm_v128_load(m + (12 + j) * ms);
+        s0[j] = wasm_i32x4_add(wasm_i32x4_add(m0, m1), m2);
+        s1[j] = wasm_i32x4_sub(wasm_i32x4_sub(m1, m2), m3);
+      }
+      auto fin = [&ab](v128_t v) { return wasm_i32x4_sub(wasm_i32x4_shr(v, 2), ab); };
+      const v128_t y00 = fin(wasm_i32x4_add(wasm_i32x4_add(s0[0], s0[1]), s0[2]));
+      const v128_t y01 = fin(wasm_i32x4_sub(wasm_i32x4_sub(s0[1], s0[2]), s0[3]));
+      const v128_t y10 = fin(wasm_i32x4_add(wasm_i32x4_add(s1[0], s1[1]), s1[2]));
+      const v128_t y11 = fin(wasm_i32x4_sub(wasm_i32x4_sub(s1[1], s1[2]), s1[3]));
+      const int npix = 2 * n4 < g.OW - 2 * p.tx ? 2 * n4 : g.OW - 2 * p.tx;
+      uint8_t* img_out = out + (ptrdiff_t)p.img * g.CO * P * es;
+      for (int rr = 0; rr < 2 && 2 * p.ty + rr < g.OH; ++rr) {
+        const v128_t lo = rr ? wasm_i32x4_shuffle(y10, y11, 0, 4, 1, 5) : wasm_i32x4_shuffle(y00, y01, 0, 4, 1, 5);
+        const v128_t hi = rr ? wasm_i32x4_shuffle(y10, y11, 2, 6, 3, 7) : wasm_i32x4_shuffle(y00, y01, 2, 6, 3, 7);
+        const int j0 = (2 * p.ty + rr) * g.OW + 2 * p.tx;
+        if (fast && npix == 8) {
+          store8(lo, hi, cr, u8, img_out + co * P + j0);
+          continue;
+        }
+        store_row(lo, co, j0, npix < 4 ? npix : 4, rq, img_out, (int)(P * es), es);
+        if (npix > 4) store_row(hi, co, j0 + 4, npix - 4, rq, img_out, (int)(P * es), es);
+      }
+      q += n4;
+    }
+  }
+}
+
+}  // namespace
+
+void k_QCONV2D_WINO(const QCONV2D_WINO_args* a) {
+  const int CO4 = (a->c_out + kWinoRows - 1) / kWinoRows * kWinoRows, Cp = (a->c_in + 1) / 2 * 2;
+  const WinoGeom g{a->c_in, a->c_out, a->h, a->w, a->oh, a->ow, a->ph, a->pw, (a->oh + 1) / 2, (a->ow + 1) / 2,
+                   Cp, CO4};
+  if (a->n <= 0 || g.CO <= 0 || g.OH <= 0 || g.OW <= 0) return;
+  const int block = a->tile_block;
+  if (block <= 0 || block % kWinoTiles != 0 || g.C > kWinoMaxCin) __builtin_trap();  // the ABI's contract
+  const int es = elem_size(a->out_dtype);
+  const Requant rq = with_residual(a, requant_of(at<const int32_t>(a->acc_bias), at<const float>(a->scale),
+                                                 a->bias ? at<const float>(a->bias) : nullptr, a->relu,
+                                                 a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
+  constexpr int kMaxChunks = 16;
+  const ptrdiff_t utile = 16 * wino_ustride(Cp);  // one chunk's U (int16)
+  int16_t* U = at<int16_t>(a->scratch);
+  int16_t* V = U + kMaxChunks * utile;
+  int32_t* M = reinterpret_cast<int32_t*>(V + 16 * wino_vstride(block, Cp));
+  const bool threaded = pool_threads() > 1;
+  const int8_t* w = at<const int8_t>(a->weight);
+  const int rtiles = CO4 / kWinoRows;
+  const uint8_t* in = at<const uint8_t>(a->in);
+  uint8_t* out = at<uint8_t>(a->out);
+  const bool s8 = a->x_dtype == DT_I8;
+  const int cpairs = Cp / 2;
+  const ptrdiff_t tiles = (ptrdiff_t)a->n * g.TH * g.TW;
+  for (ptrdiff_t t0 = 0; t0 < tiles; t0 += block) {
+    const int nt = (int)(tiles - t0 < block ? tiles - t0 : block);
+    const int nt_pad = (nt + kWinoTiles - 1) / kWinoTiles * kWinoTiles;
+    const int in_tasks = cpairs < 16 ? cpairs : 16;
+    auto in_task = [&](int t) {
+      (s8 ? wino_input<true> : wino_input<false>)(g, in, a->x_zp, t0, nt, nt_pad,
+                                                  (int)((int64_t)cpairs * t / in_tasks),
+                                                  (int)((int64_t)cpairs * (t + 1) / in_tasks), V);
+    };
+    if (threaded && in_tasks > 1 && worth_threading(32.0 * g.C * nt)) parallel_for(in_tasks, in_task);
+    else (s8 ? wino_input<true> : wino_input<false>)(g, in, a->x_zp, t0, nt, nt_pad, 0, cpairs, V);
+    // Phases 2 + 3 by chunks of output channels (whole micro-tiles), as conv_winograd.cpp.
+    // Each chunk transforms the weights of one micro-tile row group at a time into its own U.
+    const int chunks = rtiles / 2 < 1 ? 1 : (rtiles / 2 > kMaxChunks ? kMaxChunks : rtiles / 2);
+    auto rows = [&](int t) {
+      const int co_lo = kWinoRows * (int)((int64_t)rtiles * t / chunks);
+      const int co_hi = kWinoRows * (int)((int64_t)rtiles * (t + 1) / chunks);
+      int16_t* Ut = U + t * utile;
+      for (int i0 = co_lo; i0 < co_hi; i0 += kWinoRows) {
+        wino_weights(g, w, a->kp, i0, Ut);
+        for (int xi = 0; xi < 16; ++xi) {
+          const int16_t* Vx = V + xi * wino_vstride(nt_pad, Cp);
+          int32_t* Mx = M + xi * wino_mstride(CO4, nt_pad) + (ptrdiff_t)i0 * nt_pad;
+          for (int pn = 0; pn < nt_pad / kWinoTiles; ++pn)
+            wino_micro(Ut + xi * wino_ustride(Cp), Cp, Vx + (ptrdiff_t)pn * Cp * kWinoTiles, cpairs, Mx + pn * kWinoTiles,
+                       nt_pad);
+        }
+      }
+      wino_output(g, M, nt_pad, rq, t0, nt, co_lo, co_hi < g.CO ? co_hi : g.CO, out, es);
+    };
+    if (threaded && chunks > 1 && worth_threading(32.0 * g.CO * g.C * nt)) parallel_for(chunks, rows);
+    else for (int t = 0; t < chunks; ++t) rows(t);
+  }
 }

@@ -95,7 +95,7 @@ class OurPlan:
         if op in ("CONV2D", "QCONV2D"):
             a = self.args(op, word)
             return conv_class(a["c_in"], a["groups"], a["kh"], a["kw"])
-        if op == "CONV2D_WINOGRAD":   # 3x3, groups 1
+        if op in ("CONV2D_WINOGRAD", "QCONV2D_WINO"):   # 3x3, groups 1
             return conv_class(self.args(op, word)["c_in"], 1, 3, 3)
         if op == "GEMM":   # a linear multiplies by a weight; attention's QK^T and PV by activations
             a = self.args(op, word)

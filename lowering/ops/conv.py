@@ -80,13 +80,19 @@ def _emit_winograd(ctx: LoweringContext, node, x: TensorRef, w_fn, bias, out: Te
              act=ABI.unary["IDENTITY"], p0=0.0, p1=0.0)
 
 
-def _use_winograd(ctx: LoweringContext, node, w_arg, stride, dilation, groups, transposed) -> bool:
-    wv, ov = ctx.val(w_arg), ctx.val(node)
-    if not ctx.winograd or transposed or groups != 1 or wv.dim() != 4 or tuple(wv.shape[2:]) != (3, 3):
+def winograd_fits(ctx: LoweringContext, w_shape, out_shape, stride, dilation, groups) -> bool:
+    """The shape half of the rule above (int8's QCONV2D_WINO takes it too): a 3x3, stride-1,
+    dilation-1, groups-1 filter, enough channels and tiles, and Winograd allowed (export's winograd=)."""
+    if not ctx.winograd or groups != 1 or len(w_shape) != 4 or tuple(w_shape[2:]) != (3, 3):
         return False
-    tiles = ov.shape[0] * ((ov.shape[2] + 1) // 2) * ((ov.shape[3] + 1) // 2)
+    tiles = out_shape[0] * ((out_shape[2] + 1) // 2) * ((out_shape[3] + 1) // 2)
     return (list(stride) == [1, 1] and list(dilation) == [1, 1] and tiles >= WINOGRAD_MIN_TILES
-            and min(wv.shape[0], wv.shape[1]) >= WINOGRAD_MIN_CHANNELS and ctx.const_fn(w_arg) is not None)
+            and min(w_shape[0], w_shape[1]) >= WINOGRAD_MIN_CHANNELS)
+
+
+def _use_winograd(ctx: LoweringContext, node, w_arg, stride, dilation, groups, transposed) -> bool:
+    return (not transposed and winograd_fits(ctx, ctx.val(w_arg).shape, ctx.val(node).shape, stride, dilation, groups)
+            and ctx.const_fn(w_arg) is not None)
 
 
 def _check(node):

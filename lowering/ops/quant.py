@@ -19,6 +19,7 @@ from ..plan import TensorRef
 from .. import quant_ops  # noqa: F401  (defines twb_quant::linear / conv2d)
 from ..quant_fuse import QUANT_DTYPES
 from ..registry import ALL_DTYPES, Unsupported, bind, register
+from .conv import winograd_fits, winograd_tile_block
 from .elementwise import DTYPE_CODE, contiguous
 
 K_BLOCK = ABI.layout["QgemmKBlock"]   # QGEMM's k step (one i32x4.dot_i16x8_s over 8 widened elements)
@@ -56,6 +57,21 @@ def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
     one group's weight rows widened to int16 (in tiles of QconvRows rows)."""
     cols, rows = ABI.layout["QconvCols"], ABI.layout["QconvRows"]
     return -(-out_pixels // cols) * cols * kp + 2 * -(-c_out_g // rows) * rows * kp
+
+
+# (QCONV2D_WINO's tile_block comes from the float rule, winograd_tile_block: whole GEMM panels of
+# GemmNR tiles, which must be whole int8 panels of QconvCols tiles too)
+assert ABI.gemm_nr % ABI.layout["QconvCols"] == 0
+QWINO_MAX_CIN = 1827  # QCONV2D_WINO's 4 * sum over c_in of |U V| <= c_in * 4 * 9 * 255 * 128 must fit in int32
+
+
+def qwino_scratch_numel(c_in: int, c_out: int, tile_block: int) -> int:
+    """Bytes of QCONV2D_WINO's scratch (kernel_abi.def): int16 U [16 chunks][16][4][cp] and V
+    [16][tile_block][cp], int32 M [16][co4][tile_block], each of the 16 components 64 bytes apart
+    more (the kernel's kWinoSkewBytes), and 16 bytes of slack."""
+    co4 = -(-c_out // ABI.layout["QconvRows"]) * ABI.layout["QconvRows"]
+    cp = c_in + c_in % 2
+    return 32 * 16 * ABI.layout["QconvRows"] * cp + 32 * tile_block * cp + 64 * co4 * tile_block + 19 * 16 * 64 + 16
 
 
 def acc_bias(packed: torch.Tensor, x_zp: int) -> torch.Tensor:
@@ -241,7 +257,7 @@ def _q_linear(ctx: LoweringContext, node):
     return out
 
 
-@register(torch.ops.twb_quant.conv2d.default, kernels=["QCONV2D"], check=_fused_check, dtypes=ALL_DTYPES,
+@register(torch.ops.twb_quant.conv2d.default, kernels=["QCONV2D", "QCONV2D_WINO"], check=_fused_check, dtypes=ALL_DTYPES,
           notes="PT2E dq -> conv2d -> [add dq] -> [relu | hardtanh] -> [q]")
 def _q_conv2d(ctx: LoweringContext, node):
     a = ctx.args(node)
@@ -256,14 +272,21 @@ def _q_conv2d(ctx: LoweringContext, node):
     kp = weight.shape[1]
     if out.numel == 0:
         return out
+    res = contiguous(ctx, ctx.value(a["res"])) if a["res"] is not None else None
+    common = dict(n=n, c_in=c_in, h=h, w=w, c_out=c_out, ph=padding[0], pw=padding[1], oh=oh, ow=ow, kp=kp,
+                  x_dtype=DTYPE_CODE[x.dtype], x_zp=x_zp, **{"in": addr(x)}, weight=addr(weight),
+                  acc_bias=addr(bias_i32), scale=addr(scale), bias=addr(bias),
+                  **requant_args(*(a[k] for k in REQUANT)), out=addr(out), res=addr(res),
+                  res_dtype=DTYPE_CODE[res.dtype] if res is not None else 0, res_scale=a["res_scale"],
+                  res_zp=a["res_zp"])
+    if c_in <= QWINO_MAX_CIN and winograd_fits(ctx, (c_out, c_in // groups, kh, kw), out.shape, stride, dilation,
+                                               groups):
+        block = winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
+        scratch = ctx.new_buffer((qwino_scratch_numel(c_in, c_out, block),), torch.uint8, node.name + "_wino")
+        ctx.emit("QCONV2D_WINO", flops=2 * n * c_out * oh * ow * k, tile_block=block, scratch=addr(scratch), **common)
+        return out
     scratch = ctx.new_buffer((conv_scratch_numel(c_out // groups, oh * ow, kp),), torch.uint8,
                              node.name + "_im2col")
-    res = contiguous(ctx, ctx.value(a["res"])) if a["res"] is not None else None
-    ctx.emit("QCONV2D", flops=2 * n * c_out * oh * ow * k, n=n, c_in=c_in, h=h, w=w, c_out=c_out, groups=groups,
-             kh=kh, kw=kw, sh=stride[0], sw=stride[1], ph=padding[0], pw=padding[1], dh=dilation[0],
-             dw=dilation[1], oh=oh, ow=ow, kp=kp, x_dtype=DTYPE_CODE[x.dtype], x_zp=x_zp, **{"in": addr(x)},
-             weight=addr(weight), scratch=addr(scratch), acc_bias=addr(bias_i32), scale=addr(scale),
-             bias=addr(bias), **requant_args(*(a[k] for k in REQUANT)), out=addr(out), res=addr(res),
-             res_dtype=DTYPE_CODE[res.dtype] if res is not None else 0, res_scale=a["res_scale"],
-             res_zp=a["res_zp"])
+    ctx.emit("QCONV2D", flops=2 * n * c_out * oh * ow * k, groups=groups, kh=kh, kw=kw, sh=stride[0],
+             sw=stride[1], dh=dilation[0], dw=dilation[1], scratch=addr(scratch), **common)
     return out

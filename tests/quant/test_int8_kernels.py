@@ -21,8 +21,10 @@ import torch
 from kernels.kernel_testing import assert_exact, dot_rel
 from torch_wasm_backend.lowering.ops.elementwise import DTYPE_CODE
 from torch_wasm_backend.runtime import get_runtime
+from torch_wasm_backend.lowering.ops.conv import winograd_tile_block
 from torch_wasm_backend.lowering.ops.quant import (acc_bias, channel_scale, conv_scratch_numel, conv_weight_rows,
-                                                   pack_weight, packed_panels_numel, padded_k, requant_args)
+                                                   pack_weight, packed_panels_numel, padded_k, qwino_scratch_numel,
+                                                   requant_args)
 
 qd = torch.ops.quantized_decomposed
 GUARD = 16
@@ -364,3 +366,124 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
                                          True, *out)
         _check(one, ref, None, w[0].numel())
 
+
+
+# ---- QCONV2D_WINO (3x3 stride-1 convs by Winograd F(2x2, 3x3) on integers) ------------------------
+# Bit-identical to QCONV2D (the same integer accumulator, requantized by the same code): compared
+# with torch.equal, every output dtype, with and without bias, ReLU and residual. Shapes:
+# (n, c_in, h, w, c_out, padding): odd H / W (partial 2x2 tiles), H or W of 1..3, c_in odd / not a
+# multiple of 8 (the (ci, ky, kx) weight order) / a multiple of 8 (channels-last order), c_out not a
+# multiple of 4, padding 0 and 1, batch 2 (tiles numbered across images), rows of more than 8
+# tiles (the vector input path) and tile groups straddling tile rows and images (the gathered path).
+WINO_CONVS = [
+    (1, 1, 1, 1, 1, 1),
+    (2, 3, 7, 5, 5, 1),
+    (1, 5, 1, 9, 6, 1),
+    (1, 9, 3, 2, 7, 1),
+    (1, 4, 5, 6, 1, 1),
+    (1, 12, 9, 11, 6, 0),
+    (2, 16, 13, 15, 9, 1),
+    (1, 24, 6, 37, 13, 1),
+    (1, 16, 4, 4, 10, 0),
+    (2, 8, 19, 18, 4, 1),
+]
+
+
+def _run_qwino(s, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out, res=(None, 1.0, 0), block=None):
+    n, c_in, h, wd, c_out, pad = cfg
+    ph, pw = pad if isinstance(pad, tuple) else (pad, pad)
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+    packed = pack_weight(conv_weight_rows(w), w_zp)
+    block = block or winograd_tile_block(n * ((oh + 1) // 2) * ((ow + 1) // 2), c_in)
+    ptrs = dict(weight=s.put(packed), acc_bias=s.put(acc_bias(packed, x_zp)),
+                scale=s.put(channel_scale(x_scale, w_scale)), bias=s.put(bias) if bias is not None else 0,
+                scratch=s.alloc(qwino_scratch_numel(c_in, c_out, block)), **{"in": s.put(x)})
+    got = _run_twice(s, n * c_out * oh * ow, out[-1], lambda o: s.record(
+        "QCONV2D_WINO", n=n, c_in=c_in, h=h, w=wd, c_out=c_out, ph=ph, pw=pw, oh=oh, ow=ow, kp=packed.shape[1],
+        tile_block=block, x_dtype=DTYPE_CODE[x_dtype], x_zp=x_zp, **ptrs, **requant_args(relu, *out), out=o,
+        res=s.put(res[0]) if res[0] is not None else 0, res_dtype=DTYPE_CODE[res[0].dtype] if res[0] is not None else 0,
+        res_scale=res[1], res_zp=res[2]))
+    return got.reshape(n, c_out, oh, ow)
+
+
+def _as_qconv_cfg(cfg):
+    n, c_in, h, wd, c_out, pad = cfg
+    return (n, c_in, h, wd, c_out, 1, 3, 3, 1, pad, 1)
+
+
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS + [(torch.uint8, 255), (torch.int8, 127)])
+@pytest.mark.parametrize("cfg", WINO_CONVS, ids=str)
+def test_qwino_accumulator_exact(s1, x_dtype, x_zp, cfg):
+    """scale 1, no bias, float output: the integer conv sum itself, padding included (d = 0 there);
+    extreme weights (-128 everywhere: the largest |U|) in the last output channel."""
+    x, w, _, w_zp = _conv_inputs(_as_qconv_cfg(cfg), x_dtype)
+    w[-1] = -128
+    for block in (None, 8):  # the lowering's tile block, and blocks of one panel
+        got = _run_qwino(s1, x, x_dtype, x_zp, 1.0, w, torch.ones(w.shape[0]), w_zp, None, cfg, False,
+                         _outputs(False)[0], block=block)
+        exact = torch.nn.functional.conv2d(x.double() - x_zp, w.double(), None, 1, cfg[5])
+        assert torch.equal(got.double(), exact)
+
+
+@pytest.mark.parametrize("cfg", [(2, 5, 7, 9, 6, (1, 0)), (1, 16, 6, 11, 5, (0, 1))], ids=str)
+def test_qwino_accumulator_exact_with_padding_differing_by_axis(s1, cfg):
+    """ph != pw (a conv with padding=(1, 0)): each axis its own padding."""
+    x, w, _, w_zp = _conv_inputs(_as_qconv_cfg(cfg[:5] + (0,)), torch.uint8)
+    got = _run_qwino(s1, x, torch.uint8, 77, 1.0, w, torch.ones(w.shape[0]), w_zp, None, cfg, False, _outputs(False)[0])
+    assert torch.equal(got.double(), torch.nn.functional.conv2d(x.double() - 77, w.double(), None, 1, cfg[5]))
+
+
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("cfg", WINO_CONVS, ids=str)
+def test_qwino_equals_qconv2d(s1, x_dtype, x_zp, cfg):
+    """Bit for bit QCONV2D's output (so within 1 LSB of eager's, as test_qconv2d_against_pytorch
+    checks for QCONV2D; checked here too): float32 / uint8 / int8 outputs, bias or none, ReLU."""
+    x_scale = 0.017
+    qcfg = _as_qconv_cfg(cfg)
+    x, w, w_scale, w_zp = _conv_inputs(qcfg, x_dtype)
+    pad = cfg[5]
+    xf, wf = (x.float() - x_zp) * x_scale, w.float() * w_scale[:, None, None, None]
+    for bias in (torch.randn(w.shape[0]), None):
+        magnitude = torch.nn.functional.conv2d(xf.abs(), wf.abs(), bias.abs() if bias is not None else None, 1, pad)
+        for relu in (False, True):
+            for out in _outputs(relu):
+                want = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, qcfg, relu, out)
+                got = _run_qwino(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out)
+                assert torch.equal(got.view(torch.uint8) if got.dtype != torch.float32 else got,
+                                   want.view(torch.uint8) if want.dtype != torch.float32 else want)
+                ref = torch.ops.twb_quant.conv2d(x, x_scale, x_zp, w, w_scale, w_zp, bias, [1, 1], [pad, pad],
+                                                 [1, 1], 1, relu, *out)
+                _check(got, ref, magnitude, w[0].numel())
+
+
+@pytest.mark.parametrize("x_dtype,x_zp", ACTS)
+@pytest.mark.parametrize("cfg", [WINO_CONVS[1], WINO_CONVS[6], WINO_CONVS[7], WINO_CONVS[9]], ids=str)
+def test_qwino_residual_equals_qconv2d(s1, x_dtype, x_zp, cfg):
+    """conv + dequantized residual -> [relu] -> requantize (ResNet's block ends): QCONV2D's bits."""
+    x_scale, res_scale = 0.017, 0.031
+    qcfg = _as_qconv_cfg(cfg)
+    x, w, w_scale, w_zp = _conv_inputs(qcfg, x_dtype)
+    bias = torch.randn(w.shape[0])
+    n, _, h, wd, c_out, pad = cfg
+    for res_dtype, res_zp in [(torch.uint8, 128), (torch.int8, -3)]:
+        res = _random_q((n, c_out, h + 2 * pad - 2, wd + 2 * pad - 2), res_dtype)
+        for relu, out in [(True, (0.05, 3, 0, 255, torch.uint8)), (False, (0.04, -5, -128, 127, torch.int8))]:
+            want = _run_qconv(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, qcfg, relu, out,
+                              (res, res_scale, res_zp))
+            got = _run_qwino(s1, x, x_dtype, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, relu, out,
+                             (res, res_scale, res_zp))
+            assert torch.equal(got, want)
+
+
+def test_qwino_threads_split_the_work_to_the_same_result(s1, s2):
+    """Past worth_threading: 2 threads give exactly 1 thread's output (and QCONV2D's), over several
+    tile blocks (batch 2, 40x40: 800 tiles) and at a ResNet-like 64 channels."""
+    x_scale, x_zp, out = 0.02, 128, (0.05, 100, 0, 255, torch.uint8)
+    for cfg in [(2, 16, 40, 40, 24, 1), (1, 64, 14, 14, 70, 1)]:
+        qcfg = _as_qconv_cfg(cfg)
+        x, w, w_scale, w_zp = _conv_inputs(qcfg, torch.uint8)
+        bias = torch.randn(w.shape[0])
+        one, two = (_run_qwino(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, True, out)
+                    for s in (s1, s2))
+        assert torch.equal(one, two)
+        assert torch.equal(one, _run_qconv(s1, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, bias, qcfg, True, out))

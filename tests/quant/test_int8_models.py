@@ -117,7 +117,7 @@ def test_quantized_model_matches_pytorch(quantized, name):
     assert_ran_in_wasm(s)
     fused = sum(s["lowered_by_op"].get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear"))
     assert fused == layers, f"int8 patterns recognized: {fused} of {layers} layers ({dict(s['lowered_by_op'])})"
-    assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D")) == layers
+    assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D", "QCONV2D_WINO")) == layers
 
 
 def _last_linear(gm) -> tuple[float, torch.Tensor]:
@@ -175,7 +175,7 @@ def test_quantized_cnn_exports_on_int8_kernels(exported_cnn):
     path, x, expected, compiled, bound, layers = exported_cnn
     loaded = twb.load(str(path))
     calls = loaded.metadata["kernel_calls"]
-    assert calls.get("QCONV2D", 0) + calls.get("QGEMM", 0) == layers
+    assert sum(calls.get(k, 0) for k in ("QGEMM", "QCONV2D", "QCONV2D_WINO")) == layers
     assert not any(op.startswith(("aten::convolution", "aten::addmm")) for op in loaded.metadata["ops"])
     assert {o["dtype"] for o in loaded.metadata["outputs"][1:]} == {"uint8"}
     _assert_equal_to_compiled(list(loaded(x)), compiled, expected, bound)
@@ -306,7 +306,7 @@ def test_torchvision_cnn_runs_on_int8_kernels(torchvision_quantized, name):
     assert_ran_in_wasm(s)
     ops = s["lowered_by_op"]
     assert sum(ops.get(f"twb_quant::{op}", 0) for op in ("conv2d", "linear")) == layers, dict(ops)
-    assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D")) == layers
+    assert sum(s["plan_kernels"].get(k, 0) for k in ("QGEMM", "QCONV2D", "QCONV2D_WINO")) == layers
     assert not any(op in ops for op in ("aten::add.Tensor", "aten::hardtanh", "aten::convolution", "aten::addmm",
                                         "aten::max_pool2d_with_indices", "aten::mean.dim")), dict(ops)
     assert s["plan_kernels"]["QPOOL2D"] == (2 if name == "resnet18" else 1)  # (max pool), global average pool
@@ -322,11 +322,21 @@ def test_resnet18_exports_with_int8_weights(torchvision_quantized, tmp_path):
     twb.export(converted, (x,), str(path))
     loaded = twb.load(str(path))
     calls = loaded.metadata["kernel_calls"]
-    assert calls.get("QCONV2D", 0) + calls.get("QGEMM", 0) == layers
+    assert sum(calls.get(k, 0) for k in ("QGEMM", "QCONV2D", "QCONV2D_WINO")) == layers
     weights = [getattr(converted, n.args[0].target) for n in converted.graph.nodes
                if n.target is torch.ops.quantized_decomposed.dequantize_per_channel.default]
     float_bytes = 4 * sum(w.numel() for w in weights)
     ratio = float_bytes / loaded.metadata["layout"]["weights_bytes"]
     assert 3.5 < ratio <= 4.0, ratio
+    # layer1's four 3x3 stride-1 convs (8x8: 16 tiles; deeper ones have < WINOGRAD_MIN_TILES at 32x32)
+    # run by integer Winograd, weights transformed at run time (still 1 byte each); winograd=False
+    # keeps them on QCONV2D, with the same output bits
+    assert calls.get("QCONV2D_WINO", 0) == 4, calls
+    plain = tmp_path / "resnet18_int8_no_winograd.wasm"
+    twb.export(converted, (x,), str(plain), winograd=False)
+    no_wino = twb.load(str(plain))
+    assert "QCONV2D_WINO" not in no_wino.metadata["kernel_calls"]
     with torch.no_grad():
-        assert torch.equal(loaded(x), compile_wasm(converted)(x))
+        got = loaded(x)
+        assert torch.equal(got, compile_wasm(converted)(x))
+        assert torch.equal(got, no_wino(x))
