@@ -5,6 +5,8 @@
 // simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The
 // tile (6x8, see GEMM_MR) and the broadcast (g_load_splat) were measured in V8 (Node.js 20) and
 // wasmtime, the two engines exported files run in: the tile wins in both, the broadcast is per engine.
+// The load32_splat form (V8's) is a noinline function of its own (ukernel_splat), the shuffle form
+// is inlined into gemm_block_t (micro_tile); both add the same products in the same order.
 //
 // Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
 // sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
@@ -54,6 +56,8 @@ static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
 // 11-15 rounds, 2026-12-03.) The JS loader sets it (set_gemm_load_splat); the compile path and
 // wasmtime keep the default. It lives in linear memory, so it holds for every thread. The relaxed
 // build ignores it: with relaxed_madd the shuffle is the faster one in V8 too (1.08-1.4x, same run).
+// Since 2026-12-03 (issue #13) the load32_splat form is ukernel_splat, a separate function with a
+// one-step k loop (docs/design.md decision 4 has the numbers and what else was tried).
 int g_load_splat = 0;
 #ifdef __wasm_relaxed_simd__
 constexpr bool kLoadSplatPays = false;
@@ -112,9 +116,10 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
   for (int j = 0; j < nc; ++j) cr[j] = buf[j];
 }
 
-// One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
-// bps = distance between panels in floats. SPLAT: how the main loop broadcasts A (g_load_splat).
-template <int MR_, int NP, bool SPLAT>
+// One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc],
+// A broadcast by one v128 load per 4 k and i32x4.shuffle (g_load_splat off: wasmtime, the relaxed
+// build), inlined into gemm_block_t. bps = distance between panels in floats.
+template <int MR_, int NP>
 inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
                        int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
                        const Epilogue& e, int row0, int col0) {
@@ -126,14 +131,11 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
   int kk = 0;
   for (; kk + 4 <= kc; kk += 4) {
     v128_t av[MR_];
-    if constexpr (!SPLAT)
-      for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
+    for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
 #define STEP(L)                                                                    \
     {                                                                              \
       v128_t s[MR_];                                                               \
-      for (int i = 0; i < MR_; ++i)                                                \
-        if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);        \
-        else s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L);                  \
+      for (int i = 0; i < MR_; ++i) s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L); \
       for (int p = 0; p < NP; ++p) {                                               \
         const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
         const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
@@ -167,11 +169,63 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
+// The load32_splat form (g_load_splat on: V8), as a function of its own, not inlined: out[i*8 + j]
+// = sum over k of A[i, k] * B[k, j], in k order (the shuffle form's sums, bit for bit). XNNPACK's
+// structure: A rows and B walked by incremented pointers, one k step per iteration, each row's
+// broadcast used at once by its two mul+adds, so 12 accumulators + 2 B rows + 1 broadcast + 1
+// product is all that is live, and TurboFan allocates this loop on its own rather than as part of
+// gemm_block_t's. In V8 at the shapes of benchmarks/gemm_micro its GFLOP/s are 0.95-1.08x the
+// inlined 4-step form's (mostly 1.00-1.07x), exported models run 2-4% faster (design.md decision
+// 4); the same function with its k loop unrolled 4 steps was 1.2-1.3x slower.
+template <int MR_>
+__attribute__((noinline)) void ukernel_splat(int kc, const float* __restrict a, int lda,
+                                             const float* __restrict b, float* __restrict out) {
+  v128_t acc[MR_][2];
+  const float* ap[MR_];
+  for (int i = 0; i < MR_; ++i) {
+    acc[i][0] = acc[i][1] = wasm_f32x4_splat(0.0f);
+    ap[i] = a + i * lda;
+  }
+  int k = kc;
+#pragma clang loop unroll(disable)
+  for (; k > 0; --k) {
+    const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
+    b += NR;
+    for (int i = 0; i < MR_; ++i) {
+      const v128_t s = wasm_v128_load32_splat(ap[i]);
+      ap[i] += 1;
+      acc[i][0] = simd_math::madd(s, b0, acc[i][0]);
+      acc[i][1] = simd_math::madd(s, b1, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < MR_; ++i) {
+    wasm_v128_store(out + i * NR, acc[i][0]);
+    wasm_v128_store(out + i * NR + 4, acc[i][1]);
+  }
+}
+
+// One MR_ x 8 tile through ukernel_splat, then micro_tile's epilogue.
+template <int MR_>
+inline void micro_tile_uk(int kc, const float* a, int lda, const float* b, float* c, int ldc, int nc,
+                          bool first, bool last, const Epilogue& e, int row0, int col0) {
+  alignas(16) float t[MR_ * NR];
+  ukernel_splat<MR_>(kc, a, lda, b, t);
+  for (int i = 0; i < MR_; ++i)
+    finish_row8(c + i * ldc, wasm_v128_load(t + i * NR), wasm_v128_load(t + i * NR + 4), nc, first,
+                last, e, row0 + i, col0);
+}
+
 template <int MR_, bool SPLAT>
 inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
                      int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
-  if (two) micro_tile<MR_, GEMM_NP, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
-  else micro_tile<MR_, 1, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  if constexpr (SPLAT) {
+    for (int q = 0; q < (two ? GEMM_NP : 1) && q * NR < nc; ++q)
+      micro_tile_uk<MR_>(kc, ai, lda, bpp + q * bps, ci + q * NR, ldc, nc - q * NR, first, last, e, i0, col0 + q * NR);
+  } else if (two) {
+    micro_tile<MR_, GEMM_NP>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  } else {
+    micro_tile<MR_, 1>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  }
 }
 
 // Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
