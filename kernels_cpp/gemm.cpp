@@ -169,8 +169,9 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
-// The load32_splat form (g_load_splat on: V8), as a function of its own, not inlined: out[i*8 + j]
-// = sum over k of A[i, k] * B[k, j], in k order (the shuffle form's sums, bit for bit). XNNPACK's
+// The load32_splat form (g_load_splat on: V8), as a function of its own, not inlined: one MR_ x 8
+// tile, sum over k of A[i, k] * B[k, j] in k order (the shuffle form's sums, bit for bit), then
+// + C (add_out) and + bias, stored at out (row stride ldo). XNNPACK's
 // structure: A rows and B walked by incremented pointers, one k step per iteration, each row's
 // broadcast used at once by its two mul+adds, so 12 accumulators + 2 B rows + 1 broadcast + 1
 // product is all that is live, and TurboFan allocates this loop on its own rather than as part of
@@ -179,7 +180,9 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
 // 4); the same function with its k loop unrolled 4 steps was 1.2-1.3x slower.
 template <int MR_>
 __attribute__((noinline)) void ukernel_splat(int kc, const float* __restrict a, int lda,
-                                             const float* __restrict b, float* __restrict out) {
+                                             const float* __restrict b, float* __restrict out,
+                                             int ldo, bool add_out, const float* col_bias,
+                                             const float* row_bias) {
   v128_t acc[MR_][2];
   const float* ap[MR_];
   for (int i = 0; i < MR_; ++i) {
@@ -198,18 +201,40 @@ __attribute__((noinline)) void ukernel_splat(int kc, const float* __restrict a, 
       acc[i][1] = simd_math::madd(s, b1, acc[i][1]);
     }
   }
+  // finish_row8's full-width path in its order (+ C, + column or row bias), on plain pointers:
+  // passing the Epilogue and calling finish_row8 here made this function 1.2-1.9x slower in V8.
   for (int i = 0; i < MR_; ++i) {
-    wasm_v128_store(out + i * NR, acc[i][0]);
-    wasm_v128_store(out + i * NR + 4, acc[i][1]);
+    float* o = out + i * ldo;
+    v128_t v0 = acc[i][0], v1 = acc[i][1];
+    if (add_out) {
+      v0 = wasm_f32x4_add(wasm_v128_load(o), v0);
+      v1 = wasm_f32x4_add(wasm_v128_load(o + 4), v1);
+    }
+    if (col_bias) {
+      v0 = wasm_f32x4_add(v0, wasm_v128_load(col_bias));
+      v1 = wasm_f32x4_add(v1, wasm_v128_load(col_bias + 4));
+    } else if (row_bias) {
+      const v128_t bv = wasm_v128_load32_splat(row_bias + i);
+      v0 = wasm_f32x4_add(v0, bv);
+      v1 = wasm_f32x4_add(v1, bv);
+    }
+    wasm_v128_store(o, v0);
+    wasm_v128_store(o + 4, v1);
   }
 }
 
-// One MR_ x 8 tile through ukernel_splat, then micro_tile's epilogue.
+// One MR_ x 8 tile through ukernel_splat: straight into C when the tile is 8 columns wide, else
+// into a buffer and through finish_row8 (which keeps C past column n untouched).
 template <int MR_>
 inline void micro_tile_uk(int kc, const float* a, int lda, const float* b, float* c, int ldc, int nc,
                           bool first, bool last, const Epilogue& e, int row0, int col0) {
+  if (nc >= NR) {
+    ukernel_splat<MR_>(kc, a, lda, b, c, ldc, !first, last && e.bias_mode == 1 ? e.bias + col0 : nullptr,
+                       last && e.bias_mode == 2 ? e.bias + row0 : nullptr);
+    return;
+  }
   alignas(16) float t[MR_ * NR];
-  ukernel_splat<MR_>(kc, a, lda, b, t);
+  ukernel_splat<MR_>(kc, a, lda, b, t, NR, false, nullptr, nullptr);  // the raw sums
   for (int i = 0; i < MR_; ++i)
     finish_row8(c + i * ldc, wasm_v128_load(t + i * NR), wasm_v128_load(t + i * NR + 4), nc, first,
                 last, e, row0 + i, col0);
