@@ -175,7 +175,10 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
 // structure: A rows and B walked by incremented pointers, one k step per iteration, each row's
 // broadcast used at once by its two mul+adds, so 12 accumulators + 2 B rows + 1 broadcast + 1
 // product is all that is live, and TurboFan allocates this loop on its own rather than as part of
-// gemm_block_t's. In V8 at the shapes of benchmarks/gemm_micro its GFLOP/s are 0.95-1.08x the
+// gemm_block_t's. That is 16 values for TurboFan's 15 allocatable xmm registers on x64: its code
+// (node --print-wasm-code) keeps one accumulator in a stack slot, a load and a store per k step;
+// broadcasting each A element twice (15 live; an empty asm kept LLVM from merging the loads) was
+// 1.3x slower. In V8 at the shapes of benchmarks/gemm_micro its GFLOP/s are 0.95-1.08x the
 // inlined 4-step form's (mostly 1.00-1.07x), exported models run 2-4% faster (design.md decision
 // 4); the same function with its k loop unrolled 4 steps was 1.2-1.3x slower.
 template <int MR_>
