@@ -5,10 +5,13 @@
 // simd_math::madd (mul then add in the baseline build, f32x4.relaxed_madd in the relaxed one). The
 // tile (6x8, see GEMM_MR) and the broadcast (g_load_splat) were measured in V8 (Node.js 20) and
 // wasmtime, the two engines exported files run in: the tile wins in both, the broadcast is per engine.
+// The load32_splat form (V8's) is a noinline function of its own (ukernel_splat), the shuffle form
+// is inlined into gemm_block_t (micro_tile); both add the same products in the same order.
 //
 // Cache blocking: k is cut into KC-deep slices (the A micro-panel MR x KC stays in L1 while it
 // sweeps a block of NCB panels, which stays in L2); slices after the first accumulate into C,
-// and the bias + activation epilogue runs on the last slice only. The GEMM_* macros exist so
+// and the bias epilogue runs on the last slice only, the activation after it over each block row
+// (activation_inplace: one call per row of up to NCB panels, not one per vector). The GEMM_* macros exist so
 // other shapes can be benchmarked with -D flags; the defaults are the tuned ones.
 #include <string.h>
 #include "abi.h"
@@ -53,6 +56,8 @@ static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
 // 11-15 rounds, 2026-12-03.) The JS loader sets it (set_gemm_load_splat); the compile path and
 // wasmtime keep the default. It lives in linear memory, so it holds for every thread. The relaxed
 // build ignores it: with relaxed_madd the shuffle is the faster one in V8 too (1.08-1.4x, same run).
+// Since 2026-12-03 (issue #13) the load32_splat form is ukernel_splat, a separate function with a
+// one-step k loop (docs/design.md decision 4 has the numbers and what else was tried).
 int g_load_splat = 0;
 #ifdef __wasm_relaxed_simd__
 constexpr bool kLoadSplatPays = false;
@@ -67,8 +72,9 @@ struct Epilogue {
   float p0, p1;
 };
 
-// Bias (col_bias: this chunk's 8 column biases, for bias_mode 1) and activation, on the last k slice.
-inline void bias_and_activation(v128_t& v0, v128_t& v1, const float* col_bias, const Epilogue& e, int row) {
+// Bias (col_bias: this chunk's 8 column biases, for bias_mode 1), on the last k slice. The
+// activation runs later, over whole rows of a block (gemm_block_t).
+inline void add_bias(v128_t& v0, v128_t& v1, const float* col_bias, const Epilogue& e, int row) {
   if (e.bias_mode == 1) {
     v0 = wasm_f32x4_add(v0, wasm_v128_load(col_bias));
     v1 = wasm_f32x4_add(v1, wasm_v128_load(col_bias + 4));
@@ -77,13 +83,9 @@ inline void bias_and_activation(v128_t& v0, v128_t& v1, const float* col_bias, c
     v0 = wasm_f32x4_add(v0, bv);
     v1 = wasm_f32x4_add(v1, bv);
   }
-  if (e.act != UNARY_IDENTITY) {
-    v0 = apply_activation(v0, e.act, e.p0, e.p1);
-    v1 = apply_activation(v1, e.act, e.p0, e.p1);
-  }
 }
 
-// Adds C (unless first), then bias + activation (if last), and stores one 8-column row chunk of a
+// Adds C (unless first), then the bias (if last), and stores one 8-column row chunk of a
 // tile; chunks at the right edge (nc < 8) go through a buffer so nothing past column n is touched.
 inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, bool last,
                         const Epilogue& e, int row, int col) {
@@ -92,7 +94,7 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
       v0 = wasm_f32x4_add(wasm_v128_load(cr), v0);
       v1 = wasm_f32x4_add(wasm_v128_load(cr + 4), v1);
     }
-    if (last) bias_and_activation(v0, v1, e.bias_mode == 1 ? e.bias + col : nullptr, e, row);
+    if (last) add_bias(v0, v1, e.bias_mode == 1 ? e.bias + col : nullptr, e, row);
     wasm_v128_store(cr, v0);
     wasm_v128_store(cr + 4, v1);
     return;
@@ -107,16 +109,17 @@ inline void finish_row8(float* cr, v128_t v0, v128_t v1, int nc, bool first, boo
     alignas(16) float bb[NR] = {0, 0, 0, 0, 0, 0, 0, 0};  // bias columns past n stay 0
     if (e.bias_mode == 1)
       for (int j = 0; j < nc; ++j) bb[j] = e.bias[col + j];
-    bias_and_activation(v0, v1, bb, e, row);
+    add_bias(v0, v1, bb, e, row);
   }
   wasm_v128_store(buf, v0);
   wasm_v128_store(buf + 4, v1);
   for (int j = 0; j < nc; ++j) cr[j] = buf[j];
 }
 
-// One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc].
-// bps = distance between panels in floats. SPLAT: how the main loop broadcasts A (g_load_splat).
-template <int MR_, int NP, bool SPLAT>
+// One MR_ x (NP*8) tile: C[0:MR_, 0:nc] (+)= A[0:MR_, 0:kc] @ [NP consecutive B panels][0:kc],
+// A broadcast by one v128 load per 4 k and i32x4.shuffle (g_load_splat off: wasmtime, the relaxed
+// build), inlined into gemm_block_t. bps = distance between panels in floats.
+template <int MR_, int NP>
 inline void micro_tile(int kc, const float* __restrict a, int lda, const float* __restrict b,
                        int bps, float* __restrict c, int ldc, int nc, bool first, bool last,
                        const Epilogue& e, int row0, int col0) {
@@ -128,14 +131,11 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
   int kk = 0;
   for (; kk + 4 <= kc; kk += 4) {
     v128_t av[MR_];
-    if constexpr (!SPLAT)
-      for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
+    for (int i = 0; i < MR_; ++i) av[i] = wasm_v128_load(ap[i] + kk);
 #define STEP(L)                                                                    \
     {                                                                              \
       v128_t s[MR_];                                                               \
-      for (int i = 0; i < MR_; ++i)                                                \
-        if constexpr (SPLAT) s[i] = wasm_v128_load32_splat(ap[i] + kk + L);        \
-        else s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L);                  \
+      for (int i = 0; i < MR_; ++i) s[i] = wasm_i32x4_shuffle(av[i], av[i], L, L, L, L); \
       for (int p = 0; p < NP; ++p) {                                               \
         const v128_t b0 = wasm_v128_load(b + p * bps + (kk + L) * NR);             \
         const v128_t b1 = wasm_v128_load(b + p * bps + (kk + L) * NR + 4);         \
@@ -169,11 +169,91 @@ inline void micro_tile(int kc, const float* __restrict a, int lda, const float* 
     }
 }
 
+// The load32_splat form (g_load_splat on: V8), as a function of its own, not inlined: one MR_ x 8
+// tile, sum over k of A[i, k] * B[k, j] in k order (the shuffle form's sums, bit for bit), then
+// + C (add_out) and + bias, stored at out (row stride ldo). XNNPACK's
+// structure: A rows and B walked by incremented pointers, one k step per iteration, each row's
+// broadcast used at once by its two mul+adds, so 12 accumulators + 2 B rows + 1 broadcast + 1
+// product is all that is live, and TurboFan allocates this loop on its own rather than as part of
+// gemm_block_t's. That is 16 values for TurboFan's 15 allocatable xmm registers on x64: its code
+// (node --print-wasm-code) keeps one accumulator in a stack slot, a load and a store per k step;
+// broadcasting each A element twice (15 live; an empty asm kept LLVM from merging the loads) was
+// 1.3x slower. In V8 at the shapes of benchmarks/gemm_micro its GFLOP/s are 0.95-1.08x the
+// inlined 4-step form's (mostly 1.00-1.07x), exported models run 2-4% faster (design.md decision
+// 4); the same function with its k loop unrolled 4 steps was 1.2-1.3x slower.
+template <int MR_>
+__attribute__((noinline)) void ukernel_splat(int kc, const float* __restrict a, int lda,
+                                             const float* __restrict b, float* __restrict out,
+                                             int ldo, bool add_out, const float* col_bias,
+                                             const float* row_bias) {
+  v128_t acc[MR_][2];
+  const float* ap[MR_];
+  for (int i = 0; i < MR_; ++i) {
+    acc[i][0] = acc[i][1] = wasm_f32x4_splat(0.0f);
+    ap[i] = a + i * lda;
+  }
+  int k = kc;
+#pragma clang loop unroll(disable)
+  for (; k > 0; --k) {
+    const v128_t b0 = wasm_v128_load(b), b1 = wasm_v128_load(b + 4);
+    b += NR;
+    for (int i = 0; i < MR_; ++i) {
+      const v128_t s = wasm_v128_load32_splat(ap[i]);
+      ap[i] += 1;
+      acc[i][0] = simd_math::madd(s, b0, acc[i][0]);
+      acc[i][1] = simd_math::madd(s, b1, acc[i][1]);
+    }
+  }
+  // finish_row8's full-width path in its order (+ C, + column or row bias), on plain pointers:
+  // passing the Epilogue and calling finish_row8 here made this function 1.2-1.9x slower in V8.
+  for (int i = 0; i < MR_; ++i) {
+    float* o = out + i * ldo;
+    v128_t v0 = acc[i][0], v1 = acc[i][1];
+    if (add_out) {
+      v0 = wasm_f32x4_add(wasm_v128_load(o), v0);
+      v1 = wasm_f32x4_add(wasm_v128_load(o + 4), v1);
+    }
+    if (col_bias) {
+      v0 = wasm_f32x4_add(v0, wasm_v128_load(col_bias));
+      v1 = wasm_f32x4_add(v1, wasm_v128_load(col_bias + 4));
+    } else if (row_bias) {
+      const v128_t bv = wasm_v128_load32_splat(row_bias + i);
+      v0 = wasm_f32x4_add(v0, bv);
+      v1 = wasm_f32x4_add(v1, bv);
+    }
+    wasm_v128_store(o, v0);
+    wasm_v128_store(o + 4, v1);
+  }
+}
+
+// One MR_ x 8 tile through ukernel_splat: straight into C when the tile is 8 columns wide, else
+// into a buffer and through finish_row8 (which keeps C past column n untouched).
+template <int MR_>
+inline void micro_tile_uk(int kc, const float* a, int lda, const float* b, float* c, int ldc, int nc,
+                          bool first, bool last, const Epilogue& e, int row0, int col0) {
+  if (nc >= NR) {
+    ukernel_splat<MR_>(kc, a, lda, b, c, ldc, !first, last && e.bias_mode == 1 ? e.bias + col0 : nullptr,
+                       last && e.bias_mode == 2 ? e.bias + row0 : nullptr);
+    return;
+  }
+  alignas(16) float t[MR_ * NR];
+  ukernel_splat<MR_>(kc, a, lda, b, t, NR, false, nullptr, nullptr);  // the raw sums
+  for (int i = 0; i < MR_; ++i)
+    finish_row8(c + i * ldc, wasm_v128_load(t + i * NR), wasm_v128_load(t + i * NR + 4), nc, first,
+                last, e, row0 + i, col0);
+}
+
 template <int MR_, bool SPLAT>
 inline void tile_row(int kc, const float* ai, int lda, const float* bpp, int bps, float* ci, int ldc,
                      int nc, bool first, bool last, const Epilogue& e, int i0, int col0, bool two) {
-  if (two) micro_tile<MR_, GEMM_NP, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
-  else micro_tile<MR_, 1, SPLAT>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  if constexpr (SPLAT) {
+    for (int q = 0; q < (two ? GEMM_NP : 1) && q * NR < nc; ++q)
+      micro_tile_uk<MR_>(kc, ai, lda, bpp + q * bps, ci + q * NR, ldc, nc - q * NR, first, last, e, i0, col0 + q * NR);
+  } else if (two) {
+    micro_tile<MR_, GEMM_NP>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  } else {
+    micro_tile<MR_, 1>(kc, ai, lda, bpp, bps, ci, ldc, nc, first, last, e, i0, col0);
+  }
 }
 
 // Rows [m_lo, m_hi) x panels [p_lo, p_hi) of one GEMM, with k slicing.
@@ -214,6 +294,15 @@ void gemm_block_t(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const fl
             default: tile_row<1, SPLAT>(kc, ai, lda, bpp, bps, ci + col0, ldc, nc, first, last, e, i0, col0, two); break;
           }
           p += step;
+        }
+        // The activation, once the rows of this block are final: one call per row of up to NCB
+        // panels (in L1 now) instead of one call of apply_activation per vector in the tile
+        // epilogue, which re-made the activation's constants on every call (EfficientNet-B0's
+        // SiLU: 17% of its run in V8, `perf` with node --perf-basic-prof).
+        if (last && e.act != UNARY_IDENTITY) {
+          const int c_lo = pb * NR, c_hi = pe * NR < n ? pe * NR : n;
+          for (int i = 0; i < mr; ++i)
+            activation_inplace(ci + (ptrdiff_t)i * ldc + c_lo, c_hi - c_lo, e.act, e.p0, e.p1);
         }
       }
       k0 += kc;

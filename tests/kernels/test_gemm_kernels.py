@@ -158,6 +158,36 @@ def test_gemm_batched_many(s12):
     check_gemm(got, a, b, None, 0, "IDENTITY")
 
 
+@pytest.mark.parametrize("act", ["IDENTITY", "CLAMP", "SILU"])
+def test_gemm_broadcasts_bit_identical(s12, act):
+    """The load32_splat micro-kernel (V8's, a function of its own) and the shuffle one (inlined)
+    add the same products in the same k order, so their outputs are bit-identical, with the bias
+    and an activation applied after the tile (SILU: a polynomial activation). Odd m, n tails, k not
+    a multiple of 4, two k slices, two L2 panel blocks, 1 and 2 threads."""
+    runtime = s12.runtime
+    a, b, bias = torch.randn(2, 23, 301), torch.randn(2, 301, 263), torch.randn(263)
+    p0, p1 = ACTS.get(act, (0.0, 0.0))
+    got = {}
+    for splat in (False, True):
+        runtime.set_gemm_load_splat(splat)
+        try:
+            with s12.scope() as s:
+                pk = packed_numel(301, 263)
+                b_ptr = s.put(pack_b(b).reshape(-1))
+                out = s.out(2 * 23 * 265)
+                s.record("GEMM", batch=2, m=23, n=263, k=301, a=s.put(a.reshape(-1)), lda=301,
+                         a_batch_stride=23 * 301, b_packed=b_ptr, b_batch_stride=pk, c=out.ptr,
+                         ldc=265, c_batch_stride=23 * 265, bias=s.put(bias), bias_mode=1,
+                         act=ABI.unary[act], p0=p0, p1=p1)
+                got[splat] = out.flat().view(2, 23, 265)[..., :263].clone()
+        finally:
+            runtime.set_gemm_load_splat(False)
+    assert torch.equal(got[False], got[True])
+    ref = a.double() @ b.double() + bias.double()
+    ref = torch.nn.functional.silu(ref) if act == "SILU" else ref.clamp(p0, p1) if act == "CLAMP" else ref
+    assert_within(got[True], ref, 1e-5 * (a.double().abs() @ b.double().abs() + bias.double().abs() + 1))
+
+
 def test_gemm_special_values(s1):
     """NaN / inf in A or B propagate to exactly the outputs they touch (no zero-padding tricks
     that multiply a padded 0 by inf)."""
