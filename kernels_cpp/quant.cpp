@@ -544,10 +544,10 @@ inline bool dw_pairs_fit(const QCONV2D_args* a) {
 }
 
 // Input row x (w bytes) -> dst: sw phases of len int16, dst[p * len + j] = padded[sw * j + p],
-// padded[t] = x[t - pw] inside the row, else zp. The vector loads may read past the row up to
-// x_end (the input's end: the next row's bytes, widened and then overwritten by the padding), so
-// that rows of 7-28 pixels (MobileNet's 7x7-28x28 planes) are not widened byte by byte.
-template <bool kSigned>
+// padded[t] = x[t - pw] inside the row, else zp. kShort (short rows): the vector loads may read past
+// the row up to x_end (the input's end: the next row's bytes, widened and then overwritten by the
+// padding), so that MobileNet's 7- and 14-pixel rows are not widened byte by byte.
+template <bool kSigned, bool kShort>
 void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, int16_t* dst, const uint8_t* x_end) {
   const v128_t z = wasm_i16x8_splat(zp);
   for (int j = 0; j + 8 <= sw * len; j += 8) wasm_v128_store(dst + j, z);
@@ -555,12 +555,12 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
   int ix = 0;
   if (sw == 1) {
     for (; ix + 8 <= w && pw + ix + 8 <= len; ix += 8) wasm_v128_store(dst + pw + ix, load_widen<kSigned>(x + ix));
-    if (ix < w && pw + ix + 8 <= len && x + ix + 8 <= x_end) {  // the row's last < 8 bytes, and some past it
+    if (kShort && ix < w && pw + ix + 8 <= len && x + ix + 8 <= x_end) {  // the row's last < 8 bytes, and some past it
       wasm_v128_store(dst + pw + ix, load_widen<kSigned>(x + ix));
       ix += 8;
     }
   } else {
-    const int w16 = x + w + 15 <= x_end ? w + 15 : w;  // (the last < 16 bytes too, where the input goes on)
+    const int w16 = kShort && x + w + 15 <= x_end ? w + 15 : w;  // (the last < 16 bytes too, where the input goes on)
     for (; ix + 16 <= w16 && ((pw + ix + 1) >> 1) + 8 <= len; ix += 16) {
       const v128_t v = wasm_v128_load(x + ix);
       const v128_t even = wasm_i8x16_shuffle(v, v, 0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -582,8 +582,10 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
 }
 
 // kPairs: the tap pair count when known at compile time (3x3: 5, loop unrolled, source pointers in
-// registers), 0 when read from the record.
-template <bool kSigned, int kPairs>
+// registers), 0 when read from the record. kShort: rows ending in a block of 5-7 pixels, or shorter
+// than 16: that block requantized by store8_tail, rows widened past their end. A separate
+// instantiation: in V8 the extra code slowed the wider planes' loop by 4-8% (28-112 pixels).
+template <bool kSigned, int kPairs, bool kShort>
 void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
                       uint8_t* out, int es) {
   const uint8_t* in_end = in + (ptrdiff_t)a->c_in * a->h * a->w;
@@ -624,7 +626,7 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
         if ((unsigned)iy < (unsigned)H) {
           const int r = iy & (kDwRing - 1);  // the rows of one output row span <= kDwRing: distinct slots
           if (tag[r] != iy) {
-            dw_widen_row<kSigned>(x + (ptrdiff_t)iy * W, W, PW, SW, len, zp, rows[r], in_end);
+            dw_widen_row<kSigned, kShort>(x + (ptrdiff_t)iy * W, W, PW, SW, len, zp, rows[r], in_end);
             tag[r] = iy;
           }
           rowp[ky] = rows[r];
@@ -646,7 +648,7 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
             store8(acc0, acc1, cr, u8, o);
             continue;
           }
-          if (nc > kCols) {  // (up to 4: store_row's single 32-bit store below)
+          if (kShort && nc > kCols) {  // (up to 4: store_row's single 32-bit store below)
             store8_tail(acc0, acc1, cr, u8, o, nc);
             continue;
           }
@@ -700,9 +702,14 @@ void k_QCONV2D(const QCONV2D_args* a) {
       const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
       const bool s8 = a->x_dtype == DT_I8, three = a->kh * a->kw == 9;
+      const bool short_rows = a->ow < 16 || a->ow % 8 > kCols;
       if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
-      else if (three) (s8 ? qdepthwise_pairs<true, 5> : qdepthwise_pairs<false, 5>)(a, iin, weight, rq, iout, es);
-      else (s8 ? qdepthwise_pairs<true, 0> : qdepthwise_pairs<false, 0>)(a, iin, weight, rq, iout, es);
+      else if (three && short_rows)
+        (s8 ? qdepthwise_pairs<true, 5, true> : qdepthwise_pairs<false, 5, true>)(a, iin, weight, rq, iout, es);
+      else if (three) (s8 ? qdepthwise_pairs<true, 5, false> : qdepthwise_pairs<false, 5, false>)(a, iin, weight, rq, iout, es);
+      else if (short_rows)
+        (s8 ? qdepthwise_pairs<true, 0, true> : qdepthwise_pairs<false, 0, true>)(a, iin, weight, rq, iout, es);
+      else (s8 ? qdepthwise_pairs<true, 0, false> : qdepthwise_pairs<false, 0, false>)(a, iin, weight, rq, iout, es);
     }
     return;
   }

@@ -215,6 +215,7 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 5, 14, 13, 5, 5, 3, 3, 2, 1, 1),   # stride 2, odd width
     (1, 2, 9, 27, 2, 2, 3, 3, 2, 1, 1),    # stride 2, one 16-byte load and a part of the next
     (1, 17, 6, 6, 40, 1, 1, 1, 1, 0, 1),   # pointwise, full 8-pixel panels and a 4-pixel tail, 10 row tiles
+    (1, 2, 5, 23, 2, 2, 3, 3, 1, 1, 1),    # depthwise, rows of 23: two 8-pixel blocks and a 7-pixel one
 ]
 
 
