@@ -633,7 +633,25 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
         }
       }
       for (int t = 0; t < 2 * pairs; ++t) src[t] = rowp[tap_ky[t]] + tap_off[t];
-      for (int ox = 0; ox < OW; ox += 8) {
+      int ox = 0;
+      if (!kShort && fast) {  // 16 pixels per tap pair's weight splat (V8: 56-112 pixel planes 0.93x the time)
+        for (; ox + 16 <= OW; ox += 16) {
+          v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+          for (int p = 0; p < pairs; ++p) {
+            const v128_t w = wasm_i32x4_splat(wp[p]);
+            const v128_t u0 = wasm_v128_load(src[2 * p] + ox), v0 = wasm_v128_load(src[2 * p + 1] + ox);
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u0, v0, 0, 8, 1, 9, 2, 10, 3, 11), w));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u0, v0, 4, 12, 5, 13, 6, 14, 7, 15), w));
+            const v128_t u1 = wasm_v128_load(src[2 * p] + ox + 8), v1 = wasm_v128_load(src[2 * p + 1] + ox + 8);
+            a2 = wasm_i32x4_add(a2, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u1, v1, 0, 8, 1, 9, 2, 10, 3, 11), w));
+            a3 = wasm_i32x4_add(a3, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u1, v1, 4, 12, 5, 13, 6, 14, 7, 15), w));
+          }
+          uint8_t* o = out + (ptrdiff_t)c * P + oy * OW + ox;
+          store8(a0, a1, cr, u8, o);
+          store8(a2, a3, cr, u8, o + 8);
+        }
+      }
+      for (; ox < OW; ox += 8) {
         v128_t acc0 = wasm_i32x4_splat(0), acc1 = wasm_i32x4_splat(0);
         for (int p = 0; p < pairs; ++p) {
           const v128_t u = wasm_v128_load(src[2 * p] + ox), v = wasm_v128_load(src[2 * p + 1] + ox);
