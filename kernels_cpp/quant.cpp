@@ -514,6 +514,16 @@ void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, 
   else for (int c = 0; c < C; ++c) plane(c);
 }
 
+// store8 of a row's last block of 4 < nc < 8 pixels (7x7 and 14x14 planes end every row in one): the
+// 8 bytes requantized alike into a buffer, nc of them copied. Not inlined: in V8 a second copy of
+// store8, or a buffer in the loop, slowed the kernel's 8-pixel loop on planes without a tail.
+__attribute__((noinline)) void store8_tail(v128_t a0, v128_t a1, const ChannelRequant& c, bool u8, uint8_t* o,
+                                           int nc) {
+  alignas(8) uint8_t q8[8];
+  store8(a0, a1, c, u8, q8);
+  for (int l = 0; l < nc; ++l) o[l] = q8[l];
+}
+
 // Depthwise by tap pairs (the fast path of qdepthwise, for strides 1 and 2): each input row is
 // widened once to int16, padded with x_zp and split by column phase (sw == 2: even columns, then
 // odd), so a tap's inputs for 8 consecutive output pixels are 8 consecutive int16. Two taps'
@@ -534,17 +544,24 @@ inline bool dw_pairs_fit(const QCONV2D_args* a) {
 }
 
 // Input row x (w bytes) -> dst: sw phases of len int16, dst[p * len + j] = padded[sw * j + p],
-// padded[t] = x[t - pw] inside the row, else zp.
-template <bool kSigned>
-void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, int16_t* dst) {
+// padded[t] = x[t - pw] inside the row, else zp. kShort (short rows): the vector loads may read past
+// the row up to x_end (the input's end: the next row's bytes, widened and then overwritten by the
+// padding), so that MobileNet's 7- and 14-pixel rows are not widened byte by byte.
+template <bool kSigned, bool kShort>
+void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, int16_t* dst, const uint8_t* x_end) {
   const v128_t z = wasm_i16x8_splat(zp);
   for (int j = 0; j + 8 <= sw * len; j += 8) wasm_v128_store(dst + j, z);
   for (int j = sw * len / 8 * 8; j < sw * len; ++j) dst[j] = zp;
   int ix = 0;
   if (sw == 1) {
     for (; ix + 8 <= w && pw + ix + 8 <= len; ix += 8) wasm_v128_store(dst + pw + ix, load_widen<kSigned>(x + ix));
+    if (kShort && ix < w && pw + ix + 8 <= len && x + ix + 8 <= x_end) {  // the row's last < 8 bytes, and some past it
+      wasm_v128_store(dst + pw + ix, load_widen<kSigned>(x + ix));
+      ix += 8;
+    }
   } else {
-    for (; ix + 16 <= w && ((pw + ix + 1) >> 1) + 8 <= len; ix += 16) {
+    const int w16 = kShort && x + w + 15 <= x_end ? w + 15 : w;  // (the last < 16 bytes too, where the input goes on)
+    for (; ix + 16 <= w16 && ((pw + ix + 1) >> 1) + 8 <= len; ix += 16) {
       const v128_t v = wasm_v128_load(x + ix);
       const v128_t even = wasm_i8x16_shuffle(v, v, 0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
       const v128_t odd = wasm_i8x16_shuffle(v, v, 1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -556,6 +573,7 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
     }
   }
   const int shift = sw - 1;  // sw is 1 or 2: no divisions per element
+  for (int t = pw + w; t < pw + ix && (t >> shift) < len; ++t) dst[(t & shift) * len + (t >> shift)] = zp;  // overrun
   for (; ix < w; ++ix) {
     const int t = pw + ix;
     if ((t >> shift) >= len) break;
@@ -564,10 +582,13 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
 }
 
 // kPairs: the tap pair count when known at compile time (3x3: 5, loop unrolled, source pointers in
-// registers), 0 when read from the record.
-template <bool kSigned, int kPairs>
+// registers), 0 when read from the record. kShort: rows ending in a block of 5-7 pixels, or shorter
+// than 16: that block requantized by store8_tail, rows widened past their end. A separate
+// instantiation: in V8 the extra code slowed the wider planes' loop by 4-8% (28-112 pixels).
+template <bool kSigned, int kPairs, bool kShort>
 void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
                       uint8_t* out, int es) {
+  const uint8_t* in_end = in + (ptrdiff_t)a->c_in * a->h * a->w;
   const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, KH = a->kh, KW = a->kw;
   const int SH = a->sh, SW = a->sw, PH = a->ph, PW = a->pw, DH = a->dh, DW = a->dw, kp = a->kp;
   const int P = OH * OW, T = KH * KW, pairs = kPairs ? kPairs : (T + 1) / 2, len = dw_phase_len(a);
@@ -605,14 +626,32 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
         if ((unsigned)iy < (unsigned)H) {
           const int r = iy & (kDwRing - 1);  // the rows of one output row span <= kDwRing: distinct slots
           if (tag[r] != iy) {
-            dw_widen_row<kSigned>(x + (ptrdiff_t)iy * W, W, PW, SW, len, zp, rows[r]);
+            dw_widen_row<kSigned, kShort>(x + (ptrdiff_t)iy * W, W, PW, SW, len, zp, rows[r], in_end);
             tag[r] = iy;
           }
           rowp[ky] = rows[r];
         }
       }
       for (int t = 0; t < 2 * pairs; ++t) src[t] = rowp[tap_ky[t]] + tap_off[t];
-      for (int ox = 0; ox < OW; ox += 8) {
+      int ox = 0;
+      if (!kShort && fast) {  // 16 pixels per tap pair's weight splat (V8: 56-112 pixel planes 0.93x the time)
+        for (; ox + 16 <= OW; ox += 16) {
+          v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+          for (int p = 0; p < pairs; ++p) {
+            const v128_t w = wasm_i32x4_splat(wp[p]);
+            const v128_t u0 = wasm_v128_load(src[2 * p] + ox), v0 = wasm_v128_load(src[2 * p + 1] + ox);
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u0, v0, 0, 8, 1, 9, 2, 10, 3, 11), w));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u0, v0, 4, 12, 5, 13, 6, 14, 7, 15), w));
+            const v128_t u1 = wasm_v128_load(src[2 * p] + ox + 8), v1 = wasm_v128_load(src[2 * p + 1] + ox + 8);
+            a2 = wasm_i32x4_add(a2, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u1, v1, 0, 8, 1, 9, 2, 10, 3, 11), w));
+            a3 = wasm_i32x4_add(a3, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u1, v1, 4, 12, 5, 13, 6, 14, 7, 15), w));
+          }
+          uint8_t* o = out + (ptrdiff_t)c * P + oy * OW + ox;
+          store8(a0, a1, cr, u8, o);
+          store8(a2, a3, cr, u8, o + 8);
+        }
+      }
+      for (; ox < OW; ox += 8) {
         v128_t acc0 = wasm_i32x4_splat(0), acc1 = wasm_i32x4_splat(0);
         for (int p = 0; p < pairs; ++p) {
           const v128_t u = wasm_v128_load(src[2 * p] + ox), v = wasm_v128_load(src[2 * p + 1] + ox);
@@ -621,9 +660,16 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
           acc1 = wasm_i32x4_add(acc1, wasm_i32x4_dot_i16x8(wasm_i16x8_shuffle(u, v, 4, 12, 5, 13, 6, 14, 7, 15), w));
         }
         const int nc = OW - ox;
-        if (fast && nc >= 8) {
-          store8(acc0, acc1, cr, u8, out + (ptrdiff_t)c * P + oy * OW + ox);
-          continue;
+        if (fast) {
+          uint8_t* o = out + (ptrdiff_t)c * P + oy * OW + ox;
+          if (nc >= 8) {
+            store8(acc0, acc1, cr, u8, o);
+            continue;
+          }
+          if (kShort && nc > kCols) {  // (up to 4: store_row's single 32-bit store below)
+            store8_tail(acc0, acc1, cr, u8, o, nc);
+            continue;
+          }
         }
         store_row(acc0, c, oy * OW + ox, nc < kCols ? nc : kCols, rq, out, P * es, es);
         if (nc > kCols) store_row(acc1, c, oy * OW + ox + kCols, nc - kCols < kCols ? nc - kCols : kCols, rq, out,
@@ -675,9 +721,14 @@ void k_QCONV2D(const QCONV2D_args* a) {
       const uint8_t* iin = in + (ptrdiff_t)img * a->c_in * a->h * a->w;
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
       const bool s8 = a->x_dtype == DT_I8, three = a->kh * a->kw == 9;
+      const bool short_rows = a->ow < 16 || a->ow % 8 > kCols;
       if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
-      else if (three) (s8 ? qdepthwise_pairs<true, 5> : qdepthwise_pairs<false, 5>)(a, iin, weight, rq, iout, es);
-      else (s8 ? qdepthwise_pairs<true, 0> : qdepthwise_pairs<false, 0>)(a, iin, weight, rq, iout, es);
+      else if (three && short_rows)
+        (s8 ? qdepthwise_pairs<true, 5, true> : qdepthwise_pairs<false, 5, true>)(a, iin, weight, rq, iout, es);
+      else if (three) (s8 ? qdepthwise_pairs<true, 5, false> : qdepthwise_pairs<false, 5, false>)(a, iin, weight, rq, iout, es);
+      else if (short_rows)
+        (s8 ? qdepthwise_pairs<true, 0, true> : qdepthwise_pairs<false, 0, true>)(a, iin, weight, rq, iout, es);
+      else (s8 ? qdepthwise_pairs<true, 0, false> : qdepthwise_pairs<false, 0, false>)(a, iin, weight, rq, iout, es);
     }
     return;
   }

@@ -211,6 +211,13 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 16, 13, 15, 6, 1, 1, 1, 2, 0, 1),  # pointwise, stride 2 (ResNet's downsample)
     (1, 5, 30, 23, 9, 1, 3, 3, 1, 1, 1),   # 3x3, K = 45, 690 columns: 2 blocks
     (1, 12, 9, 11, 6, 3, 1, 1, 1, 0, 1),   # grouped pointwise, 4 channels per group
+    # depthwise rows narrower than 32 pixels: widened by vector loads that read into the next row (or
+    # byte by byte at the input's end), each row's last block of < 8 pixels requantized as a full one
+    (1, 3, 7, 7, 3, 3, 3, 3, 1, 1, 1),     # MobileNetV2's 7x7 planes
+    (1, 5, 14, 13, 5, 5, 3, 3, 2, 1, 1),   # stride 2, odd width
+    (1, 2, 9, 27, 2, 2, 3, 3, 2, 1, 1),    # stride 2, one 16-byte load and a part of the next
+    (1, 17, 6, 6, 40, 1, 1, 1, 1, 0, 1),   # pointwise, full 8-pixel panels and a 4-pixel tail, 10 row tiles
+    (1, 2, 5, 23, 2, 2, 3, 3, 1, 1, 1),    # depthwise, rows of 23: two 8-pixel blocks and a 7-pixel one
 ]
 
 
@@ -314,7 +321,8 @@ def test_qconv2d_split_tiles_equal_inlined(s1, cfg):
         assert torch.equal(got[False], got[True])
 
 
-RESIDUAL_CONVS = [CONVS[1], CONVS[4], CONVS[5], CONVS[8], CONVS[10]]  # im2col, depthwise, channels-last
+RESIDUAL_CONVS = [CONVS[1], CONVS[4], CONVS[5], CONVS[8], CONVS[10],  # im2col, depthwise, channels-last
+                  CONVS[20], CONVS[21], CONVS[23]]  # depthwise tails; pointwise 8-pixel panels (store8's residual)
 
 
 @pytest.mark.parametrize("x_dtype,x_zp", ACTS)
