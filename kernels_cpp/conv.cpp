@@ -311,22 +311,6 @@ void k_CONV2D(const CONV2D_args* a) {
       if (pointwise) {
         // The input planes already are B[K = c_in_g, N = h*w]; only the panel pack remains.
         const int panels = (NC + NR - 1) / NR;
-        const int threads = pool_threads();
-        if (threads > 1 && NC > cout_g && panels >= 4 * threads && worth_threading(2.0 * cout_g * NC * K)) {
-          // More columns than output channels (B bigger than A): threads take column blocks, each
-          // packing its own panels and multiplying them by all of A (the nested GEMM runs inline),
-          // ~4 blocks per thread. One join instead of two (pack, then GEMM), and each block's
-          // packed panels stay in the cache of the thread that packed them; with the pack and the
-          // GEMM split separately, about half of a GEMM task's panels came from the other core.
-          const int per_task = (panels + 4 * threads - 1) / (4 * threads);
-          parallel_for((panels + per_task - 1) / per_task, [&](int t) {
-            const int p0 = t * per_task, c0 = p0 * NR, c1 = (p0 + per_task) * NR < NC ? (p0 + per_task) * NR : NC;
-            float* cols = scratch + (ptrdiff_t)p0 * K * NR;
-            pack_b(K, c1 - c0, gin + c0, (int)in_plane, 1, cols);
-            gemm_packed(cout_g, c1 - c0, K, gw, K, cols, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
-          });
-          continue;
-        }
         auto pack = [&](int t) {
           const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
           if (p_lo < p_hi)

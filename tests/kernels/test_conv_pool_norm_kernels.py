@@ -173,11 +173,6 @@ CONV_BLOCK_CASES = {
     "1x1_wide_whole_strips": (1, 24, 28, 28, 40, (1, 1), (1, 1), (0, 0)),     # NC 784
     "1x1_ragged_strip_only": (2, 9, 1, 5, 7, (1, 1), (1, 1), (0, 0)),         # NC 5
     "1x1_wide_ragged": (1, 24, 27, 29, 40, (1, 1), (1, 1), (0, 0)),           # NC 783
-    # Threaded pointwise convs with more columns than output channels run column blocks that pack
-    # their own panels (2 panels a block here: 7 blocks, the last one panel of 3 columns); with
-    # fewer columns than channels they keep the GEMM's row split.
-    "1x1_blocks_k_sliced_2_images": (2, 300, 9, 11, 24, (1, 1), (1, 1), (0, 0)),  # NC 99, K 300
-    "1x1_more_channels_than_columns": (1, 64, 14, 14, 200, (1, 1), (1, 1), (0, 0)),  # NC 196
 }
 
 
