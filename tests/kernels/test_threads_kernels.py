@@ -45,6 +45,10 @@ CASES = {
                                   _x("cb", (48,), 11), (1, 1), (0, 0), (1, 1), 1),
     "conv_depthwise": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cwd", (32, 1, 3, 3), 13),
                                          None, (1, 1), (1, 1), (1, 1), 32),
+    # 131 planes: the pool claims 8 tasks at a time on 2 threads (threadpool.cpp claim_chunk), the
+    # last claim 3 (131 = 16 * 8 + 3)
+    "conv_depthwise_131_planes": lambda s: run_conv(s, _x("cxd", (1, 131, 12, 13), 30), _x("cwd131", (131, 1, 3, 3), 31),
+                                                    _x("cbd", (131,), 32), (1, 1), (1, 1), (1, 1), 131, "RELU"),
     "conv_grouped_s2": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cwg", (64, 8, 3, 3), 14),
                                           _x("cbg", (64,), 15), (2, 2), (1, 1), (1, 1), 4, "CLAMP", -1.0, 1.0),
     "unary_gelu": lambda s: run_unary(s, "GELU_ERF", _x("e", (300, 1001), 16)),
