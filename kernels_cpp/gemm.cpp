@@ -43,7 +43,7 @@ constexpr int MR = GEMM_MR;
 #define GEMM_KC 256
 #endif
 constexpr int KC = GEMM_KC;  // k slice
-constexpr int NCB = 32;   // panels per L2 block (KC x 256 floats = 256 KiB)
+constexpr int NCB = kGemmNCB;  // panels per L2 block (gemm.h)
 
 static_assert(NR == 8, "the micro-kernel holds a panel row in two f32x4");
 

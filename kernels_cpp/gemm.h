@@ -9,6 +9,10 @@
 void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
                  const float* bias, int bias_mode, int act, float p0, float p1);
 
+// Panels per L2 column block of gemm_packed (KC x 256 floats = 256 KiB); CONV2D's 1-thread pointwise
+// path packs its input in blocks of at most this many panels.
+constexpr int kGemmNCB = 32;
+
 // Packs B[k, n] (element strides stride_k, stride_n) into panel layout at out
 // (ceil(n/NR)*NR*k floats, zero padded past n).
 void pack_b(int k, int n, const float* b, int stride_k, int stride_n, float* out);

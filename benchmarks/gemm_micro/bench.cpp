@@ -10,7 +10,9 @@ void set_pool_threads(int) {}
 void parallel_for_raw(int n, task_fn fn, void* ctx) { for (int t = 0; t < n; ++t) fn(ctx, t); }
 static float *A, *B, *Bin, *C, *bias; static int M, N, K;
 // set_mode: 0 = B packed once in setup (a linear: its constant B); 1 = B packed on every run from
-// the row-major [K, N], as CONV2D's pointwise path packs its input planes.
+// the row-major [K, N], as CONV2D's pointwise path packs its input planes; 2 = packed on every run
+// block by block, each block's GEMM right after its pack (CONV2D's 1-thread pointwise path: blocks of
+// 64 Ki floats of panels, at least 8 panels); 100 + P = the same with P-panel blocks.
 static int mode = 0;
 extern "C" __attribute__((export_name("set_mode"))) void set_mode(int m) { mode = m; }
 extern "C" __attribute__((export_name("setup"))) void setup(int m, int n, int k) {
@@ -26,6 +28,16 @@ extern "C" __attribute__((export_name("setup"))) void setup(int m, int n, int k)
 }
 extern "C" __attribute__((export_name("run"))) float run(int reps, int bias_mode) {
   for (int r = 0; r < reps; ++r) {
+    if (mode >= 2) {
+      int block = mode >= 100 ? mode - 100 : 64 * 1024 / (K * 8);
+      block = block < 8 ? 8 : block;
+      for (int c0 = 0; c0 < N; c0 += block * 8) {
+        const int c1 = c0 + block * 8 < N ? c0 + block * 8 : N;
+        pack_b(K, c1 - c0, Bin + c0, N, 1, B);
+        gemm_packed(M, c1 - c0, K, A, K, B, C + c0, N, bias, bias_mode, 0, 0, 0);
+      }
+      continue;
+    }
     if (mode == 1) pack_b(K, N, Bin, N, 1, B);
     gemm_packed(M, N, K, A, K, B, C, N, bias, bias_mode, 0, 0, 0);
   }

@@ -2,7 +2,8 @@
 // the shapes of shapes.json ([m, n, k]: MobileNetV2's pointwise convs as Cout x H*W x Cin, the
 // encoder's and the MLP's linears, 512^3), in one V8 process alternating the files round by round.
 // ":splat" turns set_gemm_load_splat on in that instance, as the JS loader does; ":m1" sets
-// bench.cpp's set_mode (B packed on every run, as a pointwise conv packs its input). Each figure is the
+// bench.cpp's set_mode (B packed on every run, as a pointwise conv packs its input; ":m2" packs
+// and multiplies block by block as CONV2D's 1-thread pointwise path, ":m132" in 32-panel blocks). Each figure is the
 // fastest of the rounds: on a shared machine the least-disturbed run is the estimate of the code's
 // speed (medians move with the other processes' load). The peak line is peak_flops_chains.
 import fs from "node:fs";

@@ -173,6 +173,10 @@ CONV_BLOCK_CASES = {
     "1x1_wide_whole_strips": (1, 24, 28, 28, 40, (1, 1), (1, 1), (0, 0)),     # NC 784
     "1x1_ragged_strip_only": (2, 9, 1, 5, 7, (1, 1), (1, 1), (0, 0)),         # NC 5
     "1x1_wide_ragged": (1, 24, 27, 29, 40, (1, 1), (1, 1), (0, 0)),           # NC 783
+    # 1 thread packs and multiplies column blocks of 65536 / (K * 8) = 27 panels: 3 per image here,
+    # the last 7 panels with a ragged 3-column one; K 300 also crosses the 256-deep k slices.
+    "1x1_1thread_blocks_ragged": (2, 300, 23, 21, 11, (1, 1), (1, 1), (0, 0)),  # NC 483
+    "1x1_1thread_blocks_bias": (1, 520, 16, 16, 5, (1, 1), (1, 1), (0, 0)),     # NC 256: 15-panel blocks
 }
 
 
