@@ -130,15 +130,11 @@ void transform_input_block(const Geometry& g, const float* in, ptrdiff_t t0, int
 }
 
 // Phase 3 for output channels [co_lo, co_hi): y = A^T m A (A^T = [[1,1,1,0],[0,1,-1,-1]]) + bias,
-// activation, stored for the real tiles, clipped to the output. The activation runs once per 4 tiles
-// and up to kActCo channels, over their y vectors in a buffer (activation_inplace), not per vector:
-// V8 re-made the activation's constants on every per-vector call (as in gemm.cpp's tile epilogue).
+// activation, stored for the real tiles, clipped to the output.
 void transform_output_block(const Geometry& g, const float* M, int ldm, const float* bias, int act,
                             float p0, float p1, ptrdiff_t t0, int nt, int co_lo, int co_hi, float* out) {
-  constexpr int kActCo = 16;
   const ptrdiff_t mstride = (ptrdiff_t)g.CO * ldm;
   const ptrdiff_t out_plane = (ptrdiff_t)g.OH * g.OW;
-  alignas(16) float ybuf[kActCo][4][4];  // [channel in the group][y index][lane]
   for (int q = 0; q < nt; q += 4) {
     const TilePos p = tile_pos(g, t0 + q);
     // Fast path: 4 real tiles in one tile row whose 2x8 output block is inside the output.
@@ -146,45 +142,40 @@ void transform_output_block(const Geometry& g, const float* M, int ldm, const fl
     TilePos lanes[4];
     if (!full)
       for (int l = 0; l < 4; ++l) lanes[l] = tile_pos(g, t0 + q + l);
-    for (int c0 = co_lo; c0 < co_hi; c0 += kActCo) {
-      const int c1 = co_hi - c0 < kActCo ? co_hi : c0 + kActCo;
-      for (int co = c0; co < c1; ++co) {
-        const float* m = M + (ptrdiff_t)co * ldm + q;
-        v128_t s0[4], s1[4];
-        for (int j = 0; j < 4; ++j) {  // A^T m
-          const v128_t m0 = wasm_v128_load(m + (0 * 4 + j) * mstride), m1 = wasm_v128_load(m + (1 * 4 + j) * mstride);
-          const v128_t m2 = wasm_v128_load(m + (2 * 4 + j) * mstride), m3 = wasm_v128_load(m + (3 * 4 + j) * mstride);
-          const v128_t m12 = wasm_f32x4_sub(m1, m2);
-          s0[j] = wasm_f32x4_add(wasm_f32x4_add(m0, m1), m2);
-          s1[j] = wasm_f32x4_sub(m12, m3);
-        }
-        const v128_t b = wasm_f32x4_splat(bias ? bias[co] : 0.0f);
-        float* y = ybuf[co - c0][0];  // y00, y01, y10, y11 (row, column within the tile)
-        wasm_v128_store(y + 0, wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(s0[0], s0[1]), s0[2]), b));
-        wasm_v128_store(y + 4, wasm_f32x4_add(wasm_f32x4_sub(wasm_f32x4_sub(s0[1], s0[2]), s0[3]), b));
-        wasm_v128_store(y + 8, wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(s1[0], s1[1]), s1[2]), b));
-        wasm_v128_store(y + 12, wasm_f32x4_add(wasm_f32x4_sub(wasm_f32x4_sub(s1[1], s1[2]), s1[3]), b));
+    for (int co = co_lo; co < co_hi; ++co) {
+      const float* m = M + (ptrdiff_t)co * ldm + q;
+      v128_t s0[4], s1[4];
+      for (int j = 0; j < 4; ++j) {  // A^T m
+        const v128_t m0 = wasm_v128_load(m + (0 * 4 + j) * mstride), m1 = wasm_v128_load(m + (1 * 4 + j) * mstride);
+        const v128_t m2 = wasm_v128_load(m + (2 * 4 + j) * mstride), m3 = wasm_v128_load(m + (3 * 4 + j) * mstride);
+        const v128_t m12 = wasm_f32x4_sub(m1, m2);
+        s0[j] = wasm_f32x4_add(wasm_f32x4_add(m0, m1), m2);
+        s1[j] = wasm_f32x4_sub(m12, m3);
       }
-      activation_inplace(ybuf[0][0], (long)(c1 - c0) * 16, act, p0, p1);
-      for (int co = c0; co < c1; ++co) {
-        const float* y = ybuf[co - c0][0];
-        if (full) {
-          const v128_t y0 = wasm_v128_load(y), y1 = wasm_v128_load(y + 4);
-          const v128_t y2 = wasm_v128_load(y + 8), y3 = wasm_v128_load(y + 12);
-          float* o = out + ((ptrdiff_t)p.img * g.CO + co) * out_plane + (ptrdiff_t)(2 * p.ty) * g.OW + 2 * p.tx;
-          wasm_v128_store(o, wasm_i32x4_shuffle(y0, y1, 0, 4, 1, 5));
-          wasm_v128_store(o + 4, wasm_i32x4_shuffle(y0, y1, 2, 6, 3, 7));
-          wasm_v128_store(o + g.OW, wasm_i32x4_shuffle(y2, y3, 0, 4, 1, 5));
-          wasm_v128_store(o + g.OW + 4, wasm_i32x4_shuffle(y2, y3, 2, 6, 3, 7));
-          continue;
-        }
-        for (int l = 0; l < 4 && q + l < nt; ++l) {
-          const TilePos& tp = lanes[l];
-          float* o = out + ((ptrdiff_t)tp.img * g.CO + co) * out_plane;
-          for (int i = 0; i < 4; ++i) {
-            const int oy = 2 * tp.ty + i / 2, ox = 2 * tp.tx + i % 2;
-            if (oy < g.OH && ox < g.OW) o[(ptrdiff_t)oy * g.OW + ox] = y[i * 4 + l];
-          }
+      const v128_t b = wasm_f32x4_splat(bias ? bias[co] : 0.0f);
+      v128_t y[4];  // y00, y01, y10, y11 (row, column within the tile)
+      y[0] = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(s0[0], s0[1]), s0[2]), b);
+      y[1] = wasm_f32x4_add(wasm_f32x4_sub(wasm_f32x4_sub(s0[1], s0[2]), s0[3]), b);
+      y[2] = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(s1[0], s1[1]), s1[2]), b);
+      y[3] = wasm_f32x4_add(wasm_f32x4_sub(wasm_f32x4_sub(s1[1], s1[2]), s1[3]), b);
+      if (act != UNARY_IDENTITY)
+        for (int i = 0; i < 4; ++i) y[i] = apply_activation(y[i], act, p0, p1);
+      if (full) {
+        float* o = out + ((ptrdiff_t)p.img * g.CO + co) * out_plane + (ptrdiff_t)(2 * p.ty) * g.OW + 2 * p.tx;
+        wasm_v128_store(o, wasm_i32x4_shuffle(y[0], y[1], 0, 4, 1, 5));
+        wasm_v128_store(o + 4, wasm_i32x4_shuffle(y[0], y[1], 2, 6, 3, 7));
+        wasm_v128_store(o + g.OW, wasm_i32x4_shuffle(y[2], y[3], 0, 4, 1, 5));
+        wasm_v128_store(o + g.OW + 4, wasm_i32x4_shuffle(y[2], y[3], 2, 6, 3, 7));
+        continue;
+      }
+      alignas(16) float ys[4][4];  // [y index][lane]
+      for (int i = 0; i < 4; ++i) wasm_v128_store(ys[i], y[i]);
+      for (int l = 0; l < 4 && q + l < nt; ++l) {
+        const TilePos& tp = lanes[l];
+        float* o = out + ((ptrdiff_t)tp.img * g.CO + co) * out_plane;
+        for (int i = 0; i < 4; ++i) {
+          const int oy = 2 * tp.ty + i / 2, ox = 2 * tp.tx + i % 2;
+          if (oy < g.OH && ox < g.OW) o[(ptrdiff_t)oy * g.OW + ox] = ys[i][l];
         }
       }
     }
