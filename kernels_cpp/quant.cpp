@@ -780,11 +780,11 @@ namespace {
 
 constexpr int kWinoTiles = kQconvCols;  // tiles per panel (8): 2 vectors of 4 lanes
 constexpr int kWinoRows = kQconvRows;   // output channels per micro-tile (4)
-constexpr int kWinoMaxCin = 1827;       // the int32 bound above
+constexpr int kWinoMaxCin = kQwinoMaxCin;  // the int32 bound above
 
 // The 16 components' strides (U, V, M) are padded by 64 bytes: at ResNet's power-of-2 sizes they were
 // multiples of 4 KB, so the transforms' 16 loads / stores per vector all hit one L1 set.
-constexpr int kWinoSkewBytes = 64;
+constexpr int kWinoSkewBytes = kQwinoSkewBytes;
 inline ptrdiff_t wino_ustride(int Cp) { return (ptrdiff_t)kWinoRows * Cp + kWinoSkewBytes / 2; }       // int16
 inline ptrdiff_t wino_vstride(int nt_pad, int Cp) { return (ptrdiff_t)nt_pad * Cp + kWinoSkewBytes / 2; }  // int16
 inline ptrdiff_t wino_mstride(int CO4, int nt_pad) { return (ptrdiff_t)CO4 * nt_pad + kWinoSkewBytes / 4; }  // int32

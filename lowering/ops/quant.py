@@ -62,16 +62,16 @@ def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
 # (QCONV2D_WINO's tile_block comes from the float rule, winograd_tile_block: whole GEMM panels of
 # GemmNR tiles, which must be whole int8 panels of QconvCols tiles too)
 assert ABI.gemm_nr % ABI.layout["QconvCols"] == 0
-QWINO_MAX_CIN = 1827  # QCONV2D_WINO's 4 * sum over c_in of |U V| <= c_in * 4 * 9 * 255 * 128 must fit in int32
+QWINO_MAX_CIN = ABI.layout["QwinoMaxCin"]  # QCONV2D_WINO's sums (c_in * 4 * 9 * 255 * 128) must fit in int32
 
 
 def qwino_scratch_numel(c_in: int, c_out: int, tile_block: int) -> int:
     """Bytes of QCONV2D_WINO's scratch (kernel_abi.def): int16 U [16 chunks][16][4][cp] and V
     [16][tile_block][cp], int32 M [16][co4][tile_block], each of the 16 components 64 bytes apart
-    more (the kernel's kWinoSkewBytes), and 16 bytes of slack."""
+    more (QwinoSkewBytes), and 16 bytes of slack."""
     co4 = -(-c_out // ABI.layout["QconvRows"]) * ABI.layout["QconvRows"]
     cp = c_in + c_in % 2
-    return 32 * 16 * ABI.layout["QconvRows"] * cp + 32 * tile_block * cp + 64 * co4 * tile_block + 19 * 16 * 64 + 16
+    return 32 * 16 * ABI.layout["QconvRows"] * cp + 32 * tile_block * cp + 64 * co4 * tile_block + 19 * 16 * ABI.layout["QwinoSkewBytes"] + 16
 
 
 def acc_bias(packed: torch.Tensor, x_zp: int) -> torch.Tensor:
