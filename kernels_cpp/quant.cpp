@@ -733,24 +733,50 @@ void k_QCONV2D(const QCONV2D_args* a) {
     return;
   }
   int16_t* wq = reinterpret_cast<int16_t*>(scratch + (ptrdiff_t)(P + kNR - 1) / kNR * kNR * a->kp);
+  // Fewer column blocks than 2 per thread (MobileNet's 7x7-28x28 layers: one block): the threads
+  // split the output channels instead, each widening its own weight rows, after the blocks are
+  // packed. Each output comes from the same tile either way, so the bits do not change.
+  const bool by_rows = pool_threads() > 1 && blocks < 2 * pool_threads() && cout_g > kMR &&
+                       worth_threading(2.0 * cout_g * P * a->kp);
+  const int row_tiles = (cout_g + kMR - 1) / kMR;
   for (int img = 0; img < a->n; ++img) {
     for (int g = 0; g < G; ++g) {
       const uint8_t* gin = in + ((ptrdiff_t)img * a->c_in + (ptrdiff_t)g * cin_g) * a->h * a->w;
       const int c0 = g * cout_g;
-      const Requant rq = with_residual(a, requant_of(acc_bias + c0, scale + c0, bias ? bias + c0 : nullptr, a->relu,
-                                                     a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
-      uint8_t* gout = out + ((ptrdiff_t)img * a->c_out + c0) * P * es;
       const int8_t* gw = weight + (ptrdiff_t)c0 * a->kp;
+      const int pstride = kpairs * 2 * kNR;
+      const bool s8 = a->x_dtype == DT_I8;
+      const auto gemm = g_qconv_split_tiles ? (s8 ? gemm_cols<true, true> : gemm_cols<false, true>)
+                                            : (s8 ? gemm_cols<true, false> : gemm_cols<false, false>);
+      // Output channels [r0, r1) of the group over the columns [j0, j1) of packed panels.
+      auto run_rows = [&](int r0, int r1, int j0, int j1) {
+        const int c = c0 + r0;
+        const Requant rq = with_residual(a, requant_of(acc_bias + c, scale + c, bias ? bias + c : nullptr, a->relu,
+                                                       a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
+        gemm(wq + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, kpairs, scratch + (ptrdiff_t)j0 * a->kp, pstride, j0,
+             j1 - j0, rq, out + ((ptrdiff_t)img * a->c_out + c) * P * es, P * es, es);
+      };
+      auto pack_block = [&](int b) {
+        const int j0 = b * block, j1 = j0 + block < P ? j0 + block : P;
+        pack_cols(a, gin, cin_g, K, kpairs, j0, j1, scratch + (ptrdiff_t)j0 * a->kp, pstride);
+      };
+      if (by_rows) {
+        if (blocks > 1) parallel_for(blocks, pack_block);
+        else pack_block(0);
+        const int tasks = row_tiles < 4 * pool_threads() ? row_tiles : 4 * pool_threads();
+        parallel_for(tasks, [&](int t) {
+          const int r0 = row_tiles * t / tasks * kMR, r1m = row_tiles * (t + 1) / tasks * kMR;
+          const int r1 = r1m < cout_g ? r1m : cout_g;
+          if (r0 >= r1) return;
+          widen_weights(gw + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, wq + (ptrdiff_t)r0 * a->kp);
+          for (int b = 0; b < blocks; ++b) run_rows(r0, r1, b * block, (b + 1) * block < P ? (b + 1) * block : P);
+        });
+        continue;
+      }
       widen_weights(gw, cout_g, a->kp, wq);
       auto run_block = [&](int b) {
-        const int j0 = b * block, j1 = j0 + block < P ? j0 + block : P;
-        uint8_t* panels = scratch + (ptrdiff_t)j0 * a->kp;
-        const int pstride = kpairs * 2 * kNR;
-        pack_cols(a, gin, cin_g, K, kpairs, j0, j1, panels, pstride);
-        const bool s8 = a->x_dtype == DT_I8;
-        (g_qconv_split_tiles ? (s8 ? gemm_cols<true, true> : gemm_cols<false, true>)
-                             : (s8 ? gemm_cols<true, false> : gemm_cols<false, false>))(
-            wq, cout_g, a->kp, kpairs, panels, pstride, j0, j1 - j0, rq, gout, P * es, es);
+        pack_block(b);
+        run_rows(0, cout_g, b * block, (b + 1) * block < P ? (b + 1) * block : P);
       };
       if (threaded) parallel_for(blocks, run_block);
       else for (int b = 0; b < blocks; ++b) run_block(b);

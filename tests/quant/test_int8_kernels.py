@@ -495,3 +495,25 @@ def test_qwino_threads_split_the_work_to_the_same_result(s1, s2):
                     for s in (s1, s2))
         assert torch.equal(one, two)
         assert torch.equal(one, _run_qconv(s1, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, bias, qcfg, True, out))
+
+
+@pytest.mark.parametrize("cfg", [(1, 64, 7, 7, 70, 1, 1, 1, 1, 0, 1), (1, 16, 25, 40, 22, 1, 1, 1, 1, 0, 1),
+                                 (1, 16, 20, 19, 13, 1, 3, 3, 1, 1, 1), (2, 48, 9, 9, 36, 2, 1, 1, 1, 0, 1)], ids=str)
+@pytest.mark.parametrize("residual", [False, True])
+def test_qconv2d_threads_split_channels_to_the_same_result(s1, s2, cfg, residual):
+    """Fewer than 2 column blocks per thread (one block of 49 pixels, two of 1000, a 3x3 conv's one,
+    grouped): 2 threads split the output channels (row tiles of 4, the last partial) and must give
+    exactly 1 thread's output, within 1 LSB of eager's."""
+    x_scale, x_zp, res_scale, res_zp = 0.02, 128, 0.031, 7
+    out = (0.05, 100, 0, 255, torch.uint8)
+    x, w, w_scale, w_zp = _conv_inputs(cfg, torch.uint8)
+    bias = torch.randn(cfg[4])
+    st, pad, dil, groups = cfg[8], cfg[9], cfg[10], cfg[5]
+    args = [x_scale, x_zp, w, w_scale, w_zp, bias, [st, st], [pad, pad], [dil, dil], groups, True, *out]
+    res = (_random_q(torch.ops.twb_quant.conv2d(x, *args).shape, torch.uint8), res_scale, res_zp) if residual \
+        else (None, 1.0, 0)
+    one, two = (_run_qconv(s, x, torch.uint8, x_zp, x_scale, w, w_scale, w_zp, bias, cfg, True, out, res)
+                for s in (s1, s2))
+    assert torch.equal(one, two)
+    ref = torch.ops.twb_quant.conv2d(x, *args, *res) if residual else torch.ops.twb_quant.conv2d(x, *args)
+    _check(one, ref, None, w[0].numel())
