@@ -145,6 +145,10 @@ class Memory:
             raise WasmOutOfMemory(f"growing wasm memory to {end / 2**20:.0f} MiB failed: {e}") from e
         self._bytes = None
 
+    # Both run with inference mode off: the memory tensor is cached and its views are kept across
+    # calls (plans' input views), and a tensor made under torch.inference_mode() cannot be written
+    # outside it, so a model first run under inference_mode would fail in every later plain call.
+    @torch.inference_mode(False)
     def bytes(self) -> torch.Tensor:
         """The whole memory as a uint8 tensor (no copy)."""
         if self._bytes is None:
@@ -152,6 +156,7 @@ class Memory:
             self._bytes = torch.frombuffer((ctypes.c_ubyte * n).from_address(self.address), dtype=torch.uint8)
         return self._bytes
 
+    @torch.inference_mode(False)
     def view(self, offset: int, shape, dtype=torch.float32, strides=None) -> torch.Tensor:
         """A torch view of wasm memory at byte `offset` (contiguous unless `strides`, in elements)."""
         flat = self.bytes().view(dtype) if dtype != torch.uint8 else self.bytes()

@@ -39,3 +39,17 @@ def test_instances_share_one_memory_with_the_host():
     assert instances[0].fn["load"](2 * wasm_layer.PAGE - 4)[0].i32 == 42
     with pytest.raises(WasmOutOfMemory, match="MiB of wasm memory"):  # past max_pages
         memory.grow_to(2 * wasm_layer.PAGE + 1)
+
+
+def test_memory_views_made_under_inference_mode_stay_writable_outside_it():
+    """A model first run under torch.inference_mode() must still run outside it: the memory tensor
+    (cached) and its views are made as normal tensors, or a later copy_ into an input view raised
+    "Inplace update to inference tensor outside InferenceMode" (seen when a test under
+    inference_mode shared a worker with later tests)."""
+    memory = Memory(wasm_layer.engine(epoch_interruption=False), 1, 2)
+    with torch.inference_mode():
+        memory.write(64, torch.arange(4, dtype=torch.float32))
+        view = memory.view(64, (4,))
+    view.copy_(torch.ones(4))
+    memory.write(80, torch.full((2,), 7.0))
+    assert memory.view(64, (6,)).tolist() == [1.0, 1.0, 1.0, 1.0, 7.0, 7.0]
