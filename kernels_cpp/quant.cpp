@@ -756,9 +756,9 @@ void k_QCONV2D(const QCONV2D_args* a) {
         gemm(wq + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, kpairs, scratch + (ptrdiff_t)j0 * a->kp, pstride, j0,
              j1 - j0, rq, out + ((ptrdiff_t)img * a->c_out + c) * P * es, P * es, es);
       };
+      auto block_end = [&](int b) { return (b + 1) * block < P ? (b + 1) * block : P; };
       auto pack_block = [&](int b) {
-        const int j0 = b * block, j1 = j0 + block < P ? j0 + block : P;
-        pack_cols(a, gin, cin_g, K, kpairs, j0, j1, scratch + (ptrdiff_t)j0 * a->kp, pstride);
+        pack_cols(a, gin, cin_g, K, kpairs, b * block, block_end(b), scratch + (ptrdiff_t)b * block * a->kp, pstride);
       };
       if (by_rows) {
         if (blocks > 1) parallel_for(blocks, pack_block);
@@ -769,14 +769,14 @@ void k_QCONV2D(const QCONV2D_args* a) {
           const int r1 = r1m < cout_g ? r1m : cout_g;
           if (r0 >= r1) return;
           widen_weights(gw + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, wq + (ptrdiff_t)r0 * a->kp);
-          for (int b = 0; b < blocks; ++b) run_rows(r0, r1, b * block, (b + 1) * block < P ? (b + 1) * block : P);
+          for (int b = 0; b < blocks; ++b) run_rows(r0, r1, b * block, block_end(b));
         });
         continue;
       }
       widen_weights(gw, cout_g, a->kp, wq);
       auto run_block = [&](int b) {
         pack_block(b);
-        run_rows(0, cout_g, b * block, (b + 1) * block < P ? (b + 1) * block : P);
+        run_rows(0, cout_g, b * block, block_end(b));
       };
       if (threaded) parallel_for(blocks, run_block);
       else for (int b = 0; b < blocks; ++b) run_block(b);
