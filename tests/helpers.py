@@ -2,6 +2,9 @@
 graph really ran in wasm."""
 from __future__ import annotations
 
+import gc
+import threading
+
 import torch
 
 import torch_wasm_backend as twb
@@ -13,6 +16,17 @@ EXACT = dict(rtol=0.0, atol=0.0)
 TRANSCENDENTAL = dict(rtol=1e-5, atol=1e-6)
 REDUCTION = dict(rtol=1e-5, atol=1e-5)
 MATMUL = dict(rtol=1e-4, atol=1e-4)
+
+
+def let_dropped_partitions_release() -> None:
+    """Partitions of earlier tests in this process that are garbage give their memory back from
+    a thread of their own (residency.release_dropped) whenever the collector finds them: collect
+    them now and wait for those threads, so that they do not free memory between two measurements
+    of a test that counts the runtime's bytes in use."""
+    gc.collect()
+    for thread in threading.enumerate():
+        if thread.name == "wasm-release-dropped":
+            thread.join()
 
 
 def randomized_bn(channels: int) -> torch.nn.BatchNorm2d:

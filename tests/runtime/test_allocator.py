@@ -10,6 +10,7 @@ import sys
 import torch
 
 from torch_wasm_backend.runtime import HOST_PAGE, Allocator
+from helpers import let_dropped_partitions_release
 
 
 def test_random_alloc_free_keeps_invariants():
@@ -116,19 +117,11 @@ def test_a_dropped_model_gives_its_wasm_memory_back():
 
     from torch_wasm_backend import runtime as rt
 
-    def settled_in_use():
-        """in_use once earlier tests' dropped models are freed (their release threads are done)."""
-        gc.collect()
-        last = None
-        while runtime.allocator.in_use != last:
-            last = runtime.allocator.in_use
-            time.sleep(0.2)
-        return last
-
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512)).eval()
     runtime, _ = rt.get_runtime(rt.default_threads())  # the one compiled models use by default
-    before = settled_in_use()
+    let_dropped_partitions_release()
+    before = runtime.allocator.in_use
     compiled = torch.compile(model, backend="wasm")
     with torch.no_grad():
         compiled(torch.randn(64, 512))

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from helpers import MATMUL, REDUCTION, assert_ran_in_wasm
+from helpers import MATMUL, REDUCTION, assert_ran_in_wasm, let_dropped_partitions_release
 
 
 def small_cnn():
@@ -56,16 +56,6 @@ def test_eight_python_threads_share_one_compiled_model(threads):
     assert s["calls"] == 1 + 8 * 20 and s["eager_partition_calls"] == 0
 
 
-def _let_dropped_partitions_release() -> None:
-    """Partitions of earlier tests in this process that are garbage give their memory back from
-    a thread of their own (residency.release_dropped): collect them and wait for those threads,
-    so that they do not free memory between this test's two measurements."""
-    gc.collect()
-    for thread in threading.enumerate():
-        if thread.name == "wasm-release-dropped":
-            thread.join()
-
-
 def test_threads_evicting_each_others_plans_leave_no_memory_behind():
     """8 threads, 8 lengths, room for one plan (dynamic=True: all from one template): plans are
     evicted while other threads run them. Every answer is right, and once the dust settles the
@@ -79,7 +69,7 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
         expected = [model(x) for x in inputs]
         compiled(inputs[0])
     runtime, _ = get_runtime(1, False)
-    _let_dropped_partitions_release()
+    let_dropped_partitions_release()
     baseline = runtime.allocator.in_use
 
     def caller(i):
@@ -90,7 +80,7 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
     _in_eight_threads(caller)
     with torch.no_grad():
         compiled(inputs[0])
-    _let_dropped_partitions_release()
+    let_dropped_partitions_release()
     assert runtime.allocator.in_use == baseline
     assert twb.stats()["eager_partition_calls"] == 0
 

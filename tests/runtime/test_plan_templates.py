@@ -15,7 +15,7 @@ import torch_wasm_backend.lowering.context
 import torch_wasm_backend.lowering.strided
 import torch_wasm_backend as twb
 import torch_wasm_backend.partition_runner as partition_runner
-from helpers import MATMUL
+from helpers import MATMUL, let_dropped_partitions_release
 from torch_wasm_backend.lowering.template import template_status
 from torch_wasm_backend.lowering.tracked import Recorder, TrackedFloat, TrackedInt
 
@@ -87,6 +87,7 @@ def test_per_length_constants_follow_the_length_and_are_freed_with_their_plan(pa
         for step, length in enumerate([9, 30, 4, 77, 12, 50, 7, 90, 11, 64, 9, 30]):
             x = torch.randn(1, length, 16)
             torch.testing.assert_close(compiled(x), model(x), **MATMUL)
+            let_dropped_partitions_release()  # earlier tests' garbage would free bytes mid-count
             in_use[step] = runtime.allocator.in_use
     assert _status(partitions) == ["1 templates, 1 verified"]
     assert twb.stats()["plans_lowered"] == 0
