@@ -173,6 +173,44 @@ int32_t window_max(const Window& g, const uint8_t* row, int ox, bool is_signed) 
   return best;
 }
 
+// Max pooling of one output row from its column maxima (colmax: W bytes, readable 32 past W): the
+// max integer of each window into imax[0, OW), 16 windows at a time where all their taps lie inside
+// the row and the stride is 1 or 2 (16 bytes, or the even bytes of 32, per tap), the edge windows by
+// window_max. false (imax unusable) if some window has no tap inside the row: the caller's per-pixel
+// path maps those to -inf.
+bool row_window_max(const Window& g, const uint8_t* colmax, bool is_signed, uint8_t* imax) {
+  // interior windows: ox * SW - PW >= 0 and ox * SW - PW + (KW - 1) * DW < W
+  const int reach = (g.KW - 1) * g.DW;
+  const int first = (g.PW + g.SW - 1) / g.SW;
+  const int last = g.W - 1 - reach + g.PW < 0 ? -1 : (g.W - 1 - reach + g.PW) / g.SW;  // (inclusive)
+  int ox = 0;
+  auto edge = [&](int o) {
+    const int32_t v = window_max(g, colmax, o, is_signed);
+    if (v == INT32_MIN) return false;
+    imax[o] = (uint8_t)v;
+    return true;
+  };
+  for (; ox < g.OW && ox < first; ++ox)
+    if (!edge(ox)) return false;
+  if (g.SW <= 2) {
+    for (; ox + 16 <= g.OW && ox + 15 <= last; ox += 16) {
+      const uint8_t* base = colmax + ox * g.SW - g.PW;
+      v128_t m = wasm_i32x4_splat(0);
+      for (int kx = 0; kx < g.KW; ++kx) {
+        const uint8_t* t = base + kx * g.DW;
+        const v128_t v = g.SW == 1 ? wasm_v128_load(t)
+                                   : wasm_i8x16_shuffle(wasm_v128_load(t), wasm_v128_load(t + 16), 0, 2, 4, 6, 8, 10,
+                                                        12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        m = kx == 0 ? v : (is_signed ? wasm_i8x16_max(m, v) : wasm_u8x16_max(m, v));
+      }
+      wasm_v128_store(imax + ox, m);
+    }
+  }
+  for (; ox < g.OW; ++ox)
+    if (!edge(ox)) return false;
+  return true;
+}
+
 }  // namespace
 
 void k_QPOOL2D(const QPOOL2D_args* a) {
@@ -187,20 +225,45 @@ void k_QPOOL2D(const QPOOL2D_args* a) {
   const uint8_t* in = at<const uint8_t>(a->in);
   uint8_t* out = at<uint8_t>(a->out);
   const bool include_pad = a->count_include_pad != 0;
+  // Output parameters equal to the input's (PT2E quantizers share them across a max pool): the max
+  // integer is the answer. round((x - zp) * scale * inv_out_scale) is x - zp exactly when
+  // |scale * inv_out_scale - 1| * 255 is far below 0.5, and a full-range clamp keeps every x.
+  const int type_min = d.is_signed ? -128 : 0, type_max = d.is_signed ? 127 : 255;
+  const bool same_params = mode == POOL_MAX && a->out_dtype == a->in_dtype && a->out_zp == a->in_zp &&
+                           fabsf(a->in_scale * a->inv_out_scale - 1.0f) < 1e-4f && a->qmin <= type_min &&
+                           a->qmax >= type_max;
   double work = (double)rows * g.OW;
   work *= mode == POOL_ADAPTIVE_AVG ? (double)(g.H / g.OH + 1) * (g.W / g.OW + 1) : (double)g.KH * g.KW;
   parallel_rows(rows, work, [&](int64_t lo, int64_t hi) {
     // Per-thread row buffers, in chunks of the output row when it is wider than they are.
     constexpr int kChunk = 256;
     alignas(16) float ys[kChunk];
-    alignas(16) uint8_t colmax_buf[4096];
-    uint8_t* colmax = mode == POOL_MAX && g.W <= (int)sizeof colmax_buf ? colmax_buf : nullptr;
+    constexpr int kMaxRow = 4096;
+    alignas(16) uint8_t colmax_buf[kMaxRow + 32], imax[kMaxRow + 16];
+    uint8_t* colmax = mode == POOL_MAX && g.W <= kMaxRow ? colmax_buf : nullptr;
     for (int64_t r = lo; r < hi; ++r) {
       const int64_t p = r / g.OH;
       const int oy = (int)(r % g.OH);
       const uint8_t* plane = in + p * (ptrdiff_t)g.H * g.W;
       uint8_t* orow = out + r * (ptrdiff_t)g.OW;
       const bool have_rows = colmax && column_max(g, plane, d.is_signed, oy, colmax);
+      if (have_rows && g.OW <= kMaxRow && row_window_max(g, colmax, d.is_signed, same_params ? orow : imax)) {
+        // the max integers dequantized and requantized 16 at a time (the per-pixel path's arithmetic)
+        for (int c = 0; !same_params && c < g.OW; c += 16) {
+          v128_t f[4], qs[4];
+          deq16(wasm_v128_load(imax + c), d, f);
+          for (int k = 0; k < 4; ++k) qs[k] = q.four(f[k]);
+          const v128_t bytes = q.narrow(qs);
+          if (c + 16 <= g.OW) {
+            wasm_v128_store(orow + c, bytes);
+          } else {
+            alignas(16) uint8_t tail[16];
+            wasm_v128_store(tail, bytes);
+            memcpy(orow + c, tail, (size_t)(g.OW - c));
+          }
+        }
+        continue;
+      }
       for (int c0 = 0; c0 < g.OW; c0 += kChunk) {
         const int nc = g.OW - c0 < kChunk ? g.OW - c0 : kChunk;
         if (mode == POOL_MAX) {

@@ -138,7 +138,9 @@ MAX_POOLS = [((1, 3, 17, 15), 3, 2, 1, 1, False),   # ResNet's stem pool at odd 
              ((1, 2, 2, 2), 3, 1, 1, 1, False),     # kernel larger than the input
              ((1, 1, 1, 1), 1, 1, 0, 1, False),     # size 1
              ((1, 3, 9, 10), 3, 1, 1, 2, False),    # dilation
-             ((1, 2, 3, 4100), (2, 3), (1, 2), (0, 1), 1, False)]  # rows wider than the row buffer
+             ((1, 2, 3, 4100), (2, 3), (1, 2), (0, 1), 1, False),  # rows wider than the row buffer
+             ((1, 3, 9, 75), 3, 2, 1, 1, False),    # 16-window vector blocks, stride 2, and edges
+             ((1, 2, 5, 53), (2, 5), 1, (1, 2), 2, True)]  # stride 1, dilated, ceil_mode
 
 
 # Each config with one (dtype, zero point) in turn, the first with all four.
@@ -157,11 +159,13 @@ def test_max_pool(cfg, dtype_zp):
     _run(fn, _random_q(shape, dtype), kernel="QPOOL2D")
 
 
-def test_max_pool_requantized():
-    """Other output parameters than the input's (a quantizer that does not share the observer)."""
+@pytest.mark.parametrize("width", [11, 45])
+def test_max_pool_requantized(width):
+    """Other output parameters than the input's (a quantizer that does not share the observer);
+    width 45: 16-window vector blocks too."""
     def fn(x):
         return _q(torch.nn.functional.max_pool2d(_dq(x, 0.02, 3), 2), 0.07, 200, torch.uint8)
-    _run(fn, _random_q((1, 4, 9, 11), torch.int8), kernel="QPOOL2D")
+    _run(fn, _random_q((1, 4, 9, width), torch.int8), kernel="QPOOL2D")
 
 
 # (input shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
