@@ -405,6 +405,20 @@ const uint8_t* im2col_row(const QCONV2D_args* a, const uint8_t* gin, int cin_g, 
         memset(d, zp, (size_t)lo);
         memcpy(d + lo, row + ix0 + lo, (size_t)(hi - lo));
         memset(d + hi, zp, (size_t)(seg - hi));
+      } else if (a->sw == 2) {  // pad | the even bytes of 32, 16 at a time | pad (stride-2 stems)
+        int lo = ix0 < 0 ? (1 - ix0) / 2 : 0, hi = ix0 < W ? (W - ix0 + 1) / 2 : 0;
+        if (lo > seg) lo = seg;
+        if (hi > seg) hi = seg;
+        if (hi < lo) hi = lo;
+        memset(d, zp, (size_t)lo);
+        int c = lo;
+        for (; c + 16 <= hi && ix0 + 2 * c + 32 <= W; c += 16) {
+          const uint8_t* s = row + ix0 + 2 * c;
+          wasm_v128_store(d + c, wasm_i8x16_shuffle(wasm_v128_load(s), wasm_v128_load(s + 16), 0, 2, 4, 6, 8, 10, 12,
+                                                    14, 16, 18, 20, 22, 24, 26, 28, 30));
+        }
+        for (; c < hi; ++c) d[c] = row[ix0 + 2 * c];
+        memset(d + hi, zp, (size_t)(seg - hi));
       } else {
         for (int c = 0, ix = ix0; c < seg; ++c, ix += a->sw) d[c] = (unsigned)ix < (unsigned)W ? row[ix] : zp;
       }

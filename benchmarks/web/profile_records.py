@@ -3,8 +3,9 @@ against another build's file of the same model, or against the float32 file, lay
 Node.js process (files alternating, medians). Used for issue #15's int8 MobileNetV2 work (design.md
 decision 11); timings are ratios of this one run (other processes on the machine shift them all).
 
-    python benchmarks/web/profile_records.py --export DIR             # DIR/mnv2.{f32,int8}.wasm + input,
-                                                                      # as compare_int8.py quantizes it
+    python benchmarks/web/profile_records.py --export DIR [--model resnet18]
+                  # DIR/MODEL.{f32,int8}.wasm + DIR/input.json, DIR/x.bin, as compare_int8.py quantizes it
+                  # (MODEL: a compare.py case name; default mobilenet_v2)
     python benchmarks/web/profile_records.py A.wasm B.wasm [C.wasm] [--threads 1] [--rounds 30] [--layers]
 
 Prints per record class (stem, depthwise / pointwise / other conv by shape, each other kernel by name)
@@ -29,25 +30,26 @@ import compare  # noqa: E402
 from profile_kernels import OurPlan  # noqa: E402
 
 
-def export(out: Path) -> None:
+def export(out: Path, name: str) -> None:
     import torch
     import torch_wasm_backend as twb
     from torch_wasm_backend.quantize import quantize_pt2e
     from compare_int8 import CALIBRATION_BATCHES
     out.mkdir(parents=True, exist_ok=True)
-    case, = compare.cases(False, ("mobilenet_v2",))
-    (_, x), = case.inputs.items()
+    case, = compare.cases(False, (name,))
+    (input_name, x), = case.inputs.items()
     model = compare.calibrate_batch_norm(case.model, x.shape)
     gen = torch.Generator().manual_seed(1)
     calibration = [(torch.randn(x.shape, generator=gen),) for _ in range(CALIBRATION_BATCHES)]
-    twb.export(model, (x,), out / "mnv2.f32.wasm")
-    twb.export(quantize_pt2e(model, (x,), calibration=calibration), (x,), out / "mnv2.int8.wasm")
+    twb.export(model, (x,), out / f"{name}.f32.wasm")
+    twb.export(quantize_pt2e(model, (x,), calibration=calibration), (x,), out / f"{name}.int8.wasm")
     x.numpy().tofile(out / "x.bin")
+    (out / "input.json").write_text(json.dumps({"name": input_name, "file": str(out / "x.bin"), "shape": list(x.shape)}))
 
 
 def record_class(plan: OurPlan, op: str, word: int) -> tuple[str, str]:
     """(class, description) of one plan record."""
-    if op not in ("CONV2D", "QCONV2D", "CONV2D_WINOGRAD"):
+    if op not in ("CONV2D", "QCONV2D", "CONV2D_WINOGRAD", "QCONV2D_WINO"):
         return op, op
     a = plan.args(op, word)
     groups, kh = a.get("groups", 1), a.get("kh", 3)
@@ -63,19 +65,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--export", type=Path)
-    ap.add_argument("--input", type=Path, help="float32 input bytes (default: x.bin next to the first file)")
+    ap.add_argument("--model", default="mobilenet_v2", help="with --export: the compare.py case to export")
+    ap.add_argument("--input", type=Path, help="input.json that --export wrote (default: the one next to the first file)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--layers", action="store_true")
     args = ap.parse_args(argv)
     if args.export:
-        export(args.export)
+        export(args.export, args.model)
         return 0
     if len(args.files) < 2:
         ap.error("give two or more exported files (or --export DIR)")
     with tempfile.TemporaryDirectory() as tmp:
         cfg = {"loader": str(compare.LOADER), "threads": args.threads, "rounds": args.rounds,
-               "input": {"name": "x", "file": str(args.input or args.files[0].parent / "x.bin"), "shape": [1, 3, 224, 224]},
+               "input": json.loads((args.input or args.files[0].parent / "input.json").read_text()),
                "files": [str(f) for f in args.files], "out": str(Path(tmp) / "out.json")}
         (Path(tmp) / "cfg.json").write_text(json.dumps(cfg))
         subprocess.run(["node", *compare.node_flags(), str(HERE / "ab_records.mjs"), str(Path(tmp) / "cfg.json")], check=True)
