@@ -300,7 +300,9 @@ constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while
 
 // Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
 // computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
-template <bool kSigned, int MR, int NV>
+// kLoadSplat: each row's weight pair by v128.load32_splat (V8: one vbroadcastss, a load-port op)
+// instead of a shuffle of one 16-byte load (Cranelift's better form; a shuffle-port op in V8).
+template <bool kSigned, int MR, int NV, bool kLoadSplat>
 __attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0,
                                                       int j0, int nc, const Requant& rq, uint8_t* out, int si,
                                                       int sj) {
@@ -309,10 +311,11 @@ __attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpa
   for (int kk = 0; kk < kpairs; ++kk) {
     const uint8_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
     const v128_t b0 = load_widen<kSigned>(p), b1 = NV == 2 ? load_widen<kSigned>(p + 8) : b0;
-    const v128_t w4 = wasm_v128_load(wt + (ptrdiff_t)kk * 2 * kMR);
+    const int16_t* wk = wt + (ptrdiff_t)kk * 2 * kMR;
+    const v128_t w4 = kLoadSplat ? wasm_i32x4_splat(0) : wasm_v128_load(wk);
 #define TWB_ROW(r)                                                                      \
   if (r < MR) {                                                                         \
-    const v128_t a = wasm_i32x4_shuffle(w4, w4, r, r, r, r);                            \
+    const v128_t a = kLoadSplat ? wasm_v128_load32_splat(wk + 2 * r) : wasm_i32x4_shuffle(w4, w4, r, r, r, r); \
     acc0[r] = wasm_i32x4_add(acc0[r], wasm_i32x4_dot_i16x8(a, b0));                     \
     if (NV == 2) acc1[r] = wasm_i32x4_add(acc1[r], wasm_i32x4_dot_i16x8(a, b1));        \
   }
@@ -337,16 +340,16 @@ __attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpa
 template <bool kSigned, int MR, int NV>
 __attribute__((noinline)) void micro_cols_call(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0,
                                                int nc, const Requant& rq, uint8_t* out, int si, int sj) {
-  micro_cols<kSigned, MR, NV>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  micro_cols<kSigned, MR, NV, true>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
 }
 
 template <bool kSigned, int MR, bool kSplit>
 void micro_cols_nc(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
                    uint8_t* out, int si, int sj) {
-  if (nc > 4) (kSplit ? micro_cols_call<kSigned, MR, 2> : micro_cols<kSigned, MR, 2>)(wt, kpairs, panel, i0, j0, nc,
-                                                                                     rq, out, si, sj);
-  else (kSplit ? micro_cols_call<kSigned, MR, 1> : micro_cols<kSigned, MR, 1>)(wt, kpairs, panel, i0, j0, nc, rq,
-                                                                               out, si, sj);
+  if (nc > 4) (kSplit ? micro_cols_call<kSigned, MR, 2> : micro_cols<kSigned, MR, 2, false>)(wt, kpairs, panel, i0, j0,
+                                                                                            nc, rq, out, si, sj);
+  else (kSplit ? micro_cols_call<kSigned, MR, 1> : micro_cols<kSigned, MR, 1, false>)(wt, kpairs, panel, i0, j0, nc,
+                                                                                      rq, out, si, sj);
 }
 
 // Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride bytes apart).
