@@ -285,8 +285,10 @@ int g_qconv_split_tiles = 0;
 
 // ---- QCONV2D's GEMM: output columns (pixels) in lanes ---------------------------------------------
 // An NCHW conv is out[c_out, pixels] = W[c_out, K] x B[K, pixels], B's rows (im2col rows: one input
-// plane shifted by a tap) contiguous. Packing pairs of B rows interleaved, [k/2][8 columns][2] bytes
-// per 8-column panel, makes one widened 8-byte load hold (x(k0, n), x(k1, n)) for 4 columns, and
+// plane shifted by a tap) contiguous. Packing pairs of B rows interleaved and widened to int16,
+// [k/2][8 columns][2] int16 per 8-column panel, makes one 16-byte load hold (x(k0, n), x(k1, n)) for
+// 4 columns (widened at pack time, once per block: a widening load in the tile costs a shuffle-port
+// op per k pair and panel vector, beside the dots' adds on the same ports), and
 // i32x4.dot_i16x8_s against the splatted weight pair (w(m, k0), w(m, k1)) adds both products into
 // each column's own lane: 4 pixels' partial sums, no horizontal reduce, and requantization runs on
 // 4 pixels of one output row at once. (QGEMM's layout, k in lanes, reduces every output across
@@ -296,21 +298,23 @@ int g_qconv_split_tiles = 0;
 constexpr int kNR = kQconvCols;      // columns per panel (8): 2 vectors of 4 lanes
 constexpr int kMR = kQconvRows;      // weight rows per micro-tile (4): 8 accumulators + 2 panel vectors + 1 splat
 constexpr int kMaxBlockCols = 512;   // im2col row buffers on the stack
-constexpr int kBlockBytes = 96 * 1024;  // panels of a column block: in L2 while every weight row sweeps them
+constexpr int kBlockBytes = 96 * 1024;  // (int8 bytes of) a column block's panels: in L2 (as int16: 192 KiB)
+                                        // while every weight row sweeps them
 
 // Rows [i0, i0 + MR) x one 8-column panel (columns j0 .. j0 + nc - 1; NV: its vectors of 4 columns
-// computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16.
+// computed, 1 when nc <= 4); wt: the rows' tile of widened weights, [kpairs][4 rows][2] int16; panel:
+// [kpairs][8 columns][2] int16.
 // kLoadSplat: each row's weight pair by v128.load32_splat (V8: one vbroadcastss, a load-port op)
 // instead of a shuffle of one 16-byte load (Cranelift's better form; a shuffle-port op in V8).
-template <bool kSigned, int MR, int NV, bool kLoadSplat>
-__attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpairs, const uint8_t* panel, int i0,
+template <int MR, int NV, bool kLoadSplat>
+__attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpairs, const int16_t* panel, int i0,
                                                       int j0, int nc, const Requant& rq, uint8_t* out, int si,
                                                       int sj) {
   v128_t acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = wasm_i32x4_splat(0);
   for (int kk = 0; kk < kpairs; ++kk) {
-    const uint8_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
-    const v128_t b0 = load_widen<kSigned>(p), b1 = NV == 2 ? load_widen<kSigned>(p + 8) : b0;
+    const int16_t* p = panel + (ptrdiff_t)kk * 2 * kNR;
+    const v128_t b0 = wasm_v128_load(p), b1 = NV == 2 ? wasm_v128_load(p + 8) : b0;
     const int16_t* wk = wt + (ptrdiff_t)kk * 2 * kMR;
     const v128_t w4 = kLoadSplat ? wasm_i32x4_splat(0) : wasm_v128_load(wk);
 #define TWB_ROW(r)                                                                      \
@@ -337,36 +341,34 @@ __attribute__((always_inline)) inline void micro_cols(const int16_t* wt, int kpa
 // with every tile variant), V8's TurboFan kept 5 of the 8 accumulators on the stack (a load and a store
 // each per k pair); alone, its loop stays in registers. Cranelift does the opposite: inlined is 1.2x
 // faster there (a 64-channel 3x3 56x56 conv, one process alternating, 2026-12-03).
-template <bool kSigned, int MR, int NV>
-__attribute__((noinline)) void micro_cols_call(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0,
+template <int MR, int NV>
+__attribute__((noinline)) void micro_cols_call(const int16_t* wt, int kpairs, const int16_t* panel, int i0, int j0,
                                                int nc, const Requant& rq, uint8_t* out, int si, int sj) {
-  micro_cols<kSigned, MR, NV, true>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  micro_cols<MR, NV, true>(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
 }
 
-template <bool kSigned, int MR, bool kSplit>
-void micro_cols_nc(const int16_t* wt, int kpairs, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
+template <int MR, bool kSplit>
+void micro_cols_nc(const int16_t* wt, int kpairs, const int16_t* panel, int i0, int j0, int nc, const Requant& rq,
                    uint8_t* out, int si, int sj) {
-  if (nc > 4) (kSplit ? micro_cols_call<kSigned, MR, 2> : micro_cols<kSigned, MR, 2, false>)(wt, kpairs, panel, i0, j0,
-                                                                                            nc, rq, out, si, sj);
-  else (kSplit ? micro_cols_call<kSigned, MR, 1> : micro_cols<kSigned, MR, 1, false>)(wt, kpairs, panel, i0, j0, nc,
-                                                                                      rq, out, si, sj);
+  if (nc > 4) (kSplit ? micro_cols_call<MR, 2> : micro_cols<MR, 2, false>)(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
+  else (kSplit ? micro_cols_call<MR, 1> : micro_cols<MR, 1, false>)(wt, kpairs, panel, i0, j0, nc, rq, out, si, sj);
 }
 
-// Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride bytes apart).
-template <bool kSigned, bool kSplit>
-void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const uint8_t* panels, int pstride, int j0,
+// Rows [0, rows) x the column block's panels (cols columns from j0, panels pstride int16 apart).
+template <bool kSplit>
+void gemm_cols(const int16_t* wq, int rows, int kp, int kpairs, const int16_t* panels, int pstride, int j0,
                int cols, const Requant& rq, uint8_t* out, int si, int sj) {
   for (int i0 = 0; i0 < rows; i0 += kMR) {
     const int mr = rows - i0 < kMR ? rows - i0 : kMR;
     const int16_t* wt = wq + (ptrdiff_t)i0 * kp;
     for (int j = 0; j < cols; j += kNR) {
-      const uint8_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
+      const int16_t* p = panels + (ptrdiff_t)(j / kNR) * pstride;
       const int nc = cols - j < kNR ? cols - j : kNR;
       switch (mr) {
-        case 4: micro_cols_nc<kSigned, 4, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 3: micro_cols_nc<kSigned, 3, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        case 2: micro_cols_nc<kSigned, 2, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
-        default: micro_cols_nc<kSigned, 1, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
+        case 4: micro_cols_nc<4, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 3: micro_cols_nc<3, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        case 2: micro_cols_nc<2, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj); break;
+        default: micro_cols_nc<1, kSplit>(wt, kpairs, p, i0, j0 + j, nc, rq, out, si, sj);
       }
     }
   }
@@ -432,21 +434,27 @@ const uint8_t* im2col_row(const QCONV2D_args* a, const uint8_t* gin, int cin_g, 
   return dst;
 }
 
-// Columns [j0, j1) of the im2col matrix as interleaved-pair panels (pstride bytes apart).
+// Columns [j0, j1) of the im2col matrix as interleaved-pair panels of int16 (pstride int16 apart).
+template <bool kSigned>
 void pack_cols(const QCONV2D_args* a, const uint8_t* gin, int cin_g, int K, int kpairs, int j0, int j1,
-               uint8_t* panels, int pstride) {
+               int16_t* panels, int pstride) {
   alignas(16) uint8_t buf0[kMaxBlockCols + 16], buf1[kMaxBlockCols + 16];
   const int n = j1 - j0, n8 = (n + kNR - 1) / kNR * kNR;
   for (int kk = 0; kk < kpairs; ++kk) {
     const uint8_t* r0 = im2col_row(a, gin, cin_g, K, 2 * kk, j0, j1, buf0);
     const uint8_t* r1 = im2col_row(a, gin, cin_g, K, 2 * kk + 1, j0, j1, buf1);
-    uint8_t* dst = panels + (ptrdiff_t)kk * 2 * kNR;
+    int16_t* dst = panels + (ptrdiff_t)kk * 2 * kNR;
     for (int j = 0; j < n8; j += 16, dst += 2 * pstride) {  // (bytes past n: garbage columns, never stored)
       const v128_t v0 = wasm_v128_load(r0 + j), v1 = wasm_v128_load(r1 + j);
-      wasm_v128_store(dst, wasm_i8x16_shuffle(v0, v1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23));
-      if (j + kNR < n8)
-        wasm_v128_store(dst + pstride,
-                        wasm_i8x16_shuffle(v0, v1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31));
+      const v128_t lo = wasm_i8x16_shuffle(v0, v1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      wasm_v128_store(dst, kSigned ? wasm_i16x8_extend_low_i8x16(lo) : wasm_u16x8_extend_low_u8x16(lo));
+      wasm_v128_store(dst + 8, kSigned ? wasm_i16x8_extend_high_i8x16(lo) : wasm_u16x8_extend_high_u8x16(lo));
+      if (j + kNR < n8) {
+        const v128_t hi = wasm_i8x16_shuffle(v0, v1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        wasm_v128_store(dst + pstride, kSigned ? wasm_i16x8_extend_low_i8x16(hi) : wasm_u16x8_extend_low_u8x16(hi));
+        wasm_v128_store(dst + pstride + 8,
+                        kSigned ? wasm_i16x8_extend_high_i8x16(hi) : wasm_u16x8_extend_high_u8x16(hi));
+      }
     }
   }
 }
@@ -749,7 +757,10 @@ void k_QCONV2D(const QCONV2D_args* a) {
     }
     return;
   }
-  int16_t* wq = reinterpret_cast<int16_t*>(scratch + (ptrdiff_t)(P + kNR - 1) / kNR * kNR * a->kp);
+  // scratch: int16 panels of all P columns (each block in its own place: threads take blocks), then
+  // the widened weights
+  int16_t* panels = reinterpret_cast<int16_t*>(scratch);
+  int16_t* wq = panels + (ptrdiff_t)(P + kNR - 1) / kNR * kNR * a->kp;
   // Fewer column blocks than 2 per thread (MobileNet's 7x7-28x28 layers: one block): the threads
   // split the output channels instead, each widening its own weight rows, after the blocks are
   // packed. Each output comes from the same tile either way, so the bits do not change.
@@ -763,19 +774,19 @@ void k_QCONV2D(const QCONV2D_args* a) {
       const int8_t* gw = weight + (ptrdiff_t)c0 * a->kp;
       const int pstride = kpairs * 2 * kNR;
       const bool s8 = a->x_dtype == DT_I8;
-      const auto gemm = g_qconv_split_tiles ? (s8 ? gemm_cols<true, true> : gemm_cols<false, true>)
-                                            : (s8 ? gemm_cols<true, false> : gemm_cols<false, false>);
+      const auto gemm = g_qconv_split_tiles ? gemm_cols<true> : gemm_cols<false>;
       // Output channels [r0, r1) of the group over the columns [j0, j1) of packed panels.
       auto run_rows = [&](int r0, int r1, int j0, int j1) {
         const int c = c0 + r0;
         const Requant rq = with_residual(a, requant_of(acc_bias + c, scale + c, bias ? bias + c : nullptr, a->relu,
                                                        a->out_dtype, a->inv_out_scale, a->out_zp, a->qmin, a->qmax));
-        gemm(wq + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, kpairs, scratch + (ptrdiff_t)j0 * a->kp, pstride, j0,
+        gemm(wq + (ptrdiff_t)r0 * a->kp, r1 - r0, a->kp, kpairs, panels + (ptrdiff_t)j0 * a->kp, pstride, j0,
              j1 - j0, rq, out + ((ptrdiff_t)img * a->c_out + c) * P * es, P * es, es);
       };
       auto block_end = [&](int b) { return (b + 1) * block < P ? (b + 1) * block : P; };
       auto pack_block = [&](int b) {
-        pack_cols(a, gin, cin_g, K, kpairs, b * block, block_end(b), scratch + (ptrdiff_t)b * block * a->kp, pstride);
+        (s8 ? pack_cols<true> : pack_cols<false>)(a, gin, cin_g, K, kpairs, b * block, block_end(b),
+                                                  panels + (ptrdiff_t)b * block * a->kp, pstride);
       };
       if (by_rows) {
         if (blocks > 1) parallel_for(blocks, pack_block);

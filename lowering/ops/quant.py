@@ -53,10 +53,10 @@ def conv_weight_rows(w: torch.Tensor) -> torch.Tensor:
 
 
 def conv_scratch_numel(c_out_g: int, out_pixels: int, kp: int) -> int:
-    """Bytes of QCONV2D's scratch: im2col panels (QconvCols pixels a panel, kp bytes a pixel), then
-    one group's weight rows widened to int16 (in tiles of QconvRows rows)."""
+    """Bytes of QCONV2D's scratch: im2col panels widened to int16 (QconvCols pixels a panel, kp int16
+    a pixel), then one group's weight rows widened to int16 (in tiles of QconvRows rows)."""
     cols, rows = ABI.layout["QconvCols"], ABI.layout["QconvRows"]
-    return -(-out_pixels // cols) * cols * kp + 2 * -(-c_out_g // rows) * rows * kp
+    return 2 * -(-out_pixels // cols) * cols * kp + 2 * -(-c_out_g // rows) * rows * kp
 
 
 # (QCONV2D_WINO's tile_block comes from the float rule, winograd_tile_block: whole GEMM panels of
