@@ -211,9 +211,12 @@ void k_CONV2D_WINOGRAD(const CONV2D_WINOGRAD_args* a) {
     // Phases 2 + 3 by chunks of output channels: a chunk's 16 GEMMs produce exactly the M rows its
     // output transform needs, while they are still in cache; with threads the chunks are the tasks
     // (gemm_packed runs inline inside a task), so both phases share one fork/join.
-    const int chunks = g.CO / 8 < 1 ? 1 : (g.CO / 8 > 16 ? 16 : g.CO / 8);
+    // Chunks of whole GEMM row tiles: chunks of CO / 8 rows left a partial tile (8 = 6 + 2 rows) in
+    // every chunk (ResNet-18 in Node: 0.98x the time at 1 thread, 0.95x at 2; benchmarks/web/threads_ab.mjs).
+    const int row_tiles = (g.CO + kGemmMR - 1) / kGemmMR, chunks = row_tiles < 16 ? row_tiles : 16;
     auto rows = [&](int t) {
-      const int co_lo = (int)((int64_t)g.CO * t / chunks), co_hi = (int)((int64_t)g.CO * (t + 1) / chunks);
+      const int co_lo = row_tiles * t / chunks * kGemmMR;
+      const int co_hi = row_tiles * (t + 1) / chunks * kGemmMR < g.CO ? row_tiles * (t + 1) / chunks * kGemmMR : g.CO;
       for (int xi = 0; xi < 16; ++xi)
         gemm_packed(co_hi - co_lo, nt, g.C, U + ((ptrdiff_t)xi * g.CO + co_lo) * g.C, g.C,
                     V + (ptrdiff_t)xi * nt_pad * g.C, M + ((ptrdiff_t)xi * g.CO + co_lo) * nt_pad, nt_pad,

@@ -32,13 +32,10 @@ constexpr int NR = kGemmNR;
 // linears (benchmarks/gemm_micro, one process alternating tiles, min of 15 rounds,
 // load average 4-5, 2026-12-03; 4x8 and 5x8 land between). How A elements are broadcast is chosen
 // at run time (g_load_splat), as the engines disagree.
-#ifndef GEMM_MR
-#define GEMM_MR 6
-#endif
 #ifndef GEMM_NP
 #define GEMM_NP 1
 #endif
-constexpr int MR = GEMM_MR;
+constexpr int MR = kGemmMR;
 #ifndef GEMM_KC
 #define GEMM_KC 256
 #endif

@@ -9,6 +9,13 @@
 void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, float* c, int ldc,
                  const float* bias, int bias_mode, int act, float p0, float p1);
 
+// Rows of the micro-kernel's tile (benchmarks/gemm_micro builds other shapes with -DGEMM_MR=...):
+// callers that cut m into chunks cut it into whole tiles.
+#ifndef GEMM_MR
+#define GEMM_MR 6
+#endif
+constexpr int kGemmMR = GEMM_MR;
+
 // Panels per L2 column block of gemm_packed (KC x 256 floats = 256 KiB); CONV2D's 1-thread pointwise
 // path packs its input in blocks of at most this many panels.
 constexpr int kGemmNCB = 32;
