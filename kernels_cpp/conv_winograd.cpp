@@ -212,7 +212,8 @@ void k_CONV2D_WINOGRAD(const CONV2D_WINOGRAD_args* a) {
     // output transform needs, while they are still in cache; with threads the chunks are the tasks
     // (gemm_packed runs inline inside a task), so both phases share one fork/join.
     // Chunks of whole GEMM row tiles: chunks of CO / 8 rows left a partial tile (8 = 6 + 2 rows) in
-    // every chunk (ResNet-18 in Node: 0.98x the time at 1 thread, 0.95x at 2; benchmarks/web/threads_ab.mjs).
+    // every chunk (ResNet-18's Winograd convs in Node, 1 thread: 0.91-0.93x the time at 64 and 128
+    // channels, 0.93-1.0x at 256 and 512; benchmarks/web/profile_records.py, 2026-12-04).
     const int row_tiles = (g.CO + kGemmMR - 1) / kGemmMR, chunks = row_tiles < 16 ? row_tiles : 16;
     auto rows = [&](int t) {
       const int co_lo = row_tiles * t / chunks * kGemmMR;

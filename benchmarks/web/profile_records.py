@@ -12,7 +12,7 @@ Prints per record class (stem, depthwise / pointwise / other conv by shape, each
 each file's summed median ms and its ratio to the first file's; --layers: every record. Records are
 matched by position, so the files must hold the same plan (the same model and export options) or be
 the float32 and int8 files of one model (matched by class totals only). The node flags are compare.py's
-(relaxed SIMD where Node needs a flag, as the web benchmark runs).
+(relaxed SIMD where Node needs a flag, as the web benchmark runs) and --no-liftoff.
 """
 from __future__ import annotations
 
@@ -81,7 +81,11 @@ def main(argv=None) -> int:
                "input": json.loads((args.input or args.files[0].parent / "input.json").read_text()),
                "files": [str(f) for f in args.files], "out": str(Path(tmp) / "out.json")}
         (Path(tmp) / "cfg.json").write_text(json.dumps(cfg))
-        subprocess.run(["node", *compare.node_flags(), str(HERE / "ab_records.mjs"), str(Path(tmp) / "cfg.json")], check=True)
+        # --no-liftoff: every function compiled by TurboFan up front. With V8's dynamic tiering a
+        # kernel called once per run (a stem conv) could still be in baseline code in one file and
+        # not the other after the warm-up: 1.4x apart on identical code.
+        subprocess.run(["node", *compare.node_flags(), "--no-liftoff", str(HERE / "ab_records.mjs"),
+                        str(Path(tmp) / "cfg.json")], check=True)
         results = json.loads(Path(cfg["out"]).read_text())
     totals, layers = [], []
     for r in results:
