@@ -50,6 +50,16 @@ inline v128_t load_widen(const void* p) {
   return kSigned ? wasm_i16x8_load8x8(p) : wasm_u16x8_load8x8(p);
 }
 
+// The low / high 8 of 16 int8 or uint8 lanes widened to int16.
+template <bool kSigned>
+inline v128_t widen_low(v128_t v) {
+  return kSigned ? wasm_i16x8_extend_low_i8x16(v) : wasm_u16x8_extend_low_u8x16(v);
+}
+template <bool kSigned>
+inline v128_t widen_high(v128_t v) {
+  return kSigned ? wasm_i16x8_extend_high_i8x16(v) : wasm_u16x8_extend_high_u8x16(v);
+}
+
 // [sum(a), sum(b), sum(c), sum(d)] of four i32x4.
 inline v128_t reduce4(v128_t a, v128_t b, v128_t c, v128_t d) {
   const v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
@@ -447,13 +457,12 @@ void pack_cols(const QCONV2D_args* a, const uint8_t* gin, int cin_g, int K, int 
     for (int j = 0; j < n8; j += 16, dst += 2 * pstride) {  // (bytes past n: garbage columns, never stored)
       const v128_t v0 = wasm_v128_load(r0 + j), v1 = wasm_v128_load(r1 + j);
       const v128_t lo = wasm_i8x16_shuffle(v0, v1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-      wasm_v128_store(dst, kSigned ? wasm_i16x8_extend_low_i8x16(lo) : wasm_u16x8_extend_low_u8x16(lo));
-      wasm_v128_store(dst + 8, kSigned ? wasm_i16x8_extend_high_i8x16(lo) : wasm_u16x8_extend_high_u8x16(lo));
+      wasm_v128_store(dst, widen_low<kSigned>(lo));
+      wasm_v128_store(dst + 8, widen_high<kSigned>(lo));
       if (j + kNR < n8) {
         const v128_t hi = wasm_i8x16_shuffle(v0, v1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        wasm_v128_store(dst + pstride, kSigned ? wasm_i16x8_extend_low_i8x16(hi) : wasm_u16x8_extend_low_u8x16(hi));
-        wasm_v128_store(dst + pstride + 8,
-                        kSigned ? wasm_i16x8_extend_high_i8x16(hi) : wasm_u16x8_extend_high_u8x16(hi));
+        wasm_v128_store(dst + pstride, widen_low<kSigned>(hi));
+        wasm_v128_store(dst + pstride + 8, widen_high<kSigned>(hi));
       }
     }
   }
@@ -591,10 +600,8 @@ void dw_widen_row(const uint8_t* x, int w, int pw, int sw, int len, int16_t zp, 
       const v128_t even = wasm_i8x16_shuffle(v, v, 0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
       const v128_t odd = wasm_i8x16_shuffle(v, v, 1, 3, 5, 7, 9, 11, 13, 15, 0, 0, 0, 0, 0, 0, 0, 0);
       const int te = pw + ix, to = te + 1;  // padded positions of x[ix] and x[ix + 1]
-      wasm_v128_store(dst + (te & 1) * len + (te >> 1), kSigned ? wasm_i16x8_extend_low_i8x16(even)
-                                                                   : wasm_u16x8_extend_low_u8x16(even));
-      wasm_v128_store(dst + (to & 1) * len + (to >> 1), kSigned ? wasm_i16x8_extend_low_i8x16(odd)
-                                                                 : wasm_u16x8_extend_low_u8x16(odd));
+      wasm_v128_store(dst + (te & 1) * len + (te >> 1), widen_low<kSigned>(even));
+      wasm_v128_store(dst + (to & 1) * len + (to >> 1), widen_low<kSigned>(odd));
     }
   }
   const int shift = sw - 1;  // sw is 1 or 2: no divisions per element
@@ -941,10 +948,10 @@ inline void wino_row(const uint8_t* plane, const WinoGeom& g, int iy, int x0, in
   const v128_t z = wasm_i16x8_splat((int16_t)zp);
   const v128_t e0 = wasm_i8x16_shuffle(v0, v0, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   const v128_t e1 = wasm_i8x16_shuffle(v1, v1, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-  c[0] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_low_i8x16(e0) : wasm_u16x8_extend_low_u8x16(e0), z);
-  c[1] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_high_i8x16(e0) : wasm_u16x8_extend_high_u8x16(e0), z);
-  c[2] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_low_i8x16(e1) : wasm_u16x8_extend_low_u8x16(e1), z);
-  c[3] = wasm_i16x8_sub(kSigned ? wasm_i16x8_extend_high_i8x16(e1) : wasm_u16x8_extend_high_u8x16(e1), z);
+  c[0] = wasm_i16x8_sub(widen_low<kSigned>(e0), z);
+  c[1] = wasm_i16x8_sub(widen_high<kSigned>(e0), z);
+  c[2] = wasm_i16x8_sub(widen_low<kSigned>(e1), z);
+  c[3] = wasm_i16x8_sub(widen_high<kSigned>(e1), z);
 }
 
 // Phase 1, channel pairs [p_lo, p_hi) of the block's tiles [t0, t0 + nt): V[xi] = [nt_pad / 8
