@@ -216,8 +216,7 @@ void k_CONV2D_WINOGRAD(const CONV2D_WINOGRAD_args* a) {
     // channels, 0.93-1.0x at 256 and 512; benchmarks/web/profile_records.py, 2026-12-04).
     const int row_tiles = (g.CO + kGemmMR - 1) / kGemmMR, chunks = row_tiles < 16 ? row_tiles : 16;
     auto rows = [&](int t) {
-      const int co_lo = row_tiles * t / chunks * kGemmMR;
-      const int co_hi = row_tiles * (t + 1) / chunks * kGemmMR < g.CO ? row_tiles * (t + 1) / chunks * kGemmMR : g.CO;
+      const int co_lo = gemm_chunk_row(g.CO, chunks, t), co_hi = gemm_chunk_row(g.CO, chunks, t + 1);
       for (int xi = 0; xi < 16; ++xi)
         gemm_packed(co_hi - co_lo, nt, g.C, U + ((ptrdiff_t)xi * g.CO + co_lo) * g.C, g.C,
                     V + (ptrdiff_t)xi * nt_pad * g.C, M + ((ptrdiff_t)xi * g.CO + co_lo) * nt_pad, nt_pad,

@@ -313,19 +313,18 @@ void gemm_block(int m_lo, int m_hi, int p_lo, int p_hi, int n, int k, const floa
   else gemm_block_t<false>(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
 }
 
-// Task grid for a GEMM: m's row tiles (MR rows) cut into mt chunks, the panels (in groups of
-// GEMM_NP: a tile's panels stay together) into pt chunks, each as even as whole units allow. (Chunks
-// of a fixed ceil(tiles / tasks) size left the last task short: 22 row tiles in 7 chunks of 3 and
-// one of 1 cap 2 threads at 1.78x on the encoder's 128-token linears.)
+// Task grid for a GEMM: m cut into mt chunks of whole row tiles (gemm_chunk_row), the panels (in
+// groups of GEMM_NP: a tile's panels stay together) into pt chunks, each as even as whole units
+// allow. (Chunks of a fixed ceil(tiles / tasks) size left the last task short: 22 row tiles in 7
+// chunks of 3 and one of 1 cap 2 threads at 1.78x on the encoder's 128-token linears.)
 struct Grid {
-  int mtiles, mt, units, pt;
-  int m_lo(int mi) const { return mtiles * mi / mt * MR; }
+  int mt, units, pt;
   int p_lo(int pi) const { return units * pi / pt * GEMM_NP; }
 };
 
 Grid make_grid(int m, int panels, int threads, double flops) {
   const int mtiles = (m + MR - 1) / MR, units = (panels + GEMM_NP - 1) / GEMM_NP;
-  Grid g{mtiles, 1, units, 1};
+  Grid g{1, units, 1};
   if (threads <= 1 || !worth_threading(flops)) return g;
   const int target = threads * 4;
   // Prefer splitting m (B panels then stay shared in L2 between tasks). With too few rows for an m
@@ -352,7 +351,7 @@ void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, 
   }
   parallel_for(g.mt * g.pt, [&](int t) {
     const int mi = t / g.pt, pi = t % g.pt;
-    const int m_lo = g.m_lo(mi), m_hi = g.m_lo(mi + 1) < m ? g.m_lo(mi + 1) : m;
+    const int m_lo = gemm_chunk_row(m, g.mt, mi), m_hi = gemm_chunk_row(m, g.mt, mi + 1);
     const int p_lo = g.p_lo(pi), p_hi = g.p_lo(pi + 1) < panels ? g.p_lo(pi + 1) : panels;
     if (m_lo < m_hi && p_lo < p_hi) gemm_block(m_lo, m_hi, p_lo, p_hi, n, k, a, lda, bp, c, ldc, e);
   });

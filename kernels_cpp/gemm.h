@@ -16,6 +16,14 @@ void gemm_packed(int m, int n, int k, const float* a, int lda, const float* bp, 
 #endif
 constexpr int kGemmMR = GEMM_MR;
 
+// First row of chunk t of m rows cut into `chunks` chunks of whole row tiles, as even as whole tiles
+// allow (t = chunks gives m). gemm_packed's task grid splits m this way, and so do callers that run
+// gemm_packed on row chunks themselves (CONV2D_WINOGRAD), so no chunk but the last ends in a partial tile.
+inline int gemm_chunk_row(int m, int chunks, int t) {
+  const int row = (m + kGemmMR - 1) / kGemmMR * t / chunks * kGemmMR;
+  return row < m ? row : m;
+}
+
 // Panels per L2 column block of gemm_packed (KC x 256 floats = 256 KiB); CONV2D's 1-thread pointwise
 // path packs its input in blocks of at most this many panels.
 constexpr int kGemmNCB = 32;
