@@ -247,19 +247,23 @@ void k_QPOOL2D(const QPOOL2D_args* a) {
       const uint8_t* plane = in + p * (ptrdiff_t)g.H * g.W;
       uint8_t* orow = out + r * (ptrdiff_t)g.OW;
       const bool have_rows = colmax && column_max(g, plane, d.is_signed, oy, colmax);
+      // The vector path writes the max integers straight into the output row when they are the
+      // answer (same_params), else into imax, dequantized and requantized 16 at a time (the
+      // per-pixel path's arithmetic).
       if (have_rows && g.OW <= kMaxRow && row_window_max(g, colmax, d.is_signed, same_params ? orow : imax)) {
-        // the max integers dequantized and requantized 16 at a time (the per-pixel path's arithmetic)
-        for (int c = 0; !same_params && c < g.OW; c += 16) {
-          v128_t f[4], qs[4];
-          deq16(wasm_v128_load(imax + c), d, f);
-          for (int k = 0; k < 4; ++k) qs[k] = q.four(f[k]);
-          const v128_t bytes = q.narrow(qs);
-          if (c + 16 <= g.OW) {
-            wasm_v128_store(orow + c, bytes);
-          } else {
-            alignas(16) uint8_t tail[16];
-            wasm_v128_store(tail, bytes);
-            memcpy(orow + c, tail, (size_t)(g.OW - c));
+        if (!same_params) {
+          for (int c = 0; c < g.OW; c += 16) {
+            v128_t f[4], qs[4];
+            deq16(wasm_v128_load(imax + c), d, f);
+            for (int k = 0; k < 4; ++k) qs[k] = q.four(f[k]);
+            const v128_t bytes = q.narrow(qs);
+            if (c + 16 <= g.OW) {
+              wasm_v128_store(orow + c, bytes);
+            } else {
+              alignas(16) uint8_t tail[16];
+              wasm_v128_store(tail, bytes);
+              memcpy(orow + c, tail, (size_t)(g.OW - c));
+            }
           }
         }
         continue;
