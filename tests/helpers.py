@@ -2,8 +2,7 @@
 graph really ran in wasm."""
 from __future__ import annotations
 
-import gc
-import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -18,15 +17,31 @@ REDUCTION = dict(rtol=1e-5, atol=1e-5)
 MATMUL = dict(rtol=1e-4, atol=1e-4)
 
 
-def let_dropped_partitions_release() -> None:
-    """Partitions of earlier tests in this process that are garbage give their memory back from
-    a thread of their own (residency.release_dropped) whenever the collector finds them: collect
-    them now and wait for those threads, so that they do not free memory between two measurements
-    of a test that counts the runtime's bytes in use."""
-    gc.collect()
-    for thread in threading.enumerate():
-        if thread.name == "wasm-release-dropped":
-            thread.join()
+@contextmanager
+def allocations_made(runtime):
+    """Yields a dict, offset -> bytes, of the runtime's allocations made inside the block and not
+    freed yet. Memory allocated before the block does not count when it is freed: earlier tests'
+    garbage partitions give theirs back from a thread of their own (residency.release_dropped)
+    whenever the collector finds them, so a test that compared the runtime's total bytes in use
+    could see those frees; this counts only what the test's own calls allocate."""
+    allocator = runtime.allocator
+    alloc, free = allocator.alloc, allocator.free
+    live: dict[int, int] = {}
+
+    def tracked_alloc(nbytes):
+        offset = alloc(nbytes)
+        live[offset] = allocator._sizes[offset]
+        return offset
+
+    def tracked_free(offset):
+        free(offset)
+        live.pop(offset, None)
+
+    allocator.alloc, allocator.free = tracked_alloc, tracked_free
+    try:
+        yield live
+    finally:
+        del allocator.alloc, allocator.free
 
 
 def randomized_bn(channels: int) -> torch.nn.BatchNorm2d:

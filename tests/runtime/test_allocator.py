@@ -10,7 +10,7 @@ import sys
 import torch
 
 from torch_wasm_backend.runtime import HOST_PAGE, Allocator
-from helpers import let_dropped_partitions_release
+from helpers import allocations_made
 
 
 def test_random_alloc_free_keeps_invariants():
@@ -120,17 +120,16 @@ def test_a_dropped_model_gives_its_wasm_memory_back():
     torch._dynamo.reset()
     model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512)).eval()
     runtime, _ = rt.get_runtime(rt.default_threads())  # the one compiled models use by default
-    let_dropped_partitions_release()
-    before = runtime.allocator.in_use
-    compiled = torch.compile(model, backend="wasm")
-    with torch.no_grad():
-        compiled(torch.randn(64, 512))
-    assert rt.get_runtime()[0] is runtime
-    assert runtime.allocator.in_use - before >= 4 * 2 * 512 * 1024  # the two weight matrices at least
-    del compiled
-    torch._dynamo.reset()
-    gc.collect()
-    deadline = time.monotonic() + 10
-    while runtime.allocator.in_use != before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert runtime.allocator.in_use == before
+    with allocations_made(runtime) as live:
+        compiled = torch.compile(model, backend="wasm")
+        with torch.no_grad():
+            compiled(torch.randn(64, 512))
+        assert rt.get_runtime()[0] is runtime
+        assert sum(live.values()) >= 4 * 2 * 512 * 1024  # the two weight matrices at least
+        del compiled
+        torch._dynamo.reset()
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert live == {}

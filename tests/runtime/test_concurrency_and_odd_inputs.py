@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 import torch_wasm_backend as twb
-from helpers import MATMUL, REDUCTION, assert_ran_in_wasm, let_dropped_partitions_release
+from helpers import MATMUL, REDUCTION, allocations_made, assert_ran_in_wasm
 
 
 def small_cnn():
@@ -65,23 +65,20 @@ def test_threads_evicting_each_others_plans_leave_no_memory_behind():
     model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8)).eval()
     compiled = torch.compile(model, backend="wasm", options={"max_plans_per_partition": 1}, dynamic=True)
     inputs = [torch.randn(2, 3 + 5 * i, 16) for i in range(8)]
-    with torch.no_grad():
-        expected = [model(x) for x in inputs]
-        compiled(inputs[0])
     runtime, _ = get_runtime(1, False)
-    let_dropped_partitions_release()
-    baseline = runtime.allocator.in_use
 
     def caller(i):
         with torch.no_grad():
             for _ in range(30):
                 torch.testing.assert_close(compiled(inputs[i]), expected[i], **MATMUL)
 
-    _in_eight_threads(caller)
-    with torch.no_grad():
+    with torch.no_grad(), allocations_made(runtime) as live:
+        expected = [model(x) for x in inputs]
         compiled(inputs[0])
-    let_dropped_partitions_release()
-    assert runtime.allocator.in_use == baseline
+        baseline = sum(live.values())
+        _in_eight_threads(caller)
+        compiled(inputs[0])
+        assert sum(live.values()) == baseline
     assert twb.stats()["eager_partition_calls"] == 0
 
 

@@ -15,7 +15,7 @@ import torch_wasm_backend.lowering.context
 import torch_wasm_backend.lowering.strided
 import torch_wasm_backend as twb
 import torch_wasm_backend.partition_runner as partition_runner
-from helpers import MATMUL, let_dropped_partitions_release
+from helpers import MATMUL, allocations_made
 from torch_wasm_backend.lowering.template import template_status
 from torch_wasm_backend.lowering.tracked import Recorder, TrackedFloat, TrackedInt
 
@@ -79,16 +79,15 @@ class _CausalAttention(nn.Module):
 def test_per_length_constants_follow_the_length_and_are_freed_with_their_plan(partitions):
     model = _CausalAttention().eval()
     compiled = torch.compile(model, backend="wasm", options={"max_plans_per_partition": 2}, dynamic=True)
-    with torch.no_grad():
+    runtime, _ = partition_runner.get_runtime(1, False)
+    in_use = {}
+    with torch.no_grad(), allocations_made(runtime) as live:
         x = torch.randn(1, 6, 16)
         torch.testing.assert_close(compiled(x), model(x), **MATMUL)
-        runtime, _ = partition_runner.get_runtime(1, False)
-        in_use = {}
         for step, length in enumerate([9, 30, 4, 77, 12, 50, 7, 90, 11, 64, 9, 30]):
             x = torch.randn(1, length, 16)
             torch.testing.assert_close(compiled(x), model(x), **MATMUL)
-            let_dropped_partitions_release()  # earlier tests' garbage would free bytes mid-count
-            in_use[step] = runtime.allocator.in_use
+            in_use[step] = sum(live.values())
     assert _status(partitions) == ["1 templates, 1 verified"]
     assert twb.stats()["plans_lowered"] == 0
     # The LRU keeps two plans, each with its own mask and position table: after steps 1 and 11 it
