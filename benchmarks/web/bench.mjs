@@ -1,13 +1,14 @@
 // One timing process of benchmarks/web/compare.py: for one thread count, runs every model with
 // ONNX Runtime Web (wasm backend, SIMD; numThreads is per process, hence one process per count),
 // TensorFlow.js's wasm backend (XNNPACK; the op list tfjs_export.py wrote, see tfjs_graph.mjs) and
-// our exported .wasm through the shipped loader, alternating, and prints JSON results: each
-// runtime's max |output - eager| per output, its warm-up, its times (median, quartiles, min, max)
-// and, for models with a dynamic dim, its first run at each length never run before next to its
-// steady time there, as JSON into the file config.out. A model's "ours" and "onnx" map side names
-// to files (the float table: ours, ours_relaxed / ort; the int8 table: ours, ours_int8 / ort,
-// ort_int8); with "save_outputs" each side's first outputs are also written to raw files there, for
-// compare.py to check against each side's own reference.
+// our exported .wasm through the shipped loader (with one_thread_too, each also at 1 thread),
+// alternating, and prints JSON results: each runtime's max |output - eager| per output, its
+// warm-up, its times (median, quartiles, min, max) and, for models with a dynamic dim, its first
+// run at each length never run before next to its steady time there, as JSON into the file
+// config.out. A model's "ours" and "onnx" map side names to files (the float table: ours,
+// ours_relaxed / ort; the int8 table: ours, ours_int8 / ort, ort_int8); with "save_outputs" each
+// side's first outputs are also written to raw files there, for compare.py to check against each
+// side's own reference.
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-web";
@@ -131,6 +132,11 @@ for (const m of config.models) {
   for (const [side, file] of Object.entries(m.onnx))
     sessions[side] = await ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   for (const [side, file] of Object.entries(m.ours)) ours[side] = await loadModel(readFileSync(file), { threads: config.threads, timeoutMs: 0 });
+  // Our 2-thread speedup from one process: each of our files also at 1 thread (side `<side>_1t`),
+  // alternating with the rest, so that a noisy neighbour who comes and goes between the 1- and the
+  // 2-thread processes does not make up (or hide) a speedup.
+  if (config.threads > 1 && config.one_thread_too)
+    for (const [side, file] of Object.entries(m.ours)) ours[`${side}_1t`] = await loadModel(readFileSync(file), { threads: 1, timeoutMs: 0 });
   const graph = tfjs && m.tfjs ? loadGraph(tfjs.tf, m.tfjs) : null;
   const sides = [...Object.keys(ours), ...Object.keys(sessions), ...(graph ? ["tfjs"] : [])];
   const run = runners(sessions, ours, graph, m.inputs, m.outputs);
