@@ -316,30 +316,53 @@ void k_CONV2D(const CONV2D_args* a) {
         continue;
       }
       if (pointwise) {
-        // The input planes already are B[K = c_in_g, N = h*w]; only the panel pack remains.
+        // The input planes already are B[K = c_in_g, N = h*w]; only the panel pack remains. Pack a
+        // column block (the im2col path's blocks, capped at the GEMM's own L2 block of kGemmNCB
+        // panels) right before its GEMM, so the GEMM reads the panels from cache, not from a pack
+        // of all of B written to memory first. V8 standalone (benchmarks/gemm_micro :m1 vs :m132),
+        // 24x3136x96: 34.8 -> 37.8 GFLOP/s; bit-identical.
         const int panels = (NC + NR - 1) / NR;
-        if (pool_threads() == 1) {
-          // 1 thread: pack a column block (the im2col path's blocks, capped at the GEMM's own L2
-          // block of kGemmNCB panels) right before its GEMM, so the GEMM reads the panels from
-          // cache, not from a pack of all of B written to memory first. V8 standalone
-          // (benchmarks/gemm_micro :m1 vs :m132), 24x3136x96: 34.8 -> 37.8 GFLOP/s; bit-identical.
-          int block = column_block(K, panels);
-          block = block > kGemmNCB ? kGemmNCB : block;
-          for (int p0 = 0; p0 < panels; p0 += block) {
-            const int c0 = p0 * NR, c1 = (p0 + block) * NR < NC ? (p0 + block) * NR : NC;
-            pack_b(K, c1 - c0, gin + c0, (int)in_plane, 1, scratch);
-            gemm_packed(cout_g, c1 - c0, K, gw, K, scratch, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
+        int block = column_block(K, panels);
+        block = block > kGemmNCB ? kGemmNCB : block;
+        auto columns = [&](int p_lo, int p_hi, float* cols) {   // panels [p_lo, p_hi), all output channels
+          for (int p0 = p_lo; p0 < p_hi; p0 += block) {
+            const int p1 = p0 + block < p_hi ? p0 + block : p_hi;
+            const int c0 = p0 * NR, c1 = p1 * NR < NC ? p1 * NR : NC;
+            pack_b(K, c1 - c0, gin + c0, (int)in_plane, 1, cols);
+            gemm_packed(cout_g, c1 - c0, K, gw, K, cols, gout + c0, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
           }
-          continue;
-        }
-        auto pack = [&](int t) {
-          const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
-          if (p_lo < p_hi)
-            pack_b(K, (p_hi * NR < NC ? p_hi * NR : NC) - p_lo * NR, gin + p_lo * NR, (int)in_plane, 1,
-                   scratch + (ptrdiff_t)p_lo * K * NR);
         };
-        if (pool_threads() > 1 && panels >= 16 && worth_threading((double)K * NC)) parallel_for(16, pack);
-        else pack_b(K, NC, gin, (int)in_plane, 1, scratch);
+        const int threads = pool_threads();
+        if (threads == 1 || !worth_threading(2.0 * cout_g * NC * K)) {
+          columns(0, panels, scratch);
+        } else if (NC >= cout_g && panels >= 8 * threads) {
+          // More columns than rows (B, K x NC, at least A's size, K x c_out): threads take column
+          // ranges, each packing its own panels (into its own part of scratch) and running all
+          // output channels over them (the nested GEMM runs inline): one join per conv, and packed
+          // panels never cross cores. Packing all of B in one parallel_for and splitting the
+          // GEMM's rows in another (below) made each thread read the panels the other core packed:
+          // MobileNetV3-Large's 672->112 and 24->72 at 2 threads 0.85x the time, the model 0.97x.
+          // Ranges are even splits of whole panels, 2 per thread so that a thread slowed by a
+          // neighbour's load can hand work to the other.
+          const int tasks = 2 * threads;
+          parallel_for(tasks, [&](int t) {
+            const int p_lo = (int)((int64_t)panels * t / tasks), p_hi = (int)((int64_t)panels * (t + 1) / tasks);
+            columns(p_lo, p_hi, scratch + (ptrdiff_t)p_lo * K * NR);
+          });
+        } else {
+          // More rows than columns (expansions to many channels at 14x14 and 7x7): each thread's
+          // share of the rows reads all of B, which the threads pack together first.
+          auto pack = [&](int t) {
+            const int p_lo = (int)((int64_t)panels * t / 16), p_hi = (int)((int64_t)panels * (t + 1) / 16);
+            if (p_lo < p_hi)
+              pack_b(K, (p_hi * NR < NC ? p_hi * NR : NC) - p_lo * NR, gin + p_lo * NR, (int)in_plane, 1,
+                     scratch + (ptrdiff_t)p_lo * K * NR);
+          };
+          if (panels >= 16 && worth_threading((double)K * NC)) parallel_for(16, pack);
+          else pack_b(K, NC, gin, (int)in_plane, 1, scratch);
+          gemm_packed(cout_g, NC, K, gw, K, scratch, gout, NC, gb, gb ? 2 : 0, a->act, a->p0, a->p1);
+        }
+        continue;
       } else {
         // Column blocks small enough (kBlockFloats) that the im2col panels of a block are still in
         // cache while the GEMM reads them; im2col of the whole output first made the GEMM stream B

@@ -43,6 +43,15 @@ CASES = {
                                            _x("cb7", (64,), 26), (1, 1), (1, 1), (1, 1), 1, "RELU"),
     "conv1x1": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cw1", (48, 32, 1, 1), 12),
                                   _x("cb", (48,), 11), (1, 1), (0, 0), (1, 1), 1),
+    # pointwise convs (conv.cpp): columns split across threads (more columns than output channels;
+    # 667 columns: panels cut mid-row, the last one partial), rows split over a B packed by one
+    # thread, rows split over a B packed by both (K x columns over the threading threshold)
+    "conv1x1_odd_columns": lambda s: run_conv(s, _x("cxo", (1, 24, 23, 29), 33), _x("cwo", (37, 24, 1, 1), 34),
+                                              _x("cbo", (37,), 35), (1, 1), (0, 0), (1, 1), 1, "RELU"),
+    "conv1x1_more_rows": lambda s: run_conv(s, _x("cxr", (1, 40, 14, 14), 36), _x("cwr", (200, 40, 1, 1), 37),
+                                            _x("cbr", (200,), 38), (1, 1), (0, 0), (1, 1), 1),
+    "conv1x1_more_rows_packed": lambda s: run_conv(s, _x("cxp", (1, 1030, 14, 14), 39), _x("cwp", (216, 1030, 1, 1), 40),
+                                                   None, (1, 1), (0, 0), (1, 1), 1, "CLAMP", 0.0, 6.0),
     "conv_depthwise": lambda s: run_conv(s, _x("cx", (2, 32, 30, 30), 9), _x("cwd", (32, 1, 3, 3), 13),
                                          None, (1, 1), (1, 1), (1, 1), 32),
     # 131 planes: the pool claims 8 tasks at a time on 2 threads (threadpool.cpp claim_chunk), the
