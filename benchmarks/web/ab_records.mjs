@@ -3,7 +3,8 @@
 // (each plan record its own timed run_plan call) and one plain run per file. Writes per file the
 // median of each record's times and of the plain runs, and checks the files' first outputs bit for bit
 // against the first file's.
-// usage: node ab_records.mjs CONFIG.json   ({loader, threads, rounds, input: {name, file, shape}, files, out})
+// usage: node ab_records.mjs CONFIG.json   ({loader, threads, rounds, input: {name, file, shape}, files, out};
+// file_threads: each file's own thread count instead, e.g. one file at [1, 2] for its 2-thread scaling)
 import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -13,7 +14,8 @@ const bytes = readFileSync(config.input.file);
 const data = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 const feeds = { [config.input.name]: { data, shape: config.input.shape } };
 const models = [];
-for (const f of config.files) models.push(await loadModel(readFileSync(f), { threads: config.threads, timeoutMs: 0 }));
+for (const [k, f] of config.files.entries())
+  models.push(await loadModel(readFileSync(f), { threads: config.file_threads ? config.file_threads[k] : config.threads, timeoutMs: 0 }));
 const first = [];
 for (const m of models) first.push(Object.values(await m.run(feeds))[0]);
 const differ = first.map((o) => o.reduce((n, v, i) => n + (Object.is(v, first[0][i]) ? 0 : 1), 0));
