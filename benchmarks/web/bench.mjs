@@ -156,7 +156,9 @@ for (const m of config.models) {
   const newLengths = [];
   for (const n of m.new_lengths) {
     const at = runners(sessions, ours, null, n.inputs, n.outputs), entry = { length: n.length };
-    for (const side of sides.filter((s) => at[s])) {
+    // (not the 1-thread copies of the 2-thread process: the 1-thread process times new lengths at 1
+    // thread, and each costs a first run plus new_length_iters more, ~1 s each on BERT-base)
+    for (const side of sides.filter((s) => at[s] && !s.endsWith("_1t"))) {
       entry[side] = await newSize(at[side], n.outputs, `@${n.length}`);
       Object.assign(diffs[side], entry[side].diffs);
     }
