@@ -341,7 +341,7 @@ void k_CONV2D(const CONV2D_args* a) {
           // output channels over them (the nested GEMM runs inline): one join per conv, and packed
           // panels never cross cores. Packing all of B in one parallel_for and splitting the
           // GEMM's rows in another (below) made each thread read the panels the other core packed:
-          // MobileNetV3-Large's 672->112 and 24->72 at 2 threads 0.85x the time, the model 0.97x.
+          // MobileNetV3-Large's 672->112 and 24->72 at 2 threads 0.84-0.86x the time, the model 0.955x.
           // Ranges are even splits of whole panels, 2 per thread so that a thread slowed by a
           // neighbour's load can hand work to the other.
           const int tasks = 2 * threads;
