@@ -166,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="with --scaling: Node.js processes per model (medians over them)")
     ap.add_argument("--write", action="store_true", help=f"with --scaling: into BENCHMARKS.md's '{SCALING_SECTION}'")
     args = ap.parse_args(argv)
+    if args.write and not args.scaling:
+        ap.error("--write writes the --scaling tables: give --scaling MODELS")
     if args.export:
         export(args.export, args.model)
         return 0
