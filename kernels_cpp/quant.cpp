@@ -713,6 +713,281 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
   else for (int c = 0; c < C; ++c) plane(c);
 }
 
+// Depthwise by horizontal tap pairs, for square 3x3 and 5x5 kernels at stride 1 or 2 with columns not
+// dilated (MobileNet's and EfficientNet's depthwise convs; qdepthwise_vpairs, stride 1, and
+// qdepthwise_hpairs, stride 2). A padded input row is widened to int16 in a layout where the two
+// taps (kx, kx + 1) of 4 consecutive output pixels are 8 consecutive int16, so one plain load, one
+// i32x4.dot_i16x8_s with the pair's weights and one add do 8 multiply-adds, with no shuffle in the
+// loop (qdepthwise_pairs interleaves two taps' vectors per dot: 2 shuffles per 8 pixels and tap
+// pair). Stride 2: pixel ox's pair starts at padded column 2 * ox, so the widened row itself is that
+// layout (pair q at 2 * ox + 2 * q). Stride 1: the row is stored as overlapping pairs, row[2 * t] =
+// padded[t], row[2 * t + 1] = padded[t + 1] (pair q at 2 * (ox + 2 * q)), built by interleaving the
+// padded bytes with themselves shifted by one. An odd kernel width pairs its last tap with a weight
+// of 0. Both kernels run two output rows at a time, their dots into an int32 row buffer that
+// dw_store_row then requantizes (inlined into the dot loop, the requantization's constants and the
+// dots' weights and accumulators did not fit V8's 16 vector registers).
+constexpr int kHpRow = 2048;  // int16 per widened row
+
+// Padded columns a widened row of qdepthwise_hpairs / qdepthwise_vpairs covers (a multiple of 16): every pair that the
+// 8-pixel blocks of ow outputs read, their partners included.
+template <int K, int S>
+inline int hp_cols(int ow) {
+  constexpr int Q = (K + 1) / 2;
+  const int ow8 = (ow + 7) / 8 * 8;
+  return ((S == 1 ? ow8 + 2 * Q : 2 * ow8 + 2 * Q) + 15) / 16 * 16;
+}
+
+template <int K, int S>
+inline bool hp_fits(int ow) {
+  return (S == 1 ? 2 : 1) * hp_cols<K, S>(ow) <= kHpRow;
+}
+
+// Bytes of a padded input row: its bytes are copied by 16-byte vectors where the input goes on past
+// the row (x_end: the input's end; the bytes past the row are then overwritten by the padding): a
+// memcpy call per row cost the 7x7 and 14x14 planes more than their dots.
+constexpr int kHpPadded = kHpRow + 48;
+
+// Input row x (w bytes, pw columns of left padding) -> padded (kHpPadded bytes): cols + 16 bytes of
+// the row between zero points.
+inline void hp_pad_row(const uint8_t* x, int w, int pw, int cols, uint8_t zp, uint8_t* padded,
+                       const uint8_t* x_end) {
+  const v128_t z = wasm_i8x16_splat((int8_t)zp);
+  for (int j = 0; j < cols + 16; j += 16) wasm_v128_store(padded + j, z);
+  const int w16 = (w + 15) / 16 * 16;
+  if (pw + w16 + 16 <= kHpPadded && x + w16 <= x_end) {
+    for (int j = 0; j < w; j += 16) wasm_v128_store(padded + pw + j, wasm_v128_load(x + j));
+    wasm_v128_store(padded + pw + w, z);
+  } else {
+    const int n = pw + w <= cols + 16 ? w : cols + 16 - pw;
+    if (n > 0) memcpy(padded + pw, x, n);
+  }
+}
+
+// dst[2 * t] = a[t], dst[2 * t + 1] = b[t] for t < cols (a multiple of 16), widened to int16.
+template <bool kSigned>
+inline void interleave_widen(const uint8_t* a, const uint8_t* b, int cols, int16_t* dst) {
+  for (int t = 0; t < cols; t += 16) {
+    const v128_t va = wasm_v128_load(a + t), vb = wasm_v128_load(b + t);
+    const v128_t lo = wasm_i8x16_shuffle(va, vb, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const v128_t hi = wasm_i8x16_shuffle(va, vb, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    wasm_v128_store(dst + 2 * t, widen_low<kSigned>(lo));
+    wasm_v128_store(dst + 2 * t + 8, widen_high<kSigned>(lo));
+    wasm_v128_store(dst + 2 * t + 16, widen_low<kSigned>(hi));
+    wasm_v128_store(dst + 2 * t + 24, widen_high<kSigned>(hi));
+  }
+}
+
+// Input row x -> its padded bytes widened to int16 (stride 2's layout above), through padded.
+template <bool kSigned>
+void hp_widen_row(const uint8_t* x, int w, int pw, int cols, uint8_t zp, uint8_t* padded, int16_t* dst,
+                  const uint8_t* x_end) {
+  hp_pad_row(x, w, pw, cols, zp, padded, x_end);
+  for (int t = 0; t < cols; t += 16) {
+    const v128_t v = wasm_v128_load(padded + t);
+    wasm_v128_store(dst + t, widen_low<kSigned>(v));
+    wasm_v128_store(dst + t + 8, widen_high<kSigned>(v));
+  }
+}
+
+// Output row oy of channel c requantized from its accumulators (8-pixel blocks: acc holds ow rounded
+// up to 8), after the row's dots (see above).
+inline void dw_store_row(const int32_t* acc, int c, int oy, const QCONV2D_args* a, const Requant& rq,
+                         const ChannelRequant& cr, uint8_t* out, int es) {
+  const int OW = a->ow, P = a->oh * OW;
+  if (channel_requant_fits(rq)) {
+    const bool u8 = rq.out_dtype == DT_U8;
+    uint8_t* o = out + (ptrdiff_t)c * P + (ptrdiff_t)oy * OW;
+    int ox = 0;
+    for (; ox + 8 <= OW; ox += 8) store8(wasm_v128_load(acc + ox), wasm_v128_load(acc + ox + 4), cr, u8, o + ox);
+    if (ox < OW) store8_tail(wasm_v128_load(acc + ox), wasm_v128_load(acc + ox + 4), cr, u8, o + ox, OW - ox);
+    return;
+  }
+  for (int ox = 0; ox < OW; ox += kCols)
+    store_row(wasm_v128_load(acc + ox), c, oy * OW + ox, OW - ox < kCols ? OW - ox : kCols, rq, out, P * es, es);
+}
+
+// Stride 2: input rows widened once per channel into a ring (as in qdepthwise_pairs); the two output
+// rows share one input row, loaded once for both. 3x3 in V8: 0.76-0.83x qdepthwise_pairs' time on
+// MobileNetV2's 28-56 pixel output rows, equal on its 7-pixel ones (profile_records.py, 2026-12-04).
+template <bool kSigned, int K>
+void qdepthwise_hpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
+                       uint8_t* out, int es) {
+  constexpr int Q = (K + 1) / 2;
+  const uint8_t* in_end = in + (ptrdiff_t)a->c_in * a->h * a->w;
+  constexpr int S = 2;
+  const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, PH = a->ph, PW = a->pw;
+  const int DH = a->dh, kp = a->kp, P = OH * OW, cols = hp_cols<K, S>(OW);
+  const uint8_t zp = (uint8_t)a->x_zp;  // (x_zp's byte: the padding holds the stored value)
+  const bool fast = channel_requant_fits(rq);
+  alignas(16) int16_t zrow[kHpRow];  // a widened row of the vertical padding
+  {
+    alignas(16) uint8_t padded[kHpPadded];
+    hp_widen_row<kSigned>(nullptr, 0, 0, cols, zp, padded, zrow, nullptr);
+  }
+  auto plane = [&](int c) {
+    alignas(16) int16_t rows[kDwRing][kHpRow];
+    alignas(16) uint8_t padded[kHpPadded];
+    alignas(16) int32_t acc[2][kHpRow / 2];  // two output rows' accumulators (8-pixel blocks)
+    int tag[kDwRing];
+    for (int r = 0; r < kDwRing; ++r) tag[r] = -1;
+    const uint8_t* x = in + (ptrdiff_t)c * H * W;
+    int32_t wp[K][Q];  // the pairs' weights as (low, high) int16 in one int32
+    for (int ky = 0; ky < K; ++ky)
+      for (int q = 0; q < Q; ++q) {
+        const int16_t w0 = weight[(ptrdiff_t)c * kp + ky * K + 2 * q];
+        const int16_t w1 = 2 * q + 1 < K ? weight[(ptrdiff_t)c * kp + ky * K + 2 * q + 1] : 0;
+        wp[ky][q] = (int32_t)(uint16_t)w0 | ((int32_t)(uint16_t)w1 << 16);
+      }
+    const ChannelRequant cr = fast ? channel_requant(rq, c) : ChannelRequant{};
+    auto row = [&](int iy) -> const int16_t* {  // input row iy widened (held in a ring slot)
+      if ((unsigned)iy >= (unsigned)H) return zrow;
+      const int r = iy & (kDwRing - 1);  // the rows of two output rows span <= kDwRing: distinct slots
+      if (tag[r] != iy) {
+        hp_widen_row<kSigned>(x + (ptrdiff_t)iy * W, W, PW, cols, zp, padded, rows[r], in_end);
+        tag[r] = iy;
+      }
+      return rows[r];
+    };
+    for (int oy = 0; oy < OH; oy += 2) {  // two output rows at a time (rows both read are loaded once)
+      const int16_t* r0[K];
+      const int16_t* r1[K];
+      for (int ky = 0; ky < K; ++ky) {
+        r0[ky] = row(oy * S - PH + ky * DH);
+        r1[ky] = row((oy + 1) * S - PH + ky * DH);
+      }
+      for (int ox = 0; ox < OW; ox += 8) {
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, b0 = a0, b1 = a0;
+        for (int ky = 0; ky < K; ++ky)
+          for (int q = 0; q < Q; ++q) {
+            const int off = 2 * ox + 2 * q;
+            const v128_t w = wasm_i32x4_splat(wp[ky][q]);
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_v128_load(r0[ky] + off), w));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_v128_load(r0[ky] + off + 8), w));
+            b0 = wasm_i32x4_add(b0, wasm_i32x4_dot_i16x8(wasm_v128_load(r1[ky] + off), w));
+            b1 = wasm_i32x4_add(b1, wasm_i32x4_dot_i16x8(wasm_v128_load(r1[ky] + off + 8), w));
+          }
+        wasm_v128_store(acc[0] + ox, a0);
+        wasm_v128_store(acc[0] + ox + 4, a1);
+        wasm_v128_store(acc[1] + ox, b0);
+        wasm_v128_store(acc[1] + ox + 4, b1);
+      }
+      dw_store_row(acc[0], c, oy, a, rq, cr, out, es);
+      if (oy + 1 < OH) dw_store_row(acc[1], c, oy + 1, a, rq, cr, out, es);
+    }
+  };
+  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * K * K)) parallel_for(C, plane);
+  else for (int c = 0; c < C; ++c) plane(c);
+}
+
+// Stride 1, K x K (K odd), rows not dilated: two output rows at a time, sharing vertical tap pairs.
+// Output rows oy and oy + 1 read input rows b .. b + K (b = oy - ph). Rows b + 1 .. b + K - 1 are
+// interleaved by pairs, V[2 * t] = row(b + 1 + 2m)[t], V[2 * t + 1] = row(b + 2 + 2m)[t]: one
+// load of V at 2 * (ox + kx) gives 4 pixels' taps (ky, kx), (ky + 1, kx) for row oy (ky = 1 + 2m) and
+// for row oy + 1 (ky = 2m), so each load feeds two dots. Row b (row oy's ky = 0) and row b + K (row
+// oy + 1's ky = K - 1) take horizontal pairs as in qdepthwise_hpairs. 3x3: 5 dots per 4 outputs
+// where horizontal pairs alone take 6, 7 loads per 16 outputs where they take 12, and no shuffle
+// in the loop where qdepthwise_pairs takes 10 per 8 outputs: MobileNetV2's 3x3 stride-1 layers in
+// V8 0.68-0.79x qdepthwise_pairs' time (7x7 to 112x112 planes), in wasmtime the whole int8 model
+// 0.91-0.93x (benchmarks/test_int8_bench.py; 2026-12-04).
+template <bool kSigned, int K>
+void qdepthwise_vpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
+                       uint8_t* out, int es) {
+  constexpr int Q = (K + 1) / 2, M = (K - 1) / 2;
+  const uint8_t* in_end = in + (ptrdiff_t)a->c_in * a->h * a->w;
+  const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, PH = a->ph, PW = a->pw, kp = a->kp;
+  const int P = OH * OW, cols = hp_cols<K, 1>(OW);
+  const uint8_t zp = (uint8_t)a->x_zp;
+  const bool fast = channel_requant_fits(rq);
+  alignas(16) uint8_t zpad[kHpPadded];  // a padded row of the vertical padding
+  hp_pad_row(nullptr, 0, 0, cols, zp, zpad, nullptr);
+  auto pair = [](int16_t lo, int16_t hi) { return (int32_t)(uint16_t)lo | ((int32_t)(uint16_t)hi << 16); };
+  auto plane = [&](int c) {
+    alignas(16) uint8_t padded[kDwRing][kHpPadded];
+    alignas(16) int16_t top[kHpRow], bot[kHpRow], vrow[M][kHpRow];
+    alignas(16) int32_t acc[2][kHpRow / 2];  // two output rows' accumulators (8-pixel blocks)
+    int tag[kDwRing];
+    for (int r = 0; r < kDwRing; ++r) tag[r] = -1;
+    const uint8_t* x = in + (ptrdiff_t)c * H * W;
+    const int8_t* wc = weight + (ptrdiff_t)c * kp;
+    auto w = [&](int ky, int kx) -> int16_t { return kx < K ? wc[ky * K + kx] : 0; };
+    int32_t wtop[Q], wbot[Q], wv0[M][K], wv1[M][K];
+    for (int q = 0; q < Q; ++q) {
+      wtop[q] = pair(w(0, 2 * q), w(0, 2 * q + 1));
+      wbot[q] = pair(w(K - 1, 2 * q), w(K - 1, 2 * q + 1));
+    }
+    for (int m = 0; m < M; ++m)
+      for (int kx = 0; kx < K; ++kx) {
+        wv0[m][kx] = pair(w(1 + 2 * m, kx), w(2 + 2 * m, kx));  // row oy
+        wv1[m][kx] = pair(w(2 * m, kx), w(2 * m + 1, kx));      // row oy + 1
+      }
+    const ChannelRequant cr = fast ? channel_requant(rq, c) : ChannelRequant{};
+    auto row = [&](int iy) -> const uint8_t* {  // input row iy padded (held in a ring slot)
+      if ((unsigned)iy >= (unsigned)H) return zpad;
+      const int r = iy & (kDwRing - 1);  // rows b .. b + K span K + 1 <= kDwRing: distinct slots
+      if (tag[r] != iy) {
+        hp_pad_row(x + (ptrdiff_t)iy * W, W, PW, cols, zp, padded[r], in_end);
+        tag[r] = iy;
+      }
+      return padded[r];
+    };
+    for (int oy = 0; oy < OH; oy += 2) {
+      const int b = oy - PH;
+      const uint8_t* t = row(b);
+      interleave_widen<kSigned>(t, t + 1, cols, top);
+      for (int m = 0; m < M; ++m) interleave_widen<kSigned>(row(b + 1 + 2 * m), row(b + 2 + 2 * m), cols, vrow[m]);
+      const uint8_t* u = row(b + K);
+      interleave_widen<kSigned>(u, u + 1, cols, bot);
+      for (int ox = 0; ox < OW; ox += 8) {
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, b0 = a0, b1 = a0;
+        for (int q = 0; q < Q; ++q) {
+          const int16_t* s = top + 2 * ox + 4 * q;
+          const v128_t wq = wasm_v128_load32_splat(&wtop[q]);
+          a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_v128_load(s), wq));
+          a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_v128_load(s + 8), wq));
+        }
+        for (int m = 0; m < M; ++m)
+          for (int kx = 0; kx < K; ++kx) {
+            const int16_t* s = vrow[m] + 2 * (ox + kx);
+            const v128_t v0 = wasm_v128_load(s), v1 = wasm_v128_load(s + 8);
+            const v128_t w0 = wasm_v128_load32_splat(&wv0[m][kx]), w1 = wasm_v128_load32_splat(&wv1[m][kx]);
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(v0, w0));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(v1, w0));
+            b0 = wasm_i32x4_add(b0, wasm_i32x4_dot_i16x8(v0, w1));
+            b1 = wasm_i32x4_add(b1, wasm_i32x4_dot_i16x8(v1, w1));
+          }
+        for (int q = 0; q < Q; ++q) {
+          const int16_t* s = bot + 2 * ox + 4 * q;
+          const v128_t wq = wasm_v128_load32_splat(&wbot[q]);
+          b0 = wasm_i32x4_add(b0, wasm_i32x4_dot_i16x8(wasm_v128_load(s), wq));
+          b1 = wasm_i32x4_add(b1, wasm_i32x4_dot_i16x8(wasm_v128_load(s + 8), wq));
+        }
+        wasm_v128_store(acc[0] + ox, a0);
+        wasm_v128_store(acc[0] + ox + 4, a1);
+        wasm_v128_store(acc[1] + ox, b0);
+        wasm_v128_store(acc[1] + ox + 4, b1);
+      }
+      dw_store_row(acc[0], c, oy, a, rq, cr, out, es);
+      if (oy + 1 < OH) dw_store_row(acc[1], c, oy + 1, a, rq, cr, out, es);
+    }
+  };
+  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * K * K)) parallel_for(C, plane);
+  else for (int c = 0; c < C; ++c) plane(c);
+}
+
+// The qdepthwise_vpairs / qdepthwise_hpairs instantiation for this record, or nullptr (then
+// qdepthwise_pairs or qdepthwise).
+using QDepthwise = void (*)(const QCONV2D_args*, const uint8_t*, const int8_t*, const Requant&, uint8_t*, int);
+template <bool kSigned>
+QDepthwise hpairs_kernel(const QCONV2D_args* a) {
+  if (a->kh != a->kw || a->sh != a->sw || a->dw != 1 || (a->kh - 1) * a->dh + 1 + a->sh > kDwRing) return nullptr;
+  const int k = a->kh, s = a->sh, ow = a->ow;
+  if (s == 1 && a->dh == 1 && k == 3 && hp_fits<3, 1>(ow)) return qdepthwise_vpairs<kSigned, 3>;
+  if (s == 1 && a->dh == 1 && k == 5 && hp_fits<5, 1>(ow)) return qdepthwise_vpairs<kSigned, 5>;
+  if (k == 3 && s == 2 && hp_fits<3, 2>(ow)) return qdepthwise_hpairs<kSigned, 3>;
+  if (k == 5 && s == 2 && hp_fits<5, 2>(ow)) return qdepthwise_hpairs<kSigned, 5>;
+  return nullptr;
+}
+
 // rq with QCONV2D's (or QCONV2D_WINO's) residual, if the record has one: at the same element offset
 // as out (both 1-byte elements), so one address difference locates it from any output position.
 template <class Args>
@@ -754,7 +1029,8 @@ void k_QCONV2D(const QCONV2D_args* a) {
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
       const bool s8 = a->x_dtype == DT_I8, three = a->kh * a->kw == 9;
       const bool short_rows = a->ow < 16 || a->ow % 8 > kCols;
-      if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
+      if (const QDepthwise hp = s8 ? hpairs_kernel<true>(a) : hpairs_kernel<false>(a)) hp(a, iin, weight, rq, iout, es);
+      else if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
       else if (three && short_rows)
         (s8 ? qdepthwise_pairs<true, 5, true> : qdepthwise_pairs<false, 5, true>)(a, iin, weight, rq, iout, es);
       else if (three) (s8 ? qdepthwise_pairs<true, 5, false> : qdepthwise_pairs<false, 5, false>)(a, iin, weight, rq, iout, es);

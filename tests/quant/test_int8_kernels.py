@@ -218,6 +218,12 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 2, 9, 27, 2, 2, 3, 3, 2, 1, 1),    # stride 2, one 16-byte load and a part of the next
     (1, 17, 6, 6, 40, 1, 1, 1, 1, 0, 1),   # pointwise, full 8-pixel panels and a 4-pixel tail, 10 row tiles
     (1, 2, 5, 23, 2, 2, 3, 3, 1, 1, 1),    # depthwise, rows of 23: two 8-pixel blocks and a 7-pixel one
+    # depthwise by tap pairs two output rows at a time: an odd last row alone, 5x5 stride 1 (vertical
+    # pairs of rows 1-2 and 3-4), rows of 41 (5 blocks and a 1-pixel tail), zero padding at one end
+    (1, 3, 11, 19, 3, 3, 5, 5, 1, 2, 1),
+    (1, 2, 9, 41, 2, 2, 3, 3, 1, 1, 1),
+    (1, 2, 10, 12, 2, 2, 3, 3, 2, 0, 1),
+    (1, 2, 12, 17, 2, 2, 5, 5, 2, 1, 1),
     # stride-2 im2col rows gathered 16 columns at a time (the even bytes of 32), pads at both ends
     (1, 3, 13, 71, 5, 1, 7, 7, 2, 3, 1),   # ResNet's 7x7 stem at an odd width
     (1, 3, 9, 66, 4, 1, 3, 3, 2, 1, 1),    # MobileNet's 3x3 stem at an even width
