@@ -496,6 +496,14 @@ inline v128_t load4_widen(const uint8_t* p) {
                  : wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(v));
 }
 
+// plane(c) for every channel c of a depthwise conv, the channels split over the threads when the
+// conv's flops make it worth it.
+template <class F>
+void dw_for_planes(int channels, double flops, F&& plane) {
+  if (pool_threads() > 1 && channels > 1 && worth_threading(flops)) parallel_for(channels, plane);
+  else for (int c = 0; c < channels; ++c) plane(c);
+}
+
 // Depthwise conv (one output channel per input channel), direct, general (any stride; the tap-pair
 // kernel below takes strides 1 and 2): 4 output pixels of a row at a time
 // in i32x4 (i32 multiply-adds, 9 taps are too few to fill dot_i16x8's 8-deep blocks: through
@@ -544,8 +552,7 @@ void qdepthwise(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, 
       }
     }
   };
-  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * KH * KW)) parallel_for(C, plane);
-  else for (int c = 0; c < C; ++c) plane(c);
+  dw_for_planes(C, 2.0 * C * P * KH * KW, plane);
 }
 
 // store8 of a row's last block of 4 < nc < 8 pixels (7x7 and 14x14 planes end every row in one): the
@@ -709,8 +716,7 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
       }
     }
   };
-  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * KH * KW)) parallel_for(C, plane);
-  else for (int c = 0; c < C; ++c) plane(c);
+  dw_for_planes(C, 2.0 * C * P * KH * KW, plane);
 }
 
 // Depthwise by horizontal tap pairs, for square 3x3 and 5x5 kernels at stride 1 or 2 with columns not
@@ -810,6 +816,21 @@ inline void dw_store_row(const int32_t* acc, int c, int oy, const QCONV2D_args* 
     store_row(wasm_v128_load(acc + ox), c, oy * OW + ox, OW - ox < kCols ? OW - ox : kCols, rq, out, P * es, es);
 }
 
+// One 8-pixel block of two output rows' accumulators (a: row oy, b: row oy + 1) kept in acc.
+inline void dw_keep_block(int32_t (*acc)[kHpRow / 2], int ox, v128_t a0, v128_t a1, v128_t b0, v128_t b1) {
+  wasm_v128_store(acc[0] + ox, a0);
+  wasm_v128_store(acc[0] + ox + 4, a1);
+  wasm_v128_store(acc[1] + ox, b0);
+  wasm_v128_store(acc[1] + ox + 4, b1);
+}
+
+// Output rows oy and (if there is one) oy + 1 requantized from acc.
+inline void dw_store_rows(int32_t (*acc)[kHpRow / 2], int c, int oy, const QCONV2D_args* a, const Requant& rq,
+                          const ChannelRequant& cr, uint8_t* out, int es) {
+  dw_store_row(acc[0], c, oy, a, rq, cr, out, es);
+  if (oy + 1 < a->oh) dw_store_row(acc[1], c, oy + 1, a, rq, cr, out, es);
+}
+
 // Stride 2: input rows widened once per channel into a ring (as in qdepthwise_pairs); the two output
 // rows share one input row, loaded once for both. 3x3 in V8: 0.76-0.83x qdepthwise_pairs' time on
 // MobileNetV2's 28-56 pixel output rows, equal on its 7-pixel ones (profile_records.py, 2026-12-04).
@@ -870,17 +891,12 @@ void qdepthwise_hpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* w
             b0 = wasm_i32x4_add(b0, wasm_i32x4_dot_i16x8(wasm_v128_load(r1[ky] + off), w));
             b1 = wasm_i32x4_add(b1, wasm_i32x4_dot_i16x8(wasm_v128_load(r1[ky] + off + 8), w));
           }
-        wasm_v128_store(acc[0] + ox, a0);
-        wasm_v128_store(acc[0] + ox + 4, a1);
-        wasm_v128_store(acc[1] + ox, b0);
-        wasm_v128_store(acc[1] + ox + 4, b1);
+        dw_keep_block(acc, ox, a0, a1, b0, b1);
       }
-      dw_store_row(acc[0], c, oy, a, rq, cr, out, es);
-      if (oy + 1 < OH) dw_store_row(acc[1], c, oy + 1, a, rq, cr, out, es);
+      dw_store_rows(acc, c, oy, a, rq, cr, out, es);
     }
   };
-  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * K * K)) parallel_for(C, plane);
-  else for (int c = 0; c < C; ++c) plane(c);
+  dw_for_planes(C, 2.0 * C * P * K * K, plane);
 }
 
 // Stride 1, K x K (K odd), rows not dilated: two output rows at a time, sharing vertical tap pairs.
@@ -965,17 +981,12 @@ void qdepthwise_vpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* w
           b0 = wasm_i32x4_add(b0, wasm_i32x4_dot_i16x8(wasm_v128_load(s), wq));
           b1 = wasm_i32x4_add(b1, wasm_i32x4_dot_i16x8(wasm_v128_load(s + 8), wq));
         }
-        wasm_v128_store(acc[0] + ox, a0);
-        wasm_v128_store(acc[0] + ox + 4, a1);
-        wasm_v128_store(acc[1] + ox, b0);
-        wasm_v128_store(acc[1] + ox + 4, b1);
+        dw_keep_block(acc, ox, a0, a1, b0, b1);
       }
-      dw_store_row(acc[0], c, oy, a, rq, cr, out, es);
-      if (oy + 1 < OH) dw_store_row(acc[1], c, oy + 1, a, rq, cr, out, es);
+      dw_store_rows(acc, c, oy, a, rq, cr, out, es);
     }
   };
-  if (pool_threads() > 1 && C > 1 && worth_threading(2.0 * C * P * K * K)) parallel_for(C, plane);
-  else for (int c = 0; c < C; ++c) plane(c);
+  dw_for_planes(C, 2.0 * C * P * K * K, plane);
 }
 
 // The qdepthwise_vpairs / qdepthwise_hpairs instantiation for this record, or nullptr (then
