@@ -797,18 +797,20 @@ void hp_widen_row(const uint8_t* x, int w, int pw, int cols, uint8_t zp, uint8_t
 
 // Output row oy of channel c requantized from its accumulators (8-pixel blocks: acc holds ow rounded
 // up to 8), after the row's dots (see above). Rows are stored in order, so a row's last block is
-// stored whole, its bytes past the row overwritten by the next row, except on the plane's last row
-// (the next plane may be another thread's): there store8_tail (in V8 a row ending in 4 pixels, 28
-// wide, took 1.4x float32's time with store8_tail on every row).
+// stored whole, its bytes past the row overwritten by the rows after it, where all 8 bytes stay in
+// the plane (the next plane may be another thread's, and the last one ends the output): else
+// store8_tail (in V8 a row ending in 4 pixels, 28 wide, took 1.4x float32's time with store8_tail
+// on every row).
 inline void dw_store_row(const int32_t* acc, int c, int oy, const QCONV2D_args* a, const Requant& rq,
                          const ChannelRequant& cr, uint8_t* out, int es) {
   const int OW = a->ow, P = a->oh * OW;
   if (channel_requant_fits(rq)) {
     const bool u8 = rq.out_dtype == DT_U8;
     uint8_t* o = out + (ptrdiff_t)c * P + (ptrdiff_t)oy * OW;
-    const int whole = oy + 1 < a->oh ? OW : OW / 8 * 8;  // pixels stored by whole blocks
+    const int room = (a->oh - oy) * OW;  // bytes from o to the plane's end
     int ox = 0;
-    for (; ox < whole; ox += 8) store8(wasm_v128_load(acc + ox), wasm_v128_load(acc + ox + 4), cr, u8, o + ox);
+    for (; ox < OW && ox + 8 <= room; ox += 8)
+      store8(wasm_v128_load(acc + ox), wasm_v128_load(acc + ox + 4), cr, u8, o + ox);
     if (ox < OW) store8_tail(wasm_v128_load(acc + ox), wasm_v128_load(acc + ox + 4), cr, u8, o + ox, OW - ox);
     return;
   }

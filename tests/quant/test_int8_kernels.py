@@ -224,6 +224,13 @@ CONVS = [  # (n, c_in, h, w, c_out, groups, kh, kw, stride, padding, dilation)
     (1, 2, 9, 41, 2, 2, 3, 3, 1, 1, 1),
     (1, 2, 10, 12, 2, 2, 3, 3, 2, 0, 1),
     (1, 2, 12, 17, 2, 2, 5, 5, 2, 1, 1),
+    # planes narrower than a block: a whole 8-byte store from one row would reach past the plane
+    # (into the next channel's, or past the output): 2x2, 3x1, 1x3, stride 2 into 2x2, 5x5 into 2x3
+    (1, 3, 2, 2, 3, 3, 3, 3, 1, 1, 1),
+    (1, 2, 3, 1, 2, 2, 3, 3, 1, 1, 1),
+    (1, 2, 1, 3, 2, 2, 3, 3, 1, 1, 1),
+    (1, 3, 4, 4, 3, 3, 3, 3, 2, 1, 1),
+    (1, 2, 2, 3, 2, 2, 5, 5, 1, 2, 1),
     # stride-2 im2col rows gathered 16 columns at a time (the even bytes of 32), pads at both ends
     (1, 3, 13, 71, 5, 1, 7, 7, 2, 3, 1),   # ResNet's 7x7 stem at an odd width
     (1, 3, 9, 66, 4, 1, 3, 3, 2, 1, 1),    # MobileNet's 3x3 stem at an even width
