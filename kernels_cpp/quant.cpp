@@ -144,6 +144,38 @@ inline void store8(v128_t a0, v128_t a1, const ChannelRequant& c, bool u8, uint8
   wasm_v128_store64_lane(o, u8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
 }
 
+// store8 with QCONV2D's residual (quantized output; rq.has_res): the 8 residual bytes at o +
+// rq.res_delta dequantized and added after the bias, as store_row does, with the constants splatted
+// once per channel. QCONV2D_WINO's output (int8 ResNet-18's block ends): through store_row, which
+// reloads every field, branches on its flags and reads the residual byte by byte per 4 outputs,
+// the 56x56 residual convs took 1.13x the time of the same convs without one; with this, equal
+// (profile_records.py --layers, 30 rounds, 2026-12-04). (In QCONV2D's pointwise tiles the same
+// epilogue was tried on 2026-12-03 and left the residual layers unchanged; decision 11.)
+struct ResidualConsts {
+  v128_t scale, zp;
+};
+
+inline ResidualConsts residual_consts(const Requant& rq) {
+  return ResidualConsts{wasm_f32x4_splat(rq.res_scale), wasm_f32x4_splat(rq.res_zp)};
+}
+
+inline void store8_res(v128_t a0, v128_t a1, const ChannelRequant& c, const ResidualConsts& r, const Requant& rq,
+                       uint8_t* o) {
+  const v128_t b = wasm_v128_load64_zero(o + rq.res_delta);
+  const v128_t b16 = rq.res_signed ? wasm_i16x8_extend_low_i8x16(b) : wasm_u16x8_extend_low_u8x16(b);
+  const v128_t r0 = rq.res_signed ? wasm_i32x4_extend_low_i16x8(b16) : wasm_u32x4_extend_low_u16x8(b16);
+  const v128_t r1 = rq.res_signed ? wasm_i32x4_extend_high_i16x8(b16) : wasm_u32x4_extend_high_u16x8(b16);
+  auto q = [&](v128_t acc, v128_t res) {
+    v128_t y = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, c.acc_bias)), c.scale);
+    y = wasm_f32x4_add(wasm_f32x4_add(y, c.bias),
+                       wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_convert_i32x4(res), r.zp), r.scale));
+    y = wasm_f32x4_pmin(wasm_f32x4_pmax(wasm_f32x4_mul(y, c.inv), c.lo), c.hi);
+    return wasm_i32x4_sub(wasm_f32x4_add(y, c.magic), c.magic_zp);
+  };
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0, r0), q(a1, r1));
+  wasm_v128_store64_lane(o, rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
+}
+
 // Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
 template <bool kSigned, int MR>
 void micro(const int8_t* w, int kp, const uint8_t* panel, int i0, int j0, int nc, const Requant& rq,
@@ -1332,9 +1364,11 @@ void wino_output(const WinoGeom& g, const int32_t* M, int ldm, const Requant& rq
                  int co_hi, uint8_t* out, int es) {
   const ptrdiff_t ms = wino_mstride(g.CO4, ldm), P = (ptrdiff_t)g.OH * g.OW;
   const bool fast = channel_requant_fits(rq), u8 = rq.out_dtype == DT_U8;
+  const bool fast_res = rq.out_dtype != DT_F32 && rq.has_res;  // (store8_res)
+  const ResidualConsts rc = fast_res ? residual_consts(rq) : ResidualConsts{};
   for (int co = co_lo; co < co_hi; ++co) {
     const v128_t ab = wasm_i32x4_splat(rq.acc_bias[co]);
-    const ChannelRequant cr = fast ? channel_requant(rq, co) : ChannelRequant{};
+    const ChannelRequant cr = fast || fast_res ? channel_requant(rq, co) : ChannelRequant{};
     for (int q = 0; q < nt;) {
       const WinoPos p = wino_pos(g, t0 + q);
       int n4 = nt - q < 4 ? nt - q : 4;
@@ -1360,6 +1394,10 @@ void wino_output(const WinoGeom& g, const int32_t* M, int ldm, const Requant& rq
         const int j0 = (2 * p.ty + rr) * g.OW + 2 * p.tx;
         if (fast && npix == 8) {
           store8(lo, hi, cr, u8, img_out + co * P + j0);
+          continue;
+        }
+        if (fast_res && npix == 8) {
+          store8_res(lo, hi, cr, rc, rq, img_out + co * P + j0);
           continue;
         }
         store_row(lo, co, j0, npix < 4 ? npix : 4, rq, img_out, (int)(P * es), es);
