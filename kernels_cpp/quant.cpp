@@ -173,7 +173,8 @@ inline void store8_res(v128_t a0, v128_t a1, const ChannelRequant& c, const Resi
     return wasm_i32x4_sub(wasm_f32x4_add(y, c.magic), c.magic_zp);
   };
   const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0, r0), q(a1, r1));
-  wasm_v128_store64_lane(o, rq.out_dtype == DT_U8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
+  const bool u8 = rq.out_dtype == DT_U8;
+  wasm_v128_store64_lane(o, u8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
 }
 
 // Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
@@ -766,8 +767,8 @@ void qdepthwise_pairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* we
 // dots' weights and accumulators did not fit V8's 16 vector registers).
 constexpr int kHpRow = 2048;  // int16 per widened row
 
-// Padded columns a widened row of qdepthwise_hpairs / qdepthwise_vpairs covers (a multiple of 16): every pair that the
-// 8-pixel blocks of ow outputs read, their partners included.
+// Padded columns a widened row of qdepthwise_hpairs / qdepthwise_vpairs covers (a multiple of 16):
+// every pair that the 8-pixel blocks of ow outputs read, their partners included.
 template <int K, int S>
 inline int hp_cols(int ow) {
   constexpr int Q = (K + 1) / 2;
@@ -871,9 +872,8 @@ inline void dw_store_rows(int32_t (*acc)[kHpRow / 2], int c, int oy, const QCONV
 template <bool kSigned, int K>
 void qdepthwise_hpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
                        uint8_t* out, int es) {
-  constexpr int Q = (K + 1) / 2;
+  constexpr int Q = (K + 1) / 2, S = 2;
   const uint8_t* in_end = in + (ptrdiff_t)a->c_in * a->h * a->w;
-  constexpr int S = 2;
   const int C = a->c_in, H = a->h, W = a->w, OH = a->oh, OW = a->ow, PH = a->ph, PW = a->pw;
   const int DH = a->dh, kp = a->kp, P = OH * OW, cols = hp_cols<K, S>(OW);
   const uint8_t zp = (uint8_t)a->x_zp;  // (x_zp's byte: the padding holds the stored value)
@@ -1027,7 +1027,7 @@ void qdepthwise_vpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* w
 // qdepthwise_pairs or qdepthwise).
 using QDepthwise = void (*)(const QCONV2D_args*, const uint8_t*, const int8_t*, const Requant&, uint8_t*, int);
 template <bool kSigned>
-QDepthwise hpairs_kernel(const QCONV2D_args* a) {
+QDepthwise tap_pairs_kernel(const QCONV2D_args* a) {
   if (a->kh != a->kw || a->sh != a->sw || a->dw != 1 || (a->kh - 1) * a->dh + 1 + a->sh > kDwRing) return nullptr;
   const int k = a->kh, s = a->sh, ow = a->ow;
   if (s == 1 && a->dh == 1 && k == 3 && hp_fits<3, 1>(ow)) return qdepthwise_vpairs<kSigned, 3>;
@@ -1078,7 +1078,7 @@ void k_QCONV2D(const QCONV2D_args* a) {
       uint8_t* iout = out + (ptrdiff_t)img * a->c_out * P * es;
       const bool s8 = a->x_dtype == DT_I8, three = a->kh * a->kw == 9;
       const bool short_rows = a->ow < 16 || a->ow % 8 > kCols;
-      if (const QDepthwise hp = s8 ? hpairs_kernel<true>(a) : hpairs_kernel<false>(a)) hp(a, iin, weight, rq, iout, es);
+      if (const QDepthwise hp = s8 ? tap_pairs_kernel<true>(a) : tap_pairs_kernel<false>(a)) hp(a, iin, weight, rq, iout, es);
       else if (!dw_pairs_fit(a)) (s8 ? qdepthwise<true> : qdepthwise<false>)(a, iin, weight, rq, iout, es);
       else if (three && short_rows)
         (s8 ? qdepthwise_pairs<true, 5, true> : qdepthwise_pairs<false, 5, true>)(a, iin, weight, rq, iout, es);
