@@ -132,23 +132,28 @@ inline ChannelRequant channel_requant(const Requant& rq, int i) {
                         wasm_i32x4_splat(rq.magic_zp)};
 }
 
-// 8 accumulators of one channel (a0: pixels 0-3, a1: 4-7) requantized as store_row does, 8 bytes to o.
-inline void store8(v128_t a0, v128_t a1, const ChannelRequant& c, bool u8, uint8_t* o) {
-  auto q = [&c](v128_t acc) {
+// 8 accumulators of one channel (a0: pixels 0-3, a1: 4-7) requantized as store_row does, 8 bytes to o;
+// kRes: plus the dequantized residual (res0, res1: float32) after the bias, where store_row adds it.
+template <bool kRes = false>
+inline void store8(v128_t a0, v128_t a1, const ChannelRequant& c, bool u8, uint8_t* o,
+                   v128_t res0 = wasm_f32x4_splat(0.0f), v128_t res1 = wasm_f32x4_splat(0.0f)) {
+  auto q = [&c](v128_t acc, v128_t res) {
     v128_t y = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, c.acc_bias)), c.scale);
-    y = wasm_f32x4_mul(wasm_f32x4_add(y, c.bias), c.inv);
-    y = wasm_f32x4_pmin(wasm_f32x4_pmax(y, c.lo), c.hi);
+    y = wasm_f32x4_add(y, c.bias);
+    if (kRes) y = wasm_f32x4_add(y, res);
+    y = wasm_f32x4_pmin(wasm_f32x4_pmax(wasm_f32x4_mul(y, c.inv), c.lo), c.hi);
     return wasm_i32x4_sub(wasm_f32x4_add(y, c.magic), c.magic_zp);
   };
-  const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0), q(a1));
+  const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0, res0), q(a1, res1));
   wasm_v128_store64_lane(o, u8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
 }
 
 // store8 with QCONV2D's residual (quantized output; rq.has_res): the 8 residual bytes at o +
-// rq.res_delta dequantized and added after the bias, as store_row does, with the constants splatted
-// once per channel. QCONV2D_WINO's output (int8 ResNet-18's block ends): through store_row, which
-// reloads every field, branches on its flags and reads the residual byte by byte per 4 outputs,
-// the 56x56 residual convs took 1.13x the time of the same convs without one; with this, equal
+// rq.res_delta in one load, dequantized as eager's dequantize, (r - zp) * scale, with the constants
+// splatted once per channel. QCONV2D_WINO's output (int8 ResNet-18's block ends): through
+// store_row, which reloads every field, branches on its flags and reads the residual byte by byte
+// per 4 outputs, the 56x56 residual convs took 1.13x the time of the same convs without one; with
+// this, equal
 // (profile_records.py --layers, 30 rounds, 2026-12-04). (In QCONV2D's pointwise tiles the same
 // epilogue was tried on 2026-12-03 and left the residual layers unchanged; decision 11.)
 struct ResidualConsts {
@@ -165,16 +170,10 @@ inline void store8_res(v128_t a0, v128_t a1, const ChannelRequant& c, const Resi
   const v128_t b16 = rq.res_signed ? wasm_i16x8_extend_low_i8x16(b) : wasm_u16x8_extend_low_u8x16(b);
   const v128_t r0 = rq.res_signed ? wasm_i32x4_extend_low_i16x8(b16) : wasm_u32x4_extend_low_u16x8(b16);
   const v128_t r1 = rq.res_signed ? wasm_i32x4_extend_high_i16x8(b16) : wasm_u32x4_extend_high_u16x8(b16);
-  auto q = [&](v128_t acc, v128_t res) {
-    v128_t y = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(wasm_i32x4_add(acc, c.acc_bias)), c.scale);
-    y = wasm_f32x4_add(wasm_f32x4_add(y, c.bias),
-                       wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_convert_i32x4(res), r.zp), r.scale));
-    y = wasm_f32x4_pmin(wasm_f32x4_pmax(wasm_f32x4_mul(y, c.inv), c.lo), c.hi);
-    return wasm_i32x4_sub(wasm_f32x4_add(y, c.magic), c.magic_zp);
+  auto dequantize = [&r](v128_t v) {
+    return wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_convert_i32x4(v), r.zp), r.scale);
   };
-  const v128_t q16 = wasm_i16x8_narrow_i32x4(q(a0, r0), q(a1, r1));
-  const bool u8 = rq.out_dtype == DT_U8;
-  wasm_v128_store64_lane(o, u8 ? wasm_u8x16_narrow_i16x8(q16, q16) : wasm_i8x16_narrow_i16x8(q16, q16), 0);
+  store8<true>(a0, a1, c, rq.out_dtype == DT_U8, o, dequantize(r0), dequantize(r1));
 }
 
 // Rows [i0, i0 + MR) x one panel (columns j0 .. j0 + nc - 1).
