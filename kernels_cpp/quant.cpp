@@ -867,7 +867,7 @@ inline void dw_store_rows(int32_t (*acc)[kHpRow / 2], int c, int oy, const QCONV
 
 // Stride 2: input rows widened once per channel into a ring (as in qdepthwise_pairs); the two output
 // rows share one input row, loaded once for both. 3x3 in V8: 0.76-0.83x qdepthwise_pairs' time on
-// MobileNetV2's 28-56 pixel output rows, equal on its 7-pixel ones (profile_records.py, 2026-12-04).
+// MobileNetV2's 14-56 pixel output rows, equal on its 7-pixel ones (profile_records.py, 2026-12-04).
 template <bool kSigned, int K>
 void qdepthwise_hpairs(const QCONV2D_args* a, const uint8_t* in, const int8_t* weight, const Requant& rq,
                        uint8_t* out, int es) {

@@ -380,7 +380,7 @@ def test_threads_split_the_work_to_the_same_result(s1, s2):
     ref = torch.ops.twb_quant.linear(x, x_scale, x_zp, w, w_scale, w_zp, bias, True, *out)
     _check(one, ref, None, 150)
     # + 1600 pixels: 4 column blocks, each thread packing into its own part of scratch; + depthwise:
-    # planes split over the threads, rows of 7 ending in whole 8-byte stores except each plane's last
+    # planes split over the threads, rows of 7 ending in whole 8-byte stores where those stay in the plane
     for cfg in [(2, 16, 15, 13, 24, 1, 3, 3, 1, 1, 1), (1, 16, 40, 40, 24, 1, 3, 3, 1, 1, 1),
                 (1, 64, 40, 40, 64, 64, 3, 3, 1, 1, 1), (1, 400, 7, 7, 400, 400, 3, 3, 1, 1, 1),
                 (1, 300, 14, 14, 300, 300, 3, 3, 2, 1, 1), (1, 40, 21, 21, 40, 40, 5, 5, 2, 2, 1)]:
